@@ -1,0 +1,3 @@
+from liangxin_batch.cli import main
+
+main(prog_name="liangxin-batch")

@@ -1,0 +1,79 @@
+"""The `liangxin-batch` command: a thin click adapter over the library.
+
+Each area registers its commands from its own module (`_cli_*.py`). Library errors
+(`LiangXinBatchError`) become a message on stderr and their documented exit code —
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._errors import LiangXinBatchError, redact
+
+__all__ = ["CliContext", "main", "pass_cli"]
+
+
+@dataclass
+class CliContext:
+    """What every command may need, built lazily from the global options."""
+
+    catalog_paths: Sequence[Path] = field(default_factory=tuple)
+
+    @cached_property
+    def catalog(self) -> Any:
+        from ._catalog import load_catalog
+
+        return load_catalog(tuple(self.catalog_paths))
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+class _Group(click.Group):
+    """Turns our own errors into a message and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LiangXinBatchError as err:
+            click.echo(f"error: {redact(str(err))}", err=True)
+            sys.exit(err.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--catalog",
+    "catalog_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="LIANGXIN_CATALOG",
+    help="Extra catalog YAML that adds or overrides models (repeatable; env LIANGXIN_CATALOG).",
+)
+@click.version_option(package_name="liangxin-batch")
+@click.pass_context
+def main(ctx: click.Context, catalog_paths: tuple[Path, ...]) -> None:
+    """Run large prompt sets through the LiangXin Market API.
+
+    Exit codes: 0 all jobs succeeded; 1 some jobs did not succeed; 2 bad manifest, catalog
+    or usage (nothing sent); 3 stopped for a reason you must fix (auth, credits, quota);
+    130 interrupted (run the same command again to resume).
+    """
+    ctx.obj = CliContext(catalog_paths=catalog_paths)
+
+
+def _register() -> None:
+    from . import _cli_manifest, _cli_models, _cli_run, _cli_sim
+
+    for module in (_cli_models, _cli_manifest, _cli_run, _cli_sim):
+        module.register(main)
+
+
+_register()
