@@ -1,0 +1,245 @@
+"""LiangXinClient: the one module that speaks HTTP to the LiangXin API.
+
+createTask is never retried here: whether a failed create may be repeated depends on
+whether the service could have created the task, and only the runner knows what to do
+with that (see `NotSentError` versus `AmbiguousError`). The idempotent calls (recordInfo,
+credit, download-url) retry with jittered backoff and honour `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import stamina
+
+from ._envelope import TaskRecord, check_envelope, parse_retry_after, parse_task_record
+from ._errors import (
+    AmbiguousError,
+    APIError,
+    ConfigError,
+    LiangXinError,
+    NotSentError,
+    TransportError,
+    redact,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_BASE_URL",
+    "LiangXinClient",
+    "Secret",
+    "resolve_settings",
+]
+
+ENV_API_KEY = "LIANGXIN_API_KEY"
+ENV_BASE_URL = "LIANGXIN_BASE_URL"
+
+#: Explicit timeouts: `pool=None` because callers gate concurrency themselves, so waiting
+#: for a pooled connection is never an error (httpx raises PoolTimeout otherwise).
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=None)
+
+CREATE_PATH = "/api/v1/jobs/createTask"
+RECORD_PATH = "/api/v1/jobs/recordInfo"
+CREDIT_PATH = "/api/v1/chat/credit"
+DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
+
+_NO_BASE_URL = (
+    "no LiangXin base URL is configured. Set {env}=https://<your LiangXin API host> "
+    "(from the LiangXin console) or pass --base-url. To try the tool without an account, "
+    "use --simulate."
+)
+_NO_KEY = (
+    "no API key. Set {env}=<your key> (create one in the LiangXin console). "
+    "The key is never printed or stored."
+)
+
+
+def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """Key and base URL from arguments, then the environment; ConfigError if missing."""
+    url = (base_url or os.environ.get(ENV_BASE_URL) or "").strip()
+    if not url:
+        raise ConfigError(_NO_BASE_URL.format(env=ENV_BASE_URL))
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"the base URL must start with http:// or https://, got {url!r}")
+    key = (api_key or os.environ.get(ENV_API_KEY) or "").strip()
+    if not key:
+        raise ConfigError(_NO_KEY.format(env=ENV_API_KEY))
+    return key, url.rstrip("/")
+
+
+class Secret:
+    """Holds the API key; every repr/str shows *** so dumps of locals cannot leak it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        return self._value
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key per request."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        yield request
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """stamina's `on=`: True to retry with backoff, a float to wait exactly that long."""
+    if isinstance(exc, APIError):
+        if not exc.retryable:
+            return False
+        return exc.retry_after if exc.retry_after is not None else True
+    return isinstance(exc, TransportError)
+
+
+class LiangXinClient:
+    """Async client for the LiangXin Market task API.
+
+    Args:
+        api_key: defaults to `$LIANGXIN_API_KEY`.
+        base_url: defaults to `$LIANGXIN_BASE_URL`.
+        transport: an httpx transport (tests pass `httpx.ASGITransport(app=simulator)`).
+        timeout: httpx timeout; explicit by default.
+        max_connections: size of the connection pool; callers should keep their own
+            concurrency at or below it.
+        retry_attempts / retry_timeout: for idempotent calls only.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+        retry_attempts: int = 6,
+        retry_timeout: float = 120.0,
+        on_request: Callable[[str], None] | None = None,
+    ) -> None:
+        key, url = resolve_settings(api_key, base_url)
+        self._key = Secret(key)
+        del key, api_key
+        self.base_url = url
+        self._retry_attempts = retry_attempts
+        self._retry_timeout = retry_timeout
+        self._on_request = on_request
+        self._http = httpx.AsyncClient(
+            base_url=url,
+            auth=_BearerAuth(self._key),
+            transport=transport,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": "liangxin-batch"},
+        )
+
+    def __repr__(self) -> str:
+        return f"LiangXinClient(base_url={self.base_url!r}, api_key=***)"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the four calls ---------------------------------------------------------------
+
+    async def create_task(
+        self, model: str, input: Mapping[str, Any], callback_url: str | None = None
+    ) -> str:
+        """Submit one task and return its taskId. Never retried here.
+
+        Raises NotSentError when the request provably never reached the service,
+        AmbiguousError when it may have (a task may exist), APIError for an answer.
+        """
+        body: dict[str, Any] = {"model": model, "input": dict(input)}
+        if callback_url:
+            body["callBackUrl"] = callback_url
+        try:
+            data = await self._call("POST", CREATE_PATH, json=body)
+        except ValueError as err:  # a 2xx we could not read: the task may exist
+            raise AmbiguousError(f"createTask answer unreadable: {err}") from None
+        task_id = data.get("taskId") if isinstance(data, Mapping) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise AmbiguousError("createTask answered success without a taskId")
+        return task_id
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        """recordInfo for one task (retried on transport errors, 429, 455, 5xx)."""
+        data = await self._idempotent("GET", RECORD_PATH, params={"taskId": task_id})
+        return parse_task_record(data, task_id=task_id)
+
+    async def get_credits(self) -> int:
+        """The account's remaining credits."""
+        data = await self._idempotent("GET", CREDIT_PATH)
+        try:
+            return int(data)
+        except (TypeError, ValueError):
+            raise LiangXinError(f"credit endpoint answered {data!r}, not a number") from None
+
+    async def get_download_url(self, url: str) -> str:
+        """A fresh temporary (about 20 minutes) URL for a LiangXin-generated file."""
+        data = await self._idempotent("POST", DOWNLOAD_URL_PATH, json={"url": url})
+        if not isinstance(data, str) or not data.startswith(("http://", "https://")):
+            raise LiangXinError(f"download-url answered {data!r}, not a URL")
+        return data
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _idempotent(self, method: str, path: str, **kwargs: Any) -> Any:
+        async for attempt in stamina.retry_context(
+            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                try:
+                    return await self._call(method, path, **kwargs)
+                except ValueError as err:
+                    raise TransportError(f"unreadable answer from {path}: {err}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._on_request is not None:
+            self._on_request(path)
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            raise NotSentError(self._describe(path, err)) from None
+        except httpx.TransportError as err:
+            raise AmbiguousError(self._describe(path, err)) from None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        return check_envelope(response.status_code, response.content, retry_after=retry_after)
+
+    def _describe(self, path: str, err: Exception) -> str:
+        detail = redact(str(err) or type(err).__name__, self._key.reveal())
+        return f"{path}: {type(err).__name__}: {detail}"

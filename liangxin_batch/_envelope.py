@@ -1,0 +1,196 @@
+"""Reading LiangXin's answers: the `{code, msg, data}` envelope and task records.
+
+Pure functions: no I/O. The client and the callback receiver both call these, so a
+callback payload and a recordInfo answer are read by exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+from ._errors import APIError, api_error_for
+
+__all__ = [
+    "TaskRecord",
+    "TaskState",
+    "check_envelope",
+    "parse_result_urls",
+    "parse_retry_after",
+    "parse_task_record",
+]
+
+
+class TaskState(StrEnum):
+    WAITING = "waiting"
+    QUEUING = "queuing"
+    GENERATING = "generating"
+    SUCCESS = "success"
+    FAIL = "fail"
+    #: Anything the service says that we do not know: treated as still running.
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.SUCCESS, TaskState.FAIL)
+
+    @classmethod
+    def parse(cls, value: object) -> TaskState:
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        return cls.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task as recordInfo (or a callback) describes it."""
+
+    task_id: str
+    state: TaskState
+    model: str | None = None
+    raw_state: str | None = None
+    result_urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_msg: str | None = None
+    cost_time: float | None = None
+    create_time: int | None = None
+    complete_time: int | None = None
+    credits_consumed: float | None = None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def parse_result_urls(result_json: object) -> tuple[str, ...]:
+    """URLs from `resultJson`, which is a JSON *string* ("" or null until success).
+
+    A dict is accepted too, for services that send the object itself.
+    """
+    if result_json is None:
+        return ()
+    obj: object = result_json
+    if isinstance(result_json, str):
+        if not result_json.strip():
+            return ()
+        try:
+            obj = json.loads(result_json)
+        except json.JSONDecodeError:
+            return ()
+    if not isinstance(obj, Mapping):
+        return ()
+    urls = obj.get("resultUrls")
+    if not isinstance(urls, list):
+        return ()
+    return tuple(u for u in urls if isinstance(u, str) and u)
+
+
+def parse_task_record(data: object, *, task_id: str | None = None) -> TaskRecord:
+    """A TaskRecord from an envelope's `data`. Unknown extra fields are ignored."""
+    if not isinstance(data, Mapping):
+        if task_id is None:
+            raise ValueError("task record has no data")
+        return TaskRecord(task_id=task_id, state=TaskState.UNKNOWN)
+    raw_state = _text(data.get("state"))
+    complete = _number(data.get("completeTime"))
+    create = _number(data.get("createTime"))
+    return TaskRecord(
+        task_id=_text(data.get("taskId")) or task_id or "",
+        state=TaskState.parse(raw_state),
+        model=_text(data.get("model")),
+        raw_state=raw_state,
+        result_urls=parse_result_urls(data.get("resultJson")),
+        fail_code=_text(data.get("failCode")),
+        fail_msg=_text(data.get("failMsg")),
+        cost_time=_number(data.get("costTime")),
+        create_time=int(create) if create is not None else None,
+        complete_time=int(complete) if complete is not None else None,
+        credits_consumed=_number(data.get("creditsConsumed")),
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if now is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def check_envelope(
+    http_status: int,
+    body: bytes | str | None,
+    *,
+    retry_after: float | None = None,
+) -> Any:
+    """Return `data` from a successful answer, or raise the matching APIError.
+
+    The rule: HTTP status outside 2xx **or** a body `code` other than 200 is an error;
+    the code comes from the body when there is one, else from the HTTP status.
+    A 2xx whose body cannot be read raises ValueError: the caller decides whether that
+    is ambiguous (createTask) or retryable.
+    """
+    parsed: object = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+    envelope = parsed if isinstance(parsed, Mapping) else None
+    ok_status = 200 <= http_status < 300
+
+    if envelope is None:
+        if ok_status:
+            raise ValueError(f"unreadable answer (HTTP {http_status})")
+        raise _error(http_status, f"HTTP {http_status}", http_status, retry_after)
+
+    code = envelope.get("code")
+    message = envelope.get("msg") or envelope.get("message") or ""
+    if not isinstance(code, int) or isinstance(code, bool):
+        try:
+            code = int(str(code))
+        except ValueError:
+            code = None
+    if ok_status and code == 200:
+        return envelope.get("data")
+    effective = code if code is not None and code != 200 else http_status
+    return _raise(effective, str(message) or f"HTTP {http_status}", http_status, retry_after)
+
+
+def _error(code: int, message: str, http_status: int, retry_after: float | None) -> APIError:
+    return api_error_for(code, message, http_status=http_status, retry_after=retry_after)
+
+
+def _raise(code: int, message: str, http_status: int, retry_after: float | None) -> Any:
+    raise _error(code, message, http_status, retry_after)

@@ -1,0 +1,81 @@
+"""SlidingWindowLimiter: at most N admissions in ANY window of P seconds — exactly.
+
+A leaky bucket (aiolimiter) admits up to twice its burst inside one window, and the
+service rejects (HTTP 429, not queued) anything over "20 per 10 s". So we keep the
+admission times and admit the next caller only when the N-th most recent admission
+has left the window. Time comes from the running loop, so tests drive it with a
+virtual clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["SlidingWindowLimiter"]
+
+
+class SlidingWindowLimiter:
+    """Admit at most `limit` acquisitions in any `window` seconds.
+
+    `margin` widens the window slightly because the service measures arrival times,
+    which differ from our send times by the network's jitter.
+    """
+
+    __slots__ = ("_blocked_until", "_clock", "_lock", "_times", "limit", "margin", "window")
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        margin: float | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError(
+                f"rate must be at least 1 per a positive window, got {limit}/{window}s"
+            )
+        self.limit = limit
+        self.window = window
+        self.margin = max(0.05, 0.02 * window) if margin is None else margin
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next admission is allowed (0 when one is allowed now)."""
+        span = self.window + self.margin
+        while self._times and self._times[0] <= now - span:
+            self._times.popleft()
+        wait = self._blocked_until - now
+        if len(self._times) >= self.limit:
+            wait = max(wait, self._times[-self.limit] + span - now)
+        return max(0.0, wait)
+
+    async def acquire(self) -> None:
+        """Wait for an admission. Callers are admitted in arrival order."""
+        if self._lock is None:  # created lazily so the limiter binds to the running loop
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while True:
+                now = self._now()
+                wait = self.delay(now)
+                if wait <= 0:
+                    self._times.append(now)
+                    return
+                await asyncio.sleep(wait)
+
+    def block_for(self, seconds: float) -> None:
+        """Admit nobody for `seconds` (the service said 429 / Retry-After)."""
+        self._blocked_until = max(self._blocked_until, self._now() + seconds)
+
+    @property
+    def admitted(self) -> int:
+        """Admissions still inside the current window (for status displays)."""
+        return len(self._times)

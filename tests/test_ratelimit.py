@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from liangxin_batch._ratelimit import SlidingWindowLimiter
+from tests.virtual_time import run_virtual
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best = 0
+    j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_never_more_than_limit_in_any_window_under_contention() -> None:
+    admitted: list[float] = []
+
+    async def main() -> None:
+        limiter = SlidingWindowLimiter(20, 10.0)
+        loop = asyncio.get_running_loop()
+
+        async def caller(delay: float) -> None:
+            await asyncio.sleep(delay)
+            await limiter.acquire()
+            admitted.append(loop.time())
+
+        rng = random.Random(7)
+        await asyncio.gather(*(caller(rng.uniform(0, 60)) for _ in range(300)))
+
+    run_virtual(main)
+    assert len(admitted) == 300
+    assert max_in_any_window(admitted, 10.0) == 20
+    # Throughput stays close to the limit: 300 admissions need at least 14 full windows.
+    span = max(admitted) - min(admitted)
+    assert span < 15 * 10.2 + 1
+
+
+def test_burst_is_admitted_at_once_then_waits_a_full_window() -> None:
+    async def main() -> list[float]:
+        limiter = SlidingWindowLimiter(5, 1.0, margin=0.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        out = []
+        for _ in range(6):
+            await limiter.acquire()
+            out.append(loop.time() - start)
+        return out
+
+    times = run_virtual(main)
+    assert times[:5] == [0.0] * 5
+    assert times[5] == pytest.approx(1.0)
+
+
+def test_block_for_holds_everyone_back() -> None:
+    async def main() -> float:
+        limiter = SlidingWindowLimiter(100, 1.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        limiter.block_for(7.5)
+        await limiter.acquire()
+        return loop.time() - start
+
+    assert run_virtual(main) == pytest.approx(7.5)
+
+
+def test_callers_are_served_in_arrival_order() -> None:
+    order: list[int] = []
+
+    async def main() -> None:
+        limiter = SlidingWindowLimiter(1, 1.0)
+
+        async def caller(i: int) -> None:
+            await limiter.acquire()
+            order.append(i)
+
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(caller(i)))
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+
+    run_virtual(main)
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_rejects_nonsense_rates() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SlidingWindowLimiter(0, 10)
+    with pytest.raises(ValueError):
+        SlidingWindowLimiter(5, 0)
