@@ -1,11 +1,296 @@
-"""CLI commands (placeholder until its issue lands)."""
+"""CLI: `run`, `status`, `demo`. Thin: options in, `run_batch_async` out, summary printed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import click
 
-__all__ = ["register"]
+from ._errors import EXIT_INTERRUPTED, ConfigError
+from ._progress import BarsObserver, NullObserver
+from ._run import RunHandle, run_batch_async
+from ._runner import RunSummary
+from ._settings import RunSettings
+from ._status import format_status, read_status
+
+__all__ = ["format_summary", "register"]
+
+SIM_API_KEY = "sk-sim-local"
+
+
+def _parse_rate(text: str, flag: str) -> tuple[int, float]:
+    from ._plan import parse_rate
+
+    try:
+        limit, window = parse_rate(text)
+        return int(limit), float(window)
+    except ConfigError as err:
+        raise ConfigError(f"{flag}: {err}") from None
+
+
+@contextlib.contextmanager
+def _simulator(latency_scale: float) -> Iterator[str]:
+    from .simulator import SimConfig, create_app, serve_in_thread
+
+    app = create_app(SimConfig(api_key=SIM_API_KEY, latency_scale=latency_scale))
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def _command_line(extra: str = "") -> str:
+    args = [a for a in sys.argv[1:] if a not in ("--retry-failed", "--resubmit-unknown")]
+    line = "liangxin-batch " + " ".join(shlex.quote(a) for a in args)
+    return f"{line} {extra}".rstrip()
+
+
+def format_summary(summary: RunSummary, out_dir: Path) -> str:
+    c = summary.counts
+    minutes, seconds = divmod(int(summary.wall_seconds), 60)
+    head = "Interrupted" if summary.interrupted else "Stopped" if summary.stopped_reason else "Done"
+    lines = [
+        f"{head} after {minutes}m {seconds:02d}s: {summary.succeeded} succeeded, "
+        f"{c.get('failed', 0)} failed, {c.get('unknown', 0)} unknown, "
+        f"{c.get('timed_out', 0)} timed out, {c.get('download_failed', 0)} download failed, "
+        f"{c.get('pending', 0) + c.get('submitted', 0)} not finished "
+        f"(of {summary.total}); credits used {summary.credits:,.1f}",
+        f"polls: {summary.polls}; tasks finished by callback: {summary.finished_by_callback}, "
+        f"by polling: {summary.tasks_finished - summary.finished_by_callback}",
+    ]
+    if summary.stopped_reason:
+        lines.append(f"Stopped early: {summary.stopped_reason}")
+        lines.append(f"Fix that, then continue with: {_command_line()}")
+    elif summary.interrupted:
+        lines.append(f"Nothing is lost. Resume with: {_command_line()}")
+    elif c.get("pending", 0) or c.get("submitted", 0):
+        lines.append(f"Continue with: {_command_line()}")
+    if summary.unknown_jobs:
+        shown = ", ".join(summary.unknown_jobs[:10])
+        lines.append(
+            f"Unknown ({c.get('unknown', 0)}): the submit reply was lost, so a task may exist "
+            f"and be billed; not resubmitted: {shown}"
+        )
+        lines.append(f"To resubmit them anyway: {_command_line('--resubmit-unknown')}")
+    if c.get("failed", 0) or c.get("timed_out", 0) or c.get("download_failed", 0):
+        lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
+    lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    return "\n".join(lines)
+
+
+def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
+    """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once."""
+
+    async def main() -> RunSummary:
+        loop = asyncio.get_running_loop()
+        hits = 0
+
+        def on_signal() -> None:
+            nonlocal hits
+            hits += 1
+            if hits == 1:
+                click.echo(
+                    "\ninterrupted: finishing the calls in progress and saving state "
+                    "(press Ctrl-C again to quit at once; the state stays consistent)",
+                    err=True,
+                )
+                handle.interrupt()
+            else:
+                os._exit(EXIT_INTERRUPTED)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            result: RunSummary = await coro
+            return result
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
+def _run(
+    manifest: Path,
+    out_dir: Path,
+    *,
+    catalog: Any,
+    settings: RunSettings,
+    default_model: str | None,
+    base_url: str | None,
+    simulate: bool,
+    sim_latency_scale: float,
+    quiet: bool,
+) -> RunSummary:
+    handle = RunHandle()
+    observer = NullObserver() if quiet else BarsObserver()
+    with contextlib.ExitStack() as stack:
+        api_key = None
+        if simulate:
+            base_url = stack.enter_context(_simulator(sim_latency_scale))
+            api_key = SIM_API_KEY
+            click.echo(f"simulator listening on {base_url}", err=True)
+        coro = run_batch_async(
+            manifest,
+            out_dir=out_dir,
+            settings=settings,
+            catalog=catalog,
+            default_model=default_model,
+            api_key=api_key,
+            base_url=base_url,
+            observer=observer,
+            handle=handle,
+        )
+        return _run_with_signals(coro, handle)
 
 
 def register(group: click.Group) -> None:
-    """Add this module's commands to the main group."""
+    group.add_command(run_command)
+    group.add_command(status_command)
+    group.add_command(demo_command)
+
+
+@click.command("run")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: state.db, run.log, outputs/, results.csv.",
+)
+@click.option("--model", "default_model", help="Model for rows that name none.")
+@click.option("--rate", default="20/10s", show_default=True, help="createTask rate limit.")
+@click.option("--poll-rate", default="10/s", show_default=True, help="recordInfo rate limit.")
+@click.option(
+    "--max-in-flight",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Tasks submitted and not yet finished.",
+)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=1),
+    help="Seconds before a task counts as timed out [default: 900 image, 3600 video].",
+)
+@click.option("--retry-failed", is_flag=True, help="Resubmit failed and timed-out jobs.")
+@click.option(
+    "--resubmit-unknown",
+    is_flag=True,
+    help="Resubmit jobs whose submit reply was lost (may pay twice).",
+)
+@click.option(
+    "--allow-changed",
+    is_flag=True,
+    help="Accept jobs whose content changed since the state was made.",
+)
+@click.option(
+    "--max-credits",
+    type=click.FloatRange(min=0),
+    help="Refuse to start when the estimate exceeds this.",
+)
+@click.option(
+    "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."
+)
+@click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no account).")
+@click.option(
+    "--sim-latency-scale",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --simulate: scale the models' typical latency.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def run_command(
+    cli: Any,
+    manifest: Path,
+    out_dir: Path,
+    default_model: str | None,
+    rate: str,
+    poll_rate: str,
+    max_in_flight: int,
+    task_timeout: float | None,
+    retry_failed: bool,
+    resubmit_unknown: bool,
+    allow_changed: bool,
+    max_credits: float | None,
+    base_url: str | None,
+    simulate: bool,
+    sim_latency_scale: float,
+    quiet: bool,
+) -> None:
+    """Run MANIFEST to finished tasks in --out; run it again to resume."""
+    create_limit, create_window = _parse_rate(rate, "--rate")
+    poll_limit, poll_window = _parse_rate(poll_rate, "--poll-rate")
+    settings = RunSettings(
+        create_limit=create_limit,
+        create_window=create_window,
+        poll_limit=poll_limit,
+        poll_window=poll_window,
+        max_in_flight=max_in_flight,
+        task_timeout=task_timeout,
+        retry_failed=retry_failed,
+        resubmit_unknown=resubmit_unknown,
+        allow_changed=allow_changed,
+        max_credits=max_credits,
+    )
+    summary = _run(
+        manifest,
+        out_dir,
+        catalog=cli.catalog,
+        settings=settings,
+        default_model=default_model,
+        base_url=base_url,
+        simulate=simulate,
+        sim_latency_scale=sim_latency_scale,
+        quiet=quiet,
+    )
+    click.echo(format_summary(summary, out_dir))
+    sys.exit(summary.exit_code)
+
+
+@click.command("status")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def status_command(out_dir: Path) -> None:
+    """Counts by state and model, oldest tasks in flight, recent problems, credits used."""
+    click.echo(format_status(read_status(out_dir)))
+
+
+@click.command("demo")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--manifest",
+    default="examples/quickstart.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.pass_obj
+def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
+    """Run the quickstart manifest against the built-in simulator."""
+    summary = _run(
+        manifest,
+        out_dir,
+        catalog=cli.catalog,
+        settings=RunSettings(),
+        default_model=None,
+        base_url=None,
+        simulate=True,
+        sim_latency_scale=0.05,
+        quiet=False,
+    )
+    click.echo(format_summary(summary, out_dir))
+    sys.exit(summary.exit_code)

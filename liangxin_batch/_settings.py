@@ -1,0 +1,56 @@
+"""Run settings: keyword-only, with the service's documented limits as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RunSettings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSettings:
+    #: createTask: the service accepts 20 per 10 s per account and rejects the rest.
+    create_limit: int = 20
+    create_window: float = 10.0
+    #: recordInfo: 10 per second per key.
+    poll_limit: int = 10
+    poll_window: float = 1.0
+    #: Tasks submitted and not yet finished ("typically 100+" run at once).
+    max_in_flight: int = 100
+    #: HTTP calls at once; kept well below the client's connection pool.
+    max_concurrent_creates: int = 8
+    max_concurrent_polls: int = 16
+    #: Tries for a create the service provably did not take (500/455/connect failed).
+    create_retries: int = 8
+    #: The service says to stop polling and investigate after 10–15 minutes.
+    image_timeout: float = 900.0
+    video_timeout: float = 3600.0
+    task_timeout: float | None = None
+    #: recordInfo may not know a task for a moment after createTask answered.
+    not_found_grace: float = 60.0
+    retry_failed: bool = False
+    resubmit_unknown: bool = False
+    allow_changed: bool = False
+    max_credits: float | None = None
+    #: >1 polls less often (used when callbacks do the work and polling is the safety net).
+    poll_slowdown: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "create_limit",
+            "poll_limit",
+            "max_in_flight",
+            "max_concurrent_creates",
+            "max_concurrent_polls",
+            "create_retries",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("create_window", "poll_window", "image_timeout", "video_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def timeout_for(self, kind: str) -> float:
+        if self.task_timeout is not None:
+            return self.task_timeout
+        return self.video_timeout if kind == "video" else self.image_timeout

@@ -1,0 +1,96 @@
+"""Bring a state file in line with the manifest it runs (pure decisions, store writes).
+
+New jobs are added as pending; a known id whose content changed is an error unless the
+user allows it; jobs that left the manifest stay in the state and are reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._errors import StateError
+from ._store import StateStore
+
+__all__ = ["JobLike", "SyncReport", "sync_jobs"]
+
+_BATCH = 2000
+
+
+class JobLike(Protocol):
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def input(self) -> Mapping[str, Any]: ...
+    @property
+    def columns(self) -> Mapping[str, str]: ...
+    @property
+    def content_hash(self) -> str: ...
+
+
+@dataclass
+class SyncReport:
+    total: int = 0
+    added: int = 0
+    changed: list[str] = field(default_factory=list)
+    removed: int = 0
+
+
+def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool) -> SyncReport:
+    report = SyncReport()
+    store.forget_manifest_membership()
+    batch: list[JobLike] = []
+    for job in jobs:
+        batch.append(job)
+        if len(batch) >= _BATCH:
+            _apply(store, batch, allow_changed, report)
+            batch = []
+    _apply(store, batch, allow_changed, report)
+    report.removed = store.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[
+        0
+    ]
+    if report.changed and not allow_changed:
+        shown = ", ".join(report.changed[:20])
+        more = f" and {len(report.changed) - 20} more" if len(report.changed) > 20 else ""
+        raise StateError(
+            f"{len(report.changed)} job(s) have the same id as in {store.path} but different "
+            f"content: {shown}{more}. Give them new ids, use another --out folder, or pass "
+            "--allow-changed to run the new content (finished results are kept). Nothing was sent."
+        )
+    return report
+
+
+def _apply(
+    store: StateStore, batch: list[JobLike], allow_changed: bool, report: SyncReport
+) -> None:
+    if not batch:
+        return
+    known = store.existing_hashes([j.job_id for j in batch])
+    rows = []
+    for job in batch:
+        report.total += 1
+        input_json = json.dumps(dict(job.input), sort_keys=True, ensure_ascii=False)
+        previous = known.get(job.job_id)
+        if previous is None:
+            report.added += 1
+        elif previous[0] != job.content_hash:
+            report.changed.append(job.job_id)
+            if allow_changed:
+                store.replace_content(job.job_id, job.model, input_json, job.content_hash)
+        rows.append(
+            (
+                job.job_id,
+                job.index,
+                job.model,
+                input_json,
+                json.dumps(dict(job.columns), ensure_ascii=False),
+                job.content_hash,
+            )
+        )
+    store.upsert_jobs(rows)

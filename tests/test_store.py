@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from liangxin_batch._errors import StateError
+from liangxin_batch._lifecycle import JobState
+from liangxin_batch._store import MIGRATIONS, StateStore
+
+
+def rows(n: int, start: int = 0) -> list[tuple[str, int, str, str, str, str]]:
+    return [
+        (f"j{i:05d}", i, "z-image", json.dumps({"prompt": f"p{i}"}), "{}", f"h{i}")
+        for i in range(start, start + n)
+    ]
+
+
+def test_migrations_apply_once_and_survive_reopen(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
+    store.upsert_jobs(rows(3))
+    store.close()
+    again = StateStore.in_dir(tmp_path)
+    assert again.applied_migrations() == [name for name, _ in MIGRATIONS]
+    assert [j.job_id for j in again.iter_jobs()] == ["j00000", "j00001", "j00002"]
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    StateStore.in_dir(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("INSERT INTO _migrations VALUES ('999_future', 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer liangxin-batch"):
+        StateStore.in_dir(tmp_path)
+
+
+def test_garbage_file_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="cannot use this state file"):
+        StateStore.in_dir(tmp_path)
+
+
+def test_transition_is_committed_before_returning(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(rows(1))
+    store.begin_attempt("j00000", 1)
+    # A second connection (another process after a crash) sees the intent at once.
+    other = sqlite3.connect(tmp_path / "state.db")
+    assert other.execute("SELECT state, attempt FROM jobs").fetchone() == ("submitting", 1)
+    store.update("j00000", state=JobState.SUBMITTED, task_id="t-1")
+    assert other.execute("SELECT state, task_id FROM jobs").fetchone() == ("submitted", "t-1")
+    other.close()
+
+
+def test_iter_jobs_pages_in_manifest_order_while_states_change(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(list(reversed(rows(2500))))
+    seen = []
+    for job in store.iter_jobs([JobState.PENDING]):
+        seen.append(job.idx)
+        store.update(job.job_id, state=JobState.SUBMITTED)
+    assert seen == list(range(2500))
+
+
+def test_task_ids_are_unique(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(rows(2))
+    store.update("j00000", task_id="t-1")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.update("j00001", task_id="t-1")
+    assert store.by_task_id("t-1").job_id == "j00000"  # type: ignore[union-attr]
+
+
+def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(rows(2))
+    store.update("j00000", state=JobState.DONE, task_id="t-1")
+    store.forget_manifest_membership()
+    store.upsert_jobs(rows(1, start=1))
+    job = store.get("j00000")
+    assert job is not None and job.state is JobState.DONE and job.task_id == "t-1"
+    absent = store.db.execute("SELECT job_id FROM jobs WHERE in_manifest = 0").fetchall()
+    assert absent == [("j00000",)]
