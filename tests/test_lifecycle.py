@@ -40,7 +40,9 @@ def test_429_throttles_everyone_for_retry_after_or_a_window() -> None:
 
 
 def test_backoff_grows_for_not_created_errors() -> None:
-    delays = [decide_create_failure(E.ServerError("x"), tries=t, window=10).delay for t in (1, 2, 3)]
+    delays = [
+        decide_create_failure(E.ServerError("x"), tries=t, window=10).delay for t in (1, 2, 3)
+    ]
     assert delays == [1.0, 2.0, 4.0]
 
 

@@ -1,0 +1,114 @@
+"""Run the real Runner against the in-process simulator, in virtual time.
+
+The simulator and the runner share the VirtualTimeLoop's clock, so real model latencies
+and the real 20-per-10-s window cost no wall time, and results are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from liangxin_batch._catalog import default_catalog
+from liangxin_batch._client import LiangXinClient
+from liangxin_batch._runner import Runner, RunSummary
+from liangxin_batch._settings import RunSettings
+from liangxin_batch._store import StateStore
+from liangxin_batch._sync import sync_jobs
+from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
+from tests.virtual_time import run_virtual
+
+KEY = "sk-test-runner-0000"
+MODELS = ("z-image", "seedream/4.5-text-to-image", "google/nano-banana", "nano-banana-pro")
+
+
+@dataclass(frozen=True)
+class TestJob:
+    job_id: str
+    index: int
+    model: str
+    input: Mapping[str, Any]
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        blob = json.dumps({"m": self.model, "i": self.input}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def valid_input(model: str, prompt: str) -> dict[str, Any]:
+    """A prompt plus every required field at its catalog default."""
+    spec = default_catalog().get(model)
+    assert spec is not None, model
+    values: dict[str, Any] = {"prompt": prompt}
+    for name, f in spec.fields.items():
+        if f.required and name != "prompt" and f.default is not None:
+            values[name] = f.default
+    return values
+
+
+def make_jobs(n: int, models: Sequence[str] = MODELS, tag: str = "") -> list[TestJob]:
+    return [
+        TestJob(
+            f"job-{i:05d}",
+            i,
+            models[i % len(models)],
+            valid_input(models[i % len(models)], f"prompt {tag}{i}"),
+        )
+        for i in range(n)
+    ]
+
+
+class SimEnv:
+    """A simulator app plus a way to make runs (and restarts) against it."""
+
+    def __init__(self, config: SimConfig | None = None, *, faults: FaultProfile | None = None):
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.config = config or SimConfig(api_key=KEY, seed=3, faults=faults or FaultProfile())
+        self.app = create_app(self.config, clock=loop.time)
+        self.sim: Simulator = self.app.state.sim
+
+    def client(self) -> LiangXinClient:
+        return LiangXinClient(
+            api_key=self.config.api_key,
+            base_url="http://sim",
+            transport=httpx.ASGITransport(app=self.app),
+        )
+
+    async def run(
+        self,
+        out: Path,
+        jobs: Sequence[TestJob],
+        *,
+        settings: RunSettings | None = None,
+        before: Callable[[Runner], Any] | None = None,
+    ) -> RunSummary:
+        """One run of the batch in `out`: the first, or a resume after an earlier one."""
+        store = StateStore.in_dir(out)
+        sync_jobs(store, jobs, allow_changed=False)
+        client = self.client()
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=default_catalog(),
+            settings=settings or RunSettings(),
+        )
+        try:
+            if before is not None:
+                before(runner)
+            return await runner.run()
+        finally:
+            await client.aclose()
+            store.close()
+
+
+def in_virtual_time(main: Callable[[], Any]) -> Any:
+    return run_virtual(main)

@@ -1,0 +1,217 @@
+"""The runner against the simulator: completion, exactly-once creates, limits, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from liangxin_batch._settings import RunSettings
+from liangxin_batch.simulator import FaultProfile
+from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
+from tests.test_ratelimit import max_in_any_window
+
+
+def states(out: Path) -> dict[str, int]:
+    db = sqlite3.connect(out / "state.db")
+    try:
+        return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    finally:
+        db.close()
+
+
+def test_hundreds_of_jobs_complete_once_each_within_the_limits(tmp_path: Path) -> None:
+    jobs = make_jobs(400)
+
+    async def main() -> tuple[object, SimEnv, float]:
+        env = SimEnv()
+        start = env.loop.time()
+        summary = await env.run(tmp_path, jobs)
+        return summary, env, env.loop.time() - start
+
+    summary, env, elapsed = in_virtual_time(main)
+    ledger = env.sim.ledger
+    assert summary.counts == {"succeeded": 400}  # type: ignore[attr-defined]
+    assert summary.exit_code == 0  # type: ignore[attr-defined]
+    assert len(ledger.creates()) == 400
+    assert ledger.duplicates() == {}
+    attempts = ledger.create_attempts()
+    assert [e.outcome for e in attempts].count("429") == 0, "configured rate = service rate"
+    assert max_in_any_window(ledger.admitted_create_times(), 10.0) <= 20
+    assert [e for e in ledger.polls() if e.outcome == "429"] == []
+    # Image tasks: about three polls or fewer each.
+    assert len(ledger.polls()) / 400 <= 3.0
+    # Total time close to the lower bound: jobs / rate + slowest generation.
+    lower = 400 / 2.0
+    assert elapsed <= lower * 1.10 + 30
+
+
+def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
+    jobs = make_jobs(60, models=("nano-banana-pro",))
+    peak = 0
+
+    async def main() -> object:
+        env = SimEnv()
+        settings = RunSettings(max_in_flight=5)
+
+        def watch(runner: object) -> None:
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, runner._in_flight)  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.5)
+
+            asyncio.get_running_loop().create_task(sample())
+
+        return await env.run(tmp_path, jobs, settings=settings, before=watch)
+
+    summary = in_virtual_time(main)
+    assert summary.counts == {"succeeded": 60}  # type: ignore[attr-defined]
+    assert 1 <= peak <= 5
+
+
+def test_failed_generations_are_failed_and_others_finish(tmp_path: Path) -> None:
+    async def main() -> object:
+        env = SimEnv(faults=FaultProfile(fail=0.3))
+        return await env.run(tmp_path, make_jobs(50))
+
+    summary = in_virtual_time(main)
+    counts = summary.counts  # type: ignore[attr-defined]
+    assert counts.get("failed", 0) > 5
+    assert counts["failed"] + counts["succeeded"] == 50
+    assert summary.exit_code == 1  # type: ignore[attr-defined]
+
+
+def test_500_and_455_bursts_are_retried_without_duplicates(tmp_path: Path) -> None:
+    async def main() -> tuple[object, SimEnv]:
+        env = SimEnv(faults=FaultProfile(create_500=0.3, create_455=0.2))
+        return await env.run(tmp_path, make_jobs(80)), env
+
+    summary, env = in_virtual_time(main)
+    assert summary.counts == {"succeeded": 80}  # type: ignore[attr-defined]
+    assert env.sim.ledger.duplicates() == {}
+    outcomes = [e.outcome for e in env.sim.ledger.create_attempts()]
+    assert outcomes.count("500") + outcomes.count("455") > 10
+
+
+def test_lost_replies_become_unknown_and_are_never_resubmitted(tmp_path: Path) -> None:
+    jobs = make_jobs(60)
+
+    async def main() -> tuple[object, object, SimEnv]:
+        env = SimEnv(faults=FaultProfile(lost_reply=0.2))
+        first = await env.run(tmp_path, jobs)
+        second = await env.run(tmp_path, jobs)  # resume: unknown jobs stay unknown
+        return first, second, env
+
+    first, second, env = in_virtual_time(main)
+    unknown = first.counts.get("unknown", 0)  # type: ignore[attr-defined]
+    assert unknown > 3
+    assert first.exit_code == 1  # type: ignore[attr-defined]
+    assert second.counts.get("unknown", 0) == unknown  # type: ignore[attr-defined]
+    assert env.sim.ledger.duplicates() == {}
+    assert len(env.sim.ledger.creates()) == 60
+
+
+def test_resubmit_unknown_is_the_users_choice(tmp_path: Path) -> None:
+    jobs = make_jobs(40)
+
+    async def main() -> tuple[object, SimEnv]:
+        env = SimEnv(faults=FaultProfile(lost_reply=0.25))
+        await env.run(tmp_path, jobs)
+        env.sim.config.faults.lost_reply = 0.0
+        return await env.run(tmp_path, jobs, settings=RunSettings(resubmit_unknown=True)), env
+
+    summary, env = in_virtual_time(main)
+    assert summary.counts == {"succeeded": 40}  # type: ignore[attr-defined]
+    # The lost ones were created twice: that is what --resubmit-unknown risks, knowingly.
+    assert len(env.sim.ledger.creates()) > 40
+
+
+def test_402_stops_submission_then_top_up_and_resume_finishes(tmp_path: Path) -> None:
+    jobs = make_jobs(30, models=("z-image",))
+
+    async def main() -> tuple[object, object, SimEnv]:
+        from liangxin_batch.simulator import SimConfig
+        from tests.runner_harness import KEY
+
+        env = SimEnv(SimConfig(api_key=KEY, credits=6))  # a few z-image tasks only
+        first = await env.run(tmp_path, jobs)
+        env.sim.top_up(10_000)
+        second = await env.run(tmp_path, jobs)
+        return first, second, env
+
+    first, second, env = in_virtual_time(main)
+    assert first.exit_code == 3  # type: ignore[attr-defined]
+    assert "402" in (first.stopped_reason or "")  # type: ignore[attr-defined]
+    assert 0 < first.counts.get("succeeded", 0) < 30  # type: ignore[attr-defined]
+    assert first.counts.get("pending", 0) > 0  # type: ignore[attr-defined]
+    assert second.counts == {"succeeded": 30}  # type: ignore[attr-defined]
+    assert env.sim.ledger.duplicates() == {}
+
+
+def test_401_stops_at_once_with_exit_3(tmp_path: Path) -> None:
+    from liangxin_batch.simulator import SimConfig
+    from tests.runner_harness import KEY
+
+    async def main() -> object:
+        env = SimEnv(SimConfig(api_key="other-key"))
+        env.config = SimConfig(api_key=KEY)  # the client will send the wrong key
+        return await env.run(tmp_path, make_jobs(10))
+
+    summary = in_virtual_time(main)
+    assert summary.exit_code == 3  # type: ignore[attr-defined]
+    assert "401" in summary.stopped_reason  # type: ignore[attr-defined]
+    assert summary.counts == {"pending": 10}  # type: ignore[attr-defined]
+
+
+def test_429_storm_slows_down_and_completes(tmp_path: Path) -> None:
+    async def main() -> tuple[object, SimEnv]:
+        env = SimEnv()
+        # We believe in 40 per 10 s; the service allows 20: a storm of 429s.
+        settings = RunSettings(create_limit=40)
+        return await env.run(tmp_path, make_jobs(120), settings=settings), env
+
+    summary, env = in_virtual_time(main)
+    assert summary.counts == {"succeeded": 120}  # type: ignore[attr-defined]
+    outcomes = [e.outcome for e in env.sim.ledger.create_attempts()]
+    assert outcomes.count("429") > 0
+    assert env.sim.ledger.duplicates() == {}
+
+
+def test_interrupt_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
+    jobs = make_jobs(100)
+
+    async def main() -> tuple[object, object, SimEnv]:
+        env = SimEnv()
+
+        def interrupt_later(runner: object) -> None:
+            asyncio.get_running_loop().call_later(20.0, runner.interrupt)  # type: ignore[attr-defined]
+
+        first = await env.run(tmp_path, jobs, before=interrupt_later)
+        second = await env.run(tmp_path, jobs)
+        return first, second, env
+
+    first, second, env = in_virtual_time(main)
+    assert first.exit_code == 130  # type: ignore[attr-defined]
+    assert first.counts.get("pending", 0) > 0  # type: ignore[attr-defined]
+    assert first.counts.get("submitting", 0) == 0  # type: ignore[attr-defined]
+    assert second.counts == {"succeeded": 100}  # type: ignore[attr-defined]
+    assert env.sim.ledger.duplicates() == {}
+    assert len(env.sim.ledger.creates()) == 100
+
+
+def test_task_timeout_then_resume_polls_again(tmp_path: Path) -> None:
+    jobs = make_jobs(5, models=("kling-3.0/video",))
+    jobs = [j.__class__(j.job_id, j.index, j.model, {"prompt": j.input["prompt"]}) for j in jobs]
+
+    async def main() -> tuple[object, object, SimEnv]:
+        env = SimEnv()
+        first = await env.run(tmp_path, jobs, settings=RunSettings(task_timeout=30))
+        await asyncio.sleep(600)
+        second = await env.run(tmp_path, jobs)
+        return first, second, env
+
+    first, second, env = in_virtual_time(main)
+    assert first.counts == {"timed_out": 5}  # type: ignore[attr-defined]
+    assert second.counts == {"succeeded": 5}  # type: ignore[attr-defined]
+    assert len(env.sim.ledger.creates()) == 5
