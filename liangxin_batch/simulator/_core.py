@@ -1,0 +1,358 @@
+"""The simulated service's state and rules, independent of HTTP.
+
+`Simulator` answers createTask / recordInfo / credit / download-url as `Reply` values
+and file GETs as `FileServe` values; the Starlette layer (`_app.py`) only moves bytes.
+All time comes from the injected clock and all randomness from `unit(seed, ...)`, so a
+run is reproducible.
+
+createTask checks, in order: rate limit (a real HTTP 429; nothing else happens), body shape
+(400), model and input against the catalog (422), injected faults (500/455, nothing
+created), credits (402), then creates and charges; a `lost_reply` roll still creates and
+charges, and only the answer is withheld.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import hmac
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._callbacks import CallbackSender
+from ._clock import Clock
+from ._config import SimConfig
+from ._files import FILE_PATH, FileServe, FileStore
+from ._ledger import EventKind, Ledger, LedgerEvent
+from ._limits import SlidingWindow
+from ._reply import Reply, rate_limited
+from ._tasks import SimTask, output_shape, unit
+
+if TYPE_CHECKING:
+    from .._catalog import Catalog, ModelSpec
+
+__all__ = ["INVALID_JSON", "Simulator"]
+
+INVALID_JSON: Any = object()  # stands for a request body that is not JSON
+_NO_CREDITS = "The current credits are insufficient. Please top up."
+_NOT_FOUND = "The task does not exist or has not been created yet."
+
+
+class Simulator:
+    """State of one simulated LiangXin account; `app.state.sim`."""
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        catalog: Catalog | None = None,
+        callback_client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        if catalog is None:
+            from .._catalog import default_catalog
+
+            catalog = default_catalog()
+        self.config = config or SimConfig()
+        self.clock: Clock = clock or time.time
+        self.catalog = catalog
+        self.ledger = Ledger()
+        self.sleep = sleep or asyncio.sleep  # slow downloads pace themselves with this
+        self.files = FileStore(self.config)
+        self._lock = threading.RLock()  # uvicorn's thread and a test thread both call in
+        self._balance = self.config.credits
+        self._tasks: dict[str, SimTask] = {}
+        self._unsettled: list[tuple[float, str]] = []  # (done_at, task_id) heap
+        self._created = 0
+        self._fault_rolls = 0
+        self._create_window = SlidingWindow(self.config.create_limit, self.config.create_window)
+        self._poll_window = SlidingWindow(self.config.poll_limit, self.config.poll_window)
+        self.callbacks = CallbackSender(
+            clock=self.clock,
+            wall_clock=clock is None,
+            ledger=self.ledger,
+            payload_for=self._callback_payload,
+            config=self.config,
+            client=callback_client,
+        )
+
+    # -- account -----------------------------------------------------------------
+
+    def authorize(self, header: str | None) -> str | None:
+        """The API key if `Authorization: Bearer <key>` matches, else None."""
+        if not header or header[:7].lower() != "bearer ":
+            return None
+        key = header[7:].strip()
+        # Constant-time: the comparison must not leak how much of a guess was right.
+        if hmac.compare_digest(key.encode("utf-8"), self.config.api_key.encode("utf-8")):
+            return key
+        return None
+
+    def balance(self) -> int:
+        with self._lock:
+            self._settle(self.clock())
+            return self._balance
+
+    def top_up(self, credits: int) -> int:
+        """Add credits (tests/demos: recover from 402); returns the new balance."""
+        if credits <= 0:
+            raise ValueError("top up by a positive number of credits")
+        with self._lock:
+            now = self.clock()
+            self._balance += credits
+            self.ledger.record(LedgerEvent(kind="top_up", at=now, outcome="ok", credits=credits))
+            self._settle(now)
+            return self._balance
+
+    def _settle(self, now: float) -> None:
+        """Refund failed tasks whose end has passed (a failed task consumes 0 credits)."""
+        while self._unsettled and self._unsettled[0][0] <= now:
+            _, task_id = heapq.heappop(self._unsettled)
+            task = self._tasks[task_id]
+            if task.fails and not task.refunded:
+                task.refunded = True
+                self._balance += task.price
+
+    # -- createTask ----------------------------------------------------------------
+
+    def create(self, api_key: str, body: Any, base_url: str) -> Reply:
+        with self._lock:
+            now = self.clock()
+            self._settle(now)
+            wait = self._create_window.try_admit(api_key, now)
+            if wait is not None:
+                self._log_create(now, "429", body, 429)
+                cfg = self.config
+                return rate_limited(wait, "createTask", cfg.create_limit, cfg.create_window)
+            if body is INVALID_JSON or not isinstance(body, dict):
+                self._log_create(now, "400", None, 200)
+                return Reply(400, "The request body must be a JSON object.")
+            problem = self._check_body(body)
+            if problem is not None:
+                self._log_create(now, "422", body, 200)
+                return Reply(422, problem)
+            # One roll per well-formed request, split between the three create faults.
+            faults = self.config.faults
+            roll = unit(self.config.seed, "create", self._fault_rolls)
+            self._fault_rolls += 1
+            if roll < faults.create_500:
+                self._log_create(now, "500", body, 200)
+                return Reply(500, "Server Error - an unexpected error occurred (simulated)")
+            if roll < faults.create_500 + faults.create_455:
+                self._log_create(now, "455", body, 200)
+                return Reply(455, "Service unavailable: under maintenance (simulated)")
+            lost = roll < faults.create_500 + faults.create_455 + faults.lost_reply
+            spec = self.catalog.models[body["model"]]
+            from .._catalog import estimate_credits
+
+            price = math.ceil(estimate_credits(spec, body["input"]))
+            if self._balance < price:
+                self._log_create(now, "402", body, 200, credits=price)
+                return Reply(402, _NO_CREDITS)
+            task = self._new_task(spec, body, base_url, now, price)
+            outcome, status = ("lost_reply", None) if lost else ("created", 200)
+            self._log_create(now, outcome, body, status, task_id=task.task_id, credits=price)
+        if task.callback_url:
+            self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
+        return Reply(200, "success", {"taskId": task.task_id}, drop=lost)
+
+    def _check_body(self, body: dict[str, Any]) -> str | None:
+        """The 422 message for a bad body, naming the field; None when it is fine."""
+        from .._catalog import validate_input
+
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return "model: required (a model id string)"
+        if model not in self.catalog.models:
+            # The service knows ids only; our aliases are a client-side convenience.
+            known = self.catalog.get(model)
+            if known is not None:
+                return f"model: {model!r} is not a model id; use {known.id!r}"
+            hint = self.catalog.suggest(model)
+            tail = f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
+            return f"model: unknown model {model!r}{tail}"
+        callback = body.get("callBackUrl")
+        if callback is not None and not (
+            isinstance(callback, str) and callback.startswith(("http://", "https://"))
+        ):
+            return f"callBackUrl: expected an http(s) URL, got {str(callback)[:60]!r}"
+        values = body.get("input")
+        if not isinstance(values, dict):
+            return "input: required (a JSON object of model fields)"
+        parts = []
+        for p in validate_input(self.catalog.models[model], values):
+            text = f"input.{p.field}: expected {p.expected}, got {p.got}"
+            parts.append(f"{text} ({p.suggestion})" if p.suggestion else text)
+        return "; ".join(parts) or None
+
+    def _new_task(
+        self, spec: ModelSpec, body: dict[str, Any], base_url: str, now: float, price: int
+    ) -> SimTask:
+        seed = self.config.seed
+        task_id = hashlib.sha256(f"task|{seed}|{self._created}".encode()).hexdigest()[:32]
+        self._created += 1
+        values: dict[str, Any] = body["input"]
+        outputs, ext, aspect = output_shape(spec, values)
+        jitter = 0.7 + 0.6 * unit(seed, "jitter", task_id)
+        task = SimTask(
+            task_id=task_id,
+            model=spec.id,
+            kind=spec.kind,
+            body=body,
+            input=values,
+            callback_url=body.get("callBackUrl") or None,
+            base_url=base_url if base_url.endswith("/") else base_url + "/",
+            created_at=now,
+            duration=spec.typical_seconds * self.config.latency_scale * jitter,
+            fails=unit(seed, "fail", task_id) < self.config.faults.fail,
+            price=price,
+            outputs=outputs,
+            ext=ext,
+            aspect_ratio=aspect,
+        )
+        self._tasks[task_id] = task
+        heapq.heappush(self._unsettled, (task.done_at, task_id))
+        self._balance -= price  # reserved now: kept on success, refunded on fail
+        return task
+
+    def _log_create(
+        self,
+        now: float,
+        outcome: str,
+        body: Any,
+        status: int | None,
+        *,
+        task_id: str | None = None,
+        credits: int | None = None,
+    ) -> None:
+        body = body if isinstance(body, dict) else {}
+        model, values = body.get("model"), body.get("input")
+        event = LedgerEvent(
+            kind="create",
+            at=now,
+            outcome=outcome,
+            task_id=task_id,
+            model=model if isinstance(model, str) else None,
+            input=dict(values) if isinstance(values, dict) else None,
+            http_status=status,
+            credits=credits,
+        )
+        self.ledger.record(event)
+
+    # -- recordInfo / credit / download-url ---------------------------------------
+
+    def record_info(self, api_key: str, task_id: str | None) -> Reply:
+        with self._lock:
+            now = self.clock()
+            self._settle(now)
+            wait = self._poll_window.try_admit(api_key, now)
+            if wait is not None:
+                self._log(now, "poll", "429", task_id, 429)
+                cfg = self.config
+                return rate_limited(wait, "recordInfo", cfg.poll_limit, cfg.poll_window)
+            if not task_id:
+                self._log(now, "poll", "400", None)
+                return Reply(400, "taskId is required")
+            task = self._tasks.get(task_id)
+            if task is None or now - task.created_at < self.config.faults.poll_404_seconds:
+                self._log(now, "poll", "404", task_id)
+                return Reply(404, _NOT_FOUND)
+            data = task.record(now)
+            self._log(now, "poll", data["state"], task_id)
+            return Reply(200, "success", data)
+
+    def _log(
+        self, now: float, kind: EventKind, outcome: str, task_id: str | None, status: int = 200
+    ) -> None:
+        self.ledger.record(
+            LedgerEvent(kind=kind, at=now, outcome=outcome, task_id=task_id, http_status=status)
+        )
+
+    def credit(self) -> Reply:
+        return Reply(200, "success", self.balance())
+
+    def download_url(self, body: Any) -> Reply:
+        """Trade a result URL of ours for a signed one valid for 20 minutes."""
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url:
+            return Reply(422, "url: required (a file URL generated by this service)")
+        parts = urlsplit(url)
+        match = FILE_PATH.match(parts.path)
+        with self._lock:
+            now = self.clock()
+            task = self._tasks.get(match.group(1)) if match else None
+            if match is None or task is None or urlsplit(task.base_url).netloc != parts.netloc:
+                self._log(now, "download_url", "422", None)
+                return Reply(422, "url: only file URLs generated by this service are accepted")
+            index = int(match.group(2))
+            if task.state_at(now) != "success" or index >= task.outputs or match[3] != task.ext:
+                self._log(now, "download_url", "404", task.task_id)
+                return Reply(404, "url: no such file")
+            self._log(now, "download_url", "ok", task.task_id)
+            return Reply(200, "success", self.files.signed_url(task, index, now))
+
+    # -- files -----------------------------------------------------------------------
+
+    def serve_file(self, task_id: str, name: str, query: str) -> FileServe:
+        """Decide how to answer GET /files/{task_id}/{name}; ledgers the outcome."""
+        path = f"files/{task_id}/{name}"
+        now = self.clock()
+        with self._lock:
+            task = self._tasks.get(task_id)
+        serve = self.files.decide(task, path, query, now)
+        ok = serve.status == 200
+        sent = serve.cut_at if serve.cut_at is not None else len(serve.content)
+        event = LedgerEvent(
+            kind="file",
+            at=now,
+            outcome=("broken" if serve.cut_at is not None else "complete") if ok else "error",
+            task_id=task_id,
+            path=path,
+            http_status=serve.status,
+            sha256=hashlib.sha256(serve.content).hexdigest() if ok else None,
+            size=len(serve.content) if ok else None,
+            bytes_sent=sent if ok else 0,
+            complete=serve.cut_at is None if ok else None,
+        )
+        self.ledger.record(event)
+        return serve
+
+    def file_bytes(self, task_id: str, index: int) -> bytes:
+        """The exact bytes of result file `index` of a task (deterministic; cached)."""
+        return self.files.content(self.task(task_id), index)
+
+    # -- inspection & lifecycle ---------------------------------------------------
+
+    def task(self, task_id: str) -> SimTask:
+        with self._lock:
+            return self._tasks[task_id]
+
+    def task_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._tasks)
+
+    def record(self, task_id: str) -> dict[str, Any]:
+        """recordInfo `data` for a task now, without rate limiting or ledgering."""
+        with self._lock:
+            return self._tasks[task_id].record(self.clock())
+
+    def _callback_payload(self, task_id: str, now: float) -> dict[str, Any]:
+        with self._lock:
+            self._settle(now)
+            return self._tasks[task_id].callback_payload(now)
+
+    async def run_due_callbacks(self) -> int:
+        """Send callbacks that are due now (tests with a ManualClock); returns how many."""
+        return await self.callbacks.run_due()
+
+    async def aclose(self) -> None:
+        """Cancel pending callbacks and close the callback client we own."""
+        await self.callbacks.aclose()

@@ -1,0 +1,116 @@
+"""Running the simulator on a real socket: in a background thread, or in the foreground.
+
+Both bind the listening socket ourselves before uvicorn starts, so the real port is
+known even for port=0 and a "port in use" error surfaces immediately as OSError.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from ._app import create_app
+from ._clock import Clock
+from ._config import SimConfig
+
+if TYPE_CHECKING:
+    from .._catalog import Catalog
+
+__all__ = ["run_simulator", "serve_in_thread"]
+
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 10.0
+
+
+def _bind(host: str, port: int) -> tuple[socket.socket, str]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return sock, f"http://{shown}:{bound}"
+
+
+def _server(app: ASGIApp, *, quiet: bool) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        # In-process use must not rewrite the host program's logging configuration.
+        log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,
+        http="h11",  # the lost-connection trick relies on cycle.transport (see _app.py)
+        ws="none",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a daemon thread; yields the base URL (real port).
+
+    uvicorn installs signal handlers only on the main thread, so Ctrl-C still reaches
+    the caller. On exit the server shuts down (lifespan shutdown runs) and the thread
+    is joined.
+    """
+    sock, base_url = _bind(host, port)
+    server = _server(app, quiet=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as err:  # includes uvicorn's SystemExit on startup failure
+            failure.append(err)
+
+    thread = threading.Thread(target=run, name=f"liangxin-sim-{base_url}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                thread.join(_STOP_TIMEOUT)
+                cause = failure[0] if failure else None
+                raise RuntimeError(f"the simulator did not start on {base_url}") from cause
+            time.sleep(0.005)  # waiting for another thread's flag; no event to wait on
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(_STOP_TIMEOUT)
+        sock.close()
+
+
+def run_simulator(
+    config: SimConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    clock: Clock | None = None,
+    catalog: Catalog | None = None,
+) -> None:
+    """Serve a simulator in the foreground until Ctrl-C/SIGTERM (uvicorn handles both).
+
+    `on_ready(base_url)` is called once the port is bound, before serving starts.
+    """
+    app = create_app(config, clock=clock, catalog=catalog)
+    sock, base_url = _bind(host, port)
+    try:
+        if on_ready is not None:
+            on_ready(base_url)
+        _server(app, quiet=False).run(sockets=[sock])
+    finally:
+        sock.close()
