@@ -63,6 +63,8 @@ class TaskRecord:
     create_time: int | None = None
     complete_time: int | None = None
     credits_consumed: float | None = None
+    #: The callBackUrl the task was created with (from `param`), to reconcile lost replies.
+    callback_url: str | None = None
 
 
 def _text(value: object) -> str | None:
@@ -106,6 +108,19 @@ def parse_result_urls(result_json: object) -> tuple[str, ...]:
     return tuple(u for u in urls if isinstance(u, str) and u)
 
 
+def _callback_url_from_param(param: object) -> str | None:
+    """`param` is the whole createTask body as a JSON string; read it defensively."""
+    if isinstance(param, str):
+        try:
+            param = json.loads(param)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(param, Mapping):
+        url = param.get("callBackUrl")
+        return url if isinstance(url, str) and url else None
+    return None
+
+
 def parse_task_record(data: object, *, task_id: str | None = None) -> TaskRecord:
     """A TaskRecord from an envelope's `data`. Unknown extra fields are ignored."""
     if not isinstance(data, Mapping):
@@ -127,6 +142,7 @@ def parse_task_record(data: object, *, task_id: str | None = None) -> TaskRecord
         create_time=int(create) if create is not None else None,
         complete_time=int(complete) if complete is not None else None,
         credits_consumed=_number(data.get("creditsConsumed")),
+        callback_url=_callback_url_from_param(data.get("param")),
     )
 
 

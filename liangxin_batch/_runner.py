@@ -89,6 +89,8 @@ class _Flight:
     schedule: PollSchedule
     timeout: float
     polls: int = 0
+    #: A callback said this task is done: the poll it triggered counts as a callback finish.
+    hinted: bool = False
 
 
 class Runner:
@@ -128,6 +130,9 @@ class Runner:
         self._polls = 0
         self._finished_tasks = 0
         self._prepared = False
+        #: Loop time until which the run stays open for callbacks that may reconcile
+        #: `unknown` jobs (only when callbacks are on).
+        self.linger_until = 0.0
 
     # -- public controls ------------------------------------------------------------
 
@@ -335,6 +340,12 @@ class Runner:
             self.stop_submitting(message)
             return False
         state = JobState.FAILED if decision.verdict is CreateVerdict.REJECT else JobState.UNKNOWN
+        if state is JobState.UNKNOWN and self.callback_url_for is not None:
+            # Its callback may still arrive and tell us the taskId: stay open for it.
+            spec = self.catalog.get(job.model)
+            typical = spec.typical_seconds if spec else 60.0
+            loop_now = asyncio.get_running_loop().time()
+            self.linger_until = max(self.linger_until, loop_now + 3 * typical + 30)
         self.store.update(
             job.job_id, state=state, error_code=code, error_message=message, event=message
         )
@@ -343,6 +354,41 @@ class Runner:
         )
         self.observer.finished(job.job_id, state.value)
         return False
+
+    # -- callbacks (see _callback_link.py) --------------------------------------------
+
+    def has_flight(self, task_id: str) -> bool:
+        return task_id in self._flights
+
+    def poll_now(self, task_id: str) -> bool:
+        """An unverified callback says a task is done: ask recordInfo at once."""
+        flight = self._flights.get(task_id)
+        if flight is None:
+            return False
+        flight.hinted = True
+        self._schedule(flight, 0.0)
+        return True
+
+    async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
+        """An `unknown` job's task turned out to exist: track it instead of paying again."""
+        job = self.store.get(job_id)
+        if job is None or job.state is not JobState.UNKNOWN or job.attempt != attempt:
+            return False
+        self.store.update(
+            job_id,
+            state=JobState.SUBMITTED,
+            task_id=task_id,
+            error_code=None,
+            error_message=None,
+            event=f"reconciled: task {task_id} exists (reported by callback)",
+        )
+        self.store.end_attempt(job_id, attempt, "submitted", task_id=task_id)
+        async with self._slots:
+            self._in_flight += 1
+        flight = self._new_flight(job, task_id, asyncio.get_running_loop().time())
+        flight.hinted = True
+        self._schedule(flight, 0.0)
+        return True
 
     # -- polling --------------------------------------------------------------------
 
@@ -374,10 +420,15 @@ class Runner:
             if self._interrupted:
                 return
             if not self._heap:
-                if self._submitting_done and self._in_flight == 0:
+                idle = self._submitting_done and self._in_flight == 0
+                linger = self.linger_until - loop.time()
+                if idle and linger <= 0:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), linger if idle else None)
+                except TimeoutError:
+                    pass
                 continue
             due, _, task_id = self._heap[0]
             wait = due - loop.time()
@@ -415,7 +466,8 @@ class Runner:
             self._poll_gate.release()
         flight.polls += 1
         self._polls += 1
-        await self.apply_record(flight.job_id, record, finished_by="poll")
+        finished_by = "callback" if flight.hinted else "poll"
+        await self.apply_record(flight.job_id, record, finished_by=finished_by)
 
     async def _not_found(self, flight: _Flight) -> None:
         age = asyncio.get_running_loop().time() - flight.submitted_mono

@@ -1,0 +1,97 @@
+"""Connects the callback receiver to a running Runner.
+
+The receiver's handler only puts callbacks on a queue (it must answer in milliseconds
+and never touch disk or network); one task here drains the queue on the runner's side.
+A verified (HMAC-signed) callback finishes its task at once; an unverified one is only a
+hint that triggers an immediate recordInfo. A callback for an `unknown` job is checked
+against recordInfo — the task's `param` must carry the callBackUrl we issued for that job
+and attempt — and then the job is tracked instead of being paid for twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ._client import LiangXinClient
+from ._envelope import TaskRecord
+from ._errors import LiangXinError
+from ._lifecycle import JobState
+from ._runner import Runner
+from ._store import JobRow, StateStore
+from ._webhook import CallbackReceiver
+
+__all__ = ["CallbackLink"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    job_id: str
+    attempt: int
+    record: TaskRecord
+    verified: bool
+
+
+class CallbackLink:
+    """The receiver's CallbackSink, and the runner's `callback_url_for`."""
+
+    def __init__(
+        self,
+        *,
+        runner: Runner,
+        receiver: CallbackReceiver,
+        client: LiangXinClient,
+        store: StateStore,
+    ) -> None:
+        self.runner = runner
+        self.receiver = receiver
+        self.client = client
+        self.store = store
+        self._expected: set[str] = set()
+        self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
+        for job in store.iter_jobs([JobState.UNKNOWN, JobState.SUBMITTED]):
+            self._expected.add(job.job_id)
+        receiver.attach(self)
+        runner.callback_url_for = self.url_for
+
+    # -- the runner's side ------------------------------------------------------------
+
+    def url_for(self, job: JobRow, attempt: int) -> str:
+        self._expected.add(job.job_id)
+        return self.receiver.url_for(job.job_id, attempt)
+
+    # -- the receiver's side (must not block) -----------------------------------------
+
+    def known_job(self, job_id: str) -> bool:
+        return job_id in self._expected
+
+    def deliver(self, job_id: str, attempt: int, record: TaskRecord, *, verified: bool) -> None:
+        self._queue.put_nowait(_Delivery(job_id, attempt, record, verified))
+
+    # -- the consumer -----------------------------------------------------------------
+
+    async def consume(self) -> None:
+        """Run for the life of the run (cancel it at the end)."""
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._handle(item)
+            except LiangXinError as err:
+                self.runner.observer.message(f"{item.job_id}: callback not applied ({err})")
+
+    async def _handle(self, item: _Delivery) -> None:
+        task_id = item.record.task_id
+        if self.runner.has_flight(task_id):
+            if item.verified:
+                await self.runner.apply_record(item.job_id, item.record, finished_by="callback")
+            else:
+                self.runner.poll_now(task_id)
+            return
+        job = self.store.get(item.job_id)
+        if job is None or job.state is not JobState.UNKNOWN or job.attempt != item.attempt:
+            return  # late, duplicate or out of order: nothing changes
+        # The submit reply was lost. Believe the taskId only if the service confirms the
+        # task was created with the callback URL we issued for this very job and attempt.
+        record = await self.client.get_task(task_id)
+        if self.receiver.matches(record.callback_url, item.job_id, item.attempt):
+            await self.runner.adopt_task(item.job_id, item.attempt, task_id)
