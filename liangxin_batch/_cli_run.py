@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -134,6 +135,7 @@ def _run(
         api_key = None
         if simulate:
             base_url = stack.enter_context(_simulator(sim_latency_scale))
+            settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
             api_key = SIM_API_KEY
             click.echo(f"simulator listening on {base_url}", err=True)
         coro = run_batch_async(

@@ -8,6 +8,7 @@ credit, download-url) retry with jittered backoff and honour `Retry-After`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Self
 
 import httpx
 import stamina
+import stamina.instrumentation
 
 from ._envelope import TaskRecord, check_envelope, parse_retry_after, parse_task_record
 from ._errors import (
@@ -104,6 +106,24 @@ class _BearerAuth(httpx.Auth):
         yield request
 
 
+_log = logging.getLogger("liangxin_batch")
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """Retries go to our log (and run.log), not to stderr where they would tear the bars."""
+    _log.info(
+        "retry %d in %.1fs after %s",
+        details.retry_num,
+        details.wait_for,
+        redact(str(details.caused_by)),
+    )
+
+
+def _use_our_retry_log() -> None:
+    # stamina's default hook prints `stamina.retry_scheduled` to stderr.
+    stamina.instrumentation.set_on_retry_hooks([_log_retry])
+
+
 def _retry_hook(exc: Exception) -> bool | float:
     """stamina's `on=`: True to retry with backoff, a float to wait exactly that long."""
     if isinstance(exc, APIError):
@@ -139,6 +159,7 @@ class LiangXinClient:
         on_request: Callable[[str], None] | None = None,
     ) -> None:
         key, url = resolve_settings(api_key, base_url)
+        _use_our_retry_log()
         self._key = Secret(key)
         del key, api_key
         self.base_url = url

@@ -15,6 +15,10 @@ from collections.abc import Callable
 
 __all__ = ["SlidingWindowLimiter"]
 
+#: Waits shorter than this count as "now": float rounding can leave a residue of 1e-13 s
+#: that a clock at the magnitude of loop.time() cannot even advance by.
+EPSILON = 1e-6
+
 
 class SlidingWindowLimiter:
     """Admit at most `limit` acquisitions in any `window` seconds.
@@ -66,7 +70,7 @@ class SlidingWindowLimiter:
             while True:
                 now = self._now()
                 wait = self.delay(now)
-                if wait <= 0:
+                if wait <= EPSILON:
                     self._times.append(now)
                     return
                 await asyncio.sleep(wait)

@@ -7,10 +7,11 @@ the summary text; everything else a user can do from Python too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,33 @@ from ._settings import RunSettings
 from ._store import StateStore
 from ._sync import JobLike, SyncReport, sync_jobs
 
-__all__ = ["RunHandle", "load_manifest_jobs", "run_batch", "run_batch_async"]
+__all__ = [
+    "CallbackOptions",
+    "RunHandle",
+    "load_manifest_jobs",
+    "run_batch",
+    "run_batch_async",
+]
+
+#: With callbacks on, polling is only the safety net: poll this many times less often.
+CALLBACK_POLL_SCALE = 4.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackOptions:
+    """Receive the service's callbacks on `listen`, reachable from outside at `public_base`."""
+
+    public_base: str
+    listen: str = "0.0.0.0:8787"
+    hmac_key: str | None = None
+    #: Tests route callbacks in-process (see `receiver_ready`) instead of listening.
+    in_process: bool = False
+    #: Unix time for the signature's timestamp window (tests and simulators inject theirs).
+    clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:  # never show the HMAC key
+        return f"CallbackOptions(public_base={self.public_base!r}, listen={self.listen!r})"
+
 
 ManifestSource = Path | str | Iterable[Mapping[str, Any]] | Any  # Any: a pandas DataFrame
 
@@ -104,8 +131,15 @@ async def run_batch_async(
     transport: httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
     handle: RunHandle | None = None,
+    callbacks: CallbackOptions | None = None,
+    receiver_ready: Callable[[Any], None] | None = None,
 ) -> RunSummary:
-    """Run a manifest to finished tasks in `out_dir`; safe to call again to resume."""
+    """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
+
+    With `callbacks`, a receiver listens for the service's callbacks for the life of the
+    run; polling continues, slower, as the safety net. `receiver_ready` is called with
+    the CallbackReceiver before the first submit (tests use it to route callbacks).
+    """
     settings = settings or RunSettings()
     catalog = catalog or default_catalog()
     observer = observer or NullObserver()
@@ -120,6 +154,8 @@ async def run_batch_async(
         try:
             sync = sync_jobs(store, jobs(), allow_changed=settings.allow_changed)
             _remember_manifest(store, manifest, observer, sync)
+            if callbacks is not None:
+                settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
             runner = Runner(
                 store=store, client=client, catalog=catalog, settings=settings, observer=observer
             )
@@ -130,7 +166,11 @@ async def run_batch_async(
             if handle is not None:
                 handle.attach(runner)
             try:
-                return await runner.run()
+                if callbacks is None:
+                    return await runner.run()
+                return await _run_with_callbacks(
+                    runner, client, store, callbacks, observer, receiver_ready
+                )
             finally:
                 observer.close()
         finally:
@@ -139,6 +179,42 @@ async def run_batch_async(
             store.close()
     finally:
         await client.aclose()
+
+
+async def _run_with_callbacks(
+    runner: Runner,
+    client: LiangXinClient,
+    store: StateStore,
+    options: CallbackOptions,
+    observer: Observer,
+    receiver_ready: Callable[[Any], None] | None,
+) -> RunSummary:
+    from ._callback_link import CallbackLink
+    from ._webhook import CallbackReceiver, ReceiverSettings, serve_receiver
+
+    receiver = CallbackReceiver(
+        ReceiverSettings(public_base=options.public_base, hmac_key=options.hmac_key),
+        clock=options.clock,
+    )
+    link = CallbackLink(runner=runner, receiver=receiver, client=client, store=store)
+    if receiver_ready is not None:
+        receiver_ready(receiver)
+    async with contextlib.AsyncExitStack() as stack:
+        if not options.in_process:
+            local = await stack.enter_async_context(serve_receiver(receiver, options.listen))
+            observer.message(f"callbacks: listening on {local}, public at {options.public_base}")
+        consumer = asyncio.create_task(link.consume())
+        try:
+            summary = await runner.run()
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+    refused = {k: v for k, v in receiver.counters.items() if v and k != "accepted"}
+    if refused:
+        observer.message(f"callbacks refused or ignored: {refused}")
+    summary.callbacks_received = receiver.counters.get("accepted", 0)
+    return summary
 
 
 def run_batch(manifest: ManifestSource, **kwargs: Any) -> RunSummary:

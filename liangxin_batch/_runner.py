@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._lifecycle import CreateVerdict, JobState, decide_create_failure
 from ._progress import NullObserver, Observer
-from ._ratelimit import SlidingWindowLimiter
+from ._ratelimit import EPSILON, SlidingWindowLimiter
 from ._schedule import PollSchedule
 from ._settings import RunSettings
 from ._store import JobRow, StateStore
@@ -58,6 +58,7 @@ class RunSummary:
     polls: int = 0
     tasks_finished: int = 0
     finished_by_callback: int = 0
+    callbacks_received: int = 0
 
     @property
     def succeeded(self) -> int:
@@ -403,7 +404,7 @@ class Runner:
             task_id=task_id,
             model=job.model,
             submitted_mono=submitted_mono,
-            schedule=PollSchedule(typical_seconds=typical, slowdown=self.settings.poll_slowdown),
+            schedule=PollSchedule(typical_seconds=typical, scale=self.settings.poll_scale),
             timeout=self.settings.timeout_for(kind),
         )
         self._flights[task_id] = flight
@@ -419,11 +420,11 @@ class Runner:
         while True:
             if self._interrupted:
                 return
-            if not self._heap:
-                idle = self._submitting_done and self._in_flight == 0
-                linger = self.linger_until - loop.time()
-                if idle and linger <= 0:
-                    return
+            idle = self._submitting_done and self._in_flight == 0
+            linger = self.linger_until - loop.time()
+            if idle and linger <= 0:
+                return  # what is left in the heap belongs to finished tasks
+            if not self._heap or idle:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), linger if idle else None)
@@ -432,7 +433,7 @@ class Runner:
                 continue
             due, _, task_id = self._heap[0]
             wait = due - loop.time()
-            if wait > 0:
+            if wait > EPSILON:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait)

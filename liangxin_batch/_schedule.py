@@ -17,19 +17,19 @@ __all__ = ["PollSchedule"]
 class PollSchedule:
     typical_seconds: float
     #: Stretch everything (a run with callbacks polls slowly, as a safety net only).
-    slowdown: float = 1.0
+    scale: float = 1.0
     first_fraction: float = 1.0
     growth: float = 1.5
     min_interval: float = 2.0
 
     def first_delay(self) -> float:
-        return max(self.min_interval, self.typical_seconds * self.first_fraction) * self.slowdown
+        return max(self.min_interval, self.typical_seconds * self.first_fraction) * self.scale
 
     def next_delay(self, *, age: float, polls: int) -> float:
         """Delay after the `polls`-th poll of a task that is `age` seconds old."""
         base = max(self.min_interval, 0.15 * self.typical_seconds)
         interval = base * self.growth ** max(0, polls - 1)
-        return min(interval, _ceiling(age)) * self.slowdown
+        return min(interval, _ceiling(age)) * self.scale
 
 
 def _ceiling(age: float) -> float:

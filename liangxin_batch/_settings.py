@@ -32,8 +32,9 @@ class RunSettings:
     resubmit_unknown: bool = False
     allow_changed: bool = False
     max_credits: float | None = None
-    #: >1 polls less often (used when callbacks do the work and polling is the safety net).
-    poll_slowdown: float = 1.0
+    #: Multiplies every poll delay: >1 when callbacks do the work and polling is only the
+    #: safety net; <1 against the simulator, whose latencies are scaled down.
+    poll_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (

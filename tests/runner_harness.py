@@ -112,3 +112,19 @@ class SimEnv:
 
 def in_virtual_time(main: Callable[[], Any]) -> Any:
     return run_virtual(main)
+
+
+class ForwardTransport(httpx.AsyncBaseTransport):
+    """Sends to an ASGI app chosen later (the receiver exists only once the run starts)."""
+
+    def __init__(self) -> None:
+        self.target: httpx.ASGITransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.target is None:
+            raise httpx.ConnectError("nobody listening", request=request)
+        return await self.target.handle_async_request(request)
+
+
+def records_for(jobs: Sequence[TestJob]) -> list[dict[str, Any]]:
+    return [{"id": j.job_id, "model": j.model, **j.input} for j in jobs]

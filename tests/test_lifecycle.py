@@ -51,7 +51,7 @@ def test_poll_schedule_follows_service_guidance_ceilings() -> None:
     assert s.next_delay(age=10, polls=5) == 3.0
     assert s.next_delay(age=60, polls=5) == 10.0
     assert s.next_delay(age=600, polls=9) == 30.0
-    assert PollSchedule(typical_seconds=10, slowdown=4).first_delay() == 40.0
+    assert PollSchedule(typical_seconds=10, scale=4).first_delay() == 40.0
 
 
 @pytest.mark.parametrize("typical", [5.0, 6.0, 13.0, 15.0, 19.0, 30.0])

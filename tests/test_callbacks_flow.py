@@ -1,0 +1,110 @@
+"""Runs with the callback receiver: callbacks finish tasks, polling is the safety net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from liangxin_batch._catalog import default_catalog
+from liangxin_batch._run import CallbackOptions, run_batch_async
+from liangxin_batch._runner import RunSummary
+from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
+from tests.runner_harness import KEY, ForwardTransport, in_virtual_time, make_jobs, records_for
+
+HMAC = "whsec-test-0123456789"
+
+
+def run_with_callbacks(
+    out: Path,
+    n: int,
+    *,
+    sim_hmac: str | None,
+    receiver_hmac: str | None,
+    faults: FaultProfile | None = None,
+) -> tuple[RunSummary, Simulator, dict[str, int]]:
+    jobs = make_jobs(n)
+    counters: dict[str, int] = {}
+
+    async def main() -> tuple[RunSummary, Simulator]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        forward = ForwardTransport()
+        callback_client = httpx.AsyncClient(transport=forward)
+        config = SimConfig(api_key=KEY, seed=9, hmac_key=sim_hmac, faults=faults or FaultProfile())
+        app = create_app(config, clock=loop.time, callback_client=callback_client)
+        receivers: list[Any] = []
+
+        def ready(receiver: Any) -> None:
+            receivers.append(receiver)
+            forward.target = httpx.ASGITransport(app=receiver.app)
+
+        try:
+            summary = await run_batch_async(
+                records_for(jobs),
+                out_dir=out,
+                catalog=default_catalog(),
+                api_key=KEY,
+                base_url="http://sim",
+                transport=httpx.ASGITransport(app=app),
+                callbacks=CallbackOptions(
+                    public_base="https://hook.example/lx",
+                    hmac_key=receiver_hmac,
+                    in_process=True,
+                    clock=loop.time,
+                ),
+                receiver_ready=ready,
+            )
+        finally:
+            await app.state.sim.aclose()
+            await callback_client.aclose()
+        counters.update(receivers[0].counters)
+        return summary, app.state.sim
+
+    summary, sim = in_virtual_time(main)
+    return summary, sim, counters
+
+
+def test_signed_callbacks_finish_tasks_with_few_polls(tmp_path: Path) -> None:
+    summary, sim, counters = run_with_callbacks(tmp_path, 120, sim_hmac=HMAC, receiver_hmac=HMAC)
+    assert summary.counts == {"succeeded": 120}
+    assert summary.finished_by_callback == 120
+    assert len(sim.ledger.polls()) / 120 < 1.5
+    assert counters["accepted"] == 120
+    assert sim.ledger.duplicates() == {}
+
+
+def test_unsigned_callbacks_are_hints_checked_by_one_poll(tmp_path: Path) -> None:
+    summary, sim, _counters = run_with_callbacks(tmp_path, 60, sim_hmac=None, receiver_hmac=None)
+    assert summary.counts == {"succeeded": 60}
+    assert summary.finished_by_callback == 60
+    assert len(sim.ledger.polls()) / 60 < 1.5
+
+
+def test_unsigned_callbacks_are_refused_when_a_key_is_set(tmp_path: Path) -> None:
+    summary, _sim, counters = run_with_callbacks(tmp_path, 20, sim_hmac=None, receiver_hmac=HMAC)
+    assert summary.counts == {"succeeded": 20}  # polling still finishes the run
+    assert summary.finished_by_callback == 0
+    assert counters["refused_signature"] == 20
+
+
+def test_dropped_callbacks_still_finish_by_polling(tmp_path: Path) -> None:
+    summary, _sim, counters = run_with_callbacks(
+        tmp_path, 40, sim_hmac=HMAC, receiver_hmac=HMAC, faults=FaultProfile(drop_callbacks=True)
+    )
+    assert summary.counts == {"succeeded": 40}
+    assert summary.finished_by_callback == 0
+    assert counters["accepted"] == 0
+
+
+def test_lost_replies_are_reconciled_by_callbacks_without_paying_twice(tmp_path: Path) -> None:
+    summary, sim, _ = run_with_callbacks(
+        tmp_path, 60, sim_hmac=HMAC, receiver_hmac=HMAC, faults=FaultProfile(lost_reply=0.2)
+    )
+    lost = [e for e in sim.ledger.create_attempts() if e.outcome == "lost_reply"]
+    assert len(lost) > 3
+    assert summary.counts == {"succeeded": 60}, "every lost reply was reconciled"
+    assert len(sim.ledger.creates()) == 60
+    assert sim.ledger.duplicates() == {}
