@@ -17,7 +17,7 @@ import click
 
 from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
-from ._run import RunHandle, run_batch_async
+from ._run import CallbackOptions, RunHandle, run_batch_async
 from ._runner import RunSummary
 from ._settings import RunSettings
 from ._status import format_status, read_status
@@ -38,10 +38,11 @@ def _parse_rate(text: str, flag: str) -> tuple[int, float]:
 
 
 @contextlib.contextmanager
-def _simulator(latency_scale: float) -> Iterator[str]:
+def _simulator(latency_scale: float, hmac_key: str | None = None) -> Iterator[str]:
     from .simulator import SimConfig, create_app, serve_in_thread
 
-    app = create_app(SimConfig(api_key=SIM_API_KEY, latency_scale=latency_scale))
+    config = SimConfig(api_key=SIM_API_KEY, latency_scale=latency_scale, hmac_key=hmac_key)
+    app = create_app(config)
     with serve_in_thread(app) as url:
         yield url
 
@@ -128,13 +129,15 @@ def _run(
     simulate: bool,
     sim_latency_scale: float,
     quiet: bool,
+    callbacks: CallbackOptions | None = None,
 ) -> RunSummary:
     handle = RunHandle()
     observer = NullObserver() if quiet else BarsObserver()
     with contextlib.ExitStack() as stack:
         api_key = None
         if simulate:
-            base_url = stack.enter_context(_simulator(sim_latency_scale))
+            hmac_key = callbacks.hmac_key if callbacks else None
+            base_url = stack.enter_context(_simulator(sim_latency_scale, hmac_key))
             settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
             api_key = SIM_API_KEY
             click.echo(f"simulator listening on {base_url}", err=True)
@@ -148,8 +151,24 @@ def _run(
             base_url=base_url,
             observer=observer,
             handle=handle,
+            callbacks=callbacks,
         )
         return _run_with_signals(coro, handle)
+
+
+def _callback_options(
+    callback_url: str | None, listen: str | None, hmac_key: str | None
+) -> CallbackOptions | None:
+    if callback_url is None:
+        if listen is not None:
+            raise ConfigError(
+                "--listen needs --callback-url: the public URL at which the service can reach "
+                "this receiver (e.g. a reverse proxy or tunnel in front of --listen)"
+            )
+        return None
+    return CallbackOptions(
+        public_base=callback_url, listen=listen or "0.0.0.0:8787", hmac_key=hmac_key or None
+    )
 
 
 def register(group: click.Group) -> None:
@@ -209,6 +228,23 @@ def register(group: click.Group) -> None:
     type=click.FloatRange(min=0),
     help="With --simulate: scale the models' typical latency.",
 )
+@click.option(
+    "--callback-url",
+    metavar="URL",
+    help="Public base URL the service posts callbacks to (enables the receiver).",
+)
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Where the callback receiver listens [default: 0.0.0.0:8787].",
+)
+@click.option(
+    "--webhook-hmac-key",
+    envvar="LIANGXIN_WEBHOOK_HMAC_KEY",
+    metavar="KEY",
+    help="Verify callback signatures with this key [env LIANGXIN_WEBHOOK_HMAC_KEY]; "
+    "without it a callback only triggers an immediate poll.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def run_command(
@@ -227,9 +263,13 @@ def run_command(
     base_url: str | None,
     simulate: bool,
     sim_latency_scale: float,
+    callback_url: str | None,
+    listen: str | None,
+    webhook_hmac_key: str | None,
     quiet: bool,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
+    callbacks = _callback_options(callback_url, listen, webhook_hmac_key)
     create_limit, create_window = _parse_rate(rate, "--rate")
     poll_limit, poll_window = _parse_rate(poll_rate, "--poll-rate")
     settings = RunSettings(
@@ -254,6 +294,7 @@ def run_command(
         simulate=simulate,
         sim_latency_scale=sim_latency_scale,
         quiet=quiet,
+        callbacks=callbacks,
     )
     click.echo(format_summary(summary, out_dir))
     sys.exit(summary.exit_code)
