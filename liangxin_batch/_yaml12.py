@@ -1,0 +1,153 @@
+"""YAML loaders with YAML 1.2 core-schema rules instead of PyYAML's YAML 1.1 ones.
+
+PyYAML's `safe_load` follows YAML 1.1: `16:9` becomes 969 (base 60), `00042` becomes 34
+(octal), `no`/`on` become booleans and `2026-01-02` a date. Two loaders fix that:
+
+- `Yaml12Loader`: the YAML 1.2 core schema. Booleans only `true`/`false` (any case
+  variant the spec allows), null only `null`/`~`/empty, integers in base 10 (leading zeros
+  stay base 10), `0o`/`0x`, floats including `1e3`; no base-60 numbers, no timestamps.
+- `TextLoader` (manifests): booleans and null as above, every other plain scalar stays its
+  original text as a `PlainText` (a `str`), so the manifest converts it by the catalog's
+  field type exactly like a CSV cell; `resolve_plain` applies the core schema later where
+  no field type is known.
+
+Both keep `<<` merge keys and anchors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import IO, Any
+
+import yaml
+from yaml.nodes import ScalarNode
+
+__all__ = ["PlainText", "TextLoader", "Yaml12Loader", "load_text", "load_yaml12", "resolve_plain"]
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_MERGE = re.compile(r"^(?:<<)$")
+
+
+class PlainText(str):
+    """A scalar written without quotes; its meaning depends on the field it is given to."""
+
+    __slots__ = ()
+
+
+def _int_value(text: str) -> int:
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)  # "00042" is 42: YAML 1.2 has no implicit octal
+
+
+def _float_value(text: str) -> float:
+    low = text.lower()
+    if low in (".inf", "+.inf"):
+        return math.inf
+    if low == "-.inf":
+        return -math.inf
+    if low == ".nan":
+        return math.nan
+    return float(text)
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema implicit types."""
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        try:
+            return _int_value(text)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected an integer, got {text!r}", node.start_mark
+            ) from None
+
+    def construct_yaml_float(self, node: ScalarNode) -> float:
+        text = str(self.construct_scalar(node))
+        try:
+            return _float_value(text)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a number, got {text!r}", node.start_mark
+            ) from None
+
+    def construct_yaml_bool(self, node: ScalarNode) -> bool:
+        text = str(self.construct_scalar(node))
+        if not _BOOL.match(text):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected true or false, got {text!r}", node.start_mark
+            )
+        return text.lower() == "true"
+
+
+for _tag, _method in (
+    ("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int),
+    ("tag:yaml.org,2002:float", Yaml12Loader.construct_yaml_float),
+    ("tag:yaml.org,2002:bool", Yaml12Loader.construct_yaml_bool),
+):
+    Yaml12Loader.add_constructor(_tag, _method)
+
+# Fresh tables: the inherited YAML 1.1 resolvers (base 60, yes/no/on/off, timestamps) are gone.
+Yaml12Loader.yaml_implicit_resolvers = {}
+# Order matters within one first character: int is tried before float ("42" is an int).
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""])
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+.0123456789"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:merge", _MERGE, ["<"])
+
+
+class TextLoader(Yaml12Loader):
+    """Manifest loader: true/false and null are typed; every other plain scalar is `PlainText`."""
+
+    def construct_yaml_str(self, node: ScalarNode) -> str:
+        value = str(self.construct_scalar(node))
+        # Quoted and block scalars are text by the author's choice; plain ones are ambiguous.
+        return PlainText(value) if node.style is None else value
+
+
+TextLoader.add_constructor("tag:yaml.org,2002:str", TextLoader.construct_yaml_str)
+TextLoader.yaml_implicit_resolvers = {}
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""])
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+TextLoader.add_implicit_resolver("tag:yaml.org,2002:merge", _MERGE, ["<"])
+
+
+def resolve_plain(value: Any) -> Any:
+    """Apply the YAML 1.2 core schema to `PlainText` (recursively); other values unchanged.
+
+    For values whose type no field spec tells (e.g. keys of a nested object): `3` -> 3,
+    `1e3` -> 1000.0, `16:9` stays text, and quoted text stays text.
+    """
+    if isinstance(value, PlainText):
+        text = str(value)
+        if _INT.match(text):
+            return _int_value(text)
+        if _FLOAT.match(text):
+            return _float_value(text)
+        return text
+    if isinstance(value, list):
+        return [resolve_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {resolve_plain(k): resolve_plain(v) for k, v in value.items()}
+    return value
+
+
+def load_yaml12(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
+    """Load one document with the YAML 1.2 core schema (typed scalars)."""
+    return yaml.load(stream, Loader=Yaml12Loader)
+
+
+def load_text(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
+    """Load one document with `TextLoader` (plain scalars stay text)."""
+    return yaml.load(stream, Loader=TextLoader)
