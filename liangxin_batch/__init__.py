@@ -1,19 +1,117 @@
-"""liangxin-batch: run large prompt sets through the LiangXin Market API."""
+"""liangxin-batch: run large prompt sets through the LiangXin Market API.
+
+    from liangxin_batch import run_batch, RunSettings
+    summary = run_batch("prompts.csv", out_dir="runs/oct", settings=RunSettings(max_in_flight=50))
+    print(summary.counts, summary.credits)
+
+Everything public is re-exported here; the modules behind it are private.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from ._errors import *  # noqa: F403
-from ._errors import __all__ as _errors_all
+from ._catalog import (
+    Catalog,
+    FieldProblem,
+    FieldSpec,
+    ModelSpec,
+    default_catalog,
+    estimate_credits,
+    load_catalog,
+    validate_input,
+)
+from ._client import LiangXinClient
+from ._envelope import TaskRecord, TaskState
+from ._errors import (
+    AmbiguousError,
+    APIError,
+    AuthError,
+    BadRequestError,
+    CatalogError,
+    ConfigError,
+    FeatureDisabledError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidInputError,
+    LiangXinBatchError,
+    LiangXinError,
+    MaintenanceError,
+    ManifestError,
+    NotFoundError,
+    NotSentError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServerError,
+    StateError,
+    TransportError,
+    UpstreamTimeoutError,
+)
+from ._lifecycle import JobState
+from ._manifest import Job, Problem, iter_jobs, load_jobs, validate_manifest
+from ._ratelimit import SlidingWindowLimiter
+from ._run import CallbackOptions, run_batch, run_batch_async
+from ._runner import RunSummary
+from ._settings import RunSettings
+from ._status import read_status
 
 __version__ = _version("liangxin-batch")
-__all__ = sorted([*_errors_all, "__version__"])
 
+__all__ = [
+    "APIError",
+    "AmbiguousError",
+    "AuthError",
+    "BadRequestError",
+    "CallbackOptions",
+    "Catalog",
+    "CatalogError",
+    "ConfigError",
+    "FeatureDisabledError",
+    "FieldProblem",
+    "FieldSpec",
+    "GenerationFailedError",
+    "InsufficientCreditsError",
+    "InvalidInputError",
+    "Job",
+    "JobState",
+    "LiangXinBatchError",
+    "LiangXinClient",
+    "LiangXinError",
+    "MaintenanceError",
+    "ManifestError",
+    "ModelSpec",
+    "NotFoundError",
+    "NotSentError",
+    "Problem",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "RunSettings",
+    "RunSummary",
+    "ServerError",
+    "SlidingWindowLimiter",
+    "StateError",
+    "TaskRecord",
+    "TaskState",
+    "TransportError",
+    "UpstreamTimeoutError",
+    "__version__",
+    "default_catalog",
+    "estimate_credits",
+    "iter_jobs",
+    "load_catalog",
+    "load_jobs",
+    "read_status",
+    "run_batch",
+    "run_batch_async",
+    "validate_input",
+    "validate_manifest",
+]
+
+# Show the public path in reprs and tracebacks (liangxin_batch.ConfigError, not ._errors).
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and _name != "__version__":
+    if isinstance(_obj, type) or callable(_obj):
         try:
-            _obj.__module__ = "liangxin_batch"
-        except (AttributeError, TypeError):
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover
             pass
