@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A fresh demo each time: the simulator it starts has no memory of an earlier one.
 demo: $(STAMP)
+	rm -rf $(DEMO_OUT)
 	$(PY) -m liangxin_batch demo --out $(DEMO_OUT)
 
 test: $(STAMP)
