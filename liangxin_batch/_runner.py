@@ -88,7 +88,8 @@ class _Flight:
     model: str
     submitted_mono: float
     schedule: PollSchedule
-    timeout: float
+    #: Loop time after which a still-running task counts as timed out.
+    deadline: float
     polls: int = 0
     #: A callback said this task is done: the poll it triggered counts as a callback finish.
     hinted: bool = False
@@ -207,9 +208,12 @@ class Runner:
             retry_states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
         for job in self.store.iter_jobs(retry_states, in_manifest=True):
             self.store.update(job.job_id, state=JobState.PENDING, event=f"retry from {job.state}")
-        # Timed-out tasks are polled again on resume: they may have finished since.
+        # Timed-out tasks are polled again on resume, with a fresh timeout: they may
+        # have finished since.
+        repoll: set[str] = set()
         for job in self.store.iter_jobs([JobState.TIMED_OUT]):
             if job.task_id:
+                repoll.add(job.job_id)
                 self.store.update(job.job_id, state=JobState.SUBMITTED, event="polling again")
         loop_now = asyncio.get_running_loop().time()
         wall_now = time.time()
@@ -219,7 +223,12 @@ class Runner:
             flight = self._new_flight(job, job.task_id, loop_now - age)
             flight.polls = job.polls
             self._in_flight += 1
-            self._schedule(flight, max(0.0, flight.schedule.first_delay() - age))
+            if job.job_id in repoll:  # overdue: ask at once, and give it a fresh window
+                spec = self.catalog.get(job.model)
+                flight.deadline = loop_now + self.settings.timeout_for(spec.kind if spec else "")
+                self._schedule(flight, 0.0)
+            else:
+                self._schedule(flight, max(0.0, flight.schedule.first_delay() - age))
         if self.on_succeeded is not None:
             for job in self.store.iter_jobs([JobState.SUCCEEDED]):
                 self._spawn(self.on_succeeded(job))
@@ -405,7 +414,7 @@ class Runner:
             model=job.model,
             submitted_mono=submitted_mono,
             schedule=PollSchedule(typical_seconds=typical, scale=self.settings.poll_scale),
-            timeout=self.settings.timeout_for(kind),
+            deadline=submitted_mono + self.settings.timeout_for(kind),
         )
         self._flights[task_id] = flight
         return flight
@@ -507,8 +516,9 @@ class Runner:
                 error_message=record.fail_msg or "generation failed",
             )
         else:
-            age = asyncio.get_running_loop().time() - flight.submitted_mono
-            if age >= flight.timeout:
+            now = asyncio.get_running_loop().time()
+            age = now - flight.submitted_mono
+            if now >= flight.deadline:
                 self._finish(
                     flight,
                     JobState.TIMED_OUT,

@@ -201,17 +201,24 @@ def test_interrupt_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
 
 
 def test_task_timeout_then_resume_polls_again(tmp_path: Path) -> None:
+    from liangxin_batch.simulator import SimConfig
+    from tests.runner_harness import KEY
+
     jobs = make_jobs(5, models=("kling-3.0/video",))
-    jobs = [j.__class__(j.job_id, j.index, j.model, {"prompt": j.input["prompt"]}) for j in jobs]
+    settings = RunSettings(task_timeout=30)
 
-    async def main() -> tuple[object, object, SimEnv]:
-        env = SimEnv()
-        first = await env.run(tmp_path, jobs, settings=RunSettings(task_timeout=30))
-        await asyncio.sleep(600)
-        second = await env.run(tmp_path, jobs)
-        return first, second, env
+    async def main() -> tuple[object, object, object, SimEnv]:
+        env = SimEnv(SimConfig(api_key=KEY, latency_scale=5.0))  # ~10 minutes per video
+        first = await env.run(tmp_path, jobs, settings=settings)
+        # The same timeout again: each resume polls at once and gives a fresh window.
+        second = await env.run(tmp_path, jobs, settings=settings)
+        await asyncio.sleep(1200)
+        third = await env.run(tmp_path, jobs, settings=settings)
+        return first, second, third, env
 
-    first, second, env = in_virtual_time(main)
+    first, second, third, env = in_virtual_time(main)
     assert first.counts == {"timed_out": 5}  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 5}  # type: ignore[attr-defined]
+    assert second.counts == {"timed_out": 5}  # type: ignore[attr-defined]
+    assert second.polls >= 15, "each task was polled for a fresh 30 s, not once"  # type: ignore[attr-defined]
+    assert third.counts == {"succeeded": 5}  # type: ignore[attr-defined]
     assert len(env.sim.ledger.creates()) == 5
