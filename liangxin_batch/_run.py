@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -192,8 +193,15 @@ async def _run_with_callbacks(
     from ._callback_link import CallbackLink
     from ._webhook import CallbackReceiver, ReceiverSettings, serve_receiver
 
+    # One token per batch, not per process: callbacks for tasks created before a crash
+    # still reach the resumed run (and can reconcile jobs left `unknown`).
+    token = store.get_meta("callback_token")
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        store.set_meta({"callback_token": token})
     receiver = CallbackReceiver(
         ReceiverSettings(public_base=options.public_base, hmac_key=options.hmac_key),
+        token=token,
         clock=options.clock,
     )
     link = CallbackLink(runner=runner, receiver=receiver, client=client, store=store)

@@ -108,3 +108,61 @@ def test_lost_replies_are_reconciled_by_callbacks_without_paying_twice(tmp_path:
     assert summary.counts == {"succeeded": 60}, "every lost reply was reconciled"
     assert len(sim.ledger.creates()) == 60
     assert sim.ledger.duplicates() == {}
+
+
+def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path: Path) -> None:
+    """The callback token belongs to the batch, so a restart keeps accepting them."""
+    import asyncio
+
+    jobs = make_jobs(30)
+
+    async def main() -> tuple[RunSummary, Simulator, list[Any]]:
+        loop = asyncio.get_running_loop()
+        forward = ForwardTransport()
+        callback_client = httpx.AsyncClient(transport=forward)
+        config = SimConfig(api_key=KEY, seed=4, hmac_key=HMAC)
+        app = create_app(config, clock=loop.time, callback_client=callback_client)
+        receivers: list[Any] = []
+
+        def ready(receiver: Any) -> None:
+            receivers.append(receiver)
+            forward.target = httpx.ASGITransport(app=receiver.app)
+
+        async def one_run(interrupt_after: float | None) -> RunSummary:
+            from liangxin_batch._run import RunHandle
+
+            handle = RunHandle()
+            if interrupt_after is not None:
+                loop.call_later(interrupt_after, handle.interrupt)
+            return await run_batch_async(
+                records_for(jobs),
+                out_dir=tmp_path,
+                catalog=default_catalog(),
+                api_key=KEY,
+                base_url="http://sim",
+                transport=httpx.ASGITransport(app=app),
+                handle=handle,
+                callbacks=CallbackOptions(
+                    public_base="https://hook.example/lx",
+                    hmac_key=HMAC,
+                    in_process=True,
+                    clock=loop.time,
+                ),
+                receiver_ready=ready,
+            )
+
+        try:
+            first = await one_run(interrupt_after=4.0)
+            assert first.interrupted and first.counts.get("submitted", 0) > 0
+            second = await one_run(interrupt_after=None)
+        finally:
+            await app.state.sim.aclose()
+            await callback_client.aclose()
+        return second, app.state.sim, receivers
+
+    second, sim, receivers = in_virtual_time(main)
+    assert second.counts == {"succeeded": 30}
+    assert receivers[0].token == receivers[1].token
+    assert receivers[1].counters["refused_token"] == 0
+    assert second.finished_by_callback == 30
+    assert sim.ledger.duplicates() == {}
