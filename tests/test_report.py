@@ -1,0 +1,251 @@
+"""results.csv and exports: one row per manifest job, in order, joinable on job_id."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from liangxin_batch import _report
+from liangxin_batch._cli_outputs import register
+from liangxin_batch._errors import ConfigError
+from liangxin_batch._lifecycle import JobState
+from liangxin_batch._report import (
+    RESULT_COLUMNS,
+    FileRecord,
+    export,
+    plan_header,
+    report_rows,
+    write_results_csv,
+)
+from liangxin_batch._store import JobRow, StateStore
+from liangxin_batch.cli import CliContext
+
+T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
+
+
+def manifest_rows(n: int) -> list[dict[str, str]]:
+    """Rows as a user would write them: an alias in `model`, odd text, a note column."""
+    return [
+        {
+            "id": f"row-{i:05d}",
+            "model": "nano" if i % 2 else "google/nano-banana",
+            "prompt": f'a "quoted", multi\nline prompt #{i} – 猫 =1+1',
+            "_note": "" if i % 3 else "keep me",
+        }
+        for i in range(n)
+    ]
+
+
+def build_store(path: Path, rows: list[dict[str, str]]) -> StateStore:
+    store = StateStore.in_dir(path)
+    entries = [
+        (f"job-{i:05d}", i, "google/nano-banana", json.dumps({"prompt": r["prompt"]}),
+         json.dumps(r, ensure_ascii=False), f"h{i}")
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    random.Random(7).shuffle(entries)  # insertion order must not matter: idx does
+    store.upsert_jobs(entries)
+    return store
+
+
+def finish(store: StateStore, i: int, state: JobState, *, files: int = 0) -> None:
+    job_id = f"job-{i:05d}"
+    urls = [f"https://cdn.test/{job_id}/{n}.png?sig=s" for n in range(max(files, 1))]
+    store.update(
+        job_id,
+        state=state,
+        attempt=1,
+        task_id=f"task-{i}",
+        submitted_at=T0,
+        completed_at=T0 + 12.5,
+        cost_time=12_345.0,
+        credits=4.0,
+        result_urls=urls,
+        error_code="500" if state is JobState.FAILED else None,
+        error_message="Internal error" if state is JobState.FAILED else None,
+    )
+    with store.transaction() as db:
+        for n in range(files):
+            db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, n, urls[n], f"outputs/m/{job_id}_{n}.png", f"sha{n}", 10),
+            )
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
+    rows = manifest_rows(10_000)
+    store = build_store(tmp_path, rows)
+    for i in range(0, 10_000, 7):
+        finish(store, i, JobState.DONE, files=1 + i % 2)
+    for i in range(3, 10_000, 11):
+        finish(store, i, JobState.FAILED)
+    # A job that left the manifest is not reported.
+    store.upsert_jobs([("gone", 10_000, "z-image", "{}", "{}", "h")])
+    store.db.execute("UPDATE jobs SET in_manifest = 0 WHERE job_id = 'gone'")
+
+    path = write_results_csv(tmp_path, store)
+    results = read(path)
+    assert len(results) == 10_000
+    assert list(results["job_id"]) == [f"job-{i:05d}" for i in range(10_000)]
+    assert list(results.columns) == ["id", "input_model", "prompt", "_note", *RESULT_COLUMNS]
+
+    manifest = pd.DataFrame(rows, dtype=str)
+    manifest["job_id"] = [f"job-{i:05d}" for i in range(10_000)]
+    joined = manifest.merge(
+        results, on="job_id", how="outer", validate="one_to_one", indicator=True
+    )
+    assert (joined["_merge"] == "both").all()
+    # Every input column comes back exactly as the user wrote it.
+    assert (joined["prompt_x"] == joined["prompt_y"]).all()
+    assert (joined["model_x"] == joined["input_model"]).all()
+    assert (joined["_note_x"] == joined["_note_y"]).all()
+
+    done = results.set_index("job_id").loc["job-00007"]
+    assert done["status"] == "succeeded"
+    assert done["output_paths"] == "outputs/m/job-00007_0.png;outputs/m/job-00007_1.png"
+    assert done["output_sha256"] == "sha0;sha1"
+    assert done["submitted_at"] == "2025-06-15T15:06:40Z"
+    assert done["generation_seconds"] == "12.345"
+    assert done["credits"] == "4"
+    failed = results.set_index("job_id").loc["job-00003"]
+    assert (failed["status"], failed["error_code"]) == ("failed", "500")
+    assert results.set_index("job_id").loc["job-00001"]["status"] == "pending"
+    store.close()
+
+
+def job(state: JobState, **kw: object) -> JobRow:
+    base: dict[str, object] = dict(
+        job_id="j", idx=0, model="m", input={}, state=state, attempt=1, task_id="t",
+        submitted_at=T0, completed_at=None, result_urls=("u0", "u1"), error_code=None,
+        error_message=None, credits=None, polls=0, content_hash="h", columns={"prompt": "p"},
+    )  # fmt: skip
+    base.update(kw)
+    return JobRow(**base)  # type: ignore[arg-type]
+
+
+def test_status_means_files_verified() -> None:
+    files = {"j": [FileRecord(0, "u0", "outputs/a.png", "s0", 1)]}
+    [row] = report_rows([job(JobState.DONE)], files)
+    assert row["status"] == "succeeded"
+    [row] = report_rows([job(JobState.SUCCEEDED)], files)
+    assert row["status"] == "downloading"  # generated, files not all verified yet
+    assert row["output_paths"] == "outputs/a.png"
+    [row] = report_rows([job(JobState.DOWNLOAD_FAILED, error_message="HTTP 403")], {})
+    assert (row["status"], row["error_message"]) == ("download_failed", "HTTP 403")
+
+
+def test_files_of_an_earlier_task_are_not_reported() -> None:
+    files = {"j": [FileRecord(1, "u1", "b.png", "s1", 1), FileRecord(0, "old", "a.png", "s", 1)]}
+    [row] = report_rows([job(JobState.SUCCEEDED)], files)
+    assert (row["output_paths"], row["output_sha256"]) == ("b.png", "s1")
+
+
+def test_generation_seconds_falls_back_to_timestamps() -> None:
+    [row] = report_rows([job(JobState.DONE, completed_at=T0 + 2.25)], {})
+    assert row["generation_seconds"] == "2.25"
+    assert row["completed_at"] == "2025-06-15T15:06:42Z"
+
+
+def test_header_keeps_clashing_manifest_columns() -> None:
+    header, rename = plan_header(["prompt", "model", "status", "input_model", "prompt"])
+    assert rename == {
+        "prompt": "prompt",
+        "model": "input_model",
+        "status": "input_status",
+        "input_model": "input_input_model",
+    }
+    assert header[:4] == ["prompt", "input_model", "input_status", "input_input_model"]
+    rows = report_rows([job(JobState.DONE, columns={"x": "1"}), job(JobState.DONE)], {})
+    assert all(list(r) == ["x", "prompt", *RESULT_COLUMNS] for r in rows)
+    assert rows[0]["prompt"] == "" and rows[1]["x"] == ""
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> StateStore:
+    store = build_store(tmp_path, manifest_rows(6))
+    finish(store, 0, JobState.DONE, files=1)
+    finish(store, 1, JobState.FAILED)
+    finish(store, 2, JobState.DONE, files=1)
+    store.db.execute("UPDATE jobs SET model = 'z-image' WHERE job_id = 'job-00002'")
+    return store
+
+
+def test_export_formats_and_filters(tmp_path: Path, small: StateStore) -> None:
+    n = export(tmp_path, small, "jsonl", tmp_path / "a.jsonl", status=["succeeded", "failed"])
+    lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text("utf-8").splitlines()]
+    assert n == 3 and [x["job_id"] for x in lines] == ["job-00000", "job-00001", "job-00002"]
+    assert lines[0]["prompt"].endswith("猫 =1+1")
+
+    n = export(tmp_path, small, "parquet", tmp_path / "a.parquet", model=["z-image"])
+    frame = pd.read_parquet(tmp_path / "a.parquet")
+    assert n == 1 and list(frame["job_id"]) == ["job-00002"]
+    assert all(str(t) in ("object", "str", "string") for t in frame.dtypes)
+
+    n = export(tmp_path, small, "xlsx", tmp_path / "a.xlsx")
+    openpyxl = pytest.importorskip("openpyxl")
+    sheet = openpyxl.load_workbook(tmp_path / "a.xlsx").active
+    cells = list(sheet.iter_rows(values_only=False))
+    assert n == 6 and len(cells) == 7
+    prompt = cells[1][2]
+    assert prompt.data_type == "s" and prompt.value.endswith("=1+1")  # text, not a formula
+
+    assert export(tmp_path, small, "csv", status=["unknown"]) == 0
+    assert list(read(tmp_path / "export.csv").columns)[-1] == "generation_seconds"
+
+
+def test_missing_extra_names_the_pip_install(
+    tmp_path: Path, small: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ConfigError, match=r"pip install 'liangxin-batch\[parquet\]'"):
+        export(tmp_path, small, "parquet")
+    with pytest.raises(ConfigError, match="unknown status"):
+        export(tmp_path, small, "csv", status=["great"])
+
+
+def test_a_failed_write_keeps_the_previous_file(
+    tmp_path: Path, small: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_results_csv(tmp_path, small)
+    before = path.read_bytes()
+
+    def broken(tmp: Path, *args: object) -> int:
+        tmp.write_text("job_id\nhalf")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_report, "_write_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_results_csv(tmp_path, small)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_cli_export_and_report(tmp_path: Path, small: StateStore) -> None:
+    small.close()
+    group = click.Group("main")
+    register(group)
+    runner = CliRunner()
+    args = ["export", str(tmp_path), "--format", "jsonl", "--model", "nano-banana"]
+    result = runner.invoke(group, [*args, "--status", "failed"], obj=CliContext())
+    assert result.exit_code == 0, result.output
+    assert "1 row(s) written" in result.output
+    assert (tmp_path / "export.jsonl").read_text("utf-8").count("\n") == 1  # alias resolved
+
+    result = runner.invoke(group, ["report", str(tmp_path)], obj=CliContext())
+    assert result.exit_code == 0, result.output
+    assert len(read(tmp_path / "results.csv")) == 6
+    assert (tmp_path / "report.html").is_file()
+
+    result = runner.invoke(group, ["report", str(tmp_path / "nope")], obj=CliContext())
+    assert result.exit_code != 0 and not (tmp_path / "nope").exists()
