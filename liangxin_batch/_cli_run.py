@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ._download import parse_size
 from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
 from ._run import CallbackOptions, RunHandle, run_batch_async
@@ -83,6 +84,9 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
     if c.get("failed", 0) or c.get("timed_out", 0) or c.get("download_failed", 0):
         lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
     lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    for name, label in (("results.csv", "Results"), ("report.html", "Report")):
+        if (out_dir / name).exists():
+            lines.append(f"{label}: {out_dir / name}")
     return "\n".join(lines)
 
 
@@ -229,6 +233,26 @@ def register(group: click.Group) -> None:
     help="With --simulate: scale the models' typical latency.",
 )
 @click.option(
+    "--layout",
+    metavar="TEMPLATE",
+    help="Output names under DIR/outputs/, e.g. '{model}/{subject}/{job_id}' "
+    "(fields: job_id, model, index, task_id, date, any manifest column).",
+)
+@click.option(
+    "--max-file-size",
+    default="500MB",
+    show_default=True,
+    metavar="SIZE",
+    help="Refuse result files larger than this.",
+)
+@click.option(
+    "--download-concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Files downloaded at once.",
+)
+@click.option(
     "--callback-url",
     metavar="URL",
     help="Public base URL the service posts callbacks to (enables the receiver).",
@@ -263,6 +287,9 @@ def run_command(
     base_url: str | None,
     simulate: bool,
     sim_latency_scale: float,
+    layout: str | None,
+    max_file_size: str,
+    download_concurrency: int,
     callback_url: str | None,
     listen: str | None,
     webhook_hmac_key: str | None,
@@ -283,6 +310,9 @@ def run_command(
         resubmit_unknown=resubmit_unknown,
         allow_changed=allow_changed,
         max_credits=max_credits,
+        layout=layout,
+        max_file_size=parse_size(max_file_size),
+        download_concurrency=download_concurrency,
     )
     summary = _run(
         manifest,

@@ -21,9 +21,13 @@ import httpx
 from . import __name__ as _pkg
 from ._catalog import Catalog, default_catalog, estimate_credits
 from ._client import LiangXinClient
-from ._errors import ConfigError, ManifestError
+from ._download import Downloader
+from ._errors import ConfigError, LiangXinBatchError, ManifestError
+from ._gallery import write_report_html
+from ._layout import Layout
 from ._lifecycle import JobState
 from ._progress import NullObserver, Observer
+from ._report import write_results_csv
 from ._runner import Runner, RunSummary
 from ._settings import RunSettings
 from ._store import StateStore
@@ -134,18 +138,23 @@ async def run_batch_async(
     handle: RunHandle | None = None,
     callbacks: CallbackOptions | None = None,
     receiver_ready: Callable[[Any], None] | None = None,
+    download_transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
 
     With `callbacks`, a receiver listens for the service's callbacks for the life of the
     run; polling continues, slower, as the safety net. `receiver_ready` is called with
     the CallbackReceiver before the first submit (tests use it to route callbacks).
+    `download_transport` serves result files in tests; it never carries the API key.
     """
     settings = settings or RunSettings()
     catalog = catalog or default_catalog()
     observer = observer or NullObserver()
     out = Path(out_dir)
     jobs = load_manifest_jobs(manifest, catalog=catalog, default_model=default_model)
+    file_layout = Layout.parse(settings.layout)  # a bad template stops here, before any spend
+    if file_layout.column_fields:
+        file_layout.check_columns({k for job in jobs() for k in job.columns})
     # The client is built before anything is written, so a missing key costs nothing.
     client = LiangXinClient(api_key=api_key, base_url=base_url, transport=transport)
     try:
@@ -157,15 +166,33 @@ async def run_batch_async(
             _remember_manifest(store, manifest, observer, sync)
             if callbacks is not None:
                 settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
-            runner = Runner(
-                store=store, client=client, catalog=catalog, settings=settings, observer=observer
+            downloader = Downloader(
+                store=store,
+                out_dir=out,
+                client=client,
+                layout=file_layout,
+                observer=observer,
+                concurrency=settings.download_concurrency,
+                max_file_size=settings.max_file_size,
+                transport=download_transport,
             )
+            runner = Runner(
+                store=store,
+                client=client,
+                catalog=catalog,
+                settings=settings,
+                observer=observer,
+                on_succeeded=downloader.handle,
+            )
+            downloader.stopping = lambda: runner.stopping
+            downloader.prepare()
             runner.prepare()
             _check_budget(store, catalog, settings)
             total, done = _progress_counts(store)
             observer.start(total=total, done=done)
             if handle is not None:
                 handle.attach(runner)
+            started = time.monotonic()
             try:
                 if callbacks is None:
                     return await runner.run()
@@ -173,6 +200,9 @@ async def run_batch_async(
                     runner, client, store, callbacks, observer, receiver_ready
                 )
             finally:
+                await downloader.aclose()
+                # Reports are written at the end of every run, interrupted ones included.
+                _write_reports(out, store, observer, time.monotonic() - started)
                 observer.close()
         finally:
             logging.getLogger(_pkg).removeHandler(log_handler)
@@ -245,6 +275,16 @@ def _remember_manifest(
     if sync.removed:
         observer.message(
             f"{sync.removed} job(s) in the state are no longer in the manifest; kept, not run"
+        )
+
+
+def _write_reports(out: Path, store: StateStore, observer: Observer, wall: float) -> None:
+    try:
+        write_results_csv(out, store)
+        write_report_html(out, store, wall_seconds=wall)
+    except (OSError, LiangXinBatchError) as err:
+        observer.message(
+            f"could not write the reports ({err}); rebuild: liangxin-batch report {out}"
         )
 
 

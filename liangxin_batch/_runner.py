@@ -60,11 +60,15 @@ class RunSummary:
     finished_by_callback: int = 0
     callbacks_received: int = 0
 
+    #: Whether the run downloads outputs; then only `done` (files verified) is success.
+    downloads: bool = False
+
     @property
     def succeeded(self) -> int:
-        return self.counts.get(JobState.DONE.value, 0) + self.counts.get(
-            JobState.SUCCEEDED.value, 0
-        )
+        done = self.counts.get(JobState.DONE.value, 0)
+        if self.downloads:
+            return done
+        return done + self.counts.get(JobState.SUCCEEDED.value, 0)
 
     @property
     def total(self) -> int:
@@ -176,6 +180,9 @@ class Runner:
     async def run(self) -> RunSummary:
         started = time.monotonic()
         self.prepare()
+        if self.on_succeeded is not None:  # generated earlier, files not all on disk yet
+            for job in self.store.iter_jobs([JobState.SUCCEEDED]):
+                self._spawn(self.on_succeeded(job))
         submitter = asyncio.create_task(self._submit_all())
         poller = asyncio.create_task(self._poll_loop())
         try:
@@ -207,6 +214,10 @@ class Runner:
         if s.retry_failed:
             retry_states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
         for job in self.store.iter_jobs(retry_states, in_manifest=True):
+            if job.state is JobState.DOWNLOAD_FAILED and job.task_id and job.result_urls:
+                # The generation was paid for and succeeded: fetch the files again, no more.
+                self.store.update(job.job_id, state=JobState.SUCCEEDED, event="retry download")
+                continue
             self.store.update(job.job_id, state=JobState.PENDING, event=f"retry from {job.state}")
         # Timed-out tasks are polled again on resume, with a fresh timeout: they may
         # have finished since.
@@ -229,9 +240,6 @@ class Runner:
                 self._schedule(flight, 0.0)
             else:
                 self._schedule(flight, max(0.0, flight.schedule.first_delay() - age))
-        if self.on_succeeded is not None:
-            for job in self.store.iter_jobs([JobState.SUCCEEDED]):
-                self._spawn(self.on_succeeded(job))
 
     # -- submission -----------------------------------------------------------------
 
@@ -598,4 +606,5 @@ class Runner:
             polls=self._polls,
             tasks_finished=self._finished_tasks,
             finished_by_callback=by_cb,
+            downloads=self.on_succeeded is not None,
         )

@@ -32,6 +32,10 @@ class RunSettings:
     resubmit_unknown: bool = False
     allow_changed: bool = False
     max_credits: float | None = None
+    #: Output file names under DIR/outputs/ (see _layout.py); None = {model}/{job_id}.
+    layout: str | None = None
+    max_file_size: int = 500 * 1024 * 1024
+    download_concurrency: int = 4
     #: Multiplies every poll delay: >1 when callbacks do the work and polling is only the
     #: safety net; <1 against the simulator, whose latencies are scaled down.
     poll_scale: float = 1.0

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import StateError
+from ._lifecycle import JobState
+from ._report import report_status
 from ._store import STATE_FILE
 
 __all__ = ["StatusReport", "format_status", "read_status"]
@@ -96,13 +98,21 @@ _ORDER = (
 )
 
 
+def _label(state: str) -> str:
+    """The words of the reports: `succeeded` means generated AND files verified."""
+    try:
+        return report_status(JobState(state))
+    except ValueError:
+        return state
+
+
 def format_status(report: StatusReport) -> str:
     lines = [f"{report.path}  ({report.total} jobs; manifest {report.manifest or '?'})"]
     states = [s for s in _ORDER if report.by_state.get(s)]
-    lines.append("  " + "  ".join(f"{s}: {report.by_state[s]}" for s in states))
+    lines.append("  " + "  ".join(f"{_label(s)}: {report.by_state[s]}" for s in states))
     lines.append("by model:")
     for model, counts in sorted(report.by_model.items()):
-        parts = ", ".join(f"{s} {counts[s]}" for s in _ORDER if counts.get(s))
+        parts = ", ".join(f"{_label(s)} {counts[s]}" for s in _ORDER if counts.get(s))
         lines.append(f"  {model}: {parts}")
     lines.append(f"credits used so far: {report.credits:,.1f}")
     if report.finished_by:

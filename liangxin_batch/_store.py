@@ -88,7 +88,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             size    INTEGER,
             PRIMARY KEY (job_id, n)
         );
-        """
+        """,
     )
 
 

@@ -70,9 +70,9 @@ def main(ctx: click.Context, catalog_paths: tuple[Path, ...]) -> None:
 
 
 def _register() -> None:
-    from . import _cli_manifest, _cli_models, _cli_run, _cli_sim
+    from . import _cli_manifest, _cli_models, _cli_outputs, _cli_run, _cli_sim
 
-    for module in (_cli_models, _cli_manifest, _cli_run, _cli_sim):
+    for module in (_cli_models, _cli_manifest, _cli_run, _cli_outputs, _cli_sim):
         module.register(main)
 
 

@@ -49,6 +49,7 @@ def run_with_callbacks(
                 api_key=KEY,
                 base_url="http://sim",
                 transport=httpx.ASGITransport(app=app),
+                download_transport=httpx.ASGITransport(app=app),
                 callbacks=CallbackOptions(
                     public_base="https://hook.example/lx",
                     hmac_key=receiver_hmac,
@@ -69,7 +70,7 @@ def run_with_callbacks(
 
 def test_signed_callbacks_finish_tasks_with_few_polls(tmp_path: Path) -> None:
     summary, sim, counters = run_with_callbacks(tmp_path, 120, sim_hmac=HMAC, receiver_hmac=HMAC)
-    assert summary.counts == {"succeeded": 120}
+    assert summary.counts == {"done": 120}
     assert summary.finished_by_callback == 120
     assert len(sim.ledger.polls()) / 120 < 1.5
     assert counters["accepted"] == 120
@@ -78,14 +79,14 @@ def test_signed_callbacks_finish_tasks_with_few_polls(tmp_path: Path) -> None:
 
 def test_unsigned_callbacks_are_hints_checked_by_one_poll(tmp_path: Path) -> None:
     summary, sim, _counters = run_with_callbacks(tmp_path, 60, sim_hmac=None, receiver_hmac=None)
-    assert summary.counts == {"succeeded": 60}
+    assert summary.counts == {"done": 60}
     assert summary.finished_by_callback == 60
     assert len(sim.ledger.polls()) / 60 < 1.5
 
 
 def test_unsigned_callbacks_are_refused_when_a_key_is_set(tmp_path: Path) -> None:
     summary, _sim, counters = run_with_callbacks(tmp_path, 20, sim_hmac=None, receiver_hmac=HMAC)
-    assert summary.counts == {"succeeded": 20}  # polling still finishes the run
+    assert summary.counts == {"done": 20}  # polling still finishes the run
     assert summary.finished_by_callback == 0
     assert counters["refused_signature"] == 20
 
@@ -94,7 +95,7 @@ def test_dropped_callbacks_still_finish_by_polling(tmp_path: Path) -> None:
     summary, _sim, counters = run_with_callbacks(
         tmp_path, 40, sim_hmac=HMAC, receiver_hmac=HMAC, faults=FaultProfile(drop_callbacks=True)
     )
-    assert summary.counts == {"succeeded": 40}
+    assert summary.counts == {"done": 40}
     assert summary.finished_by_callback == 0
     assert counters["accepted"] == 0
 
@@ -105,7 +106,7 @@ def test_lost_replies_are_reconciled_by_callbacks_without_paying_twice(tmp_path:
     )
     lost = [e for e in sim.ledger.create_attempts() if e.outcome == "lost_reply"]
     assert len(lost) > 3
-    assert summary.counts == {"succeeded": 60}, "every lost reply was reconciled"
+    assert summary.counts == {"done": 60}, "every lost reply was reconciled"
     assert len(sim.ledger.creates()) == 60
     assert sim.ledger.duplicates() == {}
 
@@ -141,6 +142,7 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
                 api_key=KEY,
                 base_url="http://sim",
                 transport=httpx.ASGITransport(app=app),
+                download_transport=httpx.ASGITransport(app=app),
                 handle=handle,
                 callbacks=CallbackOptions(
                     public_base="https://hook.example/lx",
@@ -161,7 +163,7 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
         return second, app.state.sim, receivers
 
     second, sim, receivers = in_virtual_time(main)
-    assert second.counts == {"succeeded": 30}
+    assert second.counts == {"done": 30}
     assert receivers[0].token == receivers[1].token
     assert receivers[1].counters["refused_token"] == 0
     assert second.finished_by_callback == 30

@@ -61,9 +61,14 @@ def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
                     peak = max(peak, runner._in_flight)  # type: ignore[attr-defined]
                     await asyncio.sleep(0.5)
 
-            asyncio.get_running_loop().create_task(sample())
+            samplers.append(asyncio.get_running_loop().create_task(sample()))
 
-        return await env.run(tmp_path, jobs, settings=settings, before=watch)
+        samplers: list[asyncio.Task[None]] = []
+        try:
+            return await env.run(tmp_path, jobs, settings=settings, before=watch)
+        finally:
+            for task in samplers:
+                task.cancel()
 
     summary = in_virtual_time(main)
     assert summary.counts == {"succeeded": 60}  # type: ignore[attr-defined]
