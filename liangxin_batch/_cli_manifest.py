@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ._cli_options import manifest_arg, max_in_flight_opt, model_opt, rate_opt
 from ._errors import ConfigError
 
 __all__ = ["fetch_balance", "register"]
@@ -22,12 +23,6 @@ def register(group: click.Group) -> None:
     group.add_command(plan_command)
 
 
-_manifest_arg = click.argument(
-    "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-_model_opt = click.option(
-    "--model", "default_model", help="Model for rows and jobs that name none."
-)
 _max_problems_opt = click.option(
     "--max-problems",
     default=50,
@@ -38,8 +33,8 @@ _max_problems_opt = click.option(
 
 
 @click.command("validate")
-@_manifest_arg
-@_model_opt
+@manifest_arg
+@model_opt
 @_max_problems_opt
 @click.pass_obj
 def validate_command(
@@ -71,8 +66,8 @@ def fetch_balance(base_url: str | None) -> int:
 
 
 @click.command("plan")
-@_manifest_arg
-@_model_opt
+@manifest_arg
+@model_opt
 @click.option(
     "--out",
     "out_dir",
@@ -81,14 +76,8 @@ def fetch_balance(base_url: str | None) -> int:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder the run would use.",
 )
-@click.option("--rate", default="20/10s", show_default=True, help="createTask rate limit.")
-@click.option(
-    "--max-in-flight",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Tasks submitted and not yet finished.",
-)
+@rate_opt
+@max_in_flight_opt
 @click.option(
     "--max-credits",
     type=click.FloatRange(min=0),

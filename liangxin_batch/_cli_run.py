@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ._cli_options import manifest_arg, max_in_flight_opt, model_opt, rate_opt
 from ._download import parse_size
 from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
@@ -182,7 +183,7 @@ def register(group: click.Group) -> None:
 
 
 @click.command("run")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@manifest_arg
 @click.option(
     "--out",
     "out_dir",
@@ -190,16 +191,10 @@ def register(group: click.Group) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder: state.db, run.log, outputs/, results.csv.",
 )
-@click.option("--model", "default_model", help="Model for rows that name none.")
-@click.option("--rate", default="20/10s", show_default=True, help="createTask rate limit.")
+@model_opt
+@rate_opt
 @click.option("--poll-rate", default="10/s", show_default=True, help="recordInfo rate limit.")
-@click.option(
-    "--max-in-flight",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Tasks submitted and not yet finished.",
-)
+@max_in_flight_opt
 @click.option(
     "--task-timeout",
     type=click.FloatRange(min=1),
