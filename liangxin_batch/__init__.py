@@ -51,9 +51,9 @@ from ._lifecycle import JobState
 from ._manifest import Job, Problem, iter_jobs, load_jobs, validate_manifest
 from ._ratelimit import SlidingWindowLimiter
 from ._run import CallbackOptions, run_batch, run_batch_async
-from ._runner import RunSummary
 from ._settings import RunSettings
 from ._status import read_status
+from ._summary import RunSummary
 
 __version__ = _version("liangxin-batch")
 

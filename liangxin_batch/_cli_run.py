@@ -20,9 +20,9 @@ from ._download import parse_size
 from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
 from ._run import CallbackOptions, RunHandle, run_batch_async
-from ._runner import RunSummary
 from ._settings import RunSettings
 from ._status import format_status, read_status
+from ._summary import RunSummary
 
 __all__ = ["format_summary", "register"]
 

@@ -28,9 +28,10 @@ from ._layout import Layout
 from ._lifecycle import JobState
 from ._progress import NullObserver, Observer
 from ._report import write_results_csv
-from ._runner import Runner, RunSummary
+from ._runner import Runner
 from ._settings import RunSettings
 from ._store import StateStore
+from ._summary import RunSummary
 from ._sync import JobLike, SyncReport, sync_jobs
 
 __all__ = [

@@ -14,16 +14,12 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._catalog import Catalog, ModelSpec, estimate_credits
 from ._client import LiangXinClient
 from ._envelope import TaskRecord, TaskState
 from ._errors import (
-    EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_STOPPED,
     APIError,
     LiangXinError,
     NotFoundError,
@@ -34,6 +30,7 @@ from ._ratelimit import EPSILON, SlidingWindowLimiter
 from ._schedule import PollSchedule
 from ._settings import RunSettings
 from ._store import JobRow, StateStore
+from ._summary import RunSummary
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -45,42 +42,6 @@ def _current_cancelling() -> int:
 
 #: Called once a task's generation succeeded; returns the job's final state (downloads).
 FinishHook = Callable[[JobRow], Awaitable[None]]
-
-
-@dataclass
-class RunSummary:
-    counts: dict[str, int]
-    credits: float
-    wall_seconds: float
-    stopped_reason: str | None = None
-    interrupted: bool = False
-    unknown_jobs: list[str] = field(default_factory=list)
-    polls: int = 0
-    tasks_finished: int = 0
-    finished_by_callback: int = 0
-    callbacks_received: int = 0
-
-    #: Whether the run downloads outputs; then only `done` (files verified) is success.
-    downloads: bool = False
-
-    @property
-    def succeeded(self) -> int:
-        done = self.counts.get(JobState.DONE.value, 0)
-        if self.downloads:
-            return done
-        return done + self.counts.get(JobState.SUCCEEDED.value, 0)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        if self.stopped_reason:
-            return EXIT_STOPPED
-        return EXIT_OK if self.succeeded == self.total else EXIT_INCOMPLETE
 
 
 @dataclass

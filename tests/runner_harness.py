@@ -18,9 +18,10 @@ import httpx
 
 from liangxin_batch._catalog import default_catalog
 from liangxin_batch._client import LiangXinClient
-from liangxin_batch._runner import Runner, RunSummary
+from liangxin_batch._runner import Runner
 from liangxin_batch._settings import RunSettings
 from liangxin_batch._store import StateStore
+from liangxin_batch._summary import RunSummary
 from liangxin_batch._sync import sync_jobs
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from tests.virtual_time import run_virtual

@@ -9,7 +9,7 @@ import httpx
 
 from liangxin_batch._catalog import default_catalog
 from liangxin_batch._run import CallbackOptions, run_batch_async
-from liangxin_batch._runner import RunSummary
+from liangxin_batch._summary import RunSummary
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from tests.runner_harness import KEY, ForwardTransport, in_virtual_time, make_jobs, records_for
 

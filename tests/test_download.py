@@ -549,8 +549,9 @@ def test_parse_size() -> None:
 
 def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: Path) -> None:
     from liangxin_batch._catalog import default_catalog
-    from liangxin_batch._runner import Runner, RunSummary
+    from liangxin_batch._runner import Runner
     from liangxin_batch._settings import RunSettings
+    from liangxin_batch._summary import RunSummary
     from liangxin_batch._sync import sync_jobs
     from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
 
