@@ -22,13 +22,14 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ConfigError
 from ._lifecycle import JobState
 from ._store import JobRow, StateStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -303,6 +304,8 @@ def _extra(fmt: str) -> Any:
 
 
 def _frame(header: list[str], chunk: list[dict[str, str]]) -> pd.DataFrame:
+    import pandas as pd  # imported when writing: it is 100 MB that validate/plan/status never need
+
     rows = [[row.get(c, "") for c in header] for row in chunk]
     return pd.DataFrame(rows, columns=header, dtype=str)
 
@@ -314,7 +317,7 @@ def _write_csv(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str
             _frame(header, chunk).to_csv(fh, header=count == 0, index=False)
             count += len(chunk)
         if count == 0:  # still a valid table: the header alone
-            pd.DataFrame(columns=header, dtype=str).to_csv(fh, index=False)
+            _frame(header, []).to_csv(fh, index=False)
     return count
 
 
