@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -43,15 +44,36 @@ def _parse_rate(text: str, flag: str) -> tuple[int, float]:
 def _simulator(latency_scale: float, hmac_key: str | None = None) -> Iterator[str]:
     from .simulator import SimConfig, create_app, serve_in_thread
 
-    config = SimConfig(api_key=SIM_API_KEY, latency_scale=latency_scale, hmac_key=hmac_key)
+    config = SimConfig(
+        api_key=SIM_API_KEY,
+        latency_scale=latency_scale,
+        hmac_key=hmac_key,
+        id_salt=secrets.token_hex(8),  # a resumed --simulate run gets fresh task ids
+    )
     app = create_app(config)
     with serve_in_thread(app) as url:
         yield url
 
 
+#: Flags whose value is a secret: the resume command names the variable instead.
+_SECRET_FLAGS = {"--webhook-hmac-key": "LIANGXIN_WEBHOOK_HMAC_KEY"}
+
+
 def _command_line(extra: str = "") -> str:
-    args = [a for a in sys.argv[1:] if a not in ("--retry-failed", "--resubmit-unknown")]
-    line = "liangxin-batch " + " ".join(shlex.quote(a) for a in args)
+    """The command that was run, to repeat it; secrets replaced by their variable."""
+    args: list[str] = []
+    argv = iter(sys.argv[1:])
+    for arg in argv:
+        if arg in ("--retry-failed", "--resubmit-unknown"):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _SECRET_FLAGS:
+            if "=" not in arg:
+                next(argv, None)
+            args.append(f'{name}="${_SECRET_FLAGS[name]}"')
+            continue
+        args.append(shlex.quote(arg))
+    line = "liangxin-batch " + " ".join(args)
     return f"{line} {extra}".rstrip()
 
 
@@ -75,6 +97,11 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         lines.append(f"Nothing is lost. Resume with: {_command_line()}")
     elif c.get("pending", 0) or c.get("submitted", 0):
         lines.append(f"Continue with: {_command_line()}")
+    if summary.removed_jobs:
+        lines.append(
+            f"{summary.removed_jobs} job(s) in the state are no longer in the manifest: "
+            "kept with their results, not counted above"
+        )
     if summary.unknown_jobs:
         shown = ", ".join(summary.unknown_jobs[:10])
         lines.append(

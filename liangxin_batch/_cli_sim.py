@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,6 +97,7 @@ def register(group: click.Group) -> None:
             faults=faults,
             hmac_key=hmac_key or None,
             seed=seed,
+            id_salt=secrets.token_hex(8),  # a restarted simulator never reuses a taskId
         )
 
         default = FaultProfile()

@@ -97,6 +97,10 @@ class Runner:
         self._polls = 0
         self._finished_tasks = 0
         self._prepared = False
+        #: The first unexpected exception of a spawned task: the run stops and re-raises it
+        #: rather than wait forever for a slot that task would have returned.
+        self._failure: BaseException | None = None
+        self._finished_by_callback = 0
         #: Loop time until which the run stays open for callbacks that may reconcile
         #: `unknown` jobs (only when callbacks are on).
         self.linger_until = 0.0
@@ -128,7 +132,7 @@ class Runner:
 
     @property
     def stopping(self) -> bool:
-        return self._interrupted or self._stop_reason is not None
+        return self._interrupted or self._stop_reason is not None or self._failure is not None
 
     # -- the run --------------------------------------------------------------------
 
@@ -153,10 +157,12 @@ class Runner:
             await poller
             # Calls already in progress finish and commit, even after an interrupt.
             while self._tasks:
-                await asyncio.gather(*list(self._tasks))
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
             for task in (submitter, poller):
                 task.cancel()
+        if self._failure is not None:
+            raise self._failure
         return self._summary(time.monotonic() - started)
 
     def _recover(self) -> None:
@@ -251,7 +257,15 @@ class Runner:
                         continue
                     await self._give_slot()
                     return
-                self._record_submitted(job, attempt, task_id, spec)
+                try:
+                    self._record_submitted(job, attempt, task_id, spec)
+                except Exception:
+                    # Paid for but not on disk: say the taskId where the user will find it.
+                    # The job stays `submitting`, so the next run parks it as unknown.
+                    self.observer.message(
+                        f"{job.job_id}: task {task_id} was created but could not be recorded"
+                    )
+                    raise
                 return
         finally:
             self._create_gate.release()
@@ -396,7 +410,7 @@ class Runner:
     async def _poll_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._interrupted:
+            if self._interrupted or self._failure is not None:
                 return
             idle = self._submitting_done and self._in_flight == 0
             linger = self.linger_until - loop.time()
@@ -424,7 +438,7 @@ class Runner:
                 continue
             await self._poll_limiter.acquire()
             await self._poll_gate.acquire()
-            if self._interrupted:
+            if self._interrupted or self._failure is not None:
                 self._poll_gate.release()
                 return
             self._spawn(self._poll_one(flight))
@@ -534,6 +548,8 @@ class Runner:
             fields.update(error_code=error_code, error_message=error_message)
         self.store.update(flight.job_id, event=error_message, **fields)
         self._finished_tasks += 1
+        if finished_by == "callback":
+            self._finished_by_callback += 1
         self.observer.finished(flight.job_id, state.value)
 
     # -- helpers --------------------------------------------------------------------
@@ -541,31 +557,44 @@ class Runner:
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None and self._failure is None:
+            self._failure = err
+            self.observer.message(f"stopping: unexpected {type(err).__name__}: {err}")
+            self._halt_waiters()
 
     def _summary(self, wall: float) -> RunSummary:
-        counts = {k[0]: v for k, v in self.store.counts().items()}
-        credits_row = self.store.db.execute(
+        # Jobs removed from the manifest stay in the state (their tasks were paid for) but
+        # are not part of this batch's outcome.
+        counts = {k[0]: v for k, v in self.store.counts(in_manifest=True).items()}
+        db = self.store.db
+        credits = db.execute(
             "SELECT COALESCE(SUM(credits), 0) FROM jobs WHERE state IN ('succeeded', 'done')"
-        ).fetchone()
+        ).fetchone()[0]
         unknown = [
             r[0]
-            for r in self.store.db.execute(
-                "SELECT job_id FROM jobs WHERE state = 'unknown' ORDER BY idx LIMIT 50"
+            for r in db.execute(
+                "SELECT job_id FROM jobs WHERE state = 'unknown' AND in_manifest = 1"
+                " ORDER BY idx LIMIT 50"
             )
         ]
-        by_cb = self.store.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE finished_by = 'callback'"
-        ).fetchone()[0]
+        removed = db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0]
         return RunSummary(
             counts=counts,
-            credits=float(credits_row[0]),
+            credits=float(credits),
             wall_seconds=wall,
             stopped_reason=self._stop_reason,
             interrupted=self._interrupted,
             unknown_jobs=unknown,
             polls=self._polls,
             tasks_finished=self._finished_tasks,
-            finished_by_callback=by_cb,
+            finished_by_callback=self._finished_by_callback,
+            removed_jobs=removed,
             downloads=self.on_succeeded is not None,
         )

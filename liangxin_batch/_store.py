@@ -304,11 +304,14 @@ class StateStore:
                 yield _row_to_job(row)
             last = rows[-1][1]
 
-    def counts(self, by: str = "state") -> dict[tuple[str, ...], int]:
+    def counts(
+        self, by: str = "state", *, in_manifest: bool | None = None
+    ) -> dict[tuple[str, ...], int]:
         cols = {"state": "state", "model": "model, state"}[by]
+        where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
         return {
             tuple(r[:-1]): r[-1]
-            for r in self.db.execute(f"SELECT {cols}, COUNT(*) FROM jobs GROUP BY {cols}")
+            for r in self.db.execute(f"SELECT {cols}, COUNT(*) FROM jobs {where} GROUP BY {cols}")
         }
 
     # -- transitions (each one committed before returning) ---------------------------

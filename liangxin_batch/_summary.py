@@ -19,8 +19,9 @@ class RunSummary:
     interrupted: bool = False
     unknown_jobs: list[str] = field(default_factory=list)
     polls: int = 0
-    tasks_finished: int = 0
-    finished_by_callback: int = 0
+    tasks_finished: int = 0  # in this run
+    finished_by_callback: int = 0  # in this run
+    removed_jobs: int = 0  # in the state but no longer in the manifest: kept, not counted
     callbacks_received: int = 0
 
     #: Whether the run downloads outputs; then only `done` (files verified) is success.

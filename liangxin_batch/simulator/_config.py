@@ -132,6 +132,9 @@ class SimConfig:
     faults: FaultProfile = field(default_factory=FaultProfile)
     hmac_key: str | None = None  # sign callbacks when set
     seed: int = 0  # task ids, jitter and fault draws all derive from it
+    #: Mixed into task ids (and so their draws): separate simulator runs, e.g. a run and
+    #: its resume with --simulate, must never hand out the same taskId twice.
+    id_salt: str = ""
 
     def __post_init__(self) -> None:
         if not self.api_key:

@@ -197,7 +197,8 @@ class Simulator:
         self, spec: ModelSpec, body: dict[str, Any], base_url: str, now: float, price: int
     ) -> SimTask:
         seed = self.config.seed
-        task_id = hashlib.sha256(f"task|{seed}|{self._created}".encode()).hexdigest()[:32]
+        salt = f"{self.config.id_salt}|" if self.config.id_salt else ""
+        task_id = hashlib.sha256(f"task|{seed}|{salt}{self._created}".encode()).hexdigest()[:32]
         self._created += 1
         values: dict[str, Any] = body["input"]
         outputs, ext, aspect = output_shape(spec, values)
