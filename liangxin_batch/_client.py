@@ -258,6 +258,8 @@ class LiangXinClient:
             raise NotSentError(self._describe(path, err)) from None
         except httpx.TransportError as err:
             raise AmbiguousError(self._describe(path, err)) from None
+        except httpx.HTTPError as err:  # e.g. a body that fails to decode: it was sent
+            raise AmbiguousError(self._describe(path, err)) from None
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
         return check_envelope(response.status_code, response.content, retry_after=retry_after)
 

@@ -195,6 +195,9 @@ class Downloader:
         self._active.add(job.job_id)
         try:
             await self._handle(current)
+        except Exception as err:  # a bug or an OS error nobody foresaw: say so, keep the job
+            self._fail(current, f"unexpected {type(err).__name__}: {err}")
+            logger.exception("download of %s failed unexpectedly", job.job_id)
         finally:
             self._active.discard(job.job_id)
 
@@ -382,11 +385,14 @@ class Downloader:
     async def _save(self, response: httpx.Response, rel: str, expected: int | None) -> Saved:
         target = self.out_dir / rel
         part = target.with_name(f".{target.name}.part")
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            fh = await asyncio.to_thread(part.open, "wb")
+        except OSError as err:  # disk full, name too long, permissions
+            raise _Failed(f"cannot write {rel}: {err.strerror or err}") from None
         digest = hashlib.sha256()
         size = 0
         published = False
-        fh = await asyncio.to_thread(part.open, "wb")
         try:
             buffer = bytearray()
             async for chunk in response.aiter_bytes():

@@ -54,6 +54,7 @@ BUILTIN_FIELDS = frozenset({"job_id", "model", "index", "task_id", "date"})
 _UNIQUE_FIELDS = frozenset({"job_id", "task_id"})
 _MAX_SLUG = 80
 _MAX_TEMPLATE = 240
+_MAX_SEGMENT_BYTES = 200  # of 255: room for '.', '.part', a '-1a2b3c4d' tag, the ext
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DASHES = re.compile(r"-{2,}")
@@ -221,6 +222,7 @@ class Layout:
             rendered += "-" + slugify(job_id)
         if index >= 2 and "index" not in self.fields:
             rendered += f"_{index}"
+        rendered = "/".join(_fit_segment(segment) for segment in rendered.split("/"))
         path = f"{OUTPUTS_DIR}/{rendered}{ext}"
         _assert_inside(path)
         return path
@@ -231,6 +233,20 @@ class Layout:
         pure = PurePosixPath(path)
         tag = hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:8]
         return str(pure.with_name(f"{pure.stem}-{tag}{pure.suffix}"))
+
+
+def _fit_segment(segment: str) -> str:
+    """A path segment short enough for any file system (255 bytes), still unique.
+
+    Several 80-character fields in one segment can exceed the limit; the cut keeps room
+    for the extension, the `.part` of a download in progress and a disambiguating hash.
+    """
+    raw = segment.encode("utf-8")
+    if len(raw) <= _MAX_SEGMENT_BYTES:
+        return segment
+    tag = hashlib.sha256(raw).hexdigest()[:8]
+    head = raw[: _MAX_SEGMENT_BYTES - 9].decode("utf-8", "ignore").rstrip(".-")
+    return f"{head}-{tag}"
 
 
 def _assert_inside(path: str) -> None:

@@ -68,6 +68,9 @@ class CreateDecision:
 
 #: Body codes after which we know no task was created (the issue's rule).
 _NOT_CREATED = frozenset({429, 455, 500})
+#: The service refused this job (bad input, unknown model): no task, and the same request
+#: would be refused again.
+_REJECTED = frozenset({400, 404, 422})
 
 
 def decide_create_failure(err: LiangXinError, *, tries: int, window: float) -> CreateDecision:
@@ -81,7 +84,11 @@ def decide_create_failure(err: LiangXinError, *, tries: int, window: float) -> C
             )
         if err.api_code in _NOT_CREATED:
             return CreateDecision(CreateVerdict.RETRY, delay=err.retry_after or backoff(tries))
-        return CreateDecision(CreateVerdict.REJECT)
+        if err.api_code in _REJECTED:
+            return CreateDecision(CreateVerdict.REJECT)
+        # Anything else (408, 501, a gateway's 502/503/504...) may come after the task was
+        # created upstream: treat it like a lost reply, never as safe to send again.
+        return CreateDecision(CreateVerdict.UNKNOWN)
     if isinstance(err, NotSentError):
         return CreateDecision(CreateVerdict.RETRY, delay=backoff(tries))
     return CreateDecision(CreateVerdict.UNKNOWN)

@@ -26,6 +26,7 @@ from ._errors import ConfigError, LiangXinBatchError, ManifestError
 from ._gallery import write_report_html
 from ._layout import Layout
 from ._lifecycle import JobState
+from ._lock import RunLock
 from ._progress import NullObserver, Observer
 from ._report import write_results_csv
 from ._runner import Runner
@@ -160,7 +161,12 @@ async def run_batch_async(
     client = LiangXinClient(api_key=api_key, base_url=base_url, transport=transport)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        store = StateStore.in_dir(out)
+        lock = RunLock(out).__enter__()  # before the state is opened: one run per folder
+        try:
+            store = StateStore.in_dir(out)
+        except BaseException:
+            lock.__exit__(None, None, None)
+            raise
         log_handler = _attach_run_log(out)
         try:
             sync = sync_jobs(store, jobs(), allow_changed=settings.allow_changed)
@@ -185,7 +191,9 @@ async def run_batch_async(
                 observer=observer,
                 on_succeeded=downloader.handle,
             )
-            downloader.stopping = lambda: runner.stopping
+            # Only Ctrl-C halts downloads: after a 402 the results already paid for are
+            # still fetched before their URLs expire.
+            downloader.stopping = lambda: runner.interrupted
             downloader.prepare()
             runner.prepare()
             _check_budget(store, catalog, settings)
@@ -209,6 +217,7 @@ async def run_batch_async(
             logging.getLogger(_pkg).removeHandler(log_handler)
             log_handler.close()
             store.close()
+            lock.__exit__(None, None, None)
     finally:
         await client.aclose()
 

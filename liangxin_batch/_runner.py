@@ -58,6 +58,9 @@ class _Flight:
     polls: int = 0
     #: A callback said this task is done: the poll it triggered counts as a callback finish.
     hinted: bool = False
+    #: When the next poll is due; heap entries with another time are stale and skipped,
+    #: so a task never has two polling chains.
+    due: float = 0.0
 
 
 class Runner:
@@ -100,6 +103,9 @@ class Runner:
         #: The first unexpected exception of a spawned task: the run stops and re-raises it
         #: rather than wait forever for a slot that task would have returned.
         self._failure: BaseException | None = None
+        #: recordInfo itself answered 401/402/433/505: stop polling too; flights stay
+        #: `submitted` for the next run.
+        self._polling_stopped = False
         self._finished_by_callback = 0
         #: Loop time until which the run stays open for callbacks that may reconcile
         #: `unknown` jobs (only when callbacks are on).
@@ -129,6 +135,11 @@ class Runner:
     async def _notify_slots(self) -> None:
         async with self._slots:
             self._slots.notify_all()
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C/SIGTERM: the only stop that also halts downloads of paid results."""
+        return self._interrupted
 
     @property
     def stopping(self) -> bool:
@@ -248,7 +259,9 @@ class Runner:
                     await self._give_slot()
                     return
                 attempt += 1
-                self.store.begin_attempt(job.job_id, attempt)
+                if not self.store.begin_attempt(job.job_id, attempt):
+                    await self._give_slot()  # no longer pending: not ours to send
+                    return
                 callback = self.callback_url_for(job, attempt) if self.callback_url_for else None
                 try:
                     task_id = await self.client.create_task(job.model, job.input, callback)
@@ -404,13 +417,14 @@ class Runner:
 
     def _schedule(self, flight: _Flight, delay: float) -> None:
         due = asyncio.get_running_loop().time() + delay
+        flight.due = due
         heapq.heappush(self._heap, (due, next(self._seq), flight.task_id))
         self._wake.set()
 
     async def _poll_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._interrupted or self._failure is not None:
+            if self._interrupted or self._failure is not None or self._polling_stopped:
                 return
             idle = self._submitting_done and self._in_flight == 0
             linger = self.linger_until - loop.time()
@@ -434,8 +448,8 @@ class Runner:
                 continue
             heapq.heappop(self._heap)
             flight = self._flights.get(task_id)
-            if flight is None:
-                continue
+            if flight is None or flight.due != due:
+                continue  # finished, or rescheduled (a callback hint moved it earlier)
             await self._poll_limiter.acquire()
             await self._poll_gate.acquire()
             if self._interrupted or self._failure is not None:
@@ -450,10 +464,7 @@ class Runner:
             await self._not_found(flight)
             return
         except LiangXinError as err:
-            if isinstance(err, APIError) and err.fatal:
-                self.stop_submitting(str(err))
-            self.observer.message(f"{flight.job_id}: recordInfo failed ({err}); will retry")
-            self._schedule(flight, 30.0)
+            await self._poll_failed(flight, err)
             return
         finally:
             self._poll_gate.release()
@@ -461,6 +472,26 @@ class Runner:
         self._polls += 1
         finished_by = "callback" if flight.hinted else "poll"
         await self.apply_record(flight.job_id, record, finished_by=finished_by)
+
+    async def _poll_failed(self, flight: _Flight, err: LiangXinError) -> None:
+        if isinstance(err, APIError) and err.fatal:
+            # The key or account is refused for reads too: nothing more to learn in this
+            # run. The task stays `submitted`; the next run polls it again.
+            self.stop_submitting(str(err))
+            self._polling_stopped = True
+            self._wake.set()
+            return
+        if asyncio.get_running_loop().time() >= flight.deadline:
+            self._finish(
+                flight,
+                JobState.TIMED_OUT,
+                error_code="timeout",
+                error_message=f"recordInfo kept failing ({err}); run again to keep polling",
+            )
+            await self._give_slot()
+            return
+        self.observer.message(f"{flight.job_id}: recordInfo failed ({err}); will retry")
+        self._schedule(flight, 30.0 * self.settings.poll_scale)
 
     async def _not_found(self, flight: _Flight) -> None:
         age = asyncio.get_running_loop().time() - flight.submitted_mono

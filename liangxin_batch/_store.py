@@ -332,20 +332,28 @@ class StateStore:
                     (fields["updated_at"], job_id, fields.get("state", "note"), event),
                 )
 
-    def begin_attempt(self, job_id: str, attempt: int) -> None:
-        """Record the intent to submit BEFORE the POST leaves."""
+    def begin_attempt(self, job_id: str, attempt: int) -> bool:
+        """Record the intent to submit BEFORE the POST leaves.
+
+        Only a `pending` job can start an attempt; False (nothing written) otherwise, so a
+        job another writer already took is never sent twice.
+        """
         now = self._now()
         with self.transaction() as db:
-            db.execute(
+            taken = db.execute(
                 "UPDATE jobs SET state = ?, attempt = ?, task_id = NULL, result_urls = NULL,"
-                " error_code = NULL, error_message = NULL, updated_at = ? WHERE job_id = ?",
-                (JobState.SUBMITTING.value, attempt, now, job_id),
-            )
+                " error_code = NULL, error_message = NULL, updated_at = ?"
+                " WHERE job_id = ? AND state = ?",
+                (JobState.SUBMITTING.value, attempt, now, job_id, JobState.PENDING.value),
+            ).rowcount
+            if not taken:
+                return False
             db.execute(
                 "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at)"
                 " VALUES (?, ?, 'submitting', ?)",
                 (job_id, attempt, now),
             )
+        return True
 
     def end_attempt(
         self,

@@ -20,12 +20,16 @@ from liangxin_batch._schedule import PollSchedule
         (E.BadRequestError("bad"), CreateVerdict.REJECT),
         (E.InvalidInputError("bad ratio"), CreateVerdict.REJECT),
         (E.NotFoundError("no such model"), CreateVerdict.REJECT),
-        (E.UpstreamTimeoutError("408"), CreateVerdict.REJECT),
+        # 408 and gateway errors may come after the task was created upstream.
+        (E.UpstreamTimeoutError("408"), CreateVerdict.UNKNOWN),
+        (E.GenerationFailedError("501"), CreateVerdict.UNKNOWN),
         (E.AuthError("key"), CreateVerdict.STOP),
         (E.InsufficientCreditsError("top up"), CreateVerdict.STOP),
         (E.QuotaExceededError("cap"), CreateVerdict.STOP),
         (E.FeatureDisabledError("off"), CreateVerdict.STOP),
-        (E.api_error_for(502, "bad gateway"), CreateVerdict.REJECT),
+        (E.api_error_for(502, "bad gateway"), CreateVerdict.UNKNOWN),
+        (E.api_error_for(503, "unavailable"), CreateVerdict.UNKNOWN),
+        (E.api_error_for(504, "gateway timeout"), CreateVerdict.UNKNOWN),
     ],
 )
 def test_create_failure_verdicts(err: E.LiangXinError, verdict: CreateVerdict) -> None:
