@@ -11,6 +11,7 @@ and attempt — and then the job is tracked instead of being paid for twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from ._client import LiangXinClient
@@ -22,6 +23,12 @@ from ._store import JobRow, StateStore
 from ._webhook import CallbackReceiver
 
 __all__ = ["CallbackLink"]
+
+logger = logging.getLogger("liangxin_batch")
+
+#: How often a callback that arrived while its job was still being submitted is looked at
+#: again (until the createTask call has an outcome).
+RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,8 @@ class CallbackLink:
                 await self._handle(item)
             except LiangXinError as err:
                 self.runner.observer.message(f"{item.job_id}: callback not applied ({err})")
+            except Exception:  # one bad delivery must not end callback handling for the run
+                logger.exception("callback for %s not applied", item.job_id)
 
     async def _handle(self, item: _Delivery) -> None:
         task_id = item.record.task_id
@@ -88,6 +97,12 @@ class CallbackLink:
                 self.runner.poll_now(task_id)
             return
         job = self.store.get(item.job_id)
+        if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:
+            # The callback beat the createTask reply (or the reply is being lost right now).
+            # The receiver will not pass it on again, so look again shortly: by then the job
+            # is `submitted` (nothing to do) or `unknown` (reconcile below).
+            asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._queue.put_nowait, item)
+            return
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != item.attempt:
             return  # late, duplicate or out of order: nothing changes
         # The submit reply was lost. Believe the taskId only if the service confirms the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ def run_with_callbacks(
     sim_hmac: str | None,
     receiver_hmac: str | None,
     faults: FaultProfile | None = None,
+    wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> tuple[RunSummary, Simulator, dict[str, int]]:
     jobs = make_jobs(n)
     counters: dict[str, int] = {}
@@ -48,7 +51,7 @@ def run_with_callbacks(
                 catalog=default_catalog(),
                 api_key=KEY,
                 base_url="http://sim",
-                transport=httpx.ASGITransport(app=app),
+                transport=(wrap_api or (lambda t: t))(httpx.ASGITransport(app=app)),
                 download_transport=httpx.ASGITransport(app=app),
                 callbacks=CallbackOptions(
                     public_base="https://hook.example/lx",
@@ -109,6 +112,47 @@ def test_lost_replies_are_reconciled_by_callbacks_without_paying_twice(tmp_path:
     assert summary.counts == {"done": 60}, "every lost reply was reconciled"
     assert len(sim.ledger.creates()) == 60
     assert sim.ledger.duplicates() == {}
+
+
+class SlowLostCreate(httpx.AsyncBaseTransport):
+    """Every `every`-th createTask reaches the service, then its reply is lost after `delay`
+    seconds: long enough for the task's callback to arrive while the job is `submitting`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, every: int, delay: float) -> None:
+        self.inner = inner
+        self.every = every
+        self.delay = delay
+        self.creates = 0
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith("/createTask"):
+            self.creates += 1
+            if self.creates % self.every == 0:
+                await response.aread()
+                self.lost += 1
+                await asyncio.sleep(self.delay)  # virtual time: the reply never comes
+                raise httpx.ReadTimeout("reply lost", request=request)
+        return response
+
+
+def test_a_callback_that_beats_a_lost_reply_still_reconciles_the_job(tmp_path: Path) -> None:
+    """The callback arrives while createTask is still waiting for its (lost) reply."""
+    slow: list[SlowLostCreate] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        slow.append(SlowLostCreate(inner, every=5, delay=45.0))
+        return slow[0]
+
+    summary, sim, counters = run_with_callbacks(
+        tmp_path, 30, sim_hmac=HMAC, receiver_hmac=HMAC, wrap_api=wrap
+    )
+    assert slow[0].lost == 6
+    assert summary.counts == {"done": 30}, "every job whose reply was lost was reconciled"
+    assert len(sim.ledger.creates()) == 30
+    assert sim.ledger.duplicates() == {}
+    assert counters["accepted"] == 30
 
 
 def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path: Path) -> None:
