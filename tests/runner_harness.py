@@ -77,11 +77,15 @@ class SimEnv:
         self.app = create_app(self.config, clock=loop.time)
         self.sim: Simulator = self.app.state.sim
 
+    #: Wraps the API transport of the next clients (a test's fault between runner and sim).
+    wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
+
     def client(self) -> LiangXinClient:
+        transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=self.app)
+        if self.wrap_api is not None:
+            transport = self.wrap_api(transport)
         return LiangXinClient(
-            api_key=self.config.api_key,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=self.app),
+            api_key=self.config.api_key, base_url="http://sim", transport=transport
         )
 
     async def run(
