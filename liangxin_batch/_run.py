@@ -194,9 +194,9 @@ async def run_batch_async(
             # Only Ctrl-C halts downloads: after a 402 the results already paid for are
             # still fetched before their URLs expire.
             downloader.stopping = lambda: runner.interrupted
+            _check_budget(store, catalog, settings)
             downloader.prepare()
             runner.prepare()
-            _check_budget(store, catalog, settings)
             total, done = _progress_counts(store)
             observer.start(total=total, done=done)
             if handle is not None:
@@ -301,8 +301,17 @@ def _write_reports(out: Path, store: StateStore, observer: Observer, wall: float
 def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
     if settings.max_credits is None:
         return
+    # Checked before --retry-failed/--resubmit-unknown change any state, so a refusal
+    # leaves the state exactly as it was; the jobs those flags would send are counted.
+    states = [JobState.PENDING]
+    if settings.resubmit_unknown:
+        states.append(JobState.UNKNOWN)
+    if settings.retry_failed:
+        states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
     todo = 0.0
-    for job in store.iter_jobs([JobState.PENDING], in_manifest=True):
+    for job in store.iter_jobs(states, in_manifest=True):
+        if job.state is JobState.DOWNLOAD_FAILED and job.task_id and job.result_urls:
+            continue  # only fetched again: no new task
         spec = catalog.get(job.model)
         if spec is not None:
             todo += estimate_credits(spec, job.input)

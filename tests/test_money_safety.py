@@ -13,6 +13,7 @@ from liangxin_batch._catalog import default_catalog
 from liangxin_batch._errors import ConfigError
 from liangxin_batch._lock import RunLock
 from liangxin_batch._run import run_batch_async
+from liangxin_batch._settings import RunSettings
 from liangxin_batch._store import StateStore
 from liangxin_batch._sync import sync_jobs
 from liangxin_batch.simulator import SimConfig
@@ -211,3 +212,34 @@ def test_summary_counts_only_jobs_still_in_the_manifest(tmp_path: Path) -> None:
     assert second.counts == {"succeeded": 4}  # type: ignore[attr-defined]
     assert second.removed_jobs == 2  # type: ignore[attr-defined]
     assert second.exit_code == 0  # type: ignore[attr-defined]
+
+
+def test_a_max_credits_refusal_leaves_retry_flags_unapplied(tmp_path: Path) -> None:
+    """Refused with --resubmit-unknown: the unknown jobs must not quietly become pending."""
+
+    def gateway(name: str, n: int, response: httpx.Response) -> httpx.Response | None:
+        return httpx.Response(504, text="timeout") if name == "createTask" and n <= 3 else None
+
+    async def main() -> None:
+        env = SimEnv()
+        for settings, transport in (
+            (RunSettings(), Rewrite(httpx.ASGITransport(app=env.app), gateway)),
+            (RunSettings(resubmit_unknown=True, max_credits=0.5), None),
+        ):
+            await run_batch_async(
+                records_for(make_jobs(3)),
+                out_dir=tmp_path,
+                catalog=default_catalog(),
+                settings=settings,
+                api_key=KEY,
+                base_url="http://sim",
+                transport=transport or httpx.ASGITransport(app=env.app),
+            )
+
+    with pytest.raises(ConfigError, match="max-credits"):
+        in_virtual_time(main)
+    store = StateStore.in_dir(tmp_path)
+    try:
+        assert {j.state.value for j in store.iter_jobs()} == {"unknown"}
+    finally:
+        store.close()
