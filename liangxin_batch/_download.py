@@ -237,6 +237,7 @@ class Downloader:
             state=JobState.DONE,
             event=f"{len(job.result_urls)} file(s) downloaded and verified",
         )
+        logger.info("%s: done, %d file(s) verified", job.job_id, len(job.result_urls))
         self.observer.downloaded(job.job_id)
 
     async def _verified(self, path: str | None, sha: str | None, size: int | None) -> bool:

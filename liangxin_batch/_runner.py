@@ -25,7 +25,7 @@ from ._errors import (
     NotFoundError,
 )
 from ._lifecycle import CreateVerdict, JobState, decide_create_failure
-from ._progress import NullObserver, Observer
+from ._progress import NullObserver, Observer, logger
 from ._ratelimit import EPSILON, SlidingWindowLimiter
 from ._schedule import PollSchedule
 from ._settings import RunSettings
@@ -305,6 +305,9 @@ class Runner:
         self.store.end_attempt(job.job_id, attempt, "submitted", task_id=task_id)
         flight = self._new_flight(job, task_id, asyncio.get_running_loop().time(), spec)
         self._schedule(flight, flight.schedule.first_delay())
+        logger.info(
+            "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
+        )
         self.observer.submitted(job.job_id)
 
     async def _after_create_failure(
@@ -358,6 +361,7 @@ class Runner:
         self.store.end_attempt(
             job.job_id, attempt, state.value, error_code=code, error_message=message
         )
+        logger.info("%s: %s at createTask: %s", job.job_id, state.value, message)
         self.observer.finished(job.job_id, state.value)
         return False
 
@@ -578,6 +582,14 @@ class Runner:
         if error_code is not None:
             fields.update(error_code=error_code, error_message=error_message)
         self.store.update(flight.job_id, event=error_message, **fields)
+        logger.info(
+            "%s: task %s %s%s%s",
+            flight.job_id,
+            flight.task_id,
+            state.value,
+            f" by {finished_by}" if finished_by else "",
+            f" ({error_code}: {error_message})" if error_code else "",
+        )
         self._finished_tasks += 1
         if finished_by == "callback":
             self._finished_by_callback += 1

@@ -57,3 +57,17 @@ def test_bad_records_raise_before_anything_is_sent(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="16:9"):
         run_records(tmp_path, records)
     assert not (tmp_path / "state.db").exists()
+
+
+def test_run_log_has_every_transition_and_never_the_key(tmp_path: Path) -> None:
+    records = [
+        {"id": f"j{i}", "model": "z-image", "prompt": f"p{i}", "aspect_ratio": "1:1"}
+        for i in range(4)
+    ]
+    run_records(tmp_path, records)
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    for i in range(4):
+        assert f"j{i}: submitted z-image as task " in log
+        assert f"j{i}: done, 1 file(s) verified" in log
+    assert log.count(" succeeded by poll") == 4
+    assert KEY not in log
