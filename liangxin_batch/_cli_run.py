@@ -236,7 +236,7 @@ def register(group: click.Group) -> None:
 @click.option(
     "--allow-changed",
     is_flag=True,
-    help="Accept jobs whose content changed since the state was made.",
+    help="Jobs whose content changed since the state was made start over with it.",
 )
 @click.option(
     "--max-credits",

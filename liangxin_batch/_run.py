@@ -281,7 +281,15 @@ def _remember_manifest(
     if sync.added and before is not None:
         observer.message(f"{sync.added} new job(s) added from the manifest")
     if sync.changed:
-        observer.message(f"{len(sync.changed)} job(s) changed content (--allow-changed)")
+        observer.message(
+            f"{len(sync.changed)} job(s) changed content (--allow-changed): they start over"
+        )
+    if sync.deferred:
+        observer.message(
+            f"{len(sync.deferred)} changed job(s) still have a task of the old content in "
+            f"flight ({', '.join(sync.deferred[:5])}); it finishes first: run again with "
+            "--allow-changed afterwards to start the new content"
+        )
     if sync.removed:
         observer.message(
             f"{sync.removed} job(s) in the state are no longer in the manifest; kept, not run"

@@ -39,22 +39,33 @@ class SyncReport:
     total: int = 0
     added: int = 0
     changed: list[str] = field(default_factory=list)
+    #: Changed, allowed, but a task of the old content is still in flight: next run.
+    deferred: list[str] = field(default_factory=list)
     removed: int = 0
 
 
 def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool) -> SyncReport:
+    """Add new jobs, mark membership; StateError (and the state untouched) on changed content.
+
+    One transaction: a refusal rolls every write back, so a refused run leaves the state
+    exactly as the last run left it.
+    """
     report = SyncReport()
-    store.forget_manifest_membership()
-    batch: list[JobLike] = []
-    for job in jobs:
-        batch.append(job)
-        if len(batch) >= _BATCH:
-            _apply(store, batch, allow_changed, report)
-            batch = []
-    _apply(store, batch, allow_changed, report)
-    report.removed = store.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[
-        0
-    ]
+    with store.transaction() as db:
+        store.forget_manifest_membership()
+        batch: list[JobLike] = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) >= _BATCH:
+                _apply(store, batch, allow_changed, report)
+                batch = []
+        _apply(store, batch, allow_changed, report)
+        report.removed = db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0]
+        _refuse_changed(store, report, allow_changed)
+    return report
+
+
+def _refuse_changed(store: StateStore, report: SyncReport, allow_changed: bool) -> None:
     if report.changed and not allow_changed:
         shown = ", ".join(report.changed[:20])
         more = f" and {len(report.changed) - 20} more" if len(report.changed) > 20 else ""
@@ -63,7 +74,6 @@ def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool
             f"content: {shown}{more}. Give them new ids, use another --out folder, or pass "
             "--allow-changed to run the new content (finished results are kept). Nothing was sent."
         )
-    return report
 
 
 def _apply(
@@ -81,8 +91,10 @@ def _apply(
             report.added += 1
         elif previous[0] != job.content_hash:
             report.changed.append(job.job_id)
-            if allow_changed:
-                store.replace_content(job.job_id, job.model, input_json, job.content_hash)
+            if allow_changed and not store.replace_content(
+                job.job_id, job.model, input_json, job.content_hash
+            ):
+                report.deferred.append(job.job_id)
         rows.append(
             (
                 job.job_id,

@@ -1,0 +1,84 @@
+"""Resume against an edited manifest: new jobs added, changed ones refused, removed ones kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from liangxin_batch._catalog import default_catalog
+from liangxin_batch._errors import StateError
+from liangxin_batch._run import run_batch_async
+from liangxin_batch._settings import RunSettings
+from liangxin_batch._store import StateStore
+from liangxin_batch._summary import RunSummary
+from tests.runner_harness import KEY, SimEnv, in_virtual_time
+
+
+def rows(*prompts: str) -> list[dict[str, Any]]:
+    return [
+        {"id": f"j{i}", "model": "z-image", "prompt": p, "aspect_ratio": "1:1"}
+        for i, p in enumerate(prompts)
+    ]
+
+
+def runs(out: Path, *manifests: tuple[list[dict[str, Any]], RunSettings]) -> list[Any]:
+    """Run each manifest in turn on one simulator; a refusal is returned, not raised."""
+
+    async def main() -> list[Any]:
+        env = SimEnv()
+        results: list[Any] = []
+        for records, settings in manifests:
+            try:
+                results.append(
+                    await run_batch_async(
+                        records,
+                        out_dir=out,
+                        catalog=default_catalog(),
+                        settings=settings,
+                        api_key=KEY,
+                        base_url="http://sim",
+                        transport=httpx.ASGITransport(app=env.app),
+                        download_transport=httpx.ASGITransport(app=env.app),
+                    )
+                )
+            except StateError as err:
+                results.append(err)
+        results.append(env.sim.ledger)
+        return results
+
+    return in_virtual_time(main)  # type: ignore[no-any-return]
+
+
+def snapshot(out: Path) -> list[tuple[Any, ...]]:
+    store = StateStore.in_dir(out)
+    try:
+        return list(store.db.execute("SELECT * FROM jobs ORDER BY job_id"))
+    finally:
+        store.close()
+
+
+def test_changed_content_is_refused_and_the_state_is_left_untouched(tmp_path: Path) -> None:
+    first, ledger = runs(tmp_path, (rows("a", "b"), RunSettings()))
+    assert first.counts == {"done": 2}
+    before = snapshot(tmp_path)
+    # j1 changes its prompt; j2 is new; j0 is dropped.
+    refused, ledger = runs(tmp_path, (rows("a", "B!", "c")[1:], RunSettings()))
+    assert isinstance(refused, StateError)
+    assert "j1" in str(refused) and "--allow-changed" in str(refused)
+    assert snapshot(tmp_path) == before, "nothing written: no new row, no membership change"
+    assert ledger.creates() == []
+
+
+def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: Path) -> None:
+    first, second, ledger = runs(
+        tmp_path,
+        (rows("a", "b"), RunSettings()),
+        (rows("a", "B!", "c")[1:], RunSettings(allow_changed=True)),
+    )
+    assert isinstance(first, RunSummary) and isinstance(second, RunSummary)
+    assert second.removed_jobs == 1  # j0 left the manifest: kept, not counted
+    assert second.counts == {"done": 2}
+    prompts = sorted(e.input["prompt"] for e in ledger.creates())
+    assert prompts == ["B!", "a", "b", "c"], "j1 ran again with its new prompt; j2 ran once"
