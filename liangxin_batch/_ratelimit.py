@@ -10,6 +10,7 @@ virtual clock instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -27,7 +28,16 @@ class SlidingWindowLimiter:
     which differ from our send times by the network's jitter.
     """
 
-    __slots__ = ("_blocked_until", "_clock", "_lock", "_times", "limit", "margin", "window")
+    __slots__ = (
+        "_blocked_until",
+        "_clock",
+        "_lock",
+        "_slowed_at",
+        "_times",
+        "limit",
+        "margin",
+        "window",
+    )
 
     def __init__(
         self,
@@ -47,6 +57,7 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._times: deque[float] = deque()
         self._blocked_until = 0.0
+        self._slowed_at = -math.inf
         self._lock: asyncio.Lock | None = None
 
     def _now(self) -> float:
@@ -78,6 +89,18 @@ class SlidingWindowLimiter:
     def block_for(self, seconds: float) -> None:
         """Admit nobody for `seconds` (the service said 429 / Retry-After)."""
         self._blocked_until = max(self._blocked_until, self._now() + seconds)
+
+    def slow_down(self, *, factor: float = 0.75) -> int:
+        """The service said 429 although we kept to `limit`: admit fewer from now on.
+
+        At most one step per window, so a burst of 429s from one window counts once.
+        Returns the new limit (never below 1).
+        """
+        now = self._now()
+        if now - self._slowed_at >= self.window:
+            self._slowed_at = now
+            self.limit = max(1, int(self.limit * factor))
+        return self.limit
 
     @property
     def admitted(self) -> int:

@@ -51,6 +51,7 @@ class _Flight:
     job_id: str
     task_id: str
     model: str
+    attempt: int
     submitted_mono: float
     schedule: PollSchedule
     #: Loop time after which a still-running task counts as timed out.
@@ -303,7 +304,9 @@ class Runner:
         wall = time.time()
         self.store.update(job.job_id, state=JobState.SUBMITTED, task_id=task_id, submitted_at=wall)
         self.store.end_attempt(job.job_id, attempt, "submitted", task_id=task_id)
-        flight = self._new_flight(job, task_id, asyncio.get_running_loop().time(), spec)
+        flight = self._new_flight(
+            job, task_id, asyncio.get_running_loop().time(), spec, attempt=attempt
+        )
         self._schedule(flight, flight.schedule.first_delay())
         logger.info(
             "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
@@ -328,7 +331,11 @@ class Runner:
             )
             if decision.throttle:
                 self._create_limiter.block_for(decision.delay)
-                self.observer.message(f"rate limited (429): waiting {decision.delay:.1f}s")
+                limit = self._create_limiter.slow_down()
+                self.observer.message(
+                    f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
+                    f"{limit} createTask per {self.settings.create_window:g}s"
+                )
                 return not self.stopping
             if tries >= self.settings.create_retries:
                 self.stop_submitting(f"createTask kept failing ({message}); try again later")
@@ -403,7 +410,13 @@ class Runner:
     # -- polling --------------------------------------------------------------------
 
     def _new_flight(
-        self, job: JobRow, task_id: str, submitted_mono: float, spec: ModelSpec | None = None
+        self,
+        job: JobRow,
+        task_id: str,
+        submitted_mono: float,
+        spec: ModelSpec | None = None,
+        *,
+        attempt: int | None = None,
     ) -> _Flight:
         spec = spec or self.catalog.get(job.model)
         typical = spec.typical_seconds if spec else 30.0
@@ -412,6 +425,7 @@ class Runner:
             job_id=job.job_id,
             task_id=task_id,
             model=job.model,
+            attempt=job.attempt if attempt is None else attempt,
             submitted_mono=submitted_mono,
             schedule=PollSchedule(typical_seconds=typical, scale=self.settings.poll_scale),
             deadline=submitted_mono + self.settings.timeout_for(kind),
@@ -581,7 +595,16 @@ class Runner:
             )
         if error_code is not None:
             fields.update(error_code=error_code, error_message=error_message)
-        self.store.update(flight.job_id, event=error_message, **fields)
+        with self.store.transaction():  # the job and its attempt's outcome, together
+            self.store.update(flight.job_id, event=error_message, **fields)
+            self.store.end_attempt(
+                flight.job_id,
+                flight.attempt,
+                state.value,
+                task_id=flight.task_id,
+                error_code=error_code,
+                error_message=error_message,
+            )
         logger.info(
             "%s: task %s %s%s%s",
             flight.job_id,

@@ -96,3 +96,16 @@ def test_rejects_nonsense_rates() -> None:
         SlidingWindowLimiter(0, 10)
     with pytest.raises(ValueError):
         SlidingWindowLimiter(5, 0)
+
+
+def test_slow_down_steps_once_per_window_and_never_below_one() -> None:
+    now = [0.0]
+    limiter = SlidingWindowLimiter(40, 10.0, clock=lambda: now[0])
+    assert limiter.slow_down() == 30
+    assert limiter.slow_down() == 30, "more 429s from the same window count once"
+    now[0] = 10.0
+    assert limiter.slow_down() == 22
+    for step in range(20):
+        now[0] = 20.0 + 10.0 * step
+        limiter.slow_down()
+    assert limiter.limit == 1

@@ -174,12 +174,14 @@ def test_429_storm_slows_down_and_completes(tmp_path: Path) -> None:
         env = SimEnv()
         # We believe in 40 per 10 s; the service allows 20: a storm of 429s.
         settings = RunSettings(create_limit=40)
-        return await env.run(tmp_path, make_jobs(120), settings=settings), env
+        return await env.run(tmp_path, make_jobs(400), settings=settings), env
 
     summary, env = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 120}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 400}  # type: ignore[attr-defined]
     outcomes = [e.outcome for e in env.sim.ledger.create_attempts()]
-    assert outcomes.count("429") > 0
+    # It slows down after the first 429s instead of hitting the wall every window
+    # (without slowing down: 40 429s for 400 jobs).
+    assert 0 < outcomes.count("429") <= 10
     assert env.sim.ledger.duplicates() == {}
 
 
