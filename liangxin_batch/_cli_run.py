@@ -119,11 +119,17 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
 
 
 def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
-    """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once."""
+    """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once.
+
+    The handlers go in when the runner starts. Before that (validating and syncing a big
+    manifest, all synchronous) Ctrl-C is a plain KeyboardInterrupt: the sync transaction
+    rolls back, nothing was sent, and the CLI exits 130.
+    """
 
     async def main() -> RunSummary:
         loop = asyncio.get_running_loop()
         hits = 0
+        installed = False
 
         def on_signal() -> None:
             nonlocal hits
@@ -138,14 +144,20 @@ def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
             else:
                 os._exit(EXIT_INTERRUPTED)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        def install() -> None:
+            nonlocal installed
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+            installed = True
+
+        handle.on_attach = install
         try:
             result: RunSummary = await coro
             return result
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            if installed:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
 
     return asyncio.run(main())
 

@@ -72,6 +72,9 @@ class RunHandle:
 
     runner: Runner | None = None
     interrupted: bool = False
+    #: Called once the runner exists (the CLI installs its signal handlers then: until
+    #: that moment nothing has been sent, and a plain KeyboardInterrupt is the right stop).
+    on_attach: Callable[[], None] | None = None
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -80,6 +83,8 @@ class RunHandle:
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
+        if self.on_attach is not None:
+            self.on_attach()
         if self.interrupted:  # Ctrl-C came while the manifest was still loading
             runner.interrupt()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ._errors import LiangXinBatchError, redact
+from ._errors import EXIT_INTERRUPTED, LiangXinBatchError, redact
 
 __all__ = ["CliContext", "main", "pass_cli"]
 
@@ -46,6 +46,9 @@ class _Group(click.Group):
         except LiangXinBatchError as err:
             click.echo(f"error: {redact(str(err))}", err=True)
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:  # before a run started (a run handles Ctrl-C itself)
+            click.echo("\ninterrupted before anything was sent; the state is unchanged", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
