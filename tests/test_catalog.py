@@ -329,6 +329,20 @@ INVALID: list[tuple[str, dict[str, Any], str, str, str | None]] = [
         "a field of model",
         "image_urls",
     ),
+    (
+        "seedream-5-lite-edit",
+        {"prompt": "abc", "image_urls": [URL] * 15, "aspect_ratio": "1:1", "quality": "high"},
+        "image_urls",
+        "at most 14",
+        None,
+    ),
+    (
+        "seedream-5-lite-edit",
+        {"prompt": "x" * 3001, "image_urls": [URL], "aspect_ratio": "1:1", "quality": "high"},
+        "prompt",
+        "at most 3000",
+        None,
+    ),
     # z-image
     ("z-image", {"prompt": "x" * 1001, "aspect_ratio": "1:1"}, "prompt", "at most 1000", None),
     ("z-image", {"prompt": "x", "aspect_ratio": "auto"}, "aspect_ratio", "one of 1:1, 4:3", None),
@@ -364,6 +378,20 @@ INVALID: list[tuple[str, dict[str, Any], str, str, str | None]] = [
         None,
     ),
     ("nano-banana-edit", {"prompt": "x"}, "image_urls", "a value", None),
+    (
+        "nano-banana-edit",
+        {"prompt": "x", "image_urls": [URL], "output_format": "webp"},
+        "output_format",
+        "one of png, jpeg",
+        None,
+    ),
+    (
+        "nano-banana-edit",
+        {"prompt": "x", "image_urls": ["ftp://files.example/a.png"]},
+        "image_urls[0]",
+        "http",
+        None,
+    ),
     # nano banana pro
     (
         "nano-banana-pro",
