@@ -334,3 +334,49 @@ def test_random_yaml(doc: Any) -> None:
 )
 def test_random_jsonl(lines: list[Any]) -> None:
     check_file("m.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+BAD_CELLS = {  # column -> a value z-image refuses, and a word of what the message expects
+    "aspect_ratio": ("16-9", "one of"),
+    "model": ("z-imag", "a model in the catalog"),
+    "prompt": ("x" * 1001, "at most 1000"),
+    "nsfw_checker": ("maybe", "true or false"),
+}
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="abcdefgh ,;:'", min_size=1, max_size=20).filter(str.strip),
+            st.sampled_from(["1:1", "4:3", "3:4", "16:9", "9:16"]),
+            st.sampled_from(["", "true", "false"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.data(),
+)
+def test_one_bad_cell_anywhere_gives_exit_2_naming_its_row_and_column(
+    rows: list[tuple[str, str, str]], data: st.DataObject
+) -> None:
+    """Random valid tables with one bad cell put in at random: always exit 2, located."""
+    bad_row = data.draw(st.integers(0, len(rows) - 1))
+    column = data.draw(st.sampled_from(sorted(BAD_CELLS)))
+    value, expected = BAD_CELLS[column]
+    lines = ["id,model,prompt,aspect_ratio,nsfw_checker"]
+    for i, (prompt, ratio, nsfw) in enumerate(rows):
+        cells = {"model": "z-image", "prompt": prompt, "aspect_ratio": ratio, "nsfw_checker": nsfw}
+        if i == bad_row:
+            cells[column] = value
+        quoted = ['"' + cells[c].replace('"', '""') + '"' for c in lines[0].split(",")[1:]]
+        lines.append(",".join([f"r{i}", *quoted]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), "m.csv", "\n".join(lines) + "\n")
+        result = invoke("validate", path)
+        assert_clean_exit(result)
+        assert result.exit_code == 2
+        assert_located(result, path)
+        problem = result.stderr.splitlines()[1]
+        assert problem.startswith(f"{path}:{bad_row + 2} [{column}]"), problem
+        assert expected in problem
