@@ -77,6 +77,13 @@ def _command_line(extra: str = "") -> str:
     return f"{line} {extra}".rstrip()
 
 
+def _unfinished(summary: RunSummary) -> int:
+    """Jobs in no final state; `succeeded` counts here when its files are still to fetch."""
+    c = summary.counts
+    waiting = ("pending", "submitting", "submitted") + (("succeeded",) if summary.downloads else ())
+    return sum(c.get(state, 0) for state in waiting)
+
+
 def format_summary(summary: RunSummary, out_dir: Path) -> str:
     c = summary.counts
     minutes, seconds = divmod(int(summary.wall_seconds), 60)
@@ -85,7 +92,7 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         f"{head} after {minutes}m {seconds:02d}s: {summary.succeeded} succeeded, "
         f"{c.get('failed', 0)} failed, {c.get('unknown', 0)} unknown, "
         f"{c.get('timed_out', 0)} timed out, {c.get('download_failed', 0)} download failed, "
-        f"{c.get('pending', 0) + c.get('submitted', 0)} not finished "
+        f"{_unfinished(summary)} not finished "
         f"(of {summary.total}); credits used {summary.credits:,.1f}",
         f"polls: {summary.polls}; tasks finished by callback: {summary.finished_by_callback}, "
         f"by polling: {summary.tasks_finished - summary.finished_by_callback}",

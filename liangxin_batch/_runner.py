@@ -197,7 +197,9 @@ class Runner:
                 # The generation was paid for and succeeded: fetch the files again, no more.
                 self.store.update(job.job_id, state=JobState.SUCCEEDED, event="retry download")
                 continue
-            self.store.update(job.job_id, state=JobState.PENDING, event=f"retry from {job.state}")
+            with self.store.transaction():  # a note, not a problem: status lists problems
+                self.store.update(job.job_id, state=JobState.PENDING)
+                self.store.record_event("note", f"retry from {job.state}", job.job_id)
         # Timed-out tasks are polled again on resume, with a fresh timeout: they may
         # have finished since.
         repoll: set[str] = set()
@@ -641,7 +643,8 @@ class Runner:
         counts = {k[0]: v for k, v in self.store.counts(in_manifest=True).items()}
         db = self.store.db
         credits = db.execute(
-            "SELECT COALESCE(SUM(credits), 0) FROM jobs WHERE state IN ('succeeded', 'done')"
+            "SELECT COALESCE(SUM(credits), 0) FROM jobs"
+            " WHERE state IN ('succeeded', 'done', 'download_failed')"
         ).fetchone()[0]
         unknown = [
             r[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["RunSettings"]
@@ -52,8 +53,10 @@ class RunSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("create_window", "poll_window", "image_timeout", "video_timeout"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # `not >` also refuses NaN
                 raise ValueError(f"{name} must be positive")
+        if self.task_timeout is not None and not 0 < self.task_timeout < math.inf:
+            raise ValueError("task_timeout must be a positive number of seconds")
 
     def timeout_for(self, kind: str) -> float:
         if self.task_timeout is not None:

@@ -60,7 +60,9 @@ def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
             " ORDER BY id DESC LIMIT 5"
         ).fetchall()
         credits = db.execute(
-            "SELECT COALESCE(SUM(credits), 0) FROM jobs WHERE state IN ('succeeded', 'done')"
+            # Billed: every generation that succeeded, its files fetched or not.
+            "SELECT COALESCE(SUM(credits), 0) FROM jobs"
+            " WHERE state IN ('succeeded', 'done', 'download_failed')"
         ).fetchone()[0]
         finished_by = dict(
             db.execute(

@@ -1,0 +1,261 @@
+"""SIGTERM and a second Ctrl-C, end to end: the CLI in a subprocess, the simulator in a
+thread on 127.0.0.1. Moments are chosen by watching the simulator's ledger and the
+run's stderr for a condition, with a bounded deadline; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from liangxin_batch._lifecycle import JobState
+from liangxin_batch._report import report_status
+from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk-signals-0123456789abcdef"
+N_JOBS = 60
+FINAL = {"done", "failed", "unknown", "download_failed"}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll a condition until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling a condition with a deadline, not timing
+
+
+def write_manifest(path: Path) -> list[str]:
+    ids = [f"s{i:03d}" for i in range(N_JOBS)]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "model", "prompt"])
+        for i, job_id in enumerate(ids):
+            w.writerow([job_id, "google/nano-banana", f"a windmill in fog, take {i}"])
+    return ids
+
+
+def command(tmp: Path, out: Path) -> list[str]:
+    catalog = tmp / "fast.yaml"  # the simulator runs at 1/50 of real latency
+    catalog.write_text(
+        "models:\n  - id: google/nano-banana\n    patch: true\n    typical_seconds: 0.1\n"
+    )
+    return [
+        sys.executable,
+        "-m",
+        "liangxin_batch",
+        "--catalog",
+        str(catalog),
+        "run",
+        str(tmp / "m.csv"),
+        "--out",
+        str(out),
+        "--rate",
+        "20/1s",
+        "--quiet",
+    ]
+
+
+def child_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANGXIN_")}
+    env.update(LIANGXIN_API_KEY=KEY, LIANGXIN_BASE_URL=url, PYTHONUNBUFFERED="1")
+    return env
+
+
+class Run:
+    """One CLI process, its stdout and stderr going to files we can read while it runs."""
+
+    def __init__(self, cmd: list[str], url: str, logs: Path) -> None:
+        self.stdout_path, self.stderr_path = logs.with_suffix(".out"), logs.with_suffix(".err")
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(cmd, env=child_env(url), stdout=out, stderr=err)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"the run did not exit within {timeout}s:\n{self.stderr}"
+            ) from None
+
+
+def jobs_in(out: Path) -> dict[str, tuple[str, str | None]]:
+    db = sqlite3.connect(out / "state.db")
+    try:
+        return {j: (s, t) for j, s, t in db.execute("SELECT job_id, state, task_id FROM jobs")}
+    finally:
+        db.close()
+
+
+def creates_per_prompt(sim: Simulator) -> Counter[str]:
+    return Counter(str((e.input or {}).get("prompt")) for e in sim.ledger.creates())
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[[list[str], str, Path], Run]]:
+    """Start CLI runs; any still alive when the test ends (it failed) is killed by pid."""
+    runs: list[Run] = []
+
+    def spawn(cmd: list[str], url: str, logs: Path) -> Run:
+        runs.append(Run(cmd, url, logs))
+        return runs[-1]
+
+    yield spawn
+    for run in runs:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
+@pytest.fixture
+def plain_sim() -> Iterator[tuple[str, Simulator]]:
+    app = create_app(SimConfig(api_key=KEY, create_window=1.0, latency_scale=0.02, seed=11))
+    with serve_in_thread(app) as url:
+        yield url, app.state.sim  # type: ignore[attr-defined]
+
+
+def test_sigterm_checkpoints_exits_130_and_a_second_run_finishes_each_job_once(
+    tmp_path: Path, plain_sim: tuple[str, Simulator], start: Callable[[list[str], str, Path], Run]
+) -> None:
+    url, sim = plain_sim
+    ids = write_manifest(tmp_path / "m.csv")
+    out = tmp_path / "out"
+    cmd = command(tmp_path, out)
+
+    first = start(cmd, url, tmp_path / "first")
+    wait_for(lambda: len(sim.ledger.creates()) > 0, "the first createTask")
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(60) == 130, first.stderr
+    assert "interrupted: finishing the calls in progress" in first.stderr
+    assert "Nothing is lost. Resume with: liangxin-batch" in first.stdout
+    assert f"run {tmp_path / 'm.csv'} --out {out}" in first.stdout
+    assert "Traceback" not in first.stderr
+
+    # Consistent: nothing half-submitted, and every task the service created is recorded.
+    states = jobs_in(out)
+    assert len(states) == N_JOBS
+    counts = Counter(s for s, _ in states.values())
+    assert counts["submitting"] == 0 and counts["unknown"] == 0
+    assert counts["pending"] > 0, "SIGTERM came too late to stop any submission"
+    recorded = {t for _, t in states.values() if t}
+    assert recorded == {e.task_id for e in sim.ledger.creates()}
+    # results.csv of the interrupted run: every job once, manifest order, its status.
+    results = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+    assert list(results["job_id"]) == ids
+    for job_id, status in zip(results["job_id"], results["status"], strict=True):
+        assert status == report_status(JobState(states[job_id][0]))
+
+    second = start(cmd, url, tmp_path / "second")
+    assert second.wait(120) == 0, second.stderr
+    assert f"{N_JOBS} succeeded" in second.stdout
+    final = jobs_in(out)
+    assert {s for s, _ in final.values()} == {"done"}
+    per_prompt = creates_per_prompt(sim)
+    assert len(per_prompt) == N_JOBS and set(per_prompt.values()) == {1}
+    assert {t for _, t in final.values()} == {e.task_id for e in sim.ledger.creates()}
+    for job_id, (_, task_id) in states.items():
+        if task_id:  # created before the SIGTERM: kept, never created again
+            assert final[job_id][1] == task_id
+
+
+@pytest.fixture
+def held_sim() -> Iterator[tuple[str, Simulator, threading.Event]]:
+    """Result files are served only once `hold` is cleared: a download stays in progress."""
+    hold = threading.Event()
+    hold.set()
+
+    async def held_sleep(_seconds: float) -> None:
+        while hold.is_set():
+            await asyncio.sleep(0.01)
+
+    config = SimConfig(
+        api_key=KEY,
+        create_window=1.0,
+        latency_scale=0.02,
+        seed=12,
+        faults=FaultProfile(slow_download_bps=10**9),  # one paced piece per file
+    )
+    app = create_app(config, sleep=held_sleep)
+    with serve_in_thread(app) as url:
+        try:
+            yield url, app.state.sim, hold  # type: ignore[attr-defined]
+        finally:
+            hold.clear()  # before the server stops: it must not wait on a held response
+
+
+def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
+    tmp_path: Path,
+    held_sim: tuple[str, Simulator, threading.Event],
+    start: Callable[[list[str], str, Path], Run],
+) -> None:
+    url, sim, hold = held_sim
+    write_manifest(tmp_path / "m.csv")
+    out = tmp_path / "out"
+    cmd = command(tmp_path, out)
+
+    first = start(cmd, url, tmp_path / "first")
+    wait_for(lambda: len(sim.ledger.files_served()) > 0, "a download to start")
+    first.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: "interrupted: finishing" in first.stderr, "the first Ctrl-C to be handled")
+    # The first Ctrl-C waits for the calls in progress: the download is held, so the
+    # process cannot have ended by itself.
+    assert first.proc.poll() is None
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait(15) == 130, first.stderr
+    assert "Resume with" not in first.stdout, "the second Ctrl-C must not wait to checkpoint"
+    assert "Traceback" not in first.stderr
+
+    # Consistent either way: the database is whole, and no file sits under a final name
+    # without being recorded and verified.
+    db = sqlite3.connect(out / "state.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    recorded = {p for (p,) in db.execute("SELECT path FROM files")}
+    db.close()
+    for path in (out / "outputs").rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            assert str(path.relative_to(out)) in recorded, path
+
+    hold.clear()
+    second = start(cmd, url, tmp_path / "second")
+    code = second.wait(120)
+    final = jobs_in(out)
+    assert {s for s, _ in final.values()} <= FINAL, Counter(s for s, _ in final.values())
+    unknown = [j for j, (s, _) in final.items() if s == "unknown"]
+    # Only a job caught between its intent and its taskId may be unknown (exit 1).
+    assert code == (1 if unknown else 0), second.stderr
+    assert set(creates_per_prompt(sim).values()) == {1}, "no job was created twice"
+    created = {e.task_id for e in sim.ledger.creates()}
+    for job_id, (state, task_id) in final.items():
+        if state == "done":
+            assert task_id in created, job_id
+    db = sqlite3.connect(out / "state.db")
+    for path, sha in db.execute("SELECT path, sha256 FROM files"):
+        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
+    db.close()
