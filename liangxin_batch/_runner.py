@@ -83,7 +83,9 @@ class Runner:
         self.observer = observer or NullObserver()
         self.on_succeeded = on_succeeded
         self.callback_url_for = callback_url_for
-        self._create_limiter = SlidingWindowLimiter(settings.create_limit, settings.create_window)
+        self._create_limiter = SlidingWindowLimiter(
+            settings.create_limit, settings.create_window, margin=settings.create_margin
+        )
         self._poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
         self._create_gate = asyncio.Semaphore(settings.max_concurrent_creates)
         self._poll_gate = asyncio.Semaphore(settings.max_concurrent_polls)

@@ -13,6 +13,9 @@ class RunSettings:
     #: createTask: the service accepts 20 per 10 s per account and rejects the rest.
     create_limit: int = 20
     create_window: float = 10.0
+    #: Extra seconds on the create window for send->arrival jitter (the service counts
+    #: arrivals); None: 2% of the window, at least 50 ms.
+    create_margin: float | None = None
     #: recordInfo: 10 per second per key.
     poll_limit: int = 10
     poll_window: float = 1.0
@@ -55,6 +58,8 @@ class RunSettings:
         for name in ("create_window", "poll_window", "image_timeout", "video_timeout"):
             if not getattr(self, name) > 0:  # `not >` also refuses NaN
                 raise ValueError(f"{name} must be positive")
+        if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
+            raise ValueError("create_margin must be zero or more seconds")
         if self.task_timeout is not None and not 0 < self.task_timeout < math.inf:
             raise ValueError("task_timeout must be a positive number of seconds")
 

@@ -21,8 +21,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from liangxin_batch._errors import ConfigError
-from liangxin_batch.simulator import FaultProfile, SimConfig, load_fault_profile
-from tests.sim_support import MODEL, harness, result_urls
+from liangxin_batch.simulator import QUIRKS, FaultProfile, SimConfig, load_fault_profile
+from liangxin_batch.simulator._reply import ERROR_MESSAGES
+from tests.sim_support import MODEL, RECORD, harness, result_urls
 
 pytestmark = pytest.mark.anyio
 
@@ -147,6 +148,119 @@ async def test_poll_404_window_after_create() -> None:
         assert (await h.record(task_id))["code"] == 404
         h.clock.advance(0.001)
         assert (await h.record(task_id))["code"] == 200
+
+
+# -- forced error codes and envelope quirks ------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [400, 408, 433, 501, 505])
+@pytest.mark.parametrize("style", ["body", "status", "bare"])
+async def test_create_errors_force_a_code_in_each_style(code: int, style: str) -> None:
+    async with harness(faulty(create_errors={code: 1.0}, error_style=style)) as h:
+        response = await h.create()
+        if style == "body":  # the service's usual way: HTTP 200, the code in the body
+            assert response.status_code == 200
+            assert response.json() == {"code": code, "msg": ERROR_MESSAGES[code], "data": None}
+        elif style == "status":
+            assert response.status_code == code
+            assert response.json() == {"code": code, "msg": ERROR_MESSAGES[code], "data": None}
+        else:  # a gateway's plain page: only the status says what happened
+            assert response.status_code == code
+            assert response.headers["content-type"].startswith("text/plain")
+            assert response.text == ERROR_MESSAGES[code]
+        (event,) = h.sim.ledger.create_attempts()
+        assert event.outcome == str(code) and event.http_status == response.status_code
+        assert h.sim.ledger.creates() == [] and h.sim.balance() == SimConfig().credits
+
+
+async def test_error_style_applies_to_create_500_and_455_too() -> None:
+    async with harness(faulty(create_455=1.0, error_style="status")) as h:
+        response = await h.create()
+        assert response.status_code == 455 and response.json()["code"] == 455
+
+
+async def test_create_errors_share_the_create_roll_deterministically() -> None:
+    faults = {"create_500": 0.1, "create_errors": {433: 0.2, 408: 0.2}}
+
+    async def outcomes(seed: int) -> list[str]:
+        async with harness(SimConfig(seed=seed, faults=FaultProfile(**faults))) as h:
+            seen = []
+            for n in range(200):
+                h.clock.advance(1.0)  # stay under the create limit
+                seen.append(str((await h.create(f"p{n}")).json()["code"]))
+            assert len(h.sim.ledger.creates()) == seen.count("200")
+            return seen
+
+    first = await outcomes(7)
+    counts = {code: first.count(code) for code in set(first)}
+    assert set(counts) == {"200", "500", "408", "433"}
+    for code, expected in (("500", 20), ("408", 40), ("433", 40), ("200", 100)):
+        assert expected / 2 <= counts[code] <= expected * 1.6, counts
+    assert await outcomes(7) == first  # same seed, same answers
+    assert await outcomes(8) != first
+
+
+async def test_poll_errors_force_recordinfo_codes_and_ledger_them() -> None:
+    async with harness(faulty(poll_errors={505: 0.5})) as h:
+        task_id = await h.create_id()
+        codes = []
+        for _ in range(40):
+            h.clock.advance(0.2)  # stay under the recordInfo limit
+            codes.append((await h.record(task_id))["code"])
+        assert {505, 200} == set(codes) and 8 <= codes.count(505) <= 32
+        ledgered = [e.outcome for e in h.sim.ledger.polls()]
+        assert ledgered.count("505") == codes.count(505)
+
+
+async def test_no_quirks_keep_the_documented_shape() -> None:
+    async with harness() as h:
+        body = (await h.create()).json()
+        assert set(body) == {"code", "msg", "data"} and set(body["data"]) == {"taskId"}
+        data = (await h.record(body["data"]["taskId"]))["data"]
+        assert data["state"] == "waiting" and data["resultJson"] == ""
+
+
+async def test_quirks_on_the_wire() -> None:
+    async with harness(faulty(quirks=QUIRKS, create_errors={433: 0.5}, fail=1.0)) as h:
+        answers = []
+        for n in range(12):  # the seed gives 433s and successes among these
+            answers.append((await h.create(f"p{n}")).json())
+        error = next(a for a in answers if a["code"] == "433")
+        assert "msg" not in error and error["message"] == ERROR_MESSAGES[433]
+        assert error["data"] is None and "requestId" in error and "meta" in error
+        ok = [a for a in answers if a["code"] == "200"]
+        assert ok and len(ok) == len(h.sim.ledger.creates())
+        assert ok[0]["message"] == "success" and ok[0]["data"]["recordId"].startswith("rec_")
+        task_id = ok[0]["data"]["taskId"]
+
+        running = await h.record(task_id)
+        assert running["code"] == "200" and running["data"] is None  # null_data
+        assert h.sim.ledger.polls()[-1].outcome == "waiting"  # the ledger keeps the truth
+        h.clock.set(h.sim.task(task_id).done_at)
+        failed = (await h.record(task_id))["data"]
+        assert failed["state"] == "fail" and failed["resultJson"] is None
+        assert failed["progress"] == 100 and failed["vendor"] == {"queue": "sim-a", "retries": 0}
+        # 401 (answered before the simulator core) is shaped the same way
+        h.client.headers["Authorization"] = "Bearer nope"
+        denied = (await h.client.get(RECORD, params={"taskId": task_id})).json()
+        assert denied["code"] == "401" and "message" in denied and "msg" not in denied
+
+
+async def test_quirk_unknown_state_and_null_result_json_while_running() -> None:
+    quirks = frozenset({"unknown_state", "null_result_json"})
+    async with harness(SimConfig(latency_scale=1.0, faults=FaultProfile(quirks=quirks))) as h:
+        task_id = await h.create_id()
+        task = h.sim.task(task_id)
+        seen = []
+        for share in (0.0, 0.2, 0.5):
+            h.clock.set(task.created_at + task.duration * share)
+            data = (await h.record(task_id))["data"]
+            seen.append(data["state"])
+            assert data["resultJson"] is None
+        assert seen == ["pending", "queued", "processing"]
+        assert [e.outcome for e in h.sim.ledger.polls()] == ["waiting", "queuing", "generating"]
+        data = await h.finish(task_id)
+        assert data["state"] == "success" and result_urls(data)
 
 
 # -- callbacks ------------------------------------------------------------------------
@@ -281,6 +395,33 @@ def test_fault_profile_from_yaml_and_json(tmp_path: Path) -> None:
     assert load_fault_profile(empty) == FaultProfile()
 
 
+def test_fault_profile_codes_style_and_quirks_from_yaml_and_json(tmp_path: Path) -> None:
+    expected = FaultProfile(
+        create_errors={433: 0.25, 501: 0.5},
+        poll_errors={408: 0.1},
+        error_style="bare",
+        quirks=frozenset({"message_key", "unknown_state"}),
+    )
+    yaml_file = tmp_path / "faults.yaml"
+    yaml_file.write_text(
+        "create_errors: {433: 0.25, '501': 5e-1}\npoll_errors:\n  408: 0.1\n"
+        "error_style: bare\nquirks: [message_key, unknown_state]\n"
+    )
+    assert load_fault_profile(yaml_file) == expected
+    json_file = tmp_path / "faults.json"
+    json_file.write_text(
+        json.dumps(
+            {
+                "create_errors": {"433": 0.25, "501": 0.5},  # JSON keys are always text
+                "poll_errors": {"408": 0.1},
+                "error_style": "bare",
+                "quirks": ["unknown_state", "message_key"],
+            }
+        )
+    )
+    assert load_fault_profile(json_file) == expected
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -292,6 +433,15 @@ def test_fault_profile_from_yaml_and_json(tmp_path: Path) -> None:
         ("create_500: 0.6\ncreate_455: 0.6\n", "exceed"),
         ("- fail\n", "mapping"),
         ("fail: [\n", "YAML"),
+        ("create_errors: {abc: 0.1}\n", "abc"),
+        ("create_errors: {200: 0.1}\n", "400..599"),
+        ("create_errors: {433: 2}\n", "433"),
+        ("create_errors: [433]\n", "create_errors"),
+        ("create_500: 0.5\ncreate_errors: {433: 0.6}\n", "exceed"),
+        ("poll_errors: {500: 0.6, 455: 0.6}\n", "exceed"),
+        ("error_style: loud\n", "error_style"),
+        ("quirks: [message_key, shouting]\n", "shouting"),
+        ("quirks: message_key\n", "quirks"),
     ],
 )
 def test_bad_fault_profiles_are_config_errors(tmp_path: Path, text: str, needle: str) -> None:

@@ -141,3 +141,18 @@ def test_port_in_use_is_an_os_error() -> None:
         port = int(base_url.rsplit(":", 1)[1])
         with pytest.raises(OSError), serve_in_thread(create_app(), port=port):
             pass
+
+
+def test_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
+    """asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP; with
+    proto 0, Nagle held every answer's body for the client's delayed ACK (~40 ms each)."""
+    import socket
+
+    from liangxin_batch.simulator._server import _bind
+
+    sock, base_url = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert base_url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ._app import SimulatorApp, create_app
 from ._callbacks import webhook_signature
 from ._clock import Clock, ManualClock
-from ._config import FaultProfile, SimConfig, load_fault_profile
+from ._config import ERROR_STYLES, QUIRKS, FaultProfile, SimConfig, load_fault_profile
 from ._core import Simulator
 from ._ledger import Ledger, LedgerEvent, canonical_job_key
 from ._media import VIDEO_BACKEND
@@ -25,6 +25,8 @@ from ._server import run_simulator, serve_in_thread
 from ._tasks import SimTask
 
 __all__ = [
+    "ERROR_STYLES",
+    "QUIRKS",
     "VIDEO_BACKEND",
     "Clock",
     "FaultProfile",

@@ -2,7 +2,8 @@
 
 Answers mirror the service: HTTP 200 with a body `code` for most errors, a real HTTP 429
 (with `Retry-After`) for rate limits, HTTP 404 for unknown routes, 403 for expired file
-links.
+links. Injected errors follow `FaultProfile.error_style` (body code, real HTTP status,
+or a bare status with a text body), and `FaultProfile.quirks` reshape the envelope.
 
 Dropping a connection (lost_reply, broken_download). An ASGI app cannot close its
 socket: if it raises before answering, uvicorn sends a 500; if it returns without
@@ -37,7 +38,7 @@ from ._clock import Clock
 from ._config import SimConfig
 from ._core import INVALID_JSON, Simulator
 from ._files import FileServe
-from ._reply import NO_ACCESS, Reply
+from ._reply import NO_ACCESS, Reply, wire_body
 from ._tasks import envelope
 
 if TYPE_CHECKING:
@@ -74,12 +75,16 @@ def _sim(request: Request) -> Simulator:
     return sim
 
 
-def _reply(reply: Reply) -> JSONResponse:
-    return JSONResponse(reply.body, status_code=reply.http_status, headers=dict(reply.headers))
+def _reply(sim: Simulator, reply: Reply) -> Response:
+    headers = dict(reply.headers)
+    if reply.bare:  # a gateway's answer: no envelope, only the status says what happened
+        return PlainTextResponse(reply.msg, status_code=reply.http_status, headers=headers)
+    body = wire_body(reply.body, sim.config.faults.quirks)
+    return JSONResponse(body, status_code=reply.http_status, headers=headers)
 
 
-def _unauthorized() -> JSONResponse:
-    return JSONResponse(envelope(401, NO_ACCESS))  # HTTP 200, like the service
+def _unauthorized(sim: Simulator) -> Response:
+    return _reply(sim, Reply(401, NO_ACCESS))  # HTTP 200, like the service
 
 
 async def _json_body(request: Request) -> Any:
@@ -94,34 +99,34 @@ async def create_task(request: Request) -> Response:
     sim = _sim(request)
     key = sim.authorize(request.headers.get("authorization"))
     if key is None:
-        return _unauthorized()
+        return _unauthorized(sim)
     reply = sim.create(key, await _json_body(request), str(request.base_url))
     if reply.drop:
         await _drop(request.scope, "a response")
         return Response(status_code=200)  # discarded: the connection is already gone
-    return _reply(reply)
+    return _reply(sim, reply)
 
 
 async def record_info(request: Request) -> Response:
     sim = _sim(request)
     key = sim.authorize(request.headers.get("authorization"))
     if key is None:
-        return _unauthorized()
-    return _reply(sim.record_info(key, request.query_params.get("taskId")))
+        return _unauthorized(sim)
+    return _reply(sim, sim.record_info(key, request.query_params.get("taskId")))
 
 
 async def credit(request: Request) -> Response:
     sim = _sim(request)
     if sim.authorize(request.headers.get("authorization")) is None:
-        return _unauthorized()
-    return _reply(sim.credit())
+        return _unauthorized(sim)
+    return _reply(sim, sim.credit())
 
 
 async def download_url(request: Request) -> Response:
     sim = _sim(request)
     if sim.authorize(request.headers.get("authorization")) is None:
-        return _unauthorized()
-    return _reply(sim.download_url(await _json_body(request)))
+        return _unauthorized(sim)
+    return _reply(sim, sim.download_url(await _json_body(request)))
 
 
 class _FileResponse(Response):
@@ -165,7 +170,12 @@ class _FileResponse(Response):
 async def get_file(request: Request) -> Response:
     sim = _sim(request)
     params = request.path_params
-    serve = sim.serve_file(params["task_id"], params["name"], request.url.query)
+    # Rendering a file the first time takes milliseconds of Pillow work (several times
+    # that on a busy machine): do it in a worker thread so API answers on this loop are
+    # not held up behind downloads. serve_file and the file store are thread-safe.
+    serve = await asyncio.to_thread(
+        sim.serve_file, params["task_id"], params["name"], request.url.query
+    )
     if serve.status != 200:
         return PlainTextResponse(serve.message, status_code=serve.status)
     return _FileResponse(serve, sim)

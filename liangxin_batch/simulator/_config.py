@@ -7,6 +7,9 @@ level or under a `faults:` key, so one file can later grow other sections:
     lost_reply: 0.02
     fail: 0.1
     url_ttl_seconds: 30
+    create_errors: {433: 0.01}   # API code -> share
+    error_style: status
+    quirks: [message_key, unknown_state]
 """
 
 from __future__ import annotations
@@ -22,14 +25,57 @@ import yaml
 
 from .._errors import ConfigError
 
-__all__ = ["FaultProfile", "SimConfig", "load_fault_profile"]
+__all__ = ["ERROR_STYLES", "QUIRKS", "FaultProfile", "SimConfig", "load_fault_profile"]
 
 _SHARES = ("create_500", "create_455", "lost_reply", "fail", "broken_download")
+_CODE_SHARES = ("create_errors", "poll_errors")
+
+#: How injected error answers go on the wire (see `FaultProfile.error_style`).
+ERROR_STYLES = ("body", "status", "bare")
+
+#: Envelope quirks the documentation allows and a client must tolerate
+#: (see `FaultProfile.quirks`).
+QUIRKS = frozenset(
+    {
+        "message_key",  # envelopes carry `message` instead of `msg`
+        "string_code",  # `code` is a string: "200", "433"
+        "extra_fields",  # unknown fields in envelopes and in createTask/recordInfo `data`
+        "null_data",  # recordInfo answers code 200 with `data: null` while a task runs
+        "null_result_json",  # `resultJson` is null (not "") until success, and on fail
+        "unknown_state",  # running tasks report states the client does not know
+    }
+)
 
 
 @dataclass
 class FaultProfile:
-    """Injected faults. Shares are probabilities in 0..1 drawn from a seeded RNG."""
+    """Injected faults. Shares are probabilities in 0..1 drawn from a seeded RNG.
+
+    Every draw is `unit(seed, ...)` (see `_tasks.unit`), so one seed gives one outcome.
+
+    `create_500`, `create_455` and `lost_reply` and then `create_errors` share ONE roll
+    per well-formed createTask (after the rate limit, 400 and 422 checks), laid end to
+    end in that order, codes ascending; together they must fit in 1.
+
+    `create_errors` maps an API code (400..599: 400, 408, 433, 501, 505, ...) to the
+    share of createTask answers forced to it; like create_500, nothing is created or
+    charged. `poll_errors` does the same for recordInfo answers (after the recordInfo
+    rate limit, before the task is looked up), from a roll of their own.
+
+    `error_style` says how every injected error answer (create_500, create_455,
+    create_errors, poll_errors) goes on the wire:
+      "body"    HTTP 200 with the code in the envelope: the service's usual way
+      "status"  the code as the HTTP status too, with the same JSON envelope
+      "bare"    the code as the HTTP status and a plain-text body (a gateway's page):
+                only the status tells the client what happened
+
+    `quirks` turns on envelope quirks of the API answers (not callbacks, not /_sim/),
+    any of `QUIRKS`: "message_key" (`message` instead of `msg`), "string_code" (`code`
+    as a string), "extra_fields" (unknown fields at every level), "null_data" (recordInfo
+    `data: null` while a task runs), "null_result_json" (`resultJson` null, not "",
+    until success) and "unknown_state" (running tasks report "pending", "queued",
+    "processing"). The ledger still records the real state.
+    """
 
     create_500: float = 0.0  # createTask answers body code 500; nothing is created
     create_455: float = 0.0  # body code 455 (maintenance); nothing is created
@@ -40,15 +86,48 @@ class FaultProfile:
     url_ttl_seconds: float | None = None  # plain result URLs answer 403 after this long
     drop_callbacks: bool = False  # never POST callbacks (they are still ledgered)
     poll_404_seconds: float = 0.0  # recordInfo says 404 for this long after create
+    create_errors: dict[int, float] = field(default_factory=dict)  # code -> share; see above
+    poll_errors: dict[int, float] = field(default_factory=dict)  # code -> share of recordInfo
+    error_style: str = "body"  # "body" | "status" | "bare": see above
+    quirks: frozenset[str] = frozenset()  # names from QUIRKS: see above
 
     def __post_init__(self) -> None:
         for name in _SHARES:
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+            if not _is_share(value):
                 raise ConfigError(f"fault {name} must be a share between 0 and 1, got {value!r}")
-        if self.create_500 + self.create_455 + self.lost_reply > 1.0:
-            # The three are drawn from one roll, so they must fit in it together.
-            raise ConfigError("fault shares create_500 + create_455 + lost_reply exceed 1")
+        for name in _CODE_SHARES:
+            table = getattr(self, name)
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"fault {name} must map API codes to shares, got {table!r}")
+            for code, share in table.items():
+                if not (isinstance(code, int) and not isinstance(code, bool)):
+                    raise ConfigError(f"fault {name}: API code {code!r} is not an integer")
+                if not 400 <= code <= 599:
+                    raise ConfigError(f"fault {name}: API code {code} is not an error (400..599)")
+                if not _is_share(share):
+                    raise ConfigError(
+                        f"fault {name}: share for {code} must be between 0 and 1, got {share!r}"
+                    )
+        if self.create_500 + self.create_455 + self.lost_reply + _total(self.create_errors) > 1.0:
+            # They are drawn from one roll, so they must fit in it together.
+            raise ConfigError(
+                "fault shares create_500 + create_455 + lost_reply + create_errors exceed 1"
+            )
+        if _total(self.poll_errors) > 1.0:
+            raise ConfigError("fault shares in poll_errors exceed 1")
+        if self.error_style not in ERROR_STYLES:
+            raise ConfigError(
+                f"error_style must be one of {', '.join(ERROR_STYLES)}, got {self.error_style!r}"
+            )
+        if isinstance(self.quirks, str) or not all(isinstance(q, str) for q in self.quirks):
+            raise ConfigError(f"quirks must be a list of names, got {self.quirks!r}")
+        self.quirks = frozenset(self.quirks)
+        unknown = sorted(self.quirks - QUIRKS)
+        if unknown:
+            raise ConfigError(
+                f"unknown quirk(s) {', '.join(unknown)}; known: {', '.join(sorted(QUIRKS))}"
+            )
         if self.slow_download_bps is not None and self.slow_download_bps <= 0:
             raise ConfigError(
                 f"slow_download_bps must be a positive integer, got {self.slow_download_bps!r}"
@@ -75,9 +154,52 @@ class FaultProfile:
             values[key] = _coerce(key, raw, source)
         return cls(**values)
 
+    def create_fault(self, roll: float) -> int | str | None:
+        """What a createTask roll injects: an API code, "lost_reply", or None (no fault)."""
+        table: list[tuple[int | str, float]] = [
+            (500, self.create_500),
+            (455, self.create_455),
+            ("lost_reply", self.lost_reply),
+            *sorted(self.create_errors.items()),
+        ]
+        return _pick(roll, table)
+
+    def poll_fault(self, roll: float) -> int | None:
+        """The API code a recordInfo roll forces, or None."""
+        code = _pick(roll, sorted(self.poll_errors.items()))
+        return code if isinstance(code, int) else None
+
+
+def _is_share(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def _total(table: Mapping[int, float]) -> float:
+    return sum(table.values()) if isinstance(table, Mapping) else 0.0
+
+
+def _pick(roll: float, table: list[tuple[int | str, float]]) -> int | str | None:
+    """The entry whose slice of [0, 1) holds `roll`, slices laid end to end in order."""
+    edge = 0.0
+    for outcome, share in table:
+        edge += share
+        if roll < edge:
+            return outcome
+    return None
+
 
 def _coerce(key: str, raw: Any, source: str) -> Any:
     """Accept numbers written as strings: YAML 1.1 reads `1e-3` as text."""
+    if key in _CODE_SHARES:
+        return _coerce_code_shares(key, raw, source)
+    if key == "error_style":
+        if isinstance(raw, str):
+            return raw
+        raise ConfigError(f"{source}: error_style must be one of {', '.join(ERROR_STYLES)}")
+    if key == "quirks":
+        if isinstance(raw, list) and all(isinstance(q, str) for q in raw):
+            return frozenset(raw)
+        raise ConfigError(f"{source}: quirks must be a list of names, got {raw!r}")
     if key == "drop_callbacks":
         if isinstance(raw, bool):
             return raw
@@ -97,6 +219,22 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
             raise ConfigError(f"{source}: slow_download_bps must be an integer, got {raw!r}")
         return int(number)
     return number
+
+
+def _coerce_code_shares(key: str, raw: Any, source: str) -> dict[int, float]:
+    """`{433: 0.1}` or `{"433": "0.1"}` (JSON keys are always text) -> {433: 0.1}."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: {key} must map API codes to shares, got {raw!r}")
+    table: dict[int, float] = {}
+    for code, share in raw.items():
+        try:
+            number = int(str(code))
+        except ValueError:
+            raise ConfigError(f"{source}: {key}: API code {code!r} is not an integer") from None
+        table[number] = _coerce(f"{key}[{number}]", share, source)
+    return table
 
 
 def load_fault_profile(path: Path) -> FaultProfile:

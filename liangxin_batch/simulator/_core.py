@@ -6,9 +6,11 @@ All time comes from the injected clock and all randomness from `unit(seed, ...)`
 run is reproducible.
 
 createTask checks, in order: rate limit (a real HTTP 429; nothing else happens), body shape
-(400), model and input against the catalog (422), injected faults (500/455, nothing
-created), credits (402), then creates and charges; a `lost_reply` roll still creates and
-charges, and only the answer is withheld.
+(400), model and input against the catalog (422), injected faults (500/455 and any
+`create_errors` code: nothing created), credits (402), then creates and charges; a
+`lost_reply` roll still creates and charges, and only the answer is withheld. recordInfo
+checks its rate limit, then `poll_errors`, then the taskId (400/404). Envelope quirks
+(`FaultProfile.quirks`) change only what is sent: the ledger records the real outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ._config import SimConfig
 from ._files import FILE_PATH, FileServe, FileStore
 from ._ledger import EventKind, Ledger, LedgerEvent
 from ._limits import SlidingWindow
-from ._reply import Reply, rate_limited
+from ._reply import Reply, injected_error, rate_limited
 from ._tasks import SimTask, output_shape, unit
 
 if TYPE_CHECKING:
@@ -43,6 +45,28 @@ __all__ = ["INVALID_JSON", "Simulator"]
 INVALID_JSON: Any = object()  # stands for a request body that is not JSON
 _NO_CREDITS = "The current credits are insufficient. Please top up."
 _NOT_FOUND = "The task does not exist or has not been created yet."
+#: What `unknown_state` reports instead of the documented running states.
+_ODD_STATES = {"waiting": "pending", "queuing": "queued", "generating": "processing"}
+
+
+def _quirky_record(data: dict[str, Any], quirks: frozenset[str]) -> dict[str, Any] | None:
+    """recordInfo `data` with the record-level `FaultProfile.quirks` applied."""
+    if not quirks:
+        return data
+    state = data["state"]
+    running = state not in ("success", "fail")
+    if "null_data" in quirks and running:
+        return None
+    data = dict(data)
+    if "null_result_json" in quirks and state != "success":
+        data["resultJson"] = None
+    if "unknown_state" in quirks and running:
+        data["state"] = _ODD_STATES.get(state, "processing")
+    if "extra_fields" in quirks:
+        data["progress"] = 100 if not running else 42
+        data["recordId"] = f"rec_{data['taskId'][:12]}"
+        data["vendor"] = {"queue": "sim-a", "retries": 0}
+    return data
 
 
 class Simulator:
@@ -73,6 +97,7 @@ class Simulator:
         self._unsettled: list[tuple[float, str]] = []  # (done_at, task_id) heap
         self._created = 0
         self._fault_rolls = 0
+        self._poll_rolls = 0
         self._create_window = SlidingWindow(self.config.create_limit, self.config.create_window)
         self._poll_window = SlidingWindow(self.config.poll_limit, self.config.poll_window)
         self.callbacks = CallbackSender(
@@ -139,17 +164,16 @@ class Simulator:
             if problem is not None:
                 self._log_create(now, "422", body, 200)
                 return Reply(422, problem)
-            # One roll per well-formed request, split between the three create faults.
+            # One roll per well-formed request, split between the create faults.
             faults = self.config.faults
             roll = unit(self.config.seed, "create", self._fault_rolls)
             self._fault_rolls += 1
-            if roll < faults.create_500:
-                self._log_create(now, "500", body, 200)
-                return Reply(500, "Server Error - an unexpected error occurred (simulated)")
-            if roll < faults.create_500 + faults.create_455:
-                self._log_create(now, "455", body, 200)
-                return Reply(455, "Service unavailable: under maintenance (simulated)")
-            lost = roll < faults.create_500 + faults.create_455 + faults.lost_reply
+            fault = faults.create_fault(roll)
+            if isinstance(fault, int):  # create_500, create_455, create_errors
+                reply = injected_error(fault, faults.error_style)
+                self._log_create(now, str(fault), body, reply.http_status)
+                return reply
+            lost = fault == "lost_reply"
             spec = self.catalog.models[body["model"]]
             from .._catalog import estimate_credits
 
@@ -162,7 +186,10 @@ class Simulator:
             self._log_create(now, outcome, body, status, task_id=task.task_id, credits=price)
         if task.callback_url:
             self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
-        return Reply(200, "success", {"taskId": task.task_id}, drop=lost)
+        data = {"taskId": task.task_id}
+        if "extra_fields" in self.config.faults.quirks:
+            data["recordId"] = f"rec_{task.task_id[:12]}"  # the documented variant
+        return Reply(200, "success", data, drop=lost)
 
     def _check_body(self, body: dict[str, Any]) -> str | None:
         """The 422 message for a bad body, naming the field; None when it is fine."""
@@ -259,16 +286,24 @@ class Simulator:
                 self._log(now, "poll", "429", task_id, 429)
                 cfg = self.config
                 return rate_limited(wait, "recordInfo", cfg.poll_limit, cfg.poll_window)
+            faults = self.config.faults
+            if faults.poll_errors:
+                code = faults.poll_fault(unit(self.config.seed, "poll", self._poll_rolls))
+                self._poll_rolls += 1
+                if code is not None:
+                    reply = injected_error(code, faults.error_style)
+                    self._log(now, "poll", str(code), task_id, reply.http_status)
+                    return reply
             if not task_id:
                 self._log(now, "poll", "400", None)
                 return Reply(400, "taskId is required")
             task = self._tasks.get(task_id)
-            if task is None or now - task.created_at < self.config.faults.poll_404_seconds:
+            if task is None or now - task.created_at < faults.poll_404_seconds:
                 self._log(now, "poll", "404", task_id)
                 return Reply(404, _NOT_FOUND)
             data = task.record(now)
-            self._log(now, "poll", data["state"], task_id)
-            return Reply(200, "success", data)
+            self._log(now, "poll", data["state"], task_id)  # the real state, quirks or not
+            return Reply(200, "success", _quirky_record(data, faults.quirks))
 
     def _log(
         self, now: float, kind: EventKind, outcome: str, task_id: str | None, status: int = 200

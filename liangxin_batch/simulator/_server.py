@@ -31,7 +31,10 @@ _STOP_TIMEOUT = 10.0
 
 def _bind(host: str, port: int) -> tuple[socket.socket, str]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns on TCP_NODELAY only for accepted sockets whose
+    # proto says TCP. Without it Nagle holds each answer's body behind its headers until
+    # the client's delayed ACK: ~40 ms added to every request over loopback.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
