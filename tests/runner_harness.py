@@ -114,6 +114,28 @@ class SimEnv:
             await client.aclose()
             store.close()
 
+    async def run_library(
+        self,
+        out: Path,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        settings: RunSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> RunSummary:
+        """One whole `run_batch_async` (sync, run, downloads, reports) against this simulator."""
+        from liangxin_batch._run import run_batch_async
+
+        return await run_batch_async(
+            records,
+            out_dir=out,
+            catalog=default_catalog(),
+            settings=settings,
+            api_key=self.config.api_key,
+            base_url="http://sim",
+            transport=transport or httpx.ASGITransport(app=self.app),
+            download_transport=httpx.ASGITransport(app=self.app),
+        )
+
 
 def in_virtual_time(main: Callable[[], Any]) -> Any:
     return run_virtual(main)

@@ -9,10 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from liangxin_batch._catalog import default_catalog
 from liangxin_batch._errors import ConfigError
 from liangxin_batch._lock import RunLock
-from liangxin_batch._run import run_batch_async
 from liangxin_batch._settings import RunSettings
 from liangxin_batch._store import StateStore
 from liangxin_batch._sync import sync_jobs
@@ -118,16 +116,7 @@ def test_downloads_go_on_after_credits_run_out(tmp_path: Path) -> None:
 
     async def main() -> tuple[object, SimEnv]:
         env = SimEnv(SimConfig(api_key=KEY, credits=6))
-        summary = await run_batch_async(
-            records_for(jobs),
-            out_dir=tmp_path,
-            catalog=default_catalog(),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=env.app),
-            download_transport=httpx.ASGITransport(app=env.app),
-        )
-        return summary, env
+        return await env.run_library(tmp_path, records_for(jobs)), env
 
     summary, env = in_virtual_time(main)
     created = len(env.sim.ledger.creates())
@@ -143,16 +132,7 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(
     jobs = make_jobs(3)
 
     async def run() -> object:
-        env = SimEnv()
-        return await run_batch_async(
-            records_for(jobs),
-            out_dir=tmp_path,
-            catalog=default_catalog(),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=env.app),
-            download_transport=httpx.ASGITransport(app=env.app),
-        )
+        return await SimEnv().run_library(tmp_path, records_for(jobs))
 
     with RunLock(tmp_path), pytest.raises(ConfigError, match="in use by another run"):
         in_virtual_time(run)
@@ -222,19 +202,11 @@ def test_a_max_credits_refusal_leaves_retry_flags_unapplied(tmp_path: Path) -> N
 
     async def main() -> None:
         env = SimEnv()
-        for settings, transport in (
-            (RunSettings(), Rewrite(httpx.ASGITransport(app=env.app), gateway)),
-            (RunSettings(resubmit_unknown=True, max_credits=0.5), None),
-        ):
-            await run_batch_async(
-                records_for(make_jobs(3)),
-                out_dir=tmp_path,
-                catalog=default_catalog(),
-                settings=settings,
-                api_key=KEY,
-                base_url="http://sim",
-                transport=transport or httpx.ASGITransport(app=env.app),
-            )
+        records = records_for(make_jobs(3))
+        gateway_errors = Rewrite(httpx.ASGITransport(app=env.app), gateway)
+        await env.run_library(tmp_path, records, transport=gateway_errors)
+        settings = RunSettings(resubmit_unknown=True, max_credits=0.5)
+        await env.run_library(tmp_path, records, settings=settings)
 
     with pytest.raises(ConfigError, match="max-credits"):
         in_virtual_time(main)

@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from liangxin_batch._catalog import default_catalog
 from liangxin_batch._errors import StateError
-from liangxin_batch._run import run_batch_async
 from liangxin_batch._settings import RunSettings
 from liangxin_batch._store import StateStore
 from liangxin_batch._summary import RunSummary
-from tests.runner_harness import KEY, SimEnv, in_virtual_time
+from tests.runner_harness import SimEnv, in_virtual_time
 
 
 def rows(*prompts: str) -> list[dict[str, Any]]:
@@ -31,18 +27,7 @@ def runs(out: Path, *manifests: tuple[list[dict[str, Any]], RunSettings]) -> lis
         results: list[Any] = []
         for records, settings in manifests:
             try:
-                results.append(
-                    await run_batch_async(
-                        records,
-                        out_dir=out,
-                        catalog=default_catalog(),
-                        settings=settings,
-                        api_key=KEY,
-                        base_url="http://sim",
-                        transport=httpx.ASGITransport(app=env.app),
-                        download_transport=httpx.ASGITransport(app=env.app),
-                    )
-                )
+                results.append(await env.run_library(out, records, settings=settings))
             except StateError as err:
                 results.append(err)
         results.append(env.sim.ledger)
