@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from ._settings import RunSettings
 from ._store import StateStore
 from ._summary import RunSummary
 from ._sync import JobLike, SyncReport, sync_jobs
+
+#: Where --allow-changed moves the files of finished jobs that start over.
+SUPERSEDED_DIR = "superseded"
 
 __all__ = [
     "CallbackOptions",
@@ -164,67 +168,91 @@ async def run_batch_async(
         file_layout.check_columns({k for job in jobs() for k in job.columns})
     # The client is built before anything is written, so a missing key costs nothing.
     client = LiangXinClient(api_key=api_key, base_url=base_url, transport=transport)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
         out.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out).__enter__()  # before the state is opened: one run per folder
+        stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
+        store = StateStore.in_dir(out)
+        stack.callback(store.close)
+        stack.enter_context(_run_log(out))
+        sync = sync_jobs(store, jobs(), allow_changed=settings.allow_changed)
+        _remember_manifest(store, manifest, observer, sync)
+        _set_aside_superseded(out, sync, observer)
+        # A Ctrl-C that came during the (synchronous) validation and sync lands here,
+        # before anything changes state beyond the sync, which committed whole.
+        await asyncio.sleep(0)
+        if callbacks is not None:
+            settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
+        downloader = Downloader(
+            store=store,
+            out_dir=out,
+            client=client,
+            layout=file_layout,
+            observer=observer,
+            concurrency=settings.download_concurrency,
+            max_file_size=settings.max_file_size,
+            transport=download_transport,
+        )
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=catalog,
+            settings=settings,
+            observer=observer,
+            on_succeeded=downloader.handle,
+        )
+        # Only Ctrl-C halts downloads: after a 402 the results already paid for are
+        # still fetched before their URLs expire.
+        downloader.stopping = lambda: runner.interrupted
+        _check_budget(store, catalog, settings)
+        if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
+            handle.attach(runner)
+        downloader.prepare()
+        runner.prepare()
+        total, done = _progress_counts(store)
+        observer.start(total=total, done=done)
+        started = time.monotonic()
         try:
-            store = StateStore.in_dir(out)
-        except BaseException:
-            lock.__exit__(None, None, None)
-            raise
-        log_handler = _attach_run_log(out)
-        try:
-            sync = sync_jobs(store, jobs(), allow_changed=settings.allow_changed)
-            _remember_manifest(store, manifest, observer, sync)
-            if callbacks is not None:
-                settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
-            downloader = Downloader(
-                store=store,
-                out_dir=out,
-                client=client,
-                layout=file_layout,
-                observer=observer,
-                concurrency=settings.download_concurrency,
-                max_file_size=settings.max_file_size,
-                transport=download_transport,
+            if callbacks is None:
+                return await runner.run()
+            return await _run_with_callbacks(
+                runner, client, store, callbacks, observer, receiver_ready
             )
-            runner = Runner(
-                store=store,
-                client=client,
-                catalog=catalog,
-                settings=settings,
-                observer=observer,
-                on_succeeded=downloader.handle,
-            )
-            # Only Ctrl-C halts downloads: after a 402 the results already paid for are
-            # still fetched before their URLs expire.
-            downloader.stopping = lambda: runner.interrupted
-            _check_budget(store, catalog, settings)
-            downloader.prepare()
-            runner.prepare()
-            total, done = _progress_counts(store)
-            observer.start(total=total, done=done)
-            if handle is not None:
-                handle.attach(runner)
-            started = time.monotonic()
-            try:
-                if callbacks is None:
-                    return await runner.run()
-                return await _run_with_callbacks(
-                    runner, client, store, callbacks, observer, receiver_ready
-                )
-            finally:
-                await downloader.aclose()
-                # Reports are written at the end of every run, interrupted ones included.
-                _write_reports(out, store, observer, time.monotonic() - started)
-                observer.close()
         finally:
-            logging.getLogger(_pkg).removeHandler(log_handler)
-            log_handler.close()
-            store.close()
-            lock.__exit__(None, None, None)
+            await downloader.aclose()
+            # Reports are written at the end of every run, interrupted ones included.
+            _write_reports(out, store, observer, time.monotonic() - started)
+            observer.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _run_log(out_dir: Path) -> Iterator[None]:
+    handler = _attach_run_log(out_dir)
+    try:
+        yield
     finally:
-        await client.aclose()
+        logging.getLogger(_pkg).removeHandler(handler)
+        handler.close()
+
+
+def _set_aside_superseded(out: Path, sync: SyncReport, observer: Observer) -> None:
+    """--allow-changed starts finished jobs over: keep their old files, out of the way."""
+    moved = 0
+    for job_id, attempt, paths in sync.superseded:
+        for rel in paths:
+            source = out / rel
+            target = out / SUPERSEDED_DIR / job_id / f"attempt-{attempt}" / Path(rel).name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+                moved += 1
+            except OSError as err:
+                observer.message(f"{job_id}: could not set aside {rel} ({err}); it may be replaced")
+    if moved:
+        observer.message(
+            f"{moved} file(s) of jobs whose content changed kept under {SUPERSEDED_DIR}/"
+        )
 
 
 async def _run_with_callbacks(
@@ -285,9 +313,10 @@ def _remember_manifest(
     store.set_meta({"manifest": name, "last_run_at": str(time.time())})
     if sync.added and before is not None:
         observer.message(f"{sync.added} new job(s) added from the manifest")
-    if sync.changed:
+    started_over = len(sync.changed) - len(sync.deferred)
+    if started_over:
         observer.message(
-            f"{len(sync.changed)} job(s) changed content (--allow-changed): they start over"
+            f"{started_over} job(s) changed content (--allow-changed): they start over"
         )
     if sync.deferred:
         observer.message(

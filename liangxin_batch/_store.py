@@ -150,6 +150,19 @@ def _row_to_job(row: Sequence[Any]) -> JobRow:
     )
 
 
+#: States whose old content must finish before --allow-changed may start a job over.
+_KEEP_WHEN_CHANGED = frozenset(
+    s.value
+    for s in (
+        JobState.SUBMITTING,
+        JobState.SUBMITTED,
+        JobState.SUCCEEDED,
+        JobState.TIMED_OUT,
+        JobState.UNKNOWN,
+    )
+)
+
+
 class StateStore:
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop)."""
 
@@ -261,34 +274,43 @@ class StateStore:
                 [(*r, now) for r in rows],
             )
 
-    def replace_content(self, job_id: str, model: str, input_json: str, content_hash: str) -> bool:
+    def replace_content(
+        self, job_id: str, model: str, input_json: str, content_hash: str
+    ) -> tuple[int, list[str]] | None:
         """--allow-changed: the job starts over with new content (its history is kept).
 
-        False, and nothing changed, while a task of the old content is in flight: that task
-        finishes first, and the next run with --allow-changed starts the new content.
+        Returns the attempt it had and the paths of its files (the caller sets them aside;
+        their rows are dropped here). None, and nothing changed, while the old content
+        still has something live or paid for that only its state can reach: a task in
+        flight or timed out (it may still finish), a result not yet downloaded, or an
+        `unknown` submission a callback may still reconcile. Those finish first.
         """
         with self.transaction() as db:
-            changed = db.execute(
+            row = db.execute(
+                "SELECT state, attempt FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row[0] in _KEEP_WHEN_CHANGED:
+                return None
+            paths = [
+                r[0]
+                for r in db.execute(
+                    "SELECT path FROM files WHERE job_id = ? AND path IS NOT NULL ORDER BY n",
+                    (job_id,),
+                )
+            ]
+            db.execute("DELETE FROM files WHERE job_id = ?", (job_id,))
+            db.execute(
                 "UPDATE jobs SET model = ?, input_json = ?, content_hash = ?, state = 'pending',"
                 " task_id = NULL, result_urls = NULL, error_code = NULL, error_message = NULL,"
                 " submitted_at = NULL, completed_at = NULL, cost_time = NULL, finished_by = NULL,"
-                " polls = 0, updated_at = ? WHERE job_id = ? AND state NOT IN (?, ?)",
-                (
-                    model,
-                    input_json,
-                    content_hash,
-                    self._now(),
-                    job_id,
-                    JobState.SUBMITTING.value,
-                    JobState.SUBMITTED.value,
-                ),
-            ).rowcount
-            if changed:
-                db.execute(
-                    "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, 'pending', ?)",
-                    (self._now(), job_id, "content changed (--allow-changed): starts over"),
-                )
-        return bool(changed)
+                " polls = 0, updated_at = ? WHERE job_id = ?",
+                (model, input_json, content_hash, self._now(), job_id),
+            )
+            db.execute(
+                "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, 'note', ?)",
+                (self._now(), job_id, "content changed (--allow-changed): starts over"),
+            )
+        return int(row[1]), paths
 
     def forget_manifest_membership(self) -> None:
         """Before a manifest load: every job counts as absent until the load sees it."""

@@ -41,6 +41,8 @@ class SyncReport:
     changed: list[str] = field(default_factory=list)
     #: Changed, allowed, but a task of the old content is still in flight: next run.
     deferred: list[str] = field(default_factory=list)
+    #: Changed and started over: (job_id, its last attempt, the files it had).
+    superseded: list[tuple[str, int, list[str]]] = field(default_factory=list)
     removed: int = 0
 
 
@@ -72,7 +74,8 @@ def _refuse_changed(store: StateStore, report: SyncReport, allow_changed: bool) 
         raise StateError(
             f"{len(report.changed)} job(s) have the same id as in {store.path} but different "
             f"content: {shown}{more}. Give them new ids, use another --out folder, or pass "
-            "--allow-changed to run the new content (finished results are kept). Nothing was sent."
+            "--allow-changed to run the new content (earlier files are kept under superseded/). "
+            "Nothing was sent."
         )
 
 
@@ -91,10 +94,14 @@ def _apply(
             report.added += 1
         elif previous[0] != job.content_hash:
             report.changed.append(job.job_id)
-            if allow_changed and not store.replace_content(
-                job.job_id, job.model, input_json, job.content_hash
-            ):
-                report.deferred.append(job.job_id)
+            if allow_changed:
+                replaced = store.replace_content(
+                    job.job_id, job.model, input_json, job.content_hash
+                )
+                if replaced is None:
+                    report.deferred.append(job.job_id)
+                elif replaced[1]:
+                    report.superseded.append((job.job_id, *replaced))
         rows.append(
             (
                 job.job_id,

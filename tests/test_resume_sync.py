@@ -67,3 +67,21 @@ def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: P
     assert second.counts == {"done": 2}
     prompts = sorted(e.input["prompt"] for e in ledger.creates())
     assert prompts == ["B!", "a", "b", "c"], "j1 ran again with its new prompt; j2 ran once"
+    # The image paid for with the old prompt is kept, out of the way of the new one.
+    kept = list((tmp_path / "superseded" / "j1" / "attempt-1").iterdir())
+    assert [f.suffix for f in kept] == [".png"]
+    current = list((tmp_path / "outputs").rglob("j1*"))
+    assert len(current) == 1 and current[0].read_bytes() != kept[0].read_bytes()
+
+
+def test_allow_changed_waits_for_a_result_not_yet_downloaded(tmp_path: Path) -> None:
+    (first, _ledger) = runs(tmp_path, (rows("a"), RunSettings()))
+    assert first.counts == {"done": 1}
+    store = StateStore.in_dir(tmp_path)
+    try:  # as if the run had stopped between generation and download
+        store.update("j0", state="succeeded")
+        assert store.replace_content("j0", "z-image", "{}", "other-hash") is None
+        job = store.get("j0")
+        assert job is not None and job.result_urls, "the paid result is still reachable"
+    finally:
+        store.close()
