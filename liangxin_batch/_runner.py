@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class _Flight:
     hinted: bool = False
     #: When the next poll is due; heap entries with another time are stale and skipped,
     #: so a task never has two polling chains.
-    due: float = 0.0
+    due: float = math.inf
 
 
 class Runner:
@@ -173,8 +174,13 @@ class Runner:
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
-            for task in (submitter, poller):
+            # Normally nothing is left; after a cancellation (Ctrl-C before the runner's
+            # own handlers, or a caller's cancel) spawned calls must not outlive the run.
+            leftover = [t for t in (submitter, poller, *self._tasks) if not t.done()]
+            for task in leftover:
                 task.cancel()
+            if leftover:
+                await asyncio.gather(*leftover, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
         return self._summary(time.monotonic() - started)
@@ -439,6 +445,10 @@ class Runner:
 
     def _schedule(self, flight: _Flight, delay: float) -> None:
         due = asyncio.get_running_loop().time() + delay
+        if flight.due <= due:
+            # An entry is already waiting (flight.due is inf while none is: see _poll_loop)
+            # and comes no later, e.g. a callback's hint queued behind the limiter: keep it.
+            return
         flight.due = due
         heapq.heappush(self._heap, (due, next(self._seq), flight.task_id))
         self._wake.set()
@@ -472,11 +482,15 @@ class Runner:
             flight = self._flights.get(task_id)
             if flight is None or flight.due != due:
                 continue  # finished, or rescheduled (a callback hint moved it earlier)
+            flight.due = math.inf  # being polled: the next _schedule sets the next time
             await self._poll_limiter.acquire()
             await self._poll_gate.acquire()
             if self._interrupted or self._failure is not None:
                 self._poll_gate.release()
                 return
+            if self._flights.get(task_id) is not flight:  # a callback finished it meanwhile
+                self._poll_gate.release()
+                continue
             self._spawn(self._poll_one(flight))
 
     async def _poll_one(self, flight: _Flight) -> None:
@@ -496,6 +510,8 @@ class Runner:
         await self.apply_record(flight.job_id, record, finished_by=finished_by)
 
     async def _poll_failed(self, flight: _Flight, err: LiangXinError) -> None:
+        if self._flights.get(flight.task_id) is not flight:
+            return  # finished meanwhile (a callback, or a concurrent poll)
         if isinstance(err, APIError) and err.fatal:
             # The key or account is refused for reads too: nothing more to learn in this
             # run. The task stays `submitted`; the next run polls it again.
@@ -516,6 +532,8 @@ class Runner:
         self._schedule(flight, 30.0 * self.settings.poll_scale)
 
     async def _not_found(self, flight: _Flight) -> None:
+        if self._flights.get(flight.task_id) is not flight:
+            return  # finished meanwhile (a callback, or a concurrent poll)
         age = asyncio.get_running_loop().time() - flight.submitted_mono
         flight.polls += 1
         self._polls += 1

@@ -229,3 +229,65 @@ def test_task_timeout_then_resume_polls_again(tmp_path: Path) -> None:
     assert second.polls >= 15, "each task was polled for a fresh 30 s, not once"  # type: ignore[attr-defined]
     assert third.counts == {"succeeded": 5}  # type: ignore[attr-defined]
     assert len(env.sim.ledger.creates()) == 5
+
+
+def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -> None:
+    """A's hint waits behind B at the poll limiter while A's earlier poll answers
+    "generating" and reschedules A for later: the hint's poll must still come first."""
+    import time as wall
+
+    from liangxin_batch._catalog import default_catalog
+    from liangxin_batch._envelope import TaskRecord, TaskState
+    from liangxin_batch._lifecycle import JobState
+    from liangxin_batch._runner import Runner
+    from liangxin_batch._store import StateStore
+    from liangxin_batch._sync import sync_jobs
+
+    class SlowClient:
+        def __init__(self) -> None:
+            self.done: set[str] = set()
+            self.calls: list[tuple[float, str]] = []
+
+        async def get_task(self, task_id: str) -> TaskRecord:
+            self.calls.append((asyncio.get_running_loop().time(), task_id))
+            finished = task_id in self.done
+            await asyncio.sleep(0.5)  # the answer is on its way when the callback comes
+            return TaskRecord(
+                task_id=task_id,
+                state=TaskState.SUCCESS if finished else TaskState.GENERATING,
+                result_urls=("http://x/1.png",) if finished else (),
+            )
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        store = StateStore.in_dir(tmp_path)
+        jobs = make_jobs(2, models=("kling-3.0/video",))
+        sync_jobs(store, jobs, allow_changed=False)
+        now = wall.time()
+        for job, task_id in zip(jobs, ("A", "B"), strict=True):
+            store.update(job.job_id, state=JobState.SUBMITTED, task_id=task_id, submitted_at=now)
+        client = SlowClient()
+        runner = Runner(
+            store=store,
+            client=client,  # type: ignore[arg-type]
+            catalog=default_catalog(),
+            settings=RunSettings(poll_limit=1, poll_window=2.0),
+        )
+        run = asyncio.create_task(runner.run())
+        while not client.calls:  # the first poll has started; the other waits 2 s for its turn
+            await asyncio.sleep(0.05)
+        first = client.calls[0][1]
+        client.done.add(first)
+        hinted_at = loop.time()
+        assert runner.poll_now(first)
+        while runner.has_flight(first):
+            await asyncio.sleep(0.05)
+        waited = loop.time() - hinted_at
+        runner.interrupt()
+        await run
+        store.close()
+        return waited
+
+    waited = in_virtual_time(main)
+    # Two limiter turns (the other task's, then the hint's) and one answer: about 4.5 s.
+    assert waited < 5.0, f"the hint's poll was dropped: finished {waited:.1f}s after the callback"
