@@ -47,7 +47,7 @@ class _Group(click.Group):
             click.echo(f"error: {redact(str(err))}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:  # before a run started (a run handles Ctrl-C itself)
-            click.echo("\ninterrupted before anything was sent; the state is unchanged", err=True)
+            click.echo("\ninterrupted before anything was sent", err=True)
             sys.exit(EXIT_INTERRUPTED)
 
 
