@@ -11,8 +11,14 @@ from typing import Any
 
 import click
 
-from ._cli_options import manifest_arg, max_in_flight_opt, model_opt, rate_opt
-from ._errors import ConfigError
+from ._cli_options import (
+    base_url_opt,
+    manifest_arg,
+    max_in_flight_opt,
+    model_opt,
+    parse_rate_flag,
+    rate_opt,
+)
 
 __all__ = ["fetch_balance", "register"]
 
@@ -88,9 +94,7 @@ def fetch_balance(base_url: str | None) -> int:
     is_flag=True,
     help="Read the account's credits and say whether they cover the estimate.",
 )
-@click.option(
-    "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."
-)
+@base_url_opt
 @_max_problems_opt
 @click.pass_obj
 def plan_command(
@@ -109,12 +113,9 @@ def plan_command(
     duration at --rate and --max-in-flight, and where outputs would land. Nothing is sent
     (--check-balance only reads the balance)."""
     from ._manifest import validate_manifest
-    from ._plan import check_budget, format_plan, make_plan, parse_rate
+    from ._plan import check_budget, format_plan, make_plan
 
-    try:
-        limit, window = parse_rate(rate)
-    except ConfigError as err:
-        raise ConfigError(f"--rate: {err}") from None
+    limit, window = parse_rate_flag(rate, "--rate")
     report = validate_manifest(
         manifest, catalog=cli.catalog, default_model=default_model, max_problems=max_problems
     )

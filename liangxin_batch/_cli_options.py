@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-__all__ = ["manifest_arg", "max_in_flight_opt", "model_opt", "rate_opt"]
+from ._errors import ConfigError
+
+__all__ = [
+    "base_url_opt",
+    "manifest_arg",
+    "max_in_flight_opt",
+    "model_opt",
+    "parse_rate_flag",
+    "rate_opt",
+]
 
 manifest_arg = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -22,3 +31,16 @@ max_in_flight_opt = click.option(
     type=click.IntRange(1),
     help="Tasks submitted and not yet finished.",
 )
+base_url_opt = click.option(
+    "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."
+)
+
+
+def parse_rate_flag(text: str, flag: str) -> tuple[int, float]:
+    """`20/10s` -> (20, 10.0); a ConfigError that names the flag otherwise."""
+    from ._plan import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ConfigError as err:
+        raise ConfigError(f"{flag}: {err}") from None

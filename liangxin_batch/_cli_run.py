@@ -16,7 +16,15 @@ from typing import Any
 
 import click
 
-from ._cli_options import manifest_arg, max_in_flight_opt, model_opt, rate_opt
+from ._cli_options import (
+    base_url_opt,
+    manifest_arg,
+    max_in_flight_opt,
+    model_opt,
+    parse_rate_flag,
+    rate_opt,
+)
+from ._cli_sim import DEFAULT_SIM_KEY as SIM_API_KEY
 from ._download import parse_size
 from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
@@ -26,18 +34,6 @@ from ._status import format_status, read_status
 from ._summary import RunSummary
 
 __all__ = ["format_summary", "register"]
-
-SIM_API_KEY = "sk-sim-local"
-
-
-def _parse_rate(text: str, flag: str) -> tuple[int, float]:
-    from ._plan import parse_rate
-
-    try:
-        limit, window = parse_rate(text)
-        return int(limit), float(window)
-    except ConfigError as err:
-        raise ConfigError(f"{flag}: {err}") from None
 
 
 @contextlib.contextmanager
@@ -262,9 +258,7 @@ def register(group: click.Group) -> None:
     type=click.FloatRange(min=0),
     help="Refuse to start when the estimate exceeds this.",
 )
-@click.option(
-    "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."
-)
+@base_url_opt
 @click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no account).")
 @click.option(
     "--sim-latency-scale",
@@ -338,8 +332,8 @@ def run_command(
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
     callbacks = _callback_options(callback_url, listen, webhook_hmac_key)
-    create_limit, create_window = _parse_rate(rate, "--rate")
-    poll_limit, poll_window = _parse_rate(poll_rate, "--poll-rate")
+    create_limit, create_window = parse_rate_flag(rate, "--rate")
+    poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,

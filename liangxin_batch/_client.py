@@ -256,9 +256,7 @@ class LiangXinClient:
             response = await self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
             raise NotSentError(self._describe(path, err)) from None
-        except httpx.TransportError as err:
-            raise AmbiguousError(self._describe(path, err)) from None
-        except httpx.HTTPError as err:  # e.g. a body that fails to decode: it was sent
+        except httpx.HTTPError as err:  # a read timeout, a dropped or undecodable answer
             raise AmbiguousError(self._describe(path, err)) from None
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
         return check_envelope(response.status_code, response.content, retry_after=retry_after)

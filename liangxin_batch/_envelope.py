@@ -201,12 +201,8 @@ def check_envelope(
     if ok_status and code == 200:
         return envelope.get("data")
     effective = code if code is not None and code != 200 else http_status
-    return _raise(effective, str(message) or f"HTTP {http_status}", http_status, retry_after)
+    raise _error(effective, str(message) or f"HTTP {http_status}", http_status, retry_after)
 
 
 def _error(code: int, message: str, http_status: int, retry_after: float | None) -> APIError:
     return api_error_for(code, message, http_status=http_status, retry_after=retry_after)
-
-
-def _raise(code: int, message: str, http_status: int, retry_after: float | None) -> Any:
-    raise _error(code, message, http_status, retry_after)

@@ -24,9 +24,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
-from PIL import Image, ImageOps
-
 from ._layout import slugify
 from ._lifecycle import JobState
 from ._report import (
@@ -127,6 +124,8 @@ def _thumb_name(job_id: str, n: int) -> str:
 
 def _make_thumb(source: Path, target: Path) -> bool:
     """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable."""
+    from PIL import Image, ImageOps  # imported when a report is written, not at CLI start
+
     try:
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
             return True
@@ -155,6 +154,8 @@ def _media(job: JobRow, files: Sequence[FileRecord], out_dir: Path) -> list[tupl
 
 
 def _render(context: Mapping[str, Any]) -> str:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("liangxin_batch", "templates"),
         autoescape=True,  # every value is user text until proven otherwise

@@ -18,7 +18,14 @@ from enum import Enum, StrEnum
 
 from ._errors import APIError, LiangXinError, NotSentError, RateLimitedError
 
-__all__ = ["CreateDecision", "CreateVerdict", "JobState", "decide_create_failure"]
+__all__ = [
+    "CreateDecision",
+    "CreateVerdict",
+    "JobState",
+    "decide_create_failure",
+    "refetch_only",
+    "retry_states",
+]
 
 
 class JobState(StrEnum):
@@ -31,10 +38,6 @@ class JobState(StrEnum):
     TIMED_OUT = "timed_out"
     DONE = "done"
     DOWNLOAD_FAILED = "download_failed"
-
-    @property
-    def in_flight(self) -> bool:
-        return self in (JobState.SUBMITTING, JobState.SUBMITTED)
 
     @property
     def final(self) -> bool:
@@ -97,3 +100,16 @@ def decide_create_failure(err: LiangXinError, *, tries: int, window: float) -> C
 def backoff(tries: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Exponential backoff without jitter; the limiter spreads callers anyway."""
     return float(min(cap, base * 2 ** max(0, tries - 1)))
+
+
+def retry_states(*, retry_failed: bool, resubmit_unknown: bool) -> list[JobState]:
+    """The states that --retry-failed / --resubmit-unknown send again."""
+    states = [JobState.UNKNOWN] if resubmit_unknown else []
+    if retry_failed:
+        states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
+    return states
+
+
+def refetch_only(state: JobState, task_id: str | None, result_urls: object) -> bool:
+    """A retried job whose generation was paid for and succeeded: fetch files, no new task."""
+    return state is JobState.DOWNLOAD_FAILED and bool(task_id) and bool(result_urls)

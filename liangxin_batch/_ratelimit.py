@@ -101,8 +101,3 @@ class SlidingWindowLimiter:
             self._slowed_at = now
             self.limit = max(1, int(self.limit * factor))
         return self.limit
-
-    @property
-    def admitted(self) -> int:
-        """Admissions still inside the current window (for status displays)."""
-        return len(self._times)

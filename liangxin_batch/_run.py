@@ -26,7 +26,7 @@ from ._download import Downloader
 from ._errors import ConfigError, LiangXinBatchError, ManifestError
 from ._gallery import write_report_html
 from ._layout import Layout
-from ._lifecycle import JobState
+from ._lifecycle import JobState, refetch_only, retry_states
 from ._lock import RunLock
 from ._progress import NullObserver, Observer
 from ._report import write_results_csv
@@ -345,14 +345,12 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
         return
     # Checked before --retry-failed/--resubmit-unknown change any state, so a refusal
     # leaves the state exactly as it was; the jobs those flags would send are counted.
-    states = [JobState.PENDING]
-    if settings.resubmit_unknown:
-        states.append(JobState.UNKNOWN)
-    if settings.retry_failed:
-        states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
+    again = retry_states(
+        retry_failed=settings.retry_failed, resubmit_unknown=settings.resubmit_unknown
+    )
     todo = 0.0
-    for job in store.iter_jobs(states, in_manifest=True):
-        if job.state is JobState.DOWNLOAD_FAILED and job.task_id and job.result_urls:
+    for job in store.iter_jobs([JobState.PENDING, *again], in_manifest=True):
+        if refetch_only(job.state, job.task_id, job.result_urls):
             continue  # only fetched again: no new task
         spec = catalog.get(job.model)
         if spec is not None:
@@ -366,7 +364,7 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
 
 
 def _progress_counts(store: StateStore) -> tuple[int, int]:
-    counts = {k[0]: v for k, v in store.counts().items()}
+    counts = store.counts()
     total = sum(counts.values())
     done = sum(counts.get(s.value, 0) for s in JobState if s.final)
     return total, done

@@ -25,12 +25,18 @@ from ._errors import (
     LiangXinError,
     NotFoundError,
 )
-from ._lifecycle import CreateVerdict, JobState, decide_create_failure
+from ._lifecycle import (
+    CreateVerdict,
+    JobState,
+    decide_create_failure,
+    refetch_only,
+    retry_states,
+)
 from ._progress import NullObserver, Observer, logger
 from ._ratelimit import EPSILON, SlidingWindowLimiter
 from ._schedule import PollSchedule
 from ._settings import RunSettings
-from ._store import JobRow, StateStore
+from ._store import JobRow, StateStore, billed_credits
 from ._summary import RunSummary
 
 __all__ = ["RunSummary", "Runner"]
@@ -49,9 +55,8 @@ FinishHook = Callable[[JobRow], Awaitable[None]]
 class _Flight:
     """What the poller keeps in memory for one submitted task."""
 
-    job_id: str
+    job: JobRow  # as it was when submitted: its input and ids do not change while in flight
     task_id: str
-    model: str
     attempt: int
     submitted_mono: float
     schedule: PollSchedule
@@ -63,6 +68,14 @@ class _Flight:
     #: When the next poll is due; heap entries with another time are stale and skipped,
     #: so a task never has two polling chains.
     due: float = math.inf
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    @property
+    def model(self) -> str:
+        return self.job.model
 
 
 class Runner:
@@ -197,11 +210,9 @@ class Runner:
                 event="interrupted during createTask: parked as unknown",
             )
             self.store.end_attempt(job.job_id, job.attempt, "unknown")
-        retry_states = [JobState.UNKNOWN] if s.resubmit_unknown else []
-        if s.retry_failed:
-            retry_states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
-        for job in self.store.iter_jobs(retry_states, in_manifest=True):
-            if job.state is JobState.DOWNLOAD_FAILED and job.task_id and job.result_urls:
+        again = retry_states(retry_failed=s.retry_failed, resubmit_unknown=s.resubmit_unknown)
+        for job in self.store.iter_jobs(again, in_manifest=True):
+            if refetch_only(job.state, job.task_id, job.result_urls):
                 # The generation was paid for and succeeded: fetch the files again, no more.
                 self.store.update(job.job_id, state=JobState.SUCCEEDED, event="retry download")
                 continue
@@ -432,9 +443,8 @@ class Runner:
         typical = spec.typical_seconds if spec else 30.0
         kind = spec.kind if spec else "image"
         flight = _Flight(
-            job_id=job.job_id,
+            job=job,
             task_id=task_id,
-            model=job.model,
             attempt=job.attempt if attempt is None else attempt,
             submitted_mono=submitted_mono,
             schedule=PollSchedule(typical_seconds=typical, scale=self.settings.poll_scale),
@@ -585,9 +595,7 @@ class Runner:
                 return
         await self._give_slot()
         if record.state is TaskState.SUCCESS and record.result_urls and self.on_succeeded:
-            job = self.store.get(job_id)
-            if job is not None:
-                self._spawn(self.on_succeeded(job))
+            self._spawn(self.on_succeeded(flight.job))  # the hook reads the job's current row
 
     def _finish(
         self,
@@ -606,8 +614,7 @@ class Runner:
             if credits is None and state is JobState.SUCCEEDED:
                 spec = self.catalog.get(flight.model)
                 if spec is not None:
-                    row = self.store.get(flight.job_id)
-                    credits = estimate_credits(spec, row.input if row else {})
+                    credits = estimate_credits(spec, flight.job.input)
             fields.update(
                 result_urls=record.result_urls,
                 credits=credits if state is JobState.SUCCEEDED else 0.0,
@@ -660,23 +667,17 @@ class Runner:
     def _summary(self, wall: float) -> RunSummary:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
         # are not part of this batch's outcome.
-        counts = {k[0]: v for k, v in self.store.counts(in_manifest=True).items()}
-        db = self.store.db
-        credits = db.execute(
-            "SELECT COALESCE(SUM(credits), 0) FROM jobs"
-            " WHERE state IN ('succeeded', 'done', 'download_failed')"
-        ).fetchone()[0]
+        counts = self.store.counts(in_manifest=True)
         unknown = [
             r[0]
-            for r in db.execute(
+            for r in self.store.db.execute(
                 "SELECT job_id FROM jobs WHERE state = 'unknown' AND in_manifest = 1"
                 " ORDER BY idx LIMIT 50"
             )
         ]
-        removed = db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0]
         return RunSummary(
             counts=counts,
-            credits=float(credits),
+            credits=billed_credits(self.store.db),
             wall_seconds=wall,
             stopped_reason=self._stop_reason,
             interrupted=self._interrupted,
@@ -684,6 +685,6 @@ class Runner:
             polls=self._polls,
             tasks_finished=self._finished_tasks,
             finished_by_callback=self._finished_by_callback,
-            removed_jobs=removed,
+            removed_jobs=self.store.removed_count(),
             downloads=self.on_succeeded is not None,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from ._errors import StateError
 from ._lifecycle import JobState
 from ._report import report_status
-from ._store import STATE_FILE
+from ._store import STATE_FILE, billed_credits
 
 __all__ = ["StatusReport", "format_status", "read_status"]
 
@@ -59,11 +59,7 @@ def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
             " WHERE kind IN ('failed', 'unknown', 'timed_out', 'pending', 'download_failed')"
             " ORDER BY id DESC LIMIT 5"
         ).fetchall()
-        credits = db.execute(
-            # Billed: every generation that succeeded, its files fetched or not.
-            "SELECT COALESCE(SUM(credits), 0) FROM jobs"
-            " WHERE state IN ('succeeded', 'done', 'download_failed')"
-        ).fetchone()[0]
+        credits = billed_credits(db)
         finished_by = dict(
             db.execute(
                 "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"

@@ -19,7 +19,7 @@ from typing import Any
 from ._errors import StateError
 from ._lifecycle import JobState
 
-__all__ = ["MIGRATIONS", "JobRow", "StateStore"]
+__all__ = ["BILLED_STATES", "MIGRATIONS", "JobRow", "StateStore", "billed_credits"]
 
 STATE_FILE = "state.db"
 
@@ -161,6 +161,19 @@ _KEEP_WHEN_CHANGED = frozenset(
         JobState.UNKNOWN,
     )
 )
+
+
+#: Billed: every generation that succeeded, its files fetched or not.
+BILLED_STATES = ("succeeded", "done", "download_failed")
+
+
+def billed_credits(db: sqlite3.Connection) -> float:
+    """Credits of the generations that succeeded (the service charged them)."""
+    marks = ",".join("?" * len(BILLED_STATES))
+    row = db.execute(
+        f"SELECT COALESCE(SUM(credits), 0) FROM jobs WHERE state IN ({marks})", BILLED_STATES
+    ).fetchone()
+    return float(row[0])
 
 
 class StateStore:
@@ -356,15 +369,14 @@ class StateStore:
                 yield _row_to_job(row)
             last = rows[-1][1]
 
-    def counts(
-        self, by: str = "state", *, in_manifest: bool | None = None
-    ) -> dict[tuple[str, ...], int]:
-        cols = {"state": "state", "model": "model, state"}[by]
+    def counts(self, *, in_manifest: bool | None = None) -> dict[str, int]:
+        """Jobs per state (only those in, or out of, the manifest when asked)."""
         where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
-        return {
-            tuple(r[:-1]): r[-1]
-            for r in self.db.execute(f"SELECT {cols}, COUNT(*) FROM jobs {where} GROUP BY {cols}")
-        }
+        return dict(self.db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state"))
+
+    def removed_count(self) -> int:
+        """Jobs in the state that the manifest no longer has."""
+        return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0])
 
     # -- transitions (each one committed before returning) ---------------------------
 
@@ -430,18 +442,3 @@ class StateStore:
                 "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
                 (self._now(), job_id, kind, detail),
             )
-
-    def recent_events(self, limit: int = 10) -> list[tuple[float, str | None, str, str]]:
-        return list(
-            self.db.execute(
-                "SELECT at, job_id, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
-            )
-        )
-
-    def attempts(self, job_id: str) -> list[tuple[int, str | None, str]]:
-        return list(
-            self.db.execute(
-                "SELECT attempt, task_id, outcome FROM attempts WHERE job_id = ? ORDER BY attempt",
-                (job_id,),
-            )
-        )

@@ -53,7 +53,7 @@ def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool
     exactly as the last run left it.
     """
     report = SyncReport()
-    with store.transaction() as db:
+    with store.transaction():
         store.forget_manifest_membership()
         batch: list[JobLike] = []
         for job in jobs:
@@ -62,7 +62,7 @@ def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool
                 _apply(store, batch, allow_changed, report)
                 batch = []
         _apply(store, batch, allow_changed, report)
-        report.removed = db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0]
+        report.removed = store.removed_count()
         _refuse_changed(store, report, allow_changed)
     return report
 

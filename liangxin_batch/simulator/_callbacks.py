@@ -73,10 +73,6 @@ class CallbackSender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     async def _deliver_when_due(self, task_id: str, due: float) -> None:
         while (remaining := due - self._clock()) > 0:
             await asyncio.sleep(remaining if self._wall_clock else min(remaining, _TICK))

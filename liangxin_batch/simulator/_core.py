@@ -34,7 +34,7 @@ from ._config import SimConfig
 from ._files import FILE_PATH, FileServe, FileStore
 from ._ledger import EventKind, Ledger, LedgerEvent
 from ._limits import SlidingWindow
-from ._reply import Reply, injected_error, rate_limited
+from ._reply import ERROR_MESSAGES, Reply, injected_error, rate_limited
 from ._tasks import SimTask, output_shape, unit
 
 if TYPE_CHECKING:
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["INVALID_JSON", "Simulator"]
 
 INVALID_JSON: Any = object()  # stands for a request body that is not JSON
-_NO_CREDITS = "The current credits are insufficient. Please top up."
-_NOT_FOUND = "The task does not exist or has not been created yet."
+_NO_CREDITS = ERROR_MESSAGES[402]  # injected and real refusals read the same
+_NOT_FOUND = ERROR_MESSAGES[404]
 #: What `unknown_state` reports instead of the documented running states.
 _ODD_STATES = {"waiting": "pending", "queuing": "queued", "generating": "processing"}
 
@@ -374,11 +374,6 @@ class Simulator:
     def task_ids(self) -> list[str]:
         with self._lock:
             return list(self._tasks)
-
-    def record(self, task_id: str) -> dict[str, Any]:
-        """recordInfo `data` for a task now, without rate limiting or ledgering."""
-        with self._lock:
-            return self._tasks[task_id].record(self.clock())
 
     def _callback_payload(self, task_id: str, now: float) -> dict[str, Any]:
         with self._lock:
