@@ -31,7 +31,7 @@ import re
 import string
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -121,6 +121,12 @@ class Layout:
     template: str
     #: (literal text, field name or None) pairs, as string.Formatter parses them.
     parts: tuple[tuple[str, str | None], ...]
+    #: The field names it uses (kept: every downloaded file's path asks).
+    fields: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = frozenset(name for _, name in self.parts if name is not None)
+        object.__setattr__(self, "fields", names)
 
     @classmethod
     def parse(cls, template: str | None = None) -> Layout:
@@ -168,10 +174,6 @@ class Layout:
                 raise ConfigError(f"{where}: '{segment}' segments are not allowed")
             if segment.startswith("."):
                 raise ConfigError(f"{where}: a segment may not start with '.'")
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(name for _, name in self.parts if name is not None)
 
     @property
     def column_fields(self) -> frozenset[str]:

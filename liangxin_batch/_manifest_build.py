@@ -22,7 +22,16 @@ from ._catalog import coerce_text as _coerce_text
 from ._catalog import validate_input
 from ._errors import ConfigError
 from ._manifest_read import TABULAR_SUFFIXES, read_tabular
-from ._manifest_types import Job, Problem, RawJob, SourceRef, close_match, got_text, model_slug
+from ._manifest_types import (
+    Job,
+    Problem,
+    RawJob,
+    SourceRef,
+    close_match,
+    got_text,
+    model_slug,
+    slug_id,
+)
 from ._manifest_yaml import read_yaml
 from ._yaml12 import resolve_plain
 
@@ -30,21 +39,9 @@ if TYPE_CHECKING:
     from ._catalog import Catalog, FieldSpec, ModelSpec
 
 #: Manifest formats by lower-case file suffix.
-SUFFIXES = (
-    ".csv",
-    ".tsv",
-    ".tab",
-    ".yaml",
-    ".yml",
-    ".json",
-    ".jsonl",
-    ".ndjson",
-    ".xlsx",
-    ".parquet",
-    ".pq",
-)
+_YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
+SUFFIXES = (*TABULAR_SUFFIXES, *_YAML_SUFFIXES)
 _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -123,7 +120,6 @@ class JobBuilder:
     def __init__(self, catalog: Catalog, default_model: str | None) -> None:
         self.catalog = catalog
         self.default_model = default_model.strip() if default_model else None
-        self._specs: dict[str, ModelSpec | None] = {}
         self._coerced: dict[tuple[int, str], Any] = {}
         self._ids = _IdTable()
         self._files: dict[str, int] = {}
@@ -173,7 +169,7 @@ class JobBuilder:
         if path.is_dir():
             raise ConfigError(f"{display} is a directory; give a manifest file")
         suffix = path.suffix.lower()
-        if suffix in (".yaml", ".yml", ".json"):
+        if suffix in _YAML_SUFFIXES:
             records = read_yaml(
                 path, display, catalog=self.catalog, default_model=self.default_model
             )
@@ -207,13 +203,6 @@ class JobBuilder:
         if rec.shared or src.line != rec.source.line or src.file != rec.source.file:
             return ("same", src.file, src.line, problem.field, problem.expected, problem.got)
         return None
-
-    def _spec(self, name: str) -> ModelSpec | None:
-        try:
-            return self._specs[name]
-        except KeyError:
-            spec = self._specs[name] = self.catalog.get(name)
-            return spec
 
     # ---- one record -------------------------------------------------------------------------
 
@@ -344,11 +333,7 @@ class JobBuilder:
             str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else None
         )
         if text is None or not _ID.fullmatch(text):
-            slug = (
-                (_ID_UNSAFE.sub("-", str(raw)).strip("-.")[:100] or "job")
-                if text is not None
-                else None
-            )
+            slug = (slug_id(str(raw))[:100] or "job") if text is not None else None
             p = Problem(
                 self._at(rec, "id"),
                 "id",
@@ -365,7 +350,7 @@ class JobBuilder:
         if not given:
             raw = self.default_model
         if isinstance(raw, str):
-            spec = self._spec(raw.strip())
+            spec = self.catalog.get(raw.strip())
             if spec is not None:  # the common case: nothing else to do
                 return spec
         # Problems only from here: work out where the model was (or should be) written.

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._manifest_read import RESERVED, parse_repeat
-from ._manifest_types import Problem, RawJob, SourceRef, close_match, value_text
+from ._manifest_types import Problem, RawJob, SourceRef, close_match, slug_id, value_text
 
 if TYPE_CHECKING:
     from ._catalog import Catalog
@@ -24,13 +24,8 @@ __all__ = ["MAX_EXPANSION", "Expander", "Located"]
 
 MAX_EXPANSION = 10_000_000  # jobs from one manifest entry; more is a typo, not a plan
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 Located = tuple[Any, SourceRef]  # a value and where it was written
-
-
-def _slug_id(text: str) -> str:
-    return _ID_UNSAFE.sub("-", text).strip("-.")
 
 
 def _fill(template: str, ctx: Mapping[str, Any], *, for_id: bool) -> str:
@@ -41,7 +36,7 @@ def _fill(template: str, ctx: Mapping[str, Any], *, for_id: bool) -> str:
         if token == "}}":
             return "}"
         text = value_text(ctx[m.group(1)])
-        return _slug_id(text) if for_id else text
+        return slug_id(text) if for_id else text
 
     return _PLACEHOLDER.sub(one, template)
 

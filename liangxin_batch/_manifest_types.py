@@ -21,11 +21,17 @@ __all__ = [
     "close_match",
     "got_text",
     "model_slug",
+    "slug_id",
     "value_text",
 ]
 
 GOT_MAX = 60
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slug_id(text: str) -> str:
+    """Text made safe for an id or a file name: runs of other characters become '-'."""
+    return _SLUG.sub("-", text).strip("-.")
 
 
 def model_slug(model: str) -> str:
@@ -34,7 +40,7 @@ def model_slug(model: str) -> str:
     The same text the output layout uses for the model's folder, so a derived job id
     starts like the folder it lands in.
     """
-    return _SLUG.sub("-", model).strip("-.") or "model"
+    return slug_id(model) or "model"
 
 
 def got_text(value: Any) -> str:

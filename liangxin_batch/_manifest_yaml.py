@@ -344,9 +344,8 @@ class _Reader(Expander):
             self.default_at["repeat"] = self.at(rnode or rknode, "repeat")
         self.vars = self.named_lists(data.get("vars"), part("vars")[2], "vars", problems)
         self.matrix = self.named_lists(data.get("matrix"), part("matrix")[2], "matrix", problems)
-        self.matrix_at = {
-            k: self.at(_pairs(part("matrix")[2]).get(k, (None,))[0], k) for k in self.matrix
-        }
+        matrix_pairs = _pairs(part("matrix")[2])
+        self.matrix_at = {k: self.at(matrix_pairs.get(k, (None,))[0], k) for k in self.matrix}
         for name in set(self.vars) & set(self.matrix):
             problems.append(
                 Problem(

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._manifest_types import got_text as _got
+
 if TYPE_CHECKING:
     from ._catalog import FieldSpec, ModelSpec, PriceRule
 
@@ -28,7 +30,6 @@ __all__ = [
     "validate_input",
 ]
 
-_GOT_MAX = 60
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
 # "16-9", "16x9", "16/9", "16 : 9", "16_9" all mean the ratio 16:9.
 _RATIO = re.compile(r"^\s*(\d+)\s*(?:[-xX×/_:.,]|\s)\s*(\d+)\s*$")
@@ -58,11 +59,6 @@ class FieldProblem:
         return f"{text}; {self.suggestion}" if self.suggestion else text
 
 
-def _got(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _GOT_MAX else text[: _GOT_MAX - 3] + "..."
-
-
 def _num(x: float) -> str:
     return f"{x:g}"
 
@@ -80,11 +76,7 @@ def _type_ok(ftype: str, v: Any) -> bool:
         return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
     if ftype == "boolean":
         return isinstance(v, bool)
-    if not isinstance(v, list | tuple):
-        return False
-    if ftype == "object_list":
-        return all(isinstance(i, Mapping) for i in v)
-    return all(isinstance(i, str) for i in v)
+    return False  # list types are checked item by item (_check_items)
 
 
 def _type_hint(spec: FieldSpec, value: Any) -> str | None:
