@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._catalog import estimate_credits
-from ._errors import ManifestError
+from ._errors import ConfigError, ManifestError
 from ._manifest_build import SUFFIXES, JobBuilder
 from ._manifest_read import object_record
 from ._manifest_types import Job, Problem, SourceRef, got_text, model_slug
@@ -40,6 +40,32 @@ __all__ = [
     "model_slug",
     "validate_manifest",
 ]
+
+
+class JobTally:
+    """Jobs, estimated credits and the first job of each model, in first-seen order."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.jobs = 0
+        self.per_model: dict[str, int] = {}
+        self.credits: dict[str, float] = {}
+        self.examples: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        """Count one job; ConfigError if its model is not in the catalog."""
+        spec = self.catalog.get(job.model)
+        if spec is None:
+            raise ConfigError(f"job {job.job_id}: model {job.model!r} is not in the catalog")
+        self.jobs += 1
+        model = job.model
+        if model in self.per_model:
+            self.per_model[model] += 1
+        else:
+            self.per_model[model] = 1
+            self.credits[model] = 0.0
+            self.examples[model] = job
+        self.credits[model] += estimate_credits(spec, job.input)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +119,12 @@ def validate_manifest(
 ) -> ValidationReport:
     """Check every job; count jobs and credits per model; keep up to `max_problems` problems."""
     builder = JobBuilder(catalog, default_model)
-    per_model: dict[str, int] = {}
-    credits: dict[str, float] = {}
-    examples: dict[str, Job] = {}
+    tally = JobTally(catalog)
     regular: list[Problem] = []
     collapsed: list[Problem] = []
-    jobs = 0
     for item in builder.run(Path(path)):
         if isinstance(item, Job):
-            jobs += 1
-            model = item.model
-            if model in per_model:
-                per_model[model] += 1
-            else:
-                per_model[model] = 1
-                credits[model] = 0.0
-                examples[model] = item
-            credits[model] += estimate_credits(catalog.models[model], item.input)
+            tally.add(item)
         elif item.count > 1:
             if len(collapsed) < max_problems:
                 collapsed.append(item)
@@ -120,14 +135,14 @@ def validate_manifest(
     shown.sort(key=lambda p: (order[p.source.file], p.source.line))
     return ValidationReport(
         path=str(path),
-        jobs=jobs,
-        per_model=per_model,
-        credits=credits,
+        jobs=tally.jobs,
+        per_model=tally.per_model,
+        credits=tally.credits,
         problems=tuple(shown),
         total_problems=builder.problems,
         duplicates=builder.duplicates,
         repeated=builder.repeated,
-        examples=examples,
+        examples=tally.examples,
     )
 
 

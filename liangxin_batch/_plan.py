@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._catalog import estimate_credits
 from ._errors import ConfigError, ManifestError
 from ._layout import Layout
-from ._manifest import Job, Problem, ValidationReport
+from ._manifest import Job, JobTally, Problem, ValidationReport
 
 if TYPE_CHECKING:
     from ._catalog import Catalog, ModelSpec
@@ -103,29 +102,19 @@ def _example_ext(spec: ModelSpec, example: Job | None) -> str:
 def _tally(
     jobs: Iterable[Job | Problem], catalog: Catalog
 ) -> tuple[dict[str, int], dict[str, float], dict[str, Job]]:
-    counts: dict[str, int] = {}
-    credits: dict[str, float] = {}
-    examples: dict[str, Job] = {}
+    tally = JobTally(catalog)
     problems: list[Problem] = []
     total = 0
-    for job in jobs:
-        if isinstance(job, Problem):
+    for item in jobs:
+        if isinstance(item, Problem):
             total += 1
             if len(problems) < 50:
-                problems.append(job)
-            continue
-        spec = catalog.get(job.model)
-        if spec is None:
-            raise ConfigError(f"job {job.job_id}: model {job.model!r} is not in the catalog")
-        if job.model not in counts:
-            counts[job.model] = 0
-            credits[job.model] = 0.0
-            examples[job.model] = job
-        counts[job.model] += 1
-        credits[job.model] += estimate_credits(spec, job.input)
+                problems.append(item)
+        else:
+            tally.add(item)
     if total:
         raise ManifestError(problems, total=total)
-    return counts, credits, examples
+    return tally.per_model, tally.credits, tally.examples
 
 
 def make_plan(
