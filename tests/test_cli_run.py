@@ -51,13 +51,11 @@ def fast_catalog(tmp: Path) -> Path:
     return path
 
 
-def test_run_succeeds_and_the_key_appears_nowhere(tmp_path: Path, sim: tuple[str, object]) -> None:
-    url, _ = sim
-    out = tmp_path / "out"
-    m = manifest(tmp_path / "m.csv", 12)
-    args = [
+def run_args(tmp: Path, m: Path, out: Path) -> list[str]:
+    """`run` with a fast catalog and a 1-s window: the CLI tests' common command line."""
+    return [
         "--catalog",
-        str(fast_catalog(tmp_path)),
+        str(fast_catalog(tmp)),
         "run",
         str(m),
         "--out",
@@ -65,7 +63,13 @@ def test_run_succeeds_and_the_key_appears_nowhere(tmp_path: Path, sim: tuple[str
         "--rate",
         "20/1s",
     ]
-    result = CliRunner().invoke(main, args, env=env_for(url))
+
+
+def test_run_succeeds_and_the_key_appears_nowhere(tmp_path: Path, sim: tuple[str, object]) -> None:
+    url, _ = sim
+    out = tmp_path / "out"
+    m = manifest(tmp_path / "m.csv", 12)
+    result = CliRunner().invoke(main, run_args(tmp_path, m, out), env=env_for(url))
     assert result.exit_code == 0, result.output
     assert "12 succeeded" in result.stdout
     status = CliRunner().invoke(main, ["status", str(out)])
@@ -133,20 +137,7 @@ def test_first_sigint_checkpoints_and_exits_130_then_resume_finishes(
     url, simulator = sim
     m = manifest(tmp_path / "m.csv", 60)
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "liangxin_batch",
-        "--catalog",
-        str(fast_catalog(tmp_path)),
-        "run",
-        str(m),
-        "--out",
-        str(out),
-        "--rate",
-        "20/1s",
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "liangxin_batch", *run_args(tmp_path, m, out), "--quiet"]
     proc = subprocess.Popen(cmd, env=env_for(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not simulator.ledger.creates() and time.monotonic() < deadline:  # type: ignore[attr-defined]

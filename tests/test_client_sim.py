@@ -203,12 +203,8 @@ def check_error(err: E.APIError, code: int, style: str) -> None:
     assert KEY not in str(err) and KEY not in repr(err)
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("code", sorted(CONTRACT))
-def test_create_task_every_error_code_typed_and_never_retried(
-    make_client: Callable[..., Any], code: int, style: str
-) -> None:
-    faults = FaultProfile(create_errors={code: 1.0}, error_style=style)
+def create_error(make_client: Callable[..., Any], faults: FaultProfile) -> tuple[E.APIError, Any]:
+    """The error one createTask gets from a simulator with these faults, and the simulator."""
     client, sim = make_client(SimConfig(api_key=KEY, faults=faults))
 
     async def main() -> E.APIError:
@@ -217,7 +213,17 @@ def test_create_task_every_error_code_typed_and_never_retried(
                 await c.create_task("google/nano-banana", GOOD)
             return info.value
 
-    check_error(run(main), code, style)
+    return run(main), sim
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("code", sorted(CONTRACT))
+def test_create_task_every_error_code_typed_and_never_retried(
+    make_client: Callable[..., Any], code: int, style: str
+) -> None:
+    faults = FaultProfile(create_errors={code: 1.0}, error_style=style)
+    err, sim = create_error(make_client, faults)
+    check_error(err, code, style)
     (attempt,) = sim.ledger.create_attempts()  # exactly one request, whatever the code
     assert attempt.outcome == str(code)
     assert attempt.http_status == (200 if style == "body" else code)
@@ -340,13 +346,6 @@ def test_errors_read_through_message_key_and_string_code(
 ) -> None:
     """`message` instead of `msg`, `code` as a string, extra fields, `data: null`."""
     faults = FaultProfile(create_errors={code: 1.0}, quirks=QUIRKS)
-    client, sim = make_client(SimConfig(api_key=KEY, faults=faults))
-
-    async def main() -> E.APIError:
-        async with client() as c:
-            with pytest.raises(E.APIError) as info:
-                await c.create_task("google/nano-banana", GOOD)
-            return info.value
-
-    check_error(run(main), code, "body")
+    err, sim = create_error(make_client, faults)
+    check_error(err, code, "body")
     assert len(sim.ledger.create_attempts()) == 1

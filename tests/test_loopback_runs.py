@@ -195,9 +195,8 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     Time is scaled down 20x but garbage collection is not: a full collection of this
     test process' heap takes 35-60 ms (more on a busy machine) and stops the runner and
     the in-process simulator alike. One landing between a create's admission and its
-    arrival shifts it by as much as the limiter's 50 ms margin, which is a tenth of the
-    scaled window (at the service's real 10 s window the margin is 200 ms). Freezing
-    what exists before the run leaves only the run's own objects to collect.
+    arrival eats into the limiter's margin (see `settings`). Freezing what exists before
+    the run leaves only the run's own objects to collect.
     """
     gc.collect()
     gc.freeze()
@@ -210,39 +209,37 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 def test_hundreds_of_jobs_across_models_over_loopback(workdir: Path) -> None:
     """300 jobs, 5 image models: created once each, the window held, no 429, all done."""
     records = make_records(300, "bulk")
-    app = create_app(sim_config(seed=21))
-    transport = SendTimes()
-    with serve_in_thread(app) as base_url:
-        summary: RunSummary = run_batch(
-            records,
-            out_dir=workdir,
-            settings=settings(),
-            catalog=default_catalog(),
-            api_key=KEY,
-            base_url=base_url,
-            transport=transport,
-        )
-        events = ledger_events(base_url)
+    summary, events, sent = run_over_loopback(workdir, records, seed=21)
 
     assert summary.counts == {"done": 300}, summary.counts
     assert summary.exit_code == 0 and summary.unknown_jobs == []
-    assert_created_once_each(events, records, transport.sent)
+    assert_created_once_each(events, records, sent)
     assert len({e["model"] for e in of(events, "create")}) == len(MODELS)
     assert_window_held(events)
     assert [e for e in of(events, "poll") if e["outcome"] == "429"] == []
     assert_files_on_disk(workdir, records, events)
 
 
-def run_with_callbacks(
-    out: Path, records: list[dict[str, Any]], faults: FaultProfile
+def run_over_loopback(
+    out: Path,
+    records: list[dict[str, Any]],
+    *,
+    seed: int,
+    faults: FaultProfile | None = None,
+    callbacks: bool = False,
 ) -> tuple[RunSummary, list[dict[str, Any]], dict[str, list[float]]]:
-    app = create_app(sim_config(seed=33, hmac_key=HMAC, faults=faults))
-    port = free_port()
-    options = CallbackOptions(
-        public_base=f"http://127.0.0.1:{port}/liangxin",
-        listen=f"127.0.0.1:{port}",
-        hmac_key=HMAC,
-    )
+    """One run against a simulator on a socket (signed callbacks to a receiver on another
+    socket when asked); the summary, the simulator's ledger, and when each create left."""
+    hmac_key = HMAC if callbacks else None
+    app = create_app(sim_config(seed=seed, hmac_key=hmac_key, faults=faults or FaultProfile()))
+    options = None
+    if callbacks:
+        port = free_port()
+        options = CallbackOptions(
+            public_base=f"http://127.0.0.1:{port}/liangxin",
+            listen=f"127.0.0.1:{port}",
+            hmac_key=hmac_key,
+        )
     transport = SendTimes()
     with serve_in_thread(app) as base_url:
         summary: RunSummary = run_batch(
@@ -262,7 +259,7 @@ def run_with_callbacks(
 def test_callbacks_over_loopback_finish_tasks_with_few_polls(workdir: Path) -> None:
     """Real signed callbacks from the simulator to the run's receiver, both on sockets."""
     records = make_records(120, "hook")
-    summary, events, sent = run_with_callbacks(workdir, records, FaultProfile())
+    summary, events, sent = run_over_loopback(workdir, records, seed=33, callbacks=True)
 
     assert summary.counts == {"done": 120}, summary.counts
     assert summary.finished_by_callback > 0
@@ -281,7 +278,9 @@ def test_callbacks_over_loopback_finish_tasks_with_few_polls(workdir: Path) -> N
 
 def test_dropped_callbacks_over_loopback_still_finish_by_polling(workdir: Path) -> None:
     records = make_records(60, "drop")
-    summary, events, sent = run_with_callbacks(workdir, records, FaultProfile(drop_callbacks=True))
+    summary, events, sent = run_over_loopback(
+        workdir, records, seed=33, faults=FaultProfile(drop_callbacks=True), callbacks=True
+    )
 
     assert summary.counts == {"done": 60}, summary.counts
     assert summary.finished_by_callback == 0 and summary.callbacks_received == 0
