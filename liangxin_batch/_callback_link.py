@@ -2,10 +2,12 @@
 
 The receiver's handler only puts callbacks on a queue (it must answer in milliseconds
 and never touch disk or network); one task here drains the queue on the runner's side.
-A verified (HMAC-signed) callback finishes its task at once; an unverified one is only a
-hint that triggers an immediate recordInfo. A callback for an `unknown` job is checked
-against recordInfo — the task's `param` must carry the callBackUrl we issued for that job
-and attempt — and then the job is tracked instead of being paid for twice.
+A callback, signed or not, is only a hint that triggers an immediate recordInfo: the
+documented signature covers `taskId.timestamp`, not the body, so a replayed signature can
+carry any body, and result URLs must come from our own recordInfo. A callback for an
+`unknown` job is checked against recordInfo — the task's `param` must carry the
+callBackUrl we issued for that job and attempt — and then the job is tracked instead of
+being paid for twice.
 """
 
 from __future__ import annotations
@@ -91,10 +93,7 @@ class CallbackLink:
     async def _handle(self, item: _Delivery) -> None:
         task_id = item.record.task_id
         if self.runner.has_flight(task_id):
-            if item.verified:
-                await self.runner.apply_record(item.job_id, item.record, finished_by="callback")
-            else:
-                self.runner.poll_now(task_id)
+            self.runner.poll_now(task_id)  # the body is not trusted: recordInfo says
             return
         job = self.store.get(item.job_id)
         if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:

@@ -13,6 +13,7 @@ import click
 
 from ._cli_options import (
     base_url_opt,
+    log_retries,
     manifest_arg,
     max_in_flight_opt,
     model_opt,
@@ -62,6 +63,7 @@ def validate_command(
 async def _read_balance(base_url: str | None) -> int:
     from ._client import LiangXinClient
 
+    log_retries()
     async with LiangXinClient(api_key=None, base_url=base_url) as client:
         return await client.get_credits()
 

@@ -10,6 +10,7 @@ from ._errors import ConfigError
 
 __all__ = [
     "base_url_opt",
+    "log_retries",
     "manifest_arg",
     "max_in_flight_opt",
     "model_opt",
@@ -44,3 +45,14 @@ def parse_rate_flag(text: str, flag: str) -> tuple[int, float]:
         return parse_rate(text)
     except ConfigError as err:
         raise ConfigError(f"{flag}: {err}") from None
+
+
+def log_retries() -> None:
+    """Retries of idempotent calls go to our log (and run.log), not stderr, where
+    stamina's default hook would tear the bars. Process-wide: the application's choice,
+    made here in the CLI, never by the library."""
+    import stamina.instrumentation
+
+    from ._client import log_retry
+
+    stamina.instrumentation.set_on_retry_hooks([log_retry])

@@ -24,7 +24,7 @@ def _open(out_dir: Path) -> StateStore:
         raise StateError(
             f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
         )
-    return StateStore.in_dir(out_dir)
+    return StateStore.in_dir(out_dir, readonly=True)
 
 
 def _resolve_models(cli: Any, names: tuple[str, ...]) -> list[str]:

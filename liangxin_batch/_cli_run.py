@@ -18,6 +18,7 @@ import click
 
 from ._cli_options import (
     base_url_opt,
+    log_retries,
     manifest_arg,
     max_in_flight_opt,
     model_opt,
@@ -30,7 +31,7 @@ from ._errors import EXIT_INTERRUPTED, ConfigError
 from ._progress import BarsObserver, NullObserver
 from ._run import CallbackOptions, RunHandle, run_batch_async
 from ._settings import RunSettings
-from ._status import format_status, read_status
+from ._status import credits_line, format_status, read_status
 from ._summary import RunSummary
 
 __all__ = ["format_summary", "register"]
@@ -89,7 +90,7 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         f"{c.get('failed', 0)} failed, {c.get('unknown', 0)} unknown, "
         f"{c.get('timed_out', 0)} timed out, {c.get('download_failed', 0)} download failed, "
         f"{_unfinished(summary)} not finished "
-        f"(of {summary.total}); credits used {summary.credits:,.1f}",
+        f"(of {summary.total}); " + credits_line(summary.credits, summary.credits_estimated),
         f"polls: {summary.polls}; tasks finished by callback: {summary.finished_by_callback}, "
         f"by polling: {summary.tasks_finished - summary.finished_by_callback}",
     ]
@@ -188,6 +189,7 @@ def _run(
             settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
             api_key = SIM_API_KEY
             click.echo(f"simulator listening on {base_url}", err=True)
+        log_retries()
         coro = run_batch_async(
             manifest,
             out_dir=out_dir,

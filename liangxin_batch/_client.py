@@ -1,13 +1,19 @@
-"""LiangXinClient: the one module that speaks HTTP to the LiangXin API.
+"""LiangXinClient: the one module that speaks HTTP to the LiangXin API, and owns its limits.
+
+Both of the service's limits live here: every createTask waits for a turn (an even pace
+inside the exact 20-per-10-s window, at most `max_concurrent_creates` POSTs at once), and
+every recordInfo attempt (a poll, a retry, a URL refresh, a callback check) passes the
+recordInfo limiter. A 429 holds the matching limiter for its window.
 
 createTask is never retried here: whether a failed create may be repeated depends on
-whether the service could have created the task, and only the runner knows what to do
-with that (see `NotSentError` versus `AmbiguousError`). The idempotent calls (recordInfo,
-credit, download-url) retry with jittered backoff and honour `Retry-After`.
+whether the service could have created the task (`_lifecycle.may_have_created` decides
+from the error's evidence). The idempotent calls (recordInfo, credit, download-url) retry
+with jittered backoff, honour `Retry-After`, and stay within `RunSettings`' bounds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -26,14 +32,18 @@ from ._errors import (
     ConfigError,
     LiangXinError,
     NotSentError,
+    RateLimitedError,
     TransportError,
     redact,
 )
+from ._ratelimit import SlidingWindowLimiter
+from ._settings import RunSettings
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "CreateTurn",
     "LiangXinClient",
     "Secret",
     "resolve_settings",
@@ -109,19 +119,16 @@ class _BearerAuth(httpx.Auth):
 _log = logging.getLogger("liangxin_batch")
 
 
-def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
-    """Retries go to our log (and run.log), not to stderr where they would tear the bars."""
+def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """A stamina retry hook that writes to our log (and run.log), not to stderr where it
+    would tear the bars. Installing it is the application's business (the CLI does);
+    a library sets no process-wide hooks."""
     _log.info(
         "retry %d in %.1fs after %s",
         details.retry_num,
         details.wait_for,
         redact(str(details.caused_by)),
     )
-
-
-def _use_our_retry_log() -> None:
-    # stamina's default hook prints `stamina.retry_scheduled` to stderr.
-    stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 
 def _retry_hook(exc: Exception) -> bool | float:
@@ -133,6 +140,30 @@ def _retry_hook(exc: Exception) -> bool | float:
     return isinstance(exc, TransportError)
 
 
+class CreateTurn:
+    """A createTask turn: admitted by the limiter, holding one of the concurrent-POST
+    places. Commit the intent, then `create()`; or `release()` it unused."""
+
+    __slots__ = ("_client", "_released")
+
+    def __init__(self, client: LiangXinClient) -> None:
+        self._client = client
+        self._released = False
+
+    async def create(
+        self, model: str, input: Mapping[str, Any], callback_url: str | None = None
+    ) -> str:
+        try:
+            return await self._client._create(model, input, callback_url)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._client._create_gate.release()
+
+
 class LiangXinClient:
     """Async client for the LiangXin Market task API.
 
@@ -140,10 +171,11 @@ class LiangXinClient:
         api_key: defaults to `$LIANGXIN_API_KEY`.
         base_url: defaults to `$LIANGXIN_BASE_URL`.
         transport: an httpx transport (tests pass `httpx.ASGITransport(app=simulator)`).
+        settings: the limits (create and recordInfo rates, concurrent calls) and the
+            bounds on retries of idempotent calls; `RunSettings()` by default.
         timeout: httpx timeout; explicit by default.
-        max_connections: size of the connection pool; callers should keep their own
-            concurrency at or below it.
-        retry_attempts / retry_timeout: for idempotent calls only.
+        max_connections: size of the connection pool; the client's own gates keep the
+            calls in progress below it.
     """
 
     def __init__(
@@ -152,20 +184,31 @@ class LiangXinClient:
         api_key: str | None = None,
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        settings: RunSettings | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_connections: int = 64,
-        retry_attempts: int = 6,
-        retry_timeout: float = 120.0,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
         key, url = resolve_settings(api_key, base_url)
-        _use_our_retry_log()
+        settings = settings or RunSettings()
         self._key = Secret(key)
         del key, api_key
         self.base_url = url
-        self._retry_attempts = retry_attempts
-        self._retry_timeout = retry_timeout
+        self.settings = settings
+        self._retry_attempts = settings.call_retries
+        self._retry_timeout = settings.call_retry_timeout
         self._on_request = on_request
+        #: createTask: exact window, paced evenly with a small burst.
+        self.create_limiter = SlidingWindowLimiter(
+            settings.create_limit,
+            settings.create_window,
+            margin=settings.create_margin,
+            burst=settings.create_burst,
+        )
+        #: recordInfo: every attempt, whoever makes it.
+        self.poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
+        self._create_gate = asyncio.Semaphore(settings.max_concurrent_creates)
+        self._poll_gate = asyncio.Semaphore(min(settings.max_concurrent_polls, max_connections))
         self._http = httpx.AsyncClient(
             base_url=url,
             auth=_BearerAuth(self._key),
@@ -196,29 +239,61 @@ class LiangXinClient:
 
     # -- the four calls ---------------------------------------------------------------
 
+    async def create_turn(self) -> CreateTurn:
+        """Wait for a createTask turn (a concurrent-POST place, then the rate limiter).
+
+        Cancelling the wait sends nothing and gives the place back.
+        """
+        await self._create_gate.acquire()
+        try:
+            await self.create_limiter.acquire()
+        except BaseException:
+            self._create_gate.release()
+            raise
+        return CreateTurn(self)
+
     async def create_task(
         self, model: str, input: Mapping[str, Any], callback_url: str | None = None
     ) -> str:
-        """Submit one task and return its taskId. Never retried here.
+        """Wait for a turn, submit one task and return its taskId. Never retried here.
 
         Raises NotSentError when the request provably never reached the service,
-        AmbiguousError when it may have (a task may exist), APIError for an answer.
+        AmbiguousError when it may have (a task may exist), APIError for an answer
+        (whose `.envelope` says whether the service itself gave it).
         """
+        turn = await self.create_turn()
+        return await turn.create(model, input, callback_url)
+
+    async def _create(self, model: str, input: Mapping[str, Any], callback_url: str | None) -> str:
         body: dict[str, Any] = {"model": model, "input": dict(input)}
         if callback_url:
             body["callBackUrl"] = callback_url
         try:
             data = await self._call("POST", CREATE_PATH, json=body)
         except ValueError as err:  # a 2xx we could not read: the task may exist
-            raise AmbiguousError(f"createTask answer unreadable: {err}") from None
+            raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None
+        except RateLimitedError as err:
+            if err.envelope:  # the service's own 429: hold creates back, then go slower
+                self.create_limiter.block_for(err.retry_after or self.settings.create_window)
+                self.create_limiter.slow_down()
+            raise
         task_id = data.get("taskId") if isinstance(data, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
-            raise AmbiguousError("createTask answered success without a taskId")
+            raise AmbiguousError("createTask answered success without a taskId", path=CREATE_PATH)
         return task_id
 
-    async def get_task(self, task_id: str) -> TaskRecord:
-        """recordInfo for one task (retried on transport errors, 429, 455, 5xx)."""
-        data = await self._idempotent("GET", RECORD_PATH, params={"taskId": task_id})
+    async def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+        """recordInfo for one task; every attempt passes the recordInfo limiter.
+
+        With `retry` (the default) transport errors, 429, 455 and 5xx are retried within
+        the settings' bounds; the runner's polls pass False and reschedule instead, so
+        a poll never holds a place for long.
+        """
+        params = {"taskId": task_id}
+        if retry:
+            data = await self._idempotent("GET", RECORD_PATH, params=params)
+        else:
+            data = await self._read_once("GET", RECORD_PATH, params=params)
         return parse_task_record(data, task_id=task_id)
 
     async def get_credits(self) -> int:
@@ -243,11 +318,23 @@ class LiangXinClient:
             on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                try:
-                    return await self._call(method, path, **kwargs)
-                except ValueError as err:
-                    raise TransportError(f"unreadable answer from {path}: {err}") from None
+                return await self._read_once(method, path, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_once(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One attempt of an idempotent call; recordInfo passes its limiter first."""
+        try:
+            if path != RECORD_PATH:
+                return await self._call(method, path, **kwargs)
+            await self.poll_limiter.acquire()
+            async with self._poll_gate:
+                return await self._call(method, path, **kwargs)
+        except ValueError as err:
+            raise TransportError(f"unreadable answer from {path}: {err}", path=path) from None
+        except RateLimitedError as err:
+            if path == RECORD_PATH:  # hold every recordInfo back for the window
+                self.poll_limiter.block_for(err.retry_after or self.settings.poll_window)
+            raise
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         if self._on_request is not None:
@@ -255,11 +342,17 @@ class LiangXinClient:
         try:
             response = await self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            raise NotSentError(self._describe(path, err)) from None
+            raise NotSentError(self._describe(path, err), path=path) from None
         except httpx.HTTPError as err:  # a read timeout, a dropped or undecodable answer
-            raise AmbiguousError(self._describe(path, err)) from None
+            raise AmbiguousError(self._describe(path, err), path=path) from None
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-        return check_envelope(response.status_code, response.content, retry_after=retry_after)
+        return check_envelope(
+            response.status_code,
+            response.content,
+            retry_after=retry_after,
+            path=path,
+            redact_with=self._key.reveal(),
+        )
 
     def _describe(self, path: str, err: Exception) -> str:
         detail = redact(str(err) or type(err).__name__, self._key.reveal())

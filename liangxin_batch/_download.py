@@ -3,8 +3,13 @@
 A stage of the run's pipeline, fed by the runner's `on_succeeded` hook as tasks succeed
 (result URLs expire), with its own concurrency. Each file is streamed to `.<name>.part`
 beside its target, hashed on the way, checked against Content-Length (never empty, never
-short), fsynced and renamed into place; only then is it recorded in the `files` table.
-A job becomes `done` once every file is recorded, or `download_failed` with the reason.
+short), decoded as its type (a Content-Length can lie: a truncated image or video is never
+"verified"), fsynced and renamed into place; only then is it recorded in the `files`
+table. A job becomes `done` once every file is recorded, or `download_failed` with the
+reason. A full disk is not a job's failure: it raises DiskFullError and the run stops.
+
+A done job's files are checked again on every start (`check_outputs`): one that is missing,
+or whose size or content changed, is fetched again.
 
 Files are fetched with their own httpx client, never the API client: the API key must
 not reach a file host. Expired or refused links (403/404/410) are traded for fresh ones
@@ -14,7 +19,9 @@ not reach a file host. Expired or refused links (403/404/410) are traded for fre
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -29,11 +36,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._envelope import TaskRecord
-from ._errors import ConfigError, LiangXinError
+from ._errors import ConfigError, DiskFullError, LiangXinError
 from ._layout import OUTPUTS_DIR, Layout, PathClaims, extension_for
-from ._lifecycle import JobState, backoff
+from ._lifecycle import Event, JobState, backoff
+from ._media_check import check_media
 from ._progress import NullObserver, Observer
-from ._store import JobRow, StateStore
+from ._store import FileRow, JobRow, StateStore
 
 __all__ = ["DEFAULT_MAX_FILE_SIZE", "Downloader", "UrlSource", "parse_size", "short_url"]
 
@@ -76,6 +84,7 @@ class Saved:
     path: str  # relative to DIR, POSIX
     sha256: str
     size: int
+    mtime_ns: int | None = None
 
 
 class _Refused(Exception):  # 403/404/410: the link expired or was refused; refresh it
@@ -172,9 +181,7 @@ class Downloader:
         how many stale files went."""
         if self._claims is not None:
             return 0
-        self._claims = PathClaims(
-            self.store.db.execute("SELECT path, job_id, n FROM files WHERE path IS NOT NULL")
-        )
+        self._claims = PathClaims(self.store.claimed_paths())
         removed = 0
         for part in (self.out_dir / OUTPUTS_DIR).rglob(".*.part"):
             with suppress(OSError):
@@ -195,6 +202,8 @@ class Downloader:
         self._active.add(job.job_id)
         try:
             await self._handle(current)
+        except DiskFullError:
+            raise  # not this job's fault, and nothing can be recorded: the run stops
         except Exception as err:  # a bug or an OS error nobody foresaw: say so, keep the job
             self._fail(current, f"unexpected {type(err).__name__}: {err}")
             logger.exception("download of %s failed unexpectedly", job.job_id)
@@ -202,20 +211,15 @@ class Downloader:
             self._active.discard(job.job_id)
 
     async def _handle(self, job: JobRow) -> None:
-        if not job.result_urls:
-            self._fail(job, "the task succeeded without result URLs")
+        urls = job.result_urls or await self._urls_again(job)
+        if not urls:
             return
-        known = {
-            n: (url, path, sha, size)
-            for n, url, path, sha, size in self.store.db.execute(
-                "SELECT n, url, path, sha256, size FROM files WHERE job_id = ?", (job.job_id,)
-            )
-        }
-        for n, url in enumerate(job.result_urls):
+        known = {f.n: f for f in self.store.files_of(job.job_id)}
+        for n, url in enumerate(urls):
             if self.stopping():
                 return
             rec = known.get(n)
-            if rec is not None and rec[0] == url and await self._verified(rec[1], rec[2], rec[3]):
+            if rec is not None and rec.url == url and await self._verified(rec):
                 continue
             async with self._gate:
                 if self.stopping():
@@ -227,48 +231,85 @@ class Downloader:
                 except _Failed as err:
                     self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
-            self._record(job.job_id, n, url, saved)
-        with self.store.transaction() as db:  # rows of an earlier task with more files
-            db.execute(
-                "DELETE FROM files WHERE job_id = ? AND n >= ?", (job.job_id, len(job.result_urls))
+            self.store.record_file(
+                FileRow(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns)
             )
-        self.store.update(
-            job.job_id,
-            state=JobState.DONE,
-            event=f"{len(job.result_urls)} file(s) downloaded and verified",
-        )
-        logger.info("%s: done, %d file(s) verified", job.job_id, len(job.result_urls))
+        self.store.finish_download(job.job_id, len(urls), result_urls=urls)
+        logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
 
-    async def _verified(self, path: str | None, sha: str | None, size: int | None) -> bool:
-        if not path or not sha or size is None:
+    async def _urls_again(self, job: JobRow) -> tuple[str, ...]:
+        """The task succeeded but its result URLs were unreadable: ask recordInfo again."""
+        notes: list[str] = []
+        if job.task_id and self.client is not None and not self.stopping():
+            try:
+                record = await self.client.get_task(job.task_id)
+            except LiangXinError as err:
+                notes.append(f"recordInfo: {err}")
+            else:
+                if record.result_urls:
+                    self.store.update(job.job_id, result_urls=json.dumps(record.result_urls))
+                    return record.result_urls
+                notes.append(f"recordInfo says {record.raw_state or '?'} with no result URLs")
+        if self.stopping():
+            return ()
+        self._fail(
+            job,
+            "the task succeeded but no result URLs could be read"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + "; --retry-failed asks again without paying again",
+        )
+        return ()
+
+    async def _verified(self, rec: FileRow) -> bool:
+        """The recorded file is on disk unchanged (size, then sha256 unless the mtime
+        says it was not touched since it was recorded)."""
+        if not rec.path or not rec.sha256 or rec.size is None:
             return False
-        target = self.out_dir / path
+        target = self.out_dir / rec.path
         try:
-            if target.stat().st_size != size:
+            info = target.stat()
+            if info.st_size != rec.size:
                 return False
-            return await asyncio.to_thread(_sha256_of, target) == sha
+            if rec.mtime_ns is not None and info.st_mtime_ns == rec.mtime_ns:
+                return True
+            same = await asyncio.to_thread(_sha256_of, target) == rec.sha256
         except OSError:
             return False
+        if same:
+            self.store.set_file_mtime(rec.job_id, rec.n, info.st_mtime_ns)
+        return same
+
+    async def check_outputs(self) -> int:
+        """Done jobs whose files are gone or changed go back to be fetched again (the
+        URL is refreshed when it has expired). Returns how many."""
+        self.prepare()
+        lost = 0
+        for job in self.store.iter_jobs([JobState.DONE]):
+            for rec in self.store.files_of(job.job_id):
+                if rec.n < len(job.result_urls) and not await self._verified(rec):
+                    why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
+                    self.store.transition(
+                        job.job_id,
+                        Event.OUTPUT_MISSING,
+                        message=f"{rec.path} is {why} on disk: fetching it again",
+                    )
+                    lost += 1
+                    break
+        if lost:
+            self.observer.message(f"{lost} finished job(s) lost files on disk; fetching again")
+        return lost
 
     def _fail(self, job: JobRow, reason: str) -> None:
         message = f"download failed: {reason}"
-        self.store.update(
+        self.store.transition(
             job.job_id,
-            state=JobState.DOWNLOAD_FAILED,
+            Event.DOWNLOAD_FAILED,
+            message=message,
             error_code="download_failed",
             error_message=message,
-            event=message,
         )
         self.observer.message(f"{job.job_id}: {message}")
-
-    def _record(self, job_id: str, n: int, url: str, saved: Saved) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files (job_id, n, url, path, sha256, size)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, n, url, saved.path, saved.sha256, saved.size),
-            )
 
     # -- one file: refresh on refusal ------------------------------------------------
 
@@ -390,7 +431,7 @@ class Downloader:
             await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
             fh = await asyncio.to_thread(part.open, "wb")
         except OSError as err:  # disk full, name too long, permissions
-            raise _Failed(f"cannot write {rel}: {err.strerror or err}") from None
+            raise _write_error(self.out_dir, rel, err) from None
         digest = hashlib.sha256()
         size = 0
         published = False
@@ -414,16 +455,29 @@ class Downloader:
                 raise _Transient(f"truncated: {received:,} of {expected:,} bytes")
             if size == 0:
                 raise _Transient("empty body")
+            broken = await asyncio.to_thread(check_media, part, ext=target.suffix)
+            if broken:
+                raise _Transient(f"not a complete file: {broken}")
             await asyncio.to_thread(os.replace, part, target)
+            mtime_ns = target.stat().st_mtime_ns
             published = True
         except OSError as err:
-            raise _Failed(f"cannot write {rel}: {err.strerror or err}") from None
+            raise _write_error(self.out_dir, rel, err) from None
         finally:
             fh.close()
             if not published:
                 with suppress(OSError):
                     part.unlink()
-        return Saved(rel, digest.hexdigest(), size)
+        return Saved(rel, digest.hexdigest(), size, mtime_ns)
+
+
+def _write_error(out_dir: Path, rel: str, err: OSError) -> Exception:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"the disk under {out_dir} is full (writing {rel}): free some space, then run "
+            "the same command again to continue (everything committed so far is kept)"
+        )
+    return _Failed(f"cannot write {rel}: {err.strerror or err}")
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-from ._errors import APIError, api_error_for
+from ._errors import api_error_for, redact
 
 __all__ = [
     "TaskRecord",
@@ -169,13 +169,18 @@ def check_envelope(
     body: bytes | str | None,
     *,
     retry_after: float | None = None,
+    path: str | None = None,
+    redact_with: str | None = None,
 ) -> Any:
     """Return `data` from a successful answer, or raise the matching APIError.
 
-    The rule: HTTP status outside 2xx **or** a body `code` other than 200 is an error;
-    the code comes from the body when there is one, else from the HTTP status.
-    A 2xx whose body cannot be read raises ValueError: the caller decides whether that
-    is ambiguous (createTask) or retryable.
+    The rule: HTTP status outside 2xx **or** a body `code` other than 200 is an error.
+    An envelope is a JSON object with a readable `code`: only then does the code come
+    from the service, and the error says so (`envelope=True`). Anything else (an HTML
+    page, an empty body, JSON without `code`) is a bare HTTP status: `envelope=False`,
+    the code taken from the status, and a short redacted snippet of the body kept as
+    evidence. A 2xx that is not an envelope raises ValueError: the caller decides whether
+    that is ambiguous (createTask) or retryable.
     """
     parsed: object = None
     if body:
@@ -183,26 +188,59 @@ def check_envelope(
             parsed = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             parsed = None
-    envelope = parsed if isinstance(parsed, Mapping) else None
+    code = _envelope_code(parsed)
     ok_status = 200 <= http_status < 300
-
-    if envelope is None:
-        if ok_status:
+    if code is None:
+        if ok_status and not isinstance(parsed, Mapping):
             raise ValueError(f"unreadable answer (HTTP {http_status})")
-        raise _error(http_status, f"HTTP {http_status}", http_status, retry_after)
-
-    code = envelope.get("code")
-    message = envelope.get("msg") or envelope.get("message") or ""
-    if not isinstance(code, int) or isinstance(code, bool):
-        try:
-            code = int(str(code))
-        except ValueError:
-            code = None
+        if ok_status:
+            raise ValueError(f"answer without a code (HTTP {http_status})")
+        raise api_error_for(
+            http_status,
+            f"HTTP {http_status}",
+            http_status=http_status,
+            retry_after=retry_after,
+            envelope=False,
+            path=path,
+            snippet=snippet_of(body, redact_with),
+        )
+    assert isinstance(parsed, Mapping)
     if ok_status and code == 200:
-        return envelope.get("data")
-    effective = code if code is not None and code != 200 else http_status
-    raise _error(effective, str(message) or f"HTTP {http_status}", http_status, retry_after)
+        return parsed.get("data")
+    message = parsed.get("msg") or parsed.get("message") or ""
+    effective = code if code != 200 else http_status
+    raise api_error_for(
+        effective,
+        str(message)[:SNIPPET] or f"HTTP {http_status}",
+        http_status=http_status,
+        retry_after=retry_after,
+        path=path,
+    )
 
 
-def _error(code: int, message: str, http_status: int, retry_after: float | None) -> APIError:
-    return api_error_for(code, message, http_status=http_status, retry_after=retry_after)
+#: How much of an unexpected body an error keeps as evidence.
+SNIPPET = 200
+
+
+def snippet_of(body: bytes | str | None, secret: str | None = None) -> str | None:
+    """The start of a body, as text fit for a message: short, one line, redacted."""
+    if not body:
+        return None
+    text = body[: SNIPPET * 4].decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())[:SNIPPET]
+    return redact(text, secret) or None
+
+
+def _envelope_code(parsed: object) -> int | None:
+    """The envelope's `code` as a number (some copies send "200"); None: not an envelope."""
+    if not isinstance(parsed, Mapping) or "code" not in parsed:
+        return None
+    code = parsed["code"]
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    try:
+        return int(str(code).strip())
+    except ValueError:
+        return None

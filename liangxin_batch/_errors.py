@@ -6,11 +6,14 @@ LiangXinBatchError                  .exit_code; str() is a complete message for 
 ├── CatalogError                    a catalog file is malformed                      (exit 2)
 ├── ManifestError                   .problems; str() lists them with file:line       (exit 2)
 ├── StateError                      the state file is unusable or belongs elsewhere  (exit 2)
+├── DiskFullError                   the disk under DIR is full; resume after freeing  (exit 3)
 └── LiangXinError                   talking to the service went wrong
     ├── TransportError              never got an answer
     │   ├── NotSentError            provably never reached the service: safe to retry
     │   └── AmbiguousError          may have reached it: a createTask may exist
-    └── APIError                    the service answered and said no
+    └── APIError                    an HTTP answer that says no; its evidence: .http_status,
+        │                           .envelope (was it the service's JSON envelope?),
+        │                           .api_code, .path, .snippet (redacted, short)
         ├── BadRequestError           400
         ├── AuthError                 401  stops the batch
         ├── InsufficientCreditsError  402  stops the batch
@@ -24,6 +27,9 @@ LiangXinBatchError                  .exit_code; str() is a complete message for 
         ├── GenerationFailedError     501
         └── FeatureDisabledError      505  stops the batch
 ```
+
+Errors carry their evidence; what to do about them (may a createTask have created a
+task? stop the batch?) is decided elsewhere, by pure functions (`_lifecycle`).
 
 No message built here ever contains the API key: messages are made from service
 answers and our own text, and `redact()` scrubs anything that passes through.
@@ -45,6 +51,7 @@ __all__ = [
     "BadRequestError",
     "CatalogError",
     "ConfigError",
+    "DiskFullError",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
@@ -99,6 +106,12 @@ class StateError(LiangXinBatchError):
     """The state file cannot be used (wrong manifest, changed jobs, newer schema)."""
 
 
+class DiskFullError(LiangXinBatchError):
+    """Writing under the output folder failed for want of space; what is committed stays."""
+
+    exit_code: ClassVar[int] = EXIT_STOPPED
+
+
 class ManifestError(LiangXinBatchError):
     """The manifest has problems; nothing was sent."""
 
@@ -126,6 +139,10 @@ class TransportError(LiangXinError):
 
     retryable: ClassVar[bool] = True
 
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
 
 class NotSentError(TransportError):
     """The request provably never reached the service (e.g. the connection was refused)."""
@@ -151,12 +168,27 @@ class APIError(LiangXinError):
         code: int | None = None,
         http_status: int | None = None,
         retry_after: float | None = None,
+        envelope: bool = True,
+        path: str | None = None,
+        snippet: str | None = None,
     ) -> None:
         self.message = message
         self.api_code = code if code is not None else self.code
         self.http_status = http_status
         self.retry_after = retry_after
-        text = f"LiangXin answered {self.api_code}: {message}"
+        #: The answer was the service's JSON envelope. False: a bare HTTP status (an HTML
+        #: page, an empty or non-envelope body), which may come from a proxy in between.
+        self.envelope = envelope
+        self.path = path
+        #: The start of the body, redacted (evidence for a person, never parsed again).
+        self.snippet = snippet
+        if envelope:
+            text = f"LiangXin answered {self.api_code}: {message}"
+        else:
+            where = f" from {path}" if path else ""
+            text = f"HTTP {http_status}{where} without a LiangXin answer"
+            if snippet:
+                text += f" (body: {snippet!r})"
         if self.hint:
             text += f" ({self.hint})"
         super().__init__(text)
@@ -251,9 +283,20 @@ def api_error_for(
     *,
     http_status: int | None = None,
     retry_after: float | None = None,
+    envelope: bool = True,
+    path: str | None = None,
+    snippet: str | None = None,
 ) -> APIError:
     """The APIError subclass for an API code; unknown 5xx count as server errors."""
     cls = _BY_CODE.get(code)
     if cls is None:
         cls = ServerError if code >= 500 else APIError
-    return cls(message, code=code, http_status=http_status, retry_after=retry_after)
+    return cls(
+        message,
+        code=code,
+        http_status=http_status,
+        retry_after=retry_after,
+        envelope=envelope,
+        path=path,
+        snippet=snippet,
+    )

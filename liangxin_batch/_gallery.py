@@ -175,6 +175,7 @@ class _Tally:
         self.done: Counter[str] = Counter()
         self.seconds: dict[str, list[float]] = defaultdict(list)
         self.credits = 0.0
+        self.credits_estimated = 0.0
         self.first_submit = math.inf
         self.last_result = -math.inf
 
@@ -184,7 +185,10 @@ class _Tally:
         self.done[job.model] += status == "succeeded"
         if seconds is not None and job.state in _GENERATED:
             self.seconds[job.model].append(seconds)  # generation time of successes only
-        self.credits += job.credits or 0.0
+        if job.credits is not None:
+            self.credits += job.credits
+        elif job.state in _GENERATED and job.credits_estimated:
+            self.credits_estimated += job.credits_estimated
         self.first_submit = min(self.first_submit, job.submitted_at or math.inf)
         self.last_result = max(self.last_result, job.completed_at or -math.inf)
 
@@ -196,7 +200,8 @@ class _Tally:
             "total": total,
             "succeeded": self.counts["succeeded"],
             "rate": f"{100 * self.counts['succeeded'] / total:.1f}%" if total else "–",
-            "credits": f"{self.credits:,.1f}",
+            "credits": f"{self.credits + self.credits_estimated:,.1f}",
+            "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
             "wall_label": "wall time" if wall_seconds is not None else "first submit → last result",
             "statuses": [(s, self.counts[s]) for s in sorted(self.counts, key=_rank)],
@@ -240,7 +245,7 @@ def write_report_html(
     tally = _Tally()
     cards: list[Card] = []
     thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> the image it shows
-    for job, files in iter_jobs_with_files(store):
+    for job, files in iter_jobs_with_files(store, out_dir=out_dir):
         status = report_status(job.state)
         seconds = generation_seconds(job)
         tally.add(job, status, seconds)

@@ -1,14 +1,18 @@
-"""Job states and the pure decisions about them. No I/O.
+"""Job states, the one transition table, and the pure decisions about them. No I/O.
 
 ```
-pending ──> submitting ──> submitted ──> succeeded ──> done
-   ^            │  │  │          │  └──> failed / timed_out
-   └────────────┘  │  └> failed (400/422: the service refused this input)
- (not created:     └──> unknown  (the POST may have reached the service: never
-  429/455/500,                    resubmitted unless the user says so)
-  connect failed, or the batch stopped on 401/402/433/505)
+pending ─submit─> submitting ─created─> submitted ─task_succeeded─> succeeded ─downloaded─> done
+  ^                │ │ │ │                │ │ └─ task_timed_out ─> timed_out  │ ^              │
+  │  not_created ──┘ │ │ │  task_failed ──┘ └─ task_not_found ─> failed       │ └ output_missing┘
+  │                  │ │ └─ create_refused (400/422) ─> failed                └─ download_failed
+  │                  │ └─── create_gave_up (its retries used up) ─> failed        ─> download_failed
+  │                  └───── create_ambiguous / interrupted_submit ─> unknown
+  └── retry (--retry-failed / --resubmit-unknown) and content_changed (--allow-changed)
 ```
-`succeeded` means generation succeeded; `done` means its files are on disk and verified.
+`succeeded` means generation succeeded (and was billed); `done` means its files are on
+disk and verified. The store changes a job's state only through `TRANSITIONS`: each event
+has one target state and the states it may start from, and the store checks the
+from-state in the same `UPDATE` that writes the new one.
 """
 
 from __future__ import annotations
@@ -19,12 +23,22 @@ from enum import Enum, StrEnum
 from ._errors import APIError, LiangXinError, NotSentError, RateLimitedError
 
 __all__ = [
+    "BILLED_STATES",
+    "FINAL_STATES",
+    "KEEP_WHEN_CHANGED",
+    "PROBLEM_STATES",
+    "TRANSITIONS",
+    "UNFINISHED_STATES",
     "CreateDecision",
     "CreateVerdict",
+    "Event",
     "JobState",
     "decide_create_failure",
+    "may_have_created",
     "refetch_only",
     "retry_states",
+    "sources_of",
+    "target_of",
 ]
 
 
@@ -45,9 +59,116 @@ class JobState(StrEnum):
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset(
-    {JobState.DONE, JobState.FAILED, JobState.UNKNOWN, JobState.DOWNLOAD_FAILED}
+class Event(StrEnum):
+    """What happened to a job; each event takes it to exactly one state."""
+
+    SUBMIT = "submit"  # intent committed before the POST leaves
+    CREATED = "created"  # the service answered with a taskId
+    NOT_CREATED = "not_created"  # provably no task (429/455/500 envelope, not sent, a stop)
+    CREATE_GAVE_UP = "create_gave_up"  # the job's own retries are used up; nothing created
+    CREATE_REFUSED = "create_refused"  # 400/404/422: this input is refused
+    CREATE_AMBIGUOUS = "create_ambiguous"  # the POST may have created a task
+    INTERRUPTED_SUBMIT = "interrupted_submit"  # found `submitting` after a crash
+    TASK_SUCCEEDED = "task_succeeded"
+    TASK_FAILED = "task_failed"
+    TASK_TIMED_OUT = "task_timed_out"
+    TASK_NOT_FOUND = "task_not_found"
+    REPOLL = "repoll"  # a timed-out task is polled again on resume
+    RECONCILED = "reconciled"  # an unknown job's task was found (callback + recordInfo)
+    DOWNLOADED = "downloaded"
+    DOWNLOAD_FAILED = "download_failed"
+    OUTPUT_MISSING = "output_missing"  # a done job's file is gone or changed: fetch again
+    RETRY_DOWNLOAD = "retry_download"  # --retry-failed on a paid result: fetch only
+    RETRY = "retry"  # --retry-failed / --resubmit-unknown: a new task
+    CONTENT_CHANGED = "content_changed"  # --allow-changed: the new content starts over
+
+
+_S = JobState
+_E = Event
+
+#: (from-state, to-state, event): every change of a job's state the code may make.
+TRANSITIONS: tuple[tuple[JobState, JobState, Event], ...] = (
+    (_S.PENDING, _S.SUBMITTING, _E.SUBMIT),
+    (_S.SUBMITTING, _S.SUBMITTED, _E.CREATED),
+    (_S.SUBMITTING, _S.PENDING, _E.NOT_CREATED),
+    (_S.SUBMITTING, _S.FAILED, _E.CREATE_GAVE_UP),
+    (_S.SUBMITTING, _S.FAILED, _E.CREATE_REFUSED),
+    (_S.SUBMITTING, _S.UNKNOWN, _E.CREATE_AMBIGUOUS),
+    (_S.SUBMITTING, _S.UNKNOWN, _E.INTERRUPTED_SUBMIT),
+    (_S.SUBMITTED, _S.SUCCEEDED, _E.TASK_SUCCEEDED),
+    (_S.SUBMITTED, _S.FAILED, _E.TASK_FAILED),
+    (_S.SUBMITTED, _S.TIMED_OUT, _E.TASK_TIMED_OUT),
+    (_S.SUBMITTED, _S.FAILED, _E.TASK_NOT_FOUND),
+    (_S.TIMED_OUT, _S.SUBMITTED, _E.REPOLL),
+    (_S.UNKNOWN, _S.SUBMITTED, _E.RECONCILED),
+    (_S.SUCCEEDED, _S.DONE, _E.DOWNLOADED),
+    (_S.SUCCEEDED, _S.DOWNLOAD_FAILED, _E.DOWNLOAD_FAILED),
+    (_S.DONE, _S.SUCCEEDED, _E.OUTPUT_MISSING),
+    (_S.DOWNLOAD_FAILED, _S.SUCCEEDED, _E.RETRY_DOWNLOAD),
+    (_S.FAILED, _S.PENDING, _E.RETRY),
+    (_S.TIMED_OUT, _S.PENDING, _E.RETRY),
+    (_S.DOWNLOAD_FAILED, _S.PENDING, _E.RETRY),
+    (_S.UNKNOWN, _S.PENDING, _E.RETRY),
+    (_S.PENDING, _S.PENDING, _E.CONTENT_CHANGED),
+    (_S.DONE, _S.PENDING, _E.CONTENT_CHANGED),
+    (_S.FAILED, _S.PENDING, _E.CONTENT_CHANGED),
+    (_S.DOWNLOAD_FAILED, _S.PENDING, _E.CONTENT_CHANGED),
 )
+
+
+def _index() -> dict[Event, tuple[frozenset[JobState], JobState]]:
+    table: dict[Event, tuple[frozenset[JobState], JobState]] = {}
+    for source, target, event in TRANSITIONS:
+        sources, known = table.get(event, (frozenset(), target))
+        if known is not target:
+            raise AssertionError(f"event {event} must have one target state")
+        table[event] = (sources | {source}, target)
+    missing = set(Event) - set(table)
+    if missing:
+        raise AssertionError(f"events without a transition: {sorted(missing)}")
+    return table
+
+
+_BY_EVENT = _index()
+
+
+def target_of(event: Event) -> JobState:
+    return _BY_EVENT[event][1]
+
+
+def sources_of(event: Event) -> frozenset[JobState]:
+    return _BY_EVENT[event][0]
+
+
+# -- state sets: each defined once, here ---------------------------------------------
+
+#: Nothing more happens to it in this run without the user asking.
+FINAL_STATES = frozenset({_S.DONE, _S.FAILED, _S.UNKNOWN, _S.DOWNLOAD_FAILED})
+#: The service charged for a generation that succeeded (files fetched or not).
+BILLED_STATES = frozenset({_S.SUCCEEDED, _S.DONE, _S.DOWNLOAD_FAILED})
+#: --allow-changed waits for these: something of the old content is live or paid for and
+#: only the job's state can reach it (a task in flight or timed out, a result not yet
+#: downloaded, an `unknown` submission a callback may still reconcile).
+KEEP_WHEN_CHANGED = frozenset({_S.SUBMITTING, _S.SUBMITTED, _S.SUCCEEDED, _S.TIMED_OUT, _S.UNKNOWN})
+#: A run still has work to do for these.
+UNFINISHED_STATES = frozenset(set(JobState) - FINAL_STATES)
+#: Listed as problems by `status` and the report.
+PROBLEM_STATES = frozenset({_S.FAILED, _S.UNKNOWN, _S.TIMED_OUT, _S.DOWNLOAD_FAILED})
+#: The words of the reports: `succeeded` there means generated AND files verified.
+REPORT_LABELS: dict[JobState, str] = {
+    _S.DONE: "succeeded",
+    _S.SUCCEEDED: "generated",
+    _S.SUBMITTED: "running",
+    _S.SUBMITTING: "submitting",
+    _S.PENDING: "pending",
+    _S.FAILED: "failed",
+    _S.TIMED_OUT: "timed_out",
+    _S.UNKNOWN: "unknown",
+    _S.DOWNLOAD_FAILED: "download_failed",
+}
+
+
+# -- createTask failures ---------------------------------------------------------------
 
 
 class CreateVerdict(Enum):
@@ -67,17 +188,45 @@ class CreateDecision:
     delay: float = 0.0
     #: A 429: hold every createTask back for `delay`, not just this one.
     throttle: bool = False
+    #: Also stop submitting: an answer that is not the service's (no envelope) to a
+    #: request that cannot have been right (wrong base URL, a proxy refusing the account).
+    stop: bool = False
 
 
-#: Body codes after which we know no task was created (the issue's rule).
+#: Envelope codes after which we know no task was created (the service's own word).
 _NOT_CREATED = frozenset({429, 455, 500})
 #: The service refused this job (bad input, unknown model): no task, and the same request
 #: would be refused again.
 _REJECTED = frozenset({400, 404, 422})
 
 
+def may_have_created(err: LiangXinError) -> bool:
+    """Could the createTask that failed with `err` have created (and billed) a task?
+
+    Only two things prove it did not: an envelope (a JSON answer from the service
+    itself) with a code that says so, or a request that provably never left. A bare
+    HTTP status (a gateway's HTML 500, an empty 502, a JSON body that is no envelope)
+    may come from a proxy that forwarded the request first.
+    """
+    if isinstance(err, NotSentError):
+        return False
+    if isinstance(err, APIError) and err.envelope:
+        return not (err.api_code in _NOT_CREATED or err.api_code in _REJECTED or err.fatal)
+    return True
+
+
 def decide_create_failure(err: LiangXinError, *, tries: int, window: float) -> CreateDecision:
     """What to do after a createTask failed with `err` on try number `tries` (1-based)."""
+    if may_have_created(err):
+        if isinstance(err, APIError):
+            status = err.http_status or err.api_code
+            if status == 429:  # a proxy's limiter: slow down too
+                return CreateDecision(
+                    CreateVerdict.UNKNOWN, delay=err.retry_after or window, throttle=True
+                )
+            if err.fatal or (400 <= status < 500 and status != 408):
+                return CreateDecision(CreateVerdict.UNKNOWN, stop=True)
+        return CreateDecision(CreateVerdict.UNKNOWN)
     if isinstance(err, APIError):
         if err.fatal:
             return CreateDecision(CreateVerdict.STOP)
@@ -85,16 +234,10 @@ def decide_create_failure(err: LiangXinError, *, tries: int, window: float) -> C
             return CreateDecision(
                 CreateVerdict.RETRY, delay=err.retry_after or window, throttle=True
             )
-        if err.api_code in _NOT_CREATED:
-            return CreateDecision(CreateVerdict.RETRY, delay=err.retry_after or backoff(tries))
         if err.api_code in _REJECTED:
             return CreateDecision(CreateVerdict.REJECT)
-        # Anything else (408, 501, a gateway's 502/503/504...) may come after the task was
-        # created upstream: treat it like a lost reply, never as safe to send again.
-        return CreateDecision(CreateVerdict.UNKNOWN)
-    if isinstance(err, NotSentError):
-        return CreateDecision(CreateVerdict.RETRY, delay=backoff(tries))
-    return CreateDecision(CreateVerdict.UNKNOWN)
+        return CreateDecision(CreateVerdict.RETRY, delay=err.retry_after or backoff(tries))
+    return CreateDecision(CreateVerdict.RETRY, delay=backoff(tries))
 
 
 def backoff(tries: int, *, base: float = 1.0, cap: float = 60.0) -> float:
@@ -110,6 +253,9 @@ def retry_states(*, retry_failed: bool, resubmit_unknown: bool) -> list[JobState
     return states
 
 
-def refetch_only(state: JobState, task_id: str | None, result_urls: object) -> bool:
-    """A retried job whose generation was paid for and succeeded: fetch files, no new task."""
-    return state is JobState.DOWNLOAD_FAILED and bool(task_id) and bool(result_urls)
+def refetch_only(state: JobState, task_id: str | None) -> bool:
+    """A retried job whose generation was paid for and succeeded: fetch files, no new task.
+
+    Its result URLs are read again from recordInfo when they are missing or refused.
+    """
+    return state is JobState.DOWNLOAD_FAILED and bool(task_id)

@@ -5,6 +5,12 @@ service rejects (HTTP 429, not queued) anything over "20 per 10 s". So we keep t
 admission times and admit the next caller only when the N-th most recent admission
 has left the window. Time comes from the running loop, so tests drive it with a
 virtual clock instead of sleeping.
+
+Inside the window, admissions are also paced evenly (GCRA: one per `window / limit`,
+with a tolerance of `burst` admissions at once), so the window's quota is never sent as
+one burst: a kill at any instant then finds at most a couple of requests on the wire.
+After a 429 the limit steps down; each quiet window after that climbs it back one
+step toward the configured limit.
 """
 
 from __future__ import annotations
@@ -32,8 +38,12 @@ class SlidingWindowLimiter:
         "_blocked_until",
         "_clock",
         "_lock",
+        "_raised_at",
         "_slowed_at",
+        "_tat",
         "_times",
+        "burst",
+        "configured",
         "limit",
         "margin",
         "window",
@@ -45,6 +55,7 @@ class SlidingWindowLimiter:
         window: float,
         *,
         margin: float | None = None,
+        burst: int | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if limit < 1 or window <= 0:
@@ -52,26 +63,52 @@ class SlidingWindowLimiter:
                 f"rate must be at least 1 per a positive window, got {limit}/{window}s"
             )
         self.limit = limit
+        #: The limit asked for; after a 429 step-down `limit` climbs back to it.
+        self.configured = limit
         self.window = window
         self.margin = max(0.05, 0.02 * window) if margin is None else margin
+        #: Admissions allowed back to back; None: the whole quota (no pacing).
+        self.burst = limit if burst is None else max(1, burst)
         self._clock = clock
         self._times: deque[float] = deque()
         self._blocked_until = 0.0
         self._slowed_at = -math.inf
+        self._raised_at = -math.inf
+        #: GCRA's theoretical arrival time of the next evenly paced admission.
+        self._tat = -math.inf
         self._lock: asyncio.Lock | None = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    @property
+    def spacing(self) -> float:
+        """The even gap between admissions at the current limit."""
+        return (self.window + self.margin) / self.limit
+
     def delay(self, now: float) -> float:
         """Seconds until the next admission is allowed (0 when one is allowed now)."""
+        self._recover(now)
         span = self.window + self.margin
         while self._times and self._times[0] <= now - span:
             self._times.popleft()
         wait = self._blocked_until - now
         if len(self._times) >= self.limit:
             wait = max(wait, self._times[-self.limit] + span - now)
+        tolerance = (min(self.burst, self.limit) - 1) * self.spacing
+        wait = max(wait, self._tat - tolerance - now)
         return max(0.0, wait)
+
+    def _admit(self, now: float) -> None:
+        self._times.append(now)
+        self._tat = max(self._tat, now) + self.spacing
+
+    def _recover(self, now: float) -> None:
+        # One step back up per quiet window after the last step down.
+        quiet_since = max(self._slowed_at, self._raised_at)
+        if self.limit < self.configured and now - quiet_since >= self.window + self.margin:
+            self._raised_at = now
+            self.limit = min(self.configured, self.limit + max(1, self.configured // 10))
 
     async def acquire(self) -> None:
         """Wait for an admission. Callers are admitted in arrival order."""
@@ -82,7 +119,7 @@ class SlidingWindowLimiter:
                 now = self._now()
                 wait = self.delay(now)
                 if wait <= EPSILON:
-                    self._times.append(now)
+                    self._admit(now)
                     return
                 await asyncio.sleep(wait)
 
@@ -91,10 +128,10 @@ class SlidingWindowLimiter:
         self._blocked_until = max(self._blocked_until, self._now() + seconds)
 
     def slow_down(self, *, factor: float = 0.75) -> int:
-        """The service said 429 although we kept to `limit`: admit fewer from now on.
+        """The service said 429 although we kept to `limit`: admit fewer for a while.
 
-        At most one step per window, so a burst of 429s from one window counts once.
-        Returns the new limit (never below 1).
+        At most one step per window, so a burst of 429s from one window counts once;
+        quiet windows climb back (see `_recover`). Returns the new limit (never below 1).
         """
         now = self._now()
         if now - self._slowed_at >= self.window:

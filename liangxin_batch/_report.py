@@ -19,7 +19,7 @@ import importlib
 import json
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -61,6 +61,7 @@ RESULT_COLUMNS = (
     "output_sha256",
     "result_urls",
     "credits",
+    "credits_estimated",
     "submitted_at",
     "completed_at",
     "generation_seconds",
@@ -133,13 +134,14 @@ def report_row(job: JobRow, files: Sequence[FileRecord]) -> dict[str, str]:
         "model": job.model,
         "status": report_status(job.state),
         "task_id": job.task_id or "",
-        "attempts": str(job.attempt),
+        "attempts": str(job.sends),
         "error_code": job.error_code or "",
         "error_message": job.error_message or "",
         "output_paths": ";".join(f.path or "" for f in kept),
         "output_sha256": ";".join(f.sha256 or "" for f in kept),
         "result_urls": ";".join(job.result_urls),
         "credits": _number(job.credits),
+        "credits_estimated": _number(job.credits_estimated if job.credits is None else None),
         "submitted_at": _iso(job.submitted_at),
         "completed_at": _iso(job.completed_at),
         "generation_seconds": _number(generation_seconds(job)),
@@ -200,44 +202,63 @@ def iter_jobs_with_files(
     *,
     status: Collection[str] | None = None,
     model: Collection[str] | None = None,
+    out_dir: Path | None = None,
 ) -> Iterator[tuple[JobRow, list[FileRecord]]]:
-    """Manifest jobs in manifest order with their file rows, fetched page by page."""
+    """Manifest jobs in manifest order with their file rows, fetched page by page.
+
+    With `out_dir`, a done job whose file is gone or has another size is shown as
+    `download_failed` with the reason (the state is not changed: the next run fetches it).
+    """
     page: list[JobRow] = []
     for job in store.iter_jobs(_states(status), in_manifest=True):
         if model and job.model not in model:
             continue
         page.append(job)
         if len(page) == 500:
-            yield from _with_files(store, page)
+            yield from _with_files(store, page, out_dir)
             page = []
-    yield from _with_files(store, page)
+    yield from _with_files(store, page, out_dir)
 
 
-def _with_files(store: StateStore, jobs: list[JobRow]) -> Iterator[tuple[JobRow, list[FileRecord]]]:
-    found: dict[str, list[FileRecord]] = {}
-    if jobs:
-        marks = ",".join("?" * len(jobs))
-        for job_id, n, url, path, sha, size in store.db.execute(
-            f"SELECT job_id, n, url, path, sha256, size FROM files WHERE job_id IN ({marks})",
-            [j.job_id for j in jobs],
-        ):
-            found.setdefault(job_id, []).append(FileRecord(n, url, path, sha, size))
+def _with_files(
+    store: StateStore, jobs: list[JobRow], out_dir: Path | None
+) -> Iterator[tuple[JobRow, list[FileRecord]]]:
+    found = store.files_for([j.job_id for j in jobs]) if jobs else {}
     for job in jobs:
-        yield job, found.get(job.job_id, [])
+        files = [
+            FileRecord(f.n, f.url, f.path, f.sha256, f.size) for f in found.get(job.job_id, [])
+        ]
+        if out_dir is not None and job.state is JobState.DONE:
+            lost = _lost_file(out_dir, current_files(job, files))
+            if lost:
+                job = replace(
+                    job,
+                    state=JobState.DOWNLOAD_FAILED,
+                    error_code="output_missing",
+                    error_message=f"{lost}; the next run fetches it again",
+                )
+        yield job, files
 
 
-def _column_names(store: StateStore) -> Iterator[str]:
-    for (text,) in store.db.execute(
-        "SELECT columns_json FROM jobs WHERE in_manifest = 1 ORDER BY idx"
-    ):
-        yield from json.loads(text)
+def _lost_file(out_dir: Path, files: Sequence[FileRecord]) -> str | None:
+    for f in files:
+        try:
+            size = (out_dir / (f.path or "")).stat().st_size
+        except OSError:
+            return f"{f.path} is missing on disk"
+        if f.size is not None and size != f.size:
+            return f"{f.path} changed on disk ({size:,} bytes, recorded {f.size:,})"
+    return None
 
 
 def _row_chunks(
-    store: StateStore, rename: Mapping[str, str], **filters: Collection[str] | None
+    store: StateStore,
+    rename: Mapping[str, str],
+    out_dir: Path,
+    **filters: Collection[str] | None,
 ) -> Iterator[list[dict[str, str]]]:
     chunk: list[dict[str, str]] = []
-    for job, files in iter_jobs_with_files(store, **filters):
+    for job, files in iter_jobs_with_files(store, out_dir=out_dir, **filters):
         chunk.append(_full_row(job, files, rename))
         if len(chunk) == _CHUNK:
             yield chunk
@@ -271,8 +292,8 @@ def export(
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
     module = _extra(fmt)
     target = path or out_dir / f"export.{fmt}"
-    header, rename = plan_header(_column_names(store))
-    chunks = _row_chunks(store, rename, status=status, model=model)
+    header, rename = plan_header(store.column_names())
+    chunks = _row_chunks(store, rename, out_dir, status=status, model=model)
     tmp = target.with_name(f".{target.name}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -167,7 +167,11 @@ async def run_batch_async(
     if file_layout.column_fields:
         file_layout.check_columns({k for job in jobs() for k in job.columns})
     # The client is built before anything is written, so a missing key costs nothing.
-    client = LiangXinClient(api_key=api_key, base_url=base_url, transport=transport)
+    if callbacks is not None:
+        settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
+    client = LiangXinClient(
+        api_key=api_key, base_url=base_url, transport=transport, settings=settings
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
         out.mkdir(parents=True, exist_ok=True)
@@ -175,14 +179,19 @@ async def run_batch_async(
         store = StateStore.in_dir(out)
         stack.callback(store.close)
         stack.enter_context(_run_log(out))
-        sync = sync_jobs(store, jobs(), allow_changed=settings.allow_changed)
+        # Every check that can refuse the run happens inside the sync's transaction: a
+        # refusal rolls it back, and nothing is moved on disk before it has passed.
+        sync = sync_jobs(
+            store,
+            jobs(),
+            allow_changed=settings.allow_changed,
+            check=lambda: _check_budget(store, catalog, settings),
+        )
         _remember_manifest(store, manifest, observer, sync)
         _set_aside_superseded(out, sync, observer)
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
         # before anything changes state beyond the sync, which committed whole.
         await asyncio.sleep(0)
-        if callbacks is not None:
-            settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
         downloader = Downloader(
             store=store,
             out_dir=out,
@@ -204,10 +213,10 @@ async def run_batch_async(
         # Only Ctrl-C halts downloads: after a 402 the results already paid for are
         # still fetched before their URLs expire.
         downloader.stopping = lambda: runner.interrupted
-        _check_budget(store, catalog, settings)
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
             handle.attach(runner)
         downloader.prepare()
+        await downloader.check_outputs()  # a deleted or changed file is fetched again
         runner.prepare()
         total, done = _progress_counts(store)
         observer.start(total=total, done=done)
@@ -343,14 +352,15 @@ def _write_reports(out: Path, store: StateStore, observer: Observer, wall: float
 def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
     if settings.max_credits is None:
         return
-    # Checked before --retry-failed/--resubmit-unknown change any state, so a refusal
-    # leaves the state exactly as it was; the jobs those flags would send are counted.
+    # Checked inside the sync's transaction, before --retry-failed/--resubmit-unknown
+    # change any state and before --allow-changed moves any file, so a refusal leaves the
+    # state and the folder exactly as they were; the jobs those flags would send count.
     again = retry_states(
         retry_failed=settings.retry_failed, resubmit_unknown=settings.resubmit_unknown
     )
     todo = 0.0
     for job in store.iter_jobs([JobState.PENDING, *again], in_manifest=True):
-        if refetch_only(job.state, job.task_id, job.result_urls):
+        if refetch_only(job.state, job.task_id):
             continue  # only fetched again: no new task
         spec = catalog.get(job.model)
         if spec is not None:

@@ -16,27 +16,31 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._catalog import Catalog, ModelSpec, estimate_credits
-from ._client import LiangXinClient
+from ._client import CreateTurn, LiangXinClient
 from ._envelope import TaskRecord, TaskState
 from ._errors import (
     APIError,
+    DiskFullError,
     LiangXinError,
     NotFoundError,
 )
 from ._lifecycle import (
     CreateVerdict,
+    Event,
     JobState,
     decide_create_failure,
     refetch_only,
     retry_states,
+    target_of,
 )
 from ._progress import NullObserver, Observer, logger
-from ._ratelimit import EPSILON, SlidingWindowLimiter
+from ._ratelimit import EPSILON
 from ._schedule import PollSchedule
 from ._settings import RunSettings
-from ._store import JobRow, StateStore, billed_credits
+from ._store import JobRow, StateStore, TransitionRefused
 from ._summary import RunSummary
 
 __all__ = ["RunSummary", "Runner"]
@@ -49,6 +53,21 @@ def _current_cancelling() -> int:
 
 #: Called once a task's generation succeeded; returns the job's final state (downloads).
 FinishHook = Callable[[JobRow], Awaitable[None]]
+
+#: What `_cancellable` returns when a stop cancelled the wait.
+_STOPPED = object()
+_BASE_URL_ENV = "LIANGXIN_BASE_URL"
+
+
+def _code_of(err: LiangXinError) -> str | None:
+    if isinstance(err, APIError):
+        return str(err.api_code) if err.envelope else f"http_{err.http_status}"
+    return type(err).__name__
+
+
+#: A success whose result URLs cannot be read is polled again this many times before the
+#: job is taken as succeeded without URLs (the downloader then asks recordInfo again).
+GARBLED_SUCCESS_POLLS = 3
 
 
 @dataclass
@@ -68,6 +87,8 @@ class _Flight:
     #: When the next poll is due; heap entries with another time are stale and skipped,
     #: so a task never has two polling chains.
     due: float = math.inf
+    #: Answers that said success without readable result URLs.
+    garbled: int = 0
 
     @property
     def job_id(self) -> str:
@@ -97,14 +118,16 @@ class Runner:
         self.observer = observer or NullObserver()
         self.on_succeeded = on_succeeded
         self.callback_url_for = callback_url_for
-        self._create_limiter = SlidingWindowLimiter(
-            settings.create_limit, settings.create_window, margin=settings.create_margin
-        )
-        self._poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
-        self._create_gate = asyncio.Semaphore(settings.max_concurrent_creates)
+        # Polls started and not yet answered (the client's limiter paces them).
         self._poll_gate = asyncio.Semaphore(settings.max_concurrent_polls)
         self._slots = asyncio.Condition()
         self._in_flight = 0
+        #: Jobs whose generation succeeded and whose files are not on disk yet (queued or
+        #: being fetched): the submitter waits while it is full.
+        self._backlog = 0
+        self._download_queue: asyncio.Queue[JobRow] = asyncio.Queue()
+        #: (what, code) of the last jobs that ended badly at createTask, for "all alike".
+        self._alike: list[tuple[str, str]] = []
         self._flights: dict[str, _Flight] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -123,6 +146,8 @@ class Runner:
         #: recordInfo itself answered 401/402/433/505: stop polling too; flights stay
         #: `submitted` for the next run.
         self._polling_stopped = False
+        #: Writing under DIR failed for want of space: stop submitting and downloading.
+        self._disk_full: str | None = None
         self._finished_by_callback = 0
         #: Loop time until which the run stays open for callbacks that may reconcile
         #: `unknown` jobs (only when callbacks are on).
@@ -173,9 +198,14 @@ class Runner:
     async def run(self) -> RunSummary:
         started = time.monotonic()
         self.prepare()
-        if self.on_succeeded is not None:  # generated earlier, files not all on disk yet
-            for job in self.store.iter_jobs([JobState.SUCCEEDED]):
-                self._spawn(self.on_succeeded(job))
+        workers: list[asyncio.Task[None]] = []
+        if self.on_succeeded is not None:
+            workers = [
+                asyncio.create_task(self._download_worker())
+                for _ in range(self.settings.download_concurrency)
+            ]
+            # Generated earlier, files not all on disk yet: through the same bounded queue.
+            self._spawn(self._feed_backlog())
         submitter = asyncio.create_task(self._submit_all())
         poller = asyncio.create_task(self._poll_loop())
         try:
@@ -184,12 +214,15 @@ class Runner:
             self._wake.set()
             await poller
             # Calls already in progress finish and commit, even after an interrupt.
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            while self._tasks or (self._backlog and not self._downloads_halted):
+                if self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                else:
+                    await self._notify_wait()
         finally:
             # Normally nothing is left; after a cancellation (Ctrl-C before the runner's
             # own handlers, or a caller's cancel) spawned calls must not outlive the run.
-            leftover = [t for t in (submitter, poller, *self._tasks) if not t.done()]
+            leftover = [t for t in (submitter, poller, *workers, *self._tasks) if not t.done()]
             for task in leftover:
                 task.cancel()
             if leftover:
@@ -198,34 +231,76 @@ class Runner:
             raise self._failure
         return self._summary(time.monotonic() - started)
 
+    # -- downloads: a bounded queue the submitter respects ------------------------------
+
+    @property
+    def _downloads_halted(self) -> bool:
+        return self._interrupted or self._disk_full is not None or self._failure is not None
+
+    async def _notify_wait(self) -> None:
+        async with self._slots:
+            await self._slots.wait()
+
+    async def _feed_backlog(self) -> None:
+        for job in self.store.iter_jobs([JobState.SUCCEEDED]):
+            async with self._slots:
+                await self._slots.wait_for(
+                    lambda: (
+                        self._backlog < self.settings.max_download_backlog or self._downloads_halted
+                    )
+                )
+            if self._downloads_halted:
+                return
+            self._enqueue_download(job)
+
+    def _enqueue_download(self, job: JobRow) -> None:
+        self._backlog += 1
+        self._download_queue.put_nowait(job)
+
+    async def _download_worker(self) -> None:
+        assert self.on_succeeded is not None
+        while True:
+            job = await self._download_queue.get()
+            try:
+                if not self._downloads_halted:
+                    await self.on_succeeded(job)
+            except DiskFullError as err:
+                self._stop_for_disk(err)
+            finally:
+                self._backlog -= 1
+                await self._notify_slots()
+
+    def _stop_for_disk(self, err: DiskFullError) -> None:
+        if self._disk_full is None:
+            self._disk_full = str(err)
+            self.stop_submitting(str(err))
+
     def _recover(self) -> None:
         """Bring a state file left by a crash or Ctrl-C back to a runnable shape."""
         s = self.settings
         for job in self.store.iter_jobs([JobState.SUBMITTING]):
             # The intent was committed but no taskId: the POST may have been sent.
-            self.store.update(
+            self.store.transition(
                 job.job_id,
-                state=JobState.UNKNOWN,
+                Event.INTERRUPTED_SUBMIT,
+                message="interrupted during createTask: parked as unknown",
+                attempt=job.attempt,
                 error_message="interrupted while submitting; the task may exist",
-                event="interrupted during createTask: parked as unknown",
             )
-            self.store.end_attempt(job.job_id, job.attempt, "unknown")
         again = retry_states(retry_failed=s.retry_failed, resubmit_unknown=s.resubmit_unknown)
         for job in self.store.iter_jobs(again, in_manifest=True):
-            if refetch_only(job.state, job.task_id, job.result_urls):
+            if refetch_only(job.state, job.task_id):
                 # The generation was paid for and succeeded: fetch the files again, no more.
-                self.store.update(job.job_id, state=JobState.SUCCEEDED, event="retry download")
+                self.store.transition(job.job_id, Event.RETRY_DOWNLOAD, message="retry download")
                 continue
-            with self.store.transaction():  # a note, not a problem: status lists problems
-                self.store.update(job.job_id, state=JobState.PENDING)
-                self.store.record_event("note", f"retry from {job.state}", job.job_id)
+            self.store.transition(job.job_id, Event.RETRY, message=f"retry from {job.state}")
         # Timed-out tasks are polled again on resume, with a fresh timeout: they may
         # have finished since.
         repoll: set[str] = set()
         for job in self.store.iter_jobs([JobState.TIMED_OUT]):
             if job.task_id:
                 repoll.add(job.job_id)
-                self.store.update(job.job_id, state=JobState.SUBMITTED, event="polling again")
+                self.store.transition(job.job_id, Event.REPOLL, message="polling again")
         loop_now = asyncio.get_running_loop().time()
         wall_now = time.time()
         for job in self.store.iter_jobs([JobState.SUBMITTED]):
@@ -247,17 +322,22 @@ class Runner:
         for job in self.store.iter_jobs([JobState.PENDING], in_manifest=True):
             if not await self._take_slot():
                 break
-            await self._create_gate.acquire()
-            if self.stopping:
-                self._create_gate.release()
+            turn = await self._cancellable(self.client.create_turn())
+            if not isinstance(turn, CreateTurn) or self.stopping:
+                if isinstance(turn, CreateTurn):
+                    turn.release()
                 await self._give_slot()
                 break
-            self._spawn(self._submit_one(job))
+            self._spawn(self._submit_one(job, turn))
 
     async def _take_slot(self) -> bool:
+        s = self.settings
         async with self._slots:
             await self._slots.wait_for(
-                lambda: self._in_flight < self.settings.max_in_flight or self.stopping
+                lambda: (
+                    (self._in_flight < s.max_in_flight and self._backlog < s.max_download_backlog)
+                    or self.stopping
+                )
             )
             if self.stopping:
                 return False
@@ -270,51 +350,49 @@ class Runner:
             self._slots.notify_all()
         self._wake.set()
 
-    async def _submit_one(self, job: JobRow) -> None:
+    async def _submit_one(self, job: JobRow, turn: CreateTurn) -> None:
+        """Send one job, with its own retries of provably-not-created answers.
+
+        Holds the createTask turn it was given (one of a couple of POST places, already
+        admitted by the rate limiter); every retry waits for a new turn.
+        """
         spec = self.catalog.get(job.model)
         attempt = job.attempt
         tries = 0
-        try:
-            while True:
-                tries += 1
-                if not await self._cancellable(self._create_limiter.acquire()) or self.stopping:
-                    await self._give_slot()
-                    return
-                attempt += 1
-                if not self.store.begin_attempt(job.job_id, attempt):
-                    await self._give_slot()  # no longer pending: not ours to send
+        while True:
+            tries += 1
+            attempt += 1
+            try:
+                if self.stopping or not self.store.begin_attempt(job.job_id, attempt):
+                    await self._give_slot()  # stopped, or no longer pending: not ours to send
                     return
                 callback = self.callback_url_for(job, attempt) if self.callback_url_for else None
-                try:
-                    task_id = await self.client.create_task(job.model, job.input, callback)
-                except LiangXinError as err:
-                    if await self._after_create_failure(job, attempt, tries, err):
-                        continue
+                task_id = await turn.create(job.model, job.input, callback)
+            except LiangXinError as err:
+                turn.release()
+                if not await self._after_create_failure(job, attempt, tries, err):
                     await self._give_slot()
                     return
-                try:
-                    self._record_submitted(job, attempt, task_id, spec)
-                except Exception:
-                    # Paid for but not on disk: say the taskId where the user will find it.
-                    # The job stays `submitting`, so the next run parks it as unknown.
-                    self.observer.message(
-                        f"{job.job_id}: task {task_id} was created but could not be recorded"
-                    )
-                    raise
-                return
-        finally:
-            self._create_gate.release()
+                next_turn = await self._cancellable(self.client.create_turn())
+                if not isinstance(next_turn, CreateTurn):
+                    await self._give_slot()
+                    return
+                turn = next_turn
+                continue
+            finally:
+                turn.release()  # idempotent: a turn that created, or one never used
+            self._record_submitted(job, attempt, task_id, spec)
+            return
 
-    async def _cancellable(self, waiting: Awaitable[object]) -> bool:
-        """Wait for something that sends nothing; False when a stop cancelled the wait."""
+    async def _cancellable(self, waiting: Awaitable[object]) -> object:
+        """Wait for something that sends nothing; `_STOPPED` when a stop cancelled it."""
         task = asyncio.ensure_future(waiting)
         self._waiting.add(task)
         try:
-            await task
-            return True
+            return await task
         except asyncio.CancelledError:
             if task.cancelled() and not _current_cancelling():
-                return False
+                return _STOPPED
             raise
         finally:
             self._waiting.discard(task)
@@ -322,9 +400,41 @@ class Runner:
     def _record_submitted(
         self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None
     ) -> None:
-        wall = time.time()
-        self.store.update(job.job_id, state=JobState.SUBMITTED, task_id=task_id, submitted_at=wall)
-        self.store.end_attempt(job.job_id, attempt, "submitted", task_id=task_id)
+        try:
+            moved = self.store.transition(
+                job.job_id,
+                Event.CREATED,
+                message=f"submitted as task {task_id}",
+                attempt=attempt,
+                task_id=task_id,
+                submitted_at=time.time(),
+                error_code=None,
+                error_message=None,
+            )
+        except TransitionRefused:
+            # The service answered with a taskId another job already holds: a task was
+            # probably created for this job, but which one we cannot tell.
+            other = self.store.by_task_id(task_id)
+            message = (
+                f"createTask answered with task {task_id}, which job "
+                f"{other.job_id if other else '?'} already holds; the task of this job may "
+                "exist: see --resubmit-unknown"
+            )
+            self.store.transition(
+                job.job_id,
+                Event.CREATE_AMBIGUOUS,
+                message=message,
+                attempt=attempt,
+                error_code="duplicate_task_id",
+                error_message=message,
+            )
+            self.observer.message(f"{job.job_id}: {message}")
+            self.observer.finished(job.job_id, JobState.UNKNOWN.value)
+            self._spawn(self._give_slot())
+            return
+        if not moved:  # pragma: no cover - only the submitter moves a submitting job
+            raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
+        self._alike.clear()
         flight = self._new_flight(
             job, task_id, asyncio.get_running_loop().time(), spec, attempt=attempt
         )
@@ -339,59 +449,79 @@ class Runner:
     ) -> bool:
         """Record a failed createTask; True when the same job should be tried again."""
         decision = decide_create_failure(err, tries=tries, window=self.settings.create_window)
-        code = str(err.api_code) if isinstance(err, APIError) else None
+        code = _code_of(err)
         message = str(err)
+
+        def outcome(event: Event, note: str = message, *, kind: str | None = None) -> None:
+            self.store.transition(
+                job.job_id,
+                event,
+                message=note,
+                attempt=attempt,
+                outcome=kind,
+                error_code=code,
+                error_message=note,
+            )
+
         if decision.verdict is CreateVerdict.RETRY:
+            if tries >= self.settings.create_retries and not decision.throttle:
+                # This job's retries are used up; the others go on unless all fail alike.
+                message = f"not created after {tries} tries: {message}"
+                outcome(Event.CREATE_GAVE_UP, message)
+                self._ended_badly(job, "gave_up", code, message, JobState.FAILED)
+                return False
             # Known not created: back to pending at once, so a kill during the wait
             # below cannot park it as unknown.
-            self.store.update(
-                job.job_id, state=JobState.PENDING, error_code=code, error_message=message
-            )
-            self.store.end_attempt(
-                job.job_id, attempt, "not_created", error_code=code, error_message=message
-            )
+            outcome(Event.NOT_CREATED, kind="not_created")
             if decision.throttle:
-                self._create_limiter.block_for(decision.delay)
-                limit = self._create_limiter.slow_down()
                 self.observer.message(
                     f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
-                    f"{limit} createTask per {self.settings.create_window:g}s"
+                    f"{self.client.create_limiter.limit} createTask per "
+                    f"{self.settings.create_window:g}s"
                 )
                 return not self.stopping
-            if tries >= self.settings.create_retries:
-                self.stop_submitting(f"createTask kept failing ({message}); try again later")
-                return False
             self.observer.message(f"{job.job_id}: not created ({message}); retrying")
-            return await self._cancellable(asyncio.sleep(decision.delay)) and not self.stopping
+            waited = await self._cancellable(asyncio.sleep(decision.delay))
+            return waited is not _STOPPED and not self.stopping
         if decision.verdict is CreateVerdict.STOP:
-            self.store.update(
-                job.job_id,
-                state=JobState.PENDING,
-                error_code=code,
-                error_message=message,
-                event=message,
-            )
-            self.store.end_attempt(
-                job.job_id, attempt, "not_created", error_code=code, error_message=message
-            )
+            outcome(Event.NOT_CREATED, kind="not_created")
             self.stop_submitting(message)
             return False
-        state = JobState.FAILED if decision.verdict is CreateVerdict.REJECT else JobState.UNKNOWN
-        if state is JobState.UNKNOWN and self.callback_url_for is not None:
+        if decision.verdict is CreateVerdict.REJECT:
+            outcome(Event.CREATE_REFUSED)
+            logger.info("%s: refused at createTask: %s", job.job_id, message)
+            self.observer.finished(job.job_id, JobState.FAILED.value)
+            return False
+        if self.callback_url_for is not None:
             # Its callback may still arrive and tell us the taskId: stay open for it.
             spec = self.catalog.get(job.model)
             typical = spec.typical_seconds if spec else 60.0
             loop_now = asyncio.get_running_loop().time()
             self.linger_until = max(self.linger_until, loop_now + 3 * typical + 30)
-        self.store.update(
-            job.job_id, state=state, error_code=code, error_message=message, event=message
-        )
-        self.store.end_attempt(
-            job.job_id, attempt, state.value, error_code=code, error_message=message
-        )
+        outcome(Event.CREATE_AMBIGUOUS)
+        self._ended_badly(job, "unknown", code, message, JobState.UNKNOWN)
+        if decision.throttle:
+            self.client.create_limiter.block_for(decision.delay)
+            self.client.create_limiter.slow_down()
+        if decision.stop:
+            self.stop_submitting(
+                f"{message}: this answer did not come from LiangXin; check {_BASE_URL_ENV}"
+            )
+        return False
+
+    def _ended_badly(
+        self, job: JobRow, what: str, code: str | None, message: str, state: JobState
+    ) -> None:
+        """A job ended at createTask without a task; several in a row alike stop the batch."""
         logger.info("%s: %s at createTask: %s", job.job_id, state.value, message)
         self.observer.finished(job.job_id, state.value)
-        return False
+        self._alike.append((what, code or ""))
+        recent = self._alike[-self.settings.stop_after_alike :]
+        if len(recent) >= self.settings.stop_after_alike and len(set(recent)) == 1:
+            self.stop_submitting(
+                f"{len(recent)} jobs in a row ended {what} at createTask ({message}); "
+                "the fault is not the jobs': try again later"
+            )
 
     # -- callbacks (see _callback_link.py) --------------------------------------------
 
@@ -412,15 +542,21 @@ class Runner:
         job = self.store.get(job_id)
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != attempt:
             return False
-        self.store.update(
-            job_id,
-            state=JobState.SUBMITTED,
-            task_id=task_id,
-            error_code=None,
-            error_message=None,
-            event=f"reconciled: task {task_id} exists (reported by callback)",
-        )
-        self.store.end_attempt(job_id, attempt, "submitted", task_id=task_id)
+        try:
+            moved = self.store.transition(
+                job_id,
+                Event.RECONCILED,
+                message=f"reconciled: task {task_id} exists (reported by callback)",
+                attempt=attempt,
+                outcome="submitted",
+                task_id=task_id,
+                error_code=None,
+                error_message=None,
+            )
+        except TransitionRefused:
+            return False  # another job holds that taskId: believe neither
+        if not moved:
+            return False
         async with self._slots:
             self._in_flight += 1
         flight = self._new_flight(job, task_id, asyncio.get_running_loop().time())
@@ -493,7 +629,6 @@ class Runner:
             if flight is None or flight.due != due:
                 continue  # finished, or rescheduled (a callback hint moved it earlier)
             flight.due = math.inf  # being polled: the next _schedule sets the next time
-            await self._poll_limiter.acquire()
             await self._poll_gate.acquire()
             if self._interrupted or self._failure is not None:
                 self._poll_gate.release()
@@ -505,7 +640,7 @@ class Runner:
 
     async def _poll_one(self, flight: _Flight) -> None:
         try:
-            record = await self.client.get_task(flight.task_id)
+            record = await self.client.get_task(flight.task_id, retry=False)
         except NotFoundError:
             await self._not_found(flight)
             return
@@ -532,7 +667,7 @@ class Runner:
         if asyncio.get_running_loop().time() >= flight.deadline:
             self._finish(
                 flight,
-                JobState.TIMED_OUT,
+                Event.TASK_TIMED_OUT,
                 error_code="timeout",
                 error_message=f"recordInfo kept failing ({err}); run again to keep polling",
             )
@@ -551,56 +686,73 @@ class Runner:
             self._schedule(flight, 3.0)
             return
         self._finish(
-            flight, JobState.FAILED, error_code="404", error_message="recordInfo: task not found"
+            flight,
+            Event.TASK_NOT_FOUND,
+            error_code="404",
+            error_message="recordInfo: task not found",
         )
         await self._give_slot()
 
     async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
-        """Apply what recordInfo (or a verified callback) said about a task."""
+        """Apply what our own recordInfo said about a task (never a callback's body)."""
         flight = self._flights.get(record.task_id)
         if flight is None or flight.job_id != job_id:
-            return  # already finished: duplicates and late callbacks change nothing
+            return  # already finished: duplicates and late answers change nothing
+        now = asyncio.get_running_loop().time()
+        age = now - flight.submitted_mono
         if record.state is TaskState.SUCCESS:
             if not record.result_urls:
+                # Paid for, but this answer's resultJson is unreadable or empty: ask again
+                # rather than lose the result; after a few, the downloader asks once more.
+                flight.garbled += 1
+                if flight.garbled < GARBLED_SUCCESS_POLLS and now < flight.deadline:
+                    self.observer.message(
+                        f"{job_id}: task {record.task_id} succeeded but its result URLs are "
+                        "unreadable; asking again"
+                    )
+                    self._schedule(flight, max(3.0 * self.settings.poll_scale, 0.0))
+                    return
                 self._finish(
                     flight,
-                    JobState.FAILED,
-                    error_code="no_result",
-                    error_message="task succeeded but resultJson has no URLs",
+                    Event.TASK_SUCCEEDED,
+                    record=record,
+                    finished_by=finished_by,
+                    error_code="no_result_urls",
+                    error_message="succeeded, but recordInfo gave no readable result URLs; "
+                    "they are asked for again before download",
                 )
             else:
-                self._finish(flight, JobState.SUCCEEDED, record=record, finished_by=finished_by)
+                self._finish(flight, Event.TASK_SUCCEEDED, record=record, finished_by=finished_by)
         elif record.state is TaskState.FAIL:
             self._finish(
                 flight,
-                JobState.FAILED,
+                Event.TASK_FAILED,
                 record=record,
                 finished_by=finished_by,
                 error_code=record.fail_code or "fail",
                 error_message=record.fail_msg or "generation failed",
             )
+        elif now >= flight.deadline:
+            self._finish(
+                flight,
+                Event.TASK_TIMED_OUT,
+                error_code="timeout",
+                error_message=f"still {record.raw_state or 'running'} after "
+                f"{age:.0f}s; run again to keep polling",
+            )
         else:
-            now = asyncio.get_running_loop().time()
-            age = now - flight.submitted_mono
-            if now >= flight.deadline:
-                self._finish(
-                    flight,
-                    JobState.TIMED_OUT,
-                    error_code="timeout",
-                    error_message=f"still {record.raw_state or 'running'} after "
-                    f"{age:.0f}s; run again to keep polling",
-                )
-            else:
-                self._schedule(flight, flight.schedule.next_delay(age=age, polls=flight.polls))
-                return
+            self._schedule(flight, flight.schedule.next_delay(age=age, polls=flight.polls))
+            return
         await self._give_slot()
-        if record.state is TaskState.SUCCESS and record.result_urls and self.on_succeeded:
-            self._spawn(self.on_succeeded(flight.job))  # the hook reads the job's current row
+        if record.state is TaskState.SUCCESS and self.on_succeeded is not None:
+            job = self.store.get(flight.job_id)
+            if job is not None and job.state is JobState.SUCCEEDED:
+                self._enqueue_download(job)
 
     def _finish(
         self,
         flight: _Flight,
-        state: JobState,
+        event: Event,
         *,
         record: TaskRecord | None = None,
         finished_by: str | None = None,
@@ -608,44 +760,47 @@ class Runner:
         error_message: str | None = None,
     ) -> None:
         del self._flights[flight.task_id]
-        fields: dict[str, object] = {"state": state, "polls": flight.polls}
+        fields: dict[str, Any] = {"polls": flight.polls}
+        succeeded = event is Event.TASK_SUCCEEDED
         if record is not None:
-            credits = record.credits_consumed
-            if credits is None and state is JobState.SUCCEEDED:
+            charged = record.credits_consumed if succeeded else 0.0
+            estimated = None
+            if charged is None:  # the service did not say: keep our estimate apart
                 spec = self.catalog.get(flight.model)
-                if spec is not None:
-                    credits = estimate_credits(spec, flight.job.input)
+                estimated = estimate_credits(spec, flight.job.input) if spec else None
             fields.update(
                 result_urls=record.result_urls,
-                credits=credits if state is JobState.SUCCEEDED else 0.0,
+                credits=charged,
+                credits_estimated=estimated,
                 cost_time=record.cost_time,
                 completed_at=(record.complete_time / 1000) if record.complete_time else time.time(),
                 finished_by=finished_by,
             )
-        if error_code is not None:
-            fields.update(error_code=error_code, error_message=error_message)
-        with self.store.transaction():  # the job and its attempt's outcome, together
-            self.store.update(flight.job_id, event=error_message, **fields)
-            self.store.end_attempt(
-                flight.job_id,
-                flight.attempt,
-                state.value,
-                task_id=flight.task_id,
-                error_code=error_code,
-                error_message=error_message,
+        fields.update(error_code=error_code, error_message=error_message)
+        moved = self.store.transition(
+            flight.job_id,
+            event,
+            message=error_message or f"task {flight.task_id}: {event.value}",
+            attempt=flight.attempt,
+            task_id=flight.task_id,
+            **fields,
+        )
+        if not moved:  # pragma: no cover - a flight is the only owner of a submitted job
+            raise AssertionError(
+                f"{flight.job_id}: {event.value} from {self.store.get(flight.job_id)}"
             )
         logger.info(
             "%s: task %s %s%s%s",
             flight.job_id,
             flight.task_id,
-            state.value,
+            target_of(event).value,
             f" by {finished_by}" if finished_by else "",
             f" ({error_code}: {error_message})" if error_code else "",
         )
         self._finished_tasks += 1
         if finished_by == "callback":
             self._finished_by_callback += 1
-        self.observer.finished(flight.job_id, state.value)
+        self.observer.finished(flight.job_id, target_of(event).value)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -668,20 +823,15 @@ class Runner:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
         # are not part of this batch's outcome.
         counts = self.store.counts(in_manifest=True)
-        unknown = [
-            r[0]
-            for r in self.store.db.execute(
-                "SELECT job_id FROM jobs WHERE state = 'unknown' AND in_manifest = 1"
-                " ORDER BY idx LIMIT 50"
-            )
-        ]
+        credits = self.store.credits()
         return RunSummary(
             counts=counts,
-            credits=billed_credits(self.store.db),
+            credits=credits.total,
+            credits_estimated=credits.estimated,
             wall_seconds=wall,
             stopped_reason=self._stop_reason,
             interrupted=self._interrupted,
-            unknown_jobs=unknown,
+            unknown_jobs=self.store.job_ids(JobState.UNKNOWN),
             polls=self._polls,
             tasks_finished=self._finished_tasks,
             finished_by_callback=self._finished_by_callback,

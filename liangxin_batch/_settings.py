@@ -16,16 +16,30 @@ class RunSettings:
     #: Extra seconds on the create window for send->arrival jitter (the service counts
     #: arrivals); None: 2% of the window, at least 50 ms.
     create_margin: float | None = None
+    #: createTask admissions allowed back to back; the rest are paced evenly over the
+    #: window, so a kill at any instant finds at most a couple of POSTs on the wire.
+    create_burst: int = 2
     #: recordInfo: 10 per second per key.
     poll_limit: int = 10
     poll_window: float = 1.0
     #: Tasks submitted and not yet finished ("typically 100+" run at once).
     max_in_flight: int = 100
     #: HTTP calls at once; kept well below the client's connection pool.
-    max_concurrent_creates: int = 8
+    max_concurrent_creates: int = 2
     max_concurrent_polls: int = 16
-    #: Tries for a create the service provably did not take (500/455/connect failed).
+    #: Tries for a create the service provably did not take (500/455/connect failed);
+    #: then that job fails with its last error and the others go on.
     create_retries: int = 8
+    #: This many jobs in a row ending alike at createTask (retries used up, or parked
+    #: unknown) stop submission: the fault is not the jobs'.
+    stop_after_alike: int = 5
+    #: Idempotent calls (recordInfo outside polling, credit, download-url): tries and
+    #: the total time they may take.
+    call_retries: int = 4
+    call_retry_timeout: float = 60.0
+    #: Finished tasks whose files are not on disk yet; the submitter waits while the
+    #: queue is full, so a slow file host slows submission instead of letting URLs expire.
+    max_download_backlog: int = 32
     #: The service says to stop polling and investigate after 10–15 minutes.
     image_timeout: float = 900.0
     video_timeout: float = 3600.0
@@ -52,6 +66,10 @@ class RunSettings:
             "max_concurrent_creates",
             "max_concurrent_polls",
             "create_retries",
+            "create_burst",
+            "stop_after_alike",
+            "call_retries",
+            "max_download_backlog",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

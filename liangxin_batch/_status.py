@@ -10,9 +10,17 @@ from pathlib import Path
 from ._errors import StateError
 from ._lifecycle import JobState
 from ._report import report_status
-from ._store import STATE_FILE, billed_credits
+from ._store import STATE_FILE, StateStore
 
-__all__ = ["StatusReport", "format_status", "read_status"]
+__all__ = ["StatusReport", "credits_line", "format_status", "read_status"]
+
+
+def credits_line(total: float, estimated: float, when: str = "") -> str:
+    """ "credits charged", and which part of it is our estimate (the service did not say)."""
+    line = f"credits charged{' ' + when if when else ''}: {total:,.1f}"
+    if estimated:
+        line += f" (of which estimated: {estimated:,.1f}; the service did not report them)"
+    return line
 
 
 @dataclass
@@ -23,6 +31,7 @@ class StatusReport:
     oldest_in_flight: list[tuple[str, str, float]] = field(default_factory=list)
     recent_errors: list[tuple[float, str | None, str, str]] = field(default_factory=list)
     credits: float = 0.0
+    credits_estimated: float = 0.0
     finished_by: dict[str, int] = field(default_factory=dict)
     manifest: str | None = None
 
@@ -36,51 +45,27 @@ def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
     if not path.exists():
         raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
     now = time.time() if now is None else now
+    store = StateStore(path, readonly=True)
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-    except sqlite3.Error as err:
-        raise StateError(f"{path}: cannot open: {err}") from None
-    try:
-        by_state = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-        by_model: dict[str, dict[str, int]] = {}
-        for model, state, n in db.execute(
-            "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
-        ):
-            by_model.setdefault(model, {})[state] = n
-        oldest = [
-            (job_id, task_id or "", now - (at or now))
-            for job_id, task_id, at in db.execute(
-                "SELECT job_id, task_id, submitted_at FROM jobs WHERE state = 'submitted'"
-                " ORDER BY submitted_at LIMIT 5"
-            )
-        ]
-        errors = db.execute(
-            "SELECT at, job_id, kind, detail FROM events"
-            " WHERE kind IN ('failed', 'unknown', 'timed_out', 'pending', 'download_failed')"
-            " ORDER BY id DESC LIMIT 5"
-        ).fetchall()
-        credits = billed_credits(db)
-        finished_by = dict(
-            db.execute(
-                "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"
-                " GROUP BY finished_by"
-            ).fetchall()
+        credits = store.credits()
+        return StatusReport(
+            path=path,
+            by_state=store.counts(),
+            by_model=store.counts_by_model(),
+            oldest_in_flight=[
+                (job_id, task_id, now - (at or now))
+                for job_id, task_id, at in store.oldest_in_flight()
+            ],
+            recent_errors=store.recent_problems(),
+            credits=credits.total,
+            credits_estimated=credits.estimated,
+            finished_by=store.finished_by_counts(),
+            manifest=store.get_meta("manifest"),
         )
-        row = db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
     except sqlite3.Error as err:
         raise StateError(f"{path}: cannot read: {err}") from None
     finally:
-        db.close()
-    return StatusReport(
-        path=path,
-        by_state=by_state,
-        by_model=by_model,
-        oldest_in_flight=oldest,
-        recent_errors=errors,
-        credits=float(credits),
-        finished_by=finished_by,
-        manifest=row[0] if row else None,
-    )
+        store.close()
 
 
 _ORDER = (
@@ -112,7 +97,7 @@ def format_status(report: StatusReport) -> str:
     for model, counts in sorted(report.by_model.items()):
         parts = ", ".join(f"{_label(s)} {counts[s]}" for s in _ORDER if counts.get(s))
         lines.append(f"  {model}: {parts}")
-    lines.append(f"credits used so far: {report.credits:,.1f}")
+    lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
     if report.finished_by:
         lines.append(
             "finished by: " + ", ".join(f"{k} {v}" for k, v in sorted(report.finished_by.items()))

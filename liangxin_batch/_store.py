@@ -1,14 +1,19 @@
-"""The state file: one SQLite database per output folder (`DIR/state.db`).
+"""The state file: one SQLite database per output folder (`DIR/state.db`). All SQL is here.
 
 stdlib sqlite3 in WAL mode, called straight from the event loop: a commit costs about
-15 µs here, less than a thread hop, and one connection means one writer. Every state
-transition is its own committed transaction, made before anything depends on it.
+15 µs here, less than a thread hop, and one connection means one writer. A job's state
+changes only through `transition()`, which checks the from-state against the one table
+(`_lifecycle.TRANSITIONS`) in its `WHERE` clause and writes the job row, the attempt row
+and the event in one committed transaction, made before anything depends on it.
 Schema changes are numbered migrations, each applied in the transaction that records it.
+A state file is checked when opened (integrity, schema, the batch it belongs to), and
+`status`, `report` and `export` open it read-only.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,12 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import StateError
-from ._lifecycle import JobState
+from ._errors import DiskFullError, StateError
+from ._lifecycle import (
+    BILLED_STATES,
+    KEEP_WHEN_CHANGED,
+    PROBLEM_STATES,
+    Event,
+    JobState,
+    sources_of,
+    target_of,
+)
 
-__all__ = ["BILLED_STATES", "MIGRATIONS", "JobRow", "StateStore", "billed_credits"]
+__all__ = ["MIGRATIONS", "Credits", "FileRow", "JobRow", "StateStore"]
 
 STATE_FILE = "state.db"
+#: Beside state.db: the id of the batch the folder holds, so a state file copied in from
+#: another batch (or an empty one left by a full disk) is recognised before anything is sent.
+BATCH_ID_FILE = "batch.id"
+#: Things in DIR that only a run leaves: with any of them, a new state is refused.
+_RUN_TRACES = ("outputs", "results.csv", "report.html")
+_TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -92,9 +111,28 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
+    """Unique, indexed walk keys; charged vs estimated credits; POSTs sent; file mtimes."""
+    _run_script(
+        db,
+        """
+        DROP INDEX IF EXISTS jobs_by_state;
+        CREATE INDEX jobs_by_state ON jobs (state, idx, job_id);
+        CREATE INDEX jobs_by_position ON jobs (in_manifest, idx, job_id);
+        ALTER TABLE jobs ADD COLUMN credits_estimated REAL;
+        ALTER TABLE jobs ADD COLUMN sends INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE files ADD COLUMN mtime_ns INTEGER;
+        UPDATE jobs SET sends = attempt - (SELECT COUNT(*) FROM attempts a
+            WHERE a.job_id = jobs.job_id AND a.outcome = 'not_created');
+        UPDATE jobs SET sends = 0 WHERE sends < 0
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
+    ("002_keys_and_evidence", _m002_keys_and_evidence),
 )
 
 
@@ -118,13 +156,41 @@ class JobRow:
     columns: Mapping[str, str]
     cost_time: float | None = None
     finished_by: str | None = None
+    #: Our estimate, kept only where the service did not say what it charged.
+    credits_estimated: float | None = None
+    #: createTask POSTs that may have reached the service (provably unsent tries excluded).
+    sends: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    job_id: str
+    n: int
+    url: str
+    path: str | None
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credits:
+    """What the service said it charged, plus our estimates where it said nothing."""
+
+    charged: float = 0.0
+    estimated: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.charged + self.estimated
 
 
 _JOB_COLUMNS = (
     "job_id, idx, model, input_json, state, attempt, task_id, submitted_at, completed_at, "
     "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
-    "cost_time, finished_by"
+    "cost_time, finished_by, credits_estimated, sends"
 )
+_FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns"
 
 
 def _row_to_job(row: Sequence[Any]) -> JobRow:
@@ -147,44 +213,70 @@ def _row_to_job(row: Sequence[Any]) -> JobRow:
         columns=json.loads(row[15]),
         cost_time=row[16],
         finished_by=row[17],
+        credits_estimated=row[18],
+        sends=row[19],
     )
 
 
-#: States whose old content must finish before --allow-changed may start a job over.
-_KEEP_WHEN_CHANGED = frozenset(
-    s.value
-    for s in (
-        JobState.SUBMITTING,
-        JobState.SUBMITTED,
-        JobState.SUCCEEDED,
-        JobState.TIMED_OUT,
-        JobState.UNKNOWN,
-    )
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+#: How an event changes `sends`, the createTask POSTs that may have created a task: the
+#: intent counts one, and an answer proving that nothing was created takes it back.
+_SENDS_DELTA = {
+    Event.SUBMIT: 1,
+    Event.NOT_CREATED: -1,
+    Event.CREATE_GAVE_UP: -1,
+    Event.CREATE_REFUSED: -1,
+}
+
+
+#: Events recorded as notes rather than under their target state (status lists the
+#: states' events as problems; a retry or a restart is not one).
+_NOTE_EVENTS = frozenset(
+    {
+        Event.SUBMIT,
+        Event.RETRY,
+        Event.CONTENT_CHANGED,
+        Event.REPOLL,
+        Event.RETRY_DOWNLOAD,
+        Event.OUTPUT_MISSING,
+    }
 )
 
 
-#: Billed: every generation that succeeded, its files fetched or not.
-BILLED_STATES = ("succeeded", "done", "download_failed")
-
-
-def billed_credits(db: sqlite3.Connection) -> float:
-    """Credits of the generations that succeeded (the service charged them)."""
-    marks = ",".join("?" * len(BILLED_STATES))
-    row = db.execute(
-        f"SELECT COALESCE(SUM(credits), 0) FROM jobs WHERE state IN ({marks})", BILLED_STATES
-    ).fetchone()
-    return float(row[0])
+class TransitionRefused(StateError):
+    """A job was not in a state the event may start from: nothing was written."""
 
 
 class StateStore:
-    """The one writer of a state file. Not thread-safe: use it from one thread (the loop)."""
+    """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
-    def __init__(self, path: Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+    `readonly=True` opens it for reading only (status, report, export): safe while a
+    run writes it, and nothing a reader does can change it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ) -> None:
         self.path = path
+        self.readonly = readonly
         self._now = wall_clock
         self._tx_depth = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if readonly:
+                if not path.exists():
+                    raise StateError(f"no state file at {path}")
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+                self.db.execute("PRAGMA busy_timeout=10000")
+                self._check_migrations()
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit (a taskId, say) survives power loss too, not just a killed
@@ -197,16 +289,69 @@ class StateStore:
 
     @classmethod
     def in_dir(cls, out_dir: Path, **kw: Any) -> StateStore:
-        return cls(out_dir / STATE_FILE, **kw)
+        """The state of the batch in `out_dir`, checked before anything relies on it.
+
+        Refused (StateError, nothing changed): a damaged file, a file of another batch,
+        and an empty or missing state in a folder where a run already left outputs
+        (a full disk or a bad copy): starting over there would pay for the batch again.
+        """
+        path = out_dir / STATE_FILE
+        readonly = bool(kw.get("readonly"))
+        fresh = not path.exists() or path.stat().st_size == 0
+        if fresh and not readonly:
+            traces = [name for name in _RUN_TRACES if _nonempty(out_dir / name)]
+            if traces:
+                what = "empty" if path.exists() else "missing"
+                raise StateError(
+                    f"{path} is {what}, but {out_dir} holds the {', '.join(traces)} of an "
+                    "earlier run: starting a new state here could pay for finished jobs "
+                    "again. Restore state.db from a backup (with its -wal file), or move "
+                    f"{', '.join(traces)} aside to start this batch over. Nothing was sent."
+                )
+            if path.exists():
+                path.unlink()  # an empty file left by a failed write: start clean
+        if not fresh:
+            _check_integrity(path)
+        store = cls(path, **kw)
+        if not readonly:
+            try:
+                store._check_batch(out_dir / BATCH_ID_FILE)
+            except BaseException:
+                store.close()
+                raise
+        return store
 
     def close(self) -> None:
         self.db.close()
 
+    # -- checks ---------------------------------------------------------------------
+
+    def _check_batch(self, id_file: Path) -> None:
+        """state.db and DIR/batch.id name the same batch (written together on creation)."""
+        mine = self.get_meta("batch_id")
+        try:
+            theirs = id_file.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            theirs = None
+        if mine is None:
+            mine = secrets.token_hex(8)
+            self.set_meta({"batch_id": mine})
+        if theirs is None:
+            id_file.write_text(mine + "\n", encoding="utf-8")
+        elif theirs != mine:
+            raise StateError(
+                f"{self.path} belongs to batch {mine}, but {id_file.parent} holds batch "
+                f"{theirs}: was a state file copied in from another folder? Put back this "
+                "folder's own state.db, or use another --out folder. Nothing was sent."
+            )
+
     # -- migrations -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
-        applied = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+    def _check_migrations(self) -> set[str]:
+        try:
+            applied = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError:
+            applied = set()
         known = {name for name, _ in MIGRATIONS}
         if applied - known:
             newer = ", ".join(sorted(applied - known))
@@ -214,12 +359,31 @@ class StateStore:
                 f"{self.path} was written by a newer liangxin-batch (migrations {newer}); "
                 "upgrade liangxin-batch to use it"
             )
+        if self.readonly and applied != known:
+            raise StateError(
+                f"{self.path} was written by an older liangxin-batch: run it once "
+                "(`liangxin-batch run`) to bring it up to date"
+            )
+        return applied
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
+        applied = self._check_migrations()
+        if applied and not self._tables() >= _TABLES:
+            raise StateError(
+                f"{self.path} is missing tables ({', '.join(sorted(_TABLES - self._tables()))}):"
+                " it is damaged or not a liangxin-batch state. Restore it from a backup or "
+                "use another --out folder. Nothing was sent."
+            )
         for name, step in MIGRATIONS:
             if name in applied:
                 continue
             with self.transaction():
                 step(self.db)
                 self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, self._now()))
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
@@ -260,16 +424,16 @@ class StateStore:
                 list(values.items()),
             )
 
-    # -- jobs -----------------------------------------------------------------------
+    # -- jobs: manifest sync ----------------------------------------------------------
 
     def existing_hashes(self, job_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """content_hash and in_manifest for the given ids that already exist."""
+        """content_hash and idx for the given ids that already exist."""
         out: dict[str, tuple[str, int]] = {}
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
             for job_id, h, idx in self.db.execute(
-                f"SELECT job_id, content_hash, idx FROM jobs WHERE job_id IN ({marks})", chunk
+                f"SELECT job_id, content_hash, idx FROM jobs WHERE job_id IN ({_marks(chunk)})",
+                chunk,
             ):
                 out[job_id] = (h, idx)
         return out
@@ -294,34 +458,35 @@ class StateStore:
 
         Returns the attempt it had and the paths of its files (the caller sets them aside;
         their rows are dropped here). None, and nothing changed, while the old content
-        still has something live or paid for that only its state can reach: a task in
-        flight or timed out (it may still finish), a result not yet downloaded, or an
-        `unknown` submission a callback may still reconcile. Those finish first.
+        still has something live or paid for (`KEEP_WHEN_CHANGED`): those finish first.
         """
         with self.transaction() as db:
             row = db.execute(
                 "SELECT state, attempt FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
-            if row is None or row[0] in _KEEP_WHEN_CHANGED:
+            if row is None or JobState(row[0]) in KEEP_WHEN_CHANGED:
                 return None
-            paths = [
-                r[0]
-                for r in db.execute(
-                    "SELECT path FROM files WHERE job_id = ? AND path IS NOT NULL ORDER BY n",
-                    (job_id,),
-                )
-            ]
+            paths = [f.path for f in self.files_of(job_id) if f.path]
             db.execute("DELETE FROM files WHERE job_id = ?", (job_id,))
             db.execute(
-                "UPDATE jobs SET model = ?, input_json = ?, content_hash = ?, state = 'pending',"
-                " task_id = NULL, result_urls = NULL, error_code = NULL, error_message = NULL,"
-                " submitted_at = NULL, completed_at = NULL, cost_time = NULL, finished_by = NULL,"
-                " polls = 0, updated_at = ? WHERE job_id = ?",
-                (model, input_json, content_hash, self._now(), job_id),
+                "UPDATE jobs SET model = ?, input_json = ?, content_hash = ? WHERE job_id = ?",
+                (model, input_json, content_hash, job_id),
             )
-            db.execute(
-                "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, 'note', ?)",
-                (self._now(), job_id, "content changed (--allow-changed): starts over"),
+            self.transition(
+                job_id,
+                Event.CONTENT_CHANGED,
+                message="content changed (--allow-changed): starts over",
+                task_id=None,
+                result_urls=None,
+                error_code=None,
+                error_message=None,
+                submitted_at=None,
+                completed_at=None,
+                cost_time=None,
+                finished_by=None,
+                credits=None,
+                credits_estimated=None,
+                polls=0,
             )
         return int(row[1]), paths
 
@@ -329,6 +494,8 @@ class StateStore:
         """Before a manifest load: every job counts as absent until the load sees it."""
         with self.transaction() as db:
             db.execute("UPDATE jobs SET in_manifest = 0")
+
+    # -- jobs: reading ----------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRow | None:
         row = self.db.execute(
@@ -345,56 +512,260 @@ class StateStore:
     def iter_jobs(
         self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = None
     ) -> Iterator[JobRow]:
-        """Jobs in manifest order, streamed in pages so a million rows stay cheap."""
-        where: list[str] = []
-        params: list[Any] = []
-        if states is not None:
-            values = [s.value for s in states]
-            where.append(f"state IN ({','.join('?' * len(values))})")
-            params.extend(values)
-        if in_manifest is not None:
-            where.append("in_manifest = ?")
-            params.append(int(in_manifest))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        last = -1
+        """Jobs in manifest order (state by state when states are given), streamed in pages.
+
+        Pages follow the unique key (idx, job_id), so jobs that share a position (an
+        edited manifest) are never skipped, and rows changed while walking are safe.
+        """
+        if states is None:
+            if in_manifest is None:
+                yield from self._walk("", [])
+            else:
+                yield from self._walk("in_manifest = ? AND", [int(in_manifest)])
+            return
+        for state in dict.fromkeys(states):  # one indexed walk per state
+            extra = "" if in_manifest is None else f" AND in_manifest = {int(in_manifest)}"
+            yield from self._walk(f"state = ?{extra} AND", [JobState(state).value])
+
+    def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
+        last: tuple[int, str] = (-(2**62), "")
         while True:
             rows = self.db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs {clause}"
-                f" {'AND' if clause else 'WHERE'} idx > ? ORDER BY idx LIMIT 1000",
-                [*params, last],
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
+                " ORDER BY idx, job_id LIMIT 1000",
+                [*params, *last],
             ).fetchall()
             if not rows:
                 return
             for row in rows:
                 yield _row_to_job(row)
-            last = rows[-1][1]
+            last = (rows[-1][1], rows[-1][0])
+
+    def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT job_id FROM jobs WHERE state = ? AND in_manifest = ?"
+                " ORDER BY idx, job_id LIMIT ?",
+                (state.value, int(in_manifest), limit),
+            )
+        ]
 
     def counts(self, *, in_manifest: bool | None = None) -> dict[str, int]:
         """Jobs per state (only those in, or out of, the manifest when asked)."""
         where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
         return dict(self.db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state"))
 
+    def counts_by_model(self) -> dict[str, dict[str, int]]:
+        by_model: dict[str, dict[str, int]] = {}
+        for model, state, n in self.db.execute(
+            "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
+        ):
+            by_model.setdefault(model, {})[state] = n
+        return by_model
+
     def removed_count(self) -> int:
         """Jobs in the state that the manifest no longer has."""
         return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0])
 
+    def credits(self) -> Credits:
+        """Credits of the generations that succeeded: charged, and estimated where the
+        service did not say."""
+        states = [s.value for s in BILLED_STATES]
+        charged, estimated = self.db.execute(
+            "SELECT COALESCE(SUM(credits), 0),"
+            " COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)"
+            f" FROM jobs WHERE state IN ({_marks(states)})",
+            states,
+        ).fetchone()
+        return Credits(float(charged), float(estimated))
+
+    def oldest_in_flight(self, limit: int = 5) -> list[tuple[str, str, float | None]]:
+        return list(
+            self.db.execute(
+                "SELECT job_id, COALESCE(task_id, ''), submitted_at FROM jobs"
+                " WHERE state = 'submitted' ORDER BY submitted_at LIMIT ?",
+                (limit,),
+            )
+        )
+
+    def recent_problems(self, limit: int = 5) -> list[tuple[float, str | None, str, str]]:
+        kinds = [s.value for s in PROBLEM_STATES] + [JobState.PENDING.value]
+        return list(
+            self.db.execute(
+                "SELECT at, job_id, kind, detail FROM events"
+                f" WHERE kind IN ({_marks(kinds)}) ORDER BY id DESC LIMIT ?",
+                (*kinds, limit),
+            )
+        )
+
+    def finished_by_counts(self) -> dict[str, int]:
+        return dict(
+            self.db.execute(
+                "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"
+                " GROUP BY finished_by"
+            ).fetchall()
+        )
+
+    def column_names(self) -> Iterator[str]:
+        """Manifest column names of every job in the manifest, in manifest order."""
+        for (text,) in self.db.execute(
+            "SELECT columns_json FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id"
+        ):
+            yield from json.loads(text)
+
+    # -- files ------------------------------------------------------------------------
+
+    def files_of(self, job_id: str) -> list[FileRow]:
+        return [
+            FileRow(*r)
+            for r in self.db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE job_id = ? ORDER BY n", (job_id,)
+            )
+        ]
+
+    def files_for(self, job_ids: Sequence[str]) -> dict[str, list[FileRow]]:
+        found: dict[str, list[FileRow]] = {}
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i : i + 500]
+            for r in self.db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE job_id IN ({_marks(chunk)})"
+                " ORDER BY job_id, n",
+                chunk,
+            ):
+                found.setdefault(r[0], []).append(FileRow(*r))
+        return found
+
+    def claimed_paths(self) -> Iterator[tuple[str, str, int]]:
+        """(path, job_id, n) of every file that has one."""
+        yield from self.db.execute("SELECT path, job_id, n FROM files WHERE path IS NOT NULL")
+
+    def record_file(self, row: FileRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
+            )
+
+    def finish_download(self, job_id: str, files: int, *, result_urls: Sequence[str]) -> bool:
+        """Every file of the job is recorded: drop rows of an earlier task with more
+        files, and the job is `done`, together."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM files WHERE job_id = ? AND n >= ?", (job_id, files))
+            return self.transition(
+                job_id,
+                Event.DOWNLOADED,
+                message=f"{files} file(s) downloaded and verified",
+                result_urls=result_urls,
+            )
+
+    def set_file_mtime(self, job_id: str, n: int, mtime_ns: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE files SET mtime_ns = ? WHERE job_id = ? AND n = ?", (mtime_ns, job_id, n)
+            )
+
     # -- transitions (each one committed before returning) ---------------------------
 
-    def update(self, job_id: str, *, event: str | None = None, **fields: Any) -> None:
-        """Set columns of one job in its own transaction; optionally log an event."""
-        if "state" in fields and isinstance(fields["state"], JobState):
-            fields["state"] = fields["state"].value
+    def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        message: str | None = None,
+        attempt: int | None = None,
+        outcome: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move one job by `event`, only from a state the table allows for it.
+
+        In ONE transaction: the job row (its new state and `fields`), the attempt row
+        (when `attempt` is given: `outcome`, taskId and error), and an event. Returns
+        False, with nothing written, when the job is not in a source state of `event`
+        (another writer moved it first). A taskId another job already holds raises
+        TransitionRefused, with nothing written.
+        """
+        if self.readonly:
+            raise StateError(f"{self.path} is open read-only")
+        if "state" in fields:
+            raise ValueError("a job's state changes only by its event")
+        target = target_of(event)
+        sources = [s.value for s in sources_of(event)]
+        if event is Event.SUBMIT:
+            fields["attempt"] = attempt
         if "result_urls" in fields and not isinstance(fields["result_urls"], str | None):
             fields["result_urls"] = json.dumps(list(fields["result_urls"]))
+        now = self._now()
+        fields["updated_at"] = now
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sends = _SENDS_DELTA.get(event)
+        if sends:
+            sets += f", sends = MAX(0, sends + {sends})"
+        try:
+            with self.transaction() as db:
+                moved = db.execute(
+                    f"UPDATE jobs SET state = ?, {sets}"
+                    f" WHERE job_id = ? AND state IN ({_marks(sources)})",
+                    [target.value, *fields.values(), job_id, *sources],
+                ).rowcount
+                if not moved:
+                    return False
+                if attempt is not None:
+                    self._write_attempt(db, job_id, attempt, event, outcome or target.value, fields)
+                db.execute(
+                    "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
+                    (
+                        now,
+                        job_id,
+                        "note" if event in _NOTE_EVENTS else target.value,
+                        message or event.value,
+                    ),
+                )
+        except sqlite3.IntegrityError as err:
+            raise TransitionRefused(f"{job_id}: {event.value} refused: {err}") from None
+        except sqlite3.OperationalError as err:
+            raise _disk_full(self.path, err) from None
+        return True
+
+    def _write_attempt(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        attempt: int,
+        event: Event,
+        outcome: str,
+        fields: Mapping[str, Any],
+    ) -> None:
+        now = fields["updated_at"]
+        if event is Event.SUBMIT:
+            db.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at)"
+                " VALUES (?, ?, ?, ?)",
+                (job_id, attempt, outcome, now),
+            )
+            return
+        db.execute(
+            "UPDATE attempts SET outcome = ?, task_id = COALESCE(?, task_id), error_code = ?,"
+            " error_message = ?, ended_at = ? WHERE job_id = ? AND attempt = ?",
+            (
+                outcome,
+                fields.get("task_id"),
+                fields.get("error_code"),
+                fields.get("error_message"),
+                now,
+                job_id,
+                attempt,
+            ),
+        )
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set columns other than the state (poll counts, say) of one job."""
+        if "state" in fields:
+            raise ValueError("a job's state changes only through transition()")
         fields["updated_at"] = self._now()
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
-            if event:
-                db.execute(
-                    "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
-                    (fields["updated_at"], job_id, fields.get("state", "note"), event),
-                )
 
     def begin_attempt(self, job_id: str, attempt: int) -> bool:
         """Record the intent to submit BEFORE the POST leaves.
@@ -402,39 +773,16 @@ class StateStore:
         Only a `pending` job can start an attempt; False (nothing written) otherwise, so a
         job another writer already took is never sent twice.
         """
-        now = self._now()
-        with self.transaction() as db:
-            taken = db.execute(
-                "UPDATE jobs SET state = ?, attempt = ?, task_id = NULL, result_urls = NULL,"
-                " error_code = NULL, error_message = NULL, updated_at = ?"
-                " WHERE job_id = ? AND state = ?",
-                (JobState.SUBMITTING.value, attempt, now, job_id, JobState.PENDING.value),
-            ).rowcount
-            if not taken:
-                return False
-            db.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at)"
-                " VALUES (?, ?, 'submitting', ?)",
-                (job_id, attempt, now),
-            )
-        return True
-
-    def end_attempt(
-        self,
-        job_id: str,
-        attempt: int,
-        outcome: str,
-        *,
-        task_id: str | None = None,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE attempts SET outcome = ?, task_id = COALESCE(?, task_id), error_code = ?,"
-                " error_message = ?, ended_at = ? WHERE job_id = ? AND attempt = ?",
-                (outcome, task_id, error_code, error_message, self._now(), job_id, attempt),
-            )
+        return self.transition(
+            job_id,
+            Event.SUBMIT,
+            attempt=attempt,
+            outcome="submitting",
+            task_id=None,
+            result_urls=None,
+            error_code=None,
+            error_message=None,
+        )
 
     def record_event(self, kind: str, detail: str, job_id: str | None = None) -> None:
         with self.transaction() as db:
@@ -442,3 +790,37 @@ class StateStore:
                 "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
                 (self._now(), job_id, kind, detail),
             )
+
+
+def _disk_full(path: Path, err: sqlite3.OperationalError) -> Exception:
+    if "full" in str(err):
+        return DiskFullError(
+            f"the disk under {path.parent} is full: free some space, then run the same "
+            "command again to continue (everything committed so far is kept)"
+        )
+    return err
+
+
+def _nonempty(path: Path) -> bool:
+    if path.is_dir():
+        return any(True for _ in path.iterdir())
+    return path.exists()
+
+
+def _check_integrity(path: Path) -> None:
+    """A damaged state (a bad page, a torn copy) is refused before anything is sent."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        rows = [(str(err),)]
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        raise StateError(
+            f"{path} is damaged ({'; '.join(problems[:3])}). Nothing was sent. Restore it "
+            "from a backup, or recover what SQLite can read: sqlite3 state.db '.recover' | "
+            "sqlite3 recovered.db, then put recovered.db in its place."
+        )

@@ -13,6 +13,8 @@ __all__ = ["RunSummary"]
 @dataclass
 class RunSummary:
     counts: dict[str, int]
+    #: Credits charged for the generations that succeeded (estimates included where the
+    #: service did not say; `credits_estimated` is that part).
     credits: float
     wall_seconds: float
     stopped_reason: str | None = None
@@ -23,6 +25,7 @@ class RunSummary:
     finished_by_callback: int = 0  # in this run
     removed_jobs: int = 0  # in the state but no longer in the manifest: kept, not counted
     callbacks_received: int = 0
+    credits_estimated: float = 0.0
 
     #: Whether the run downloads outputs; then only `done` (files verified) is success.
     downloads: bool = False

@@ -7,7 +7,7 @@ user allows it; jobs that left the manifest stay in the state and are reported.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,11 +46,18 @@ class SyncReport:
     removed: int = 0
 
 
-def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool) -> SyncReport:
+def sync_jobs(
+    store: StateStore,
+    jobs: Iterable[JobLike],
+    *,
+    allow_changed: bool,
+    check: Callable[[], None] | None = None,
+) -> SyncReport:
     """Add new jobs, mark membership; StateError (and the state untouched) on changed content.
 
     One transaction: a refusal rolls every write back, so a refused run leaves the state
-    exactly as the last run left it.
+    exactly as the last run left it. `check` runs last, inside it (the budget): whatever
+    it raises rolls the sync back too.
     """
     report = SyncReport()
     with store.transaction():
@@ -64,6 +71,8 @@ def sync_jobs(store: StateStore, jobs: Iterable[JobLike], *, allow_changed: bool
         _apply(store, batch, allow_changed, report)
         report.removed = store.removed_count()
         _refuse_changed(store, report, allow_changed)
+        if check is not None:
+            check()
     return report
 
 

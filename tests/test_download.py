@@ -28,6 +28,7 @@ from liangxin_batch.simulator import (
     create_app,
     serve_in_thread,
 )
+from tests.state_support import drive
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +60,10 @@ def add_job(
     store: StateStore, job_id: str, urls: list[str], *, task_id: str | None = None, idx: int = 0
 ) -> JobRow:
     store.upsert_jobs([(job_id, idx, MODEL, '{"prompt": "p"}', '{"prompt": "p"}', "h")])
-    store.update(
+    drive(
+        store,
         job_id,
-        state=JobState.SUCCEEDED,
+        JobState.SUCCEEDED,
         task_id=task_id or f"task-{job_id}",
         result_urls=urls,
         completed_at=1_750_000_000.0,
@@ -454,7 +456,7 @@ async def test_resume_skips_verified_files_and_refetches_bad_ones(tmp_path: Path
         # A later run finds file 1 intact, file 2 corrupted, file 3 gone.
         paths[1].write_bytes(PNG[:-1] + b"!")
         paths[2].unlink()
-        store.update("j1", state=JobState.SUCCEEDED)
+        drive(store, "j1", JobState.SUCCEEDED)
         requested.clear()
         await downloader.handle(state_of(store, "j1"))
         assert requested == ["/1.png", "/2.png"]

@@ -19,6 +19,7 @@ from PIL import Image
 from liangxin_batch._gallery import THUMB_SIZE, percentile, write_report_html
 from liangxin_batch._lifecycle import JobState
 from liangxin_batch._store import StateStore
+from tests.state_support import drive
 
 T0 = 1_750_000_000.0
 XSS = (
@@ -50,9 +51,10 @@ def add(
           json.dumps({"prompt": prompt}), f"h{i}")]
     )  # fmt: skip
     urls = [f"https://cdn.test/{job_id}/{n}" for n in range(max(1, len(files)))]
-    store.update(
+    drive(
+        store,
         job_id,
-        state=state,
+        state,
         task_id=f"t{i}",
         submitted_at=T0 + i,
         completed_at=T0 + i + 10 + i,

@@ -26,6 +26,7 @@ from liangxin_batch._report import (
 )
 from liangxin_batch._store import JobRow, StateStore
 from liangxin_batch.cli import CliContext
+from tests.state_support import drive
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 
@@ -58,9 +59,10 @@ def build_store(path: Path, rows: list[dict[str, str]]) -> StateStore:
 def finish(store: StateStore, i: int, state: JobState, *, files: int = 0) -> None:
     job_id = f"job-{i:05d}"
     urls = [f"https://cdn.test/{job_id}/{n}.png?sig=s" for n in range(max(files, 1))]
-    store.update(
+    drive(
+        store,
         job_id,
-        state=state,
+        state,
         attempt=1,
         task_id=f"task-{i}",
         submitted_at=T0,

@@ -10,6 +10,7 @@ from liangxin_batch._settings import RunSettings
 from liangxin_batch._store import StateStore
 from liangxin_batch._summary import RunSummary
 from tests.runner_harness import SimEnv, in_virtual_time
+from tests.state_support import drive
 
 
 def rows(*prompts: str) -> list[dict[str, Any]]:
@@ -79,7 +80,7 @@ def test_allow_changed_waits_for_a_result_not_yet_downloaded(tmp_path: Path) -> 
     assert first.counts == {"done": 1}
     store = StateStore.in_dir(tmp_path)
     try:  # as if the run had stopped between generation and download
-        store.update("j0", state="succeeded")
+        drive(store, "j0", "succeeded")
         assert store.replace_content("j0", "z-image", "{}", "other-hash") is None
         job = store.get("j0")
         assert job is not None and job.result_urls, "the paid result is still reachable"

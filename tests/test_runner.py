@@ -9,6 +9,7 @@ from pathlib import Path
 from liangxin_batch._settings import RunSettings
 from liangxin_batch.simulator import FaultProfile
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
+from tests.state_support import drive
 from tests.test_ratelimit import max_in_any_window
 
 
@@ -265,7 +266,7 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
         sync_jobs(store, jobs, allow_changed=False)
         now = wall.time()
         for job, task_id in zip(jobs, ("A", "B"), strict=True):
-            store.update(job.job_id, state=JobState.SUBMITTED, task_id=task_id, submitted_at=now)
+            drive(store, job.job_id, JobState.SUBMITTED, task_id=task_id, submitted_at=now)
         client = SlowClient()
         runner = Runner(
             store=store,

@@ -18,6 +18,7 @@ from liangxin_batch._sync import sync_jobs
 from liangxin_batch.cli import main
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs, valid_input
 from tests.runner_harness import TestJob as Job
+from tests.state_support import drive
 
 NOW = 1_750_000_000.0
 
@@ -62,10 +63,10 @@ def prepare(out: Path) -> None:
         ]
         sync_jobs(store, jobs, allow_changed=False)
         for job_id, _model, state, fields in PREPARED:
-            store.update(job_id, state=state, **fields)
+            drive(store, job_id, state, **fields)
         store.record_event("note", "resumed the run")  # not a problem: never listed
         for job_id, kind, detail in PROBLEMS:
-            store.update(job_id, state=kind, event=detail)
+            drive(store, job_id, kind, message=detail)
         store.set_meta({"manifest": "/data/prompts.csv"})
     finally:
         store.close()
@@ -214,8 +215,8 @@ def test_credits_used_include_generations_whose_download_failed(tmp_path: Path) 
     try:
         jobs = [Job(j, i, "z-image", valid_input("z-image", j)) for i, j in enumerate("ab")]
         sync_jobs(store, jobs, allow_changed=False)
-        store.update("a", state="done", task_id="t-a", credits=1.0)
-        store.update("b", state="download_failed", task_id="t-b", credits=4.0)
+        drive(store, "a", "done", task_id="t-a", credits=1.0)
+        drive(store, "b", "download_failed", task_id="t-b", credits=4.0)
     finally:
         store.close()
     assert read_status(tmp_path).credits == 5.0

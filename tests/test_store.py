@@ -9,6 +9,7 @@ import pytest
 from liangxin_batch._errors import StateError
 from liangxin_batch._lifecycle import JobState
 from liangxin_batch._store import MIGRATIONS, StateStore
+from tests.state_support import drive
 
 
 def rows(n: int, start: int = 0) -> list[tuple[str, int, str, str, str, str]]:
@@ -52,7 +53,7 @@ def test_transition_is_committed_before_returning(tmp_path: Path) -> None:
     # A second connection (another process after a crash) sees the intent at once.
     other = sqlite3.connect(tmp_path / "state.db")
     assert other.execute("SELECT state, attempt FROM jobs").fetchone() == ("submitting", 1)
-    store.update("j00000", state=JobState.SUBMITTED, task_id="t-1")
+    drive(store, "j00000", JobState.SUBMITTED, task_id="t-1")
     assert other.execute("SELECT state, task_id FROM jobs").fetchone() == ("submitted", "t-1")
     other.close()
 
@@ -63,7 +64,7 @@ def test_iter_jobs_pages_in_manifest_order_while_states_change(tmp_path: Path) -
     seen = []
     for job in store.iter_jobs([JobState.PENDING]):
         seen.append(job.idx)
-        store.update(job.job_id, state=JobState.SUBMITTED)
+        drive(store, job.job_id, JobState.SUBMITTED)
     assert seen == list(range(2500))
 
 
@@ -79,7 +80,7 @@ def test_task_ids_are_unique(tmp_path: Path) -> None:
 def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
     store = StateStore.in_dir(tmp_path)
     store.upsert_jobs(rows(2))
-    store.update("j00000", state=JobState.DONE, task_id="t-1")
+    drive(store, "j00000", JobState.DONE, task_id="t-1")
     store.forget_manifest_membership()
     store.upsert_jobs(rows(1, start=1))
     job = store.get("j00000")

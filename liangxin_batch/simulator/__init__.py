@@ -14,7 +14,7 @@ credits, injects faults on demand (`FaultProfile`) and records everything it saw
 from __future__ import annotations
 
 from ._app import SimulatorApp, create_app
-from ._callbacks import webhook_signature
+from ._callbacks import sign_callback, webhook_signature
 from ._clock import Clock, ManualClock
 from ._config import ERROR_STYLES, QUIRKS, FaultProfile, SimConfig, load_fault_profile
 from ._core import Simulator
@@ -43,5 +43,6 @@ __all__ = [
     "load_fault_profile",
     "run_simulator",
     "serve_in_thread",
+    "sign_callback",
     "webhook_signature",
 ]

@@ -78,7 +78,9 @@ def _sim(request: Request) -> Simulator:
 def _reply(sim: Simulator, reply: Reply) -> Response:
     headers = dict(reply.headers)
     if reply.bare:  # a gateway's answer: no envelope, only the status says what happened
-        return PlainTextResponse(reply.msg, status_code=reply.http_status, headers=headers)
+        return Response(
+            reply.msg, status_code=reply.http_status, headers=headers, media_type=reply.media_type
+        )
     body = wire_body(reply.body, sim.config.faults.quirks)
     return JSONResponse(body, status_code=reply.http_status, headers=headers)
 
@@ -139,14 +141,16 @@ class _FileResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         content, cut = self.serve.content, self.serve.cut_at
+        # The full size even when we will stop early: that is what makes it "broken"
+        # (short_content_length lowers both the size announced and the bytes sent).
+        length = self.serve.length
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                # The FULL size even when we will stop early: that is what makes it "broken".
                 "headers": [
                     (b"content-type", self.serve.media_type.encode()),
-                    (b"content-length", str(len(content)).encode()),
+                    (b"content-length", str(length).encode()),
                 ],
             }
         )
@@ -155,7 +159,7 @@ class _FileResponse(Response):
             return
         bps = self.sim.config.faults.slow_download_bps
         chunk = max(1, bps // 10) if bps else _CHUNK
-        end = len(content) if cut is None else cut
+        end = self.serve.sent
         for start in range(0, end, chunk):
             piece = content[start : min(start + chunk, end)]
             if bps:

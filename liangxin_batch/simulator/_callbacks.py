@@ -23,7 +23,7 @@ from ._clock import Clock
 from ._config import SimConfig
 from ._ledger import Ledger, LedgerEvent
 
-__all__ = ["CallbackSender", "webhook_signature"]
+__all__ = ["CallbackSender", "sign_callback", "webhook_signature"]
 
 _TICK = 0.05  # how often an injected clock is re-read while a callback waits
 _TIMEOUT = 15.0  # the only documented callback timeout (Veo page)
@@ -33,6 +33,17 @@ def webhook_signature(key: str, task_id: str, timestamp: int | str) -> str:
     """base64(HMAC-SHA256(key, f"{taskId}.{timestamp}")), as in the webhook docs."""
     mac = hmac.new(key.encode("utf-8"), f"{task_id}.{timestamp}".encode(), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def sign_callback(hmac_key: str, task_id: str, timestamp: int | str) -> str:
+    """The `X-Webhook-Signature` the simulator sends for `task_id` at `timestamp`.
+
+    For tests that deliver a callback of their own: POST any body with headers
+    `X-Webhook-Timestamp: <timestamp>` and `X-Webhook-Signature: <this>`. The signature
+    covers only taskId and timestamp (not the body), as the webhook docs define it, so a
+    captured signature stays valid with a swapped body. Same as `webhook_signature`.
+    """
+    return webhook_signature(hmac_key, task_id, timestamp)
 
 
 class CallbackSender:

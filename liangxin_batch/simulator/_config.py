@@ -10,6 +10,10 @@ level or under a `faults:` key, so one file can later grow other sections:
     create_errors: {433: 0.01}   # API code -> share
     error_style: status
     quirks: [message_key, unknown_state]
+    gateway_500_after_create: 0.01
+    duplicate_task_id: 0.01
+    garbled_success: 0.05
+    short_content_length: 100
 """
 
 from __future__ import annotations
@@ -27,7 +31,27 @@ from .._errors import ConfigError
 
 __all__ = ["ERROR_STYLES", "QUIRKS", "FaultProfile", "SimConfig", "load_fault_profile"]
 
-_SHARES = ("create_500", "create_455", "lost_reply", "fail", "broken_download")
+_SHARES = (
+    "create_500",
+    "create_455",
+    "lost_reply",
+    "gateway_500_after_create",
+    "gateway_502_after_create",
+    "fail",
+    "broken_download",
+    "duplicate_task_id",
+    "garbled_success",
+    "short_content_length_share",
+)
+#: The createTask shares drawn from ONE roll, in the order they are laid out in it.
+_CREATE_ROLL = (
+    "create_500",
+    "create_455",
+    "lost_reply",
+    "gateway_500_after_create",
+    "gateway_502_after_create",
+)
+_INTS = ("slow_download_bps", "short_content_length")
 _CODE_SHARES = ("create_errors", "poll_errors")
 
 #: How injected error answers go on the wire (see `FaultProfile.error_style`).
@@ -53,9 +77,33 @@ class FaultProfile:
 
     Every draw is `unit(seed, ...)` (see `_tasks.unit`), so one seed gives one outcome.
 
-    `create_500`, `create_455` and `lost_reply` and then `create_errors` share ONE roll
-    per well-formed createTask (after the rate limit, 400 and 422 checks), laid end to
-    end in that order, codes ascending; together they must fit in 1.
+    `create_500`, `create_455`, `lost_reply`, `gateway_500_after_create`,
+    `gateway_502_after_create` and then `create_errors` share ONE roll per well-formed
+    createTask (after the rate limit, 400 and 422 checks), laid end to end in that order,
+    codes ascending; together they must fit in 1. (A share of 0 takes no room, so a seed
+    keeps its outcomes when a later-added share is 0.)
+
+    `gateway_500_after_create` / `gateway_502_after_create`: like `lost_reply` the task IS
+    created and charged (ledger outcome "gateway_500" / "gateway_502"), but the answer is
+    a gateway's own bare HTTP 500 / 502 page: `text/html`, no JSON envelope, whatever
+    `error_style` says.
+
+    `duplicate_task_id`: a share of createTask success answers (drawn per new task) carry
+    the taskId of the task created just before this one instead of the new one's. The new
+    task is still created and charged (ledger outcome "duplicate_task_id", with the REAL
+    new task_id). With no earlier task the answer is normal.
+
+    `garbled_success`: a share of recordInfo answers for a task in state success (drawn
+    per task and per recordInfo answer of that task) replace `resultJson` with unreadable
+    text ("{not json") or, by a second draw, with `{"resultUrls": []}`. An answer right
+    after a garbled one of the same task is never garbled, so polling again recovers.
+    The ledger's poll outcome is then "success (garbled)".
+
+    `short_content_length` (bytes; 0 = off): result file downloads announce a
+    Content-Length this many bytes shorter than the file and send exactly that many bytes:
+    a consistent but truncated file (every serve of it, not only the first). With
+    `short_content_length_share` (default 1: every file) only that share of files, drawn
+    per (task, file index). The ledger's file outcome is then "short".
 
     `create_errors` maps an API code (400..599: 400, 408, 433, 501, 505, ...) to the
     share of createTask answers forced to it; like create_500, nothing is created or
@@ -82,6 +130,12 @@ class FaultProfile:
     lost_reply: float = 0.0  # the task IS created and charged, then the connection drops
     fail: float = 0.0  # generation ends in state fail (failCode "500"), credits refunded
     broken_download: float = 0.0  # the first serve of a file stops mid-stream
+    gateway_500_after_create: float = 0.0  # created and charged, then a bare HTML HTTP 500
+    gateway_502_after_create: float = 0.0  # created and charged, then a bare HTML HTTP 502
+    duplicate_task_id: float = 0.0  # createTask success answers the previous task's id
+    garbled_success: float = 0.0  # a success recordInfo answer has a broken resultJson
+    short_content_length: int = 0  # files: send (and announce) this many bytes fewer
+    short_content_length_share: float = 1.0  # ... for this share of the files
     slow_download_bps: int | None = None  # throttle every file download to this rate
     url_ttl_seconds: float | None = None  # plain result URLs answer 403 after this long
     drop_callbacks: bool = False  # never POST callbacks (they are still ledgered)
@@ -109,11 +163,9 @@ class FaultProfile:
                     raise ConfigError(
                         f"fault {name}: share for {code} must be between 0 and 1, got {share!r}"
                     )
-        if self.create_500 + self.create_455 + self.lost_reply + _total(self.create_errors) > 1.0:
+        if sum(getattr(self, n) for n in _CREATE_ROLL) + _total(self.create_errors) > 1.0:
             # They are drawn from one roll, so they must fit in it together.
-            raise ConfigError(
-                "fault shares create_500 + create_455 + lost_reply + create_errors exceed 1"
-            )
+            raise ConfigError(f"fault shares {' + '.join(_CREATE_ROLL)} + create_errors exceed 1")
         if _total(self.poll_errors) > 1.0:
             raise ConfigError("fault shares in poll_errors exceed 1")
         if self.error_style not in ERROR_STYLES:
@@ -131,6 +183,11 @@ class FaultProfile:
         if self.slow_download_bps is not None and self.slow_download_bps <= 0:
             raise ConfigError(
                 f"slow_download_bps must be a positive integer, got {self.slow_download_bps!r}"
+            )
+        short = self.short_content_length
+        if not (isinstance(short, int) and not isinstance(short, bool) and short >= 0):
+            raise ConfigError(
+                f"short_content_length must be a whole number of bytes >= 0, got {short!r}"
             )
         if self.url_ttl_seconds is not None and not self.url_ttl_seconds >= 0:
             raise ConfigError(f"url_ttl_seconds must be >= 0, got {self.url_ttl_seconds!r}")
@@ -155,11 +212,14 @@ class FaultProfile:
         return cls(**values)
 
     def create_fault(self, roll: float) -> int | str | None:
-        """What a createTask roll injects: an API code, "lost_reply", or None (no fault)."""
+        """What a createTask roll injects: an API code, "lost_reply", "gateway_500",
+        "gateway_502", or None (no fault)."""
         table: list[tuple[int | str, float]] = [
             (500, self.create_500),
             (455, self.create_455),
             ("lost_reply", self.lost_reply),
+            ("gateway_500", self.gateway_500_after_create),
+            ("gateway_502", self.gateway_502_after_create),
             *sorted(self.create_errors.items()),
         ]
         return _pick(roll, table)
@@ -214,9 +274,9 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {key} must be a number, got {raw!r}") from None
     if not math.isfinite(number):
         raise ConfigError(f"{source}: {key} must be finite, got {raw!r}")
-    if key == "slow_download_bps":
+    if key in _INTS:
         if number != int(number):
-            raise ConfigError(f"{source}: slow_download_bps must be an integer, got {raw!r}")
+            raise ConfigError(f"{source}: {key} must be an integer, got {raw!r}")
         return int(number)
     return number
 

@@ -8,9 +8,12 @@ run is reproducible.
 createTask checks, in order: rate limit (a real HTTP 429; nothing else happens), body shape
 (400), model and input against the catalog (422), injected faults (500/455 and any
 `create_errors` code: nothing created), credits (402), then creates and charges; a
-`lost_reply` roll still creates and charges, and only the answer is withheld. recordInfo
-checks its rate limit, then `poll_errors`, then the taskId (400/404). Envelope quirks
-(`FaultProfile.quirks`) change only what is sent: the ledger records the real outcome.
+`lost_reply` roll still creates and charges, and only the answer is withheld; a
+`gateway_500/502_after_create` roll creates and charges, then answers a gateway's HTML
+page; `duplicate_task_id` answers the previous task's id. recordInfo checks its rate
+limit, then `poll_errors`, then the taskId (400/404); `garbled_success` may then spoil a
+success answer's `resultJson`. Envelope quirks (`FaultProfile.quirks`) change only what
+is sent: the ledger records the real outcome.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import hashlib
 import heapq
 import hmac
+import json
 import math
 import threading
 import time
@@ -34,7 +38,7 @@ from ._config import SimConfig
 from ._files import FILE_PATH, FileServe, FileStore
 from ._ledger import EventKind, Ledger, LedgerEvent
 from ._limits import SlidingWindow
-from ._reply import ERROR_MESSAGES, Reply, injected_error, rate_limited
+from ._reply import ERROR_MESSAGES, Reply, gateway_page, injected_error, rate_limited
 from ._tasks import SimTask, output_shape, unit
 
 if TYPE_CHECKING:
@@ -47,6 +51,8 @@ _NO_CREDITS = ERROR_MESSAGES[402]  # injected and real refusals read the same
 _NOT_FOUND = ERROR_MESSAGES[404]
 #: What `unknown_state` reports instead of the documented running states.
 _ODD_STATES = {"waiting": "pending", "queuing": "queued", "generating": "processing"}
+#: createTask faults that create and charge the task, then spoil the answer.
+_GATEWAY_STATUS = {"gateway_500": 500, "gateway_502": 502}
 
 
 def _quirky_record(data: dict[str, Any], quirks: frozenset[str]) -> dict[str, Any] | None:
@@ -98,6 +104,8 @@ class Simulator:
         self._created = 0
         self._fault_rolls = 0
         self._poll_rolls = 0
+        self._task_polls: dict[str, int] = {}  # task_id -> recordInfo answers given for it
+        self._garbled_last: set[str] = set()  # tasks whose latest answer was garbled
         self._create_window = SlidingWindow(self.config.create_limit, self.config.create_window)
         self._poll_window = SlidingWindow(self.config.poll_limit, self.config.poll_window)
         self.callbacks = CallbackSender(
@@ -174,6 +182,7 @@ class Simulator:
                 self._log_create(now, str(fault), body, reply.http_status)
                 return reply
             lost = fault == "lost_reply"
+            gateway = _GATEWAY_STATUS.get(fault) if isinstance(fault, str) else None
             spec = self.catalog.models[body["model"]]
             from .._catalog import estimate_credits
 
@@ -181,12 +190,27 @@ class Simulator:
             if self._balance < price:
                 self._log_create(now, "402", body, 200, credits=price)
                 return Reply(402, _NO_CREDITS)
+            earlier = next(reversed(self._tasks), None)  # the task created just before
             task = self._new_task(spec, body, base_url, now, price)
-            outcome, status = ("lost_reply", None) if lost else ("created", 200)
+            answered_id = task.task_id
+            outcome: str
+            status: int | None
+            if lost:
+                outcome, status = "lost_reply", None
+            elif gateway is not None:
+                outcome, status = f"gateway_{gateway}", gateway
+            elif earlier is not None and (
+                unit(self.config.seed, "duplicate", task.task_id) < faults.duplicate_task_id
+            ):
+                outcome, status, answered_id = "duplicate_task_id", 200, earlier
+            else:
+                outcome, status = "created", 200
             self._log_create(now, outcome, body, status, task_id=task.task_id, credits=price)
         if task.callback_url:
             self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
-        data = {"taskId": task.task_id}
+        if gateway is not None:
+            return gateway_page(gateway)
+        data = {"taskId": answered_id}
         if "extra_fields" in self.config.faults.quirks:
             data["recordId"] = f"rec_{task.task_id[:12]}"  # the documented variant
         return Reply(200, "success", data, drop=lost)
@@ -302,8 +326,33 @@ class Simulator:
                 self._log(now, "poll", "404", task_id)
                 return Reply(404, _NOT_FOUND)
             data = task.record(now)
-            self._log(now, "poll", data["state"], task_id)  # the real state, quirks or not
+            outcome = data["state"]  # the real state, quirks or not
+            if self._garble(task_id, data):
+                outcome += " (garbled)"
+            self._log(now, "poll", outcome, task_id)
             return Reply(200, "success", _quirky_record(data, faults.quirks))
+
+    def _garble(self, task_id: str, data: dict[str, Any]) -> bool:
+        """Apply `garbled_success` to a recordInfo `data` in place; True if it did.
+
+        Drawn per (task, n-th recordInfo answer of that task); never twice in a row.
+        """
+        number = self._task_polls.get(task_id, 0)
+        self._task_polls[task_id] = number + 1
+        seed, share = self.config.seed, self.config.faults.garbled_success
+        if (
+            data["state"] != "success"
+            or task_id in self._garbled_last
+            or not unit(seed, "garble", task_id, number) < share
+        ):
+            self._garbled_last.discard(task_id)
+            return False
+        self._garbled_last.add(task_id)
+        if unit(seed, "garble-kind", task_id, number) < 0.5:
+            data["resultJson"] = "{not json"
+        else:
+            data["resultJson"] = json.dumps({"resultUrls": []})
+        return True
 
     def _log(
         self, now: float, kind: EventKind, outcome: str, task_id: str | None, status: int = 200
@@ -345,18 +394,24 @@ class Simulator:
             task = self._tasks.get(task_id)
         serve = self.files.decide(task, path, query, now)
         ok = serve.status == 200
-        sent = serve.cut_at if serve.cut_at is not None else len(serve.content)
+        sent = serve.sent
+        if not ok:
+            outcome = "error"
+        elif serve.cut_at is not None:
+            outcome = "broken"
+        else:
+            outcome = "short" if serve.short_by else "complete"
         event = LedgerEvent(
             kind="file",
             at=now,
-            outcome=("broken" if serve.cut_at is not None else "complete") if ok else "error",
+            outcome=outcome,
             task_id=task_id,
             path=path,
             http_status=serve.status,
             sha256=hashlib.sha256(serve.content).hexdigest() if ok else None,
             size=len(serve.content) if ok else None,
             bytes_sent=sent if ok else 0,
-            complete=serve.cut_at is None if ok else None,
+            complete=sent == len(serve.content) if ok else None,
         )
         self.ledger.record(event)
         return serve

@@ -3,7 +3,8 @@
 A plain result URL works until `url_ttl_seconds` after the task finished (then 403,
 like an expired CDN link); `download-url` trades it for a signed URL valid 20 minutes.
 A `broken_download` share of files break on their FIRST serve only, so a client that
-retries the download gets the whole file.
+retries the download gets the whole file. `short_content_length` announces and sends
+fewer bytes than the file has, on every serve: a consistent but truncated file.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ class FileServe:
     media_type: str = "text/plain; charset=utf-8"
     cut_at: int | None = None  # broken download: stop after this many bytes
     message: str = ""
+    short_by: int = 0  # short_content_length: announce and send this many bytes fewer
+
+    @property
+    def length(self) -> int:
+        """The Content-Length announced: the file's size less `short_by`."""
+        return max(0, len(self.content) - self.short_by)
+
+    @property
+    def sent(self) -> int:
+        """How many body bytes go out (0 for an error answer's file part)."""
+        if self.status != 200:
+            return 0
+        return self.length if self.cut_at is None else min(self.cut_at, self.length)
 
 
 class FileStore:
@@ -111,6 +125,13 @@ class FileStore:
         data = self.content(task, index)
         cut: int | None = None
         key = (task.task_id, index)
+        faults = self._config.faults
+        short = 0
+        if faults.short_content_length and (
+            unit(self._config.seed, "short", task.task_id, index)
+            < faults.short_content_length_share
+        ):
+            short = min(faults.short_content_length, len(data))
         with self._lock:
             if key not in self._broken_served and (
                 unit(self._config.seed, "broken", task.task_id, index)
@@ -118,4 +139,4 @@ class FileStore:
             ):
                 self._broken_served.add(key)  # only the first serve breaks
                 cut = len(data) // 2
-        return FileServe(200, data, _MEDIA_TYPES[task.ext], cut)
+        return FileServe(200, data, _MEDIA_TYPES[task.ext], cut, short_by=short)

@@ -19,7 +19,9 @@ __all__ = ["CREATED_OUTCOMES", "EventKind", "Ledger", "LedgerEvent", "canonical_
 EventKind = Literal["create", "poll", "file", "callback", "download_url", "top_up"]
 
 # createTask outcomes after which a task exists (and is billed).
-CREATED_OUTCOMES = frozenset({"created", "lost_reply"})
+CREATED_OUTCOMES = frozenset(
+    {"created", "lost_reply", "gateway_500", "gateway_502", "duplicate_task_id"}
+)
 
 
 def canonical_job_key(model: str, input: Mapping[str, Any]) -> str:
@@ -35,7 +37,10 @@ class LedgerEvent:
 
     kind: EventKind
     at: float  # simulator clock (unix seconds)
-    outcome: str  # create: created/lost_reply/429/402/422/400/500/455; poll: state or code; ...
+    #: create: created/lost_reply/gateway_500/gateway_502/duplicate_task_id (all created) or
+    #: 429/402/422/400/500/455/...; poll: state ("success (garbled)") or code;
+    #: file: complete/broken/short/error; ...
+    outcome: str
     task_id: str | None = None
     model: str | None = None
     input: Mapping[str, Any] | None = None  # createTask input as received

@@ -9,7 +9,15 @@ from typing import Any
 
 from ._tasks import envelope
 
-__all__ = ["ERROR_MESSAGES", "NO_ACCESS", "Reply", "injected_error", "rate_limited", "wire_body"]
+__all__ = [
+    "ERROR_MESSAGES",
+    "NO_ACCESS",
+    "Reply",
+    "gateway_page",
+    "injected_error",
+    "rate_limited",
+    "wire_body",
+]
 
 NO_ACCESS = "You do not have access permissions"
 
@@ -35,7 +43,8 @@ ERROR_MESSAGES = {
 class Reply:
     """One API answer. `drop`: the task was created but no answer must be sent.
 
-    `bare`: send `msg` as a plain-text body with `http_status` (no JSON envelope).
+    `bare`: send `msg` as the whole body with `http_status` (no JSON envelope), as
+    `media_type` (plain text unless set).
     """
 
     code: int
@@ -45,6 +54,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False
     bare: bool = False
+    media_type: str = "text/plain"
 
     @property
     def body(self) -> dict[str, Any]:
@@ -57,6 +67,16 @@ def injected_error(code: int, style: str) -> Reply:
     if style == "body":
         return Reply(code, msg)
     return Reply(code, msg, http_status=code, bare=style == "bare")
+
+
+_GATEWAY_REASONS = {500: "Internal Server Error", 502: "Bad Gateway"}
+
+
+def gateway_page(status: int) -> Reply:
+    """A gateway's own HTML error page with HTTP `status`: no envelope at all."""
+    title = f"{status} {_GATEWAY_REASONS.get(status, 'Error')}"
+    page = f"<html><body><h1>{title}</h1></body></html>"
+    return Reply(status, page, http_status=status, bare=True, media_type="text/html")
 
 
 def wire_body(body: Mapping[str, Any], quirks: frozenset[str]) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""Put a job in a given state for a test, only along the transition table's own paths."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from liangxin_batch._lifecycle import TRANSITIONS, Event, JobState
+from liangxin_batch._store import StateStore
+
+
+def path_to(source: JobState, target: JobState) -> list[Event]:
+    """The shortest chain of events from `source` to `target` (BFS over TRANSITIONS)."""
+    seen = {source: list[Event]()}
+    todo = deque([source])
+    while todo:
+        here = todo.popleft()
+        if here is target:
+            return seen[here]
+        for a, b, event in TRANSITIONS:
+            if a is here and b not in seen:
+                seen[b] = [*seen[here], event]
+                todo.append(b)
+    raise AssertionError(f"no path from {source} to {target}")
+
+
+def drive(
+    store: StateStore,
+    job_id: str,
+    target: JobState | str,
+    *,
+    message: str | None = None,
+    **fields: Any,
+) -> None:
+    """Move `job_id` to `target` by legal transitions; the last one sets `fields`."""
+    job = store.get(job_id)
+    assert job is not None, job_id
+    events = path_to(job.state, JobState(target))
+    attempt = job.attempt
+    for i, event in enumerate(events):
+        last = i == len(events) - 1
+        if event is Event.SUBMIT:
+            attempt += 1
+        moved = store.transition(
+            job_id,
+            event,
+            attempt=attempt if event is Event.SUBMIT else None,
+            message=message if last else None,
+            **(fields if last else {}),
+        )
+        assert moved, (job_id, event)
+    if not events and fields:
+        store.update(job_id, **fields)
