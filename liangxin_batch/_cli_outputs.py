@@ -96,7 +96,7 @@ def report_command(out_dir: Path) -> None:
 
     store = _open(out_dir)
     try:
-        csv_path = write_results_csv(out_dir, store)
+        csv_path = write_results_csv(out_dir, store, check_files=True)
         html_path = write_report_html(out_dir, store)
     finally:
         store.close()

@@ -9,8 +9,11 @@ virtual clock instead of sleeping.
 Inside the window, admissions are also paced evenly (GCRA: one per `window / limit`,
 with a tolerance of `burst` admissions at once), so the window's quota is never sent as
 one burst: a kill at any instant then finds at most a couple of requests on the wire.
-After a 429 the limit steps down; each quiet window after that climbs it back one
-step toward the configured limit.
+After a 429 the limit steps down (multiplicative decrease), and remembers a ceiling just
+below the limit that drew it; each quiet window climbs one step back toward that ceiling
+(additive increase), and every `CEILING_WINDOWS` quiet windows the ceiling itself rises by
+one toward the configured limit, so one early 429 does not cost the rest of a long run
+and a wrong configured limit does not hit the wall every window.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ __all__ = ["SlidingWindowLimiter"]
 #: Waits shorter than this count as "now": float rounding can leave a residue of 1e-13 s
 #: that a clock at the magnitude of loop.time() cannot even advance by.
 EPSILON = 1e-6
+#: Quiet windows after which a ceiling learnt from a 429 is probed one step higher.
+CEILING_WINDOWS = 10
 
 
 class SlidingWindowLimiter:
@@ -36,6 +41,8 @@ class SlidingWindowLimiter:
 
     __slots__ = (
         "_blocked_until",
+        "_ceiling",
+        "_ceiling_raised_at",
         "_clock",
         "_lock",
         "_raised_at",
@@ -74,6 +81,9 @@ class SlidingWindowLimiter:
         self._blocked_until = 0.0
         self._slowed_at = -math.inf
         self._raised_at = -math.inf
+        #: The highest limit believed safe (below the one that drew the last 429).
+        self._ceiling = limit
+        self._ceiling_raised_at = -math.inf
         #: GCRA's theoretical arrival time of the next evenly paced admission.
         self._tat = -math.inf
         self._lock: asyncio.Lock | None = None
@@ -104,11 +114,18 @@ class SlidingWindowLimiter:
         self._tat = max(self._tat, now) + self.spacing
 
     def _recover(self, now: float) -> None:
-        # One step back up per quiet window after the last step down.
-        quiet_since = max(self._slowed_at, self._raised_at)
-        if self.limit < self.configured and now - quiet_since >= self.window + self.margin:
+        span = self.window + self.margin
+        quiet = now - self._slowed_at
+        if (
+            self._ceiling < self.configured
+            and quiet >= CEILING_WINDOWS * span
+            and now - self._ceiling_raised_at >= CEILING_WINDOWS * span
+        ):
+            self._ceiling_raised_at = now
+            self._ceiling += 1
+        if self.limit < self._ceiling and now - max(self._slowed_at, self._raised_at) >= span:
             self._raised_at = now
-            self.limit = min(self.configured, self.limit + max(1, self.configured // 10))
+            self.limit += 1
 
     async def acquire(self) -> None:
         """Wait for an admission. Callers are admitted in arrival order."""
@@ -136,5 +153,6 @@ class SlidingWindowLimiter:
         now = self._now()
         if now - self._slowed_at >= self.window:
             self._slowed_at = now
+            self._ceiling = max(1, self.limit - 1)
             self.limit = max(1, int(self.limit * factor))
         return self.limit

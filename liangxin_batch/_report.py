@@ -254,7 +254,7 @@ def _lost_file(out_dir: Path, files: Sequence[FileRecord]) -> str | None:
 def _row_chunks(
     store: StateStore,
     rename: Mapping[str, str],
-    out_dir: Path,
+    out_dir: Path | None,
     **filters: Collection[str] | None,
 ) -> Iterator[list[dict[str, str]]]:
     chunk: list[dict[str, str]] = []
@@ -270,10 +270,13 @@ def _row_chunks(
 # -- writers -----------------------------------------------------------------------
 
 
-def write_results_csv(out_dir: Path, store: StateStore) -> Path:
-    """`DIR/results.csv`, every manifest job; call at the end of every run."""
+def write_results_csv(out_dir: Path, store: StateStore, *, check_files: bool = False) -> Path:
+    """`DIR/results.csv`, every manifest job; call at the end of every run.
+
+    `check_files`: a done job whose file is gone is shown as download_failed (`report`).
+    """
     path = out_dir / RESULTS_CSV
-    export(out_dir, store, "csv", path)
+    export(out_dir, store, "csv", path, check_files=check_files)
     return path
 
 
@@ -285,15 +288,18 @@ def export(
     *,
     status: Collection[str] | None = None,
     model: Collection[str] | None = None,
+    check_files: bool = False,
 ) -> int:
     """Write the results table as csv/jsonl/parquet/xlsx (default `DIR/export.<fmt>`);
-    returns the number of rows written."""
+    returns the number of rows written. `check_files`: see `write_results_csv`."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
     module = _extra(fmt)
     target = path or out_dir / f"export.{fmt}"
     header, rename = plan_header(store.column_names())
-    chunks = _row_chunks(store, rename, out_dir, status=status, model=model)
+    chunks = _row_chunks(
+        store, rename, out_dir if check_files else None, status=status, model=model
+    )
     tmp = target.with_name(f".{target.name}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -274,6 +274,7 @@ class Runner:
         if self._disk_full is None:
             self._disk_full = str(err)
             self.stop_submitting(str(err))
+            self._wake.set()  # the poll loop ends too: its answers could not be recorded
 
     def _recover(self) -> None:
         """Bring a state file left by a crash or Ctrl-C back to a runnable shape."""
@@ -602,8 +603,8 @@ class Runner:
     async def _poll_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._interrupted or self._failure is not None or self._polling_stopped:
-                return
+            if self._downloads_halted or self._polling_stopped:
+                return  # interrupted, failed, or the disk is full
             idle = self._submitting_done and self._in_flight == 0
             linger = self.linger_until - loop.time()
             if idle and linger <= 0:
@@ -814,6 +815,9 @@ class Runner:
         if task.cancelled():
             return
         err = task.exception()
+        if isinstance(err, DiskFullError):
+            self._stop_for_disk(err)  # nothing more can be recorded: stop, keep what is
+            return
         if err is not None and self._failure is None:
             self._failure = err
             self.observer.message(f"stopping: unexpected {type(err).__name__}: {err}")

@@ -512,20 +512,19 @@ class StateStore:
     def iter_jobs(
         self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = None
     ) -> Iterator[JobRow]:
-        """Jobs in manifest order (state by state when states are given), streamed in pages.
+        """Jobs in manifest order, streamed in pages.
 
         Pages follow the unique key (idx, job_id), so jobs that share a position (an
         edited manifest) are never skipped, and rows changed while walking are safe.
         """
-        if states is None:
-            if in_manifest is None:
-                yield from self._walk("", [])
-            else:
-                yield from self._walk("in_manifest = ? AND", [int(in_manifest)])
-            return
-        for state in dict.fromkeys(states):  # one indexed walk per state
-            extra = "" if in_manifest is None else f" AND in_manifest = {int(in_manifest)}"
-            yield from self._walk(f"state = ?{extra} AND", [JobState(state).value])
+        manifest = "" if in_manifest is None else f"in_manifest = {int(in_manifest)} AND "
+        wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
+        if wanted is None:
+            yield from self._walk(manifest, [])
+        elif len(wanted) == 1:  # the runner's walks: one state, by its index
+            yield from self._walk(f"state = ? AND {manifest}", wanted)
+        else:  # reports: manifest order, filtered
+            yield from self._walk(f"state IN ({_marks(wanted)}) AND {manifest}", wanted)
 
     def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
         last: tuple[int, str] = (-(2**62), "")

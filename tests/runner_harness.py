@@ -80,12 +80,15 @@ class SimEnv:
     #: Wraps the API transport of the next clients (a test's fault between runner and sim).
     wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
 
-    def client(self) -> LiangXinClient:
+    def client(self, settings: RunSettings | None = None) -> LiangXinClient:
         transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=self.app)
         if self.wrap_api is not None:
             transport = self.wrap_api(transport)
         return LiangXinClient(
-            api_key=self.config.api_key, base_url="http://sim", transport=transport
+            api_key=self.config.api_key,
+            base_url="http://sim",
+            transport=transport,
+            settings=settings,
         )
 
     async def run(
@@ -99,12 +102,13 @@ class SimEnv:
         """One run of the batch in `out`: the first, or a resume after an earlier one."""
         store = StateStore.in_dir(out)
         sync_jobs(store, jobs, allow_changed=False)
-        client = self.client()
+        settings = settings or RunSettings()
+        client = self.client(settings)
         runner = Runner(
             store=store,
             client=client,
             catalog=default_catalog(),
-            settings=settings or RunSettings(),
+            settings=settings,
         )
         try:
             if before is not None:

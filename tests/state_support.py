@@ -35,6 +35,7 @@ def drive(
     """Move `job_id` to `target` by legal transitions; the last one sets `fields`."""
     job = store.get(job_id)
     assert job is not None, job_id
+    columns = {k: fields.pop(k) for k in ("attempt", "sends") if k in fields}
     events = path_to(job.state, JobState(target))
     attempt = job.attempt
     for i, event in enumerate(events):
@@ -49,5 +50,5 @@ def drive(
             **(fields if last else {}),
         )
         assert moved, (job_id, event)
-    if not events and fields:
-        store.update(job_id, **fields)
+    if columns or (not events and fields):
+        store.update(job_id, **columns, **({} if events else fields))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ def run_with_callbacks(
     receiver_hmac: str | None,
     faults: FaultProfile | None = None,
     wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    wrap_callbacks: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> tuple[RunSummary, Simulator, dict[str, int]]:
     jobs = make_jobs(n)
     counters: dict[str, int] = {}
@@ -35,7 +37,9 @@ def run_with_callbacks(
 
         loop = asyncio.get_running_loop()
         forward = ForwardTransport()
-        callback_client = httpx.AsyncClient(transport=forward)
+        callback_client = httpx.AsyncClient(
+            transport=wrap_callbacks(forward) if wrap_callbacks else forward
+        )
         config = SimConfig(api_key=KEY, seed=9, hmac_key=sim_hmac, faults=faults or FaultProfile())
         app = create_app(config, clock=loop.time, callback_client=callback_client)
         receivers: list[Any] = []
@@ -212,3 +216,26 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
     assert receivers[1].counters["refused_token"] == 0
     assert second.finished_by_callback == 30
     assert sim.ledger.duplicates() == {}
+
+
+class SwapBody(httpx.AsyncBaseTransport):
+    """An attacker on the path: keeps the signature headers, swaps the result URLs."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(await request.aread())
+        data = body.get("data") or {}
+        data["resultJson"] = json.dumps({"resultUrls": ["http://evil.test/x.png"]})
+        data["state"] = "success"
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        forged = httpx.Request(request.method, request.url, headers=headers, json=body)
+        return await self.inner.handle_async_request(forged)
+
+
+def run_with_callbacks_swapped(out: Path, n: int, key: str) -> tuple[RunSummary, Simulator]:
+    summary, sim, _ = run_with_callbacks(
+        out, n, sim_hmac=key, receiver_hmac=key, wrap_callbacks=SwapBody
+    )
+    return summary, sim

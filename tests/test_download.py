@@ -229,7 +229,24 @@ async def test_stream_cut_on_a_real_socket_is_retried(tmp_path: Path) -> None:
 # -- scripted file hosts --------------------------------------------------------------
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def real_png(seed: bytes = b"") -> bytes:
+    """A real, decodable PNG (about 5 KB, incompressible): downloads are verified by
+    decoding them."""
+    import io
+
+    from PIL import Image
+
+    noise = b"".join(
+        hashlib.sha256(seed + bytes([i, j])).digest() for i in range(3) for j in range(64)
+    )
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 32), noise[: 64 * 32 * 3]).save(buf, "PNG")
+    return buf.getvalue()
+
+
+PNG = real_png()
 
 
 @dataclass
@@ -465,6 +482,7 @@ async def test_resume_skips_verified_files_and_refetches_bad_ones(tmp_path: Path
 
 
 async def test_stale_part_files_are_removed_on_start(tmp_path: Path) -> None:
+    StateStore.in_dir(tmp_path).close()  # the state of the run that left these
     part = tmp_path / "outputs" / "m" / ".j1.png.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"half")
@@ -492,15 +510,15 @@ async def test_stop_finishes_nothing_new(tmp_path: Path) -> None:
 
 async def test_jobs_whose_ids_slugify_alike_get_distinct_files(tmp_path: Path) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
-        return png(request.url.path.encode() * 10)
+        return png(real_png(request.url.path.encode()))
 
     async with scripted(tmp_path, handler) as (downloader, store, _):
         await downloader.handle(add_job(store, "a b", ["https://cdn.test/1.png"], idx=0))
         await downloader.handle(add_job(store, "a-b", ["https://cdn.test/2.png"], idx=1))
         first, second = files_of(store, "a b")[0][2], files_of(store, "a-b")[0][2]
         assert first != second
-        assert (tmp_path / first).read_bytes() == b"/1.png" * 10
-        assert (tmp_path / second).read_bytes() == b"/2.png" * 10
+        assert (tmp_path / first).read_bytes() == real_png(b"/1.png")
+        assert (tmp_path / second).read_bytes() == real_png(b"/2.png")
 
 
 async def test_concurrency_is_capped(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from liangxin_batch._gallery import THUMB_SIZE, percentile, write_report_html
 from liangxin_batch._lifecycle import JobState
-from liangxin_batch._store import StateStore
+from liangxin_batch._store import FileRow, StateStore
 from tests.state_support import drive
 
 T0 = 1_750_000_000.0
@@ -64,12 +64,8 @@ def add(
         error_code="500" if error else None,
         error_message=error,
     )
-    with store.transaction() as db:
-        for n, rel in enumerate(files):
-            db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, n, urls[n], rel, "sha", (out / rel).stat().st_size),
-            )
+    for n, rel in enumerate(files):
+        store.record_file(FileRow(job_id, n, urls[n], rel, "sha", (out / rel).stat().st_size))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -83,31 +82,33 @@ def test_recordinfo_refusing_the_key_ends_the_run_and_resume_finishes(tmp_path: 
     assert env.sim.ledger.duplicates() == {}
 
 
-def test_an_unexpected_error_inside_a_submit_ends_the_run_instead_of_hanging_it(
-    tmp_path: Path,
-) -> None:
-    """Two creates answered with one taskId: recording the second fails (UNIQUE)."""
+def test_a_task_id_the_state_already_holds_parks_the_job_as_unknown(tmp_path: Path) -> None:
+    """Finding 10: the service answers two creates with one taskId. No traceback: the
+    second job is `unknown` with a clear error, and the run goes on with the others."""
 
     def same_id(name: str, n: int, response: httpx.Response) -> httpx.Response | None:
-        if name == "createTask":
+        if name == "createTask" and n in (2, 3):
+            return httpx.Response(200, json={"code": 200, "msg": "ok", "data": {"taskId": "t-1"}})
+        if name == "createTask" and n == 1:
             return httpx.Response(200, json={"code": 200, "msg": "ok", "data": {"taskId": "t-1"}})
         return None
 
-    async def main() -> None:
+    async def main() -> object:
         env = SimEnv()
         env.wrap_api = lambda inner: Rewrite(inner, same_id)
-        await asyncio.wait_for(env.run(tmp_path, make_jobs(5)), timeout=3600)
+        return await asyncio.wait_for(env.run(tmp_path, make_jobs(6)), timeout=3600)
 
-    with pytest.raises(sqlite3.IntegrityError):
-        in_virtual_time(main)
+    summary = in_virtual_time(main)
     store = StateStore.in_dir(tmp_path)
     try:
-        states = sorted(j.state.value for j in store.iter_jobs())
+        jobs = {j.job_id: j for j in store.iter_jobs()}
     finally:
         store.close()
-    # The job whose taskId could not be stored stays `submitting`: the next run parks it
-    # as unknown rather than paying again.
-    assert "submitting" in states
+    dup = [j for j in jobs.values() if j.error_code == "duplicate_task_id"]
+    assert [j.state.value for j in dup] == ["unknown", "unknown"]
+    assert "t-1" in (dup[0].error_message or "") and "already holds" in (dup[0].error_message or "")
+    # The other three jobs went on to finish.
+    assert summary.counts.get("succeeded", 0) == 3  # type: ignore[attr-defined]
 
 
 def test_downloads_go_on_after_credits_run_out(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from liangxin_batch._report import (
     report_rows,
     write_results_csv,
 )
-from liangxin_batch._store import JobRow, StateStore
+from liangxin_batch._store import FileRow, JobRow, StateStore
 from liangxin_batch.cli import CliContext
 from tests.state_support import drive
 
@@ -73,12 +73,8 @@ def finish(store: StateStore, i: int, state: JobState, *, files: int = 0) -> Non
         error_code="500" if state is JobState.FAILED else None,
         error_message="Internal error" if state is JobState.FAILED else None,
     )
-    with store.transaction() as db:
-        for n in range(files):
-            db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, n, urls[n], f"outputs/m/{job_id}_{n}.png", f"sha{n}", 10),
-            )
+    for n in range(files):
+        store.record_file(FileRow(job_id, n, urls[n], f"outputs/m/{job_id}_{n}.png", f"sha{n}", 10))
 
 
 def read(path: Path) -> pd.DataFrame:

@@ -240,16 +240,21 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
     from liangxin_batch._catalog import default_catalog
     from liangxin_batch._envelope import TaskRecord, TaskState
     from liangxin_batch._lifecycle import JobState
+    from liangxin_batch._ratelimit import SlidingWindowLimiter
     from liangxin_batch._runner import Runner
     from liangxin_batch._store import StateStore
     from liangxin_batch._sync import sync_jobs
 
     class SlowClient:
+        """recordInfo behind the client's own limiter (1 per 2 s), answers slowly."""
+
         def __init__(self) -> None:
             self.done: set[str] = set()
             self.calls: list[tuple[float, str]] = []
+            self.limiter = SlidingWindowLimiter(1, 2.0)
 
-        async def get_task(self, task_id: str) -> TaskRecord:
+        async def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+            await self.limiter.acquire()
             self.calls.append((asyncio.get_running_loop().time(), task_id))
             finished = task_id in self.done
             await asyncio.sleep(0.5)  # the answer is on its way when the callback comes

@@ -66,7 +66,7 @@ def prepare(out: Path) -> None:
             drive(store, job_id, state, **fields)
         store.record_event("note", "resumed the run")  # not a problem: never listed
         for job_id, kind, detail in PROBLEMS:
-            drive(store, job_id, kind, message=detail)
+            store.record_event(kind, detail, job_id)
         store.set_meta({"manifest": "/data/prompts.csv"})
     finally:
         store.close()
@@ -79,7 +79,7 @@ EXPECTED_HEAD = [
     "  google/nano-banana: pending 1, unknown 1, download_failed 1",
     "  nano-banana-pro: downloading 1, submitted 2, failed 1, timed_out 1",
     "  z-image: succeeded 2, submitted 5, pending 1",
-    "credits used so far: 20.0",  # done + succeeded only: 1 + 1 + 18
+    "credits charged so far: 20.0",  # done + succeeded only: 1 + 1 + 18
     "finished by: callback 2, poll 2",
     "oldest in flight:",
 ]

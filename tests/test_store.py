@@ -42,7 +42,7 @@ def test_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 
 def test_garbage_file_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StateError, match="cannot use this state file"):
+    with pytest.raises(StateError, match="damaged"):
         StateStore.in_dir(tmp_path)
 
 
