@@ -140,6 +140,13 @@ class SlidingWindowLimiter:
                     return
                 await asyncio.sleep(wait)
 
+    def prime(self, admitted: list[float]) -> None:
+        """Admissions made before this limiter existed, in its clock's time (an earlier
+        process's creates: the service still counts them in its window)."""
+        for at in sorted(admitted):
+            self._times.append(at)
+            self._tat = max(self._tat, at) + self.spacing
+
     def block_for(self, seconds: float) -> None:
         """Admit nobody for `seconds` (the service said 429 / Retry-After)."""
         self._blocked_until = max(self._blocked_until, self._now() + seconds)

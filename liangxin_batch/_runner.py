@@ -26,6 +26,7 @@ from ._errors import (
     DiskFullError,
     LiangXinError,
     NotFoundError,
+    RateLimitedError,
 )
 from ._lifecycle import (
     CreateVerdict,
@@ -266,6 +267,8 @@ class Runner:
                     await self.on_succeeded(job)
             except DiskFullError as err:
                 self._stop_for_disk(err)
+            except Exception as err:  # a bug: stop the run and raise it, never hang on it
+                self._fail_run(err)
             finally:
                 self._backlog -= 1
                 await self._notify_slots()
@@ -279,6 +282,11 @@ class Runner:
     def _recover(self) -> None:
         """Bring a state file left by a crash or Ctrl-C back to a runnable shape."""
         s = self.settings
+        # The service still counts an earlier process's creates in its window: so do we.
+        limiter = self.client.create_limiter
+        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+        recent = self.store.submits_since(wall_now - limiter.window - limiter.margin)
+        limiter.prime([loop_now - (wall_now - at) for at in recent])
         for job in self.store.iter_jobs([JobState.SUBMITTING]):
             # The intent was committed but no taskId: the POST may have been sent.
             self.store.transition(
@@ -674,6 +682,11 @@ class Runner:
             )
             await self._give_slot()
             return
+        if isinstance(err, RateLimitedError):
+            # The client holds every recordInfo back for the window already: ask again
+            # right after it, not 30 s later.
+            self._schedule(flight, err.retry_after or self.settings.poll_window)
+            return
         self.observer.message(f"{flight.job_id}: recordInfo failed ({err}); will retry")
         self._schedule(flight, 30.0 * self.settings.poll_scale)
 
@@ -817,8 +830,11 @@ class Runner:
         err = task.exception()
         if isinstance(err, DiskFullError):
             self._stop_for_disk(err)  # nothing more can be recorded: stop, keep what is
-            return
-        if err is not None and self._failure is None:
+        elif err is not None:
+            self._fail_run(err)
+
+    def _fail_run(self, err: BaseException) -> None:
+        if self._failure is None:
             self._failure = err
             self.observer.message(f"stopping: unexpected {type(err).__name__}: {err}")
             self._halt_waiters()

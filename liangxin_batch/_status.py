@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,7 @@ def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
         raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
     now = time.time() if now is None else now
     store = StateStore(path, readonly=True)
-    try:
+    with contextlib.closing(store), store.reading():
         credits = store.credits()
         return StatusReport(
             path=path,
@@ -62,10 +62,6 @@ def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
             finished_by=store.finished_by_counts(),
             manifest=store.get_meta("manifest"),
         )
-    except sqlite3.Error as err:
-        raise StateError(f"{path}: cannot read: {err}") from None
-    finally:
-        store.close()
 
 
 _ORDER = (

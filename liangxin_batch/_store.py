@@ -12,6 +12,7 @@ A state file is checked when opened (integrity, schema, the batch it belongs to)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -122,6 +123,9 @@ def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
         ALTER TABLE jobs ADD COLUMN credits_estimated REAL;
         ALTER TABLE jobs ADD COLUMN sends INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE files ADD COLUMN mtime_ns INTEGER;
+        ALTER TABLE events ADD COLUMN event TEXT;
+        ALTER TABLE events ADD COLUMN from_state TEXT;
+        ALTER TABLE events ADD COLUMN to_state TEXT;
         UPDATE jobs SET sends = attempt - (SELECT COUNT(*) FROM attempts a
             WHERE a.job_id = jobs.job_id AND a.outcome = 'not_created');
         UPDATE jobs SET sends = 0 WHERE sends < 0
@@ -323,6 +327,14 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[StateStore]:
+        """Reads whose SQLite errors (a file damaged under a reader) become StateError."""
+        try:
+            yield self
+        except sqlite3.Error as err:
+            raise StateError(f"{self.path}: cannot read: {err}") from None
 
     # -- checks ---------------------------------------------------------------------
 
@@ -598,6 +610,23 @@ class StateStore:
             )
         )
 
+    def submits_since(self, wall_time: float) -> list[float]:
+        """When createTask intents were committed since `wall_time` (for the limiter)."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT started_at FROM attempts WHERE started_at >= ? ORDER BY started_at",
+                (wall_time,),
+            )
+        ]
+
+    def transitions_taken(self) -> Iterator[tuple[str, str, str, str]]:
+        """(job_id, from-state, to-state, event) of every transition, oldest first."""
+        yield from self.db.execute(
+            "SELECT job_id, from_state, to_state, event FROM events"
+            " WHERE event IS NOT NULL ORDER BY id"
+        )
+
     def finished_by_counts(self) -> dict[str, int]:
         return dict(
             self.db.execute(
@@ -701,23 +730,27 @@ class StateStore:
         if sends:
             sets += f", sends = MAX(0, sends + {sends})"
         try:
-            with self.transaction() as db:
-                moved = db.execute(
-                    f"UPDATE jobs SET state = ?, {sets}"
-                    f" WHERE job_id = ? AND state IN ({_marks(sources)})",
-                    [target.value, *fields.values(), job_id, *sources],
-                ).rowcount
-                if not moved:
+            with self.transaction() as db:  # BEGIN IMMEDIATE: nobody moves it meanwhile
+                row = db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row is None or row[0] not in sources:
                     return False
+                db.execute(
+                    f"UPDATE jobs SET state = ?, {sets} WHERE job_id = ? AND state = ?",
+                    [target.value, *fields.values(), job_id, row[0]],
+                )
                 if attempt is not None:
                     self._write_attempt(db, job_id, attempt, event, outcome or target.value, fields)
                 db.execute(
-                    "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO events (at, job_id, kind, detail, event, from_state, to_state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         now,
                         job_id,
                         "note" if event in _NOTE_EVENTS else target.value,
                         message or event.value,
+                        event.value,
+                        row[0],
+                        target.value,
                     ),
                 )
         except sqlite3.IntegrityError as err:

@@ -53,3 +53,24 @@ def test_every_command_has_help_and_is_in_the_readme(path: tuple[str, ...]) -> N
 def test_every_exit_code_is_documented() -> None:
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |"):
         assert code in README
+
+
+def test_readme_lists_the_results_columns_in_order() -> None:
+    from liangxin_batch._report import RESULT_COLUMNS
+
+    found = re.search(r"plus `(job_id, model,.*?)`", README, re.S)
+    assert found, "README lost the results.csv column list"
+    assert [c.strip() for c in found[1].split(",")] == list(RESULT_COLUMNS)
+
+
+def test_readme_numbers_are_the_settings_defaults() -> None:
+    from liangxin_batch._settings import RunSettings
+
+    s = RunSettings()
+    flat = " ".join(README.split())
+    assert f"fails on its own after {s.create_retries} tries" in flat
+    assert "Five jobs in a row ending alike" in flat and s.stop_after_alike == 5
+    assert f"bounded queue ({s.max_download_backlog})" in README
+    assert (
+        f"at most {s.create_burst} back to back, at most {s.max_concurrent_creates} POSTs" in README
+    )

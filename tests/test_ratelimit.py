@@ -109,3 +109,63 @@ def test_slow_down_steps_once_per_window_and_never_below_one() -> None:
         now[0] = 20.0 + 10.0 * step
         limiter.slow_down()
     assert limiter.limit == 1
+
+
+def test_creates_are_paced_evenly_with_a_small_burst() -> None:
+    """Finding 8: the window's quota is never admitted at once."""
+
+    async def main() -> list[float]:
+        limiter = SlidingWindowLimiter(20, 10.0, margin=0.0, burst=2)
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+        for _ in range(60):
+            await limiter.acquire()
+            times.append(loop.time())
+        return times
+
+    times = run_virtual(main)
+    start = times[0]
+    rel = [t - start for t in times]
+    assert rel[:3] == pytest.approx([0.0, 0.0, 0.5])  # a burst of 2, then every 0.5 s
+    assert max_in_any_window(times, 10.0) <= 20
+    assert max_in_any_window(times, 1.0) <= 3
+    # Throughput at the limit: 60 admissions in 29.5 s (the burst saves one spacing).
+    assert rel[-1] == pytest.approx(29.0)
+
+
+def test_after_a_429_the_rate_climbs_back_after_quiet_windows() -> None:
+    """Finding 7: one early 429 must not cost the rest of a long run."""
+
+    async def main() -> list[int]:
+        limiter = SlidingWindowLimiter(20, 10.0, margin=0.0, burst=2)
+        limiter.slow_down()  # 20 -> 15, ceiling 19
+        limits = [limiter.limit]
+        for _ in range(40):
+            await asyncio.sleep(10.0)
+            limiter.delay(asyncio.get_running_loop().time())
+            limits.append(limiter.limit)
+        return limits
+
+    limits = run_virtual(main)
+    assert limits[0] == 15
+    assert limits[1:5] == [16, 17, 18, 19]  # one step per quiet window, to the ceiling
+    assert limits[-1] == 20  # the ceiling itself is probed back up to the configured rate
+    assert max(limits) == 20
+
+
+def test_a_second_429_at_the_ceiling_keeps_the_rate_below_it() -> None:
+    async def main() -> tuple[int, int]:
+        limiter = SlidingWindowLimiter(40, 10.0, margin=0.0)
+        limiter.slow_down()  # the service allows 20, we believed 40
+        for _ in range(5):
+            await asyncio.sleep(10.0)
+            limiter.delay(asyncio.get_running_loop().time())
+        at_429 = limiter.limit
+        limiter.slow_down()
+        for _ in range(8):
+            await asyncio.sleep(10.0)
+            limiter.delay(asyncio.get_running_loop().time())
+        return at_429, limiter.limit
+
+    at_429, later = run_virtual(main)
+    assert later == at_429 - 1  # climbs back only to just below the limit that drew a 429

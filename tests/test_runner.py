@@ -252,6 +252,7 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
             self.done: set[str] = set()
             self.calls: list[tuple[float, str]] = []
             self.limiter = SlidingWindowLimiter(1, 2.0)
+            self.create_limiter = SlidingWindowLimiter(20, 10.0)
 
         async def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
             await self.limiter.acquire()

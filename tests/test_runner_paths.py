@@ -392,8 +392,10 @@ class _RejectingEnv(SimEnv):
         super().__init__()
         self.reject = _RejectSome(httpx.ASGITransport(app=self.app), status, code, msg)
 
-    def client(self) -> LiangXinClient:
-        return LiangXinClient(api_key=KEY, base_url="http://sim", transport=self.reject)
+    def client(self, settings: RunSettings | None = None) -> LiangXinClient:
+        return LiangXinClient(
+            api_key=KEY, base_url="http://sim", transport=self.reject, settings=settings
+        )
 
 
 @pytest.mark.parametrize(
