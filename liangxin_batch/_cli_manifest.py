@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ._cli_options import (
+    allow_outside_opt,
     base_url_opt,
     log_retries,
     manifest_arg,
@@ -43,9 +44,10 @@ _max_problems_opt = click.option(
 @manifest_arg
 @model_opt
 @_max_problems_opt
+@allow_outside_opt
 @click.pass_obj
 def validate_command(
-    cli: Any, manifest: Path, default_model: str | None, max_problems: int
+    cli: Any, manifest: Path, default_model: str | None, max_problems: int, allow_outside: bool
 ) -> None:
     """Check every job in MANIFEST against the catalog; nothing is sent.
 
@@ -54,7 +56,11 @@ def validate_command(
     from ._manifest import validate_manifest
 
     report = validate_manifest(
-        manifest, catalog=cli.catalog, default_model=default_model, max_problems=max_problems
+        manifest,
+        catalog=cli.catalog,
+        default_model=default_model,
+        max_problems=max_problems,
+        allow_outside=allow_outside,
     )
     report.raise_for_problems()
     click.echo(report.summary())
@@ -98,6 +104,7 @@ def fetch_balance(base_url: str | None) -> int:
 )
 @base_url_opt
 @_max_problems_opt
+@allow_outside_opt
 @click.pass_obj
 def plan_command(
     cli: Any,
@@ -110,6 +117,7 @@ def plan_command(
     check_balance: bool,
     base_url: str | None,
     max_problems: int,
+    allow_outside: bool,
 ) -> None:
     """Show what running MANIFEST would do: jobs and credits per model, the shortest
     duration at --rate and --max-in-flight, and where outputs would land. Nothing is sent
@@ -119,7 +127,11 @@ def plan_command(
 
     limit, window = parse_rate_flag(rate, "--rate")
     report = validate_manifest(
-        manifest, catalog=cli.catalog, default_model=default_model, max_problems=max_problems
+        manifest,
+        catalog=cli.catalog,
+        default_model=default_model,
+        max_problems=max_problems,
+        allow_outside=allow_outside,
     )
     plan = make_plan(
         report,

@@ -9,6 +9,7 @@ import click
 from ._errors import ConfigError
 
 __all__ = [
+    "allow_outside_opt",
     "base_url_opt",
     "log_retries",
     "manifest_arg",
@@ -20,6 +21,11 @@ __all__ = [
 
 manifest_arg = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+allow_outside_opt = click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="Let `jobs_from` read files outside the manifest's folder (refused by default).",
 )
 model_opt = click.option("--model", "default_model", help="Model for rows and jobs that name none.")
 rate_opt = click.option(

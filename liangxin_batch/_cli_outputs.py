@@ -39,6 +39,14 @@ def _resolve_models(cli: Any, names: tuple[str, ...]) -> list[str]:
 _DIR = click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 
 
+csv_safe_opt = click.option(
+    "--csv-safe",
+    is_flag=True,
+    help="Prefix cells that a spreadsheet would run as formulas (= + - @) with ' "
+    "(for opening the CSV in Excel; the xlsx export is safe as it is).",
+)
+
+
 @click.command("export")
 @_DIR
 @click.option(
@@ -62,6 +70,7 @@ _DIR = click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path
     help="Only jobs with this status (repeatable). 'succeeded' means files verified.",
 )
 @click.option("--model", "models", multiple=True, help="Only jobs of this model (repeatable).")
+@csv_safe_opt
 @click.pass_obj
 def export_command(
     cli: Any,
@@ -70,6 +79,7 @@ def export_command(
     out_path: Path | None,
     status: tuple[str, ...],
     models: tuple[str, ...],
+    csv_safe: bool,
 ) -> None:
     """Write the results table of DIR as csv, jsonl, parquet or xlsx."""
     target = out_path or out_dir / f"export.{fmt}"
@@ -82,6 +92,7 @@ def export_command(
             target,
             status=status or None,
             model=_resolve_models(cli, models) or None,
+            csv_safe=csv_safe,
         )
     finally:
         store.close()
@@ -90,13 +101,14 @@ def export_command(
 
 @click.command("report")
 @_DIR
-def report_command(out_dir: Path) -> None:
+@csv_safe_opt
+def report_command(out_dir: Path, csv_safe: bool) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from ._gallery import write_report_html
 
     store = _open(out_dir)
     try:
-        csv_path = write_results_csv(out_dir, store, check_files=True)
+        csv_path = write_results_csv(out_dir, store, check_files=True, csv_safe=csv_safe)
         html_path = write_report_html(out_dir, store)
     finally:
         store.close()

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ._cli_options import (
+    allow_outside_opt,
     base_url_opt,
     log_retries,
     manifest_arg,
@@ -178,6 +179,7 @@ def _run(
     sim_latency_scale: float,
     quiet: bool,
     callbacks: CallbackOptions | None = None,
+    allow_outside: bool = False,
 ) -> RunSummary:
     handle = RunHandle()
     observer = NullObserver() if quiet else BarsObserver()
@@ -196,6 +198,7 @@ def _run(
             settings=settings,
             catalog=catalog,
             default_model=default_model,
+            allow_outside=allow_outside,
             api_key=api_key,
             base_url=base_url,
             observer=observer,
@@ -307,6 +310,12 @@ def register(group: click.Group) -> None:
     "without it a callback only triggers an immediate poll.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--csv-safe",
+    is_flag=True,
+    help="results.csv: prefix cells that a spreadsheet would run as formulas with '.",
+)
+@allow_outside_opt
 @click.pass_obj
 def run_command(
     cli: Any,
@@ -331,6 +340,8 @@ def run_command(
     listen: str | None,
     webhook_hmac_key: str | None,
     quiet: bool,
+    csv_safe: bool,
+    allow_outside: bool,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
     callbacks = _callback_options(callback_url, listen, webhook_hmac_key)
@@ -350,6 +361,7 @@ def run_command(
         layout=layout,
         max_file_size=parse_size(max_file_size),
         download_concurrency=download_concurrency,
+        csv_safe=csv_safe,
     )
     summary = _run(
         manifest,
@@ -362,6 +374,7 @@ def run_command(
         sim_latency_scale=sim_latency_scale,
         quiet=quiet,
         callbacks=callbacks,
+        allow_outside=allow_outside,
     )
     click.echo(format_summary(summary, out_dir))
     sys.exit(summary.exit_code)

@@ -45,6 +45,7 @@ __all__ = [
     "ENV_BASE_URL",
     "CreateTurn",
     "LiangXinClient",
+    "PollTurn",
     "Secret",
     "resolve_settings",
 ]
@@ -136,8 +137,40 @@ def _retry_hook(exc: Exception) -> bool | float:
     if isinstance(exc, APIError):
         if not exc.retryable:
             return False
-        return exc.retry_after if exc.retry_after is not None else True
+        return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else True
     return isinstance(exc, TransportError)
+
+
+def _hold(err: APIError, window: float) -> float:
+    """How long a 429 holds its limiter: Retry-After (capped), else one window."""
+    return min(err.retry_after, MAX_RETRY_AFTER) if err.retry_after is not None else window
+
+
+#: The longest a 429's Retry-After may hold a limiter: a peer must not stop us for hours.
+MAX_RETRY_AFTER = 120.0
+
+
+class PollTurn:
+    """A recordInfo turn: one of the concurrent places, then admitted by the limiter.
+    `get_task()` uses it once; `release()` gives it back unused."""
+
+    __slots__ = ("_client", "_released")
+
+    def __init__(self, client: LiangXinClient) -> None:
+        self._client = client
+        self._released = False
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        try:
+            data = await self._client._send_record(task_id)
+        finally:
+            self.release()
+        return parse_task_record(data, task_id=task_id)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._client._poll_gate.release()
 
 
 class CreateTurn:
@@ -273,28 +306,48 @@ class LiangXinClient:
         except ValueError as err:  # a 2xx we could not read: the task may exist
             raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None
         except RateLimitedError as err:
-            if err.envelope:  # the service's own 429: hold creates back, then go slower
-                self.create_limiter.block_for(err.retry_after or self.settings.create_window)
-                self.create_limiter.slow_down()
+            # The service's 429 (nothing created) or a proxy's (maybe created): either way
+            # hold every create back for the window, then go slower.
+            self.create_limiter.block_for(_hold(err, self.settings.create_window))
+            self.create_limiter.slow_down()
             raise
         task_id = data.get("taskId") if isinstance(data, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
             raise AmbiguousError("createTask answered success without a taskId", path=CREATE_PATH)
         return task_id
 
-    async def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
-        """recordInfo for one task; every attempt passes the recordInfo limiter.
+    async def poll_turn(self) -> PollTurn:
+        """Wait for a recordInfo turn (a concurrent place, then the limiter): the runner's
+        polls wait here, where a stop can cancel them before anything is sent."""
+        await self._poll_gate.acquire()
+        try:
+            await self.poll_limiter.acquire()
+        except BaseException:
+            self._poll_gate.release()
+            raise
+        return PollTurn(self)
 
-        With `retry` (the default) transport errors, 429, 455 and 5xx are retried within
-        the settings' bounds; the runner's polls pass False and reschedule instead, so
-        a poll never holds a place for long.
-        """
-        params = {"taskId": task_id}
-        if retry:
-            data = await self._idempotent("GET", RECORD_PATH, params=params)
-        else:
-            data = await self._read_once("GET", RECORD_PATH, params=params)
-        return parse_task_record(data, task_id=task_id)
+    async def get_task(self, task_id: str) -> TaskRecord:
+        """recordInfo for one task, retried on transport errors, 429, 455 and 5xx within
+        the settings' bounds; every attempt takes a turn (the place, then the limiter)."""
+        async for attempt in stamina.retry_context(
+            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                turn = await self.poll_turn()
+                return await turn.get_task(task_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_record(self, task_id: str) -> Any:
+        try:
+            return await self._call("GET", RECORD_PATH, params={"taskId": task_id})
+        except ValueError as err:
+            raise TransportError(
+                f"unreadable answer from {RECORD_PATH}: {err}", path=RECORD_PATH
+            ) from None
+        except RateLimitedError as err:  # hold every recordInfo back for the window
+            self.poll_limiter.block_for(_hold(err, self.settings.poll_window))
+            raise
 
     async def get_credits(self) -> int:
         """The account's remaining credits."""
@@ -314,27 +367,18 @@ class LiangXinClient:
     # -- plumbing ---------------------------------------------------------------------
 
     async def _idempotent(self, method: str, path: str, **kwargs: Any) -> Any:
+        """credit and download-url (recordInfo has its own turns: `get_task`)."""
         async for attempt in stamina.retry_context(
             on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                return await self._read_once(method, path, **kwargs)
+                try:
+                    return await self._call(method, path, **kwargs)
+                except ValueError as err:
+                    raise TransportError(
+                        f"unreadable answer from {path}: {err}", path=path
+                    ) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _read_once(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One attempt of an idempotent call; recordInfo passes its limiter first."""
-        try:
-            if path != RECORD_PATH:
-                return await self._call(method, path, **kwargs)
-            await self.poll_limiter.acquire()
-            async with self._poll_gate:
-                return await self._call(method, path, **kwargs)
-        except ValueError as err:
-            raise TransportError(f"unreadable answer from {path}: {err}", path=path) from None
-        except RateLimitedError as err:
-            if path == RECORD_PATH:  # hold every recordInfo back for the window
-                self.poll_limiter.block_for(err.retry_after or self.settings.poll_window)
-            raise
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         if self._on_request is not None:

@@ -107,7 +107,6 @@ TRANSITIONS: tuple[tuple[JobState, JobState, Event], ...] = (
     (_S.DOWNLOAD_FAILED, _S.SUCCEEDED, _E.RETRY_DOWNLOAD),
     (_S.FAILED, _S.PENDING, _E.RETRY),
     (_S.TIMED_OUT, _S.PENDING, _E.RETRY),
-    (_S.DOWNLOAD_FAILED, _S.PENDING, _E.RETRY),
     (_S.UNKNOWN, _S.PENDING, _E.RETRY),
     (_S.PENDING, _S.PENDING, _E.CONTENT_CHANGED),
     (_S.DONE, _S.PENDING, _E.CONTENT_CHANGED),
@@ -253,9 +252,10 @@ def retry_states(*, retry_failed: bool, resubmit_unknown: bool) -> list[JobState
     return states
 
 
-def refetch_only(state: JobState, task_id: str | None) -> bool:
+def refetch_only(state: JobState) -> bool:
     """A retried job whose generation was paid for and succeeded: fetch files, no new task.
 
     Its result URLs are read again from recordInfo when they are missing or refused.
+    (A download_failed job always has its task: there is no way from it to a new task.)
     """
-    return state is JobState.DOWNLOAD_FAILED and bool(task_id)
+    return state is JobState.DOWNLOAD_FAILED

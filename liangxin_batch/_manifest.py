@@ -104,21 +104,32 @@ class ValidationReport:
 
 
 def iter_jobs(
-    path: Path, *, catalog: Catalog, default_model: str | None = None
+    path: Path,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    allow_outside: bool = False,
 ) -> Iterator[Job | Problem]:
     """Stream the manifest's jobs and problems in order (collapsed problems come last).
 
     Raises ConfigError when the file is missing or its format unknown; everything wrong
     inside the file is a `Problem`.
     """
-    return JobBuilder(catalog, default_model).run(Path(path))
+    return JobBuilder(catalog, default_model, allow_outside=allow_outside).run(Path(path))
 
 
 def validate_manifest(
-    path: Path, *, catalog: Catalog, default_model: str | None = None, max_problems: int = 50
+    path: Path,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    max_problems: int = 50,
+    allow_outside: bool = False,
 ) -> ValidationReport:
-    """Check every job; count jobs and credits per model; keep up to `max_problems` problems."""
-    builder = JobBuilder(catalog, default_model)
+    """Check every job; count jobs and credits per model; keep up to `max_problems` problems.
+
+    `allow_outside`: `jobs_from` may name files outside the manifest's folder."""
+    builder = JobBuilder(catalog, default_model, allow_outside=allow_outside)
     tally = JobTally(catalog)
     regular: list[Problem] = []
     collapsed: list[Problem] = []

@@ -58,6 +58,32 @@ class _Bad:
         self.expected = expected
 
 
+#: C0 control characters other than tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _control_char(value: Any, depth: int = 0) -> str | None:
+    """Where the first control character in a value (or inside its items) is, or None."""
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found is None:
+            return None
+        return f"U+{ord(found.group()):04X} at character {found.start() + 1}"
+    if depth > 50:
+        return None
+    if isinstance(value, list | tuple):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return None
+    for item in items:
+        found_in = _control_char(item, depth + 1)
+        if found_in is not None:
+            return found_in
+    return None
+
+
 def _too_deep(source: SourceRef) -> Problem:
     return Problem(
         source, None, "values nested at most a few hundred levels deep", "deeper nesting"
@@ -117,7 +143,10 @@ class _IdTable:
 class JobBuilder:
     """Turns raw records into jobs: model lookup, conversion, validation, identity."""
 
-    def __init__(self, catalog: Catalog, default_model: str | None) -> None:
+    def __init__(
+        self, catalog: Catalog, default_model: str | None, *, allow_outside: bool = False
+    ) -> None:
+        self.allow_outside = allow_outside
         self.catalog = catalog
         self.default_model = default_model.strip() if default_model else None
         self._coerced: dict[tuple[int, str], Any] = {}
@@ -171,7 +200,11 @@ class JobBuilder:
         suffix = path.suffix.lower()
         if suffix in _YAML_SUFFIXES:
             records = read_yaml(
-                path, display, catalog=self.catalog, default_model=self.default_model
+                path,
+                display,
+                catalog=self.catalog,
+                default_model=self.default_model,
+                allow_outside=self.allow_outside,
             )
         elif suffix in TABULAR_SUFFIXES:
             records = read_tabular(path, display)
@@ -216,6 +249,18 @@ class JobBuilder:
         for p in rec.problems or ():
             bad = True
             self._emit(out, p, self._same_key(p, rec))
+        for key, value in values.items():
+            control = _control_char(value)
+            if control is not None:  # every format, every text field: never sent
+                bad = True
+                p = Problem(
+                    at(rec, key),
+                    key,
+                    "text without control characters (tab, newline and carriage return are fine)",
+                    control,
+                    "remove it: such characters are usually debris from a copy or an export",
+                )
+                self._emit(out, p, self._same_key(p, rec))
 
         given = self._given_id(values.get("id"), rec, out)
         job_id = given if isinstance(given, str) else None

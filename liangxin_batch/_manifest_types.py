@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,13 @@ def model_slug(model: str) -> str:
 
 def got_text(value: Any) -> str:
     """What a problem says it got: repr, shortened."""
-    text = repr(str(value)) if isinstance(value, str) else repr(value)
+    # Cut before repr: a value can be megabytes (or an alias-shared list of thousands).
+    if isinstance(value, str):
+        text = repr(str(value[: GOT_MAX * 2]))
+    elif isinstance(value, list | tuple | dict | set):
+        text = reprlib.repr(value)
+    else:
+        text = repr(value)
     return text if len(text) <= GOT_MAX else text[: GOT_MAX - 3] + "..."
 
 

@@ -44,7 +44,7 @@ from ._manifest_read import (
     read_tabular,
 )
 from ._manifest_types import Problem, RawJob, SourceRef, close_match, got_text, value_text
-from ._yaml12 import TextLoader
+from ._yaml12 import ExpansionError, TextLoader, check_expansion
 
 if TYPE_CHECKING:
     from ._catalog import Catalog
@@ -102,11 +102,18 @@ class _Reader(Expander):
     """One YAML manifest: its parts, where each was written, and what the jobs used."""
 
     def __init__(
-        self, path: Path, display: str, catalog: Catalog, default_model: str | None
+        self,
+        path: Path,
+        display: str,
+        catalog: Catalog,
+        default_model: str | None,
+        *,
+        allow_outside: bool = False,
     ) -> None:
         super().__init__(catalog, default_model)
         self.path = path
         self.display = display
+        self.allow_outside = allow_outside
 
     def at(self, node: Node | None, column: str | None = None, fallback: int = 1) -> SourceRef:
         return SourceRef(self.display, _line(node) if node is not None else fallback, column)
@@ -233,7 +240,16 @@ class _Reader(Expander):
             return self.yaml_problem(err, text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                check_expansion(node)  # an alias bomb is refused before it is built
             data = loader.construct_document(node) if node is not None else None
+        except ExpansionError as err:
+            return Problem(
+                SourceRef(self.display, int(err.problem_mark.line) + 1 if err.problem_mark else 1),
+                None,
+                "a manifest of bounded size",
+                str(err.problem),
+            )
         except yaml.YAMLError as err:
             return self.yaml_problem(err, text)
         except RecursionError:
@@ -401,6 +417,17 @@ class _Reader(Expander):
                 continue
             target = self.path.parent / name
             display = os.path.join(os.path.dirname(self.display), name)
+            if not self.allow_outside and not _inside(target, self.path.parent):
+                # `../`, an absolute path or a symlink out of the folder: a manifest from
+                # elsewhere must not make us read (and echo) any file on the machine.
+                yield Problem(
+                    at,
+                    "jobs_from",
+                    "a file in the manifest's folder or below",
+                    got_text(name),
+                    "move the file next to the manifest, or pass --allow-outside if you mean it",
+                )
+                continue
             if target.suffix.lower() not in TABULAR_SUFFIXES:
                 yield Problem(
                     at, "jobs_from", "a " + ", ".join(TABULAR_SUFFIXES) + " file", got_text(name)
@@ -419,7 +446,20 @@ class _Reader(Expander):
 
 
 def read_yaml(
-    path: Path, display: str, *, catalog: Catalog, default_model: str | None
+    path: Path,
+    display: str,
+    *,
+    catalog: Catalog,
+    default_model: str | None,
+    allow_outside: bool = False,
 ) -> Iterator[RawJob | Problem]:
-    """Stream the jobs of a YAML (or JSON) manifest."""
-    return _Reader(path, display, catalog, default_model).read()
+    """Stream the jobs of a YAML (or JSON) manifest. `jobs_from` files must lie in the
+    manifest's folder or below (symlinks resolved) unless `allow_outside`."""
+    return _Reader(path, display, catalog, default_model, allow_outside=allow_outside).read()
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    try:
+        return target.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False

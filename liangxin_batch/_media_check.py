@@ -140,7 +140,7 @@ def _check_png_end(f: BinaryIO, size: int) -> str | None:
             return f"truncated PNG: {kind.decode('latin-1')!r} chunk runs past the end of the file"
         if kind == b"IEND":
             return None
-    return f"PNG with more than {_MAX_CHUNKS} chunks: not checked"
+    return None  # more chunks than we walk: not judged (a paid file is not failed on a guess)
 
 
 def _check_bmff(f: BinaryIO, size: int, name: str) -> str | None:
@@ -169,5 +169,5 @@ def _check_bmff(f: BinaryIO, size: int, name: str) -> str | None:
         kinds.add(kind)
         pos += box_size
     if pos < size:
-        return f"{label} with more than {_MAX_BOXES} top-level boxes: not checked"
+        return None  # more boxes than we walk: not judged (a paid file is not failed on a guess)
     return None if "moov" in kinds else f"not {name}: no moov box"

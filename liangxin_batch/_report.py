@@ -270,13 +270,16 @@ def _row_chunks(
 # -- writers -----------------------------------------------------------------------
 
 
-def write_results_csv(out_dir: Path, store: StateStore, *, check_files: bool = False) -> Path:
+def write_results_csv(
+    out_dir: Path, store: StateStore, *, check_files: bool = False, csv_safe: bool = False
+) -> Path:
     """`DIR/results.csv`, every manifest job; call at the end of every run.
 
     `check_files`: a done job whose file is gone is shown as download_failed (`report`).
+    `csv_safe`: see `export`.
     """
     path = out_dir / RESULTS_CSV
-    export(out_dir, store, "csv", path, check_files=check_files)
+    export(out_dir, store, "csv", path, check_files=check_files, csv_safe=csv_safe)
     return path
 
 
@@ -289,9 +292,15 @@ def export(
     status: Collection[str] | None = None,
     model: Collection[str] | None = None,
     check_files: bool = False,
+    csv_safe: bool = False,
 ) -> int:
     """Write the results table as csv/jsonl/parquet/xlsx (default `DIR/export.<fmt>`);
-    returns the number of rows written. `check_files`: see `write_results_csv`."""
+    returns the number of rows written. `check_files`: see `write_results_csv`.
+
+    `csv_safe` (csv only): a cell that a spreadsheet would run as a formula (it starts with
+    = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice), for people
+    who open the CSV in Excel. Without it the CSV keeps the values as written: it is data.
+    xlsx needs no such care: every cell is stored as text."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
     module = _extra(fmt)
@@ -304,7 +313,7 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "csv":
-            count = _write_csv(tmp, header, chunks)
+            count = _write_csv(tmp, header, _defused(chunks) if csv_safe else chunks)
         elif fmt == "jsonl":
             count = _write_jsonl(tmp, header, chunks)
         elif fmt == "parquet":
@@ -335,6 +344,18 @@ def _frame(header: list[str], chunk: list[dict[str, str]]) -> pd.DataFrame:
 
     rows = [[row.get(c, "") for c in header] for row in chunk]
     return pd.DataFrame(rows, columns=header, dtype=str)
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP: CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(chunks: Iterable[list[dict[str, str]]]) -> Iterator[list[dict[str, str]]]:
+    for chunk in chunks:
+        yield [
+            {k: "'" + v if v.startswith(_FORMULA_START) else v for k, v in row.items()}
+            for row in chunk
+        ]
 
 
 def _write_csv(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]) -> int:

@@ -94,19 +94,27 @@ class RunHandle:
 
 
 def load_manifest_jobs(
-    source: ManifestSource, *, catalog: Catalog, default_model: str | None = None
+    source: ManifestSource,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    allow_outside: bool = False,
 ) -> Callable[[], Iterable[JobLike]]:
     """Validate the whole manifest first; return a way to stream its jobs again."""
     from . import _manifest
 
     if isinstance(source, str | Path):
         path = Path(source)
-        report = _manifest.validate_manifest(path, catalog=catalog, default_model=default_model)
+        report = _manifest.validate_manifest(
+            path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+        )
         if report.problems:
             raise ManifestError(report.problems, total=report.total_problems)
 
         def stream() -> Iterable[JobLike]:
-            for item in _manifest.iter_jobs(path, catalog=catalog, default_model=default_model):
+            for item in _manifest.iter_jobs(
+                path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+            ):
                 if isinstance(item, _manifest.Problem):  # validated above; cannot happen
                     raise ManifestError([item])
                 yield item
@@ -150,6 +158,7 @@ async def run_batch_async(
     callbacks: CallbackOptions | None = None,
     receiver_ready: Callable[[Any], None] | None = None,
     download_transport: httpx.AsyncBaseTransport | None = None,
+    allow_outside: bool = False,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
 
@@ -162,7 +171,9 @@ async def run_batch_async(
     catalog = catalog or default_catalog()
     observer = observer or NullObserver()
     out = Path(out_dir)
-    jobs = load_manifest_jobs(manifest, catalog=catalog, default_model=default_model)
+    jobs = load_manifest_jobs(
+        manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+    )
     file_layout = Layout.parse(settings.layout)  # a bad template stops here, before any spend
     if file_layout.column_fields:
         file_layout.check_columns({k for job in jobs() for k in job.columns})
@@ -230,7 +241,7 @@ async def run_batch_async(
         finally:
             await downloader.aclose()
             # Reports are written at the end of every run, interrupted ones included.
-            _write_reports(out, store, observer, time.monotonic() - started)
+            _write_reports(out, store, observer, time.monotonic() - started, settings)
             observer.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -339,9 +350,11 @@ def _remember_manifest(
         )
 
 
-def _write_reports(out: Path, store: StateStore, observer: Observer, wall: float) -> None:
+def _write_reports(
+    out: Path, store: StateStore, observer: Observer, wall: float, settings: RunSettings
+) -> None:
     try:
-        write_results_csv(out, store)
+        write_results_csv(out, store, csv_safe=settings.csv_safe)
         write_report_html(out, store, wall_seconds=wall)
     except (OSError, LiangXinBatchError) as err:
         observer.message(
@@ -358,9 +371,11 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
     again = retry_states(
         retry_failed=settings.retry_failed, resubmit_unknown=settings.resubmit_unknown
     )
+    if settings.resubmit_unknown:  # a kill's `submitting` jobs become unknown, then go again
+        again.append(JobState.SUBMITTING)
     todo = 0.0
     for job in store.iter_jobs([JobState.PENDING, *again], in_manifest=True):
-        if refetch_only(job.state, job.task_id):
+        if refetch_only(job.state):
             continue  # only fetched again: no new task
         spec = catalog.get(job.model)
         if spec is not None:

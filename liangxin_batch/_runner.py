@@ -16,10 +16,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ._catalog import Catalog, ModelSpec, estimate_credits
-from ._client import CreateTurn, LiangXinClient
+from ._client import CreateTurn, LiangXinClient, PollTurn
 from ._envelope import TaskRecord, TaskState
 from ._errors import (
     APIError,
@@ -119,8 +119,6 @@ class Runner:
         self.observer = observer or NullObserver()
         self.on_succeeded = on_succeeded
         self.callback_url_for = callback_url_for
-        # Polls started and not yet answered (the client's limiter paces them).
-        self._poll_gate = asyncio.Semaphore(settings.max_concurrent_polls)
         self._slots = asyncio.Condition()
         self._in_flight = 0
         #: Jobs whose generation succeeded and whose files are not on disk yet (queued or
@@ -135,6 +133,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[object]] = set()
+        self._poll_waiting: set[asyncio.Task[object]] = set()
         self._stop_reason: str | None = None
         self._interrupted = False
         self._submitting_done = False
@@ -153,6 +152,9 @@ class Runner:
         #: Loop time until which the run stays open for callbacks that may reconcile
         #: `unknown` jobs (only when callbacks are on).
         self.linger_until = 0.0
+        #: The jobs that lingering waits for: parked `unknown` in this run, with a
+        #: callback that may still reconcile them. Once none is left the run ends.
+        self._reconcilable: set[str] = set()
 
     # -- public controls ------------------------------------------------------------
 
@@ -169,9 +171,14 @@ class Runner:
         self._halt_waiters()
 
     def _halt_waiters(self) -> None:
-        # Jobs still waiting for the create limiter or a backoff have sent nothing: drop them.
+        # Jobs still waiting for the create limiter or a backoff have sent nothing: drop
+        # them. A poll waiting for its turn has sent nothing either: dropped only when
+        # polling itself ends (Ctrl-C, a failure, a full disk), not when submission stops.
         for task in list(self._waiting):
             task.cancel()
+        if self._downloads_halted:
+            for task in list(self._poll_waiting):
+                task.cancel()
         self._wake.set()
         self._spawn(self._notify_slots())
 
@@ -298,9 +305,15 @@ class Runner:
             )
         again = retry_states(retry_failed=s.retry_failed, resubmit_unknown=s.resubmit_unknown)
         for job in self.store.iter_jobs(again, in_manifest=True):
-            if refetch_only(job.state, job.task_id):
+            if refetch_only(job.state):
                 # The generation was paid for and succeeded: fetch the files again, no more.
-                self.store.transition(job.job_id, Event.RETRY_DOWNLOAD, message="retry download")
+                self.store.transition(
+                    job.job_id,
+                    Event.RETRY_DOWNLOAD,
+                    message="retry download",
+                    error_code=None,
+                    error_message=None,
+                )
                 continue
             self.store.transition(job.job_id, Event.RETRY, message=f"retry from {job.state}")
         # Timed-out tasks are polled again on resume, with a fresh timeout: they may
@@ -378,25 +391,30 @@ class Runner:
                 callback = self.callback_url_for(job, attempt) if self.callback_url_for else None
                 task_id = await turn.create(job.model, job.input, callback)
             except LiangXinError as err:
-                turn.release()
-                if not await self._after_create_failure(job, attempt, tries, err):
-                    await self._give_slot()
-                    return
-                next_turn = await self._cancellable(self.client.create_turn())
-                if not isinstance(next_turn, CreateTurn):
-                    await self._give_slot()
-                    return
-                turn = next_turn
-                continue
+                failure: LiangXinError | None = err
+            else:
+                failure = None
             finally:
-                turn.release()  # idempotent: a turn that created, or one never used
-            self._record_submitted(job, attempt, task_id, spec)
-            return
+                turn.release()  # idempotent: the turn that was used, or one never used
+            if failure is None:
+                self._record_submitted(job, attempt, task_id, spec)
+                return
+            if not await self._after_create_failure(job, attempt, tries, failure):
+                await self._give_slot()
+                return
+            next_turn = await self._cancellable(self.client.create_turn())
+            if not isinstance(next_turn, CreateTurn):
+                await self._give_slot()
+                return
+            turn = next_turn
 
-    async def _cancellable(self, waiting: Awaitable[object]) -> object:
+    async def _cancellable(
+        self, waiting: Awaitable[object], group: set[asyncio.Task[object]] | None = None
+    ) -> object:
         """Wait for something that sends nothing; `_STOPPED` when a stop cancelled it."""
         task = asyncio.ensure_future(waiting)
-        self._waiting.add(task)
+        waiters = self._waiting if group is None else group
+        waiters.add(task)
         try:
             return await task
         except asyncio.CancelledError:
@@ -404,22 +422,13 @@ class Runner:
                 return _STOPPED
             raise
         finally:
-            self._waiting.discard(task)
+            waiters.discard(task)
 
     def _record_submitted(
         self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None
     ) -> None:
         try:
-            moved = self.store.transition(
-                job.job_id,
-                Event.CREATED,
-                message=f"submitted as task {task_id}",
-                attempt=attempt,
-                task_id=task_id,
-                submitted_at=time.time(),
-                error_code=None,
-                error_message=None,
-            )
+            moved = self._commit_created(job, attempt, task_id)
         except TransitionRefused:
             # The service answered with a taskId another job already holds: a task was
             # probably created for this job, but which one we cannot tell.
@@ -452,6 +461,28 @@ class Runner:
             "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
         )
         self.observer.submitted(job.job_id)
+
+    def _commit_created(self, job: JobRow, attempt: int, task_id: str) -> bool:
+        try:
+            return self.store.transition(
+                job.job_id,
+                Event.CREATED,
+                message=f"submitted as task {task_id}",
+                attempt=attempt,
+                task_id=task_id,
+                submitted_at=time.time(),
+                error_code=None,
+                error_message=None,
+            )
+        except TransitionRefused:
+            raise
+        except BaseException:
+            # Paid for but not on disk (a full disk, say): say the taskId where the user
+            # finds it. The job stays `submitting`; the next run parks it as unknown.
+            message = f"{job.job_id}: task {task_id} was created but could not be recorded"
+            logger.error(message)
+            self.observer.message(message)
+            raise
 
     async def _after_create_failure(
         self, job: JobRow, attempt: int, tries: int, err: LiangXinError
@@ -507,11 +538,9 @@ class Runner:
             typical = spec.typical_seconds if spec else 60.0
             loop_now = asyncio.get_running_loop().time()
             self.linger_until = max(self.linger_until, loop_now + 3 * typical + 30)
+            self._reconcilable.add(job.job_id)
         outcome(Event.CREATE_AMBIGUOUS)
         self._ended_badly(job, "unknown", code, message, JobState.UNKNOWN)
-        if decision.throttle:
-            self.client.create_limiter.block_for(decision.delay)
-            self.client.create_limiter.slow_down()
         if decision.stop:
             self.stop_submitting(
                 f"{message}: this answer did not come from LiangXin; check {_BASE_URL_ENV}"
@@ -566,6 +595,7 @@ class Runner:
             return False  # another job holds that taskId: believe neither
         if not moved:
             return False
+        self._reconcilable.discard(job_id)
         async with self._slots:
             self._in_flight += 1
         flight = self._new_flight(job, task_id, asyncio.get_running_loop().time())
@@ -615,7 +645,7 @@ class Runner:
                 return  # interrupted, failed, or the disk is full
             idle = self._submitting_done and self._in_flight == 0
             linger = self.linger_until - loop.time()
-            if idle and linger <= 0:
+            if idle and (linger <= 0 or not self._reconcilable):
                 return  # what is left in the heap belongs to finished tasks
             if not self._heap or idle:
                 self._wake.clear()
@@ -638,26 +668,29 @@ class Runner:
             if flight is None or flight.due != due:
                 continue  # finished, or rescheduled (a callback hint moved it earlier)
             flight.due = math.inf  # being polled: the next _schedule sets the next time
-            await self._poll_gate.acquire()
-            if self._interrupted or self._failure is not None:
-                self._poll_gate.release()
+            # A turn (a place, then the recordInfo limiter): a stop cancels this wait, and
+            # nothing has been sent.
+            waited = await self._cancellable(self.client.poll_turn(), self._poll_waiting)
+            if waited is _STOPPED:
+                return
+            turn = cast(PollTurn, waited)
+            if self._downloads_halted:
+                turn.release()
                 return
             if self._flights.get(task_id) is not flight:  # a callback finished it meanwhile
-                self._poll_gate.release()
+                turn.release()
                 continue
-            self._spawn(self._poll_one(flight))
+            self._spawn(self._poll_one(flight, turn))
 
-    async def _poll_one(self, flight: _Flight) -> None:
+    async def _poll_one(self, flight: _Flight, turn: PollTurn) -> None:
         try:
-            record = await self.client.get_task(flight.task_id, retry=False)
+            record = await turn.get_task(flight.task_id)
         except NotFoundError:
             await self._not_found(flight)
             return
         except LiangXinError as err:
             await self._poll_failed(flight, err)
             return
-        finally:
-            self._poll_gate.release()
         flight.polls += 1
         self._polls += 1
         finished_by = "callback" if flight.hinted else "poll"
@@ -724,7 +757,7 @@ class Runner:
                         f"{job_id}: task {record.task_id} succeeded but its result URLs are "
                         "unreadable; asking again"
                     )
-                    self._schedule(flight, max(3.0 * self.settings.poll_scale, 0.0))
+                    self._schedule(flight, 3.0 * self.settings.poll_scale)
                     return
                 self._finish(
                     flight,

@@ -54,6 +54,8 @@ class RunSettings:
     layout: str | None = None
     max_file_size: int = 500 * 1024 * 1024
     download_concurrency: int = 4
+    #: results.csv: prefix formula-like cells with ' (see `export`).
+    csv_safe: bool = False
     #: Multiplies every poll delay: >1 when callbacks do the work and polling is only the
     #: safety net; <1 against the simulator, whose latencies are scaled down.
     poll_scale: float = 1.0

@@ -40,7 +40,7 @@ STATE_FILE = "state.db"
 #: another batch (or an empty one left by a full disk) is recognised before anything is sent.
 BATCH_ID_FILE = "batch.id"
 #: Things in DIR that only a run leaves: with any of them, a new state is refused.
-_RUN_TRACES = ("outputs", "results.csv", "report.html")
+_RUN_TRACES = ("outputs", "results.csv", "report.html", BATCH_ID_FILE)
 _TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
 
 
@@ -274,8 +274,8 @@ class StateStore:
         self._tx_depth = 0
         try:
             if readonly:
-                if not path.exists():
-                    raise StateError(f"no state file at {path}")
+                if not path.exists() or path.stat().st_size == 0:
+                    raise StateError(f"no state in {path} (missing or empty)")
                 self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
                 self.db.execute("PRAGMA busy_timeout=10000")
                 self._check_migrations()
@@ -414,10 +414,24 @@ class StateStore:
             self.store._tx_depth += 1
             return self.store.db
 
-        def __exit__(self, exc_type: object, *_: object) -> None:
-            self.store._tx_depth -= 1
-            if self.store._tx_depth == 0:
-                self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+            store = self.store
+            store._tx_depth -= 1
+            if store._tx_depth:
+                return
+            if exc_type is None:
+                try:
+                    store.db.execute("COMMIT")
+                    return
+                except sqlite3.OperationalError as err:
+                    exc = err
+            if store.db.in_transaction:  # a failed COMMIT may leave it open
+                store.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                # Every write lands here: a full disk is one error, said one way.
+                raise _disk_full(store.path, exc) from None
+            if isinstance(exc, sqlite3.OperationalError) and exc_type is None:
+                raise exc
 
     def transaction(self) -> StateStore._Tx:
         return StateStore._Tx(self)
@@ -676,16 +690,21 @@ class StateStore:
             )
 
     def finish_download(self, job_id: str, files: int, *, result_urls: Sequence[str]) -> bool:
-        """Every file of the job is recorded: drop rows of an earlier task with more
-        files, and the job is `done`, together."""
+        """Every file of the job is recorded: the job is `done` (an earlier error note
+        cleared) and rows of an earlier task with more files go, together; False and
+        nothing written when the job is no longer `succeeded`."""
         with self.transaction() as db:
-            db.execute("DELETE FROM files WHERE job_id = ? AND n >= ?", (job_id, files))
-            return self.transition(
+            moved = self.transition(
                 job_id,
                 Event.DOWNLOADED,
                 message=f"{files} file(s) downloaded and verified",
                 result_urls=result_urls,
+                error_code=None,
+                error_message=None,
             )
+            if moved:
+                db.execute("DELETE FROM files WHERE job_id = ? AND n >= ?", (job_id, files))
+            return moved
 
     def set_file_mtime(self, job_id: str, n: int, mtime_ns: int) -> None:
         with self.transaction() as db:
@@ -755,8 +774,6 @@ class StateStore:
                 )
         except sqlite3.IntegrityError as err:
             raise TransitionRefused(f"{job_id}: {event.value} refused: {err}") from None
-        except sqlite3.OperationalError as err:
-            raise _disk_full(self.path, err) from None
         return True
 
     def _write_attempt(
@@ -824,13 +841,11 @@ class StateStore:
             )
 
 
-def _disk_full(path: Path, err: sqlite3.OperationalError) -> Exception:
-    if "full" in str(err):
-        return DiskFullError(
-            f"the disk under {path.parent} is full: free some space, then run the same "
-            "command again to continue (everything committed so far is kept)"
-        )
-    return err
+def _disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
+    return DiskFullError(
+        f"the disk under {path.parent} is full ({err}): free some space, then run the "
+        "same command again to continue (everything committed so far is kept)"
+    )
 
 
 def _nonempty(path: Path) -> bool:

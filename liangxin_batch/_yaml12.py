@@ -11,7 +11,9 @@ PyYAML's `safe_load` follows YAML 1.1: `16:9` becomes 969 (base 60), `00042` bec
   field type exactly like a CSV cell; `resolve_plain` applies the core schema later where
   no field type is known.
 
-Both keep `<<` merge keys and anchors.
+Both keep `<<` merge keys and anchors. Aliases can make a small document expand into
+billions of nodes ("billion laughs"): `check_expansion` counts the nodes a composed
+document expands to, before anything is constructed, and refuses it past a bound.
 """
 
 from __future__ import annotations
@@ -21,9 +23,83 @@ import re
 from typing import IO, Any
 
 import yaml
-from yaml.nodes import ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-__all__ = ["PlainText", "TextLoader", "Yaml12Loader", "load_text", "load_yaml12", "resolve_plain"]
+__all__ = [
+    "MAX_NODES",
+    "MAX_SCALAR_CHARS",
+    "ExpansionError",
+    "PlainText",
+    "TextLoader",
+    "Yaml12Loader",
+    "check_expansion",
+    "load_text",
+    "load_yaml12",
+    "resolve_plain",
+]
+
+#: Nodes a document may expand to once its aliases are followed (a million-job manifest
+#: is written with a matrix or jobs_from, not a million alias copies).
+MAX_NODES = 1_000_000
+#: Characters in one scalar value (prompts are at most a few thousand).
+MAX_SCALAR_CHARS = 1_000_000
+
+
+class ExpansionError(yaml.constructor.ConstructorError):
+    """The document expands beyond the bounds: refused before it is built."""
+
+
+def check_expansion(
+    root: Node, *, max_nodes: int = MAX_NODES, max_scalar: int = MAX_SCALAR_CHARS
+) -> None:
+    """Raise ExpansionError (located) if `root` expands to more than `max_nodes` nodes, has
+    a scalar over `max_scalar` characters, or contains itself (a recursive alias).
+
+    Shared nodes (aliases) are counted once per use, as construction would copy them, but
+    each node is visited once: the cost is linear in the document, not in its expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            kids = _children(node)
+            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[key] > max_nodes:
+                raise ExpansionError(
+                    None,
+                    None,
+                    f"this expands (aliases followed) to more than {max_nodes:,} values; "
+                    "write repeated parts with `matrix`, `repeat` or `jobs_from` instead",
+                    node.start_mark,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ExpansionError(None, None, "an alias that contains itself", node.start_mark)
+        if isinstance(node, ScalarNode) and len(node.value) > max_scalar:
+            raise ExpansionError(
+                None,
+                None,
+                f"a value of {len(node.value):,} characters; at most {max_scalar:,}",
+                node.start_mark,
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in _children(node) if id(kid) not in sizes)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
 
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
@@ -143,11 +219,23 @@ def resolve_plain(value: Any) -> Any:
     return value
 
 
+def _load_checked(stream: str | bytes | IO[str] | IO[bytes], loader_class: type[Any]) -> Any:
+    loader = loader_class(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml12(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
-    """Load one document with the YAML 1.2 core schema (typed scalars)."""
-    return yaml.load(stream, Loader=Yaml12Loader)
+    """Load one document with the YAML 1.2 core schema (typed scalars), bounded."""
+    return _load_checked(stream, Yaml12Loader)
 
 
 def load_text(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
-    """Load one document with `TextLoader` (plain scalars stay text)."""
-    return yaml.load(stream, Loader=TextLoader)
+    """Load one document with `TextLoader` (plain scalars stay text), bounded."""
+    return _load_checked(stream, TextLoader)

@@ -254,8 +254,14 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
             self.limiter = SlidingWindowLimiter(1, 2.0)
             self.create_limiter = SlidingWindowLimiter(20, 10.0)
 
-        async def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+        async def poll_turn(self) -> SlowClient:
             await self.limiter.acquire()
+            return self  # a turn: get_task once, release
+
+        def release(self) -> None:
+            pass
+
+        async def get_task(self, task_id: str) -> TaskRecord:
             self.calls.append((asyncio.get_running_loop().time(), task_id))
             finished = task_id in self.done
             await asyncio.sleep(0.5)  # the answer is on its way when the callback comes

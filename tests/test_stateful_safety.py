@@ -4,8 +4,9 @@ and kills between any two steps, and checks the money rules after every step.
 Each step is one run (`run_batch_async`, downloads included) on a fresh virtual-time
 loop whose clock continues where the last one stopped, so the simulator's tasks keep
 their timing across "process" lifetimes. A kill cancels the run at a random virtual
-moment and abandons it; the next step reopens the same state, as a restarted process
-would. (Real SIGKILLs of a subprocess are tests/test_crash.py and bench/bench_crash.py.)
+moment (its `finally` blocks still run, unlike a SIGKILL's); the next step reopens the
+same state, as a restarted process would. (Real SIGKILLs of a subprocess:
+tests/test_crash.py and bench/bench_crash.py.)
 
 Invariants, after every step:
 - no prompt has two tasks, unless the earlier one provably failed (a failed generation
@@ -19,7 +20,6 @@ Invariants, after every step:
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from liangxin_batch._catalog import default_catalog
 from liangxin_batch._errors import LiangXinBatchError
@@ -62,13 +62,17 @@ class BatchMachine(RuleBasedStateMachine):
         self.root = Path(_tmp_factory().mktemp("stateful"))
         self.out = self.root / "out"
         self.now = 1_000.0
-        self.config = SimConfig(api_key=KEY, seed=random.randrange(1 << 30))
+        self.loop: VirtualTimeLoop | None = None
+        self.retried = Counter[str]()
+
+    @initialize(seed=st.integers(0, 2**30))
+    def simulator(self, seed: int) -> None:
+        """Drawn by hypothesis, so a failure reproduces and shrinks."""
+        self.config = SimConfig(api_key=KEY, seed=seed)
         # The simulator outlives each "process": its clock is the current step's loop
         # (read from threads too, so not through get_running_loop()).
-        self.loop: VirtualTimeLoop | None = None
         self.app = create_app(self.config, clock=self._clock)
         self.sim = self.app.state.sim
-        self.retried = Counter[str]()
 
     def _clock(self) -> float:
         return self.loop.time() if self.loop is not None else self.now
