@@ -167,6 +167,18 @@ def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
     return asyncio.run(main())
 
 
+def _parse_stall(text: str) -> tuple[int, float]:
+    """`--download-stall 10KB/30s` -> (10000, 30.0)."""
+    size, _, seconds = text.partition("/")
+    try:
+        window = float(seconds.strip().removesuffix("s"))
+    except ValueError:
+        window = -1.0
+    if not 0 < window < 86_400:
+        raise ConfigError(f"--download-stall: expected SIZE/SECONDS like 10KB/30s, got {text!r}")
+    return parse_size(size), window
+
+
 def _run(
     manifest: Path,
     out_dir: Path,
@@ -293,6 +305,20 @@ def register(group: click.Group) -> None:
     help="Files downloaded at once.",
 )
 @click.option(
+    "--download-stall",
+    default="10KB/30s",
+    show_default=True,
+    metavar="SIZE/SECONDS",
+    help="A file moving less than SIZE in SECONDS is stalled: tried again, then failed.",
+)
+@click.option(
+    "--max-image-pixels",
+    default=40_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger images get no thumbnail and are verified without a full decode.",
+)
+@click.option(
     "--callback-url",
     metavar="URL",
     help="Public base URL the service posts callbacks to (enables the receiver).",
@@ -336,6 +362,8 @@ def run_command(
     layout: str | None,
     max_file_size: str,
     download_concurrency: int,
+    download_stall: str,
+    max_image_pixels: int,
     callback_url: str | None,
     listen: str | None,
     webhook_hmac_key: str | None,
@@ -347,6 +375,7 @@ def run_command(
     callbacks = _callback_options(callback_url, listen, webhook_hmac_key)
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
+    stall_bytes, stall_window = _parse_stall(download_stall)
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,
@@ -361,6 +390,9 @@ def run_command(
         layout=layout,
         max_file_size=parse_size(max_file_size),
         download_concurrency=download_concurrency,
+        stall_bytes=stall_bytes,
+        stall_window=stall_window,
+        max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
     )
     summary = _run(

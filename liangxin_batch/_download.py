@@ -43,7 +43,14 @@ from ._media_check import check_media
 from ._progress import NullObserver, Observer
 from ._store import FileRow, JobRow, StateStore
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "Downloader", "UrlSource", "parse_size", "short_url"]
+__all__ = [
+    "DEFAULT_MAX_FILE_SIZE",
+    "DownloadLimits",
+    "Downloader",
+    "UrlSource",
+    "parse_size",
+    "short_url",
+]
 
 logger = logging.getLogger("liangxin_batch")
 
@@ -79,6 +86,27 @@ def short_url(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}/…/{name[:60]}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadLimits:
+    """Bounds on one file's transfer: a host that drips must not hold a run for ever.
+
+    A file that moves fewer than `stall_bytes` in any `stall_window` seconds is stalled;
+    every file must be done within `deadline_base` seconds plus its size at
+    `min_average_bps`. A stalled or overdue file is tried again with a refreshed URL, then
+    the job is `download_failed`, saying which setting to raise.
+    """
+
+    stall_bytes: int = 10_000
+    stall_window: float = 30.0
+    deadline_base: float = 120.0
+    min_average_bps: int = 100_000
+    #: Images over this many pixels are verified without a full decode (memory).
+    max_image_pixels: int = 40_000_000
+
+    def deadline(self, size: int) -> float:
+        return self.deadline_base + size / self.min_average_bps
+
+
 @dataclass(frozen=True, slots=True)
 class Saved:
     path: str  # relative to DIR, POSIX
@@ -96,6 +124,10 @@ class _Transient(Exception):  # dropped stream, 5xx, timeout, short body: try ag
 
 
 class _Failed(Exception):  # this file cannot be had: the job becomes download_failed
+    pass
+
+
+class _Stalled(_Refused):  # too slow: another URL for the same file may come from elsewhere
     pass
 
 
@@ -140,6 +172,7 @@ class Downloader:
         retries: int = 4,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
+        limits: DownloadLimits | None = None,
         stopping: Callable[[], bool] = lambda: False,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -152,6 +185,7 @@ class Downloader:
         self.observer = observer or NullObserver()
         self.max_file_size = max_file_size
         self.retries = retries
+        self.limits = limits or DownloadLimits()
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         #: Set to `lambda: runner.stopping`: the file in progress finishes, no new one starts.
@@ -400,7 +434,10 @@ class Downloader:
                     raise _Failed(f"{short}: HTTP {status}")
                 expected = _content_length(response)
                 if expected is not None and expected > self.max_file_size:
-                    raise _Failed(f"{expected:,} bytes, over the {self.max_file_size:,} cap")
+                    raise _Failed(
+                        f"{expected:,} bytes, over the {self.max_file_size:,}-byte cap "
+                        "(raise it with --max-file-size)"
+                    )
                 ext = extension_for(response.headers.get("content-type"), str(response.url))
                 return await self._save(response, self._path_for(job, n, ext), expected)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
@@ -435,16 +472,29 @@ class Downloader:
         digest = hashlib.sha256()
         size = 0
         published = False
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        overall = started + limits.deadline(expected or self.max_file_size)
         try:
             buffer = bytearray()
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_file_size:
-                    raise _Failed(f"more than the {self.max_file_size:,}-byte cap")
-                buffer += chunk
-                if len(buffer) >= CHUNK:
-                    await asyncio.to_thread(_write, fh, digest, bytes(buffer))
-                    buffer.clear()
+            window_start, window_bytes = started, 0
+            async with asyncio.timeout_at(min(overall, started + limits.stall_window)) as watch:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_file_size:
+                        raise _Failed(
+                            f"more than the {self.max_file_size:,}-byte cap "
+                            "(raise it with --max-file-size)"
+                        )
+                    window_bytes += len(chunk)
+                    if window_bytes >= limits.stall_bytes:  # moving: a new stall window
+                        window_start, window_bytes = loop.time(), 0
+                        watch.reschedule(min(overall, window_start + limits.stall_window))
+                    buffer += chunk
+                    if len(buffer) >= CHUNK:
+                        await asyncio.to_thread(_write, fh, digest, bytes(buffer))
+                        buffer.clear()
             if buffer:
                 await asyncio.to_thread(_write, fh, digest, bytes(buffer))
             await asyncio.to_thread(_close_synced, fh)
@@ -455,17 +505,29 @@ class Downloader:
                 raise _Transient(f"truncated: {received:,} of {expected:,} bytes")
             if size == 0:
                 raise _Transient("empty body")
-            broken = await asyncio.to_thread(check_media, part, ext=target.suffix)
+            broken = await asyncio.to_thread(
+                check_media, part, ext=target.suffix, max_pixels=limits.max_image_pixels
+            )
             if broken:
                 raise _Transient(f"not a complete file: {broken}")
             await asyncio.to_thread(os.replace, part, target)
             mtime_ns = target.stat().st_mtime_ns
             published = True
+        except TimeoutError:
+            if loop.time() >= overall:
+                raise _Stalled(
+                    f"not done after {overall - started:,.0f} s (the per-file deadline: "
+                    f"{limits.deadline_base:g} s plus the size at "
+                    f"{limits.min_average_bps:,} bytes/s)"
+                ) from None
+            raise _Stalled(
+                f"stalled: fewer than {limits.stall_bytes:,} bytes in {limits.stall_window:g} s"
+            ) from None
         except OSError as err:
             raise _write_error(self.out_dir, rel, err) from None
         finally:
             fh.close()
-            if not published:
+            if not published:  # a failure, a stall, or a cancelled (Ctrl-C) stream
                 with suppress(OSError):
                     part.unlink()
         return Saved(rel, digest.hexdigest(), size, mtime_ns)

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from ._layout import slugify
 from ._lifecycle import JobState
+from ._progress import logger
 from ._report import (
     FileRecord,
     current_files,
@@ -122,15 +123,32 @@ def _thumb_name(job_id: str, n: int) -> str:
     return f"{name}.jpg" if n == 0 else f"{name}_{n + 1}.jpg"
 
 
-def _make_thumb(source: Path, target: Path) -> bool:
-    """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable."""
+#: Pixels an image may have for a thumbnail (after JPEG's reduced decode): a 10,000 x
+#: 10,000 PNG would take ~400 MB to decode. A larger image is kept (it was paid for) and
+#: shown without a preview.
+MAX_THUMB_PIXELS = 40_000_000
+
+
+def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) -> bool:
+    """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable or over
+    `max_pixels` (decoding it would cost more memory than a preview is worth)."""
     from PIL import Image, ImageOps  # imported when a report is written, not at CLI start
 
     try:
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
             return True
-        with Image.open(source) as img:
+        with Image.open(source) as img:  # reads the header only
             img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
+            width, height = img.size
+            if width * height > max_pixels:
+                logger.info(
+                    "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
+                    source.name,
+                    width,
+                    height,
+                    f"{max_pixels:,}",
+                )
+                return False
             small = ImageOps.exif_transpose(img).convert("RGB")
         small.thumbnail((THUMB_SIZE, THUMB_SIZE))
         tmp = target.with_name(f".{target.name}.tmp")
@@ -240,6 +258,7 @@ def write_report_html(
     wall_seconds: float | None = None,
     max_cards: int = MAX_CARDS,
     title: str | None = None,
+    max_pixels: int = MAX_THUMB_PIXELS,
 ) -> Path:
     """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path."""
     tally = _Tally()
@@ -253,7 +272,7 @@ def write_report_html(
             media = _media(job, files, out_dir)
             thumbs.update((m.thumb, src) for m, src in media if m.thumb)
             cards.append(_card(job, status, seconds, [m for m, _ in media]))
-    made = _make_thumbs(thumbs, out_dir)
+    made = _make_thumbs(thumbs, out_dir, max_pixels)
     summary = tally.context(wall_seconds)
     context = {
         **summary,
@@ -274,7 +293,9 @@ def _rank(status: str) -> tuple[int, str]:
     return order, status
 
 
-def _make_thumbs(thumbs: Mapping[str, Path], out_dir: Path) -> set[str]:
+def _make_thumbs(
+    thumbs: Mapping[str, Path], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
+) -> set[str]:
     """Make the thumbnails (cached); the set of those that exist afterwards."""
     if not thumbs:
         return set()
@@ -282,7 +303,9 @@ def _make_thumbs(thumbs: Mapping[str, Path], out_dir: Path) -> set[str]:
     items = list(thumbs.items())
     # Pillow releases the GIL while decoding and resizing: threads do scale here.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(lambda item: _make_thumb(item[1], out_dir / item[0]), items))
+        results = list(
+            pool.map(lambda item: _make_thumb(item[1], out_dir / item[0], max_pixels), items)
+        )
     return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
 
 

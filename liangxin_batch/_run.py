@@ -22,7 +22,7 @@ import httpx
 from . import __name__ as _pkg
 from ._catalog import Catalog, default_catalog, estimate_credits
 from ._client import LiangXinClient
-from ._download import Downloader
+from ._download import Downloader, DownloadLimits
 from ._errors import ConfigError, LiangXinBatchError, ManifestError
 from ._gallery import write_report_html
 from ._layout import Layout
@@ -212,6 +212,11 @@ async def run_batch_async(
             concurrency=settings.download_concurrency,
             max_file_size=settings.max_file_size,
             transport=download_transport,
+            limits=DownloadLimits(
+                stall_bytes=settings.stall_bytes,
+                stall_window=settings.stall_window,
+                max_image_pixels=settings.max_image_pixels,
+            ),
         )
         runner = Runner(
             store=store,
@@ -355,7 +360,7 @@ def _write_reports(
 ) -> None:
     try:
         write_results_csv(out, store, csv_safe=settings.csv_safe)
-        write_report_html(out, store, wall_seconds=wall)
+        write_report_html(out, store, wall_seconds=wall, max_pixels=settings.max_image_pixels)
     except (OSError, LiangXinBatchError) as err:
         observer.message(
             f"could not write the reports ({err}); rebuild: liangxin-batch report {out}"

@@ -54,6 +54,13 @@ class RunSettings:
     layout: str | None = None
     max_file_size: int = 500 * 1024 * 1024
     download_concurrency: int = 4
+    #: A file moving fewer than `stall_bytes` in `stall_window` seconds is stalled; every
+    #: file must finish within 120 s plus its size at 100 KB/s (see `DownloadLimits`).
+    stall_bytes: int = 10_000
+    stall_window: float = 30.0
+    #: Images over this many pixels get no thumbnail and are verified without a full
+    #: decode (a 10,000 x 10,000 PNG takes ~400 MB to decode).
+    max_image_pixels: int = 40_000_000
     #: results.csv: prefix formula-like cells with ' (see `export`).
     csv_safe: bool = False
     #: Multiplies every poll delay: >1 when callbacks do the work and polling is only the

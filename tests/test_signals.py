@@ -259,3 +259,29 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
     for path, sha in db.execute("SELECT path, sha256 FROM files"):
         assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
     db.close()
+
+
+def test_the_first_ctrl_c_cancels_a_dripping_download_and_removes_its_part_file(
+    tmp_path: Path, start: Callable[[list[str], str, Path], Run]
+) -> None:
+    """Issue 11: a file host that drips held the first Ctrl-C for as long as it dripped."""
+    config = SimConfig(
+        api_key=KEY,
+        create_window=1.0,
+        latency_scale=0.02,
+        seed=11,
+        faults=FaultProfile(slow_download_bps=50),  # a 10 KB file would take minutes
+    )
+    app = create_app(config)
+    with serve_in_thread(app) as url:
+        write_manifest(tmp_path / "m.csv")
+        out = tmp_path / "out"
+        run = start(command(tmp_path, out), url, tmp_path / "drip")
+        wait_for(lambda: any(out.glob("outputs/**/.*.part")), "a download in progress")
+        run.proc.send_signal(signal.SIGINT)
+        assert run.wait(20) == 130, run.stderr  # the drip alone would take minutes
+    assert "Traceback" not in run.stderr
+    assert not list(out.glob("outputs/**/.*.part")), "cancelled streams leave no .part"
+    states = Counter(s for s, _ in jobs_in(out).values())
+    assert states["download_failed"] == 0, "an interrupted download is not a failed one"
+    assert states["succeeded"] > 0, "paid results wait for the next run"

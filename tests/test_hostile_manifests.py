@@ -1,0 +1,148 @@
+"""Issue 11, manifests: alias bombs, control characters, jobs_from outside its folder,
+messages that never quote more than a short excerpt. Each failed before its fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from liangxin_batch._manifest import validate_manifest
+from liangxin_batch._manifest_types import GOT_MAX, got_text
+from liangxin_batch._yaml12 import load_text
+from liangxin_batch.cli import main
+from tests.manifest_support import CATALOG, only_problem, read, where, write
+
+
+def bomb(levels: int, width: int = 10) -> str:
+    """A billion-laughs document: `levels` lists of `width` aliases of the one before."""
+    lines = ['a0: &a0 ["lol"]']
+    for i in range(1, levels + 1):
+        refs = ", ".join(f"*a{i - 1}" for _ in range(width))
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    lines.append("jobs:")
+    lines.append(f"  - {{model: z-image, prompt: x, aspect_ratio: '1:1', note: *a{levels}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yaml", bomb(9))  # 10^9 nodes once expanded
+    _jobs, problems = read(path)
+    p = only_problem(problems)
+    assert p.expected == "a manifest of bounded size"
+    assert "more than 1,000,000 values" in p.got and "matrix" in p.got
+    assert where(p)[0] == "m.yaml"
+
+
+def test_a_small_shared_list_is_fine(tmp_path: Path) -> None:
+    text = "vars:\n  base: &d {model: z-image, aspect_ratio: '1:1'}\njobs:\n" + "".join(
+        f"  - {{<<: *d, prompt: p{i}}}\n" for i in range(3)
+    )
+    jobs, problems = read(write(tmp_path, "m.yaml", text))
+    assert problems == [] and len(jobs) == 3
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    with pytest.raises(Exception, match="contains itself"):
+        load_text("a: &a [*a]\n")
+
+
+def test_a_huge_value_is_refused_with_its_size(tmp_path: Path) -> None:
+    big = "x" * 1_200_000
+    text = f"jobs:\n  - {{model: z-image, prompt: {big}, aspect_ratio: '1:1'}}\n"
+    p = only_problem(read(write(tmp_path, "m.yaml", text))[1])
+    assert "1,200,000 characters" in p.got and len(p.format()) < 400
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("m.csv", 'model,prompt,aspect_ratio\nz-image,"a\x00b",1:1\n'),
+        ("m.tsv", "model\tprompt\taspect_ratio\nz-image\ta\x1bb\t1:1\n"),
+        ("m.jsonl", '{"model": "z-image", "prompt": "a\\u0000b", "aspect_ratio": "1:1"}\n'),
+        ("m.json", '[{"model": "z-image", "prompt": "a\\u0007b", "aspect_ratio": "1:1"}]\n'),
+        ("m.yaml", 'jobs:\n  - {model: z-image, prompt: "a\\x01b", aspect_ratio: "1:1"}\n'),
+    ],
+)
+def test_control_characters_are_refused_in_every_format(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    p = only_problem(read(write(tmp_path, name, text))[1])
+    assert where(p)[2] == "prompt"
+    assert p.expected.startswith("text without control characters")
+    assert p.got.startswith("U+00") and "at character 2" in p.got
+
+
+def test_tabs_and_newlines_are_text(tmp_path: Path) -> None:
+    text = 'model,prompt,aspect_ratio\nz-image,"line one\nline\ttwo\r",1:1\n'
+    jobs, problems = read(write(tmp_path, "m.csv", text))
+    assert problems == [] and jobs[0].input["prompt"] == "line one\nline\ttwo\r"
+
+
+def test_control_characters_inside_lists_are_found(tmp_path: Path) -> None:
+    text = 'jobs:\n  - {model: nano-banana-pro, prompt: p, image_input: ["https://x/a\\x00.png"]}\n'
+    p = only_problem(read(write(tmp_path, "m.yaml", text))[1])
+    assert where(p)[2] == "image_input" and "U+0000" in p.got
+
+
+# -- jobs_from ----------------------------------------------------------------------------
+
+
+def _jobs_from(tmp_path: Path, target: str) -> Path:
+    manifest = tmp_path / "proj" / "m.yaml"
+    manifest.parent.mkdir(exist_ok=True)
+    manifest.write_text(f"defaults: {{model: z-image, aspect_ratio: '1:1'}}\njobs_from: {target}\n")
+    return manifest
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.csv"
+    path.write_text("prompt\nroot:x:0:0:root:/root:/bin/bash\n")
+    return path
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_jobs_from_outside_the_manifest_folder_is_refused(
+    tmp_path: Path, secret: Path, how: str
+) -> None:
+    if how == "dotdot":
+        manifest = _jobs_from(tmp_path, "../secret.csv")
+    elif how == "absolute":
+        manifest = _jobs_from(tmp_path, str(secret))
+    else:
+        manifest = _jobs_from(tmp_path, "inside.csv")
+        os.symlink(secret, manifest.parent / "inside.csv")
+    report = validate_manifest(manifest, catalog=CATALOG)
+    [p] = [p for p in report.problems if p.field == "jobs_from"]
+    assert p.field == "jobs_from" and p.expected == "a file in the manifest's folder or below"
+    assert "--allow-outside" in (p.suggestion or "")
+    assert "root:x" not in p.format(), "nothing of the foreign file is echoed"
+    allowed = validate_manifest(manifest, catalog=CATALOG, allow_outside=True)
+    assert allowed.problems == () and allowed.jobs == 1
+
+
+def test_jobs_from_below_the_manifest_folder_is_fine(tmp_path: Path) -> None:
+    manifest = _jobs_from(tmp_path, "data/rows.csv")
+    (manifest.parent / "data").mkdir()
+    (manifest.parent / "data" / "rows.csv").write_text("prompt\na cat\n")
+    assert validate_manifest(manifest, catalog=CATALOG).jobs == 1
+
+
+def test_allow_outside_over_the_cli(tmp_path: Path, secret: Path) -> None:
+    manifest = _jobs_from(tmp_path, "../secret.csv")
+    refused = CliRunner().invoke(main, ["validate", str(manifest)])
+    assert refused.exit_code == 2 and "--allow-outside" in refused.output
+    allowed = CliRunner().invoke(main, ["validate", str(manifest), "--allow-outside"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+def test_a_message_never_quotes_more_than_a_short_excerpt() -> None:
+    assert len(got_text("x" * 50_000_000)) <= GOT_MAX
+    assert len(got_text(["y" * 1000] * 100_000)) <= GOT_MAX
+    assert len(got_text({"k": "z" * 10_000})) <= GOT_MAX
