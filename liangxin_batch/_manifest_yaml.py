@@ -44,7 +44,7 @@ from ._manifest_read import (
     read_tabular,
 )
 from ._manifest_types import Problem, RawJob, SourceRef, close_match, got_text, value_text
-from ._yaml12 import ExpansionError, TextLoader, check_expansion
+from ._yaml12 import MAX_SCALAR_CHARS, ExpansionError, TextLoader, check_expansion
 
 if TYPE_CHECKING:
     from ._catalog import Catalog
@@ -53,6 +53,9 @@ __all__ = ["read_yaml"]
 
 TOP_KEYS = ("defaults", "vars", "matrix", "jobs", "jobs_from", "repeat")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+_LONG_LINE = re.compile(f"[^\n]{{{MAX_SCALAR_CHARS + 1}}}")
 
 
 def _line(node: Node) -> int:
@@ -234,6 +237,17 @@ class _Reader(Expander):
 
     def load(self, text: str) -> tuple[Node | None, Any] | Problem:
         """Compose (for line numbers) and construct the one document, or say why not."""
+        # PyYAML scans a character at a time: a 50 MB value would take half a minute
+        # before `check_expansion` could refuse it. A line that long is refused first.
+        long_line = _LONG_LINE.search(text)
+        if long_line is not None:
+            return Problem(
+                SourceRef(self.display, text.count("\n", 0, long_line.start()) + 1),
+                None,
+                "a manifest of bounded size",
+                f"a line of more than {MAX_SCALAR_CHARS:,} characters",
+                "put long data in a file named by jobs_from",
+            )
         try:
             loader = TextLoader(text)  # rejects non-printable characters right here
         except yaml.YAMLError as err:

@@ -53,7 +53,15 @@ def test_a_huge_value_is_refused_with_its_size(tmp_path: Path) -> None:
     big = "x" * 1_200_000
     text = f"jobs:\n  - {{model: z-image, prompt: {big}, aspect_ratio: '1:1'}}\n"
     p = only_problem(read(write(tmp_path, "m.yaml", text))[1])
-    assert "1,200,000 characters" in p.got and len(p.format()) < 400
+    assert "more than 1,000,000 characters" in p.got and len(p.format()) < 400
+    assert where(p)[:2] == ("m.yaml", 2)
+
+
+def test_a_huge_block_value_is_refused_with_its_size(tmp_path: Path) -> None:
+    block = "".join(f"      line {i:07d} of a very long prompt\n" for i in range(40_000))
+    text = f"jobs:\n  - model: z-image\n    aspect_ratio: '1:1'\n    prompt: |\n{block}"
+    p = only_problem(read(write(tmp_path, "m.yaml", text))[1])
+    assert "characters; at most 1,000,000" in p.got and len(p.format()) < 400
 
 
 @pytest.mark.parametrize(

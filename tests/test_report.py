@@ -247,3 +247,35 @@ def test_cli_export_and_report(tmp_path: Path, small: StateStore) -> None:
 
     result = runner.invoke(group, ["report", str(tmp_path / "nope")], obj=CliContext())
     assert result.exit_code != 0 and not (tmp_path / "nope").exists()
+
+
+FORMULAS = ["=HYPERLINK(\"http://evil.test\",\"click\")", "+1+1", "-2+3", "@SUM(A1)", "plain"]
+
+
+def test_csv_safe_defuses_formulas_and_the_default_keeps_values(tmp_path: Path) -> None:
+    """Issue 11: a colleague opening results.csv in Excel ran =HYPERLINK(...)."""
+    rows = [{"id": f"f{i}", "model": "z-image", "prompt": p} for i, p in enumerate(FORMULAS)]
+    store = build_store(tmp_path, rows)
+    try:
+        plain = read(write_results_csv(tmp_path, store))
+        assert list(plain["prompt"]) == FORMULAS, "results.csv is data: values as written"
+        safe = read(write_results_csv(tmp_path, store, csv_safe=True))
+    finally:
+        store.close()
+    assert list(safe["prompt"]) == ["'" + p for p in FORMULAS[:4]] + ["plain"]
+
+
+def test_xlsx_stores_formula_like_cells_as_text(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    rows = [{"id": f"f{i}", "model": "z-image", "prompt": p} for i, p in enumerate(FORMULAS)]
+    store = build_store(tmp_path, rows)
+    try:
+        export(tmp_path, store, "xlsx", tmp_path / "r.xlsx")
+    finally:
+        store.close()
+    sheet = openpyxl.load_workbook(tmp_path / "r.xlsx").active
+    header = [c.value for c in sheet[1]]
+    col = header.index("prompt")
+    cells = [row[col] for row in sheet.iter_rows(min_row=2)]
+    assert [c.value for c in cells] == FORMULAS
+    assert {c.data_type for c in cells} == {"s"}, "text, never a formula"
