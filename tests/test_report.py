@@ -249,7 +249,7 @@ def test_cli_export_and_report(tmp_path: Path, small: StateStore) -> None:
     assert result.exit_code != 0 and not (tmp_path / "nope").exists()
 
 
-FORMULAS = ["=HYPERLINK(\"http://evil.test\",\"click\")", "+1+1", "-2+3", "@SUM(A1)", "plain"]
+FORMULAS = ['=HYPERLINK("http://evil.test","click")', "+1+1", "-2+3", "@SUM(A1)", "plain"]
 
 
 def test_csv_safe_defuses_formulas_and_the_default_keeps_values(tmp_path: Path) -> None:
