@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._layout import slugify
-from ._lifecycle import JobState
+from ._lifecycle import BILLED_STATES
 from ._progress import logger
 from ._report import (
     FileRecord,
@@ -46,7 +46,7 @@ _IMAGE_EXT = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff
 _VIDEO_EXT = frozenset({".mp4", ".mov", ".webm", ".mkv"})
 _STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
 _PARAM_CHARS = 120
-_GENERATED = frozenset({JobState.DONE, JobState.SUCCEEDED, JobState.DOWNLOAD_FAILED})
+_GENERATED = BILLED_STATES  # the generation succeeded (files fetched or not)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ __all__ = [
     "FINAL_STATES",
     "KEEP_WHEN_CHANGED",
     "PROBLEM_STATES",
+    "REPORT_LABELS",
     "TRANSITIONS",
     "UNFINISHED_STATES",
     "CreateDecision",
@@ -153,17 +154,12 @@ KEEP_WHEN_CHANGED = frozenset({_S.SUBMITTING, _S.SUBMITTED, _S.SUCCEEDED, _S.TIM
 UNFINISHED_STATES = frozenset(set(JobState) - FINAL_STATES)
 #: Listed as problems by `status` and the report.
 PROBLEM_STATES = frozenset({_S.FAILED, _S.UNKNOWN, _S.TIMED_OUT, _S.DOWNLOAD_FAILED})
-#: The words of the reports: `succeeded` there means generated AND files verified.
+#: The words of the reports: `succeeded` there means generated AND files verified; the
+#: other states keep their names.
 REPORT_LABELS: dict[JobState, str] = {
+    **{s: s.value for s in JobState},
     _S.DONE: "succeeded",
-    _S.SUCCEEDED: "generated",
-    _S.SUBMITTED: "running",
-    _S.SUBMITTING: "submitting",
-    _S.PENDING: "pending",
-    _S.FAILED: "failed",
-    _S.TIMED_OUT: "timed_out",
-    _S.UNKNOWN: "unknown",
-    _S.DOWNLOAD_FAILED: "download_failed",
+    _S.SUCCEEDED: "downloading",
 }
 
 

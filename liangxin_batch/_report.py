@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ConfigError
-from ._lifecycle import JobState
+from ._lifecycle import REPORT_LABELS, JobState
 from ._store import JobRow, StateStore
 
 if TYPE_CHECKING:
@@ -69,9 +69,8 @@ RESULT_COLUMNS = (
 ExportFormat = Literal["csv", "jsonl", "parquet", "xlsx"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl", "parquet", "xlsx")
 
-_STATUS = {JobState.DONE: "succeeded", JobState.SUCCEEDED: "downloading"}
-REPORT_STATUSES = tuple(_STATUS.get(s, s.value) for s in JobState)
-_STATE_OF = {_STATUS.get(s, s.value): s for s in JobState}
+REPORT_STATUSES = tuple(REPORT_LABELS[s] for s in JobState)
+_STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
 _CHUNK = 5000
 _EXTRAS = {"parquet": ("pyarrow", "parquet"), "xlsx": ("openpyxl", "xlsx")}
 _XLSX_MAX_ROWS = 1_048_575  # one row of the sheet is the header
@@ -92,7 +91,7 @@ class FileRecord:
 
 
 def report_status(state: JobState) -> str:
-    return _STATUS.get(state, state.value)
+    return REPORT_LABELS[state]
 
 
 def _iso(at: float | None) -> str:
