@@ -102,14 +102,21 @@ def export_command(
 @click.command("report")
 @_DIR
 @csv_safe_opt
-def report_command(out_dir: Path, csv_safe: bool) -> None:
+@click.option(
+    "--max-image-pixels",
+    default=40_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger images get no thumbnail.",
+)
+def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from ._gallery import write_report_html
 
     store = _open(out_dir)
     try:
         csv_path = write_results_csv(out_dir, store, check_files=True, csv_safe=csv_safe)
-        html_path = write_report_html(out_dir, store)
+        html_path = write_report_html(out_dir, store, max_pixels=max_image_pixels)
     finally:
         store.close()
     click.echo(f"results: {csv_path}")

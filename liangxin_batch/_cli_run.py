@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import secrets
 import shlex
@@ -168,15 +169,20 @@ def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
 
 
 def _parse_stall(text: str) -> tuple[int, float]:
-    """`--download-stall 10KB/30s` -> (10000, 30.0)."""
+    """`--download-stall 10KB/30s` -> (10000, 30.0); `off` -> no stall detection."""
+    if text.strip().lower() == "off":
+        return 1, math.inf
+    usage = f"--download-stall: expected SIZE/SECONDS like 10KB/30s, or off; got {text!r}"
     size, _, seconds = text.partition("/")
     try:
         window = float(seconds.strip().removesuffix("s"))
-    except ValueError:
-        window = -1.0
-    if not 0 < window < 86_400:
-        raise ConfigError(f"--download-stall: expected SIZE/SECONDS like 10KB/30s, got {text!r}")
-    return parse_size(size), window
+        return parse_size(size), window if 0 < window < 86_400 else _fail(usage)
+    except (ValueError, ConfigError):
+        raise ConfigError(usage) from None
+
+
+def _fail(message: str) -> float:
+    raise ConfigError(message)
 
 
 def _run(
@@ -309,7 +315,15 @@ def register(group: click.Group) -> None:
     default="10KB/30s",
     show_default=True,
     metavar="SIZE/SECONDS",
-    help="A file moving less than SIZE in SECONDS is stalled: tried again, then failed.",
+    help="A file moving less than SIZE in SECONDS is stalled: tried again, then failed "
+    "('off': never).",
+)
+@click.option(
+    "--download-min-rate",
+    default="100KB",
+    show_default=True,
+    metavar="SIZE",
+    help="After 120 s, a file must average this many bytes per second.",
 )
 @click.option(
     "--max-image-pixels",
@@ -363,6 +377,7 @@ def run_command(
     max_file_size: str,
     download_concurrency: int,
     download_stall: str,
+    download_min_rate: str,
     max_image_pixels: int,
     callback_url: str | None,
     listen: str | None,
@@ -392,6 +407,7 @@ def run_command(
         download_concurrency=download_concurrency,
         stall_bytes=stall_bytes,
         stall_window=stall_window,
+        min_download_rate=parse_size(download_min_rate),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
     )

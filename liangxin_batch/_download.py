@@ -88,12 +88,14 @@ def short_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DownloadLimits:
-    """Bounds on one file's transfer: a host that drips must not hold a run for ever.
+    """Bounds on one file's transfer, headers included: a host that drips must not hold a
+    run for ever.
 
-    A file that moves fewer than `stall_bytes` in any `stall_window` seconds is stalled;
-    every file must be done within `deadline_base` seconds plus its size at
-    `min_average_bps`. A stalled or overdue file is tried again with a refreshed URL, then
-    the job is `download_failed`, saying which setting to raise.
+    A file that moves fewer than `stall_bytes` in any `stall_window` seconds is stalled
+    (`stall_window` inf: never); and after `deadline_base` seconds a file must keep an
+    average of `min_average_bps` (it may take `deadline_base` plus its size at that rate).
+    A stalled or slow file is tried again with a refreshed URL, then the job is
+    `download_failed`, saying which setting to change.
     """
 
     stall_bytes: int = 10_000
@@ -103,8 +105,40 @@ class DownloadLimits:
     #: Images over this many pixels are verified without a full decode (memory).
     max_image_pixels: int = 40_000_000
 
-    def deadline(self, size: int) -> float:
-        return self.deadline_base + size / self.min_average_bps
+
+class _Pace:
+    """When one transfer must have made progress by; why it was too slow."""
+
+    __slots__ = ("limits", "received", "started", "window_bytes", "window_start")
+
+    def __init__(self, limits: DownloadLimits, now: float) -> None:
+        self.limits = limits
+        self.started = self.window_start = now
+        self.received = self.window_bytes = 0
+
+    def moved(self, n: int, now: float) -> None:
+        self.received += n
+        self.window_bytes += n
+        if self.window_bytes >= self.limits.stall_bytes:  # moving: a new stall window
+            self.window_start, self.window_bytes = now, 0
+
+    def deadline(self) -> float:
+        lim = self.limits
+        average = self.started + lim.deadline_base + self.received / lim.min_average_bps
+        return min(average, self.window_start + lim.stall_window)
+
+    def why(self, now: float) -> str:
+        lim = self.limits
+        if now < self.window_start + lim.stall_window:
+            return (
+                f"too slow: {self.received:,} bytes in {now - self.started:,.0f} s (after "
+                f"{lim.deadline_base:g} s a file must average {lim.min_average_bps:,} "
+                "bytes/s; see --download-min-rate)"
+            )
+        return (
+            f"stalled: fewer than {lim.stall_bytes:,} bytes in {lim.stall_window:g} s "
+            "(see --download-stall)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,8 +457,13 @@ class Downloader:
 
     async def _fetch_once(self, job: JobRow, n: int, url: str) -> Saved:
         short = short_url(url)
+        loop = asyncio.get_running_loop()
+        pace = _Pace(self.limits, loop.time())
         try:
-            async with self.http.stream("GET", url) as response:
+            async with (
+                asyncio.timeout_at(pace.deadline()) as watch,
+                self.http.stream("GET", url) as response,
+            ):
                 status = response.status_code
                 if status in _REFUSED:
                     raise _Refused(f"{short}: HTTP {status}")
@@ -439,7 +478,10 @@ class Downloader:
                         "(raise it with --max-file-size)"
                     )
                 ext = extension_for(response.headers.get("content-type"), str(response.url))
-                return await self._save(response, self._path_for(job, n, ext), expected)
+                path = self._path_for(job, n, ext)
+                return await self._save(response, path, expected, pace, watch)
+        except TimeoutError:  # the watch: headers or body too slow
+            raise _Stalled(f"{short}: {pace.why(loop.time())}") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
             raise _Failed(f"not a usable http(s) URL: {short}") from None
         except (httpx.TimeoutException, httpx.TransportError) as err:
@@ -461,7 +503,14 @@ class Downloader:
         )
         return self._claims.claim(rel, job.job_id, n)
 
-    async def _save(self, response: httpx.Response, rel: str, expected: int | None) -> Saved:
+    async def _save(
+        self,
+        response: httpx.Response,
+        rel: str,
+        expected: int | None,
+        pace: _Pace,
+        watch: asyncio.Timeout,
+    ) -> Saved:
         target = self.out_dir / rel
         part = target.with_name(f".{target.name}.part")
         try:
@@ -472,29 +521,22 @@ class Downloader:
         digest = hashlib.sha256()
         size = 0
         published = False
-        limits = self.limits
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        overall = started + limits.deadline(expected or self.max_file_size)
         try:
             buffer = bytearray()
-            window_start, window_bytes = started, 0
-            async with asyncio.timeout_at(min(overall, started + limits.stall_window)) as watch:
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_file_size:
-                        raise _Failed(
-                            f"more than the {self.max_file_size:,}-byte cap "
-                            "(raise it with --max-file-size)"
-                        )
-                    window_bytes += len(chunk)
-                    if window_bytes >= limits.stall_bytes:  # moving: a new stall window
-                        window_start, window_bytes = loop.time(), 0
-                        watch.reschedule(min(overall, window_start + limits.stall_window))
-                    buffer += chunk
-                    if len(buffer) >= CHUNK:
-                        await asyncio.to_thread(_write, fh, digest, bytes(buffer))
-                        buffer.clear()
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_file_size:
+                    raise _Failed(
+                        f"more than the {self.max_file_size:,}-byte cap "
+                        "(raise it with --max-file-size)"
+                    )
+                pace.moved(len(chunk), loop.time())
+                watch.reschedule(pace.deadline())
+                buffer += chunk
+                if len(buffer) >= CHUNK:
+                    await asyncio.to_thread(_write, fh, digest, bytes(buffer))
+                    buffer.clear()
             if buffer:
                 await asyncio.to_thread(_write, fh, digest, bytes(buffer))
             await asyncio.to_thread(_close_synced, fh)
@@ -506,23 +548,13 @@ class Downloader:
             if size == 0:
                 raise _Transient("empty body")
             broken = await asyncio.to_thread(
-                check_media, part, ext=target.suffix, max_pixels=limits.max_image_pixels
+                check_media, part, ext=target.suffix, max_pixels=self.limits.max_image_pixels
             )
             if broken:
                 raise _Transient(f"not a complete file: {broken}")
             await asyncio.to_thread(os.replace, part, target)
             mtime_ns = target.stat().st_mtime_ns
             published = True
-        except TimeoutError:
-            if loop.time() >= overall:
-                raise _Stalled(
-                    f"not done after {overall - started:,.0f} s (the per-file deadline: "
-                    f"{limits.deadline_base:g} s plus the size at "
-                    f"{limits.min_average_bps:,} bytes/s)"
-                ) from None
-            raise _Stalled(
-                f"stalled: fewer than {limits.stall_bytes:,} bytes in {limits.stall_window:g} s"
-            ) from None
         except OSError as err:
             raise _write_error(self.out_dir, rel, err) from None
         finally:

@@ -149,8 +149,9 @@ def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) 
                     f"{max_pixels:,}",
                 )
                 return False
+            # Shrink first: transposing or converting the full image would copy it.
+            img.thumbnail((THUMB_SIZE, THUMB_SIZE))
             small = ImageOps.exif_transpose(img).convert("RGB")
-        small.thumbnail((THUMB_SIZE, THUMB_SIZE))
         tmp = target.with_name(f".{target.name}.tmp")
         small.save(tmp, "JPEG", quality=82, optimize=True)
         os.replace(tmp, target)
@@ -302,7 +303,8 @@ def _make_thumbs(
     (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
     items = list(thumbs.items())
     # Pillow releases the GIL while decoding and resizing: threads do scale here.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
+    # Few workers: each may hold one decoded image (up to --max-image-pixels) at a time.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
         results = list(
             pool.map(lambda item: _make_thumb(item[1], out_dir / item[0], max_pixels), items)
         )

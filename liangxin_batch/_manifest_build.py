@@ -84,6 +84,16 @@ def _control_char(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+def _written(rec: RawJob) -> Iterator[tuple[str, Any]]:
+    """Every name and value as written: fields, note columns, and column names."""
+    yield from rec.values.items()
+    for name, text in (rec.columns or {}).items():
+        if name not in rec.values:
+            yield name, text
+        if _CONTROL.search(name):
+            yield "(column name)", name
+
+
 def _too_deep(source: SourceRef) -> Problem:
     return Problem(
         source, None, "values nested at most a few hundred levels deep", "deeper nesting"
@@ -249,7 +259,7 @@ class JobBuilder:
         for p in rec.problems or ():
             bad = True
             self._emit(out, p, self._same_key(p, rec))
-        for key, value in values.items():
+        for key, value in _written(rec):
             control = _control_char(value)
             if control is not None:  # every format, every text field: never sent
                 bad = True
@@ -289,6 +299,20 @@ class JobBuilder:
                 bad = True
                 failed.add(key)
                 p = Problem(at(rec, key), key, str(err), got_text(value))
+                self._emit(out, p, self._same_key(p, rec))
+        for key, value in data.items():  # lists and objects decoded from a cell (JSON)
+            if _control_char(values.get(key)) is not None:
+                continue  # already reported as written
+            control = _control_char(value)
+            if control is not None:
+                bad = True
+                failed.add(key)
+                p = Problem(
+                    at(rec, key),
+                    key,
+                    "text without control characters (tab, newline and carriage return are fine)",
+                    control,
+                )
                 self._emit(out, p, self._same_key(p, rec))
         for fp in validate_input(spec, data):
             base = fp.field.split("[", 1)[0].split(".", 1)[0]
@@ -433,14 +457,13 @@ class JobBuilder:
         if key.startswith("(column "):
             hint = "give the column a header, or remove it"
         elif guess:
-            hint = f"did you mean {guess!r}?"
+            hint = f"did you mean {got_text(guess)}?"
         else:
             hint = f"{spec.id} takes: {takes}"
             if column:
                 hint += "; remove the column, or start its name with _ to keep it as a note"
-        p = Problem(
-            where, key, f"a field of {spec.id}", f"{'column' if column else 'key'} {key!r}", hint
-        )
+        what = f"{'column' if column else 'key'} {got_text(key)}"
+        p = Problem(where, key, f"a field of {spec.id}", what, hint)
         ckey = ("unknown", where.file, spec.id, key) if rec.keyed else self._same_key(p, rec)
         self._emit(out, p, ckey)
 

@@ -124,6 +124,8 @@ class Problem:
         if self.field:
             # A header cell may hold anything; keep one problem on one line.
             shown = self.field if self.field.isprintable() else repr(self.field)
+            if len(shown) > GOT_MAX:  # a header cell can be any length
+                shown = shown[: GOT_MAX - 3] + "..."
             text += f" [{shown}]"
         text += f" expected {self.expected}; got {self.got}"
         if self.suggestion:

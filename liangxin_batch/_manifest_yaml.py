@@ -239,7 +239,8 @@ class _Reader(Expander):
         """Compose (for line numbers) and construct the one document, or say why not."""
         # PyYAML scans a character at a time: a 50 MB value would take half a minute
         # before `check_expansion` could refuse it. A line that long is refused first.
-        long_line = _LONG_LINE.search(text)
+        # (Not for JSON: a minified JSON manifest is one long line.)
+        long_line = None if self.path.suffix.lower() == ".json" else _LONG_LINE.search(text)
         if long_line is not None:
             return Problem(
                 SourceRef(self.display, text.count("\n", 0, long_line.start()) + 1),

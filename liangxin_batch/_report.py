@@ -351,10 +351,17 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def _defused(chunks: Iterable[list[dict[str, str]]]) -> Iterator[list[dict[str, str]]]:
     for chunk in chunks:
-        yield [
-            {k: "'" + v if v.startswith(_FORMULA_START) else v for k, v in row.items()}
-            for row in chunk
-        ]
+        yield [{k: _defuse(v) for k, v in row.items()} for row in chunk]
+
+
+def _defuse(value: str) -> str:
+    if not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)  # -2.5 is a number, not a formula: keep it a number
+        return value
+    except ValueError:
+        return "'" + value
 
 
 def _write_csv(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]) -> int:

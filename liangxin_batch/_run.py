@@ -215,6 +215,7 @@ async def run_batch_async(
             limits=DownloadLimits(
                 stall_bytes=settings.stall_bytes,
                 stall_window=settings.stall_window,
+                min_average_bps=settings.min_download_rate,
                 max_image_pixels=settings.max_image_pixels,
             ),
         )

@@ -595,9 +595,10 @@ class Runner:
             return False  # another job holds that taskId: believe neither
         if not moved:
             return False
-        self._reconcilable.discard(job_id)
         async with self._slots:
             self._in_flight += 1
+        # Only now: the poll loop must never see "idle, nothing to reconcile" in between.
+        self._reconcilable.discard(job_id)
         flight = self._new_flight(job, task_id, asyncio.get_running_loop().time())
         flight.hinted = True
         self._schedule(flight, 0.0)

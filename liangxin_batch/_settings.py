@@ -58,6 +58,7 @@ class RunSettings:
     #: file must finish within 120 s plus its size at 100 KB/s (see `DownloadLimits`).
     stall_bytes: int = 10_000
     stall_window: float = 30.0
+    min_download_rate: int = 100_000
     #: Images over this many pixels get no thumbnail and are verified without a full
     #: decode (a 10,000 x 10,000 PNG takes ~400 MB to decode).
     max_image_pixels: int = 40_000_000

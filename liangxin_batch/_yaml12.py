@@ -26,7 +26,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
-    "MAX_NODES",
+    "MAX_ALIAS_CHARS",
+    "MAX_ALIAS_NODES",
     "MAX_SCALAR_CHARS",
     "ExpansionError",
     "PlainText",
@@ -38,9 +39,12 @@ __all__ = [
     "resolve_plain",
 ]
 
-#: Nodes a document may expand to once its aliases are followed (a million-job manifest
-#: is written with a matrix or jobs_from, not a million alias copies).
-MAX_NODES = 1_000_000
+#: What aliases may add to a document once followed: nodes and characters beyond the
+#: document's own (a plain list of a million jobs is fine; a few lines that expand into a
+#: million copies are a "billion laughs" and are refused). Repeated parts are written with
+#: `matrix`, `repeat` or `jobs_from`.
+MAX_ALIAS_NODES = 1_000_000
+MAX_ALIAS_CHARS = 10_000_000
 #: Characters in one scalar value (prompts are at most a few thousand).
 MAX_SCALAR_CHARS = 1_000_000
 
@@ -50,30 +54,41 @@ class ExpansionError(yaml.constructor.ConstructorError):
 
 
 def check_expansion(
-    root: Node, *, max_nodes: int = MAX_NODES, max_scalar: int = MAX_SCALAR_CHARS
+    root: Node,
+    *,
+    max_alias_nodes: int = MAX_ALIAS_NODES,
+    max_alias_chars: int = MAX_ALIAS_CHARS,
+    max_scalar: int = MAX_SCALAR_CHARS,
 ) -> None:
-    """Raise ExpansionError (located) if `root` expands to more than `max_nodes` nodes, has
-    a scalar over `max_scalar` characters, or contains itself (a recursive alias).
+    """Raise ExpansionError (located) when following the aliases of `root` would add more
+    than `max_alias_nodes` nodes or `max_alias_chars` characters to what the document
+    itself holds, when a scalar is over `max_scalar` characters, or when an alias contains
+    itself.
 
-    Shared nodes (aliases) are counted once per use, as construction would copy them, but
-    each node is visited once: the cost is linear in the document, not in its expansion.
+    Each node is visited once: the cost is linear in the document, not in its expansion.
     """
-    sizes: dict[int, int] = {}
+    # (nodes, characters) each node expands to, aliases counted once per use.
+    sizes: dict[int, tuple[int, int]] = {}
     open_nodes: set[int] = set()
+    own_nodes = own_chars = 0  # the document itself: every distinct node once
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
         key = id(node)
         if children_done:
             open_nodes.discard(key)
-            kids = _children(node)
-            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
-            if sizes[key] > max_nodes:
+            nodes, chars = 1, len(node.value) if isinstance(node, ScalarNode) else 0
+            for kid in _children(node):
+                kid_nodes, kid_chars = sizes[id(kid)]
+                nodes, chars = nodes + kid_nodes, chars + kid_chars
+            sizes[key] = (nodes, chars)
+            if nodes - own_nodes > max_alias_nodes or chars - own_chars > max_alias_chars:
                 raise ExpansionError(
                     None,
                     None,
-                    f"this expands (aliases followed) to more than {max_nodes:,} values; "
-                    "write repeated parts with `matrix`, `repeat` or `jobs_from` instead",
+                    "aliases here expand to more than "
+                    f"{max_alias_nodes:,} values or {max_alias_chars:,} characters; write "
+                    "repeated parts with `matrix`, `repeat` or `jobs_from` instead",
                     node.start_mark,
                 )
             continue
@@ -81,13 +96,16 @@ def check_expansion(
             continue
         if key in open_nodes:
             raise ExpansionError(None, None, "an alias that contains itself", node.start_mark)
-        if isinstance(node, ScalarNode) and len(node.value) > max_scalar:
-            raise ExpansionError(
-                None,
-                None,
-                f"a value of {len(node.value):,} characters; at most {max_scalar:,}",
-                node.start_mark,
-            )
+        if isinstance(node, ScalarNode):
+            if len(node.value) > max_scalar:
+                raise ExpansionError(
+                    None,
+                    None,
+                    f"a value of {len(node.value):,} characters; at most {max_scalar:,}",
+                    node.start_mark,
+                )
+            own_chars += len(node.value)
+        own_nodes += 1
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((kid, False) for kid in _children(node) if id(kid) not in sizes)

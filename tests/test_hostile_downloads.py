@@ -65,7 +65,9 @@ def fetch(tmp_path: Path, handler: Any, **kw: Any) -> tuple[Any, float, FakeSour
 def test_a_host_that_drips_is_given_up_with_the_setting_named(tmp_path: Path) -> None:
     job, elapsed, source = fetch(tmp_path, dripping(PNG, 1, 10.0))
     assert job.state is JobState.DOWNLOAD_FAILED
-    assert "stalled: fewer than 10,000 bytes in 30 s" in (job.error_message or "")
+    assert "stalled: fewer than 10,000 bytes in 30 s (see --download-stall)" in (
+        job.error_message or ""
+    )
     assert "download-url https://cdn.test/a.png" in source.calls, "a fresh URL was tried"
     assert leftovers(tmp_path) == []
     assert elapsed < 5 * 30 + 1, "each URL tried cost one stall window, not the whole drip"
@@ -78,13 +80,31 @@ def test_a_slow_steady_host_still_delivers(tmp_path: Path) -> None:
     assert job.state is JobState.DONE
 
 
-def test_a_steady_trickle_meets_the_per_file_deadline(tmp_path: Path) -> None:
+def test_a_steady_trickle_must_keep_the_minimum_average(tmp_path: Path) -> None:
     # Never stalls (10 KB every 20 s), but 2 MB at that pace would take over an hour.
     body = PNG * 400
     job, elapsed, _ = fetch(tmp_path, dripping(body, 10_000, 20.0))
     assert job.state is JobState.DOWNLOAD_FAILED
-    assert "the per-file deadline" in (job.error_message or "")
-    assert elapsed < 3 * (120 + len(body) / 100_000) + 1
+    assert "too slow" in (job.error_message or "")
+    assert "--download-min-rate" in (job.error_message or "")
+    assert elapsed < 3 * 200, "given up on the running average, not after the whole file"
+
+
+def test_a_false_huge_content_length_does_not_buy_time(tmp_path: Path) -> None:
+    job, elapsed, _ = fetch(tmp_path, dripping(PNG * 400, 10_000, 20.0, declared=400_000_000))
+    assert job.state is JobState.DOWNLOAD_FAILED and "too slow" in (job.error_message or "")
+    assert elapsed < 3 * 200
+
+
+def test_headers_that_never_come_are_a_stall_too(tmp_path: Path) -> None:
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(3600)  # the host accepted the connection and says nothing
+        return httpx.Response(200, content=PNG)
+
+    job, elapsed, _ = fetch(tmp_path, silent)
+    assert job.state is JobState.DOWNLOAD_FAILED
+    assert "stalled" in (job.error_message or "")
+    assert elapsed < 5 * 30 + 1
 
 
 def test_the_size_cap_names_its_setting(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from liangxin_batch._manifest import validate_manifest
 from liangxin_batch._manifest_types import GOT_MAX, got_text
-from liangxin_batch._yaml12 import load_text
+from liangxin_batch._yaml12 import check_expansion, load_text
 from liangxin_batch.cli import main
 from tests.manifest_support import CATALOG, only_problem, read, where, write
 
@@ -42,6 +42,41 @@ def test_a_small_shared_list_is_fine(tmp_path: Path) -> None:
     )
     jobs, problems = read(write(tmp_path, "m.yaml", text))
     assert problems == [] and len(jobs) == 3
+
+
+def test_aliases_of_a_long_text_are_refused_too(tmp_path: Path) -> None:
+    """Few nodes, many characters: 300 copies of a 900 KB value is a bomb as well."""
+    text = "vars:\n  s: &s " + "x" * 900_000 + "\n  l: &l [" + ", ".join(["*s"] * 300) + "]\n"
+    text += "jobs:\n  - {model: z-image, prompt: p, aspect_ratio: '1:1', note: *l}\n"
+    p = only_problem(read(write(tmp_path, "m.yaml", text))[1])
+    assert "10,000,000 characters" in p.got
+
+
+def test_a_large_plain_document_is_not_a_bomb() -> None:
+    """Only what aliases add is bounded: 1.2 million plain values are a big manifest."""
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    tag = "tag:yaml.org,2002:str"
+    jobs = [
+        MappingNode(
+            "tag:yaml.org,2002:map",
+            [(ScalarNode(tag, "prompt"), ScalarNode(tag, "p")) for _ in range(3)],
+        )
+        for _ in range(200_000)
+    ]
+    check_expansion(SequenceNode("tag:yaml.org,2002:seq", jobs))  # no error
+
+
+def test_a_minified_json_manifest_is_not_a_long_line(tmp_path: Path) -> None:
+    import json
+
+    rows = [
+        {"model": "z-image", "prompt": f"{i} " + "a detailed prompt " * 40, "aspect_ratio": "1:1"}
+        for i in range(2_000)
+    ]
+    path = write(tmp_path, "m.json", json.dumps(rows))  # one line of ~1.5 million characters
+    report = validate_manifest(path, catalog=CATALOG)
+    assert report.problems == () and report.jobs == 2_000
 
 
 def test_a_recursive_alias_is_refused() -> None:
@@ -87,6 +122,25 @@ def test_tabs_and_newlines_are_text(tmp_path: Path) -> None:
     text = 'model,prompt,aspect_ratio\nz-image,"line one\nline\ttwo\r",1:1\n'
     jobs, problems = read(write(tmp_path, "m.csv", text))
     assert problems == [] and jobs[0].input["prompt"] == "line one\nline\ttwo\r"
+
+
+def test_control_characters_inside_a_json_cell_are_found(tmp_path: Path) -> None:
+    text = 'model,prompt,image_input\nnano-banana-pro,p,"[""https://x/a\\u0000.png""]"\n'
+    p = only_problem(read(write(tmp_path, "m.csv", text))[1])
+    assert where(p)[2] == "image_input" and "U+0000" in p.got
+
+
+def test_control_characters_in_note_columns_and_column_names(tmp_path: Path) -> None:
+    text = 'model,prompt,aspect_ratio,_note,"_bad\x1bname"\nz-image,p,1:1,"a\x00b",x\n'
+    problems = read(write(tmp_path, "m.csv", text))[1]
+    got = sorted(p.got for p in problems)
+    assert any("U+0000" in g for g in got) and any("U+001B" in g for g in got)
+
+
+def test_a_huge_column_name_is_quoted_short(tmp_path: Path) -> None:
+    text = f"model,prompt,aspect_ratio,{'y' * 100_000}\nz-image,p,1:1,x\n"
+    problems = read(write(tmp_path, "m.csv", text))[1]
+    assert problems and all(len(p.format()) < 500 for p in problems)
 
 
 def test_control_characters_inside_lists_are_found(tmp_path: Path) -> None:

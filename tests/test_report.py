@@ -249,7 +249,7 @@ def test_cli_export_and_report(tmp_path: Path, small: StateStore) -> None:
     assert result.exit_code != 0 and not (tmp_path / "nope").exists()
 
 
-FORMULAS = ['=HYPERLINK("http://evil.test","click")', "+1+1", "-2+3", "@SUM(A1)", "plain"]
+FORMULAS = ['=HYPERLINK("http://evil.test","click")', "+1+1", "-2+3", "@SUM(A1)", "plain", "-2.5"]
 
 
 def test_csv_safe_defuses_formulas_and_the_default_keeps_values(tmp_path: Path) -> None:
@@ -262,7 +262,7 @@ def test_csv_safe_defuses_formulas_and_the_default_keeps_values(tmp_path: Path) 
         safe = read(write_results_csv(tmp_path, store, csv_safe=True))
     finally:
         store.close()
-    assert list(safe["prompt"]) == ["'" + p for p in FORMULAS[:4]] + ["plain"]
+    assert list(safe["prompt"]) == ["'" + p for p in FORMULAS[:4]] + ["plain", "-2.5"]
 
 
 def test_xlsx_stores_formula_like_cells_as_text(tmp_path: Path) -> None:
