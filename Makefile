@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test test-fast lint typecheck check bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 	$(PY) -m ruff check liangxin_batch tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+
+# The edit loop: the suite without the slow (subprocess, real-socket, fuzz) and browser tests.
+test-fast: $(STAMP)
+	$(PY) -m ruff check liangxin_batch tests bench
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(PY) -m ruff check liangxin_batch tests bench

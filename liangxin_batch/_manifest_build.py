@@ -84,6 +84,16 @@ def _control_char(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+def _may_have_control(rec: RawJob) -> bool:
+    """The common case in one C-level search per row: plain text with nothing to find."""
+    columns = rec.columns or {}
+    try:
+        blob = "\t".join([*rec.values.values(), *columns.values(), *columns.keys()])
+    except TypeError:
+        return True  # lists, objects or numbers (YAML/JSON): look at them one by one
+    return _CONTROL.search(blob) is not None
+
+
 def _written(rec: RawJob) -> Iterator[tuple[str, Any]]:
     """Every name and value as written: fields, note columns, and column names."""
     yield from rec.values.items()
@@ -259,7 +269,7 @@ class JobBuilder:
         for p in rec.problems or ():
             bad = True
             self._emit(out, p, self._same_key(p, rec))
-        for key, value in _written(rec):
+        for key, value in _written(rec) if _may_have_control(rec) else ():
             control = _control_char(value)
             if control is not None:  # every format, every text field: never sent
                 bad = True
@@ -301,6 +311,8 @@ class JobBuilder:
                 p = Problem(at(rec, key), key, str(err), got_text(value))
                 self._emit(out, p, self._same_key(p, rec))
         for key, value in data.items():  # lists and objects decoded from a cell (JSON)
+            if not isinstance(value, list | dict) or not isinstance(values.get(key), str):
+                continue  # not decoded from text: checked as written above
             if _control_char(values.get(key)) is not None:
                 continue  # already reported as written
             control = _control_char(value)
