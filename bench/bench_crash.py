@@ -99,7 +99,7 @@ def write_manifest(path: Path, n: int) -> None:
 
 
 def typical_seconds() -> dict[str, float]:
-    from liangxin_batch._catalog import default_catalog
+    from liangxin_batch.catalog._catalog import default_catalog
 
     catalog = default_catalog()
     result: dict[str, float] = {}

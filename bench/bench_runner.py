@@ -80,9 +80,9 @@ def ledger(base_url: str) -> list[dict[str, object]]:
 def run_once(
     base_url: str, manifest: Path, out: Path, scale: float, callbacks: bool
 ) -> dict[str, float]:
-    from liangxin_batch import _run
-    from liangxin_batch._catalog import default_catalog
-    from liangxin_batch._settings import RunSettings
+    import liangxin_batch.run._run as _run
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.core._settings import RunSettings
 
     settings = RunSettings(create_window=10.0 * scale, poll_window=1.0 * scale, poll_scale=scale)
     kwargs: dict[str, object] = {}
@@ -123,19 +123,19 @@ import asyncio, resource, sqlite3, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, {str(ROOT)!r})
 from bench.bench_runner import write_manifest
-from liangxin_batch._catalog import default_catalog
-from liangxin_batch._run import load_manifest_jobs
-from liangxin_batch._store import StateStore
-from liangxin_batch._sync import sync_jobs
-from liangxin_batch._runner import Runner
-from liangxin_batch._settings import RunSettings
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
+from liangxin_batch.run._runner import Runner
+from liangxin_batch.core._settings import RunSettings
 d = Path(tempfile.mkdtemp())
 write_manifest(d / "m.csv", {n})
 jobs = load_manifest_jobs(d / "m.csv", catalog=default_catalog())
 store = StateStore.in_dir(d / "out")
 sync_jobs(store, jobs(), allow_changed=False)
 store.db.execute("UPDATE jobs SET state = 'done'")
-from liangxin_batch._client import LiangXinClient
+from liangxin_batch.run._client import LiangXinClient
 client = LiangXinClient(api_key="unused", base_url="http://127.0.0.1:9")  # nothing is sent
 async def main():
     r = Runner(store=store, client=client, catalog=default_catalog(), settings=RunSettings())
@@ -179,7 +179,7 @@ def main() -> None:
         server.terminate()
         server.join(10)
 
-    from liangxin_batch._catalog import default_catalog
+    from liangxin_batch.catalog._catalog import default_catalog
 
     catalog = default_catalog()
     creates = sorted(

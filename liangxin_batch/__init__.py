@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from ._catalog import (
+from liangxin_batch.catalog._catalog import (
     Catalog,
     FieldProblem,
     FieldSpec,
@@ -21,9 +21,11 @@ from ._catalog import (
     load_catalog,
     validate_input,
 )
-from ._client import LiangXinClient
-from ._envelope import TaskRecord, TaskState
-from ._errors import (
+from liangxin_batch.core._envelope import TaskRecord, TaskState
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import JobState
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import (
     AmbiguousError,
     APIError,
     AuthError,
@@ -47,13 +49,11 @@ from ._errors import (
     TransportError,
     UpstreamTimeoutError,
 )
-from ._lifecycle import JobState
-from ._manifest import Job, Problem, iter_jobs, load_jobs, validate_manifest
-from ._ratelimit import SlidingWindowLimiter
-from ._run import CallbackOptions, run_batch, run_batch_async
-from ._settings import RunSettings
-from ._status import read_status
-from ._summary import RunSummary
+from liangxin_batch.manifest._manifest import Job, Problem, iter_jobs, load_jobs, validate_manifest
+from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._ratelimit import SlidingWindowLimiter
+from liangxin_batch.run._run import CallbackOptions, run_batch, run_batch_async
+from liangxin_batch.state._status import read_status
 
 __version__ = _version("liangxin-batch")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liangxin_batch._catalog import Catalog, default_catalog
-from liangxin_batch._manifest import Job, Problem, iter_jobs
+from liangxin_batch.catalog._catalog import Catalog, default_catalog
+from liangxin_batch.manifest._manifest import Job, Problem, iter_jobs
 
 CATALOG: Catalog = default_catalog()
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 
-from liangxin_batch._catalog import default_catalog
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._runner import Runner
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._store import StateStore
-from liangxin_batch._summary import RunSummary
-from liangxin_batch._sync import sync_jobs
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._runner import Runner
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
 from tests.virtual_time import run_virtual
 
 KEY = "sk-test-runner-0000"
@@ -127,7 +127,7 @@ class SimEnv:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> RunSummary:
         """One whole `run_batch_async` (sync, run, downloads, reports) against this simulator."""
-        from liangxin_batch._run import run_batch_async
+        from liangxin_batch.run._run import run_batch_async
 
         return await run_batch_async(
             records,

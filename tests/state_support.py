@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from liangxin_batch._lifecycle import TRANSITIONS, Event, JobState
-from liangxin_batch._store import StateStore
+from liangxin_batch.core._states import TRANSITIONS, Event, JobState
+from liangxin_batch.state._store import StateStore
 
 
 def path_to(source: JobState, target: JobState) -> list[Event]:

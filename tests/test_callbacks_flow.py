@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from liangxin_batch._catalog import default_catalog
-from liangxin_batch._run import CallbackOptions, run_batch_async
-from liangxin_batch._summary import RunSummary
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._run import CallbackOptions, run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from tests.runner_harness import KEY, ForwardTransport, in_virtual_time, make_jobs, records_for
 
@@ -199,7 +199,7 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
             forward.target = httpx.ASGITransport(app=receiver.app)
 
         async def one_run(interrupt_after: float | None) -> RunSummary:
-            from liangxin_batch._run import RunHandle
+            from liangxin_batch.run._run import RunHandle
 
             handle = RunHandle()
             if interrupt_after is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from liangxin_batch._catalog import (
+from liangxin_batch.catalog._catalog import (
     Catalog,
     FieldProblem,
     FieldSpec,
@@ -17,8 +17,8 @@ from liangxin_batch._catalog import (
     render_model_table,
     validate_input,
 )
-from liangxin_batch._errors import CatalogError
-from liangxin_batch._validate import coerce_text, near_miss
+from liangxin_batch.catalog._validate import coerce_text, near_miss
+from liangxin_batch.errors import CatalogError
 
 CAT = default_catalog()
 URL = "https://example.com/a.png"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from liangxin_batch._catalog import default_catalog, render_model_table
+from liangxin_batch.catalog._catalog import default_catalog, render_model_table
 from liangxin_batch.cli import main
 
 

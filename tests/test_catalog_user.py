@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch._catalog import default_catalog, estimate_credits, load_catalog, validate_input
-from liangxin_batch._errors import CatalogError
+from liangxin_batch.catalog._catalog import (
+    default_catalog,
+    estimate_credits,
+    load_catalog,
+    validate_input,
+)
+from liangxin_batch.errors import CatalogError
 
 NEW_MODEL = """
 models:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from liangxin_batch import _errors as E
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._envelope import TaskState
+import liangxin_batch.errors as E
+from liangxin_batch.core._envelope import TaskState
+from liangxin_batch.run._client import LiangXinClient
 from tests.virtual_time import run_virtual
 
 KEY = "sk-test-SECRET-0123456789abcdef"

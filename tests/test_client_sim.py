@@ -10,9 +10,9 @@ import httpx
 import pytest
 import stamina
 
-from liangxin_batch import _errors as E
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._envelope import TaskState
+import liangxin_batch.errors as E
+from liangxin_batch.core._envelope import TaskState
+from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.simulator import (
     QUIRKS,
     FaultProfile,

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from liangxin_batch._catalog import default_catalog, render_model_table
+from liangxin_batch.catalog._catalog import default_catalog, render_model_table
 from liangxin_batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_every_exit_code_is_documented() -> None:
 
 
 def test_readme_lists_the_results_columns_in_order() -> None:
-    from liangxin_batch._report import RESULT_COLUMNS
+    from liangxin_batch.outputs._report import RESULT_COLUMNS
 
     found = re.search(r"plus `(job_id, model,.*?)`", README, re.S)
     assert found, "README lost the results.csv column list"
@@ -64,7 +64,7 @@ def test_readme_lists_the_results_columns_in_order() -> None:
 
 
 def test_readme_numbers_are_the_settings_defaults() -> None:
-    from liangxin_batch._settings import RunSettings
+    from liangxin_batch.core._settings import RunSettings
 
     s = RunSettings()
     flat = " ".join(README.split())

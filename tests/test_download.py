@@ -14,13 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._download import Downloader, parse_size, short_url
-from liangxin_batch._envelope import TaskRecord, TaskState
-from liangxin_batch._errors import ConfigError, LiangXinError
-from liangxin_batch._layout import Layout
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._store import JobRow, StateStore
+from liangxin_batch.core._envelope import TaskRecord, TaskState
+from liangxin_batch.core._states import JobState
+from liangxin_batch.errors import ConfigError, LiangXinError
+from liangxin_batch.outputs._layout import Layout
+from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._download import Downloader, parse_size, short_url
 from liangxin_batch.simulator import (
     FaultProfile,
     ManualClock,
@@ -28,6 +27,7 @@ from liangxin_batch.simulator import (
     create_app,
     serve_in_thread,
 )
+from liangxin_batch.state._store import JobRow, StateStore
 from tests.state_support import drive
 
 pytestmark = pytest.mark.anyio
@@ -568,11 +568,11 @@ def test_parse_size() -> None:
 
 
 def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: Path) -> None:
-    from liangxin_batch._catalog import default_catalog
-    from liangxin_batch._runner import Runner
-    from liangxin_batch._settings import RunSettings
-    from liangxin_batch._summary import RunSummary
-    from liangxin_batch._sync import sync_jobs
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.core._summary import RunSummary
+    from liangxin_batch.run._runner import Runner
+    from liangxin_batch.state._sync import sync_jobs
     from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
 
     jobs = make_jobs(12)

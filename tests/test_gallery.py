@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from liangxin_batch._gallery import THUMB_SIZE, percentile, write_report_html
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._store import FileRow, StateStore
+from liangxin_batch.core._states import JobState
+from liangxin_batch.outputs._gallery import THUMB_SIZE, percentile, write_report_html
+from liangxin_batch.state._store import FileRow, StateStore
 from tests.state_support import drive
 
 T0 = 1_750_000_000.0

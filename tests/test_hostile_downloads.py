@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from liangxin_batch._download import Downloader, DownloadLimits
-from liangxin_batch._gallery import _make_thumb
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._store import StateStore
+from liangxin_batch.core._states import JobState
+from liangxin_batch.outputs._gallery import _make_thumb
+from liangxin_batch.run._download import Downloader, DownloadLimits
+from liangxin_batch.state._store import StateStore
 from tests.test_download import PNG, FakeSource, add_job, leftovers, state_of
 from tests.virtual_time import run_virtual
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liangxin_batch._errors import ConfigError
-from liangxin_batch._layout import Layout, PathClaims, extension_for, slugify
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.outputs._layout import Layout, PathClaims, extension_for, slugify
 
 T0 = 1_750_000_000.0  # 2025-06-15 UTC
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from liangxin_batch import _errors as E
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._lifecycle import (
+import liangxin_batch.errors as E
+from liangxin_batch.core._schedule import PollSchedule
+from liangxin_batch.core._states import (
     TRANSITIONS,
     CreateVerdict,
     Event,
@@ -18,7 +18,7 @@ from liangxin_batch._lifecycle import (
     decide_create_failure,
     may_have_created,
 )
-from liangxin_batch._schedule import PollSchedule
+from liangxin_batch.run._client import LiangXinClient
 
 
 @pytest.mark.parametrize(

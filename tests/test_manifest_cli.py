@@ -15,9 +15,10 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liangxin_batch import _catalog, _cli_manifest
-from liangxin_batch._client import LiangXinClient
+import liangxin_batch.catalog._catalog as _catalog
+import liangxin_batch.cli._manifest as _cli_manifest
 from liangxin_batch.cli import main
+from liangxin_batch.run._client import LiangXinClient
 from tests.manifest_support import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +82,8 @@ def test_every_shipped_manifest_validates(path: Path) -> None:
 
 
 def test_quickstart_is_small_cheap_and_mixed() -> None:
-    from liangxin_batch._catalog import default_catalog
-    from liangxin_batch._manifest import validate_manifest
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.manifest._manifest import validate_manifest
 
     report = validate_manifest(ROOT / "examples" / "quickstart.yaml", catalog=default_catalog())
     assert 6 <= report.jobs <= 10

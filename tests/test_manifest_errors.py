@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch._errors import ManifestError
-from liangxin_batch._manifest import Problem, SourceRef, load_jobs, validate_manifest
+from liangxin_batch.errors import ManifestError
+from liangxin_batch.manifest._manifest import Problem, SourceRef, load_jobs, validate_manifest
 from tests.manifest_support import CATALOG, only_problem, read, where, write
 
 
@@ -253,7 +253,7 @@ def test_duplicates_are_found_across_a_large_file(tmp_path: Path) -> None:
 
 
 def test_the_id_table() -> None:
-    from liangxin_batch._manifest_build import _IdTable
+    from liangxin_batch.manifest._build import _IdTable
 
     table = _IdTable(capacity=4)
     keys = [0, -1, 2**63 - 1, -(2**63), *range(100, 5000, 7)]

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch._errors import ConfigError, ManifestError
-from liangxin_batch._manifest import iter_jobs, jobs_from_records, load_jobs, validate_manifest
+from liangxin_batch.errors import ConfigError, ManifestError
+from liangxin_batch.manifest._manifest import (
+    iter_jobs,
+    jobs_from_records,
+    load_jobs,
+    validate_manifest,
+)
 from tests.manifest_support import CATALOG, only_problem, read, where, write
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

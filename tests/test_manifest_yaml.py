@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from liangxin_batch._manifest import validate_manifest
+from liangxin_batch.manifest._manifest import validate_manifest
 from tests.manifest_support import CATALOG, only_problem, read, where, write
 
 ISSUE_EXAMPLE = """\

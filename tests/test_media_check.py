@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from liangxin_batch._media_check import check_media
+from liangxin_batch.run._media_check import check_media
 
 RNG_SEED = 20240611
 

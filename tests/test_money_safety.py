@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from liangxin_batch._errors import ConfigError
-from liangxin_batch._lock import RunLock
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._store import StateStore
-from liangxin_batch._sync import sync_jobs
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.errors import ConfigError
 from liangxin_batch.simulator import SimConfig
+from liangxin_batch.state._lock import RunLock
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
 from tests.runner_harness import KEY, SimEnv, in_virtual_time, make_jobs, records_for
 
 
@@ -158,7 +158,7 @@ def test_begin_attempt_only_takes_a_pending_job(tmp_path: Path) -> None:
 
 
 def test_long_layout_fields_never_make_a_name_the_file_system_refuses(tmp_path: Path) -> None:
-    from liangxin_batch._layout import Layout
+    from liangxin_batch.outputs._layout import Layout
 
     layout = Layout.parse("{subject}-{style}-{job_id}")
     long = {"subject": "s" * 300, "style": "雨" * 300}

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch._catalog import Catalog
-from liangxin_batch._errors import ConfigError, ManifestError
-from liangxin_batch._manifest import iter_jobs, validate_manifest
-from liangxin_batch._plan import check_budget, format_duration, format_plan, make_plan, parse_rate
+from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.errors import ConfigError, ManifestError
+from liangxin_batch.manifest._manifest import iter_jobs, validate_manifest
+from liangxin_batch.outputs._plan import (
+    check_budget,
+    format_duration,
+    format_plan,
+    make_plan,
+    parse_rate,
+)
 from tests.manifest_support import CATALOG, write
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from liangxin_batch._ratelimit import SlidingWindowLimiter
+from liangxin_batch.run._ratelimit import SlidingWindowLimiter
 from tests.virtual_time import run_virtual
 
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from liangxin_batch import _report
-from liangxin_batch._cli_outputs import register
-from liangxin_batch._errors import ConfigError
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._report import (
+import liangxin_batch.outputs._report as _report
+from liangxin_batch.cli import CliContext
+from liangxin_batch.cli._outputs import register
+from liangxin_batch.core._states import JobState
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.outputs._report import (
     RESULT_COLUMNS,
     FileRecord,
     export,
@@ -24,8 +25,7 @@ from liangxin_batch._report import (
     report_rows,
     write_results_csv,
 )
-from liangxin_batch._store import FileRow, JobRow, StateStore
-from liangxin_batch.cli import CliContext
+from liangxin_batch.state._store import FileRow, JobRow, StateStore
 from tests.state_support import drive
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z

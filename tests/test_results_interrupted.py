@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._report import RESULT_COLUMNS, report_status
-from liangxin_batch._run import RunHandle, run_batch_async
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._summary import RunSummary
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import JobState
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.outputs._report import RESULT_COLUMNS, report_status
+from liangxin_batch.run._run import RunHandle, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app
 from tests.runner_harness import KEY
 from tests.virtual_time import run_virtual

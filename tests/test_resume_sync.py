@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from liangxin_batch._errors import StateError
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._store import StateStore
-from liangxin_batch._summary import RunSummary
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import StateError
+from liangxin_batch.state._store import StateStore
 from tests.runner_harness import SimEnv, in_virtual_time
 from tests.state_support import drive
 

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from liangxin_batch._settings import RunSettings
+from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.simulator import FaultProfile
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
 from tests.state_support import drive
@@ -237,13 +237,13 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
     "generating" and reschedules A for later: the hint's poll must still come first."""
     import time as wall
 
-    from liangxin_batch._catalog import default_catalog
-    from liangxin_batch._envelope import TaskRecord, TaskState
-    from liangxin_batch._lifecycle import JobState
-    from liangxin_batch._ratelimit import SlidingWindowLimiter
-    from liangxin_batch._runner import Runner
-    from liangxin_batch._store import StateStore
-    from liangxin_batch._sync import sync_jobs
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.core._envelope import TaskRecord, TaskState
+    from liangxin_batch.core._states import JobState
+    from liangxin_batch.run._ratelimit import SlidingWindowLimiter
+    from liangxin_batch.run._runner import Runner
+    from liangxin_batch.state._store import StateStore
+    from liangxin_batch.state._sync import sync_jobs
 
     class SlowClient:
         """recordInfo behind the client's own limiter (1 per 2 s), answers slowly."""

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch._client import LiangXinClient
-from liangxin_batch._run import run_batch_async
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._summary import RunSummary
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from liangxin_batch.simulator._ledger import LedgerEvent, canonical_job_key
 from tests.runner_harness import KEY, SimEnv, in_virtual_time, make_jobs, records_for

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch._errors import ConfigError, StateError
-from liangxin_batch._lifecycle import Event, JobState
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._store import StateStore
-from liangxin_batch._summary import RunSummary
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import ConfigError, StateError
 from liangxin_batch.simulator import FaultProfile
+from liangxin_batch.state._store import StateStore
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs, records_for
 from tests.test_money_safety import Rewrite
 
@@ -235,7 +235,7 @@ def test_8_at_most_two_create_posts_are_on_the_wire_at_once(tmp_path: Path) -> N
 def test_9_a_deleted_output_is_fetched_again_and_reported_missing_until_then(
     tmp_path: Path,
 ) -> None:
-    from liangxin_batch._report import write_results_csv
+    from liangxin_batch.outputs._report import write_results_csv
 
     jobs = make_jobs(3, models=("z-image",))
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._report import report_status
+from liangxin_batch.core._states import JobState
+from liangxin_batch.outputs._report import report_status
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
 
 pytestmark = pytest.mark.slow

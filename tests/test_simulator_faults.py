@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from liangxin_batch._errors import ConfigError
+from liangxin_batch.errors import ConfigError
 from liangxin_batch.simulator import QUIRKS, FaultProfile, SimConfig, load_fault_profile
 from liangxin_batch.simulator._reply import ERROR_MESSAGES
 from tests.sim_support import MODEL, RECORD, harness, result_urls

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch._errors import ConfigError
+from liangxin_batch.errors import ConfigError
 from liangxin_batch.simulator import FaultProfile, SimConfig, load_fault_profile, sign_callback
 from tests.sim_support import harness, result_urls
 

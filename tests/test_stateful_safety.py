@@ -30,14 +30,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from liangxin_batch._catalog import default_catalog
-from liangxin_batch._errors import LiangXinBatchError
-from liangxin_batch._lifecycle import BILLED_STATES, TRANSITIONS, JobState
-from liangxin_batch._run import run_batch_async
-from liangxin_batch._settings import RunSettings
-from liangxin_batch._store import StateStore
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import BILLED_STATES, TRANSITIONS, JobState
+from liangxin_batch.errors import LiangXinBatchError
+from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app
 from liangxin_batch.simulator._ledger import canonical_job_key
+from liangxin_batch.state._store import StateStore
 from tests.runner_harness import KEY, make_jobs, records_for
 from tests.virtual_time import VirtualTimeLoop
 

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from liangxin_batch import _status
-from liangxin_batch._status import StatusReport, format_status, read_status
-from liangxin_batch._store import StateStore
-from liangxin_batch._sync import sync_jobs
+import liangxin_batch.state._status as _status
 from liangxin_batch.cli import main
+from liangxin_batch.state._status import StatusReport, format_status, read_status
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs, valid_input
 from tests.runner_harness import TestJob as Job
 from tests.state_support import drive
@@ -189,8 +189,8 @@ def test_status_reads_the_state_while_a_run_writes_it(tmp_path: Path) -> None:
 
 
 def test_summary_line_accounts_for_every_job(tmp_path: Path) -> None:
-    from liangxin_batch._cli_run import format_summary
-    from liangxin_batch._summary import RunSummary
+    from liangxin_batch.cli._run import format_summary
+    from liangxin_batch.core._summary import RunSummary
 
     summary = RunSummary(
         counts={"done": 4, "succeeded": 4, "pending": 52},
@@ -223,7 +223,7 @@ def test_credits_used_include_generations_whose_download_failed(tmp_path: Path) 
 
 
 def test_recent_problems_after_a_successful_retry_are_not_retry_notes(tmp_path: Path) -> None:
-    from liangxin_batch._settings import RunSettings
+    from liangxin_batch.core._settings import RunSettings
     from liangxin_batch.simulator import FaultProfile
 
     jobs = make_jobs(16, models=("z-image",))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch._errors import StateError
-from liangxin_batch._lifecycle import JobState
-from liangxin_batch._store import MIGRATIONS, StateStore
+from liangxin_batch.core._states import JobState
+from liangxin_batch.errors import StateError
+from liangxin_batch.state._store import MIGRATIONS, StateStore
 from tests.state_support import drive
 
 

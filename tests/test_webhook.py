@@ -16,9 +16,9 @@ import httpx
 import pytest
 from starlette.types import Message
 
-from liangxin_batch._envelope import TaskRecord, TaskState
-from liangxin_batch._errors import ConfigError
-from liangxin_batch._webhook import (
+from liangxin_batch.core._envelope import TaskRecord, TaskState
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.run._webhook import (
     COUNTERS,
     CallbackReceiver,
     ReceiverSettings,

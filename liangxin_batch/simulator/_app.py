@@ -42,7 +42,7 @@ from ._reply import NO_ACCESS, Reply, wire_body
 from ._tasks import envelope
 
 if TYPE_CHECKING:
-    from .._catalog import Catalog
+    from liangxin_batch.catalog._catalog import Catalog
 
 __all__ = ["SimulatorApp", "create_app"]
 

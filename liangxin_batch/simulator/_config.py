@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .._errors import ConfigError
+from liangxin_batch.errors import ConfigError
 
 __all__ = ["ERROR_STYLES", "QUIRKS", "FaultProfile", "SimConfig", "load_fault_profile"]
 

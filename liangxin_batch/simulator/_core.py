@@ -42,7 +42,7 @@ from ._reply import ERROR_MESSAGES, Reply, gateway_page, injected_error, rate_li
 from ._tasks import SimTask, output_shape, unit
 
 if TYPE_CHECKING:
-    from .._catalog import Catalog, ModelSpec
+    from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 
 __all__ = ["INVALID_JSON", "Simulator"]
 
@@ -88,7 +88,7 @@ class Simulator:
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         if catalog is None:
-            from .._catalog import default_catalog
+            from liangxin_batch.catalog._catalog import default_catalog
 
             catalog = default_catalog()
         self.config = config or SimConfig()
@@ -184,7 +184,7 @@ class Simulator:
             lost = fault == "lost_reply"
             gateway = _GATEWAY_STATUS.get(fault) if isinstance(fault, str) else None
             spec = self.catalog.models[body["model"]]
-            from .._catalog import estimate_credits
+            from liangxin_batch.catalog._catalog import estimate_credits
 
             price = math.ceil(estimate_credits(spec, body["input"]))
             if self._balance < price:
@@ -217,7 +217,7 @@ class Simulator:
 
     def _check_body(self, body: dict[str, Any]) -> str | None:
         """The 422 message for a bad body, naming the field; None when it is fine."""
-        from .._catalog import validate_input
+        from liangxin_batch.catalog._catalog import validate_input
 
         model = body.get("model")
         if not isinstance(model, str) or not model:

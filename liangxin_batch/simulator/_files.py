@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from ._config import SimConfig
-from ._media import IMAGE_LONG_SIDE, VIDEO_LONG_SIDE, output_size, render_image, render_video
+from ._media import (
+    IMAGE_LONG_SIDE,
+    VIDEO_LONG_SIDE,
+    output_size,
+    render_image,
+    render_video,
+)
 from ._tasks import SimTask, result_path, unit
 
 __all__ = ["DOWNLOAD_URL_SECONDS", "FILE_PATH", "FileServe", "FileStore"]

@@ -21,7 +21,7 @@ from ._clock import Clock
 from ._config import SimConfig
 
 if TYPE_CHECKING:
-    from .._catalog import Catalog
+    from liangxin_batch.catalog._catalog import Catalog
 
 __all__ = ["run_simulator", "serve_in_thread"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._catalog import ModelSpec
+    from liangxin_batch.catalog._catalog import ModelSpec
 
 __all__ = ["SimTask", "envelope", "output_shape", "result_path", "unit"]
 

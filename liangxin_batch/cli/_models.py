@@ -1,0 +1,182 @@
+"""`models`, `models show NAME`, `models list [--markdown]`: what the catalog holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from liangxin_batch.catalog._catalog import (
+    Catalog,
+    FieldSpec,
+    ModelSpec,
+    describe_price,
+    estimate_credits,
+    render_model_table,
+)
+from liangxin_batch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from liangxin_batch.cli._context import CliContext
+
+__all__ = ["field_limits", "format_model", "format_models", "register"]
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned plain-text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _credits_text(catalog: Catalog, spec: ModelSpec) -> str:
+    credits = estimate_credits(spec, {})
+    text = f"{credits:g}"
+    if catalog.credit_usd:
+        text += f" (${credits * catalog.credit_usd:.4g})"
+    return text
+
+
+def format_models(catalog: Catalog) -> str:
+    """The catalog as a readable table: id, kind, name, aliases, credits at default input."""
+    rows = [["MODEL", "KIND", "NAME", "ALIASES", "EST. CREDITS"]]
+    for spec in catalog:
+        flag = " [!]" if spec.doubt else ""
+        rows.append(
+            [
+                spec.id + flag,
+                spec.kind,
+                spec.name,
+                ", ".join(spec.aliases),
+                _credits_text(catalog, spec),
+            ]
+        )
+    foot = (
+        "\n\nCredits are per task with default input"
+        + (f"; 1 credit = ${catalog.credit_usd:g}" if catalog.credit_usd else "")
+        + ". [!] = uncertain mapping. Details: liangxin-batch models show NAME"
+    )
+    return _table(rows) + foot
+
+
+def field_limits(f: FieldSpec) -> str:
+    """Enum and limits of one field in a few words."""
+    parts: list[str] = []
+    if f.enum is not None:
+        parts.append(
+            "one of " + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in f.enum)
+        )
+    for low, high, unit in (
+        (f.min_length, f.max_length, " chars"),
+        (f.minimum, f.maximum, ""),
+        (f.min_items, f.max_items, " items"),
+    ):
+        if low is not None and high is not None:
+            parts.append(f"{low:g}–{high:g}{unit}")
+        elif low is not None:
+            parts.append(f">= {low:g}{unit}")
+        elif high is not None:
+            parts.append(f"<= {high:g}{unit}")
+    if f.item_max_length is not None:
+        parts.append(f"each <= {f.item_max_length} chars")
+    if f.type == "url_list":
+        parts.append("http(s) URLs")
+    return "; ".join(parts)
+
+
+def _show(value: object) -> str:
+    """A value as the user would write it: true/false, quoted strings."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _field_lines(f: FieldSpec, indent: str, bullet: str = "") -> list[str]:
+    if f.required:
+        req = "required"
+    elif f.required_if:
+        req = f"required when {f.required_if} is true"
+    elif f.required_unless:
+        req = f"required unless {f.required_unless} is true"
+    else:
+        req = "optional"
+    head = f"{indent}{bullet}{f.name}: {f.type}, {req}"
+    if f.default is not None:
+        head += f", default {_show(f.default)}"
+    if f.default_if is not None:
+        d = f.default_if
+        head += f" ({_show(d.default)} when {d.field} is {_show(d.value)})"
+    indent += " " * len(bullet)
+    lines = [head]
+    limits = field_limits(f)
+    if limits:
+        lines.append(f"{indent}    {limits}")
+    if f.description:
+        lines.append(f"{indent}    {f.description}")
+    if f.doubt:
+        lines.append(f"{indent}    [!] {f.doubt}")
+    for sub in (f.item_fields or {}).values():
+        lines += _field_lines(sub, indent + "    ", "- ")
+    return lines
+
+
+def format_model(catalog: Catalog, spec: ModelSpec) -> str:
+    """Everything the catalog knows about one model."""
+    lines = [
+        f"{spec.id}  ({spec.name})",
+        f"  kind: {spec.kind}; outputs per task: {spec.outputs_per_task}; "
+        f"typical time: {spec.typical_seconds:g} s",
+    ]
+    if spec.aliases:
+        lines.append(f"  aliases: {', '.join(spec.aliases)}")
+    lines.append(f"  price: {describe_price(spec.price)}")
+    lines.append(f"  credits with default input: {_credits_text(catalog, spec)}")
+    lines.append(f"  source: {spec.source}")
+    if spec.doubt:
+        lines.append(f"  [!] {spec.doubt}")
+    lines.append("  fields:")
+    for f in spec.fields.values():
+        lines += _field_lines(f, "    ")
+    return "\n".join(lines)
+
+
+def _lookup(catalog: Catalog, name: str) -> ModelSpec:
+    spec = catalog.get(name)
+    if spec is None:
+        close = catalog.suggest(name)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (list them with: liangxin-batch models)")
+    return spec
+
+
+def register(group: click.Group) -> None:
+    """Add `models` to the main group."""
+    # Imported here: cli.py imports this module while it is still being imported itself.
+    from liangxin_batch.cli._context import pass_cli
+
+    @group.group("models", invoke_without_command=True)
+    @pass_cli
+    @click.pass_context
+    def models(ctx: click.Context, cli: CliContext) -> None:
+        """List the models in the catalog (with any --catalog files applied)."""
+        if ctx.invoked_subcommand is None:
+            click.echo(format_models(cli.catalog))
+
+    @models.command("list")
+    @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+    @pass_cli
+    def list_models(cli: CliContext, markdown: bool) -> None:
+        """List the models; --markdown for the README table."""
+        catalog: Catalog = cli.catalog
+        if markdown:
+            click.echo(render_model_table(catalog), nl=False)
+        else:
+            click.echo(format_models(catalog))
+
+    @models.command("show")
+    @click.argument("name")
+    @pass_cli
+    def show(cli: CliContext, name: str) -> None:
+        """Every field of model NAME (id or alias): type, default, limits, doubts, price."""
+        catalog: Catalog = cli.catalog
+        click.echo(format_model(catalog, _lookup(catalog, name)))

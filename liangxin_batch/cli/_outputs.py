@@ -1,0 +1,128 @@
+"""CLI: `export` and `report`, both from the state file alone (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from liangxin_batch.errors import StateError
+from liangxin_batch.outputs._report import (
+    EXPORT_FORMATS,
+    REPORT_STATUSES,
+    export,
+    write_results_csv,
+)
+from liangxin_batch.state._store import STATE_FILE, StateStore
+
+__all__ = ["register"]
+
+
+def register(group: click.Group) -> None:
+    group.add_command(export_command)
+    group.add_command(report_command)
+
+
+def _open(out_dir: Path) -> StateStore:
+    if not (out_dir / STATE_FILE).is_file():
+        raise StateError(
+            f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
+        )
+    return StateStore.in_dir(out_dir, readonly=True)
+
+
+def _resolve_models(cli: Any, names: tuple[str, ...]) -> list[str]:
+    """Aliases become catalog ids; names the catalog does not know are kept as given."""
+    out = []
+    for name in names:
+        spec = cli.catalog.get(name)
+        out.append(spec.id if spec is not None else name)
+    return out
+
+
+_DIR = click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+
+
+csv_safe_opt = click.option(
+    "--csv-safe",
+    is_flag=True,
+    help="Prefix cells that a spreadsheet would run as formulas (= + - @) with ' "
+    "(for opening the CSV in Excel; the xlsx export is safe as it is).",
+)
+
+
+@click.command("export")
+@_DIR
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default="csv",
+    show_default=True,
+    help="parquet needs liangxin-batch[parquet], xlsx needs liangxin-batch[xlsx].",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write [default: DIR/export.<format>].",
+)
+@click.option(
+    "--status",
+    multiple=True,
+    type=click.Choice(REPORT_STATUSES),
+    help="Only jobs with this status (repeatable). 'succeeded' means files verified.",
+)
+@click.option("--model", "models", multiple=True, help="Only jobs of this model (repeatable).")
+@csv_safe_opt
+@click.pass_obj
+def export_command(
+    cli: Any,
+    out_dir: Path,
+    fmt: str,
+    out_path: Path | None,
+    status: tuple[str, ...],
+    models: tuple[str, ...],
+    csv_safe: bool,
+) -> None:
+    """Write the results table of DIR as csv, jsonl, parquet or xlsx."""
+    target = out_path or out_dir / f"export.{fmt}"
+    store = _open(out_dir)
+    try:
+        count = export(
+            out_dir,
+            store,
+            fmt,
+            target,
+            status=status or None,
+            model=_resolve_models(cli, models) or None,
+            csv_safe=csv_safe,
+        )
+    finally:
+        store.close()
+    click.echo(f"{count} row(s) written to {target}")
+
+
+@click.command("report")
+@_DIR
+@csv_safe_opt
+@click.option(
+    "--max-image-pixels",
+    default=40_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger images get no thumbnail.",
+)
+def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
+    """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
+    from liangxin_batch.outputs._gallery import write_report_html
+
+    store = _open(out_dir)
+    try:
+        csv_path = write_results_csv(out_dir, store, check_files=True, csv_safe=csv_safe)
+        html_path = write_report_html(out_dir, store, max_pixels=max_image_pixels)
+    finally:
+        store.close()
+    click.echo(f"results: {csv_path}")
+    click.echo(f"report:  {html_path}")

@@ -1,0 +1,50 @@
+"""What a run did: counts by state, credits, polls, callbacks, and the exit code they mean."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from liangxin_batch.core._states import JobState
+from liangxin_batch.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
+
+__all__ = ["RunSummary"]
+
+
+@dataclass
+class RunSummary:
+    counts: dict[str, int]
+    #: Credits charged for the generations that succeeded (estimates included where the
+    #: service did not say; `credits_estimated` is that part).
+    credits: float
+    wall_seconds: float
+    stopped_reason: str | None = None
+    interrupted: bool = False
+    unknown_jobs: list[str] = field(default_factory=list)
+    polls: int = 0
+    tasks_finished: int = 0  # in this run
+    finished_by_callback: int = 0  # in this run
+    removed_jobs: int = 0  # in the state but no longer in the manifest: kept, not counted
+    callbacks_received: int = 0
+    credits_estimated: float = 0.0
+
+    #: Whether the run downloads outputs; then only `done` (files verified) is success.
+    downloads: bool = False
+
+    @property
+    def succeeded(self) -> int:
+        done = self.counts.get(JobState.DONE.value, 0)
+        if self.downloads:
+            return done
+        return done + self.counts.get(JobState.SUCCEEDED.value, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.stopped_reason:
+            return EXIT_STOPPED
+        return EXIT_OK if self.succeeded == self.total else EXIT_INCOMPLETE

@@ -1,0 +1,546 @@
+"""Raw manifest records -> validated jobs: model lookup, conversion, validation, identity.
+
+The pure core of manifest reading (`_manifest` is the public face). One row is held at a
+time; duplicate ids are found through `_IdTable`, 8 bytes of hash per id, so a
+1,000,000-row manifest checks in bounded memory. Problems that stand for many jobs (a
+column the model does not take, a bad default shared by every expanded job) collapse into
+one with a count, emitted after the jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liangxin_batch.catalog._catalog import coerce_text as _coerce_text
+from liangxin_batch.catalog._catalog import validate_input
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._read import TABULAR_SUFFIXES, read_tabular
+from liangxin_batch.manifest._types import (
+    Job,
+    Problem,
+    RawJob,
+    SourceRef,
+    close_match,
+    got_text,
+    model_slug,
+    slug_id,
+)
+from liangxin_batch.manifest._yaml import read_yaml
+from liangxin_batch.manifest._yaml12 import resolve_plain
+
+if TYPE_CHECKING:
+    from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
+
+#: Manifest formats by lower-case file suffix.
+_YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
+SUFFIXES = (*TABULAR_SUFFIXES, *_YAML_SUFFIXES)
+_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+_ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
+_CANON = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+_MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
+_COERCE_CACHE_MAX = 50_000
+_MISS = object()
+
+
+class _Bad:
+    __slots__ = ("expected",)
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+
+#: C0 control characters other than tab, newline and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _control_char(value: Any, depth: int = 0) -> str | None:
+    """Where the first control character in a value (or inside its items) is, or None."""
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found is None:
+            return None
+        return f"U+{ord(found.group()):04X} at character {found.start() + 1}"
+    if depth > 50:
+        return None
+    if isinstance(value, list | tuple):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return None
+    for item in items:
+        found_in = _control_char(item, depth + 1)
+        if found_in is not None:
+            return found_in
+    return None
+
+
+def _may_have_control(rec: RawJob) -> bool:
+    """The common case in one C-level search per row: plain text with nothing to find."""
+    columns = rec.columns or {}
+    try:
+        blob = "\t".join([*rec.values.values(), *columns.values(), *columns.keys()])
+    except TypeError:
+        return True  # lists, objects or numbers (YAML/JSON): look at them one by one
+    return _CONTROL.search(blob) is not None
+
+
+def _written(rec: RawJob) -> Iterator[tuple[str, Any]]:
+    """Every name and value as written: fields, note columns, and column names."""
+    yield from rec.values.items()
+    for name, text in (rec.columns or {}).items():
+        if name not in rec.values:
+            yield name, text
+        if _CONTROL.search(name):
+            yield "(column name)", name
+
+
+def _too_deep(source: SourceRef) -> Problem:
+    return Problem(
+        source, None, "values nested at most a few hundred levels deep", "deeper nesting"
+    )
+
+
+class _IdTable:
+    """64-bit key -> 64-bit value by open addressing in two arrays.
+
+    About 24 bytes per id; a dict of Python ints needs about 110, which for a million ids
+    is the difference between 25 MB and 110 MB.
+    """
+
+    __slots__ = ("_keys", "_mask", "_size", "_vals")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._keys = array("q", bytes(8 * capacity))
+        self._vals = array("q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._size = 0
+
+    def setdefault(self, key: int, value: int) -> int | None:
+        """Insert and return None, or return the value already stored for `key`."""
+        key = key or 1  # 0 marks an empty slot
+        keys, mask = self._keys, self._mask
+        i = key & mask
+        while True:
+            k = keys[i]
+            if k == 0:
+                break
+            if k == key:
+                return self._vals[i]
+            i = (i + 1) & mask
+        keys[i] = key
+        self._vals[i] = value
+        self._size += 1
+        if self._size * 2 > mask:
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        old_keys, old_vals = self._keys, self._vals
+        capacity = (self._mask + 1) * 2
+        self._keys = array("q", bytes(8 * capacity))
+        self._vals = array("q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        keys, vals, mask = self._keys, self._vals, self._mask
+        for j, k in enumerate(old_keys):
+            if k:
+                i = k & mask
+                while keys[i]:
+                    i = (i + 1) & mask
+                keys[i] = k
+                vals[i] = old_vals[j]
+
+
+class JobBuilder:
+    """Turns raw records into jobs: model lookup, conversion, validation, identity."""
+
+    def __init__(
+        self, catalog: Catalog, default_model: str | None, *, allow_outside: bool = False
+    ) -> None:
+        self.allow_outside = allow_outside
+        self.catalog = catalog
+        self.default_model = default_model.strip() if default_model else None
+        self._coerced: dict[tuple[int, str], Any] = {}
+        self._ids = _IdTable()
+        self._files: dict[str, int] = {}
+        self._file_names: list[str] = []
+        self._pending: dict[tuple[Any, ...], list[Any]] = {}
+        self.records = 0
+        self.index = 0
+        self.problems = 0
+        self.duplicates = 0
+        self.repeated = 0
+
+    # ---- the stream ------------------------------------------------------------------------
+
+    def run_records(
+        self, records: Iterable[RawJob | Problem], display: str
+    ) -> Iterator[Job | Problem]:
+        for rec in records:
+            if isinstance(rec, Problem):
+                self.problems += 1
+                yield rec
+                continue
+            try:
+                built = self.build(rec)
+            except RecursionError:  # values nested thousands deep (JSON, YAML, list cells)
+                built = [_too_deep(rec.source)]
+            for item in built:
+                if isinstance(item, Problem):
+                    self.problems += 1
+                yield item
+        for first, count in self._pending.values():
+            self.problems += 1
+            yield replace(first, count=count) if count > 1 else first
+        if self.records == 0 and self.problems == 0:
+            self.problems += 1
+            yield Problem(
+                SourceRef(display, 1),
+                None,
+                "at least one job",
+                "none",
+                "add rows under a header line (CSV) or a jobs: list (YAML)",
+            )
+
+    def run(self, path: Path) -> Iterator[Job | Problem]:
+        display = str(path)
+        if not path.exists():
+            raise ConfigError(f"manifest not found: {display}")
+        if path.is_dir():
+            raise ConfigError(f"{display} is a directory; give a manifest file")
+        suffix = path.suffix.lower()
+        if suffix in _YAML_SUFFIXES:
+            records = read_yaml(
+                path,
+                display,
+                catalog=self.catalog,
+                default_model=self.default_model,
+                allow_outside=self.allow_outside,
+            )
+        elif suffix in TABULAR_SUFFIXES:
+            records = read_tabular(path, display)
+        else:
+            raise ConfigError(
+                f"{display}: unknown manifest format {suffix or '(no suffix)'!r}; "
+                f"use one of {', '.join(SUFFIXES)}"
+            )
+        yield from self.run_records(records, display)
+
+    def _emit(
+        self, out: list[Job | Problem], problem: Problem, key: tuple[Any, ...] | None
+    ) -> None:
+        if key is None:
+            out.append(problem)
+            return
+        slot = self._pending.get(key)
+        if slot is not None:
+            slot[1] += 1
+        elif len(self._pending) < _MAX_PENDING:
+            self._pending[key] = [problem, 1]
+        else:
+            out.append(problem)
+
+    @staticmethod
+    def _same_key(problem: Problem, rec: RawJob) -> tuple[Any, ...] | None:
+        """Identical problems from shared places (defaults, matrix, one YAML job) collapse."""
+        src = problem.source
+        if rec.shared or src.line != rec.source.line or src.file != rec.source.file:
+            return ("same", src.file, src.line, problem.field, problem.expected, problem.got)
+        return None
+
+    # ---- one record -------------------------------------------------------------------------
+
+    def build(self, rec: RawJob) -> list[Job | Problem]:
+        self.records += 1
+        out: list[Job | Problem] = []
+        src = rec.source
+        values = rec.values
+        at = self._at
+        bad = False
+        for p in rec.problems or ():
+            bad = True
+            self._emit(out, p, self._same_key(p, rec))
+        for key, value in _written(rec) if _may_have_control(rec) else ():
+            control = _control_char(value)
+            if control is not None:  # every format, every text field: never sent
+                bad = True
+                p = Problem(
+                    at(rec, key),
+                    key,
+                    "text without control characters (tab, newline and carriage return are fine)",
+                    control,
+                    "remove it: such characters are usually debris from a copy or an export",
+                )
+                self._emit(out, p, self._same_key(p, rec))
+
+        given = self._given_id(values.get("id"), rec, out)
+        job_id = given if isinstance(given, str) else None
+        bad = bad or given is False
+        spec = self._model(values.get("model"), rec, out)
+        if spec is None:
+            self._register_ids(job_id, rec)
+            return out
+
+        fields = spec.fields
+        data: dict[str, Any] = {}
+        failed: set[str] = set()
+        for key, value in values.items():
+            if key == "id" or key == "model":
+                continue
+            fs = fields.get(key)
+            if fs is None:
+                bad = True
+                self._unknown_field(key, spec, at(rec, key), rec, out)
+                continue
+            if isinstance(value, str) and (not value or value.isspace()):
+                continue  # empty means "not given"
+            try:
+                data[key] = self._convert(fs, value)
+            except ValueError as err:
+                bad = True
+                failed.add(key)
+                p = Problem(at(rec, key), key, str(err), got_text(value))
+                self._emit(out, p, self._same_key(p, rec))
+        for key, value in data.items():  # lists and objects decoded from a cell (JSON)
+            if not isinstance(value, list | dict) or not isinstance(values.get(key), str):
+                continue  # not decoded from text: checked as written above
+            if _control_char(values.get(key)) is not None:
+                continue  # already reported as written
+            control = _control_char(value)
+            if control is not None:
+                bad = True
+                failed.add(key)
+                p = Problem(
+                    at(rec, key),
+                    key,
+                    "text without control characters (tab, newline and carriage return are fine)",
+                    control,
+                )
+                self._emit(out, p, self._same_key(p, rec))
+        for fp in validate_input(spec, data):
+            base = fp.field.split("[", 1)[0].split(".", 1)[0]
+            if base in failed:
+                continue  # already reported as a conversion problem
+            bad = True
+            missing = fp.got == "nothing"
+            p = Problem(
+                at(rec, base) if base in values else SourceRef(src.file, src.line, base),
+                fp.field,
+                fp.expected,
+                fp.got,
+                fp.suggestion,
+            )
+            if missing and rec.header is not None and base not in rec.header:
+                ckey: tuple[Any, ...] | None = ("missing", src.file, spec.id, fp.field, fp.expected)
+            else:
+                ckey = self._same_key(p, rec)
+            self._emit(out, p, ckey)
+        if bad:
+            self._register_ids(job_id, rec)
+            return out
+
+        try:
+            canonical = _CANON.encode([spec.id, data])
+        except (TypeError, ValueError) as err:
+            self._emit(out, Problem(src, None, "input that can be written as JSON", str(err)), None)
+            return out
+        content_hash = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        explicit = job_id is not None
+        base_id = job_id if job_id is not None else f"{model_slug(spec.id)}-{content_hash[:12]}"
+        columns = rec.columns if rec.columns is not None else {}
+        n = rec.repeat
+        for r in range(1, n + 1):
+            final = f"{base_id}-r{r}" if n > 1 else base_id
+            first = self._claim(final, src)
+            if first is not None:
+                self.duplicates += 1
+                if explicit:
+                    p = Problem(
+                        SourceRef(src.file, src.line, "id"),
+                        "id",
+                        "a unique id",
+                        f"{final!r} again (first at {first})",
+                        "ids are compared ignoring case, because they name files",
+                    )
+                else:
+                    p = Problem(
+                        src,
+                        None,
+                        "a job that differs from every other job",
+                        f"the same model and input as {first} (no id given)",
+                        "remove one, give each an id, or use repeat: N for deliberate copies",
+                    )
+                self._emit(out, p, self._same_key(p, rec))
+                continue
+            if r > 1:
+                self.repeated += 1
+            out.append(
+                Job(
+                    final,
+                    spec.id,
+                    dict(data) if n > 1 else data,
+                    columns,
+                    self.index,
+                    content_hash,
+                    src,
+                )
+            )
+            self.index += 1
+        return out
+
+    @staticmethod
+    def _at(rec: RawJob, key: str) -> SourceRef:
+        """Where a key's value was written: its own place (YAML) or the row."""
+        if rec.origins is not None:
+            found = rec.origins.get(key)
+            if found is not None:
+                return found
+        return SourceRef(rec.source.file, rec.source.line, key)
+
+    def _given_id(self, raw: Any, rec: RawJob, out: list[Job | Problem]) -> str | bool | None:
+        """The given id, None when there is none, False when it is unusable (reported)."""
+        if raw is None:
+            return None
+        text = (
+            str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else None
+        )
+        if text is None or not _ID.fullmatch(text):
+            slug = (slug_id(str(raw))[:100] or "job") if text is not None else None
+            p = Problem(
+                self._at(rec, "id"),
+                "id",
+                f"an id of {_ID_EXPECTED}",
+                got_text(raw),
+                f"use {slug!r}" if slug else "give text, or leave it out for a derived id",
+            )
+            self._emit(out, p, self._same_key(p, rec))
+            return False
+        return text
+
+    def _model(self, raw: Any, rec: RawJob, out: list[Job | Problem]) -> ModelSpec | None:
+        given = raw is not None
+        if not given:
+            raw = self.default_model
+        if isinstance(raw, str):
+            spec = self.catalog.get(raw.strip())
+            if spec is not None:  # the common case: nothing else to do
+                return spec
+        # Problems only from here: work out where the model was (or should be) written.
+        src = rec.source
+        where = self._at(rec, "model") if given else SourceRef(src.file, src.line, "model")
+        if raw is None:
+            p = Problem(
+                where,
+                "model",
+                "a model: a 'model' column or key, defaults: model, or --model",
+                "nothing",
+                "see `liangxin-batch models` for the ids",
+            )
+            key = ("nomodel", src.file) if rec.keyed else self._same_key(p, rec)
+        elif not isinstance(raw, str):
+            p = Problem(where, "model", "a model id (text)", got_text(raw))
+            key = self._same_key(p, rec)
+        else:
+            name = raw.strip()
+            near = self.catalog.suggest(name)
+            hint = (
+                f"did you mean {near[0]!r}?" if near else "see `liangxin-batch models` for the ids"
+            )
+            p = Problem(where, "model", "a model in the catalog", got_text(raw), hint)
+            key = ("badmodel", src.file, name) if rec.keyed else self._same_key(p, rec)
+        self._emit(out, p, key)
+        return None
+
+    def _unknown_field(
+        self, key: str, spec: ModelSpec, where: SourceRef, rec: RawJob, out: list[Job | Problem]
+    ) -> None:
+        takes = ", ".join(spec.fields)
+        guess = close_match(key, spec.fields)
+        column = rec.header is not None
+        if key.startswith("(column "):
+            hint = "give the column a header, or remove it"
+        elif guess:
+            hint = f"did you mean {got_text(guess)}?"
+        else:
+            hint = f"{spec.id} takes: {takes}"
+            if column:
+                hint += "; remove the column, or start its name with _ to keep it as a note"
+        what = f"{'column' if column else 'key'} {got_text(key)}"
+        p = Problem(where, key, f"a field of {spec.id}", what, hint)
+        ckey = ("unknown", where.file, spec.id, key) if rec.keyed else self._same_key(p, rec)
+        self._emit(out, p, ckey)
+
+    def _convert(self, fs: FieldSpec, value: Any) -> Any:
+        """A written value -> the field's type; ValueError(expected) when it cannot be."""
+        if isinstance(value, str):
+            if fs.type == "string":
+                return str(value)  # also drops the PlainText marker
+            if fs.type in ("integer", "number", "boolean") and len(value) <= 64:
+                # Short scalar cells repeat a lot (seed, true/false): convert each text once.
+                ckey = (id(fs), value)
+                hit = self._coerced.get(ckey, _MISS)
+                if hit is _MISS:
+                    try:
+                        hit = _coerce_text(fs, str(value))
+                    except ValueError as err:
+                        hit = _Bad(str(err))
+                    if len(self._coerced) >= _COERCE_CACHE_MAX:
+                        self._coerced.clear()
+                    self._coerced[ckey] = hit
+                if isinstance(hit, _Bad):
+                    raise ValueError(hit.expected)
+                return hit
+            return _coerce_text(fs, str(value))
+        if isinstance(value, bool | float):
+            return value
+        if isinstance(value, int):
+            return str(value) if fs.type == "string" else value  # JSON 5 for a "5" field
+        if isinstance(value, list):
+            if fs.type == "object_list":
+                return [self._item(fs, v) for v in value]
+            return [str(v) if isinstance(v, str) else resolve_plain(v) for v in value]
+        return resolve_plain(value)
+
+    def _item(self, fs: FieldSpec, item: Any) -> Any:
+        if not isinstance(item, dict):
+            return resolve_plain(item)
+        out: dict[str, Any] = {}
+        for k, v in item.items():
+            sub = fs.item_fields.get(str(k)) if fs.item_fields else None
+            if sub is None:
+                out[str(k)] = resolve_plain(v)
+                continue
+            try:
+                out[str(k)] = self._convert(sub, v)
+            except ValueError:
+                out[str(k)] = str(v)  # validate_input names the item and what it expected
+        return out
+
+    # ---- identity -------------------------------------------------------------------------------
+
+    def _claim(self, job_id: str, src: SourceRef) -> str | None:
+        """Record an id; return where it was first used if it already was."""
+        file_no = self._files.get(src.file)
+        if file_no is None:
+            file_no = self._files[src.file] = len(self._file_names)
+            self._file_names.append(src.file)
+        prev = self._ids.setdefault(hash(job_id.lower()), (file_no << 40) | src.line)
+        if prev is None:
+            return None
+        return f"{self._file_names[prev >> 40]}:{prev & ((1 << 40) - 1)}"
+
+    def _register_ids(self, job_id: str | bool | None, rec: RawJob) -> None:
+        """An invalid job's explicit ids still count, so duplicates show up in the same pass."""
+        if isinstance(job_id, str):
+            n = rec.repeat
+            for r in range(1, n + 1):
+                self._claim(f"{job_id}-r{r}" if n > 1 else job_id, rec.source)

@@ -1,0 +1,202 @@
+"""Manifests: CSV/TSV/YAML/JSON/JSONL (and Excel/Parquet) -> a stream of validated jobs.
+
+`iter_jobs` streams `Job | Problem` in manifest order, holding one row at a time (plus an
+8-byte digest per job id for duplicate detection), so a 1,000,000-row CSV validates in
+bounded memory. Every problem is located (`file:line [field]`) and says what was expected,
+what was given and, where it can, what to do. Problems that stand for many jobs (a column
+the model does not take, a bad default shared by every expanded job) are reported once,
+with a count, after the jobs.
+
+Job identity: the given `id` (file-name-safe), or `<model-slug>-<12 hex of the content
+hash>`, so re-reading the same manifest yields the same ids; `repeat: N` makes copies
+`<id>-r1` ... `<id>-rN`. Ids are compared ignoring case, since they name files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liangxin_batch.catalog._catalog import estimate_credits
+from liangxin_batch.errors import ConfigError, ManifestError
+from liangxin_batch.manifest._build import SUFFIXES, JobBuilder
+from liangxin_batch.manifest._read import object_record
+from liangxin_batch.manifest._types import Job, Problem, SourceRef, got_text, model_slug
+
+if TYPE_CHECKING:
+    from liangxin_batch.catalog._catalog import Catalog
+
+__all__ = [
+    "SUFFIXES",
+    "Job",
+    "Problem",
+    "SourceRef",
+    "ValidationReport",
+    "iter_jobs",
+    "jobs_from_records",
+    "load_jobs",
+    "model_slug",
+    "validate_manifest",
+]
+
+
+class JobTally:
+    """Jobs, estimated credits and the first job of each model, in first-seen order."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.jobs = 0
+        self.per_model: dict[str, int] = {}
+        self.credits: dict[str, float] = {}
+        self.examples: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        """Count one job; ConfigError if its model is not in the catalog."""
+        spec = self.catalog.get(job.model)
+        if spec is None:
+            raise ConfigError(f"job {job.job_id}: model {job.model!r} is not in the catalog")
+        self.jobs += 1
+        model = job.model
+        if model in self.per_model:
+            self.per_model[model] += 1
+        else:
+            self.per_model[model] = 1
+            self.credits[model] = 0.0
+            self.examples[model] = job
+        self.credits[model] += estimate_credits(spec, job.input)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """The outcome of checking a whole manifest (counts cover valid jobs only)."""
+
+    path: str
+    jobs: int
+    per_model: Mapping[str, int]
+    credits: Mapping[str, float]  # estimated credits per model
+    problems: tuple[Problem, ...]  # at most max_problems, collapsed ones first
+    total_problems: int
+    duplicates: int = 0  # duplicate ids / identical jobs without ids
+    repeated: int = 0  # extra copies made by `repeat`
+    examples: Mapping[str, Job] = field(default_factory=dict)  # first job of each model
+
+    @property
+    def ok(self) -> bool:
+        return self.total_problems == 0
+
+    @property
+    def total_credits(self) -> float:
+        return sum(self.credits.values())
+
+    def summary(self) -> str:
+        """'OK: 12 jobs (z-image: 8, nano-banana-pro: 4)'."""
+        parts = ", ".join(f"{m}: {n:,}" for m, n in self.per_model.items())
+        text = f"OK: {self.jobs:,} jobs ({parts})" if parts else f"OK: {self.jobs:,} jobs"
+        if self.repeated:
+            text += f"; {self.repeated:,} of them are repeats"
+        return text
+
+    def raise_for_problems(self) -> None:
+        if self.total_problems:
+            raise ManifestError(self.problems, total=self.total_problems)
+
+
+def iter_jobs(
+    path: Path,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    allow_outside: bool = False,
+) -> Iterator[Job | Problem]:
+    """Stream the manifest's jobs and problems in order (collapsed problems come last).
+
+    Raises ConfigError when the file is missing or its format unknown; everything wrong
+    inside the file is a `Problem`.
+    """
+    return JobBuilder(catalog, default_model, allow_outside=allow_outside).run(Path(path))
+
+
+def validate_manifest(
+    path: Path,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    max_problems: int = 50,
+    allow_outside: bool = False,
+) -> ValidationReport:
+    """Check every job; count jobs and credits per model; keep up to `max_problems` problems.
+
+    `allow_outside`: `jobs_from` may name files outside the manifest's folder."""
+    builder = JobBuilder(catalog, default_model, allow_outside=allow_outside)
+    tally = JobTally(catalog)
+    regular: list[Problem] = []
+    collapsed: list[Problem] = []
+    for item in builder.run(Path(path)):
+        if isinstance(item, Job):
+            tally.add(item)
+        elif item.count > 1:
+            if len(collapsed) < max_problems:
+                collapsed.append(item)
+        elif len(regular) < max_problems:
+            regular.append(item)
+    shown = (collapsed + regular)[:max_problems]
+    order = {name: i for i, name in enumerate(dict.fromkeys(p.source.file for p in shown))}
+    shown.sort(key=lambda p: (order[p.source.file], p.source.line))
+    return ValidationReport(
+        path=str(path),
+        jobs=tally.jobs,
+        per_model=tally.per_model,
+        credits=tally.credits,
+        problems=tuple(shown),
+        total_problems=builder.problems,
+        duplicates=builder.duplicates,
+        repeated=builder.repeated,
+        examples=tally.examples,
+    )
+
+
+def load_jobs(
+    path: Path, *, catalog: Catalog, default_model: str | None = None, max_problems: int = 50
+) -> list[Job]:
+    """All jobs of a valid manifest; ManifestError listing the problems otherwise."""
+    return _collect(iter_jobs(path, catalog=catalog, default_model=default_model), max_problems)
+
+
+def jobs_from_records(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    name: str = "records",
+    max_problems: int = 50,
+) -> list[Job]:
+    """Jobs from in-memory rows (dicts with the keys of a CSV row; e.g. DataFrame records).
+
+    Problems are located as `records:N` (N = 1-based row); ManifestError lists them.
+    """
+    raw = (
+        object_record(dict(row), SourceRef(name, i))
+        if isinstance(row, Mapping)
+        else Problem(SourceRef(name, i), None, "a mapping of column -> value", got_text(row))
+        for i, row in enumerate(records, start=1)
+    )
+    return _collect(JobBuilder(catalog, default_model).run_records(raw, name), max_problems)
+
+
+def _collect(items: Iterable[Job | Problem], max_problems: int) -> list[Job]:
+    """The jobs; ManifestError with the first `max_problems` problems if there are any."""
+    jobs: list[Job] = []
+    problems: list[Problem] = []
+    total = 0
+    for item in items:
+        if isinstance(item, Job):
+            jobs.append(item)
+        else:
+            total += 1
+            if len(problems) < max_problems:
+                problems.append(item)
+    if total:
+        raise ManifestError(problems, total=total)
+    return jobs

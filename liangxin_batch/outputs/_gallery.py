@@ -1,0 +1,320 @@
+"""`DIR/report.html`: a self-contained gallery of a run (inline CSS and JS, no network).
+
+A summary band (counts by status, success rate, credits, wall time, per-model p50/p95
+generation time), filters by model and status, and a card per manifest job: thumbnail
+(Pillow, cached in `DIR/thumbs/`) or a playable `<video>`, job id, model, prompt,
+parameters, and the error of jobs that did not succeed. Prompts are user text: the
+jinja2 environment autoescapes everything.
+
+Filters can be preset from the address: `report.html#status=failed,unknown&model=x`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from liangxin_batch.core._states import BILLED_STATES
+from liangxin_batch.outputs._layout import slugify
+from liangxin_batch.outputs._report import (
+    FileRecord,
+    current_files,
+    generation_seconds,
+    iter_jobs_with_files,
+    report_status,
+)
+from liangxin_batch.run._progress import logger
+from liangxin_batch.state._store import JobRow, StateStore
+
+__all__ = ["REPORT_HTML", "THUMBS_DIR", "percentile", "write_report_html"]
+
+REPORT_HTML = "report.html"
+THUMBS_DIR = "thumbs"
+THUMB_SIZE = 320
+MAX_CARDS = 2000  # a browser stays quick; results.csv has every row
+_IMAGE_EXT = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff", ".avif"})
+_VIDEO_EXT = frozenset({".mp4", ".mov", ".webm", ".mkv"})
+_STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
+_PARAM_CHARS = 120
+_GENERATED = BILLED_STATES  # the generation succeeded (files fetched or not)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    kind: str  # "image" | "video" | "file"
+    href: str  # URL relative to report.html
+    thumb: str | None  # thumbnail URL, images only (None: no preview could be made)
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    job_id: str
+    model: str
+    status: str
+    prompt: str
+    params: tuple[tuple[str, str], ...]
+    error: str
+    media: tuple[Media, ...]
+    seconds: str
+    credits: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    model: str
+    jobs: int
+    succeeded: int
+    p50: str
+    p95: str
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of unsorted values; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _prompt(job: JobRow) -> str:
+    prompt = job.input.get("prompt")
+    if isinstance(prompt, str) and prompt:
+        return prompt
+    shots = job.input.get("multi_prompt")
+    if isinstance(shots, list) and shots and isinstance(shots[0], Mapping):
+        return " | ".join(str(s.get("prompt", "")) for s in shots if isinstance(s, Mapping))
+    return str(job.columns.get("prompt", ""))
+
+
+def _params(job: JobRow) -> tuple[tuple[str, str], ...]:
+    out = []
+    for key, value in job.input.items():
+        if key in ("prompt", "multi_prompt"):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        out.append((key, text if len(text) <= _PARAM_CHARS else text[: _PARAM_CHARS - 1] + "…"))
+    return tuple(out)
+
+
+def _thumb_name(job_id: str, n: int) -> str:
+    name = slugify(job_id)
+    if name != job_id.lower():  # distinct ids stay distinct, even on a case-blind disk
+        name += "-" + hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:8]
+    return f"{name}.jpg" if n == 0 else f"{name}_{n + 1}.jpg"
+
+
+#: Pixels an image may have for a thumbnail (after JPEG's reduced decode): a 10,000 x
+#: 10,000 PNG would take ~400 MB to decode. A larger image is kept (it was paid for) and
+#: shown without a preview.
+MAX_THUMB_PIXELS = 40_000_000
+
+
+def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) -> bool:
+    """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable or over
+    `max_pixels` (decoding it would cost more memory than a preview is worth)."""
+    from PIL import Image, ImageOps  # imported when a report is written, not at CLI start
+
+    try:
+        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+            return True
+        with Image.open(source) as img:  # reads the header only
+            img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
+            width, height = img.size
+            if width * height > max_pixels:
+                logger.info(
+                    "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
+                    source.name,
+                    width,
+                    height,
+                    f"{max_pixels:,}",
+                )
+                return False
+            # Shrink first: transposing or converting the full image would copy it.
+            img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            small = ImageOps.exif_transpose(img).convert("RGB")
+        tmp = target.with_name(f".{target.name}.tmp")
+        small.save(tmp, "JPEG", quality=82, optimize=True)
+        os.replace(tmp, target)
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _media(job: JobRow, files: Sequence[FileRecord], out_dir: Path) -> list[tuple[Media, Path]]:
+    """Media of a card, each with the file it shows (thumbnails are made afterwards)."""
+    out = []
+    for f in current_files(job, files):
+        assert f.path is not None
+        suffix = PurePosixPath(f.path).suffix.lower()
+        kind = "image" if suffix in _IMAGE_EXT else "video" if suffix in _VIDEO_EXT else "file"
+        thumb = f"{THUMBS_DIR}/{_thumb_name(job.job_id, f.n)}" if kind == "image" else None
+        out.append((Media(kind, f.path, thumb), out_dir / f.path))
+    return out
+
+
+def _render(context: Mapping[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("liangxin_batch.outputs", "templates"),
+        autoescape=True,  # every value is user text until proven otherwise
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(context)
+
+
+class _Tally:
+    """The summary band, accumulated one job at a time (the cards may be capped)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.jobs: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.credits = 0.0
+        self.credits_estimated = 0.0
+        self.first_submit = math.inf
+        self.last_result = -math.inf
+
+    def add(self, job: JobRow, status: str, seconds: float | None) -> None:
+        self.counts[status] += 1
+        self.jobs[job.model] += 1
+        self.done[job.model] += status == "succeeded"
+        if seconds is not None and job.state in _GENERATED:
+            self.seconds[job.model].append(seconds)  # generation time of successes only
+        if job.credits is not None:
+            self.credits += job.credits
+        elif job.state in _GENERATED and job.credits_estimated:
+            self.credits_estimated += job.credits_estimated
+        self.first_submit = min(self.first_submit, job.submitted_at or math.inf)
+        self.last_result = max(self.last_result, job.completed_at or -math.inf)
+
+    def context(self, wall_seconds: float | None) -> dict[str, Any]:
+        total = sum(self.counts.values())
+        span = self.last_result - self.first_submit  # -inf when nothing finished
+        wall = wall_seconds if wall_seconds is not None else span if span >= 0 else None
+        return {
+            "total": total,
+            "succeeded": self.counts["succeeded"],
+            "rate": f"{100 * self.counts['succeeded'] / total:.1f}%" if total else "–",
+            "credits": f"{self.credits + self.credits_estimated:,.1f}",
+            "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
+            "wall": _duration(wall),
+            "wall_label": "wall time" if wall_seconds is not None else "first submit → last result",
+            "statuses": [(s, self.counts[s]) for s in sorted(self.counts, key=_rank)],
+            "models": [
+                ModelStats(
+                    model=m,
+                    jobs=self.jobs[m],
+                    succeeded=self.done[m],
+                    p50=_duration(percentile(self.seconds[m], 50)),
+                    p95=_duration(percentile(self.seconds[m], 95)),
+                )
+                for m in sorted(self.jobs)
+            ],
+        }
+
+
+def _card(job: JobRow, status: str, seconds: float | None, media: Sequence[Media]) -> Card:
+    error = ": ".join(x for x in (job.error_code, job.error_message) if x)
+    return Card(
+        job_id=job.job_id,
+        model=job.model,
+        status=status,
+        prompt=_prompt(job),
+        params=_params(job),
+        error="" if status == "succeeded" else error,
+        media=tuple(media),
+        seconds=_duration(seconds) if seconds is not None else "",
+        credits=f"{job.credits:.10g}" if job.credits else "",
+    )
+
+
+def write_report_html(
+    out_dir: Path,
+    store: StateStore,
+    *,
+    wall_seconds: float | None = None,
+    max_cards: int = MAX_CARDS,
+    title: str | None = None,
+    max_pixels: int = MAX_THUMB_PIXELS,
+) -> Path:
+    """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path."""
+    tally = _Tally()
+    cards: list[Card] = []
+    thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> the image it shows
+    for job, files in iter_jobs_with_files(store, out_dir=out_dir):
+        status = report_status(job.state)
+        seconds = generation_seconds(job)
+        tally.add(job, status, seconds)
+        if len(cards) < max_cards:
+            media = _media(job, files, out_dir)
+            thumbs.update((m.thumb, src) for m, src in media if m.thumb)
+            cards.append(_card(job, status, seconds, [m for m, _ in media]))
+    made = _make_thumbs(thumbs, out_dir, max_pixels)
+    summary = tally.context(wall_seconds)
+    context = {
+        **summary,
+        "title": title or f"liangxin-batch · {out_dir.resolve().name}",
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cards": [_with_thumbs(c, made) for c in cards],
+        "capped": summary["total"] > len(cards),
+    }
+    target = out_dir / REPORT_HTML
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(_render(context), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _rank(status: str) -> tuple[int, str]:
+    order = _STATUS_ORDER.index(status) if status in _STATUS_ORDER else len(_STATUS_ORDER)
+    return order, status
+
+
+def _make_thumbs(
+    thumbs: Mapping[str, Path], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
+) -> set[str]:
+    """Make the thumbnails (cached); the set of those that exist afterwards."""
+    if not thumbs:
+        return set()
+    (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
+    items = list(thumbs.items())
+    # Pillow releases the GIL while decoding and resizing: threads do scale here.
+    # Few workers: each may hold one decoded image (up to --max-image-pixels) at a time.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
+        results = list(
+            pool.map(lambda item: _make_thumb(item[1], out_dir / item[0], max_pixels), items)
+        )
+    return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
+
+
+def _with_thumbs(card: Card, made: set[str]) -> Card:
+    """Links made relative to report.html; an unreadable image shows a placeholder."""
+    media = tuple(
+        Media(m.kind, quote(m.href), quote(m.thumb) if m.thumb in made else None)
+        for m in card.media
+    )
+    return replace(card, media=media)

@@ -1,0 +1,408 @@
+"""LiangXinClient: the one module that speaks HTTP to the LiangXin API, and owns its limits.
+
+Both of the service's limits live here: every createTask waits for a turn (an even pace
+inside the exact 20-per-10-s window, at most `max_concurrent_creates` POSTs at once), and
+every recordInfo attempt (a poll, a retry, a URL refresh, a callback check) passes the
+recordInfo limiter. A 429 holds the matching limiter for its window.
+
+createTask is never retried here: whether a failed create may be repeated depends on
+whether the service could have created the task (`_lifecycle.may_have_created` decides
+from the error's evidence). The idempotent calls (recordInfo, credit, download-url) retry
+with jittered backoff, honour `Retry-After`, and stay within `RunSettings`' bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import stamina
+import stamina.instrumentation
+
+from liangxin_batch.core._envelope import (
+    TaskRecord,
+    check_envelope,
+    parse_retry_after,
+    parse_task_record,
+)
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.errors import (
+    AmbiguousError,
+    APIError,
+    ConfigError,
+    LiangXinError,
+    NotSentError,
+    RateLimitedError,
+    TransportError,
+    redact,
+)
+from liangxin_batch.run._ratelimit import SlidingWindowLimiter
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_BASE_URL",
+    "CreateTurn",
+    "LiangXinClient",
+    "PollTurn",
+    "Secret",
+    "resolve_settings",
+]
+
+ENV_API_KEY = "LIANGXIN_API_KEY"
+ENV_BASE_URL = "LIANGXIN_BASE_URL"
+
+#: Explicit timeouts: `pool=None` because callers gate concurrency themselves, so waiting
+#: for a pooled connection is never an error (httpx raises PoolTimeout otherwise).
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=None)
+
+CREATE_PATH = "/api/v1/jobs/createTask"
+RECORD_PATH = "/api/v1/jobs/recordInfo"
+CREDIT_PATH = "/api/v1/chat/credit"
+DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
+
+_NO_BASE_URL = (
+    "no LiangXin base URL is configured. Set {env}=https://<your LiangXin API host> "
+    "(from the LiangXin console) or pass --base-url. To try the tool without an account, "
+    "use --simulate."
+)
+_NO_KEY = (
+    "no API key. Set {env}=<your key> (create one in the LiangXin console). "
+    "The key is never printed or stored."
+)
+
+
+def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """Key and base URL from arguments, then the environment; ConfigError if missing."""
+    url = (base_url or os.environ.get(ENV_BASE_URL) or "").strip()
+    if not url:
+        raise ConfigError(_NO_BASE_URL.format(env=ENV_BASE_URL))
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"the base URL must start with http:// or https://, got {url!r}")
+    key = (api_key or os.environ.get(ENV_API_KEY) or "").strip()
+    if not key:
+        raise ConfigError(_NO_KEY.format(env=ENV_API_KEY))
+    return key, url.rstrip("/")
+
+
+class Secret:
+    """Holds the API key; every repr/str shows *** so dumps of locals cannot leak it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        return self._value
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key per request."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        yield request
+
+
+_log = logging.getLogger("liangxin_batch")
+
+
+def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """A stamina retry hook that writes to our log (and run.log), not to stderr where it
+    would tear the bars. Installing it is the application's business (the CLI does);
+    a library sets no process-wide hooks."""
+    _log.info(
+        "retry %d in %.1fs after %s",
+        details.retry_num,
+        details.wait_for,
+        redact(str(details.caused_by)),
+    )
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """stamina's `on=`: True to retry with backoff, a float to wait exactly that long."""
+    if isinstance(exc, APIError):
+        if not exc.retryable:
+            return False
+        return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else True
+    return isinstance(exc, TransportError)
+
+
+def _hold(err: APIError, window: float) -> float:
+    """How long a 429 holds its limiter: Retry-After (capped), else one window."""
+    return min(err.retry_after, MAX_RETRY_AFTER) if err.retry_after is not None else window
+
+
+#: The longest a 429's Retry-After may hold a limiter: a peer must not stop us for hours.
+MAX_RETRY_AFTER = 120.0
+
+
+class PollTurn:
+    """A recordInfo turn: one of the concurrent places, then admitted by the limiter.
+    `get_task()` uses it once; `release()` gives it back unused."""
+
+    __slots__ = ("_client", "_released")
+
+    def __init__(self, client: LiangXinClient) -> None:
+        self._client = client
+        self._released = False
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        try:
+            data = await self._client._send_record(task_id)
+        finally:
+            self.release()
+        return parse_task_record(data, task_id=task_id)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._client._poll_gate.release()
+
+
+class CreateTurn:
+    """A createTask turn: admitted by the limiter, holding one of the concurrent-POST
+    places. Commit the intent, then `create()`; or `release()` it unused."""
+
+    __slots__ = ("_client", "_released")
+
+    def __init__(self, client: LiangXinClient) -> None:
+        self._client = client
+        self._released = False
+
+    async def create(
+        self, model: str, input: Mapping[str, Any], callback_url: str | None = None
+    ) -> str:
+        try:
+            return await self._client._create(model, input, callback_url)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._client._create_gate.release()
+
+
+class LiangXinClient:
+    """Async client for the LiangXin Market task API.
+
+    Args:
+        api_key: defaults to `$LIANGXIN_API_KEY`.
+        base_url: defaults to `$LIANGXIN_BASE_URL`.
+        transport: an httpx transport (tests pass `httpx.ASGITransport(app=simulator)`).
+        settings: the limits (create and recordInfo rates, concurrent calls) and the
+            bounds on retries of idempotent calls; `RunSettings()` by default.
+        timeout: httpx timeout; explicit by default.
+        max_connections: size of the connection pool; the client's own gates keep the
+            calls in progress below it.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        settings: RunSettings | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+        on_request: Callable[[str], None] | None = None,
+    ) -> None:
+        key, url = resolve_settings(api_key, base_url)
+        settings = settings or RunSettings()
+        self._key = Secret(key)
+        del key, api_key
+        self.base_url = url
+        self.settings = settings
+        self._retry_attempts = settings.call_retries
+        self._retry_timeout = settings.call_retry_timeout
+        self._on_request = on_request
+        #: createTask: exact window, paced evenly with a small burst.
+        self.create_limiter = SlidingWindowLimiter(
+            settings.create_limit,
+            settings.create_window,
+            margin=settings.create_margin,
+            burst=settings.create_burst,
+        )
+        #: recordInfo: every attempt, whoever makes it.
+        self.poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
+        self._create_gate = asyncio.Semaphore(settings.max_concurrent_creates)
+        self._poll_gate = asyncio.Semaphore(min(settings.max_concurrent_polls, max_connections))
+        self._http = httpx.AsyncClient(
+            base_url=url,
+            auth=_BearerAuth(self._key),
+            transport=transport,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": "liangxin-batch"},
+        )
+
+    def __repr__(self) -> str:
+        return f"LiangXinClient(base_url={self.base_url!r}, api_key=***)"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the four calls ---------------------------------------------------------------
+
+    async def create_turn(self) -> CreateTurn:
+        """Wait for a createTask turn (a concurrent-POST place, then the rate limiter).
+
+        Cancelling the wait sends nothing and gives the place back.
+        """
+        await self._create_gate.acquire()
+        try:
+            await self.create_limiter.acquire()
+        except BaseException:
+            self._create_gate.release()
+            raise
+        return CreateTurn(self)
+
+    async def create_task(
+        self, model: str, input: Mapping[str, Any], callback_url: str | None = None
+    ) -> str:
+        """Wait for a turn, submit one task and return its taskId. Never retried here.
+
+        Raises NotSentError when the request provably never reached the service,
+        AmbiguousError when it may have (a task may exist), APIError for an answer
+        (whose `.envelope` says whether the service itself gave it).
+        """
+        turn = await self.create_turn()
+        return await turn.create(model, input, callback_url)
+
+    async def _create(self, model: str, input: Mapping[str, Any], callback_url: str | None) -> str:
+        body: dict[str, Any] = {"model": model, "input": dict(input)}
+        if callback_url:
+            body["callBackUrl"] = callback_url
+        try:
+            data = await self._call("POST", CREATE_PATH, json=body)
+        except ValueError as err:  # a 2xx we could not read: the task may exist
+            raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None
+        except RateLimitedError as err:
+            # The service's 429 (nothing created) or a proxy's (maybe created): either way
+            # hold every create back for the window, then go slower.
+            self.create_limiter.block_for(_hold(err, self.settings.create_window))
+            self.create_limiter.slow_down()
+            raise
+        task_id = data.get("taskId") if isinstance(data, Mapping) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise AmbiguousError("createTask answered success without a taskId", path=CREATE_PATH)
+        return task_id
+
+    async def poll_turn(self) -> PollTurn:
+        """Wait for a recordInfo turn (a concurrent place, then the limiter): the runner's
+        polls wait here, where a stop can cancel them before anything is sent."""
+        await self._poll_gate.acquire()
+        try:
+            await self.poll_limiter.acquire()
+        except BaseException:
+            self._poll_gate.release()
+            raise
+        return PollTurn(self)
+
+    async def get_task(self, task_id: str) -> TaskRecord:
+        """recordInfo for one task, retried on transport errors, 429, 455 and 5xx within
+        the settings' bounds; every attempt takes a turn (the place, then the limiter)."""
+        async for attempt in stamina.retry_context(
+            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                turn = await self.poll_turn()
+                return await turn.get_task(task_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_record(self, task_id: str) -> Any:
+        try:
+            return await self._call("GET", RECORD_PATH, params={"taskId": task_id})
+        except ValueError as err:
+            raise TransportError(
+                f"unreadable answer from {RECORD_PATH}: {err}", path=RECORD_PATH
+            ) from None
+        except RateLimitedError as err:  # hold every recordInfo back for the window
+            self.poll_limiter.block_for(_hold(err, self.settings.poll_window))
+            raise
+
+    async def get_credits(self) -> int:
+        """The account's remaining credits."""
+        data = await self._idempotent("GET", CREDIT_PATH)
+        try:
+            return int(data)
+        except (TypeError, ValueError):
+            raise LiangXinError(f"credit endpoint answered {data!r}, not a number") from None
+
+    async def get_download_url(self, url: str) -> str:
+        """A fresh temporary (about 20 minutes) URL for a LiangXin-generated file."""
+        data = await self._idempotent("POST", DOWNLOAD_URL_PATH, json={"url": url})
+        if not isinstance(data, str) or not data.startswith(("http://", "https://")):
+            raise LiangXinError(f"download-url answered {data!r}, not a URL")
+        return data
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _idempotent(self, method: str, path: str, **kwargs: Any) -> Any:
+        """credit and download-url (recordInfo has its own turns: `get_task`)."""
+        async for attempt in stamina.retry_context(
+            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                try:
+                    return await self._call(method, path, **kwargs)
+                except ValueError as err:
+                    raise TransportError(
+                        f"unreadable answer from {path}: {err}", path=path
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._on_request is not None:
+            self._on_request(path)
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            raise NotSentError(self._describe(path, err), path=path) from None
+        except httpx.HTTPError as err:  # a read timeout, a dropped or undecodable answer
+            raise AmbiguousError(self._describe(path, err), path=path) from None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        return check_envelope(
+            response.status_code,
+            response.content,
+            retry_after=retry_after,
+            path=path,
+            redact_with=self._key.reveal(),
+        )
+
+    def _describe(self, path: str, err: Exception) -> str:
+        detail = redact(str(err) or type(err).__name__, self._key.reveal())
+        return f"{path}: {type(err).__name__}: {detail}"

@@ -1,0 +1,403 @@
+"""`run_batch`: the library call behind `liangxin-batch run`.
+
+Validate everything, sync the state file, then run. The CLI adds signals, bars and
+the summary text; everything else a user can do from Python too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from liangxin_batch.catalog._catalog import Catalog, default_catalog, estimate_credits
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import JobState, refetch_only, retry_states
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
+from liangxin_batch.outputs._gallery import write_report_html
+from liangxin_batch.outputs._layout import Layout
+from liangxin_batch.outputs._report import write_results_csv
+from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._download import Downloader, DownloadLimits
+from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._runner import Runner
+from liangxin_batch.state._lock import RunLock
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import JobLike, SyncReport, sync_jobs
+
+#: The library logger that run.log attaches to.
+_pkg = "liangxin_batch"
+
+#: Where --allow-changed moves the files of finished jobs that start over.
+SUPERSEDED_DIR = "superseded"
+
+__all__ = [
+    "CallbackOptions",
+    "RunHandle",
+    "load_manifest_jobs",
+    "run_batch",
+    "run_batch_async",
+]
+
+#: With callbacks on, polling is only the safety net: poll this many times less often.
+CALLBACK_POLL_SCALE = 4.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackOptions:
+    """Receive the service's callbacks on `listen`, reachable from outside at `public_base`."""
+
+    public_base: str
+    listen: str = "0.0.0.0:8787"
+    hmac_key: str | None = None
+    #: Tests route callbacks in-process (see `receiver_ready`) instead of listening.
+    in_process: bool = False
+    #: Unix time for the signature's timestamp window (tests and simulators inject theirs).
+    clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:  # never show the HMAC key
+        return f"CallbackOptions(public_base={self.public_base!r}, listen={self.listen!r})"
+
+
+ManifestSource = Path | str | Iterable[Mapping[str, Any]] | Any  # Any: a pandas DataFrame
+
+
+@dataclass
+class RunHandle:
+    """Lets a caller (the CLI's signal handler) reach the runner while it runs."""
+
+    runner: Runner | None = None
+    interrupted: bool = False
+    #: Called once the runner exists (the CLI installs its signal handlers then: until
+    #: that moment nothing has been sent, and a plain KeyboardInterrupt is the right stop).
+    on_attach: Callable[[], None] | None = None
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        if self.runner is not None:
+            self.runner.interrupt()
+
+    def attach(self, runner: Runner) -> None:
+        self.runner = runner
+        if self.on_attach is not None:
+            self.on_attach()
+        if self.interrupted:  # Ctrl-C came while the manifest was still loading
+            runner.interrupt()
+
+
+def load_manifest_jobs(
+    source: ManifestSource,
+    *,
+    catalog: Catalog,
+    default_model: str | None = None,
+    allow_outside: bool = False,
+) -> Callable[[], Iterable[JobLike]]:
+    """Validate the whole manifest first; return a way to stream its jobs again."""
+    import liangxin_batch.manifest._manifest as _manifest
+
+    if isinstance(source, str | Path):
+        path = Path(source)
+        report = _manifest.validate_manifest(
+            path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+        )
+        if report.problems:
+            raise ManifestError(report.problems, total=report.total_problems)
+
+        def stream() -> Iterable[JobLike]:
+            for item in _manifest.iter_jobs(
+                path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+            ):
+                if isinstance(item, _manifest.Problem):  # validated above; cannot happen
+                    raise ManifestError([item])
+                yield item
+
+        return stream
+    records = _records(source)
+    jobs = _manifest.jobs_from_records(records, catalog=catalog, default_model=default_model)
+    return lambda: jobs
+
+
+def _records(source: Any) -> list[Mapping[str, Any]]:
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a DataFrame
+        return [
+            {str(k): v for k, v in row.items() if v is not None and v == v}  # drop NaN
+            for row in source.to_dict(orient="records")
+        ]
+    return [dict(r) for r in source]
+
+
+def _attach_run_log(out_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger(_pkg)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+async def run_batch_async(
+    manifest: ManifestSource,
+    *,
+    out_dir: Path | str,
+    settings: RunSettings | None = None,
+    catalog: Catalog | None = None,
+    default_model: str | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    observer: Observer | None = None,
+    handle: RunHandle | None = None,
+    callbacks: CallbackOptions | None = None,
+    receiver_ready: Callable[[Any], None] | None = None,
+    download_transport: httpx.AsyncBaseTransport | None = None,
+    allow_outside: bool = False,
+) -> RunSummary:
+    """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
+
+    With `callbacks`, a receiver listens for the service's callbacks for the life of the
+    run; polling continues, slower, as the safety net. `receiver_ready` is called with
+    the CallbackReceiver before the first submit (tests use it to route callbacks).
+    `download_transport` serves result files in tests; it never carries the API key.
+    """
+    settings = settings or RunSettings()
+    catalog = catalog or default_catalog()
+    observer = observer or NullObserver()
+    out = Path(out_dir)
+    jobs = load_manifest_jobs(
+        manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+    )
+    file_layout = Layout.parse(settings.layout)  # a bad template stops here, before any spend
+    if file_layout.column_fields:
+        file_layout.check_columns({k for job in jobs() for k in job.columns})
+    # The client is built before anything is written, so a missing key costs nothing.
+    if callbacks is not None:
+        settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
+    client = LiangXinClient(
+        api_key=api_key, base_url=base_url, transport=transport, settings=settings
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+        out.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
+        store = StateStore.in_dir(out)
+        stack.callback(store.close)
+        stack.enter_context(_run_log(out))
+        # Every check that can refuse the run happens inside the sync's transaction: a
+        # refusal rolls it back, and nothing is moved on disk before it has passed.
+        sync = sync_jobs(
+            store,
+            jobs(),
+            allow_changed=settings.allow_changed,
+            check=lambda: _check_budget(store, catalog, settings),
+        )
+        _remember_manifest(store, manifest, observer, sync)
+        _set_aside_superseded(out, sync, observer)
+        # A Ctrl-C that came during the (synchronous) validation and sync lands here,
+        # before anything changes state beyond the sync, which committed whole.
+        await asyncio.sleep(0)
+        downloader = Downloader(
+            store=store,
+            out_dir=out,
+            client=client,
+            layout=file_layout,
+            observer=observer,
+            concurrency=settings.download_concurrency,
+            max_file_size=settings.max_file_size,
+            transport=download_transport,
+            limits=DownloadLimits(
+                stall_bytes=settings.stall_bytes,
+                stall_window=settings.stall_window,
+                min_average_bps=settings.min_download_rate,
+                max_image_pixels=settings.max_image_pixels,
+            ),
+        )
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=catalog,
+            settings=settings,
+            observer=observer,
+            on_succeeded=downloader.handle,
+        )
+        # Only Ctrl-C halts downloads: after a 402 the results already paid for are
+        # still fetched before their URLs expire.
+        downloader.stopping = lambda: runner.interrupted
+        if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
+            handle.attach(runner)
+        downloader.prepare()
+        await downloader.check_outputs()  # a deleted or changed file is fetched again
+        runner.prepare()
+        total, done = _progress_counts(store)
+        observer.start(total=total, done=done)
+        started = time.monotonic()
+        try:
+            if callbacks is None:
+                return await runner.run()
+            return await _run_with_callbacks(
+                runner, client, store, callbacks, observer, receiver_ready
+            )
+        finally:
+            await downloader.aclose()
+            # Reports are written at the end of every run, interrupted ones included.
+            _write_reports(out, store, observer, time.monotonic() - started, settings)
+            observer.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _run_log(out_dir: Path) -> Iterator[None]:
+    handler = _attach_run_log(out_dir)
+    try:
+        yield
+    finally:
+        logging.getLogger(_pkg).removeHandler(handler)
+        handler.close()
+
+
+def _set_aside_superseded(out: Path, sync: SyncReport, observer: Observer) -> None:
+    """--allow-changed starts finished jobs over: keep their old files, out of the way."""
+    moved = 0
+    for job_id, attempt, paths in sync.superseded:
+        for rel in paths:
+            source = out / rel
+            target = out / SUPERSEDED_DIR / job_id / f"attempt-{attempt}" / Path(rel).name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+                moved += 1
+            except OSError as err:
+                observer.message(f"{job_id}: could not set aside {rel} ({err}); it may be replaced")
+    if moved:
+        observer.message(
+            f"{moved} file(s) of jobs whose content changed kept under {SUPERSEDED_DIR}/"
+        )
+
+
+async def _run_with_callbacks(
+    runner: Runner,
+    client: LiangXinClient,
+    store: StateStore,
+    options: CallbackOptions,
+    observer: Observer,
+    receiver_ready: Callable[[Any], None] | None,
+) -> RunSummary:
+    from liangxin_batch.run._callback_link import CallbackLink
+    from liangxin_batch.run._webhook import CallbackReceiver, ReceiverSettings, serve_receiver
+
+    # One token per batch, not per process: callbacks for tasks created before a crash
+    # still reach the resumed run (and can reconcile jobs left `unknown`).
+    token = store.get_meta("callback_token")
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        store.set_meta({"callback_token": token})
+    receiver = CallbackReceiver(
+        ReceiverSettings(public_base=options.public_base, hmac_key=options.hmac_key),
+        token=token,
+        clock=options.clock,
+    )
+    link = CallbackLink(runner=runner, receiver=receiver, client=client, store=store)
+    if receiver_ready is not None:
+        receiver_ready(receiver)
+    async with contextlib.AsyncExitStack() as stack:
+        if not options.in_process:
+            local = await stack.enter_async_context(serve_receiver(receiver, options.listen))
+            observer.message(f"callbacks: listening on {local}, public at {options.public_base}")
+        consumer = asyncio.create_task(link.consume())
+        try:
+            summary = await runner.run()
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+    refused = {k: v for k, v in receiver.counters.items() if v and k != "accepted"}
+    if refused:
+        observer.message(f"callbacks refused or ignored: {refused}")
+    summary.callbacks_received = receiver.counters.get("accepted", 0)
+    return summary
+
+
+def run_batch(manifest: ManifestSource, **kwargs: Any) -> RunSummary:
+    """Synchronous `run_batch_async` for scripts and notebooks without a running loop."""
+    return asyncio.run(run_batch_async(manifest, **kwargs))
+
+
+def _remember_manifest(
+    store: StateStore, manifest: ManifestSource, observer: Observer, sync: SyncReport
+) -> None:
+    name = str(Path(manifest).resolve()) if isinstance(manifest, str | Path) else "<records>"
+    before = store.get_meta("manifest")
+    if before is not None and before != name:
+        observer.message(f"note: this state was made from {before}; now running {name}")
+    store.set_meta({"manifest": name, "last_run_at": str(time.time())})
+    if sync.added and before is not None:
+        observer.message(f"{sync.added} new job(s) added from the manifest")
+    started_over = len(sync.changed) - len(sync.deferred)
+    if started_over:
+        observer.message(
+            f"{started_over} job(s) changed content (--allow-changed): they start over"
+        )
+    if sync.deferred:
+        observer.message(
+            f"{len(sync.deferred)} changed job(s) still have a task of the old content in "
+            f"flight ({', '.join(sync.deferred[:5])}); it finishes first: run again with "
+            "--allow-changed afterwards to start the new content"
+        )
+    if sync.removed:
+        observer.message(
+            f"{sync.removed} job(s) in the state are no longer in the manifest; kept, not run"
+        )
+
+
+def _write_reports(
+    out: Path, store: StateStore, observer: Observer, wall: float, settings: RunSettings
+) -> None:
+    try:
+        write_results_csv(out, store, csv_safe=settings.csv_safe)
+        write_report_html(out, store, wall_seconds=wall, max_pixels=settings.max_image_pixels)
+    except (OSError, LiangXinBatchError) as err:
+        observer.message(
+            f"could not write the reports ({err}); rebuild: liangxin-batch report {out}"
+        )
+
+
+def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
+    if settings.max_credits is None:
+        return
+    # Checked inside the sync's transaction, before --retry-failed/--resubmit-unknown
+    # change any state and before --allow-changed moves any file, so a refusal leaves the
+    # state and the folder exactly as they were; the jobs those flags would send count.
+    again = retry_states(
+        retry_failed=settings.retry_failed, resubmit_unknown=settings.resubmit_unknown
+    )
+    if settings.resubmit_unknown:  # a kill's `submitting` jobs become unknown, then go again
+        again.append(JobState.SUBMITTING)
+    todo = 0.0
+    for job in store.iter_jobs([JobState.PENDING, *again], in_manifest=True):
+        if refetch_only(job.state):
+            continue  # only fetched again: no new task
+        spec = catalog.get(job.model)
+        if spec is not None:
+            todo += estimate_credits(spec, job.input)
+    if todo > settings.max_credits:
+        raise ConfigError(
+            f"the jobs still to submit are estimated at {todo:,.1f} credits, more than "
+            f"--max-credits {settings.max_credits:,.1f}; nothing was sent. Raise the cap or "
+            "run a smaller manifest."
+        )
+
+
+def _progress_counts(store: StateStore) -> tuple[int, int]:
+    counts = store.counts()
+    total = sum(counts.values())
+    done = sum(counts.get(s.value, 0) for s in JobState if s.final)
+    return total, done

@@ -1,0 +1,109 @@
+"""`status DIR`: what a state file says, read-only, safe while a run is writing it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liangxin_batch.core._states import JobState
+from liangxin_batch.errors import StateError
+from liangxin_batch.outputs._report import report_status
+from liangxin_batch.state._store import STATE_FILE, StateStore
+
+__all__ = ["StatusReport", "credits_line", "format_status", "read_status"]
+
+
+def credits_line(total: float, estimated: float, when: str = "") -> str:
+    """ "credits charged", and which part of it is our estimate (the service did not say)."""
+    line = f"credits charged{' ' + when if when else ''}: {total:,.1f}"
+    if estimated:
+        line += f" (of which estimated: {estimated:,.1f}; the service did not report them)"
+    return line
+
+
+@dataclass
+class StatusReport:
+    path: Path
+    by_state: dict[str, int]
+    by_model: dict[str, dict[str, int]]
+    oldest_in_flight: list[tuple[str, str, float]] = field(default_factory=list)
+    recent_errors: list[tuple[float, str | None, str, str]] = field(default_factory=list)
+    credits: float = 0.0
+    credits_estimated: float = 0.0
+    finished_by: dict[str, int] = field(default_factory=dict)
+    manifest: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
+    path = out_dir / STATE_FILE
+    if not path.exists():
+        raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
+    now = time.time() if now is None else now
+    store = StateStore(path, readonly=True)
+    with contextlib.closing(store), store.reading():
+        credits = store.credits()
+        return StatusReport(
+            path=path,
+            by_state=store.counts(),
+            by_model=store.counts_by_model(),
+            oldest_in_flight=[
+                (job_id, task_id, now - (at or now))
+                for job_id, task_id, at in store.oldest_in_flight()
+            ],
+            recent_errors=store.recent_problems(),
+            credits=credits.total,
+            credits_estimated=credits.estimated,
+            finished_by=store.finished_by_counts(),
+            manifest=store.get_meta("manifest"),
+        )
+
+
+_ORDER = (
+    "done",
+    "succeeded",
+    "submitted",
+    "submitting",
+    "pending",
+    "failed",
+    "timed_out",
+    "unknown",
+    "download_failed",
+)
+
+
+def _label(state: str) -> str:
+    """The words of the reports: `succeeded` means generated AND files verified."""
+    try:
+        return report_status(JobState(state))
+    except ValueError:
+        return state
+
+
+def format_status(report: StatusReport) -> str:
+    lines = [f"{report.path}  ({report.total} jobs; manifest {report.manifest or '?'})"]
+    states = [s for s in _ORDER if report.by_state.get(s)]
+    lines.append("  " + "  ".join(f"{_label(s)}: {report.by_state[s]}" for s in states))
+    lines.append("by model:")
+    for model, counts in sorted(report.by_model.items()):
+        parts = ", ".join(f"{_label(s)} {counts[s]}" for s in _ORDER if counts.get(s))
+        lines.append(f"  {model}: {parts}")
+    lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
+    if report.finished_by:
+        lines.append(
+            "finished by: " + ", ".join(f"{k} {v}" for k, v in sorted(report.finished_by.items()))
+        )
+    if report.oldest_in_flight:
+        lines.append("oldest in flight:")
+        for flight_id, task_id, age in report.oldest_in_flight:
+            lines.append(f"  {flight_id}  task {task_id}  {age:.0f}s")
+    if report.recent_errors:
+        lines.append("recent problems:")
+        for _at, problem_job, kind, detail in report.recent_errors:
+            lines.append(f"  {problem_job or '-'} [{kind}] {detail}")
+    return "\n".join(lines)

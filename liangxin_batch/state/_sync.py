@@ -1,0 +1,124 @@
+"""Bring a state file in line with the manifest it runs (pure decisions, store writes).
+
+New jobs are added as pending; a known id whose content changed is an error unless the
+user allows it; jobs that left the manifest stay in the state and are reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from liangxin_batch.errors import StateError
+from liangxin_batch.state._store import StateStore
+
+__all__ = ["JobLike", "SyncReport", "sync_jobs"]
+
+_BATCH = 2000
+
+
+class JobLike(Protocol):
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def input(self) -> Mapping[str, Any]: ...
+    @property
+    def columns(self) -> Mapping[str, str]: ...
+    @property
+    def content_hash(self) -> str: ...
+
+
+@dataclass
+class SyncReport:
+    total: int = 0
+    added: int = 0
+    changed: list[str] = field(default_factory=list)
+    #: Changed, allowed, but a task of the old content is still in flight: next run.
+    deferred: list[str] = field(default_factory=list)
+    #: Changed and started over: (job_id, its last attempt, the files it had).
+    superseded: list[tuple[str, int, list[str]]] = field(default_factory=list)
+    removed: int = 0
+
+
+def sync_jobs(
+    store: StateStore,
+    jobs: Iterable[JobLike],
+    *,
+    allow_changed: bool,
+    check: Callable[[], None] | None = None,
+) -> SyncReport:
+    """Add new jobs, mark membership; StateError (and the state untouched) on changed content.
+
+    One transaction: a refusal rolls every write back, so a refused run leaves the state
+    exactly as the last run left it. `check` runs last, inside it (the budget): whatever
+    it raises rolls the sync back too.
+    """
+    report = SyncReport()
+    with store.transaction():
+        store.forget_manifest_membership()
+        batch: list[JobLike] = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) >= _BATCH:
+                _apply(store, batch, allow_changed, report)
+                batch = []
+        _apply(store, batch, allow_changed, report)
+        report.removed = store.removed_count()
+        _refuse_changed(store, report, allow_changed)
+        if check is not None:
+            check()
+    return report
+
+
+def _refuse_changed(store: StateStore, report: SyncReport, allow_changed: bool) -> None:
+    if report.changed and not allow_changed:
+        shown = ", ".join(report.changed[:20])
+        more = f" and {len(report.changed) - 20} more" if len(report.changed) > 20 else ""
+        raise StateError(
+            f"{len(report.changed)} job(s) have the same id as in {store.path} but different "
+            f"content: {shown}{more}. Give them new ids, use another --out folder, or pass "
+            "--allow-changed to run the new content (earlier files are kept under superseded/). "
+            "Nothing was sent."
+        )
+
+
+def _apply(
+    store: StateStore, batch: list[JobLike], allow_changed: bool, report: SyncReport
+) -> None:
+    if not batch:
+        return
+    known = store.existing_hashes([j.job_id for j in batch])
+    rows = []
+    for job in batch:
+        report.total += 1
+        input_json = json.dumps(dict(job.input), sort_keys=True, ensure_ascii=False)
+        previous = known.get(job.job_id)
+        if previous is None:
+            report.added += 1
+        elif previous[0] != job.content_hash:
+            report.changed.append(job.job_id)
+            if allow_changed:
+                replaced = store.replace_content(
+                    job.job_id, job.model, input_json, job.content_hash
+                )
+                if replaced is None:
+                    report.deferred.append(job.job_id)
+                elif replaced[1]:
+                    report.superseded.append((job.job_id, *replaced))
+        rows.append(
+            (
+                job.job_id,
+                job.index,
+                job.model,
+                input_json,
+                json.dumps(dict(job.columns), ensure_ascii=False),
+                job.content_hash,
+            )
+        )
+    store.upsert_jobs(rows)
