@@ -23,11 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check liangxin_batch tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # The edit loop: the suite without the slow (subprocess, real-socket, fuzz) and browser tests.
 test-fast: $(STAMP)
 	$(PY) -m ruff check liangxin_batch tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 lint: $(STAMP)

@@ -39,10 +39,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from liangxin_batch.manifest._manifest import Problem
+
+class _Located(Protocol):
+    """A problem that can say where it is and what is wrong (`manifest.Problem`)."""
+
+    def format(self) -> str: ...
+
 
 __all__ = [
     "APIError",
@@ -115,7 +119,7 @@ class DiskFullError(LiangXinBatchError):
 class ManifestError(LiangXinBatchError):
     """The manifest has problems; nothing was sent."""
 
-    def __init__(self, problems: Sequence[Problem], *, total: int | None = None) -> None:
+    def __init__(self, problems: Sequence[_Located], *, total: int | None = None) -> None:
         self.problems = list(problems)
         self.total = total if total is not None else len(self.problems)
         lines = [p.format() for p in self.problems]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from liangxin_batch.catalog._yaml12 import check_expansion, load_text
 from liangxin_batch.cli import main
+from liangxin_batch.core._records import GOT_MAX, got_text
 from liangxin_batch.manifest._manifest import validate_manifest
-from liangxin_batch.manifest._types import GOT_MAX, got_text
-from liangxin_batch.manifest._yaml12 import check_expansion, load_text
 from tests.manifest_support import CATALOG, only_problem, read, where, write
 
 

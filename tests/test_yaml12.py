@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from liangxin_batch.manifest._yaml12 import PlainText, load_text, load_yaml12, resolve_plain
+from liangxin_batch.catalog._yaml12 import PlainText, load_text, load_yaml12, resolve_plain
 
 
 def test_the_traps_exist_in_pyyaml_safe_load() -> None:

@@ -30,8 +30,8 @@ from liangxin_batch.catalog._validate import (
     estimate_credits,
     validate_input,
 )
+from liangxin_batch.catalog._yaml12 import load_yaml12
 from liangxin_batch.errors import CatalogError
-from liangxin_batch.manifest._yaml12 import load_yaml12
 
 __all__ = [
     "Catalog",

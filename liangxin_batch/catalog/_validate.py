@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.manifest._types import got_text as _got
+from liangxin_batch.core._records import got_text as _got
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import FieldSpec, ModelSpec, PriceRule

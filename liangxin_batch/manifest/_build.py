@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from liangxin_batch.catalog._catalog import coerce_text as _coerce_text
 from liangxin_batch.catalog._catalog import validate_input
-from liangxin_batch.errors import ConfigError
-from liangxin_batch.manifest._read import TABULAR_SUFFIXES, read_tabular
-from liangxin_batch.manifest._types import (
+from liangxin_batch.catalog._yaml12 import resolve_plain
+from liangxin_batch.core._records import (
     Job,
     Problem,
     RawJob,
@@ -32,8 +31,9 @@ from liangxin_batch.manifest._types import (
     model_slug,
     slug_id,
 )
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._read import TABULAR_SUFFIXES, read_tabular
 from liangxin_batch.manifest._yaml import read_yaml
-from liangxin_batch.manifest._yaml12 import resolve_plain
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec

@@ -14,8 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.manifest._read import RESERVED, parse_repeat
-from liangxin_batch.manifest._types import (
+from liangxin_batch.core._records import (
     Problem,
     RawJob,
     SourceRef,
@@ -23,6 +22,7 @@ from liangxin_batch.manifest._types import (
     slug_id,
     value_text,
 )
+from liangxin_batch.manifest._read import RESERVED, parse_repeat
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog

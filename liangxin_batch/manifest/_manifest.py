@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liangxin_batch.catalog._catalog import estimate_credits
+from liangxin_batch.core._records import Job, Problem, SourceRef, got_text, model_slug
 from liangxin_batch.errors import ConfigError, ManifestError
 from liangxin_batch.manifest._build import SUFFIXES, JobBuilder
 from liangxin_batch.manifest._read import object_record
-from liangxin_batch.manifest._types import Job, Problem, SourceRef, got_text, model_slug
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from liangxin_batch.core._records import Problem, RawJob, SourceRef, got_text, value_text
 from liangxin_batch.errors import ConfigError
-from liangxin_batch.manifest._types import Problem, RawJob, SourceRef, got_text, value_text
 
 __all__ = [
     "NOTE_PREFIX",

@@ -35,15 +35,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from liangxin_batch.manifest._expand import Expander, Located
-from liangxin_batch.manifest._read import (
-    NOTE_PREFIX,
-    RESERVED,
-    TABULAR_SUFFIXES,
-    decode_problem,
-    read_tabular,
+from liangxin_batch.catalog._yaml12 import (
+    MAX_SCALAR_CHARS,
+    ExpansionError,
+    TextLoader,
+    check_expansion,
 )
-from liangxin_batch.manifest._types import (
+from liangxin_batch.core._records import (
     Problem,
     RawJob,
     SourceRef,
@@ -51,11 +49,13 @@ from liangxin_batch.manifest._types import (
     got_text,
     value_text,
 )
-from liangxin_batch.manifest._yaml12 import (
-    MAX_SCALAR_CHARS,
-    ExpansionError,
-    TextLoader,
-    check_expansion,
+from liangxin_batch.manifest._expand import Expander, Located
+from liangxin_batch.manifest._read import (
+    NOTE_PREFIX,
+    RESERVED,
+    TABULAR_SUFFIXES,
+    decode_problem,
+    read_tabular,
 )
 
 if TYPE_CHECKING:

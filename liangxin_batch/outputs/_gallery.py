@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections import Counter, defaultdict
@@ -33,8 +34,9 @@ from liangxin_batch.outputs._report import (
     iter_jobs_with_files,
     report_status,
 )
-from liangxin_batch.run._progress import logger
 from liangxin_batch.state._store import JobRow, StateStore
+
+logger = logging.getLogger("liangxin_batch")
 
 __all__ = ["REPORT_HTML", "THUMBS_DIR", "percentile", "write_report_html"]
 

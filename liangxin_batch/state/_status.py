@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liangxin_batch.core._states import JobState
+from liangxin_batch.core._states import REPORT_LABELS, JobState
 from liangxin_batch.errors import StateError
-from liangxin_batch.outputs._report import report_status
 from liangxin_batch.state._store import STATE_FILE, StateStore
 
 __all__ = ["StatusReport", "credits_line", "format_status", "read_status"]
@@ -80,7 +79,7 @@ _ORDER = (
 def _label(state: str) -> str:
     """The words of the reports: `succeeded` means generated AND files verified."""
     try:
-        return report_status(JobState(state))
+        return REPORT_LABELS[JobState(state)]
     except ValueError:
         return state
 
