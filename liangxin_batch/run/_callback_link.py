@@ -42,17 +42,19 @@ class _Delivery:
 
 
 class CallbackLink:
-    """The receiver's CallbackSink, and the runner's `callback_url_for`."""
+    """The receiver's CallbackSink, and the runner's `callback_url_for`.
+
+    Made before the runner (whose `callback_url_for` is `url_for`); `consume(runner)`
+    drains the callbacks into it for the life of the run.
+    """
 
     def __init__(
         self,
         *,
-        runner: Runner,
         receiver: CallbackReceiver,
         client: LiangXinClient,
         store: StateStore,
     ) -> None:
-        self.runner = runner
         self.receiver = receiver
         self.client = client
         self.store = store
@@ -61,7 +63,6 @@ class CallbackLink:
         for job in store.iter_jobs([JobState.UNKNOWN, JobState.SUBMITTED]):
             self._expected.add(job.job_id)
         receiver.attach(self)
-        runner.callback_url_for = self.url_for
 
     # -- the runner's side ------------------------------------------------------------
 
@@ -79,21 +80,21 @@ class CallbackLink:
 
     # -- the consumer -----------------------------------------------------------------
 
-    async def consume(self) -> None:
+    async def consume(self, runner: Runner) -> None:
         """Run for the life of the run (cancel it at the end)."""
         while True:
             item = await self._queue.get()
             try:
-                await self._handle(item)
+                await self._handle(runner, item)
             except LiangXinError as err:
-                self.runner.observer.message(f"{item.job_id}: callback not applied ({err})")
+                runner.observer.message(f"{item.job_id}: callback not applied ({err})")
             except Exception:  # one bad delivery must not end callback handling for the run
                 logger.exception("callback for %s not applied", item.job_id)
 
-    async def _handle(self, item: _Delivery) -> None:
+    async def _handle(self, runner: Runner, item: _Delivery) -> None:
         task_id = item.record.task_id
-        if self.runner.has_flight(task_id):
-            self.runner.poll_now(task_id)  # the body is not trusted: recordInfo says
+        if runner.has_flight(task_id):
+            runner.poll_now(task_id)  # the body is not trusted: recordInfo says
             return
         job = self.store.get(item.job_id)
         if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:
@@ -108,4 +109,4 @@ class CallbackLink:
         # task was created with the callback URL we issued for this very job and attempt.
         record = await self.client.get_task(task_id)
         if self.receiver.matches(record.callback_url, item.job_id, item.attempt):
-            await self.runner.adopt_task(item.job_id, item.attempt, task_id)
+            await runner.adopt_task(item.job_id, item.attempt, task_id)

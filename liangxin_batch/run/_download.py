@@ -222,7 +222,8 @@ class Downloader:
         self.limits = limits or DownloadLimits()
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        #: Set to `lambda: runner.stopping`: the file in progress finishes, no new one starts.
+        #: True once a Ctrl-C asked to stop: no new file starts (one in progress is
+        #: cancelled by the runner).
         self.stopping = stopping
         self._now = wall_clock
         self._own_http = http is None

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -30,10 +30,13 @@ from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._progress import NullObserver, Observer
-from liangxin_batch.run._runner import Runner
+from liangxin_batch.run._runner import Interrupt, Runner
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import JobLike, SyncReport, sync_jobs
+
+if TYPE_CHECKING:  # the receiver (starlette) is imported only when callbacks are on
+    from liangxin_batch.run._callback_link import CallbackLink
 
 #: The library logger that run.log attaches to.
 _pkg = "liangxin_batch"
@@ -205,6 +208,9 @@ async def run_batch_async(
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
         # before anything changes state beyond the sync, which committed whole.
         await asyncio.sleep(0)
+        # Only Ctrl-C halts downloads: after a 402 the results already paid for are
+        # still fetched before their URLs expire.
+        interrupt = Interrupt()
         downloader = Downloader(
             store=store,
             out_dir=out,
@@ -220,7 +226,9 @@ async def run_batch_async(
                 min_average_bps=settings.min_download_rate,
                 max_image_pixels=settings.max_image_pixels,
             ),
+            stopping=lambda: interrupt.requested,
         )
+        link = _callback_link(store, client, callbacks, receiver_ready)
         runner = Runner(
             store=store,
             client=client,
@@ -228,10 +236,9 @@ async def run_batch_async(
             settings=settings,
             observer=observer,
             on_succeeded=downloader.handle,
+            callback_url_for=link.url_for if link is not None else None,
+            interrupt=interrupt,
         )
-        # Only Ctrl-C halts downloads: after a 402 the results already paid for are
-        # still fetched before their URLs expire.
-        downloader.stopping = lambda: runner.interrupted
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
             handle.attach(runner)
         downloader.prepare()
@@ -241,11 +248,9 @@ async def run_batch_async(
         observer.start(total=total, done=done)
         started = time.monotonic()
         try:
-            if callbacks is None:
+            if callbacks is None or link is None:
                 return await runner.run()
-            return await _run_with_callbacks(
-                runner, client, store, callbacks, observer, receiver_ready
-            )
+            return await _run_with_callbacks(runner, link, callbacks, observer)
         finally:
             await downloader.aclose()
             # Reports are written at the end of every run, interrupted ones included.
@@ -283,16 +288,17 @@ def _set_aside_superseded(out: Path, sync: SyncReport, observer: Observer) -> No
         )
 
 
-async def _run_with_callbacks(
-    runner: Runner,
-    client: LiangXinClient,
+def _callback_link(
     store: StateStore,
-    options: CallbackOptions,
-    observer: Observer,
+    client: LiangXinClient,
+    options: CallbackOptions | None,
     receiver_ready: Callable[[Any], None] | None,
-) -> RunSummary:
+) -> CallbackLink | None:
+    """The callback receiver and its link to the runner, when callbacks are on."""
+    if options is None:
+        return None
     from liangxin_batch.run._callback_link import CallbackLink
-    from liangxin_batch.run._webhook import CallbackReceiver, ReceiverSettings, serve_receiver
+    from liangxin_batch.run._webhook import CallbackReceiver, ReceiverSettings
 
     # One token per batch, not per process: callbacks for tasks created before a crash
     # still reach the resumed run (and can reconcile jobs left `unknown`).
@@ -305,14 +311,23 @@ async def _run_with_callbacks(
         token=token,
         clock=options.clock,
     )
-    link = CallbackLink(runner=runner, receiver=receiver, client=client, store=store)
+    link = CallbackLink(receiver=receiver, client=client, store=store)
     if receiver_ready is not None:
         receiver_ready(receiver)
+    return link
+
+
+async def _run_with_callbacks(
+    runner: Runner, link: CallbackLink, options: CallbackOptions, observer: Observer
+) -> RunSummary:
+    from liangxin_batch.run._webhook import serve_receiver
+
+    receiver = link.receiver
     async with contextlib.AsyncExitStack() as stack:
         if not options.in_process:
             local = await stack.enter_async_context(serve_receiver(receiver, options.listen))
             observer.message(f"callbacks: listening on {local}, public at {options.public_base}")
-        consumer = asyncio.create_task(link.consume())
+        consumer = asyncio.create_task(link.consume(runner))
         try:
             summary = await runner.run()
         finally:

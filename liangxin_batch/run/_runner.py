@@ -44,7 +44,7 @@ from liangxin_batch.run._progress import NullObserver, Observer, logger
 from liangxin_batch.run._ratelimit import EPSILON
 from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
 
-__all__ = ["RunSummary", "Runner"]
+__all__ = ["Interrupt", "RunSummary", "Runner"]
 
 
 def _current_cancelling() -> int:
@@ -100,6 +100,14 @@ class _Flight:
         return self.job.model
 
 
+@dataclass
+class Interrupt:
+    """Set by the first Ctrl-C (`Runner.interrupt`); every stage that must stop then
+    (downloads in progress) is given the same one when it is made."""
+
+    requested: bool = False
+
+
 class Runner:
     def __init__(
         self,
@@ -111,7 +119,9 @@ class Runner:
         observer: Observer | None = None,
         on_succeeded: FinishHook | None = None,
         callback_url_for: Callable[[JobRow, int], str | None] | None = None,
+        interrupt: Interrupt | None = None,
     ) -> None:
+        self._interrupt = interrupt or Interrupt()
         self.store = store
         self.client = client
         self.catalog = catalog
@@ -135,7 +145,6 @@ class Runner:
         self._waiting: set[asyncio.Task[object]] = set()
         self._poll_waiting: set[asyncio.Task[object]] = set()
         self._stop_reason: str | None = None
-        self._interrupted = False
         self._submitting_done = False
         self._polls = 0
         self._finished_tasks = 0
@@ -160,7 +169,7 @@ class Runner:
 
     def interrupt(self) -> None:
         """First Ctrl-C: stop starting new work; calls in progress finish and commit."""
-        self._interrupted = True
+        self._interrupt.requested = True
         self._halt_waiters()
 
     def stop_submitting(self, reason: str) -> None:
@@ -189,11 +198,13 @@ class Runner:
     @property
     def interrupted(self) -> bool:
         """Ctrl-C/SIGTERM: the only stop that also halts downloads of paid results."""
-        return self._interrupted
+        return self._interrupt.requested
 
     @property
     def stopping(self) -> bool:
-        return self._interrupted or self._stop_reason is not None or self._failure is not None
+        return (
+            self._interrupt.requested or self._stop_reason is not None or self._failure is not None
+        )
 
     # -- the run --------------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class Runner:
 
     @property
     def _downloads_halted(self) -> bool:
-        return self._interrupted or self._disk_full is not None or self._failure is not None
+        return self._interrupt.requested or self._disk_full is not None or self._failure is not None
 
     async def _notify_wait(self) -> None:
         async with self._slots:
@@ -884,7 +895,7 @@ class Runner:
             credits_estimated=credits.estimated,
             wall_seconds=wall,
             stopped_reason=self._stop_reason,
-            interrupted=self._interrupted,
+            interrupted=self._interrupt.requested,
             unknown_jobs=self.store.job_ids(JobState.UNKNOWN),
             polls=self._polls,
             tasks_finished=self._finished_tasks,
