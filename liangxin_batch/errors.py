@@ -1,12 +1,12 @@
 """Every error liangxin-batch raises on purpose.
 
 ```
-LiangXinBatchError                  .exit_code; str() is a complete message for a person
-├── ConfigError                     missing base URL or key, bad flag values         (exit 2)
-├── CatalogError                    a catalog file is malformed                      (exit 2)
-├── ManifestError                   .problems; str() lists them with file:line       (exit 2)
-├── StateError                      the state file is unusable or belongs elsewhere  (exit 2)
-├── DiskFullError                   the disk under DIR is full; resume after freeing  (exit 3)
+LiangXinBatchError                  str() is a complete message for a person
+├── ConfigError                     missing base URL or key, bad flag values
+├── CatalogError                    a catalog file is malformed
+├── ManifestError                   .problems; str() lists them with file:line
+├── StateError                      the state file is unusable or belongs elsewhere
+├── DiskFullError                   the disk under DIR is full; resume after freeing
 └── LiangXinError                   talking to the service went wrong
     ├── TransportError              never got an answer
     │   ├── NotSentError            provably never reached the service: safe to retry
@@ -28,8 +28,9 @@ LiangXinBatchError                  .exit_code; str() is a complete message for 
         └── FeatureDisabledError      505  stops the batch
 ```
 
-Errors carry their evidence; what to do about them (may a createTask have created a
-task? stop the batch?) is decided elsewhere, by pure functions (`_lifecycle`).
+Errors carry their evidence, not policy: what to do about them (may a createTask have
+created a task? stop the batch?) is decided by pure functions in `core._states`, and the
+exit code an error means is the CLI's (`cli._exit`).
 
 No message built here ever contains the API key: messages are made from service
 answers and our own text, and `redact()` scrubs anything that passes through.
@@ -76,11 +77,6 @@ __all__ = [
     "redact",
 ]
 
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130
 
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
@@ -94,8 +90,6 @@ def redact(text: str, secret: str | None = None) -> str:
 
 class LiangXinBatchError(Exception):
     """Base class. `str(err)` is the whole message shown to the user."""
-
-    exit_code: ClassVar[int] = EXIT_USAGE
 
 
 class ConfigError(LiangXinBatchError):
@@ -112,8 +106,6 @@ class StateError(LiangXinBatchError):
 
 class DiskFullError(LiangXinBatchError):
     """Writing under the output folder failed for want of space; what is committed stays."""
-
-    exit_code: ClassVar[int] = EXIT_STOPPED
 
 
 class ManifestError(LiangXinBatchError):
@@ -133,7 +125,6 @@ class ManifestError(LiangXinBatchError):
 class LiangXinError(LiangXinBatchError):
     """Something went wrong talking to LiangXin."""
 
-    exit_code: ClassVar[int] = EXIT_INCOMPLETE
     retryable: ClassVar[bool] = False
     fatal: ClassVar[bool] = False
 
@@ -205,14 +196,12 @@ class BadRequestError(APIError):
 class AuthError(APIError):
     code = 401
     fatal = True
-    exit_code = EXIT_STOPPED
     hint = "check LIANGXIN_API_KEY"
 
 
 class InsufficientCreditsError(APIError):
     code = 402
     fatal = True
-    exit_code = EXIT_STOPPED
     hint = "top up the account, then run the same command again to continue"
 
 
@@ -237,7 +226,6 @@ class RateLimitedError(APIError):
 class QuotaExceededError(APIError):
     code = 433
     fatal = True
-    exit_code = EXIT_STOPPED
     hint = "the API key's usage cap is reached; raise it in the console or use another key"
 
 
@@ -258,7 +246,6 @@ class GenerationFailedError(APIError):
 class FeatureDisabledError(APIError):
     code = 505
     fatal = True
-    exit_code = EXIT_STOPPED
     hint = "this feature is disabled for the account"
 
 

@@ -11,6 +11,7 @@ import pytest
 import stamina
 
 import liangxin_batch.errors as E
+from liangxin_batch.cli._exit import exit_code_for
 from liangxin_batch.core._envelope import TaskState
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.simulator import (
@@ -195,7 +196,7 @@ def check_error(err: E.APIError, code: int, style: str) -> None:
     assert err.api_code == code
     assert err.retryable is retryable
     assert err.fatal is fatal
-    assert err.exit_code == (3 if fatal else 1)  # fatal: the run stops, exit 3
+    assert exit_code_for(err) == (3 if fatal else 1)  # fatal: the run stops, exit 3
     assert isinstance(err, E.APIError) and not isinstance(err, E.TransportError)
     assert err.http_status == (200 if style == "body" else code)
     # "bare": no envelope, so only the HTTP status can say what happened.

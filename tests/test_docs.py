@@ -50,9 +50,26 @@ def test_every_command_has_help_and_is_in_the_readme(path: tuple[str, ...]) -> N
         assert f"`{path[0]}" in README, f"README does not mention `{path[0]}`"
 
 
-def test_every_exit_code_is_documented() -> None:
-    for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |"):
-        assert code in README
+def test_the_exit_code_table_is_the_cli_s() -> None:
+    """Every code the CLI can exit with has its row, and each kind of error is where the
+    table says (a row per code, in the README's "Exit codes" table)."""
+    from liangxin_batch import errors as E
+    from liangxin_batch.cli import _exit
+
+    section = README.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))
+    codes = {_exit.EXIT_OK, _exit.EXIT_INCOMPLETE, _exit.EXIT_USAGE, _exit.EXIT_STOPPED}
+    assert set(map(int, rows)) == codes | {_exit.EXIT_INTERRUPTED}
+    cases = {
+        E.ConfigError("x"): "configuration",
+        E.ManifestError([]): "manifest",
+        E.StateError("x"): "state file",
+        E.DiskFullError("x"): "full disk",
+        E.AuthError("x"): "401",
+        E.InsufficientCreditsError("x"): "402",
+    }
+    for err, words in cases.items():
+        assert words in rows[str(_exit.exit_code_for(err))], (err, words)
 
 
 def test_readme_lists_the_results_columns_in_order() -> None:

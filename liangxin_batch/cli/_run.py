@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from liangxin_batch.cli._exit import EXIT_INTERRUPTED
 from liangxin_batch.cli._options import (
     allow_outside_opt,
     base_url_opt,
@@ -30,7 +31,7 @@ from liangxin_batch.cli._options import (
 from liangxin_batch.cli._sim import DEFAULT_SIM_KEY as SIM_API_KEY
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
-from liangxin_batch.errors import EXIT_INTERRUPTED, ConfigError
+from liangxin_batch.errors import ConfigError
 from liangxin_batch.run._download import parse_size
 from liangxin_batch.run._progress import BarsObserver, NullObserver
 from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from liangxin_batch.core._states import JobState
-from liangxin_batch.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED
 
-__all__ = ["RunSummary"]
+__all__ = ["EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "RunSummary"]
+
+#: What a run's outcome means as an exit code (the CLI's table of errors adds 2 and 3).
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 130
 
 
 @dataclass
