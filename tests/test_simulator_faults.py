@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from liangxin_batch.cli._exit import exit_code_for
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.simulator import QUIRKS, FaultProfile, SimConfig, load_fault_profile
 from liangxin_batch.simulator._reply import ERROR_MESSAGES
@@ -449,7 +450,7 @@ def test_bad_fault_profiles_are_config_errors(tmp_path: Path, text: str, needle:
     path.write_text(text)
     with pytest.raises(ConfigError, match=needle) as err:
         load_fault_profile(path)
-    assert err.value.exit_code == 2
+    assert exit_code_for(err.value) == 2
 
 
 def test_missing_profile_file_is_a_config_error(tmp_path: Path) -> None:

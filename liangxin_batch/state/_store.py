@@ -18,7 +18,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,194 +31,20 @@ from liangxin_batch.core._states import (
     target_of,
 )
 from liangxin_batch.errors import DiskFullError, StateError
+from liangxin_batch.state._checks import BATCH_ID_FILE, refuse_untrusted
+from liangxin_batch.state._migrations import MIGRATIONS, TABLES
+from liangxin_batch.state._rows import (
+    FILE_COLUMNS,
+    JOB_COLUMNS,
+    Credits,
+    FileRow,
+    JobRow,
+    row_to_job,
+)
 
 __all__ = ["MIGRATIONS", "Credits", "FileRow", "JobRow", "StateStore"]
 
 STATE_FILE = "state.db"
-#: Beside state.db: the id of the batch the folder holds, so a state file copied in from
-#: another batch (or an empty one left by a full disk) is recognised before anything is sent.
-BATCH_ID_FILE = "batch.id"
-#: Things in DIR that only a run leaves: with any of them, a new state is refused.
-_RUN_TRACES = ("outputs", "results.csv", "report.html", BATCH_ID_FILE)
-_TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # Not executescript(): it commits first, and a migration must share the transaction
-    # that records it.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _m001_initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE jobs (
-            job_id        TEXT PRIMARY KEY,
-            idx           INTEGER NOT NULL,
-            model         TEXT NOT NULL,
-            input_json    TEXT NOT NULL,
-            columns_json  TEXT NOT NULL,
-            content_hash  TEXT NOT NULL,
-            in_manifest   INTEGER NOT NULL DEFAULT 1,
-            state         TEXT NOT NULL,
-            attempt       INTEGER NOT NULL DEFAULT 0,
-            task_id       TEXT,
-            submitted_at  REAL,
-            completed_at  REAL,
-            result_urls   TEXT,
-            error_code    TEXT,
-            error_message TEXT,
-            credits       REAL,
-            cost_time     REAL,
-            finished_by   TEXT,
-            polls         INTEGER NOT NULL DEFAULT 0,
-            updated_at    REAL NOT NULL
-        );
-        CREATE INDEX jobs_by_state ON jobs (state, idx);
-        CREATE UNIQUE INDEX jobs_by_task ON jobs (task_id) WHERE task_id IS NOT NULL;
-        CREATE TABLE attempts (
-            job_id        TEXT NOT NULL,
-            attempt       INTEGER NOT NULL,
-            task_id       TEXT,
-            outcome       TEXT NOT NULL,
-            error_code    TEXT,
-            error_message TEXT,
-            started_at    REAL NOT NULL,
-            ended_at      REAL,
-            PRIMARY KEY (job_id, attempt)
-        );
-        CREATE TABLE events (
-            id      INTEGER PRIMARY KEY AUTOINCREMENT,
-            at      REAL NOT NULL,
-            job_id  TEXT,
-            kind    TEXT NOT NULL,
-            detail  TEXT NOT NULL
-        );
-        CREATE TABLE files (
-            job_id  TEXT NOT NULL,
-            n       INTEGER NOT NULL,
-            url     TEXT NOT NULL,
-            path    TEXT,
-            sha256  TEXT,
-            size    INTEGER,
-            PRIMARY KEY (job_id, n)
-        );
-        """,
-    )
-
-
-def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
-    """Unique, indexed walk keys; charged vs estimated credits; POSTs sent; file mtimes."""
-    _run_script(
-        db,
-        """
-        DROP INDEX IF EXISTS jobs_by_state;
-        CREATE INDEX jobs_by_state ON jobs (state, idx, job_id);
-        CREATE INDEX jobs_by_position ON jobs (in_manifest, idx, job_id);
-        ALTER TABLE jobs ADD COLUMN credits_estimated REAL;
-        ALTER TABLE jobs ADD COLUMN sends INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE files ADD COLUMN mtime_ns INTEGER;
-        ALTER TABLE events ADD COLUMN event TEXT;
-        ALTER TABLE events ADD COLUMN from_state TEXT;
-        ALTER TABLE events ADD COLUMN to_state TEXT;
-        UPDATE jobs SET sends = attempt - (SELECT COUNT(*) FROM attempts a
-            WHERE a.job_id = jobs.job_id AND a.outcome = 'not_created');
-        UPDATE jobs SET sends = 0 WHERE sends < 0
-        """,
-    )
-
-
-#: Append only. A state file records which of these it has had.
-MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
-    ("001_initial", _m001_initial),
-    ("002_keys_and_evidence", _m002_keys_and_evidence),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    job_id: str
-    idx: int
-    model: str
-    input: Mapping[str, Any]
-    state: JobState
-    attempt: int
-    task_id: str | None
-    submitted_at: float | None
-    completed_at: float | None
-    result_urls: tuple[str, ...]
-    error_code: str | None
-    error_message: str | None
-    credits: float | None
-    polls: int
-    content_hash: str
-    columns: Mapping[str, str]
-    cost_time: float | None = None
-    finished_by: str | None = None
-    #: Our estimate, kept only where the service did not say what it charged.
-    credits_estimated: float | None = None
-    #: createTask POSTs that may have reached the service (provably unsent tries excluded).
-    sends: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    job_id: str
-    n: int
-    url: str
-    path: str | None
-    sha256: str | None
-    size: int | None
-    mtime_ns: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Credits:
-    """What the service said it charged, plus our estimates where it said nothing."""
-
-    charged: float = 0.0
-    estimated: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.charged + self.estimated
-
-
-_JOB_COLUMNS = (
-    "job_id, idx, model, input_json, state, attempt, task_id, submitted_at, completed_at, "
-    "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
-    "cost_time, finished_by, credits_estimated, sends"
-)
-_FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns"
-
-
-def _row_to_job(row: Sequence[Any]) -> JobRow:
-    return JobRow(
-        job_id=row[0],
-        idx=row[1],
-        model=row[2],
-        input=json.loads(row[3]),
-        state=JobState(row[4]),
-        attempt=row[5],
-        task_id=row[6],
-        submitted_at=row[7],
-        completed_at=row[8],
-        result_urls=tuple(json.loads(row[9])) if row[9] else (),
-        error_code=row[10],
-        error_message=row[11],
-        credits=row[12],
-        polls=row[13],
-        content_hash=row[14],
-        columns=json.loads(row[15]),
-        cost_time=row[16],
-        finished_by=row[17],
-        credits_estimated=row[18],
-        sends=row[19],
-    )
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -301,21 +126,7 @@ class StateStore:
         """
         path = out_dir / STATE_FILE
         readonly = bool(kw.get("readonly"))
-        fresh = not path.exists() or path.stat().st_size == 0
-        if fresh and not readonly:
-            traces = [name for name in _RUN_TRACES if _nonempty(out_dir / name)]
-            if traces:
-                what = "empty" if path.exists() else "missing"
-                raise StateError(
-                    f"{path} is {what}, but {out_dir} holds the {', '.join(traces)} of an "
-                    "earlier run: starting a new state here could pay for finished jobs "
-                    "again. Restore state.db from a backup (with its -wal file), or move "
-                    f"{', '.join(traces)} aside to start this batch over. Nothing was sent."
-                )
-            if path.exists():
-                path.unlink()  # an empty file left by a failed write: start clean
-        if not fresh:
-            _check_integrity(path)
+        refuse_untrusted(path, out_dir, readonly=readonly)
         store = cls(path, **kw)
         if not readonly:
             try:
@@ -381,9 +192,9 @@ class StateStore:
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
         applied = self._check_migrations()
-        if applied and not self._tables() >= _TABLES:
+        if applied and not self._tables() >= TABLES:
             raise StateError(
-                f"{self.path} is missing tables ({', '.join(sorted(_TABLES - self._tables()))}):"
+                f"{self.path} is missing tables ({', '.join(sorted(TABLES - self._tables()))}):"
                 " it is damaged or not a liangxin-batch state. Restore it from a backup or "
                 "use another --out folder. Nothing was sent."
             )
@@ -525,15 +336,15 @@ class StateStore:
 
     def get(self, job_id: str) -> JobRow | None:
         row = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
-        return _row_to_job(row) if row else None
+        return row_to_job(row) if row else None
 
     def by_task_id(self, task_id: str) -> JobRow | None:
         row = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)
         ).fetchone()
-        return _row_to_job(row) if row else None
+        return row_to_job(row) if row else None
 
     def iter_jobs(
         self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = None
@@ -556,14 +367,14 @@ class StateStore:
         last: tuple[int, str] = (-(2**62), "")
         while True:
             rows = self.db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
                 " ORDER BY idx, job_id LIMIT 1000",
                 [*params, *last],
             ).fetchall()
             if not rows:
                 return
             for row in rows:
-                yield _row_to_job(row)
+                yield row_to_job(row)
             last = (rows[-1][1], rows[-1][0])
 
     def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
@@ -662,7 +473,7 @@ class StateStore:
         return [
             FileRow(*r)
             for r in self.db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE job_id = ? ORDER BY n", (job_id,)
+                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id = ? ORDER BY n", (job_id,)
             )
         ]
 
@@ -671,7 +482,7 @@ class StateStore:
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i : i + 500]
             for r in self.db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE job_id IN ({_marks(chunk)})"
+                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id IN ({_marks(chunk)})"
                 " ORDER BY job_id, n",
                 chunk,
             ):
@@ -685,7 +496,7 @@ class StateStore:
     def record_file(self, row: FileRow) -> None:
         with self.transaction() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
             )
 
@@ -846,28 +657,3 @@ def _disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
         f"the disk under {path.parent} is full ({err}): free some space, then run the "
         "same command again to continue (everything committed so far is kept)"
     )
-
-
-def _nonempty(path: Path) -> bool:
-    if path.is_dir():
-        return any(True for _ in path.iterdir())
-    return path.exists()
-
-
-def _check_integrity(path: Path) -> None:
-    """A damaged state (a bad page, a torn copy) is refused before anything is sent."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            rows = db.execute("PRAGMA quick_check").fetchall()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as err:
-        rows = [(str(err),)]
-    problems = [r[0] for r in rows if r[0] != "ok"]
-    if problems:
-        raise StateError(
-            f"{path} is damaged ({'; '.join(problems[:3])}). Nothing was sent. Restore it "
-            "from a backup, or recover what SQLite can read: sqlite3 state.db '.recover' | "
-            "sqlite3 recovered.db, then put recovered.db in its place."
-        )
