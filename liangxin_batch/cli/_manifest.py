@@ -40,6 +40,20 @@ _max_problems_opt = click.option(
 )
 
 
+def _validate(
+    cli: Any, manifest: Path, default_model: str | None, max_problems: int, allow_outside: bool
+) -> Any:
+    from liangxin_batch.manifest._manifest import validate_manifest
+
+    return validate_manifest(
+        manifest,
+        catalog=cli.catalog,
+        default_model=default_model,
+        max_problems=max_problems,
+        allow_outside=allow_outside,
+    )
+
+
 @click.command("validate")
 @manifest_arg
 @model_opt
@@ -53,15 +67,7 @@ def validate_command(
 
     Prints "OK: N jobs (per model ...)", or every problem as file:line [field] and exits 2.
     """
-    from liangxin_batch.manifest._manifest import validate_manifest
-
-    report = validate_manifest(
-        manifest,
-        catalog=cli.catalog,
-        default_model=default_model,
-        max_problems=max_problems,
-        allow_outside=allow_outside,
-    )
+    report = _validate(cli, manifest, default_model, max_problems, allow_outside)
     report.raise_for_problems()
     click.echo(report.summary())
 
@@ -122,17 +128,10 @@ def plan_command(
     """Show what running MANIFEST would do: jobs and credits per model, the shortest
     duration at --rate and --max-in-flight, and where outputs would land. Nothing is sent
     (--check-balance only reads the balance)."""
-    from liangxin_batch.manifest._manifest import validate_manifest
     from liangxin_batch.outputs._plan import check_budget, format_plan, make_plan
 
     limit, window = parse_rate_flag(rate, "--rate")
-    report = validate_manifest(
-        manifest,
-        catalog=cli.catalog,
-        default_model=default_model,
-        max_problems=max_problems,
-        allow_outside=allow_outside,
-    )
+    report = _validate(cli, manifest, default_model, max_problems, allow_outside)
     plan = make_plan(
         report,
         cli.catalog,

@@ -13,6 +13,7 @@ __all__ = [
     "base_url_opt",
     "log_retries",
     "manifest_arg",
+    "max_image_pixels_opt",
     "max_in_flight_opt",
     "model_opt",
     "parse_rate_flag",
@@ -26,6 +27,13 @@ allow_outside_opt = click.option(
     "--allow-outside",
     is_flag=True,
     help="Let `jobs_from` read files outside the manifest's folder (refused by default).",
+)
+max_image_pixels_opt = click.option(
+    "--max-image-pixels",
+    default=40_000_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger images get no thumbnail and are verified without a full decode.",
 )
 model_opt = click.option("--model", "default_model", help="Model for rows and jobs that name none.")
 rate_opt = click.option(

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from liangxin_batch.cli._options import max_image_pixels_opt
 from liangxin_batch.errors import StateError
 from liangxin_batch.outputs._report import (
     EXPORT_FORMATS,
@@ -107,13 +108,7 @@ def export_command(
 @click.command("report")
 @_DIR
 @csv_safe_opt
-@click.option(
-    "--max-image-pixels",
-    default=40_000_000,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Larger images get no thumbnail.",
-)
+@max_image_pixels_opt
 def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from liangxin_batch.outputs._gallery import write_report_html

@@ -23,6 +23,7 @@ from liangxin_batch.cli._options import (
     base_url_opt,
     log_retries,
     manifest_arg,
+    max_image_pixels_opt,
     max_in_flight_opt,
     model_opt,
     parse_rate_flag,
@@ -326,13 +327,7 @@ def register(group: click.Group) -> None:
     metavar="SIZE",
     help="After 120 s, a file must average this many bytes per second.",
 )
-@click.option(
-    "--max-image-pixels",
-    default=40_000_000,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Larger images get no thumbnail and are verified without a full decode.",
-)
+@max_image_pixels_opt
 @click.option(
     "--callback-url",
     metavar="URL",
