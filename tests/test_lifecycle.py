@@ -17,6 +17,8 @@ from liangxin_batch.core._states import (
     JobState,
     decide_create_failure,
     may_have_created,
+    recovery_step,
+    target_of,
 )
 from liangxin_batch.run._client import LiangXinClient
 
@@ -200,3 +202,44 @@ def test_every_event_has_one_target_and_every_state_is_reachable() -> None:
     assert {e for a, b, e in TRANSITIONS if a is JobState.UNKNOWN and b is JobState.PENDING} == {
         Event.RETRY
     }
+
+
+# -- recovery: a pure plan per job ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "has_task", "in_manifest", "retry_failed", "resubmit_unknown", "event"),
+    [
+        (JobState.SUBMITTING, False, True, False, False, Event.INTERRUPTED_SUBMIT),
+        (JobState.SUBMITTING, False, False, True, True, Event.INTERRUPTED_SUBMIT),
+        (JobState.TIMED_OUT, True, True, False, False, Event.REPOLL),
+        (JobState.TIMED_OUT, True, False, True, False, Event.REPOLL),  # removed: not retried
+        (JobState.TIMED_OUT, True, True, True, False, Event.RETRY),
+        (JobState.FAILED, True, True, False, False, None),
+        (JobState.FAILED, True, True, True, False, Event.RETRY),
+        (JobState.UNKNOWN, False, True, True, False, None),  # --retry-failed: not unknown
+        (JobState.UNKNOWN, False, True, False, True, Event.RETRY),
+        (JobState.DOWNLOAD_FAILED, True, True, True, False, Event.RETRY_DOWNLOAD),
+        (JobState.DONE, True, True, True, True, None),
+        (JobState.PENDING, False, True, True, True, None),
+    ],
+)
+def test_recovery_plan(
+    state: JobState,
+    has_task: bool,
+    in_manifest: bool,
+    retry_failed: bool,
+    resubmit_unknown: bool,
+    event: Event | None,
+) -> None:
+    step = recovery_step(
+        state,
+        has_task=has_task,
+        in_manifest=in_manifest,
+        retry_failed=retry_failed,
+        resubmit_unknown=resubmit_unknown,
+    )
+    assert (step.event if step else None) is event
+    if step is not None:
+        # every step is a transition the table allows from that state
+        assert (state, target_of(step.event), step.event) in TRANSITIONS

@@ -27,6 +27,7 @@ __all__ = [
     "FINAL_STATES",
     "KEEP_WHEN_CHANGED",
     "PROBLEM_STATES",
+    "RECOVERY_ORDER",
     "REPORT_LABELS",
     "TRANSITIONS",
     "UNFINISHED_STATES",
@@ -34,8 +35,10 @@ __all__ = [
     "CreateVerdict",
     "Event",
     "JobState",
+    "RecoveryStep",
     "decide_create_failure",
     "may_have_created",
+    "recovery_step",
     "refetch_only",
     "retry_states",
     "sources_of",
@@ -246,6 +249,54 @@ def retry_states(*, retry_failed: bool, resubmit_unknown: bool) -> list[JobState
     if retry_failed:
         states += [JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOAD_FAILED]
     return states
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryStep:
+    """What a run's start does to one job left by an earlier run (a crash, a Ctrl-C, or
+    the user's --retry-failed / --resubmit-unknown)."""
+
+    event: Event
+    message: str
+    #: The job's error fields after the step (None: cleared); `keep` leaves them.
+    error_message: str | None = None
+    clear_error: bool = False
+
+
+#: The states a run's start looks at, in the order it looks (a kill's `submitting` jobs
+#: become `unknown` first, so --resubmit-unknown sends them too).
+RECOVERY_ORDER = (
+    JobState.SUBMITTING,
+    JobState.FAILED,
+    JobState.TIMED_OUT,
+    JobState.UNKNOWN,
+    JobState.DOWNLOAD_FAILED,
+)
+
+
+def recovery_step(
+    state: JobState,
+    *,
+    has_task: bool,
+    in_manifest: bool,
+    retry_failed: bool,
+    resubmit_unknown: bool,
+) -> RecoveryStep | None:
+    """The recovery plan for one job, decided from its state alone (None: nothing to do)."""
+    if state is JobState.SUBMITTING:  # the intent was committed, the POST may have left
+        return RecoveryStep(
+            Event.INTERRUPTED_SUBMIT,
+            "interrupted during createTask: parked as unknown",
+            error_message="interrupted while submitting; the task may exist",
+        )
+    again = retry_states(retry_failed=retry_failed, resubmit_unknown=resubmit_unknown)
+    if in_manifest and state in again:
+        if refetch_only(state):  # paid for and generated: fetch the files again, no more
+            return RecoveryStep(Event.RETRY_DOWNLOAD, "retry download", clear_error=True)
+        return RecoveryStep(Event.RETRY, f"retry from {state.value}")
+    if state is JobState.TIMED_OUT and has_task:  # it may have finished since: poll again
+        return RecoveryStep(Event.REPOLL, "polling again")
+    return None
 
 
 def refetch_only(state: JobState) -> bool:

@@ -23,12 +23,12 @@ from liangxin_batch.core._envelope import TaskRecord, TaskState
 from liangxin_batch.core._schedule import PollSchedule
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import (
+    RECOVERY_ORDER,
     CreateVerdict,
     Event,
     JobState,
     decide_create_failure,
-    refetch_only,
-    retry_states,
+    recovery_step,
     target_of,
 )
 from liangxin_batch.core._summary import RunSummary
@@ -120,8 +120,12 @@ class Runner:
         on_succeeded: FinishHook | None = None,
         callback_url_for: Callable[[JobRow, int], str | None] | None = None,
         interrupt: Interrupt | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._interrupt = interrupt or Interrupt()
+        #: Unix time for what the state records (submitted_at, ages on resume); waiting
+        #: and scheduling run on the event loop's own clock, which tests drive.
+        self._wall = wall_clock
         self.store = store
         self.client = client
         self.catalog = catalog
@@ -215,7 +219,7 @@ class Runner:
             self._recover()
 
     async def run(self) -> RunSummary:
-        started = time.monotonic()
+        started = asyncio.get_running_loop().time()
         self.prepare()
         workers: list[asyncio.Task[None]] = []
         if self.on_succeeded is not None:
@@ -248,7 +252,7 @@ class Runner:
                 await asyncio.gather(*leftover, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
-        return self._summary(time.monotonic() - started)
+        return self._summary(asyncio.get_running_loop().time() - started)
 
     # -- downloads: a bounded queue the submitter respects ------------------------------
 
@@ -302,40 +306,39 @@ class Runner:
         s = self.settings
         # The service still counts an earlier process's creates in its window: so do we.
         limiter = self.client.create_limiter
-        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+        loop_now, wall_now = asyncio.get_running_loop().time(), self._wall()
         recent = self.store.submits_since(wall_now - limiter.window - limiter.margin)
         limiter.prime([loop_now - (wall_now - at) for at in recent])
-        for job in self.store.iter_jobs([JobState.SUBMITTING]):
-            # The intent was committed but no taskId: the POST may have been sent.
-            self.store.transition(
-                job.job_id,
-                Event.INTERRUPTED_SUBMIT,
-                message="interrupted during createTask: parked as unknown",
-                attempt=job.attempt,
-                error_message="interrupted while submitting; the task may exist",
-            )
-        again = retry_states(retry_failed=s.retry_failed, resubmit_unknown=s.resubmit_unknown)
-        for job in self.store.iter_jobs(again, in_manifest=True):
-            if refetch_only(job.state):
-                # The generation was paid for and succeeded: fetch the files again, no more.
+        repoll: set[str] = set()
+        for state in RECOVERY_ORDER:  # the plan is pure (core); the store applies it
+            for job in self.store.iter_jobs([state]):
+                step = recovery_step(
+                    job.state,
+                    has_task=bool(job.task_id),
+                    in_manifest=job.in_manifest,
+                    retry_failed=s.retry_failed,
+                    resubmit_unknown=s.resubmit_unknown,
+                )
+                if step is None:
+                    continue
+                errors = (
+                    {"error_code": None, "error_message": None}
+                    if step.clear_error
+                    else {"error_message": step.error_message}
+                    if step.error_message
+                    else {}
+                )
                 self.store.transition(
                     job.job_id,
-                    Event.RETRY_DOWNLOAD,
-                    message="retry download",
-                    error_code=None,
-                    error_message=None,
+                    step.event,
+                    message=step.message,
+                    attempt=job.attempt if step.event is Event.INTERRUPTED_SUBMIT else None,
+                    **errors,
                 )
-                continue
-            self.store.transition(job.job_id, Event.RETRY, message=f"retry from {job.state}")
-        # Timed-out tasks are polled again on resume, with a fresh timeout: they may
-        # have finished since.
-        repoll: set[str] = set()
-        for job in self.store.iter_jobs([JobState.TIMED_OUT]):
-            if job.task_id:
-                repoll.add(job.job_id)
-                self.store.transition(job.job_id, Event.REPOLL, message="polling again")
+                if step.event is Event.REPOLL:
+                    repoll.add(job.job_id)
         loop_now = asyncio.get_running_loop().time()
-        wall_now = time.time()
+        wall_now = self._wall()
         for job in self.store.iter_jobs([JobState.SUBMITTED]):
             assert job.task_id is not None
             age = max(0.0, wall_now - (job.submitted_at or wall_now))
@@ -481,7 +484,7 @@ class Runner:
                 message=f"submitted as task {task_id}",
                 attempt=attempt,
                 task_id=task_id,
-                submitted_at=time.time(),
+                submitted_at=self._wall(),
                 error_code=None,
                 error_message=None,
             )
@@ -832,7 +835,9 @@ class Runner:
                 credits=charged,
                 credits_estimated=estimated,
                 cost_time=record.cost_time,
-                completed_at=(record.complete_time / 1000) if record.complete_time else time.time(),
+                completed_at=(record.complete_time / 1000)
+                if record.complete_time
+                else self._wall(),
                 finished_by=finished_by,
             )
         fields.update(error_code=error_code, error_message=error_message)

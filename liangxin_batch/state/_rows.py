@@ -36,6 +36,8 @@ class JobRow:
     credits_estimated: float | None = None
     #: createTask POSTs that may have reached the service (provably unsent tries excluded).
     sends: int = 0
+    #: Still in the manifest (a removed job keeps its row and history).
+    in_manifest: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class Credits:
 JOB_COLUMNS = (
     "job_id, idx, model, input_json, state, attempt, task_id, submitted_at, completed_at, "
     "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
-    "cost_time, finished_by, credits_estimated, sends"
+    "cost_time, finished_by, credits_estimated, sends, in_manifest"
 )
 FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns"
 
@@ -91,4 +93,5 @@ def row_to_job(row: Sequence[Any]) -> JobRow:
         finished_by=row[17],
         credits_estimated=row[18],
         sends=row[19],
+        in_manifest=bool(row[20]),
     )
