@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from liangxin_batch.core._states import TRANSITIONS, Event, JobState
-from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._store import (
+    AttemptRow,
+    EventRow,
+    FileRow,
+    JobRow,
+    StateStore,
+)
 
 
 def path_to(source: JobState, target: JobState) -> list[Event]:
@@ -52,3 +59,50 @@ def drive(
         assert moved, (job_id, event)
     if columns or (not events and fields):
         store.update(job_id, **columns, **({} if events else fields))
+
+
+# -- reading a state the way the tools do: read-only, through the store's API --------------
+
+
+def reading(out: Path) -> StateStore:
+    return StateStore(out / "state.db", readonly=True)
+
+
+def jobs_in(out: Path) -> dict[str, JobRow]:
+    store = reading(out)
+    try:
+        return {j.job_id: j for j in store.iter_jobs()}
+    finally:
+        store.close()
+
+
+def counts_in(out: Path) -> dict[str, int]:
+    store = reading(out)
+    try:
+        return store.counts()
+    finally:
+        store.close()
+
+
+def files_in(out: Path) -> list[FileRow]:
+    store = reading(out)
+    try:
+        return store.all_files()
+    finally:
+        store.close()
+
+
+def attempts_in(out: Path) -> list[AttemptRow]:
+    store = reading(out)
+    try:
+        return store.attempts()
+    finally:
+        store.close()
+
+
+def events_in(out: Path) -> list[EventRow]:
+    store = reading(out)
+    try:
+        return store.events()
+    finally:
+        store.close()

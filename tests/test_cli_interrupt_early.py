@@ -4,7 +4,6 @@ nothing sent, and the manifest in the state whole or not at all (one transaction
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+from tests.state_support import counts_in
 from tests.test_cli_run import KEY, env_for, manifest
 
 
@@ -44,11 +44,7 @@ def test_ctrl_c_during_the_manifest_sync_sends_nothing_and_keeps_no_half_state(
     if "before anything was sent" not in text:  # pragma: no cover - the sync outran the signal
         pytest.skip("the run had finished syncing when the signal arrived")
     assert simulator.ledger.creates() == []  # type: ignore[attr-defined]
-    db = sqlite3.connect(out / "state.db")
-    try:
-        jobs = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-    finally:
-        db.close()
+    jobs = sum(counts_in(out).values())
     # asyncio lets the synchronous sync finish (its transaction commits whole) and stops at
     # the next await; a second Ctrl-C would raise inside it and roll it back. Never half.
     assert jobs in (0, 60_000)

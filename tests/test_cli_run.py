@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from liangxin_batch.cli import main
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+from tests.state_support import counts_in
 
 KEY = "sk-cli-SECRET-9f8e7d6c5b4a3210"
 
@@ -146,9 +146,7 @@ def test_first_sigint_checkpoints_and_exits_130_then_resume_finishes(
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     assert "Resume with" in stdout.decode()
-    db = sqlite3.connect(out / "state.db")
-    states = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-    db.close()
+    states = counts_in(out)
     assert "submitting" not in states
     assert states.get("pending", 0) > 0
     again = subprocess.run(cmd, env=env_for(url), capture_output=True, timeout=120)

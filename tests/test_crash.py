@@ -11,7 +11,6 @@ import csv
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
+from tests.state_support import jobs_in
 
 KEY = "sk-crash-test-0001"
 N_JOBS = 80
@@ -67,11 +67,7 @@ def start_run(manifest: Path, out: Path, base_url: str) -> subprocess.Popen[byte
 
 
 def job_states(out: Path) -> dict[str, tuple[str, str | None]]:
-    db = sqlite3.connect(out / "state.db")
-    try:
-        return {j: (s, t) for j, s, t in db.execute("SELECT job_id, state, task_id FROM jobs")}
-    finally:
-        db.close()
+    return {j: (job.state.value, job.task_id) for j, job in jobs_in(out).items()}
 
 
 @pytest.mark.parametrize("lost_reply", [0.0, 0.1])

@@ -79,12 +79,10 @@ def state_of(store: StateStore, job_id: str) -> JobRow:
     return job
 
 
-def files_of(store: StateStore, job_id: str) -> list[tuple[int, str, str, str, int]]:
-    return list(
-        store.db.execute(
-            "SELECT n, url, path, sha256, size FROM files WHERE job_id = ? ORDER BY n", (job_id,)
-        )
-    )
+def files_of(
+    store: StateStore, job_id: str
+) -> list[tuple[int, str, str | None, str | None, int | None]]:
+    return [(f.n, f.url, f.path, f.sha256, f.size) for f in store.files_of(job_id)]
 
 
 def leftovers(out: Path) -> list[Path]:
@@ -615,7 +613,7 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
     served = {e.path: e for e in env.sim.ledger.files_served() if e.complete}
     assert any(not e.complete for e in env.sim.ledger.files_served())  # some broke, were retried
     store = StateStore.in_dir(tmp_path)
-    rows = list(store.db.execute("SELECT url, path, sha256 FROM files"))
+    rows = [(f.url, f.path, f.sha256) for f in store.all_files()]
     assert len(rows) == 12
     for url, path, sha in rows:
         assert served["files/" + url.split("/files/", 1)[1]].sha256 == sha

@@ -151,8 +151,7 @@ def test_begin_attempt_only_takes_a_pending_job(tmp_path: Path) -> None:
         assert store.begin_attempt("job-00000", 2) is False
         job = store.get("job-00000")
         assert job is not None and job.attempt == 1 and job.state.value == "submitting"
-        attempts = store.db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
-        assert attempts == 1
+        assert len(store.attempts()) == 1
     finally:
         store.close()
 

@@ -44,15 +44,24 @@ def manifest_rows(n: int) -> list[dict[str, str]]:
     ]
 
 
-def build_store(path: Path, rows: list[dict[str, str]]) -> StateStore:
-    store = StateStore.in_dir(path)
-    entries = [
-        (f"job-{i:05d}", i, "google/nano-banana", json.dumps({"prompt": r["prompt"]}),
-         json.dumps(r, ensure_ascii=False), f"h{i}")
+def entries(
+    rows: list[dict[str, str]], models: dict[int, str] | None = None
+) -> list[tuple[str, int, str, str, str, str]]:
+    models = models or {}
+    found = [
+        (f"job-{i:05d}", i, models.get(i, "google/nano-banana"),
+         json.dumps({"prompt": r["prompt"]}), json.dumps(r, ensure_ascii=False), f"h{i}")
         for i, r in enumerate(rows)
     ]  # fmt: skip
-    random.Random(7).shuffle(entries)  # insertion order must not matter: idx does
-    store.upsert_jobs(entries)
+    random.Random(7).shuffle(found)  # insertion order must not matter: idx does
+    return found
+
+
+def build_store(
+    path: Path, rows: list[dict[str, str]], models: dict[int, str] | None = None
+) -> StateStore:
+    store = StateStore.in_dir(path)
+    store.upsert_jobs(entries(rows, models))
     return store
 
 
@@ -90,7 +99,8 @@ def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
         finish(store, i, JobState.FAILED)
     # A job that left the manifest is not reported.
     store.upsert_jobs([("gone", 10_000, "z-image", "{}", "{}", "h")])
-    store.db.execute("UPDATE jobs SET in_manifest = 0 WHERE job_id = 'gone'")
+    store.forget_manifest_membership()  # the manifest again, as a sync sees it: no 'gone'
+    store.upsert_jobs(entries(rows))
 
     path = write_results_csv(tmp_path, store)
     results = read(path)
@@ -171,11 +181,10 @@ def test_header_keeps_clashing_manifest_columns() -> None:
 
 @pytest.fixture
 def small(tmp_path: Path) -> StateStore:
-    store = build_store(tmp_path, manifest_rows(6))
+    store = build_store(tmp_path, manifest_rows(6), models={2: "z-image"})
     finish(store, 0, JobState.DONE, files=1)
     finish(store, 1, JobState.FAILED)
     finish(store, 2, JobState.DONE, files=1)
-    store.db.execute("UPDATE jobs SET model = 'z-image' WHERE job_id = 'job-00002'")
     return store
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ from liangxin_batch.outputs._report import RESULT_COLUMNS, report_status
 from liangxin_batch.run._run import RunHandle, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app
 from tests.runner_harness import KEY
+from tests.state_support import jobs_in
 from tests.virtual_time import run_virtual
 
 N = 50
@@ -44,7 +44,7 @@ def test_interrupted_run_writes_one_row_per_job_in_manifest_order(tmp_path: Path
     ids = write_manifest(manifest)
     out = tmp_path / "out"
 
-    async def main() -> tuple[RunSummary, str, RunSummary]:
+    async def main() -> tuple[RunSummary, str, RunSummary, dict[str, tuple[str, str]]]:
         loop = asyncio.get_running_loop()
         app = create_app(SimConfig(api_key=KEY, seed=8), clock=loop.time)
         transport = httpx.ASGITransport(app=app)
@@ -67,14 +67,11 @@ def test_interrupted_run_writes_one_row_per_job_in_manifest_order(tmp_path: Path
         # 20 creates per 10 s: at 12 s about 40 jobs are created, some done, the rest pending.
         first = await run(12.0)
         interrupted_csv = (out / "results.csv").read_text(encoding="utf-8")
-        state_after_first = tmp_path / "state-after-first.db"
-        db = sqlite3.connect(out / "state.db")
-        db.execute("VACUUM INTO ?", (str(state_after_first),))
-        db.close()
+        after_first = {j: (job.state.value, job.task_id or "") for j, job in jobs_in(out).items()}
         second = await run(None)  # the resume, against the same service
-        return first, interrupted_csv, second
+        return first, interrupted_csv, second, after_first
 
-    summary, interrupted_csv, again = run_virtual(main)
+    summary, interrupted_csv, again, state = run_virtual(main)
     assert summary.interrupted and summary.exit_code == 130
     results = pd.read_csv(io.StringIO(interrupted_csv), dtype=str, keep_default_na=False)
     assert list(results["job_id"]) == ids  # exactly one row per job, manifest order
@@ -83,9 +80,6 @@ def test_interrupted_run_writes_one_row_per_job_in_manifest_order(tmp_path: Path
         "a harbour at dawn, take 0, «quoted», 007",
         "a harbour at dawn, take 1, «quoted», 007",
     ]
-    db = sqlite3.connect(tmp_path / "state-after-first.db")
-    state = {j: (s, t or "") for j, s, t in db.execute("SELECT job_id, state, task_id FROM jobs")}
-    db.close()
     seen = set()
     for row in results.to_dict(orient="records"):
         job_state, task_id = state[row["job_id"]]

@@ -10,7 +10,7 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._store import StateStore
 from tests.runner_harness import SimEnv, in_virtual_time
-from tests.state_support import drive
+from tests.state_support import drive, jobs_in
 
 
 def rows(*prompts: str) -> list[dict[str, Any]]:
@@ -37,12 +37,9 @@ def runs(out: Path, *manifests: tuple[list[dict[str, Any]], RunSettings]) -> lis
     return in_virtual_time(main)  # type: ignore[no-any-return]
 
 
-def snapshot(out: Path) -> list[tuple[Any, ...]]:
-    store = StateStore.in_dir(out)
-    try:
-        return list(store.db.execute("SELECT * FROM jobs ORDER BY job_id"))
-    finally:
-        store.close()
+def snapshot(out: Path) -> list[Any]:
+    """Every job exactly as the store reads it (a refused sync must change none)."""
+    return sorted(jobs_in(out).values(), key=lambda j: j.job_id)
 
 
 def test_changed_content_is_refused_and_the_state_is_left_untouched(tmp_path: Path) -> None:

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.simulator import FaultProfile
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
-from tests.state_support import drive
+from tests.state_support import counts_in, drive
 from tests.test_ratelimit import max_in_any_window
 
 
 def states(out: Path) -> dict[str, int]:
-    db = sqlite3.connect(out / "state.db")
-    try:
-        return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-    finally:
-        db.close()
+    return counts_in(out)
 
 
 def test_hundreds_of_jobs_complete_once_each_within_the_limits(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ simulator (tests/runner_harness.py), so minutes of service time cost millisecond
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,38 +26,28 @@ from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_
 from liangxin_batch.simulator._ledger import LedgerEvent, canonical_job_key
 from tests.runner_harness import KEY, SimEnv, in_virtual_time, make_jobs, records_for
 from tests.runner_harness import TestJob as Job
+from tests.state_support import attempts_in, events_in, files_in, jobs_in
 
 # -- helpers ------------------------------------------------------------------------------
 
 
 def job_rows(out: Path) -> dict[str, dict[str, Any]]:
-    db = sqlite3.connect(out / "state.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return {r["job_id"]: dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY idx")}
-    finally:
-        db.close()
+    """Each job as a dict (its state as text), read through the store's API."""
+    return {
+        job_id: {**dataclasses.asdict(job), "state": job.state.value}
+        for job_id, job in jobs_in(out).items()
+    }
 
 
 def attempts(out: Path) -> dict[str, list[tuple[int, str | None, str]]]:
-    db = sqlite3.connect(out / "state.db")
-    try:
-        found: dict[str, list[tuple[int, str | None, str]]] = defaultdict(list)
-        for job_id, n, task_id, outcome in db.execute(
-            "SELECT job_id, attempt, task_id, outcome FROM attempts ORDER BY job_id, attempt"
-        ):
-            found[job_id].append((n, task_id, outcome))
-        return dict(found)
-    finally:
-        db.close()
+    found: dict[str, list[tuple[int, str | None, str]]] = defaultdict(list)
+    for a in attempts_in(out):
+        found[a.job_id].append((a.attempt, a.task_id, a.outcome))
+    return dict(found)
 
 
 def events(out: Path) -> list[tuple[str | None, str, str]]:
-    db = sqlite3.connect(out / "state.db")
-    try:
-        return list(db.execute("SELECT job_id, kind, detail FROM events ORDER BY id"))
-    finally:
-        db.close()
+    return [(e.job_id, e.kind, e.detail) for e in events_in(out)]
 
 
 def polls_by_task(sim: Simulator) -> dict[str, list[LedgerEvent]]:
@@ -228,19 +218,13 @@ def test_retry_failed_keeps_the_outcome_and_code_of_the_failed_attempt(tmp_path:
     failed = {j: r for j, r in before.items() if r["state"] == "failed"}
     assert failed
     history = attempts(tmp_path)
-    db = sqlite3.connect(tmp_path / "state.db")
-    try:
-        for job_id, row in failed.items():
-            assert_retried(history[job_id], row["task_id"], "failed")
-            # The failed attempt's failCode and failMsg stay in the history.
-            code, message = db.execute(
-                "SELECT error_code, error_message FROM attempts WHERE job_id = ? AND attempt = 1",
-                (job_id,),
-            ).fetchone()
-            assert (code, message) == (row["error_code"], row["error_message"])
-            assert code == "500"
-    finally:
-        db.close()
+    first_tries = {a.job_id: a for a in attempts_in(tmp_path) if a.attempt == 1}
+    for job_id, row in failed.items():
+        assert_retried(history[job_id], row["task_id"], "failed")
+        # The failed attempt's failCode and failMsg stay in the history.
+        code, message = first_tries[job_id].error_code, first_tries[job_id].error_message
+        assert (code, message) == (row["error_code"], row["error_message"])
+        assert code == "500"
 
 
 def test_without_retry_failed_a_resume_leaves_failed_jobs_alone(tmp_path: Path) -> None:
@@ -321,11 +305,7 @@ def test_retry_failed_downloads_a_download_failed_job_again_without_a_new_task(
     refetched = {e.task_id for e in sim.ledger.files_served()[files_before:]}
     failed_tasks = {r["task_id"] for r in before.values() if r["state"] == "download_failed"}
     assert refetched == failed_tasks
-    db = sqlite3.connect(tmp_path / "state.db")
-    try:
-        files = list(db.execute("SELECT job_id, path, sha256 FROM files"))
-    finally:
-        db.close()
+    files = [(f.job_id, f.path, f.sha256) for f in files_in(tmp_path)]
     assert len(files) == 8
     for job_id, path, sha in files:
         data = (tmp_path / path).read_bytes()

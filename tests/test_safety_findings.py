@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from liangxin_batch.errors import ConfigError, StateError
 from liangxin_batch.simulator import FaultProfile
 from liangxin_batch.state._store import StateStore
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs, records_for
+from tests.state_support import counts_in
 from tests.test_money_safety import Rewrite
 
 
@@ -112,11 +112,7 @@ def test_4_a_slow_file_host_holds_submission_back(tmp_path: Path) -> None:
         while not task.done():  # sample the paid, not yet downloaded jobs
             await asyncio.sleep(0.5)
             if (tmp_path / "state.db").exists():
-                with sqlite3.connect(f"file:{tmp_path / 'state.db'}?mode=ro", uri=True) as db:
-                    (n,) = db.execute(
-                        "SELECT COUNT(*) FROM jobs WHERE state='succeeded'"
-                    ).fetchone()
-                backlog.append(n)
+                backlog.append(counts_in(tmp_path).get("succeeded", 0))
         return await task
 
     summary = in_virtual_time(main)

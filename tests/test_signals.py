@@ -10,7 +10,6 @@ import csv
 import hashlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +24,9 @@ import pytest
 from liangxin_batch.core._states import JobState
 from liangxin_batch.outputs._report import report_status
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
+from liangxin_batch.state._store import StateStore
+from tests.state_support import files_in
+from tests.state_support import jobs_in as read_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -107,11 +109,7 @@ class Run:
 
 
 def jobs_in(out: Path) -> dict[str, tuple[str, str | None]]:
-    db = sqlite3.connect(out / "state.db")
-    try:
-        return {j: (s, t) for j, s, t in db.execute("SELECT job_id, state, task_id FROM jobs")}
-    finally:
-        db.close()
+    return {j: (job.state.value, job.task_id) for j, job in read_jobs(out).items()}
 
 
 def creates_per_prompt(sim: Simulator) -> Counter[str]:
@@ -234,10 +232,8 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
 
     # Consistent either way: the database is whole, and no file sits under a final name
     # without being recorded and verified.
-    db = sqlite3.connect(out / "state.db")
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    recorded = {p for (p,) in db.execute("SELECT path FROM files")}
-    db.close()
+    StateStore.in_dir(out, readonly=True).close()  # opening checks it (quick_check)
+    recorded = {f.path for f in files_in(out)}
     for path in (out / "outputs").rglob("*"):
         if path.is_file() and not path.name.startswith("."):
             assert str(path.relative_to(out)) in recorded, path
@@ -255,10 +251,8 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
     for job_id, (state, task_id) in final.items():
         if state == "done":
             assert task_id in created, job_id
-    db = sqlite3.connect(out / "state.db")
-    for path, sha in db.execute("SELECT path, sha256 FROM files"):
-        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
-    db.close()
+    for f in files_in(out):
+        assert hashlib.sha256((out / (f.path or "")).read_bytes()).hexdigest() == f.sha256
 
 
 def test_the_first_ctrl_c_cancels_a_dripping_download_and_removes_its_part_file(

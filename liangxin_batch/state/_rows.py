@@ -9,7 +9,16 @@ from typing import Any
 
 from liangxin_batch.core._states import JobState
 
-__all__ = ["FILE_COLUMNS", "JOB_COLUMNS", "Credits", "FileRow", "JobRow", "row_to_job"]
+__all__ = [
+    "FILE_COLUMNS",
+    "JOB_COLUMNS",
+    "AttemptRow",
+    "Credits",
+    "EventRow",
+    "FileRow",
+    "JobRow",
+    "row_to_job",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,28 @@ class FileRow:
     sha256: str | None
     size: int | None
     mtime_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One createTask attempt of a job: its taskId (if any) and how it ended."""
+
+    job_id: str
+    attempt: int
+    task_id: str | None
+    outcome: str
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One line of a job's history (`kind`: the state it entered, or "note")."""
+
+    at: float
+    job_id: str | None
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)

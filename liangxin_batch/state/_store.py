@@ -36,13 +36,23 @@ from liangxin_batch.state._migrations import MIGRATIONS, TABLES
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
     JOB_COLUMNS,
+    AttemptRow,
     Credits,
+    EventRow,
     FileRow,
     JobRow,
     row_to_job,
 )
 
-__all__ = ["MIGRATIONS", "Credits", "FileRow", "JobRow", "StateStore"]
+__all__ = [
+    "MIGRATIONS",
+    "AttemptRow",
+    "Credits",
+    "EventRow",
+    "FileRow",
+    "JobRow",
+    "StateStore",
+]
 
 STATE_FILE = "state.db"
 
@@ -443,6 +453,35 @@ class StateStore:
                 "SELECT started_at FROM attempts WHERE started_at >= ? ORDER BY started_at",
                 (wall_time,),
             )
+        ]
+
+    def attempts(self, job_id: str | None = None) -> list[AttemptRow]:
+        """Every createTask attempt (of one job), in order."""
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
+        return [
+            AttemptRow(*r)
+            for r in self.db.execute(
+                "SELECT job_id, attempt, task_id, outcome, error_code, error_message"
+                f" FROM attempts {where} ORDER BY job_id, attempt",
+                params,
+            )
+        ]
+
+    def events(self, job_id: str | None = None) -> list[EventRow]:
+        """The history, oldest first (of one job)."""
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
+        return [
+            EventRow(*r)
+            for r in self.db.execute(
+                f"SELECT at, job_id, kind, detail FROM events {where} ORDER BY id", params
+            )
+        ]
+
+    def all_files(self) -> list[FileRow]:
+        """Every recorded file, by job and number."""
+        return [
+            FileRow(*r)
+            for r in self.db.execute(f"SELECT {FILE_COLUMNS} FROM files ORDER BY job_id, n")
         ]
 
     def transitions_taken(self) -> Iterator[tuple[str, str, str, str]]:
