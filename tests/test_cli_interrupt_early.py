@@ -14,7 +14,7 @@ import pytest
 
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
 from tests.state_support import counts_in
-from tests.test_cli_run import KEY, env_for, manifest
+from tests.test_cli_run import KEY, env_for, manifest  # one harness: tests/cli_support
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 
 from liangxin_batch.cli import main
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+from tests.cli_support import child_env, fast_catalog, write_manifest
 from tests.state_support import counts_in
 
 KEY = "sk-cli-SECRET-9f8e7d6c5b4a3210"
@@ -29,26 +29,12 @@ def sim() -> Iterator[tuple[str, object]]:
 
 
 def manifest(path: Path, n: int, *, model: str = "google/nano-banana") -> Path:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "model", "prompt"])
-        for i in range(n):
-            w.writerow([f"r{i:03d}", model, f"a lighthouse at dusk, take {i}"])
+    write_manifest(path, n, model=model)
     return path
 
 
 def env_for(url: str, key: str = KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANGXIN_")}
-    env.update(LIANGXIN_API_KEY=key, LIANGXIN_BASE_URL=url)
-    return env
-
-
-def fast_catalog(tmp: Path) -> Path:
-    path = tmp / "fast.yaml"
-    path.write_text(
-        "models:\n  - id: google/nano-banana\n    patch: true\n    typical_seconds: 0.1\n"
-    )
-    return path
+    return child_env(url, key)
 
 
 def run_args(tmp: Path, m: Path, out: Path) -> list[str]:

@@ -7,18 +7,16 @@ order of writes is what is under test, not the clock.
 
 from __future__ import annotations
 
-import csv
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
+from tests import cli_support
 from tests.state_support import jobs_in
 
 KEY = "sk-crash-test-0001"
@@ -28,29 +26,18 @@ pytestmark = pytest.mark.slow
 
 
 def write_manifest(path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "model", "prompt"])
-        for i in range(N_JOBS):
-            w.writerow([f"c{i:03d}", "google/nano-banana", f"crash test prompt {i}"])
+    cli_support.write_manifest(path, N_JOBS, prefix="c", prompt="crash test prompt {i}")
 
 
 def write_fast_catalog(path: Path) -> None:
-    # The simulator runs at 1/50 of real latency; tell the poll schedule so (a user
-    # catalog that patches one field of a builtin model).
-    path.write_text(
-        "models:\n  - id: google/nano-banana\n    patch: true\n    typical_seconds: 0.15\n"
-    )
+    # The simulator runs at 1/50 of real latency; tell the poll schedule so.
+    cli_support.fast_catalog(path.parent, typical_seconds=0.15)
 
 
 def start_run(manifest: Path, out: Path, base_url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANGXIN_")}
-    env.update(LIANGXIN_API_KEY=KEY, LIANGXIN_BASE_URL=base_url)
+    env = cli_support.child_env(base_url, KEY)
     catalog = manifest.parent / "fast.yaml"
-    cmd = [
-        sys.executable,
-        "-m",
-        "liangxin_batch",
+    cmd = cli_support.cli(
         "--catalog",
         str(catalog),
         "run",
@@ -62,7 +49,7 @@ def start_run(manifest: Path, out: Path, base_url: str) -> subprocess.Popen[byte
         "--poll-rate",
         "10/1s",
         "--quiet",
-    ]
+    )
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -6,12 +6,9 @@ run's stderr for a condition, with a bounded deadline; nothing sleeps to synchro
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,6 +22,7 @@ from liangxin_batch.core._states import JobState
 from liangxin_batch.outputs._report import report_status
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
 from liangxin_batch.state._store import StateStore
+from tests import cli_support
 from tests.state_support import files_in
 from tests.state_support import jobs_in as read_jobs
 
@@ -45,40 +43,21 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 
 def write_manifest(path: Path) -> list[str]:
-    ids = [f"s{i:03d}" for i in range(N_JOBS)]
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "model", "prompt"])
-        for i, job_id in enumerate(ids):
-            w.writerow([job_id, "google/nano-banana", f"a windmill in fog, take {i}"])
-    return ids
+    return cli_support.write_manifest(
+        path, N_JOBS, prefix="s", prompt="a windmill in fog, take {i}"
+    )
 
 
 def command(tmp: Path, out: Path) -> list[str]:
-    catalog = tmp / "fast.yaml"  # the simulator runs at 1/50 of real latency
-    catalog.write_text(
-        "models:\n  - id: google/nano-banana\n    patch: true\n    typical_seconds: 0.1\n"
-    )
-    return [
-        sys.executable,
-        "-m",
-        "liangxin_batch",
-        "--catalog",
-        str(catalog),
-        "run",
-        str(tmp / "m.csv"),
-        "--out",
-        str(out),
-        "--rate",
-        "20/1s",
-        "--quiet",
-    ]
+    catalog = cli_support.fast_catalog(tmp)  # the simulator runs at 1/50 of real latency
+    return cli_support.cli(
+        "--catalog", str(catalog), "run", str(tmp / "m.csv"), "--out", str(out),
+        "--rate", "20/1s", "--quiet",
+    )  # fmt: skip
 
 
 def child_env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANGXIN_")}
-    env.update(LIANGXIN_API_KEY=KEY, LIANGXIN_BASE_URL=url, PYTHONUNBUFFERED="1")
-    return env
+    return cli_support.child_env(url, KEY, PYTHONUNBUFFERED="1")
 
 
 class Run:
