@@ -34,7 +34,6 @@ and kills done, restarts, jobs done, total wall time, plus one line per kill.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import multiprocessing
 import os
@@ -88,14 +87,9 @@ def _serve(
 
 
 def write_manifest(path: Path, n: int) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "model", "prompt", "aspect_ratio"])
-        for i in range(n):
-            model, extra = MODELS[i % len(MODELS)]
-            writer.writerow(
-                [f"k{i:06d}", model, f"crash bench prompt {i}", extra.get("aspect_ratio", "")]
-            )
+    from bench.bench_runner import write_manifest as write_jobs
+
+    write_jobs(path, n, models=MODELS, prefix="k", prompt="crash bench prompt")
 
 
 def typical_seconds() -> dict[str, float]:

@@ -59,14 +59,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_manifest(path: Path, n: int) -> None:
+def write_manifest(
+    path: Path,
+    n: int,
+    *,
+    models: list[tuple[str, dict[str, str]]] = MODELS,
+    prefix: str = "b",
+    prompt: str = "benchmark prompt",
+) -> None:
+    """`n` jobs cycling through `models` (with the fields each requires)."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "model", "prompt", "aspect_ratio"])
         for i in range(n):
-            model, extra = MODELS[i % len(MODELS)]
+            model, extra = models[i % len(models)]
             writer.writerow(
-                [f"b{i:06d}", model, f"benchmark prompt {i}", extra.get("aspect_ratio", "")]
+                [f"{prefix}{i:06d}", model, f"{prompt} {i}", extra.get("aspect_ratio", "")]
             )
 
 

@@ -178,13 +178,12 @@ def _parse_stall(text: str) -> tuple[int, float]:
     size, _, seconds = text.partition("/")
     try:
         window = float(seconds.strip().removesuffix("s"))
-        return parse_size(size), window if 0 < window < 86_400 else _fail(usage)
+        nbytes = parse_size(size)
     except (ValueError, ConfigError):
         raise ConfigError(usage) from None
-
-
-def _fail(message: str) -> float:
-    raise ConfigError(message)
+    if not 0 < window < 86_400:
+        raise ConfigError(usage)
+    return nbytes, window
 
 
 def _run(
