@@ -569,7 +569,7 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
     from liangxin_batch.catalog._catalog import default_catalog
     from liangxin_batch.core._settings import RunSettings
     from liangxin_batch.core._summary import RunSummary
-    from liangxin_batch.run._runner import Runner
+    from liangxin_batch.run._runner import Interrupt, Runner
     from liangxin_batch.state._sync import sync_jobs
     from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
 
@@ -579,11 +579,13 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
         store = StateStore.in_dir(tmp_path)
         sync_jobs(store, jobs, allow_changed=False)
         client = env.client()
+        interrupt = Interrupt()
         downloader = Downloader(
             store=store,
             out_dir=tmp_path,
             client=client,
             transport=httpx.ASGITransport(app=env.app),
+            stopping=lambda: stop_downloads or interrupt.requested,
         )
         runner = Runner(
             store=store,
@@ -591,8 +593,8 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
             catalog=default_catalog(),
             settings=RunSettings(),
             on_succeeded=downloader.handle,
+            interrupt=interrupt,
         )
-        downloader.stopping = (lambda: True) if stop_downloads else (lambda: runner.stopping)
         try:
             return await runner.run()
         finally:

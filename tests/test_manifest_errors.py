@@ -253,7 +253,7 @@ def test_duplicates_are_found_across_a_large_file(tmp_path: Path) -> None:
 
 
 def test_the_id_table() -> None:
-    from liangxin_batch.manifest._build import _IdTable
+    from liangxin_batch.manifest._guards import IdTable as _IdTable
 
     table = _IdTable(capacity=4)
     keys = [0, -1, 2**63 - 1, -(2**63), *range(100, 5000, 7)]

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.run._runner import Runner
 from liangxin_batch.simulator import FaultProfile
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
 from tests.state_support import counts_in, drive
@@ -50,11 +51,11 @@ def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
         env = SimEnv()
         settings = RunSettings(max_in_flight=5)
 
-        def watch(runner: object) -> None:
+        def watch(runner: Runner) -> None:
             async def sample() -> None:
                 nonlocal peak
                 while True:
-                    peak = max(peak, runner._in_flight)  # type: ignore[attr-defined]
+                    peak = max(peak, runner.in_flight)
                     await asyncio.sleep(0.5)
 
             samplers.append(asyncio.get_running_loop().create_task(sample()))
@@ -299,3 +300,33 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
     waited = in_virtual_time(main)
     # Two limiter turns (the other task's, then the hint's) and one answer: about 4.5 s.
     assert waited < 5.0, f"the hint's poll was dropped: finished {waited:.1f}s after the callback"
+
+
+def test_the_runner_records_times_from_the_clock_it_is_given(tmp_path: Path) -> None:
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.run._control import LoopClock
+    from liangxin_batch.state._store import StateStore
+    from liangxin_batch.state._sync import sync_jobs
+    from tests.state_support import jobs_in
+
+    async def main() -> None:
+        env = SimEnv()
+        store = StateStore.in_dir(tmp_path)
+        sync_jobs(store, make_jobs(3), allow_changed=False)
+        client = env.client()
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=default_catalog(),
+            settings=RunSettings(),
+            clock=LoopClock(wall=lambda: 1_234_567.0),
+        )
+        try:
+            await runner.run()
+        finally:
+            await client.aclose()
+            store.close()
+
+    in_virtual_time(main)
+    jobs = jobs_in(tmp_path)
+    assert {j.submitted_at for j in jobs.values()} == {1_234_567.0}

@@ -189,7 +189,7 @@ def test_status_reads_the_state_while_a_run_writes_it(tmp_path: Path) -> None:
 
 
 def test_summary_line_accounts_for_every_job(tmp_path: Path) -> None:
-    from liangxin_batch.cli._run import format_summary
+    from liangxin_batch.cli._launch import format_summary
     from liangxin_batch.core._summary import RunSummary
 
     summary = RunSummary(

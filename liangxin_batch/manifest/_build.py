@@ -1,7 +1,7 @@
 """Raw manifest records -> validated jobs: model lookup, conversion, validation, identity.
 
 The pure core of manifest reading (`_manifest` is the public face). One row is held at a
-time; duplicate ids are found through `_IdTable`, 8 bytes of hash per id, so a
+time; duplicate ids are found through `IdTable`, 8 bytes of hash per id, so a
 1,000,000-row manifest checks in bounded memory. Problems that stand for many jobs (a
 column the model does not take, a bad default shared by every expanded job) collapse into
 one with a count, emitted after the jobs.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,12 @@ from liangxin_batch.core._records import (
     slug_id,
 )
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._guards import (
+    IdTable,
+    control_char,
+    may_have_control,
+    written,
+)
 from liangxin_batch.manifest._read import TABULAR_SUFFIXES, read_tabular
 from liangxin_batch.manifest._yaml import read_yaml
 
@@ -58,106 +63,10 @@ class _Bad:
         self.expected = expected
 
 
-#: C0 control characters other than tab, newline and carriage return.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
-
-
-def _control_char(value: Any, depth: int = 0) -> str | None:
-    """Where the first control character in a value (or inside its items) is, or None."""
-    if isinstance(value, str):
-        found = _CONTROL.search(value)
-        if found is None:
-            return None
-        return f"U+{ord(found.group()):04X} at character {found.start() + 1}"
-    if depth > 50:
-        return None
-    if isinstance(value, list | tuple):
-        items: Any = value
-    elif isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    else:
-        return None
-    for item in items:
-        found_in = _control_char(item, depth + 1)
-        if found_in is not None:
-            return found_in
-    return None
-
-
-def _may_have_control(rec: RawJob) -> bool:
-    """The common case in one C-level search per row: plain text with nothing to find."""
-    columns = rec.columns or {}
-    try:
-        blob = "\t".join([*rec.values.values(), *columns.values(), *columns.keys()])
-    except TypeError:
-        return True  # lists, objects or numbers (YAML/JSON): look at them one by one
-    return _CONTROL.search(blob) is not None
-
-
-def _written(rec: RawJob) -> Iterator[tuple[str, Any]]:
-    """Every name and value as written: fields, note columns, and column names."""
-    yield from rec.values.items()
-    for name, text in (rec.columns or {}).items():
-        if name not in rec.values:
-            yield name, text
-        if _CONTROL.search(name):
-            yield "(column name)", name
-
-
 def _too_deep(source: SourceRef) -> Problem:
     return Problem(
         source, None, "values nested at most a few hundred levels deep", "deeper nesting"
     )
-
-
-class _IdTable:
-    """64-bit key -> 64-bit value by open addressing in two arrays.
-
-    About 24 bytes per id; a dict of Python ints needs about 110, which for a million ids
-    is the difference between 25 MB and 110 MB.
-    """
-
-    __slots__ = ("_keys", "_mask", "_size", "_vals")
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._keys = array("q", bytes(8 * capacity))
-        self._vals = array("q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        self._size = 0
-
-    def setdefault(self, key: int, value: int) -> int | None:
-        """Insert and return None, or return the value already stored for `key`."""
-        key = key or 1  # 0 marks an empty slot
-        keys, mask = self._keys, self._mask
-        i = key & mask
-        while True:
-            k = keys[i]
-            if k == 0:
-                break
-            if k == key:
-                return self._vals[i]
-            i = (i + 1) & mask
-        keys[i] = key
-        self._vals[i] = value
-        self._size += 1
-        if self._size * 2 > mask:
-            self._grow()
-        return None
-
-    def _grow(self) -> None:
-        old_keys, old_vals = self._keys, self._vals
-        capacity = (self._mask + 1) * 2
-        self._keys = array("q", bytes(8 * capacity))
-        self._vals = array("q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        keys, vals, mask = self._keys, self._vals, self._mask
-        for j, k in enumerate(old_keys):
-            if k:
-                i = k & mask
-                while keys[i]:
-                    i = (i + 1) & mask
-                keys[i] = k
-                vals[i] = old_vals[j]
 
 
 class JobBuilder:
@@ -170,7 +79,7 @@ class JobBuilder:
         self.catalog = catalog
         self.default_model = default_model.strip() if default_model else None
         self._coerced: dict[tuple[int, str], Any] = {}
-        self._ids = _IdTable()
+        self._ids = IdTable()
         self._files: dict[str, int] = {}
         self._file_names: list[str] = []
         self._pending: dict[tuple[Any, ...], list[Any]] = {}
@@ -269,8 +178,8 @@ class JobBuilder:
         for p in rec.problems or ():
             bad = True
             self._emit(out, p, self._same_key(p, rec))
-        for key, value in _written(rec) if _may_have_control(rec) else ():
-            control = _control_char(value)
+        for key, value in written(rec) if may_have_control(rec) else ():
+            control = control_char(value)
             if control is not None:  # every format, every text field: never sent
                 bad = True
                 p = Problem(
@@ -313,9 +222,9 @@ class JobBuilder:
         for key, value in data.items():  # lists and objects decoded from a cell (JSON)
             if not isinstance(value, list | dict) or not isinstance(values.get(key), str):
                 continue  # not decoded from text: checked as written above
-            if _control_char(values.get(key)) is not None:
+            if control_char(values.get(key)) is not None:
                 continue  # already reported as written
-            control = _control_char(value)
+            control = control_char(value)
             if control is not None:
                 bad = True
                 failed.add(key)

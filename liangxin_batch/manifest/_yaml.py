@@ -32,15 +32,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
-from liangxin_batch.catalog._yaml12 import (
-    MAX_SCALAR_CHARS,
-    ExpansionError,
-    TextLoader,
-    check_expansion,
-)
 from liangxin_batch.core._records import (
     Problem,
     RawJob,
@@ -57,6 +50,7 @@ from liangxin_batch.manifest._read import (
     decode_problem,
     read_tabular,
 )
+from liangxin_batch.manifest._yaml_doc import duplicate_keys, line_of, load_document, pairs_of
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
@@ -65,52 +59,6 @@ __all__ = ["read_yaml"]
 
 TOP_KEYS = ("defaults", "vars", "matrix", "jobs", "jobs_from", "repeat")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-_LONG_LINE = re.compile(f"[^\n]{{{MAX_SCALAR_CHARS + 1}}}")
-
-
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _pairs(node: Node | None) -> dict[str, tuple[Node, Node]]:
-    """Scalar key -> (key node, value node); the last one wins, as in the loaded data."""
-    out: dict[str, tuple[Node, Node]] = {}
-    if isinstance(node, MappingNode):
-        for knode, vnode in node.value:
-            if isinstance(knode, ScalarNode):
-                out[str(knode.value)] = (knode, vnode)
-    return out
-
-
-def _duplicate_keys(root: Node, display: str) -> Iterator[Problem]:
-    """Keys written twice in one mapping (YAML silently keeps the last)."""
-    seen: set[int] = set()
-    stack = [root]  # iterative: nesting depth is the author's, not ours to recurse on
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:  # aliases share nodes
-            continue
-        seen.add(id(node))
-        if isinstance(node, MappingNode):
-            first: dict[str, int] = {}
-            for knode, vnode in node.value:
-                if isinstance(knode, ScalarNode) and knode.value != "<<":
-                    key = str(knode.value)
-                    if key in first:
-                        yield Problem(
-                            SourceRef(display, _line(knode), key),
-                            key,
-                            "each key once in a mapping",
-                            f"{key!r} again (first at line {first[key]})",
-                            "remove one; YAML would silently keep only the last",
-                        )
-                    else:
-                        first[key] = _line(knode)
-                stack.append(vnode)
-        elif isinstance(node, SequenceNode):
-            stack.extend(reversed(node.value))
 
 
 class _Reader(Expander):
@@ -131,7 +79,7 @@ class _Reader(Expander):
         self.allow_outside = allow_outside
 
     def at(self, node: Node | None, column: str | None = None, fallback: int = 1) -> SourceRef:
-        return SourceRef(self.display, _line(node) if node is not None else fallback, column)
+        return SourceRef(self.display, line_of(node) if node is not None else fallback, column)
 
     # ---- parts ----------------------------------------------------------------------------
 
@@ -139,7 +87,7 @@ class _Reader(Expander):
         self, data: Mapping[Any, Any], node: Node | None, problems: list[Problem]
     ) -> tuple[dict[str, Any], dict[str, SourceRef], dict[str, str]]:
         """A job's (or the defaults') keys, with `input:` flattened; notes kept apart."""
-        pairs = _pairs(node)
+        pairs = pairs_of(node)
         values: dict[str, Any] = {}
         where: dict[str, SourceRef] = {}
         notes: dict[str, str] = {}
@@ -167,7 +115,7 @@ class _Reader(Expander):
                     )
                 )
             else:
-                ipairs = _pairs(inode)
+                ipairs = pairs_of(inode)
                 for raw_key, value in nested.items():
                     key = str(raw_key)
                     kat = self.at(ipairs.get(key, (inode, None))[0], key)
@@ -208,7 +156,7 @@ class _Reader(Expander):
                 )
             )
             return out
-        pairs = _pairs(node)
+        pairs = pairs_of(node)
         for raw_key, value in data.items():
             key = str(raw_key)
             knode, vnode = pairs.get(key, (node, node))
@@ -247,65 +195,6 @@ class _Reader(Expander):
 
     # ---- the document -------------------------------------------------------------------
 
-    def load(self, text: str) -> tuple[Node | None, Any] | Problem:
-        """Compose (for line numbers) and construct the one document, or say why not."""
-        # PyYAML scans a character at a time: a 50 MB value would take half a minute
-        # before `check_expansion` could refuse it. A line that long is refused first.
-        # (Not for JSON: a minified JSON manifest is one long line.)
-        long_line = None if self.path.suffix.lower() == ".json" else _LONG_LINE.search(text)
-        if long_line is not None:
-            return Problem(
-                SourceRef(self.display, text.count("\n", 0, long_line.start()) + 1),
-                None,
-                "a manifest of bounded size",
-                f"a line of more than {MAX_SCALAR_CHARS:,} characters",
-                "put long data in a file named by jobs_from",
-            )
-        try:
-            loader = TextLoader(text)  # rejects non-printable characters right here
-        except yaml.YAMLError as err:
-            return self.yaml_problem(err, text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                check_expansion(node)  # an alias bomb is refused before it is built
-            data = loader.construct_document(node) if node is not None else None
-        except ExpansionError as err:
-            return Problem(
-                SourceRef(self.display, int(err.problem_mark.line) + 1 if err.problem_mark else 1),
-                None,
-                "a manifest of bounded size",
-                str(err.problem),
-            )
-        except yaml.YAMLError as err:
-            return self.yaml_problem(err, text)
-        except RecursionError:
-            return Problem(
-                SourceRef(self.display, 1),
-                None,
-                "YAML nested at most a few hundred levels",
-                "deeper nesting",
-            )
-        finally:
-            loader.dispose()
-        return node, data
-
-    def yaml_problem(self, err: yaml.YAMLError, text: str) -> Problem:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        if mark is not None:
-            line = int(mark.line) + 1
-        else:  # a ReaderError knows only the character position
-            position = getattr(err, "position", 0)
-            line = text.count("\n", 0, position if isinstance(position, int) else 0) + 1
-        what = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
-        return Problem(
-            SourceRef(self.display, line),
-            None,
-            "valid YAML",
-            got_text(str(what)),
-            "quote values that contain ': ', '#' or start with {, [, *, &, ! or %",
-        )
-
     def read(self) -> Iterator[RawJob | Problem]:
         try:
             text = self.path.read_text(encoding="utf-8-sig")
@@ -317,13 +206,13 @@ class _Reader(Expander):
             # indented with. Outside strings a tab is only whitespace, and inside a JSON
             # string it must be escaped (\t), so this keeps the meaning and every position.
             text = text.replace("\t", " ")
-        loaded = self.load(text)
+        loaded = load_document(text, self.display, one_line_ok=self.path.suffix.lower() == ".json")
         if isinstance(loaded, Problem):
             yield loaded
             return
         node, data = loaded
         if node is not None:
-            yield from _duplicate_keys(node, self.display)
+            yield from duplicate_keys(node, self.display)
         if data is None or node is None:
             yield Problem(
                 SourceRef(self.display, 1),
@@ -338,7 +227,7 @@ class _Reader(Expander):
             return
         if not isinstance(data, dict):
             yield Problem(
-                SourceRef(self.display, _line(node)),
+                SourceRef(self.display, line_of(node)),
                 None,
                 "a mapping with jobs: (or a list of jobs)",
                 got_text(data),
@@ -348,7 +237,7 @@ class _Reader(Expander):
 
     def document(self, data: dict[Any, Any], node: Node) -> Iterator[RawJob | Problem]:
         problems: list[Problem] = []
-        pairs = _pairs(node)
+        pairs = pairs_of(node)
         for raw_key in data:
             key = str(raw_key)
             if key not in TOP_KEYS:
@@ -387,7 +276,7 @@ class _Reader(Expander):
             self.default_at["repeat"] = self.at(rnode or rknode, "repeat")
         self.vars = self.named_lists(data.get("vars"), part("vars")[2], "vars", problems)
         self.matrix = self.named_lists(data.get("matrix"), part("matrix")[2], "matrix", problems)
-        matrix_pairs = _pairs(part("matrix")[2])
+        matrix_pairs = pairs_of(part("matrix")[2])
         self.matrix_at = {k: self.at(matrix_pairs.get(k, (None,))[0], k) for k in self.matrix}
         for name in set(self.vars) & set(self.matrix):
             problems.append(

@@ -19,18 +19,13 @@ not reach a file host. Expired or refused links (403/404/410) are traded for fre
 from __future__ import annotations
 
 import asyncio
-import errno
-import hashlib
 import json
 import logging
-import os
-import re
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,8 +33,21 @@ import httpx
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
-from liangxin_batch.outputs._layout import OUTPUTS_DIR, Layout, PathClaims, extension_for
-from liangxin_batch.run._media_check import check_media
+from liangxin_batch.outputs._layout import OUTPUTS_DIR, Layout, PathClaims
+from liangxin_batch.run._fetch import (
+    DEFAULT_MAX_FILE_SIZE,
+    FILE_TIMEOUT,
+    DownloadLimits,
+    Failed,
+    FileFetcher,
+    Refused,
+    Saved,
+    Stopped,
+    Transient,
+    parse_size,
+    sha256_of,
+    short_url,
+)
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
@@ -54,138 +62,12 @@ __all__ = [
 
 logger = logging.getLogger("liangxin_batch")
 
-DEFAULT_MAX_FILE_SIZE = 500 * 1024 * 1024
-CHUNK = 1024 * 1024  # file writes go to a thread in pieces at least this big
-FILE_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=30.0, pool=None)
-_REFUSED = frozenset({403, 404, 410})
-
 
 class UrlSource(Protocol):
     """What the downloader needs from the API client (LiangXinClient fits)."""
 
     async def get_download_url(self, url: str) -> str: ...
     async def get_task(self, task_id: str) -> TaskRecord: ...
-
-
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """`--max-file-size`: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
-    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < 1:
-        raise ConfigError(f"--max-file-size: expected a size like 500MB or 2GiB, got {text!r}")
-    return int(float(match[1]) * _UNITS[match[2]])
-
-
-def short_url(url: str) -> str:
-    """A URL fit for logs: host and file name only (query strings carry signed tokens)."""
-    parts = urlsplit(url)
-    name = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    return f"{parts.scheme}://{parts.hostname or ''}/…/{name[:60]}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadLimits:
-    """Bounds on one file's transfer, headers included: a host that drips must not hold a
-    run for ever.
-
-    A file that moves fewer than `stall_bytes` in any `stall_window` seconds is stalled
-    (`stall_window` inf: never); and after `deadline_base` seconds a file must keep an
-    average of `min_average_bps` (it may take `deadline_base` plus its size at that rate).
-    A stalled or slow file is tried again with a refreshed URL, then the job is
-    `download_failed`, saying which setting to change.
-    """
-
-    stall_bytes: int = 10_000
-    stall_window: float = 30.0
-    deadline_base: float = 120.0
-    min_average_bps: int = 100_000
-    #: Images over this many pixels are verified without a full decode (memory).
-    max_image_pixels: int = 40_000_000
-
-
-class _Pace:
-    """When one transfer must have made progress by; why it was too slow."""
-
-    __slots__ = ("limits", "received", "started", "window_bytes", "window_start")
-
-    def __init__(self, limits: DownloadLimits, now: float) -> None:
-        self.limits = limits
-        self.started = self.window_start = now
-        self.received = self.window_bytes = 0
-
-    def moved(self, n: int, now: float) -> None:
-        self.received += n
-        self.window_bytes += n
-        if self.window_bytes >= self.limits.stall_bytes:  # moving: a new stall window
-            self.window_start, self.window_bytes = now, 0
-
-    def deadline(self) -> float:
-        lim = self.limits
-        average = self.started + lim.deadline_base + self.received / lim.min_average_bps
-        return min(average, self.window_start + lim.stall_window)
-
-    def why(self, now: float) -> str:
-        lim = self.limits
-        if now < self.window_start + lim.stall_window:
-            return (
-                f"too slow: {self.received:,} bytes in {now - self.started:,.0f} s (after "
-                f"{lim.deadline_base:g} s a file must average {lim.min_average_bps:,} "
-                "bytes/s; see --download-min-rate)"
-            )
-        return (
-            f"stalled: fewer than {lim.stall_bytes:,} bytes in {lim.stall_window:g} s "
-            "(see --download-stall)"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    path: str  # relative to DIR, POSIX
-    sha256: str
-    size: int
-    mtime_ns: int | None = None
-
-
-class _Refused(Exception):  # 403/404/410: the link expired or was refused; refresh it
-    pass
-
-
-class _Transient(Exception):  # dropped stream, 5xx, timeout, short body: try again
-    pass
-
-
-class _Failed(Exception):  # this file cannot be had: the job becomes download_failed
-    pass
-
-
-class _Stalled(_Refused):  # too slow: another URL for the same file may come from elsewhere
-    pass
-
-
-class _Stopped(Exception):  # a stop was requested: leave the job `succeeded` for next run
-    pass
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write(fh: IO[bytes], digest: hashlib._Hash, data: bytes) -> None:
-    digest.update(data)
-    fh.write(data)
-
-
-def _close_synced(fh: IO[bytes]) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())  # the rename must never publish bytes still in a cache
-    fh.close()
 
 
 class Downloader:
@@ -235,6 +117,9 @@ class Downloader:
         )
         if self.http.auth is not None or "authorization" in self.http.headers:
             raise ConfigError("the file-download client must not carry credentials")
+        self._fetcher = FileFetcher(
+            http=self.http, out_dir=out_dir, max_file_size=max_file_size, limits=self.limits
+        )
         self._gate = asyncio.Semaphore(concurrency)
         self._claims: PathClaims | None = None
         self._active: set[str] = set()  # jobs being handled: a second hook call is a no-op
@@ -295,9 +180,9 @@ class Downloader:
                     return
                 try:
                     saved = await self._download(job, n, url)
-                except _Stopped:
+                except Stopped:
                     return
-                except _Failed as err:
+                except Failed as err:
                     self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
             self.store.record_file(
@@ -342,7 +227,7 @@ class Downloader:
                 return False
             if rec.mtime_ns is not None and info.st_mtime_ns == rec.mtime_ns:
                 return True
-            same = await asyncio.to_thread(_sha256_of, target) == rec.sha256
+            same = await asyncio.to_thread(sha256_of, target) == rec.sha256
         except OSError:
             return False
         if same:
@@ -392,7 +277,7 @@ class Downloader:
             tried.add(candidate)
             try:
                 return await self._fetch_retrying(job, n, candidate)
-            except _Refused as err:
+            except Refused as err:
                 refusals.append(str(err))
                 return None
 
@@ -405,12 +290,12 @@ class Downloader:
             if saved is None and again is not None:
                 saved = await attempt(await self._fresh_link(again, refusals))
         if saved is None:
-            raise _Failed("; ".join(refusals) or "refused")
+            raise Failed("; ".join(refusals) or "refused")
         return saved
 
     async def _fresh_link(self, url: str, notes: list[str]) -> str | None:
         if self.stopping():
-            raise _Stopped
+            raise Stopped
         if self.client is None:
             return None
         try:
@@ -421,7 +306,7 @@ class Downloader:
 
     async def _reread(self, task_id: str, n: int, notes: list[str]) -> str | None:
         if self.stopping():
-            raise _Stopped
+            raise Stopped
         if self.client is None:
             return None
         try:
@@ -438,58 +323,23 @@ class Downloader:
 
     async def _fetch_retrying(self, job: JobRow, n: int, url: str) -> Saved:
         if urlsplit(url).scheme.lower() not in ("http", "https"):
-            raise _Failed(f"not an http(s) URL: {short_url(url)}")
+            raise Failed(f"not an http(s) URL: {short_url(url)}")
         tries = 0
         while True:
             tries += 1
             try:
-                return await self._fetch_once(job, n, url)
-            except _Transient as err:
+                return await self._fetcher.fetch(url, lambda ext: self._path_for(job, n, ext))
+            except Transient as err:
                 if tries > self.retries:
-                    raise _Failed(f"{err} (gave up after {tries} tries)") from None
+                    raise Failed(f"{err} (gave up after {tries} tries)") from None
                 if self.stopping():
-                    raise _Stopped from None
+                    raise Stopped from None
                 delay = backoff(tries, base=self.backoff_base, cap=self.backoff_cap)
                 logger.info(
                     "%s file %d: %s; retry %d/%d in %.1fs",
                     *(job.job_id, n + 1, err, tries, self.retries, delay),
                 )
                 await asyncio.sleep(delay)
-
-    async def _fetch_once(self, job: JobRow, n: int, url: str) -> Saved:
-        short = short_url(url)
-        loop = asyncio.get_running_loop()
-        pace = _Pace(self.limits, loop.time())
-        try:
-            async with (
-                asyncio.timeout_at(pace.deadline()) as watch,
-                self.http.stream("GET", url) as response,
-            ):
-                status = response.status_code
-                if status in _REFUSED:
-                    raise _Refused(f"{short}: HTTP {status}")
-                if status == 429 or status >= 500:
-                    raise _Transient(f"{short}: HTTP {status}")
-                if status != 200:
-                    raise _Failed(f"{short}: HTTP {status}")
-                expected = _content_length(response)
-                if expected is not None and expected > self.max_file_size:
-                    raise _Failed(
-                        f"{expected:,} bytes, over the {self.max_file_size:,}-byte cap "
-                        "(raise it with --max-file-size)"
-                    )
-                ext = extension_for(response.headers.get("content-type"), str(response.url))
-                path = self._path_for(job, n, ext)
-                return await self._save(response, path, expected, pace, watch)
-        except TimeoutError:  # the watch: headers or body too slow
-            raise _Stalled(f"{short}: {pace.why(loop.time())}") from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
-            raise _Failed(f"not a usable http(s) URL: {short}") from None
-        except (httpx.TimeoutException, httpx.TransportError) as err:
-            # httpx's message may quote the URL; the type name says enough.
-            raise _Transient(f"{short}: {type(err).__name__}") from None
-        except httpx.HTTPError as err:  # too many redirects, undecodable body
-            raise _Failed(f"{short}: {type(err).__name__}") from None
 
     def _path_for(self, job: JobRow, n: int, ext: str) -> str:
         assert self._claims is not None
@@ -503,78 +353,3 @@ class Downloader:
             columns=job.columns,
         )
         return self._claims.claim(rel, job.job_id, n)
-
-    async def _save(
-        self,
-        response: httpx.Response,
-        rel: str,
-        expected: int | None,
-        pace: _Pace,
-        watch: asyncio.Timeout,
-    ) -> Saved:
-        target = self.out_dir / rel
-        part = target.with_name(f".{target.name}.part")
-        try:
-            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-            fh = await asyncio.to_thread(part.open, "wb")
-        except OSError as err:  # disk full, name too long, permissions
-            raise _write_error(self.out_dir, rel, err) from None
-        digest = hashlib.sha256()
-        size = 0
-        published = False
-        loop = asyncio.get_running_loop()
-        try:
-            buffer = bytearray()
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_file_size:
-                    raise _Failed(
-                        f"more than the {self.max_file_size:,}-byte cap "
-                        "(raise it with --max-file-size)"
-                    )
-                pace.moved(len(chunk), loop.time())
-                watch.reschedule(pace.deadline())
-                buffer += chunk
-                if len(buffer) >= CHUNK:
-                    await asyncio.to_thread(_write, fh, digest, bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await asyncio.to_thread(_write, fh, digest, bytes(buffer))
-            await asyncio.to_thread(_close_synced, fh)
-            # Content-Length counts bytes on the wire: the encoded ones if it was compressed.
-            encoded = response.headers.get("content-encoding", "identity") != "identity"
-            received = response.num_bytes_downloaded if encoded else size
-            if expected is not None and received != expected:
-                raise _Transient(f"truncated: {received:,} of {expected:,} bytes")
-            if size == 0:
-                raise _Transient("empty body")
-            broken = await asyncio.to_thread(
-                check_media, part, ext=target.suffix, max_pixels=self.limits.max_image_pixels
-            )
-            if broken:
-                raise _Transient(f"not a complete file: {broken}")
-            await asyncio.to_thread(os.replace, part, target)
-            mtime_ns = target.stat().st_mtime_ns
-            published = True
-        except OSError as err:
-            raise _write_error(self.out_dir, rel, err) from None
-        finally:
-            fh.close()
-            if not published:  # a failure, a stall, or a cancelled (Ctrl-C) stream
-                with suppress(OSError):
-                    part.unlink()
-        return Saved(rel, digest.hexdigest(), size, mtime_ns)
-
-
-def _write_error(out_dir: Path, rel: str, err: OSError) -> Exception:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(
-            f"the disk under {out_dir} is full (writing {rel}): free some space, then run "
-            "the same command again to continue (everything committed so far is kept)"
-        )
-    return _Failed(f"cannot write {rel}: {err.strerror or err}")
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length", "")
-    return int(value) if value.isdigit() else None

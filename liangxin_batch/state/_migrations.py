@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
 
-__all__ = ["MIGRATIONS", "TABLES"]
+from liangxin_batch.errors import StateError
+
+__all__ = ["MIGRATIONS", "TABLES", "applied_migrations", "check_migrations", "migrate"]
 
 #: The tables a state must have once migrated.
 TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
@@ -106,3 +110,53 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
     ("002_keys_and_evidence", _m002_keys_and_evidence),
 )
+
+
+def applied_migrations(db: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
+
+
+def check_migrations(db: sqlite3.Connection, path: Path, *, readonly: bool) -> set[str]:
+    """The migrations `path` has had; StateError if this version cannot use it."""
+    try:
+        applied = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+    except sqlite3.OperationalError:
+        applied = set()
+    known = {name for name, _ in MIGRATIONS}
+    if applied - known:
+        newer = ", ".join(sorted(applied - known))
+        raise StateError(
+            f"{path} was written by a newer liangxin-batch (migrations {newer}); "
+            "upgrade liangxin-batch to use it"
+        )
+    if readonly and applied != known:
+        raise StateError(
+            f"{path} was written by an older liangxin-batch: run it once "
+            "(`liangxin-batch run`) to bring it up to date"
+        )
+    return applied
+
+
+def migrate(
+    db: sqlite3.Connection,
+    path: Path,
+    transaction: AbstractContextManager[sqlite3.Connection],
+    *,
+    now: Callable[[], float],
+) -> None:
+    """Apply the missing migrations, each in the transaction that records it."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
+    applied = check_migrations(db, path, readonly=False)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if applied and not tables >= TABLES:
+        raise StateError(
+            f"{path} is missing tables ({', '.join(sorted(TABLES - tables))}):"
+            " it is damaged or not a liangxin-batch state. Restore it from a backup or "
+            "use another --out folder. Nothing was sent."
+        )
+    for name, step in MIGRATIONS:
+        if name in applied:
+            continue
+        with transaction:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))

@@ -22,27 +22,30 @@ from pathlib import Path
 from typing import Any
 
 from liangxin_batch.core._states import (
-    BILLED_STATES,
     KEEP_WHEN_CHANGED,
-    PROBLEM_STATES,
     Event,
     JobState,
     sources_of,
     target_of,
 )
-from liangxin_batch.errors import DiskFullError, StateError
+from liangxin_batch.errors import StateError
 from liangxin_batch.state._checks import BATCH_ID_FILE, refuse_untrusted
-from liangxin_batch.state._migrations import MIGRATIONS, TABLES
+from liangxin_batch.state._migrations import (
+    MIGRATIONS,
+    applied_migrations,
+    check_migrations,
+    migrate,
+)
+from liangxin_batch.state._queries import StoreQueries, marks
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
-    JOB_COLUMNS,
     AttemptRow,
     Credits,
     EventRow,
     FileRow,
     JobRow,
-    row_to_job,
 )
+from liangxin_batch.state._tx import Transaction
 
 __all__ = [
     "MIGRATIONS",
@@ -55,10 +58,6 @@ __all__ = [
 ]
 
 STATE_FILE = "state.db"
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ",".join("?" * len(values))
 
 
 #: How an event changes `sends`, the createTask POSTs that may have created a task: the
@@ -89,7 +88,7 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore:
+class StateStore(StoreQueries):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
@@ -106,14 +105,14 @@ class StateStore:
         self.path = path
         self.readonly = readonly
         self._now = wall_clock
-        self._tx_depth = 0
         try:
             if readonly:
                 if not path.exists() or path.stat().st_size == 0:
                     raise StateError(f"no state in {path} (missing or empty)")
                 self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
                 self.db.execute("PRAGMA busy_timeout=10000")
-                self._check_migrations()
+                check_migrations(self.db, path, readonly=True)
+                self._tx = Transaction(self.db, path)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
@@ -122,7 +121,8 @@ class StateStore:
             # process. At a few commits per job the fsyncs cost nothing measurable.
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=10000")
-            self._migrate()
+            self._tx = Transaction(self.db, path)
+            migrate(self.db, path, self._tx, now=self._now)
         except sqlite3.DatabaseError as err:
             raise StateError(f"{path}: cannot use this state file: {err}") from None
 
@@ -178,84 +178,14 @@ class StateStore:
                 "folder's own state.db, or use another --out folder. Nothing was sent."
             )
 
-    # -- migrations -----------------------------------------------------------------
-
-    def _check_migrations(self) -> set[str]:
-        try:
-            applied = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
-        except sqlite3.OperationalError:
-            applied = set()
-        known = {name for name, _ in MIGRATIONS}
-        if applied - known:
-            newer = ", ".join(sorted(applied - known))
-            raise StateError(
-                f"{self.path} was written by a newer liangxin-batch (migrations {newer}); "
-                "upgrade liangxin-batch to use it"
-            )
-        if self.readonly and applied != known:
-            raise StateError(
-                f"{self.path} was written by an older liangxin-batch: run it once "
-                "(`liangxin-batch run`) to bring it up to date"
-            )
-        return applied
-
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
-        applied = self._check_migrations()
-        if applied and not self._tables() >= TABLES:
-            raise StateError(
-                f"{self.path} is missing tables ({', '.join(sorted(TABLES - self._tables()))}):"
-                " it is damaged or not a liangxin-batch state. Restore it from a backup or "
-                "use another --out folder. Nothing was sent."
-            )
-        for name, step in MIGRATIONS:
-            if name in applied:
-                continue
-            with self.transaction():
-                step(self.db)
-                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, self._now()))
-
-    def _tables(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
     def applied_migrations(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
+        return applied_migrations(self.db)
 
     # -- transactions ---------------------------------------------------------------
 
-    class _Tx:
+    def transaction(self) -> Transaction:
         """One transaction; nested ones join the outermost, which commits or rolls back."""
-
-        def __init__(self, store: StateStore) -> None:
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            if self.store._tx_depth == 0:
-                self.store.db.execute("BEGIN IMMEDIATE")
-            self.store._tx_depth += 1
-            return self.store.db
-
-        def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
-            store = self.store
-            store._tx_depth -= 1
-            if store._tx_depth:
-                return
-            if exc_type is None:
-                try:
-                    store.db.execute("COMMIT")
-                    return
-                except sqlite3.OperationalError as err:
-                    exc = err
-            if store.db.in_transaction:  # a failed COMMIT may leave it open
-                store.db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-                # Every write lands here: a full disk is one error, said one way.
-                raise _disk_full(store.path, exc) from None
-            if isinstance(exc, sqlite3.OperationalError) and exc_type is None:
-                raise exc
-
-    def transaction(self) -> StateStore._Tx:
-        return StateStore._Tx(self)
+        return self._tx
 
     # -- meta -----------------------------------------------------------------------
 
@@ -279,7 +209,7 @@ class StateStore:
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i : i + 500]
             for job_id, h, idx in self.db.execute(
-                f"SELECT job_id, content_hash, idx FROM jobs WHERE job_id IN ({_marks(chunk)})",
+                f"SELECT job_id, content_hash, idx FROM jobs WHERE job_id IN ({marks(chunk)})",
                 chunk,
             ):
                 out[job_id] = (h, idx)
@@ -342,195 +272,7 @@ class StateStore:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET in_manifest = 0")
 
-    # -- jobs: reading ----------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobRow | None:
-        row = self.db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        return row_to_job(row) if row else None
-
-    def by_task_id(self, task_id: str) -> JobRow | None:
-        row = self.db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)
-        ).fetchone()
-        return row_to_job(row) if row else None
-
-    def iter_jobs(
-        self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = None
-    ) -> Iterator[JobRow]:
-        """Jobs in manifest order, streamed in pages.
-
-        Pages follow the unique key (idx, job_id), so jobs that share a position (an
-        edited manifest) are never skipped, and rows changed while walking are safe.
-        """
-        manifest = "" if in_manifest is None else f"in_manifest = {int(in_manifest)} AND "
-        wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
-        if wanted is None:
-            yield from self._walk(manifest, [])
-        elif len(wanted) == 1:  # the runner's walks: one state, by its index
-            yield from self._walk(f"state = ? AND {manifest}", wanted)
-        else:  # reports: manifest order, filtered
-            yield from self._walk(f"state IN ({_marks(wanted)}) AND {manifest}", wanted)
-
-    def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
-        last: tuple[int, str] = (-(2**62), "")
-        while True:
-            rows = self.db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
-                " ORDER BY idx, job_id LIMIT 1000",
-                [*params, *last],
-            ).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield row_to_job(row)
-            last = (rows[-1][1], rows[-1][0])
-
-    def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
-        return [
-            r[0]
-            for r in self.db.execute(
-                "SELECT job_id FROM jobs WHERE state = ? AND in_manifest = ?"
-                " ORDER BY idx, job_id LIMIT ?",
-                (state.value, int(in_manifest), limit),
-            )
-        ]
-
-    def counts(self, *, in_manifest: bool | None = None) -> dict[str, int]:
-        """Jobs per state (only those in, or out of, the manifest when asked)."""
-        where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
-        return dict(self.db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state"))
-
-    def counts_by_model(self) -> dict[str, dict[str, int]]:
-        by_model: dict[str, dict[str, int]] = {}
-        for model, state, n in self.db.execute(
-            "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
-        ):
-            by_model.setdefault(model, {})[state] = n
-        return by_model
-
-    def removed_count(self) -> int:
-        """Jobs in the state that the manifest no longer has."""
-        return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0])
-
-    def credits(self) -> Credits:
-        """Credits of the generations that succeeded: charged, and estimated where the
-        service did not say."""
-        states = [s.value for s in BILLED_STATES]
-        charged, estimated = self.db.execute(
-            "SELECT COALESCE(SUM(credits), 0),"
-            " COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)"
-            f" FROM jobs WHERE state IN ({_marks(states)})",
-            states,
-        ).fetchone()
-        return Credits(float(charged), float(estimated))
-
-    def oldest_in_flight(self, limit: int = 5) -> list[tuple[str, str, float | None]]:
-        return list(
-            self.db.execute(
-                "SELECT job_id, COALESCE(task_id, ''), submitted_at FROM jobs"
-                " WHERE state = 'submitted' ORDER BY submitted_at LIMIT ?",
-                (limit,),
-            )
-        )
-
-    def recent_problems(self, limit: int = 5) -> list[tuple[float, str | None, str, str]]:
-        kinds = [s.value for s in PROBLEM_STATES] + [JobState.PENDING.value]
-        return list(
-            self.db.execute(
-                "SELECT at, job_id, kind, detail FROM events"
-                f" WHERE kind IN ({_marks(kinds)}) ORDER BY id DESC LIMIT ?",
-                (*kinds, limit),
-            )
-        )
-
-    def submits_since(self, wall_time: float) -> list[float]:
-        """When createTask intents were committed since `wall_time` (for the limiter)."""
-        return [
-            r[0]
-            for r in self.db.execute(
-                "SELECT started_at FROM attempts WHERE started_at >= ? ORDER BY started_at",
-                (wall_time,),
-            )
-        ]
-
-    def attempts(self, job_id: str | None = None) -> list[AttemptRow]:
-        """Every createTask attempt (of one job), in order."""
-        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
-        return [
-            AttemptRow(*r)
-            for r in self.db.execute(
-                "SELECT job_id, attempt, task_id, outcome, error_code, error_message"
-                f" FROM attempts {where} ORDER BY job_id, attempt",
-                params,
-            )
-        ]
-
-    def events(self, job_id: str | None = None) -> list[EventRow]:
-        """The history, oldest first (of one job)."""
-        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
-        return [
-            EventRow(*r)
-            for r in self.db.execute(
-                f"SELECT at, job_id, kind, detail FROM events {where} ORDER BY id", params
-            )
-        ]
-
-    def all_files(self) -> list[FileRow]:
-        """Every recorded file, by job and number."""
-        return [
-            FileRow(*r)
-            for r in self.db.execute(f"SELECT {FILE_COLUMNS} FROM files ORDER BY job_id, n")
-        ]
-
-    def transitions_taken(self) -> Iterator[tuple[str, str, str, str]]:
-        """(job_id, from-state, to-state, event) of every transition, oldest first."""
-        yield from self.db.execute(
-            "SELECT job_id, from_state, to_state, event FROM events"
-            " WHERE event IS NOT NULL ORDER BY id"
-        )
-
-    def finished_by_counts(self) -> dict[str, int]:
-        return dict(
-            self.db.execute(
-                "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"
-                " GROUP BY finished_by"
-            ).fetchall()
-        )
-
-    def column_names(self) -> Iterator[str]:
-        """Manifest column names of every job in the manifest, in manifest order."""
-        for (text,) in self.db.execute(
-            "SELECT columns_json FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id"
-        ):
-            yield from json.loads(text)
-
-    # -- files ------------------------------------------------------------------------
-
-    def files_of(self, job_id: str) -> list[FileRow]:
-        return [
-            FileRow(*r)
-            for r in self.db.execute(
-                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id = ? ORDER BY n", (job_id,)
-            )
-        ]
-
-    def files_for(self, job_ids: Sequence[str]) -> dict[str, list[FileRow]]:
-        found: dict[str, list[FileRow]] = {}
-        for i in range(0, len(job_ids), 500):
-            chunk = job_ids[i : i + 500]
-            for r in self.db.execute(
-                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id IN ({_marks(chunk)})"
-                " ORDER BY job_id, n",
-                chunk,
-            ):
-                found.setdefault(r[0], []).append(FileRow(*r))
-        return found
-
-    def claimed_paths(self) -> Iterator[tuple[str, str, int]]:
-        """(path, job_id, n) of every file that has one."""
-        yield from self.db.execute("SELECT path, job_id, n FROM files WHERE path IS NOT NULL")
+    # -- files: writing ---------------------------------------------------------------
 
     def record_file(self, row: FileRow) -> None:
         with self.transaction() as db:
@@ -689,10 +431,3 @@ class StateStore:
                 "INSERT INTO events (at, job_id, kind, detail) VALUES (?, ?, ?, ?)",
                 (self._now(), job_id, kind, detail),
             )
-
-
-def _disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
-    return DiskFullError(
-        f"the disk under {path.parent} is full ({err}): free some space, then run the "
-        "same command again to continue (everything committed so far is kept)"
-    )

@@ -1,0 +1,199 @@
+"""Running a batch from the command line: the simulator when asked, the signal handlers,
+and the summary printed at the end. The library sets no process-wide hooks; this does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import secrets
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from liangxin_batch.cli._exit import EXIT_INTERRUPTED
+from liangxin_batch.cli._options import log_retries
+from liangxin_batch.cli._sim import DEFAULT_SIM_KEY as SIM_API_KEY
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._progress import BarsObserver, NullObserver
+from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async
+from liangxin_batch.state._status import credits_line
+
+__all__ = ["format_summary", "run_from_cli"]
+
+
+@contextlib.contextmanager
+def _simulator(latency_scale: float, hmac_key: str | None = None) -> Iterator[str]:
+    from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+
+    config = SimConfig(
+        api_key=SIM_API_KEY,
+        latency_scale=latency_scale,
+        hmac_key=hmac_key,
+        id_salt=secrets.token_hex(8),  # a resumed --simulate run gets fresh task ids
+    )
+    app = create_app(config)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+#: Flags whose value is a secret: the resume command names the variable instead.
+_SECRET_FLAGS = {"--webhook-hmac-key": "LIANGXIN_WEBHOOK_HMAC_KEY"}
+
+
+def _command_line(extra: str = "") -> str:
+    """The command that was run, to repeat it; secrets replaced by their variable."""
+    args: list[str] = []
+    argv = iter(sys.argv[1:])
+    for arg in argv:
+        if arg in ("--retry-failed", "--resubmit-unknown"):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _SECRET_FLAGS:
+            if "=" not in arg:
+                next(argv, None)
+            args.append(f'{name}="${_SECRET_FLAGS[name]}"')
+            continue
+        args.append(shlex.quote(arg))
+    line = "liangxin-batch " + " ".join(args)
+    return f"{line} {extra}".rstrip()
+
+
+def _unfinished(summary: RunSummary) -> int:
+    """Jobs in no final state; `succeeded` counts here when its files are still to fetch."""
+    c = summary.counts
+    waiting = ("pending", "submitting", "submitted") + (("succeeded",) if summary.downloads else ())
+    return sum(c.get(state, 0) for state in waiting)
+
+
+def format_summary(summary: RunSummary, out_dir: Path) -> str:
+    c = summary.counts
+    minutes, seconds = divmod(int(summary.wall_seconds), 60)
+    head = "Interrupted" if summary.interrupted else "Stopped" if summary.stopped_reason else "Done"
+    lines = [
+        f"{head} after {minutes}m {seconds:02d}s: {summary.succeeded} succeeded, "
+        f"{c.get('failed', 0)} failed, {c.get('unknown', 0)} unknown, "
+        f"{c.get('timed_out', 0)} timed out, {c.get('download_failed', 0)} download failed, "
+        f"{_unfinished(summary)} not finished "
+        f"(of {summary.total}); " + credits_line(summary.credits, summary.credits_estimated),
+        f"polls: {summary.polls}; tasks finished by callback: {summary.finished_by_callback}, "
+        f"by polling: {summary.tasks_finished - summary.finished_by_callback}",
+    ]
+    if summary.stopped_reason:
+        lines.append(f"Stopped early: {summary.stopped_reason}")
+        lines.append(f"Fix that, then continue with: {_command_line()}")
+    elif summary.interrupted:
+        lines.append(f"Nothing is lost. Resume with: {_command_line()}")
+    elif c.get("pending", 0) or c.get("submitted", 0):
+        lines.append(f"Continue with: {_command_line()}")
+    if summary.removed_jobs:
+        lines.append(
+            f"{summary.removed_jobs} job(s) in the state are no longer in the manifest: "
+            "kept with their results, not counted above"
+        )
+    if summary.unknown_jobs:
+        shown = ", ".join(summary.unknown_jobs[:10])
+        lines.append(
+            f"Unknown ({c.get('unknown', 0)}): the submit reply was lost, so a task may exist "
+            f"and be billed; not resubmitted: {shown}"
+        )
+        lines.append(f"To resubmit them anyway: {_command_line('--resubmit-unknown')}")
+    if c.get("failed", 0) or c.get("timed_out", 0) or c.get("download_failed", 0):
+        lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
+    lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    for name, label in (("results.csv", "Results"), ("report.html", "Report")):
+        if (out_dir / name).exists():
+            lines.append(f"{label}: {out_dir / name}")
+    return "\n".join(lines)
+
+
+def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
+    """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once.
+
+    The handlers go in when the runner starts. Before that (validating and syncing a big
+    manifest, all synchronous) Ctrl-C is a plain KeyboardInterrupt: the sync transaction
+    rolls back, nothing was sent, and the CLI exits 130.
+    """
+
+    async def main() -> RunSummary:
+        loop = asyncio.get_running_loop()
+        hits = 0
+        installed = False
+
+        def on_signal() -> None:
+            nonlocal hits
+            hits += 1
+            if hits == 1:
+                click.echo(
+                    "\ninterrupted: finishing the calls in progress and saving state "
+                    "(press Ctrl-C again to quit at once; the state stays consistent)",
+                    err=True,
+                )
+                handle.interrupt()
+            else:
+                os._exit(EXIT_INTERRUPTED)
+
+        def install() -> None:
+            nonlocal installed
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+            installed = True
+
+        handle.on_attach = install
+        try:
+            result: RunSummary = await coro
+            return result
+        finally:
+            if installed:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
+def run_from_cli(
+    manifest: Path,
+    out_dir: Path,
+    *,
+    catalog: Any,
+    settings: RunSettings,
+    default_model: str | None,
+    base_url: str | None,
+    simulate: bool,
+    sim_latency_scale: float,
+    quiet: bool,
+    callbacks: CallbackOptions | None = None,
+    allow_outside: bool = False,
+) -> RunSummary:
+    handle = RunHandle()
+    observer = NullObserver() if quiet else BarsObserver()
+    with contextlib.ExitStack() as stack:
+        api_key = None
+        if simulate:
+            hmac_key = callbacks.hmac_key if callbacks else None
+            base_url = stack.enter_context(_simulator(sim_latency_scale, hmac_key))
+            settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
+            api_key = SIM_API_KEY
+            click.echo(f"simulator listening on {base_url}", err=True)
+        log_retries()
+        coro = run_batch_async(
+            manifest,
+            out_dir=out_dir,
+            settings=settings,
+            catalog=catalog,
+            default_model=default_model,
+            allow_outside=allow_outside,
+            api_key=api_key,
+            base_url=base_url,
+            observer=observer,
+            handle=handle,
+            callbacks=callbacks,
+        )
+        return _run_with_signals(coro, handle)

@@ -1,0 +1,59 @@
+"""Which submitted task is polled next: a due-time queue with at most one entry per task.
+
+Pure: times are numbers the caller reads from its clock. A task moved earlier (a
+callback's hint) keeps only its earliest due time; entries left behind by a move or a
+finish are skipped when they reach the front, so the heap never needs a search.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+
+__all__ = ["PollQueue"]
+
+
+class PollQueue:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        #: The one live due time of each queued task; absent while none is queued.
+        self._due: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._due
+
+    def schedule(self, task_id: str, due: float) -> bool:
+        """Queue `task_id` at `due`, unless it is already queued no later: True if moved."""
+        if self._due.get(task_id, math.inf) <= due:
+            return False
+        self._due[task_id] = due
+        heapq.heappush(self._heap, (due, next(self._seq), task_id))
+        return True
+
+    def discard(self, task_id: str) -> None:
+        """Forget a task (finished): its heap entries are skipped from now on."""
+        self._due.pop(task_id, None)
+
+    def next_due(self) -> float | None:
+        """The earliest live due time, or None when nothing is queued."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> str | None:
+        """The task whose time has come (it leaves the queue), or None."""
+        self._drop_stale()
+        if not self._heap or self._heap[0][0] > now:
+            return None
+        _, _, task_id = heapq.heappop(self._heap)
+        del self._due[task_id]
+        return task_id
+
+    def _drop_stale(self) -> None:
+        heap = self._heap
+        while heap and self._due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)

@@ -1,0 +1,301 @@
+"""One file from one URL: streamed to `.<name>.part`, hashed on the way, checked, synced
+and renamed into place.
+
+A transfer is bounded (`DownloadLimits`: stall window, minimum average rate, size cap)
+and checked against Content-Length (never empty, never short) and by decoding it as its
+type. What went wrong is said by the exception's class, which is the downloader's
+policy: `Refused` (trade the link for a fresh one), `Transient` (try the same URL again),
+`Failed` (the job becomes download_failed). A full disk raises DiskFullError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import httpx
+
+from liangxin_batch.errors import ConfigError, DiskFullError
+from liangxin_batch.outputs._layout import extension_for
+from liangxin_batch.run._media_check import check_media
+
+__all__ = [
+    "CHUNK",
+    "DEFAULT_MAX_FILE_SIZE",
+    "FILE_TIMEOUT",
+    "DownloadLimits",
+    "Failed",
+    "FileFetcher",
+    "Refused",
+    "Saved",
+    "Stalled",
+    "Stopped",
+    "Transient",
+    "parse_size",
+    "sha256_of",
+    "short_url",
+]
+
+DEFAULT_MAX_FILE_SIZE = 500 * 1024 * 1024
+CHUNK = 1024 * 1024  # file writes go to a thread in pieces at least this big
+FILE_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=30.0, pool=None)
+_REFUSED = frozenset({403, 404, 410})
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`--max-file-size`: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < 1:
+        raise ConfigError(f"--max-file-size: expected a size like 500MB or 2GiB, got {text!r}")
+    return int(float(match[1]) * _UNITS[match[2]])
+
+
+def short_url(url: str) -> str:
+    """A URL fit for logs: host and file name only (query strings carry signed tokens)."""
+    parts = urlsplit(url)
+    name = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{parts.scheme}://{parts.hostname or ''}/…/{name[:60]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadLimits:
+    """Bounds on one file's transfer, headers included: a host that drips must not hold a
+    run for ever.
+
+    A file that moves fewer than `stall_bytes` in any `stall_window` seconds is stalled
+    (`stall_window` inf: never); and after `deadline_base` seconds a file must keep an
+    average of `min_average_bps` (it may take `deadline_base` plus its size at that rate).
+    A stalled or slow file is tried again with a refreshed URL, then the job is
+    `download_failed`, saying which setting to change.
+    """
+
+    stall_bytes: int = 10_000
+    stall_window: float = 30.0
+    deadline_base: float = 120.0
+    min_average_bps: int = 100_000
+    #: Images over this many pixels are verified without a full decode (memory).
+    max_image_pixels: int = 40_000_000
+
+
+class Pace:
+    """When one transfer must have made progress by; why it was too slow."""
+
+    __slots__ = ("limits", "received", "started", "window_bytes", "window_start")
+
+    def __init__(self, limits: DownloadLimits, now: float) -> None:
+        self.limits = limits
+        self.started = self.window_start = now
+        self.received = self.window_bytes = 0
+
+    def moved(self, n: int, now: float) -> None:
+        self.received += n
+        self.window_bytes += n
+        if self.window_bytes >= self.limits.stall_bytes:  # moving: a new stall window
+            self.window_start, self.window_bytes = now, 0
+
+    def deadline(self) -> float:
+        lim = self.limits
+        average = self.started + lim.deadline_base + self.received / lim.min_average_bps
+        return min(average, self.window_start + lim.stall_window)
+
+    def why(self, now: float) -> str:
+        lim = self.limits
+        if now < self.window_start + lim.stall_window:
+            return (
+                f"too slow: {self.received:,} bytes in {now - self.started:,.0f} s (after "
+                f"{lim.deadline_base:g} s a file must average {lim.min_average_bps:,} "
+                "bytes/s; see --download-min-rate)"
+            )
+        return (
+            f"stalled: fewer than {lim.stall_bytes:,} bytes in {lim.stall_window:g} s "
+            "(see --download-stall)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    path: str  # relative to DIR, POSIX
+    sha256: str
+    size: int
+    mtime_ns: int | None = None
+
+
+class Refused(Exception):  # 403/404/410: the link expired or was refused; refresh it
+    pass
+
+
+class Transient(Exception):  # dropped stream, 5xx, timeout, short body: try again
+    pass
+
+
+class Failed(Exception):  # this file cannot be had: the job becomes download_failed
+    pass
+
+
+class Stalled(Refused):  # too slow: another URL for the same file may come from elsewhere
+    pass
+
+
+class Stopped(Exception):  # a stop was requested: leave the job `succeeded` for next run
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write(fh: IO[bytes], digest: hashlib._Hash, data: bytes) -> None:
+    digest.update(data)
+    fh.write(data)
+
+
+def _close_synced(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())  # the rename must never publish bytes still in a cache
+    fh.close()
+
+
+class FileFetcher:
+    """Fetches one URL into one file under `out_dir`, or says why not (an exception
+    whose class is the policy: refresh the link, try again, or give up)."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        out_dir: Path,
+        max_file_size: int,
+        limits: DownloadLimits,
+    ) -> None:
+        self.http = http
+        self.out_dir = out_dir
+        self.max_file_size = max_file_size
+        self.limits = limits
+
+    async def fetch(self, url: str, path_for: Callable[[str], str]) -> Saved:
+        """GET `url` into the relative path `path_for(extension)` names."""
+        short = short_url(url)
+        loop = asyncio.get_running_loop()
+        pace = Pace(self.limits, loop.time())
+        try:
+            async with (
+                asyncio.timeout_at(pace.deadline()) as watch,
+                self.http.stream("GET", url) as response,
+            ):
+                status = response.status_code
+                if status in _REFUSED:
+                    raise Refused(f"{short}: HTTP {status}")
+                if status == 429 or status >= 500:
+                    raise Transient(f"{short}: HTTP {status}")
+                if status != 200:
+                    raise Failed(f"{short}: HTTP {status}")
+                expected = content_length(response)
+                if expected is not None and expected > self.max_file_size:
+                    raise Failed(
+                        f"{expected:,} bytes, over the {self.max_file_size:,}-byte cap "
+                        "(raise it with --max-file-size)"
+                    )
+                ext = extension_for(response.headers.get("content-type"), str(response.url))
+                path = path_for(ext)
+                return await self._save(response, path, expected, pace, watch)
+        except TimeoutError:  # the watch: headers or body too slow
+            raise Stalled(f"{short}: {pace.why(loop.time())}") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise Failed(f"not a usable http(s) URL: {short}") from None
+        except (httpx.TimeoutException, httpx.TransportError) as err:
+            # httpx's message may quote the URL; the type name says enough.
+            raise Transient(f"{short}: {type(err).__name__}") from None
+        except httpx.HTTPError as err:  # too many redirects, undecodable body
+            raise Failed(f"{short}: {type(err).__name__}") from None
+
+    async def _save(
+        self,
+        response: httpx.Response,
+        rel: str,
+        expected: int | None,
+        pace: Pace,
+        watch: asyncio.Timeout,
+    ) -> Saved:
+        target = self.out_dir / rel
+        part = target.with_name(f".{target.name}.part")
+        try:
+            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            fh = await asyncio.to_thread(part.open, "wb")
+        except OSError as err:  # disk full, name too long, permissions
+            raise write_error(self.out_dir, rel, err) from None
+        digest = hashlib.sha256()
+        size = 0
+        published = False
+        loop = asyncio.get_running_loop()
+        try:
+            buffer = bytearray()
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_file_size:
+                    raise Failed(
+                        f"more than the {self.max_file_size:,}-byte cap "
+                        "(raise it with --max-file-size)"
+                    )
+                pace.moved(len(chunk), loop.time())
+                watch.reschedule(pace.deadline())
+                buffer += chunk
+                if len(buffer) >= CHUNK:
+                    await asyncio.to_thread(_write, fh, digest, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(_write, fh, digest, bytes(buffer))
+            await asyncio.to_thread(_close_synced, fh)
+            # Content-Length counts bytes on the wire: the encoded ones if it was compressed.
+            encoded = response.headers.get("content-encoding", "identity") != "identity"
+            received = response.num_bytes_downloaded if encoded else size
+            if expected is not None and received != expected:
+                raise Transient(f"truncated: {received:,} of {expected:,} bytes")
+            if size == 0:
+                raise Transient("empty body")
+            broken = await asyncio.to_thread(
+                check_media, part, ext=target.suffix, max_pixels=self.limits.max_image_pixels
+            )
+            if broken:
+                raise Transient(f"not a complete file: {broken}")
+            await asyncio.to_thread(os.replace, part, target)
+            mtime_ns = target.stat().st_mtime_ns
+            published = True
+        except OSError as err:
+            raise write_error(self.out_dir, rel, err) from None
+        finally:
+            fh.close()
+            if not published:  # a failure, a stall, or a cancelled (Ctrl-C) stream
+                with suppress(OSError):
+                    part.unlink()
+        return Saved(rel, digest.hexdigest(), size, mtime_ns)
+
+
+def write_error(out_dir: Path, rel: str, err: OSError) -> Exception:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"the disk under {out_dir} is full (writing {rel}): free some space, then run "
+            "the same command again to continue (everything committed so far is kept)"
+        )
+    return Failed(f"cannot write {rel}: {err.strerror or err}")
+
+
+def content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None

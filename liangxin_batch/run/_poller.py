@@ -1,0 +1,409 @@
+"""The poll scheduler: asks recordInfo about every task in flight until it ends.
+
+Each task in flight is a `Flight`, due for its next poll at a time the pure
+`PollSchedule` picks (a `PollQueue` orders them). Callbacks only move a poll earlier:
+what a task's outcome is always comes from our own recordInfo answer, never a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from liangxin_batch.catalog._catalog import Catalog, ModelSpec, estimate_credits
+from liangxin_batch.core._clock import Clock
+from liangxin_batch.core._envelope import TaskRecord, TaskState
+from liangxin_batch.core._poll_queue import PollQueue
+from liangxin_batch.core._schedule import PollSchedule
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import Event, JobState, target_of
+from liangxin_batch.errors import APIError, LiangXinError, NotFoundError, RateLimitedError
+from liangxin_batch.run._client import LiangXinClient, PollTurn
+from liangxin_batch.run._control import STOPPED, RunControl
+from liangxin_batch.run._progress import Observer, logger
+from liangxin_batch.run._ratelimit import EPSILON
+from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
+
+__all__ = ["GARBLED_SUCCESS_POLLS", "Flight", "PollScheduler"]
+
+#: A success whose result URLs cannot be read is polled again this many times before the
+#: job is taken as succeeded without URLs (the downloader then asks recordInfo again).
+GARBLED_SUCCESS_POLLS = 3
+
+
+@dataclass
+class Flight:
+    """What the poller keeps in memory for one submitted task."""
+
+    job: JobRow  # as it was when submitted: its input and ids do not change while in flight
+    task_id: str
+    attempt: int
+    submitted_mono: float
+    schedule: PollSchedule
+    #: Monotonic time after which a still-running task counts as timed out.
+    deadline: float
+    polls: int = 0
+    #: A callback said this task is done: the poll it triggered counts as a callback finish.
+    hinted: bool = False
+    #: Answers that said success without readable result URLs.
+    garbled: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    @property
+    def model(self) -> str:
+        return self.job.model
+
+
+class PollScheduler:
+    def __init__(
+        self,
+        *,
+        control: RunControl,
+        store: StateStore,
+        client: LiangXinClient,
+        catalog: Catalog,
+        settings: RunSettings,
+        observer: Observer,
+        clock: Clock,
+        on_succeeded: Callable[[JobRow], None] | None = None,
+    ) -> None:
+        self._control = control
+        self._store = store
+        self._client = client
+        self._catalog = catalog
+        self._settings = settings
+        self._observer = observer
+        self._clock = clock
+        self._on_succeeded = on_succeeded
+        self._flights: dict[str, Flight] = {}
+        self._queue = PollQueue()
+        #: The submitter has ended: once no task is in flight, polling ends too.
+        self.submitting_done = False
+        self.polls = 0
+        self.finished_tasks = 0
+        self.finished_by_callback = 0
+        #: Monotonic time until which the run stays open for callbacks that may reconcile
+        #: `unknown` jobs (only when callbacks are on).
+        self._linger_until = 0.0
+        #: The jobs that lingering waits for: parked `unknown` in this run, with a
+        #: callback that may still reconcile them. Once none is left the run ends.
+        self._reconcilable: set[str] = set()
+
+    # -- tasks joining ----------------------------------------------------------------
+
+    def track(
+        self,
+        job: JobRow,
+        task_id: str,
+        *,
+        attempt: int,
+        submitted_mono: float,
+        spec: ModelSpec | None = None,
+    ) -> Flight:
+        """Follow a task from now on (its first poll is not queued yet)."""
+        spec = spec or self._catalog.get(job.model)
+        typical = spec.typical_seconds if spec else 30.0
+        kind = spec.kind if spec else "image"
+        flight = Flight(
+            job=job,
+            task_id=task_id,
+            attempt=attempt,
+            submitted_mono=submitted_mono,
+            schedule=PollSchedule(typical_seconds=typical, scale=self._settings.poll_scale),
+            deadline=submitted_mono + self._settings.timeout_for(kind),
+        )
+        self._flights[task_id] = flight
+        return flight
+
+    def track_new(self, job: JobRow, task_id: str, attempt: int, spec: ModelSpec | None) -> None:
+        """A task createTask just answered with."""
+        flight = self.track(
+            job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic(), spec=spec
+        )
+        self.schedule(flight, flight.schedule.first_delay())
+
+    def resume(self, job: JobRow, *, overdue: bool) -> None:
+        """A task an earlier run submitted: continue its schedule where its age puts it."""
+        assert job.task_id is not None
+        now, wall = self._clock.monotonic(), self._clock.wall()
+        age = max(0.0, wall - (job.submitted_at or wall))
+        flight = self.track(job, job.task_id, attempt=job.attempt, submitted_mono=now - age)
+        flight.polls = job.polls
+        if overdue:  # ask at once, and give it a fresh window
+            spec = self._catalog.get(job.model)
+            flight.deadline = now + self._settings.timeout_for(spec.kind if spec else "")
+            self.schedule(flight, 0.0)
+        else:
+            self.schedule(flight, max(0.0, flight.schedule.first_delay() - age))
+
+    def expect_callback(self, job_id: str, typical_seconds: float) -> None:
+        """A job parked `unknown` whose callback may still tell its taskId: wait for it."""
+        until = self._clock.monotonic() + 3 * typical_seconds + 30
+        self._linger_until = max(self._linger_until, until)
+        self._reconcilable.add(job_id)
+
+    # -- callbacks (see _callback_link.py) --------------------------------------------
+
+    def has_flight(self, task_id: str) -> bool:
+        return task_id in self._flights
+
+    def poll_now(self, task_id: str) -> bool:
+        """An unverified callback says a task is done: ask recordInfo at once."""
+        flight = self._flights.get(task_id)
+        if flight is None:
+            return False
+        flight.hinted = True
+        self.schedule(flight, 0.0)
+        return True
+
+    async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
+        """An `unknown` job's task turned out to exist: track it instead of paying again."""
+        job = self._store.get(job_id)
+        if job is None or job.state is not JobState.UNKNOWN or job.attempt != attempt:
+            return False
+        try:
+            moved = self._store.transition(
+                job_id,
+                Event.RECONCILED,
+                message=f"reconciled: task {task_id} exists (reported by callback)",
+                attempt=attempt,
+                outcome="submitted",
+                task_id=task_id,
+                error_code=None,
+                error_message=None,
+            )
+        except TransitionRefused:
+            return False  # another job holds that taskId: believe neither
+        if not moved:
+            return False
+        await self._control.add_flight()
+        # Only now: the poll loop must never see "idle, nothing to reconcile" in between.
+        self._reconcilable.discard(job_id)
+        flight = self.track(job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic())
+        flight.hinted = True
+        self.schedule(flight, 0.0)
+        return True
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def schedule(self, flight: Flight, delay: float) -> None:
+        # A poll already queued no later (a callback's hint behind the limiter) is kept.
+        if self._queue.schedule(flight.task_id, self._clock.monotonic() + delay):
+            self._control.wake.set()
+
+    async def run(self) -> None:
+        control = self._control
+        while True:
+            if control.downloads_halted or control.polling_stopped:
+                return  # interrupted, failed, or the disk is full
+            now = self._clock.monotonic()
+            idle = self.submitting_done and control.in_flight == 0
+            linger = self._linger_until - now
+            if idle and (linger <= 0 or not self._reconcilable):
+                return  # what is left in the queue belongs to finished tasks
+            due = self._queue.next_due()
+            if due is None or idle:
+                await self._sleep(linger if idle else None)
+                continue
+            if due - now > EPSILON:
+                await self._sleep(due - now)
+                continue
+            task_id = self._queue.pop_due(now + EPSILON)
+            flight = self._flights.get(task_id) if task_id else None
+            if flight is None:
+                continue  # finished meanwhile
+            # A turn (a place, then the recordInfo limiter): a stop cancels this wait, and
+            # nothing has been sent.
+            waited = await control.cancellable(self._client.poll_turn(), polling=True)
+            if waited is STOPPED:
+                return
+            turn = cast(PollTurn, waited)
+            if control.downloads_halted:
+                turn.release()
+                return
+            if self._flights.get(flight.task_id) is not flight:  # a callback finished it
+                turn.release()
+                continue
+            control.spawn(self._poll_one(flight, turn))
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until something changes (`wake`) or `timeout` seconds pass."""
+        wake = self._control.wake
+        wake.clear()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _poll_one(self, flight: Flight, turn: PollTurn) -> None:
+        try:
+            record = await turn.get_task(flight.task_id)
+        except NotFoundError:
+            await self._not_found(flight)
+            return
+        except LiangXinError as err:
+            await self._poll_failed(flight, err)
+            return
+        flight.polls += 1
+        self.polls += 1
+        finished_by = "callback" if flight.hinted else "poll"
+        await self.apply_record(flight.job_id, record, finished_by=finished_by)
+
+    async def _poll_failed(self, flight: Flight, err: LiangXinError) -> None:
+        if self._flights.get(flight.task_id) is not flight:
+            return  # finished meanwhile (a callback, or a concurrent poll)
+        if isinstance(err, APIError) and err.fatal:
+            # The key or account is refused for reads too. The task stays `submitted`;
+            # the next run polls it again.
+            self._control.stop_polling(str(err))
+            return
+        if self._clock.monotonic() >= flight.deadline:
+            await self._finish(
+                flight,
+                Event.TASK_TIMED_OUT,
+                error_code="timeout",
+                error_message=f"recordInfo kept failing ({err}); run again to keep polling",
+            )
+            return
+        if isinstance(err, RateLimitedError):
+            # The client holds every recordInfo back for the window already: ask again
+            # right after it, not 30 s later.
+            self.schedule(flight, err.retry_after or self._settings.poll_window)
+            return
+        self._observer.message(f"{flight.job_id}: recordInfo failed ({err}); will retry")
+        self.schedule(flight, 30.0 * self._settings.poll_scale)
+
+    async def _not_found(self, flight: Flight) -> None:
+        if self._flights.get(flight.task_id) is not flight:
+            return  # finished meanwhile (a callback, or a concurrent poll)
+        age = self._clock.monotonic() - flight.submitted_mono
+        flight.polls += 1
+        self.polls += 1
+        if age < self._settings.not_found_grace:
+            self.schedule(flight, 3.0)
+            return
+        await self._finish(
+            flight,
+            Event.TASK_NOT_FOUND,
+            error_code="404",
+            error_message="recordInfo: task not found",
+        )
+
+    async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
+        """Apply what our own recordInfo said about a task (never a callback's body)."""
+        flight = self._flights.get(record.task_id)
+        if flight is None or flight.job_id != job_id:
+            return  # already finished: duplicates and late answers change nothing
+        now = self._clock.monotonic()
+        age = now - flight.submitted_mono
+        if record.state is TaskState.SUCCESS:
+            if not record.result_urls:
+                # Paid for, but this answer's resultJson is unreadable or empty: ask again
+                # rather than lose the result; after a few, the downloader asks once more.
+                flight.garbled += 1
+                if flight.garbled < GARBLED_SUCCESS_POLLS and now < flight.deadline:
+                    self._observer.message(
+                        f"{job_id}: task {record.task_id} succeeded but its result URLs are "
+                        "unreadable; asking again"
+                    )
+                    self.schedule(flight, 3.0 * self._settings.poll_scale)
+                    return
+                await self._finish(
+                    flight,
+                    Event.TASK_SUCCEEDED,
+                    record=record,
+                    finished_by=finished_by,
+                    error_code="no_result_urls",
+                    error_message="succeeded, but recordInfo gave no readable result URLs; "
+                    "they are asked for again before download",
+                )
+            else:
+                await self._finish(
+                    flight, Event.TASK_SUCCEEDED, record=record, finished_by=finished_by
+                )
+            if self._on_succeeded is not None:
+                job = self._store.get(flight.job_id)
+                if job is not None and job.state is JobState.SUCCEEDED:
+                    self._on_succeeded(job)
+        elif record.state is TaskState.FAIL:
+            await self._finish(
+                flight,
+                Event.TASK_FAILED,
+                record=record,
+                finished_by=finished_by,
+                error_code=record.fail_code or "fail",
+                error_message=record.fail_msg or "generation failed",
+            )
+        elif now >= flight.deadline:
+            await self._finish(
+                flight,
+                Event.TASK_TIMED_OUT,
+                error_code="timeout",
+                error_message=f"still {record.raw_state or 'running'} after "
+                f"{age:.0f}s; run again to keep polling",
+            )
+        else:
+            self.schedule(flight, flight.schedule.next_delay(age=age, polls=flight.polls))
+
+    async def _finish(
+        self,
+        flight: Flight,
+        event: Event,
+        *,
+        record: TaskRecord | None = None,
+        finished_by: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Record how a task ended and give its slot back."""
+        del self._flights[flight.task_id]
+        self._queue.discard(flight.task_id)
+        fields: dict[str, Any] = {"polls": flight.polls}
+        if record is not None:
+            fields.update(self._outcome_fields(flight, event, record), finished_by=finished_by)
+        fields.update(error_code=error_code, error_message=error_message)
+        moved = self._store.transition(
+            flight.job_id,
+            event,
+            message=error_message or f"task {flight.task_id}: {event.value}",
+            attempt=flight.attempt,
+            task_id=flight.task_id,
+            **fields,
+        )
+        if not moved:  # pragma: no cover - a flight is the only owner of a submitted job
+            raise AssertionError(
+                f"{flight.job_id}: {event.value} from {self._store.get(flight.job_id)}"
+            )
+        logger.info(
+            "%s: task %s %s%s%s",
+            flight.job_id,
+            flight.task_id,
+            target_of(event).value,
+            f" by {finished_by}" if finished_by else "",
+            f" ({error_code}: {error_message})" if error_code else "",
+        )
+        self.finished_tasks += 1
+        if finished_by == "callback":
+            self.finished_by_callback += 1
+        self._observer.finished(flight.job_id, target_of(event).value)
+        await self._control.give_slot()
+
+    def _outcome_fields(self, flight: Flight, event: Event, record: TaskRecord) -> dict[str, Any]:
+        charged = record.credits_consumed if event is Event.TASK_SUCCEEDED else 0.0
+        estimated = None
+        if charged is None:  # the service did not say: keep our estimate apart
+            spec = self._catalog.get(flight.model)
+            estimated = estimate_credits(spec, flight.job.input) if spec else None
+        completed = record.complete_time / 1000 if record.complete_time else self._clock.wall()
+        return {
+            "result_urls": record.result_urls,
+            "credits": charged,
+            "credits_estimated": estimated,
+            "cost_time": record.cost_time,
+            "completed_at": completed,
+        }

@@ -1,0 +1,247 @@
+"""The submitter: turns pending jobs into tasks, one createTask each, never twice.
+
+The order of writes is what makes a kill at any instant safe: the intent to submit is
+committed before the POST (`begin_attempt`), the taskId the moment it arrives. A create
+that may have reached the service without an answer is parked as `unknown` and never
+repeated unless the user asks. What a failure means is decided in the pure core
+(`decide_create_failure`); this module only applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from liangxin_batch.catalog._catalog import Catalog, ModelSpec
+from liangxin_batch.core._clock import Clock
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import CreateVerdict, Event, JobState, decide_create_failure
+from liangxin_batch.errors import APIError, LiangXinError
+from liangxin_batch.run._client import CreateTurn, LiangXinClient
+from liangxin_batch.run._control import STOPPED, RunControl
+from liangxin_batch.run._poller import PollScheduler
+from liangxin_batch.run._progress import Observer, logger
+from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
+
+__all__ = ["CallbackUrlFor", "Submitter"]
+
+#: The callback URL to give createTask for a job's attempt (None: no callbacks).
+CallbackUrlFor = Callable[[JobRow, int], str | None]
+
+_BASE_URL_ENV = "LIANGXIN_BASE_URL"
+
+
+def _code_of(err: LiangXinError) -> str | None:
+    if isinstance(err, APIError):
+        return str(err.api_code) if err.envelope else f"http_{err.http_status}"
+    return type(err).__name__
+
+
+class Submitter:
+    def __init__(
+        self,
+        *,
+        control: RunControl,
+        store: StateStore,
+        client: LiangXinClient,
+        catalog: Catalog,
+        settings: RunSettings,
+        observer: Observer,
+        clock: Clock,
+        poller: PollScheduler,
+        callback_url_for: CallbackUrlFor | None = None,
+    ) -> None:
+        self._control = control
+        self._store = store
+        self._client = client
+        self._catalog = catalog
+        self._settings = settings
+        self._observer = observer
+        self._clock = clock
+        self._poller = poller
+        self._callback_url_for = callback_url_for
+        #: (what, code) of the last jobs that ended badly at createTask, for "all alike".
+        self._alike: list[tuple[str, str]] = []
+
+    async def run(self) -> None:
+        """Submit every pending job of the manifest, within the slots and the limits."""
+        control = self._control
+        for job in self._store.iter_jobs([JobState.PENDING], in_manifest=True):
+            if not await control.take_slot():
+                break
+            turn = await control.cancellable(self._client.create_turn())
+            if not isinstance(turn, CreateTurn) or control.stopping:
+                if isinstance(turn, CreateTurn):
+                    turn.release()
+                await control.give_slot()
+                break
+            control.spawn(self._submit_one(job, turn))
+
+    async def _submit_one(self, job: JobRow, turn: CreateTurn) -> None:
+        """Send one job, with its own retries of provably-not-created answers.
+
+        Holds the createTask turn it was given (one of a couple of POST places, already
+        admitted by the rate limiter); every retry waits for a new turn.
+        """
+        control = self._control
+        spec = self._catalog.get(job.model)
+        attempt = job.attempt
+        tries = 0
+        while True:
+            tries += 1
+            attempt += 1
+            try:
+                if control.stopping or not self._store.begin_attempt(job.job_id, attempt):
+                    await control.give_slot()  # stopped, or no longer pending: not ours
+                    return
+                callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
+                task_id = await turn.create(job.model, job.input, callback)
+            except LiangXinError as err:
+                failure: LiangXinError | None = err
+            else:
+                failure = None
+            finally:
+                turn.release()  # idempotent: the turn that was used, or one never used
+            if failure is None:
+                self._record_submitted(job, attempt, task_id, spec)
+                return
+            if not await self._after_create_failure(job, attempt, tries, failure):
+                await control.give_slot()
+                return
+            next_turn = await control.cancellable(self._client.create_turn())
+            if not isinstance(next_turn, CreateTurn):
+                await control.give_slot()
+                return
+            turn = next_turn
+
+    def _record_submitted(
+        self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None
+    ) -> None:
+        try:
+            moved = self._commit_created(job, attempt, task_id)
+        except TransitionRefused:
+            # The service answered with a taskId another job already holds: a task was
+            # probably created for this job, but which one we cannot tell.
+            other = self._store.by_task_id(task_id)
+            message = (
+                f"createTask answered with task {task_id}, which job "
+                f"{other.job_id if other else '?'} already holds; the task of this job may "
+                "exist: see --resubmit-unknown"
+            )
+            self._store.transition(
+                job.job_id,
+                Event.CREATE_AMBIGUOUS,
+                message=message,
+                attempt=attempt,
+                error_code="duplicate_task_id",
+                error_message=message,
+            )
+            self._observer.message(f"{job.job_id}: {message}")
+            self._observer.finished(job.job_id, JobState.UNKNOWN.value)
+            self._control.spawn(self._control.give_slot())
+            return
+        if not moved:  # pragma: no cover - only the submitter moves a submitting job
+            raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
+        self._alike.clear()
+        self._poller.track_new(job, task_id, attempt, spec)
+        logger.info(
+            "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
+        )
+        self._observer.submitted(job.job_id)
+
+    def _commit_created(self, job: JobRow, attempt: int, task_id: str) -> bool:
+        try:
+            return self._store.transition(
+                job.job_id,
+                Event.CREATED,
+                message=f"submitted as task {task_id}",
+                attempt=attempt,
+                task_id=task_id,
+                submitted_at=self._clock.wall(),
+                error_code=None,
+                error_message=None,
+            )
+        except TransitionRefused:
+            raise
+        except BaseException:
+            # Paid for but not on disk (a full disk, say): say the taskId where the user
+            # finds it. The job stays `submitting`; the next run parks it as unknown.
+            message = f"{job.job_id}: task {task_id} was created but could not be recorded"
+            logger.error(message)
+            self._observer.message(message)
+            raise
+
+    async def _after_create_failure(
+        self, job: JobRow, attempt: int, tries: int, err: LiangXinError
+    ) -> bool:
+        """Record a failed createTask; True when the same job should be tried again."""
+        control = self._control
+        decision = decide_create_failure(err, tries=tries, window=self._settings.create_window)
+        code = _code_of(err)
+        message = str(err)
+
+        def outcome(event: Event, note: str = message, *, kind: str | None = None) -> None:
+            self._store.transition(
+                job.job_id,
+                event,
+                message=note,
+                attempt=attempt,
+                outcome=kind,
+                error_code=code,
+                error_message=note,
+            )
+
+        if decision.verdict is CreateVerdict.RETRY:
+            if tries >= self._settings.create_retries and not decision.throttle:
+                # This job's retries are used up; the others go on unless all fail alike.
+                message = f"not created after {tries} tries: {message}"
+                outcome(Event.CREATE_GAVE_UP, message)
+                self._ended_badly(job, "gave_up", code, message, JobState.FAILED)
+                return False
+            # Known not created: back to pending at once, so a kill during the wait
+            # below cannot park it as unknown.
+            outcome(Event.NOT_CREATED, kind="not_created")
+            if decision.throttle:
+                self._observer.message(
+                    f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
+                    f"{self._client.create_limiter.limit} createTask per "
+                    f"{self._settings.create_window:g}s"
+                )
+                return not control.stopping
+            self._observer.message(f"{job.job_id}: not created ({message}); retrying")
+            waited = await control.cancellable(asyncio.sleep(decision.delay))
+            return waited is not STOPPED and not control.stopping
+        if decision.verdict is CreateVerdict.STOP:
+            outcome(Event.NOT_CREATED, kind="not_created")
+            control.stop_submitting(message)
+            return False
+        if decision.verdict is CreateVerdict.REJECT:
+            outcome(Event.CREATE_REFUSED)
+            logger.info("%s: refused at createTask: %s", job.job_id, message)
+            self._observer.finished(job.job_id, JobState.FAILED.value)
+            return False
+        if self._callback_url_for is not None:
+            # Its callback may still arrive and tell us the taskId: stay open for it.
+            spec = self._catalog.get(job.model)
+            self._poller.expect_callback(job.job_id, spec.typical_seconds if spec else 60.0)
+        outcome(Event.CREATE_AMBIGUOUS)
+        self._ended_badly(job, "unknown", code, message, JobState.UNKNOWN)
+        if decision.stop:
+            control.stop_submitting(
+                f"{message}: this answer did not come from LiangXin; check {_BASE_URL_ENV}"
+            )
+        return False
+
+    def _ended_badly(
+        self, job: JobRow, what: str, code: str | None, message: str, state: JobState
+    ) -> None:
+        """A job ended at createTask without a task; several in a row alike stop the batch."""
+        logger.info("%s: %s at createTask: %s", job.job_id, state.value, message)
+        self._observer.finished(job.job_id, state.value)
+        self._alike.append((what, code or ""))
+        recent = self._alike[-self._settings.stop_after_alike :]
+        if len(recent) >= self._settings.stop_after_alike and len(set(recent)) == 1:
+            self._control.stop_submitting(
+                f"{len(recent)} jobs in a row ended {what} at createTask ({message}); "
+                "the fault is not the jobs': try again later"
+            )

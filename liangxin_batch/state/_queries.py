@@ -1,0 +1,227 @@
+"""The store's reads: every query the runner, reports, status and tests ask of a state.
+
+`StateStore` inherits these; a store opened `readonly=True` (status, report, export)
+offers only them in practice. Pages follow unique keys, so walks over a million jobs
+stay linear and safe while a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
+from liangxin_batch.state._rows import (
+    FILE_COLUMNS,
+    JOB_COLUMNS,
+    AttemptRow,
+    Credits,
+    EventRow,
+    FileRow,
+    JobRow,
+    row_to_job,
+)
+
+__all__ = ["StoreQueries", "marks"]
+
+
+def marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+class StoreQueries:
+    """Read-only queries over `self.db` (the store's one connection)."""
+
+    db: sqlite3.Connection
+
+    # -- jobs: reading ----------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRow | None:
+        row = self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return row_to_job(row) if row else None
+
+    def by_task_id(self, task_id: str) -> JobRow | None:
+        row = self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return row_to_job(row) if row else None
+
+    def iter_jobs(
+        self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = None
+    ) -> Iterator[JobRow]:
+        """Jobs in manifest order, streamed in pages.
+
+        Pages follow the unique key (idx, job_id), so jobs that share a position (an
+        edited manifest) are never skipped, and rows changed while walking are safe.
+        """
+        manifest = "" if in_manifest is None else f"in_manifest = {int(in_manifest)} AND "
+        wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
+        if wanted is None:
+            yield from self._walk(manifest, [])
+        elif len(wanted) == 1:  # the runner's walks: one state, by its index
+            yield from self._walk(f"state = ? AND {manifest}", wanted)
+        else:  # reports: manifest order, filtered
+            yield from self._walk(f"state IN ({marks(wanted)}) AND {manifest}", wanted)
+
+    def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
+        last: tuple[int, str] = (-(2**62), "")
+        while True:
+            rows = self.db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
+                " ORDER BY idx, job_id LIMIT 1000",
+                [*params, *last],
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield row_to_job(row)
+            last = (rows[-1][1], rows[-1][0])
+
+    def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT job_id FROM jobs WHERE state = ? AND in_manifest = ?"
+                " ORDER BY idx, job_id LIMIT ?",
+                (state.value, int(in_manifest), limit),
+            )
+        ]
+
+    def counts(self, *, in_manifest: bool | None = None) -> dict[str, int]:
+        """Jobs per state (only those in, or out of, the manifest when asked)."""
+        where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
+        return dict(self.db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state"))
+
+    def counts_by_model(self) -> dict[str, dict[str, int]]:
+        by_model: dict[str, dict[str, int]] = {}
+        for model, state, n in self.db.execute(
+            "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
+        ):
+            by_model.setdefault(model, {})[state] = n
+        return by_model
+
+    def removed_count(self) -> int:
+        """Jobs in the state that the manifest no longer has."""
+        return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0])
+
+    def credits(self) -> Credits:
+        """Credits of the generations that succeeded: charged, and estimated where the
+        service did not say."""
+        states = [s.value for s in BILLED_STATES]
+        charged, estimated = self.db.execute(
+            "SELECT COALESCE(SUM(credits), 0),"
+            " COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)"
+            f" FROM jobs WHERE state IN ({marks(states)})",
+            states,
+        ).fetchone()
+        return Credits(float(charged), float(estimated))
+
+    def oldest_in_flight(self, limit: int = 5) -> list[tuple[str, str, float | None]]:
+        return list(
+            self.db.execute(
+                "SELECT job_id, COALESCE(task_id, ''), submitted_at FROM jobs"
+                " WHERE state = 'submitted' ORDER BY submitted_at LIMIT ?",
+                (limit,),
+            )
+        )
+
+    def recent_problems(self, limit: int = 5) -> list[tuple[float, str | None, str, str]]:
+        kinds = [s.value for s in PROBLEM_STATES] + [JobState.PENDING.value]
+        return list(
+            self.db.execute(
+                "SELECT at, job_id, kind, detail FROM events"
+                f" WHERE kind IN ({marks(kinds)}) ORDER BY id DESC LIMIT ?",
+                (*kinds, limit),
+            )
+        )
+
+    def submits_since(self, wall_time: float) -> list[float]:
+        """When createTask intents were committed since `wall_time` (for the limiter)."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT started_at FROM attempts WHERE started_at >= ? ORDER BY started_at",
+                (wall_time,),
+            )
+        ]
+
+    def attempts(self, job_id: str | None = None) -> list[AttemptRow]:
+        """Every createTask attempt (of one job), in order."""
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
+        return [
+            AttemptRow(*r)
+            for r in self.db.execute(
+                "SELECT job_id, attempt, task_id, outcome, error_code, error_message"
+                f" FROM attempts {where} ORDER BY job_id, attempt",
+                params,
+            )
+        ]
+
+    def events(self, job_id: str | None = None) -> list[EventRow]:
+        """The history, oldest first (of one job)."""
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
+        return [
+            EventRow(*r)
+            for r in self.db.execute(
+                f"SELECT at, job_id, kind, detail FROM events {where} ORDER BY id", params
+            )
+        ]
+
+    def all_files(self) -> list[FileRow]:
+        """Every recorded file, by job and number."""
+        return [
+            FileRow(*r)
+            for r in self.db.execute(f"SELECT {FILE_COLUMNS} FROM files ORDER BY job_id, n")
+        ]
+
+    def transitions_taken(self) -> Iterator[tuple[str, str, str, str]]:
+        """(job_id, from-state, to-state, event) of every transition, oldest first."""
+        yield from self.db.execute(
+            "SELECT job_id, from_state, to_state, event FROM events"
+            " WHERE event IS NOT NULL ORDER BY id"
+        )
+
+    def finished_by_counts(self) -> dict[str, int]:
+        return dict(
+            self.db.execute(
+                "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"
+                " GROUP BY finished_by"
+            ).fetchall()
+        )
+
+    def column_names(self) -> Iterator[str]:
+        """Manifest column names of every job in the manifest, in manifest order."""
+        for (text,) in self.db.execute(
+            "SELECT columns_json FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id"
+        ):
+            yield from json.loads(text)
+
+    # -- files ------------------------------------------------------------------------
+
+    def files_of(self, job_id: str) -> list[FileRow]:
+        return [
+            FileRow(*r)
+            for r in self.db.execute(
+                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id = ? ORDER BY n", (job_id,)
+            )
+        ]
+
+    def files_for(self, job_ids: Sequence[str]) -> dict[str, list[FileRow]]:
+        found: dict[str, list[FileRow]] = {}
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i : i + 500]
+            for r in self.db.execute(
+                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id IN ({marks(chunk)})"
+                " ORDER BY job_id, n",
+                chunk,
+            ):
+                found.setdefault(r[0], []).append(FileRow(*r))
+        return found
+
+    def claimed_paths(self) -> Iterator[tuple[str, str, int]]:
+        """(path, job_id, n) of every file that has one."""
+        yield from self.db.execute("SELECT path, job_id, n FROM files WHERE path IS NOT NULL")

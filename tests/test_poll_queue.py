@@ -1,0 +1,68 @@
+"""The poll queue: pure, so its rules are checked on plain numbers, without a loop."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from liangxin_batch.core._clock import FixedClock
+from liangxin_batch.core._poll_queue import PollQueue
+
+
+def test_tasks_come_out_in_due_order_and_only_when_due() -> None:
+    q = PollQueue()
+    q.schedule("b", 5.0)
+    q.schedule("a", 2.0)
+    assert q.next_due() == 2.0
+    assert q.pop_due(1.9) is None
+    assert q.pop_due(2.0) == "a"
+    assert q.pop_due(4.0) is None
+    assert q.pop_due(9.0) == "b"
+    assert q.next_due() is None and len(q) == 0
+
+
+def test_a_hint_moves_a_poll_earlier_but_never_later() -> None:
+    q = PollQueue()
+    assert q.schedule("a", 10.0)
+    assert not q.schedule("a", 12.0), "a later time must not push the queued poll back"
+    assert q.schedule("a", 1.0)
+    assert q.pop_due(1.0) == "a"
+    assert q.pop_due(100.0) is None, "the superseded entry at 10 must not poll it twice"
+
+
+def test_a_finished_task_is_never_popped() -> None:
+    q = PollQueue()
+    q.schedule("a", 1.0)
+    q.discard("a")
+    assert q.pop_due(5.0) is None and "a" not in q
+
+
+def test_a_task_being_polled_can_be_queued_again_by_a_hint() -> None:
+    q = PollQueue()
+    q.schedule("a", 1.0)
+    assert q.pop_due(1.0) == "a"
+    assert q.schedule("a", 1.5)  # a callback's hint while the poll is out
+    assert not q.schedule("a", 30.0)  # the poll's own answer asks for later: hint kept
+    assert q.pop_due(1.5) == "a"
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.floats(0, 100)), max_size=60))
+def test_each_task_pops_once_at_its_earliest_time(plan: list[tuple[str, float]]) -> None:
+    q = PollQueue()
+    earliest: dict[str, float] = {}
+    for task, due in plan:
+        q.schedule(task, due)
+        earliest[task] = min(due, earliest.get(task, due))
+    popped: list[tuple[str, float]] = []
+    while (due := q.next_due()) is not None:
+        task = q.pop_due(due)
+        assert task is not None
+        popped.append((task, due))
+    assert dict(popped) == earliest and len(popped) == len(earliest)
+    assert [d for _, d in popped] == sorted(d for _, d in popped)
+
+
+def test_the_fixed_clock_moves_only_when_told() -> None:
+    clock = FixedClock(monotonic=5.0, wall=100.0)
+    clock.advance(2.5)
+    assert (clock.monotonic(), clock.wall()) == (7.5, 102.5)
