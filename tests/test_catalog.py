@@ -832,3 +832,26 @@ def test_catalog_rejects_a_name_used_twice() -> None:
     clash = replace(b, aliases=("z-image",), source="mine.yaml")
     with pytest.raises(CatalogError, match=r"mine\.yaml.*'z-image' is already used"):
         Catalog({a.id: a, clash.id: clash})
+
+
+def test_the_file_schema_is_derived_from_the_specs_field_for_field() -> None:
+    """A key a spec gains is a key a catalog file may write, with its default: nothing to
+    keep in step by hand."""
+    import dataclasses
+
+    from liangxin_batch.catalog._schema import FieldDoc, ModelDoc
+    from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
+
+    for spec, doc, unwritten in (
+        (FieldSpec, FieldDoc, {"name"}),
+        (ModelSpec, ModelDoc, {"source"}),
+    ):
+        spec_fields = {f.name: f for f in dataclasses.fields(spec)}
+        assert set(doc.model_fields) == set(spec_fields) - unwritten
+        for name, info in doc.model_fields.items():
+            f = spec_fields[name]
+            if f.default is not dataclasses.MISSING:
+                assert info.default == f.default, name
+            elif f.default_factory is dataclasses.MISSING:
+                assert info.is_required(), name
+    assert FieldDoc.model_config.get("extra") == "forbid"

@@ -13,15 +13,21 @@ import difflib
 import functools
 import importlib.resources
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from dataclasses import field as _field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from liangxin_batch.catalog._schema import FileDoc, ModelDoc, model_from_doc, pydantic_text
+from liangxin_batch.catalog._specs import (
+    ConditionalDefault,
+    FieldSpec,
+    FieldType,
+    ModelSpec,
+    PriceRule,
+)
 from liangxin_batch.catalog._validate import (
     FieldProblem,
     coerce_text,
@@ -50,74 +56,6 @@ __all__ = [
     "render_model_table",
     "validate_input",
 ]
-
-FieldType = Literal[
-    "string", "integer", "number", "boolean", "url_list", "string_list", "object_list"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionalDefault:
-    """A default that changes with another field (kling: sound is on with multi_shots)."""
-
-    field: str
-    value: Any
-    default: Any
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One input field of a model.
-
-    Stringly-typed numbers (kling `duration`, imagen4-fast `num_images`, imagen4-ultra
-    `seed`) are `type: string`: the service wants "5", not 5.
-    """
-
-    name: str
-    type: FieldType
-    required: bool = False
-    default: Any = None  # what the service assumes when omitted; documentation/plan only
-    enum: tuple[Any, ...] | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    min_items: int | None = None
-    max_items: int | None = None
-    item_max_length: int | None = None
-    description: str = ""
-    doubt: str | None = None
-    required_if: str | None = None  # required when this boolean field is true
-    required_unless: str | None = None  # required unless this boolean field is true
-    default_if: ConditionalDefault | None = None
-    item_fields: Mapping[str, FieldSpec] | None = None  # object_list: the keys of each item
-
-
-@dataclass(frozen=True, slots=True)
-class PriceRule:
-    """Credits per task. `by_field` keys are "field" or "a+b"; values "v" or "v+w" (booleans
-    as true/false); a later matching entry overrides an earlier one and the base."""
-
-    credits: float
-    by_field: Mapping[str, Mapping[str, float]] = _field(default_factory=dict)
-    per_second_field: str | None = None  # video: credits are multiplied by int(input[field])
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One model; `source` is "builtin" or the user catalog file that added or changed it."""
-
-    id: str
-    name: str
-    kind: Literal["image", "video"]
-    fields: Mapping[str, FieldSpec]
-    price: PriceRule
-    typical_seconds: float
-    aliases: tuple[str, ...] = ()
-    outputs_per_task: int = 1
-    doubt: str | None = None
-    source: str = "builtin"
 
 
 class Catalog:
@@ -167,162 +105,6 @@ class Catalog:
         return isinstance(name, str) and name in self._by_name
 
 
-# ---- file schema (pydantic): checks the shape of a catalog file --------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _CondDefaultDoc(_Strict):
-    field: str
-    value: Any
-    default: Any
-
-
-class _FieldDoc(_Strict):
-    type: FieldType
-    required: bool = False
-    default: Any = None
-    enum: list[Any] | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    min_items: int | None = None
-    max_items: int | None = None
-    item_max_length: int | None = None
-    description: str = ""
-    doubt: str | None = None
-    required_if: str | None = None
-    required_unless: str | None = None
-    default_if: _CondDefaultDoc | None = None
-    item_fields: dict[str, _FieldDoc] | None = None
-
-
-class _PriceDoc(_Strict):
-    credits: float
-    by_field: dict[str, dict[str, float]] = {}
-    per_second_field: str | None = None
-    note: str = ""
-
-
-class _ModelDoc(_Strict):
-    id: str
-    name: str
-    kind: Literal["image", "video"]
-    aliases: list[str] = []
-    typical_seconds: float
-    outputs_per_task: int = 1
-    doubt: str | None = None
-    price: _PriceDoc
-    fields: dict[str, _FieldDoc]
-
-
-class _FileDoc(_Strict):
-    credit_usd: float | None = None
-    models: list[dict[str, Any]] = []  # each entry checked separately, so errors can name its id
-
-
-_TYPE_CHECK: dict[str, Any] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-}
-
-
-def _field_from_doc(name: str, doc: _FieldDoc, where: str) -> FieldSpec:
-    check = _TYPE_CHECK.get(doc.type)
-    for value in doc.enum or ():
-        if check is not None and not check(value):
-            hint = " (quote it)" if doc.type == "string" else ""
-            raise CatalogError(
-                f"{where}: field {name!r}: enum value {value!r} is not a {doc.type}{hint}"
-            )
-    if doc.enum is not None and doc.default is not None and doc.default not in doc.enum:
-        raise CatalogError(f"{where}: field {name!r}: default {doc.default!r} is not in its enum")
-    if doc.item_fields is not None and doc.type != "object_list":
-        raise CatalogError(f"{where}: field {name!r}: item_fields only fit type object_list")
-    cond = doc.default_if
-    items = None
-    if doc.item_fields is not None:
-        items = MappingProxyType(
-            {
-                k: _field_from_doc(k, v, f"{where}: field {name!r}")
-                for k, v in doc.item_fields.items()
-            }
-        )
-    return FieldSpec(
-        name=name,
-        type=doc.type,
-        required=doc.required,
-        default=doc.default,
-        enum=tuple(doc.enum) if doc.enum is not None else None,
-        min_length=doc.min_length,
-        max_length=doc.max_length,
-        minimum=doc.minimum,
-        maximum=doc.maximum,
-        min_items=doc.min_items,
-        max_items=doc.max_items,
-        item_max_length=doc.item_max_length,
-        description=doc.description.strip(),
-        doubt=doc.doubt.strip() if doc.doubt else None,
-        required_if=doc.required_if,
-        required_unless=doc.required_unless,
-        default_if=ConditionalDefault(cond.field, cond.value, cond.default) if cond else None,
-        item_fields=items,
-    )
-
-
-def _model_from_doc(doc: _ModelDoc, source: str, where: str) -> ModelSpec:
-    fields = {name: _field_from_doc(name, f, where) for name, f in doc.fields.items()}
-    for f in fields.values():
-        for ref in (f.required_if, f.required_unless, f.default_if.field if f.default_if else None):
-            if ref is not None and (ref not in fields or fields[ref].type != "boolean"):
-                raise CatalogError(
-                    f"{where}: field {f.name!r} refers to {ref!r}, not a boolean field"
-                )
-    price = doc.price
-    for key in price.by_field:
-        missing = [part for part in key.split("+") if part not in fields]
-        if missing:
-            raise CatalogError(
-                f"{where}: price.by_field names unknown field(s) {', '.join(missing)}"
-            )
-    if price.per_second_field is not None and price.per_second_field not in fields:
-        raise CatalogError(
-            f"{where}: price.per_second_field {price.per_second_field!r} is not a field"
-        )
-    if doc.typical_seconds <= 0 or doc.outputs_per_task < 1:
-        raise CatalogError(f"{where}: typical_seconds must be > 0 and outputs_per_task >= 1")
-    return ModelSpec(
-        id=doc.id,
-        name=doc.name,
-        kind=doc.kind,
-        fields=MappingProxyType(fields),
-        price=PriceRule(
-            credits=price.credits,
-            by_field=MappingProxyType({k: MappingProxyType(v) for k, v in price.by_field.items()}),
-            per_second_field=price.per_second_field,
-            note=" ".join(price.note.split()),
-        ),
-        typical_seconds=doc.typical_seconds,
-        aliases=tuple(doc.aliases),
-        outputs_per_task=doc.outputs_per_task,
-        doubt=" ".join(doc.doubt.split()) if doc.doubt else None,
-        source=source,
-    )
-
-
-def _pydantic_text(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-    return "; ".join(parts)
-
-
 _Entry = tuple[ModelSpec, dict[str, Any]]
 
 
@@ -338,9 +120,9 @@ def _parse_file(
     if not isinstance(data, dict):
         raise CatalogError(f"catalog {source}: expected a mapping with 'models:' at the top")
     try:
-        file_doc = _FileDoc.model_validate(data)
+        file_doc = FileDoc.model_validate(data)
     except ValidationError as err:
-        raise CatalogError(f"catalog {source}: {_pydantic_text(err)}") from None
+        raise CatalogError(f"catalog {source}: {pydantic_text(err)}") from None
     known = dict(base)
     out: list[_Entry] = []
     for i, raw in enumerate(file_doc.models):
@@ -361,10 +143,10 @@ def _parse_file(
             entry = {**prev, **entry, "fields": {**prev.get("fields", {}), **fields}}
             label = f"{source} (patch of {prev_spec.source})"
         try:
-            doc = _ModelDoc.model_validate(entry)
+            doc = ModelDoc.model_validate(entry)
         except ValidationError as err:
-            raise CatalogError(f"{where}: {_pydantic_text(err)}") from None
-        item = (_model_from_doc(doc, label, where), entry)
+            raise CatalogError(f"{where}: {pydantic_text(err)}") from None
+        item = (model_from_doc(doc, label, where), entry)
         known[ident] = item
         out.append(item)
     return file_doc.credit_usd, out

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from liangxin_batch.core._records import got_text as _got
 
 if TYPE_CHECKING:
-    from liangxin_batch.catalog._catalog import FieldSpec, ModelSpec, PriceRule
+    from liangxin_batch.catalog._specs import FieldSpec, ModelSpec, PriceRule
 
 __all__ = [
     "FieldProblem",

@@ -1,0 +1,82 @@
+"""What a catalog says about a model: frozen dataclasses, a leaf that imports nothing of ours.
+
+These are the one definition of a catalog entry's shape: the pydantic schema that checks a
+catalog file (`_schema.py`) is derived from them, field by field, defaults included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as _field
+from typing import Any, Literal
+
+__all__ = ["ConditionalDefault", "FieldSpec", "FieldType", "ModelSpec", "PriceRule"]
+
+FieldType = Literal[
+    "string", "integer", "number", "boolean", "url_list", "string_list", "object_list"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalDefault:
+    """A default that changes with another field (kling: sound is on with multi_shots)."""
+
+    field: str
+    value: Any
+    default: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One input field of a model.
+
+    Stringly-typed numbers (kling `duration`, imagen4-fast `num_images`, imagen4-ultra
+    `seed`) are `type: string`: the service wants "5", not 5.
+    """
+
+    name: str
+    type: FieldType
+    required: bool = False
+    default: Any = None  # what the service assumes when omitted; documentation/plan only
+    enum: tuple[Any, ...] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    min_items: int | None = None
+    max_items: int | None = None
+    item_max_length: int | None = None
+    description: str = ""
+    doubt: str | None = None
+    required_if: str | None = None  # required when this boolean field is true
+    required_unless: str | None = None  # required unless this boolean field is true
+    default_if: ConditionalDefault | None = None
+    item_fields: Mapping[str, FieldSpec] | None = None  # object_list: the keys of each item
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRule:
+    """Credits per task. `by_field` keys are "field" or "a+b"; values "v" or "v+w" (booleans
+    as true/false); a later matching entry overrides an earlier one and the base."""
+
+    credits: float
+    by_field: Mapping[str, Mapping[str, float]] = _field(default_factory=dict)
+    per_second_field: str | None = None  # video: credits are multiplied by int(input[field])
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model; `source` is "builtin" or the user catalog file that added or changed it."""
+
+    id: str
+    name: str
+    kind: Literal["image", "video"]
+    fields: Mapping[str, FieldSpec]
+    price: PriceRule
+    typical_seconds: float
+    aliases: tuple[str, ...] = ()
+    outputs_per_task: int = 1
+    doubt: str | None = None
+    source: str = "builtin"
