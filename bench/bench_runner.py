@@ -141,7 +141,7 @@ d = Path(tempfile.mkdtemp())
 write_manifest(d / "m.csv", {n})
 jobs = load_manifest_jobs(d / "m.csv", catalog=default_catalog())
 store = StateStore.in_dir(d / "out")
-sync_jobs(store, jobs(), allow_changed=False)
+sync_jobs(store, jobs, allow_changed=False)
 store.db.execute("UPDATE jobs SET state = 'done'")
 from liangxin_batch.run._client import LiangXinClient
 client = LiangXinClient(api_key="unused", base_url="http://127.0.0.1:9")  # nothing is sent

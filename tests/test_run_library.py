@@ -9,21 +9,27 @@ import httpx
 import pandas as pd
 import pytest
 
-from liangxin_batch import ManifestError, RunSettings, run_batch_async
-from liangxin_batch.simulator import SimConfig, create_app
+from liangxin_batch import ManifestError, RunSettings, RunSummary, run_batch_async
+from liangxin_batch.simulator import SimConfig, Simulator, create_app
 from tests.runner_harness import KEY
 from tests.virtual_time import run_virtual
 
 
-def run_records(out: Path, source: object) -> tuple[object, object]:
-    async def main() -> tuple[object, object]:
+def run_records(out: Path, source: object) -> tuple[RunSummary, Simulator]:
+    return run_records_with(out, source, RunSettings(max_in_flight=10))
+
+
+def run_records_with(
+    out: Path, source: object, settings: RunSettings
+) -> tuple[RunSummary, Simulator]:
+    async def main() -> tuple[RunSummary, Simulator]:
         loop = asyncio.get_running_loop()
         app = create_app(SimConfig(api_key=KEY), clock=loop.time)
         transport = httpx.ASGITransport(app=app)
         summary = await run_batch_async(
             source,
             out_dir=out,
-            settings=RunSettings(max_in_flight=10),
+            settings=settings,
             api_key=KEY,
             base_url="http://sim",
             transport=transport,
@@ -44,12 +50,12 @@ def test_dataframe_runs_and_results_join_back(tmp_path: Path) -> None:
         }
     )
     summary, sim = run_records(tmp_path, frame)
-    assert summary.counts == {"done": 3}  # type: ignore[attr-defined]
-    assert summary.exit_code == 0  # type: ignore[attr-defined]
+    assert summary.counts == {"done": 3}
+    assert summary.exit_code == 0
     results = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
     assert list(results["job_id"]) == ["a-001", "a-002", "a-003"]
     assert set(results["status"]) == {"succeeded"}
-    assert len(sim.ledger.creates()) == 3  # type: ignore[attr-defined]
+    assert len(sim.ledger.creates()) == 3
 
 
 def test_bad_records_raise_before_anything_is_sent(tmp_path: Path) -> None:
@@ -71,3 +77,37 @@ def test_run_log_has_every_transition_and_never_the_key(tmp_path: Path) -> None:
         assert f"j{i}: done, 1 file(s) verified" in log
     assert log.count(" succeeded by poll") == 4
     assert KEY not in log
+
+
+#: Paths opened since the hook went in (an audit hook: the real `open`, not a stand-in).
+_OPENED: list[str] = []
+_HOOKED = False
+
+
+def _watch_opens() -> None:
+    global _HOOKED
+    if not _HOOKED:
+        import sys
+
+        def hook(event: str, args: tuple[object, ...]) -> None:
+            if event == "open" and isinstance(args[0], str | Path):
+                _OPENED.append(str(args[0]))
+
+        sys.addaudithook(hook)
+        _HOOKED = True
+
+
+def test_a_run_reads_its_manifest_once(tmp_path: Path) -> None:
+    """Validation, the output layout's column check and the sync share one reading: a
+    million-row manifest is converted once, not three times."""
+    manifest = tmp_path / "prompts.csv"
+    rows = "".join(f"p-{i},z-image,prompt {i},1:1\n" for i in range(30))
+    manifest.write_text("id,model,prompt,aspect_ratio\n" + rows, encoding="utf-8")
+    _watch_opens()
+    before = len(_OPENED)
+    settings = RunSettings(max_in_flight=10, layout="{prompt}/{job_id}")
+    summary, sim = run_records_with(tmp_path / "out", manifest, settings)
+    opened = [p for p in _OPENED[before:] if Path(p) == manifest]
+    assert summary.counts == {"done": 30}
+    assert len(sim.ledger.creates()) == 30
+    assert len(opened) == 1, opened

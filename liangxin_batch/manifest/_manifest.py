@@ -14,7 +14,7 @@ hash>`, so re-reading the same manifest yields the same ids; `repeat: N` makes c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,10 +125,12 @@ def validate_manifest(
     default_model: str | None = None,
     max_problems: int = 50,
     allow_outside: bool = False,
+    keep: Callable[[Job], None] | None = None,
 ) -> ValidationReport:
     """Check every job; count jobs and credits per model; keep up to `max_problems` problems.
 
-    `allow_outside`: `jobs_from` may name files outside the manifest's folder."""
+    `allow_outside`: `jobs_from` may name files outside the manifest's folder. `keep` is
+    given every valid job as it is built (a run spools them: the manifest is read once)."""
     builder = JobBuilder(catalog, default_model, allow_outside=allow_outside)
     tally = JobTally(catalog)
     regular: list[Problem] = []
@@ -136,6 +138,8 @@ def validate_manifest(
     for item in builder.run(Path(path)):
         if isinstance(item, Job):
             tally.add(item)
+            if keep is not None:
+                keep(item)
         elif item.count > 1:
             if len(collapsed) < max_problems:
                 collapsed.append(item)

@@ -24,6 +24,7 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState, refetch_only, retry_states
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
+from liangxin_batch.manifest._spool import JobSpool
 from liangxin_batch.outputs._gallery import write_report_html
 from liangxin_batch.outputs._layout import Layout
 from liangxin_batch.outputs._report import write_results_csv
@@ -33,7 +34,7 @@ from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._runner import Interrupt, Runner
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
-from liangxin_batch.state._sync import JobLike, SyncReport, sync_jobs
+from liangxin_batch.state._sync import SyncReport, sync_jobs
 
 if TYPE_CHECKING:  # the receiver (starlette) is imported only when callbacks are on
     from liangxin_batch.run._callback_link import CallbackLink
@@ -104,30 +105,44 @@ def load_manifest_jobs(
     catalog: Catalog,
     default_model: str | None = None,
     allow_outside: bool = False,
-) -> Callable[[], Iterable[JobLike]]:
-    """Validate the whole manifest first; return a way to stream its jobs again."""
+) -> JobSpool:
+    """Validate the whole manifest, reading it once; its jobs, to walk as often as needed.
+
+    The jobs are spooled to a temporary file as they are validated (bounded memory for a
+    million rows). Close the spool when done.
+    """
     import liangxin_batch.manifest._manifest as _manifest
 
     if isinstance(source, str | Path):
         path = Path(source)
-        report = _manifest.validate_manifest(
-            path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
-        )
+        spool = JobSpool()
+        try:
+            report = _manifest.validate_manifest(
+                path,
+                catalog=catalog,
+                default_model=default_model,
+                allow_outside=allow_outside,
+                keep=spool.add,
+            )
+        except OSError as err:  # the temporary folder is full or unwritable
+            spool.close()
+            raise ConfigError(
+                f"cannot keep the manifest's jobs in a temporary file ({err.strerror or err}); "
+                "set TMPDIR to a folder with space"
+            ) from None
+        except BaseException:
+            spool.close()
+            raise
         if report.problems:
+            spool.close()
             raise ManifestError(report.problems, total=report.total_problems)
-
-        def stream() -> Iterable[JobLike]:
-            for item in _manifest.iter_jobs(
-                path, catalog=catalog, default_model=default_model, allow_outside=allow_outside
-            ):
-                if isinstance(item, _manifest.Problem):  # validated above; cannot happen
-                    raise ManifestError([item])
-                yield item
-
-        return stream
+        return spool
     records = _records(source)
     jobs = _manifest.jobs_from_records(records, catalog=catalog, default_model=default_model)
-    return lambda: jobs
+    spool = JobSpool()
+    for job in jobs:
+        spool.add(job)
+    return spool
 
 
 def _records(source: Any) -> list[Mapping[str, Any]]:
@@ -179,16 +194,21 @@ async def run_batch_async(
     jobs = load_manifest_jobs(
         manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
     )
-    file_layout = Layout.parse(settings.layout)  # a bad template stops here, before any spend
-    if file_layout.column_fields:
-        file_layout.check_columns({k for job in jobs() for k in job.columns})
-    # The client is built before anything is written, so a missing key costs nothing.
-    if callbacks is not None:
-        settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
-    client = LiangXinClient(
-        api_key=api_key, base_url=base_url, transport=transport, settings=settings
-    )
+    try:
+        file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
+        if file_layout.column_fields:
+            file_layout.check_columns(jobs.column_names)
+        # The client is built before anything is written, so a missing key costs nothing.
+        if callbacks is not None:
+            settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
+        client = LiangXinClient(
+            api_key=api_key, base_url=base_url, transport=transport, settings=settings
+        )
+    except BaseException:
+        jobs.close()
+        raise
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
         out.mkdir(parents=True, exist_ok=True)
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
@@ -199,7 +219,7 @@ async def run_batch_async(
         # refusal rolls it back, and nothing is moved on disk before it has passed.
         sync = sync_jobs(
             store,
-            jobs(),
+            jobs,
             allow_changed=settings.allow_changed,
             check=lambda: _check_budget(store, catalog, settings),
         )

@@ -1,0 +1,97 @@
+"""The jobs of one validated manifest, kept on disk so a run parses its manifest once.
+
+Validation walks the whole manifest before anything is written (every problem is
+reported, nothing is sent). The jobs it built go to an unnamed temporary file as one
+JSON line each, and the state's sync reads them back from there: memory stays bounded
+(a million jobs are a few hundred MB on disk, not in RAM) and the manifest, which may
+be large and slow to convert, is read and checked exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+from liangxin_batch.core._records import Job, SourceRef
+
+__all__ = ["JobSpool"]
+
+#: Written in pieces: one write per job would cost a system call each.
+_FLUSH_AT = 1 << 20
+
+
+class JobSpool:
+    """Append jobs, then iterate them (as often as needed) in the order they came."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self.count = 0
+        #: Every manifest column name any job has (the output layout may refer to them).
+        self.column_names: set[str] = set()
+
+    def add(self, job: Job) -> None:
+        src = job.source
+        line = self._encode(
+            [
+                job.job_id,
+                job.index,
+                job.model,
+                job.input,
+                job.columns,
+                job.content_hash,
+                src.file,
+                src.line,
+                src.column,
+            ]
+        )
+        data = line.encode("utf-8") + b"\n"
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.count += 1
+        self.column_names.update(job.columns)
+        if self._buffered >= _FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.seek(0, 2)
+        self._file.writelines(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+
+    def __iter__(self) -> Iterator[Job]:
+        self._flush()
+        self._file.seek(0)
+        # A second iteration starts again from the top: remember where this one is, so
+        # two walks at once (never done, but cheap to allow) do not disturb each other.
+        position = 0
+        while True:
+            self._file.seek(position)
+            lines = self._file.readlines(_FLUSH_AT)
+            if not lines:
+                return
+            position = self._file.tell()
+            for raw in lines:
+                job_id, index, model, values, columns, digest, file, line, column = json.loads(raw)
+                yield Job(
+                    job_id=job_id,
+                    model=model,
+                    input=values,
+                    columns=columns,
+                    index=index,
+                    content_hash=digest,
+                    source=SourceRef(file, line, column),
+                )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JobSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
