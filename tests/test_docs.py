@@ -91,3 +91,19 @@ def test_readme_numbers_are_the_settings_defaults() -> None:
     assert (
         f"at most {s.create_burst} back to back, at most {s.max_concurrent_creates} POSTs" in README
     )
+
+
+def test_the_readme_testing_example_runs(tmp_path: Path) -> None:
+    """The example users copy into their own tests is run here as written."""
+    found = re.search(
+        r"<!-- testing-example:start -->\n```python\n(.*?)```\n<!-- testing-example:end -->",
+        README,
+        re.S,
+    )
+    assert found, "README lost its testing example markers"
+    namespace: dict[str, object] = {}
+    exec(compile(found.group(1), "README.md", "exec"), namespace)
+    check = namespace["check_my_batch"]
+    assert callable(check)
+    check(tmp_path)
+    assert len(list((tmp_path / "out" / "outputs").rglob("*.png"))) == 1
