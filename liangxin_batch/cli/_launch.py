@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
+def _run_with_signals(start: Callable[[RunHandle], Awaitable[RunSummary]]) -> RunSummary:
     """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once.
 
     The handlers go in when the runner starts. Before that (validating and syncing a big
@@ -126,6 +127,7 @@ def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
         loop = asyncio.get_running_loop()
         hits = 0
         installed = False
+        handle: RunHandle
 
         def on_signal() -> None:
             nonlocal hits
@@ -146,10 +148,9 @@ def _run_with_signals(coro: Any, handle: RunHandle) -> RunSummary:
                 loop.add_signal_handler(sig, on_signal)
             installed = True
 
-        handle.on_attach = install
+        handle = RunHandle(on_attach=install)
         try:
-            result: RunSummary = await coro
-            return result
+            return await start(handle)
         finally:
             if installed:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,7 +173,6 @@ def run_from_cli(
     callbacks: CallbackOptions | None = None,
     allow_outside: bool = False,
 ) -> RunSummary:
-    handle = RunHandle()
     observer = NullObserver() if quiet else BarsObserver()
     with contextlib.ExitStack() as stack:
         api_key = None
@@ -183,7 +183,8 @@ def run_from_cli(
             api_key = SIM_API_KEY
             click.echo(f"simulator listening on {base_url}", err=True)
         log_retries()
-        coro = run_batch_async(
+        start = functools.partial(
+            run_batch_async,
             manifest,
             out_dir=out_dir,
             settings=settings,
@@ -193,7 +194,6 @@ def run_from_cli(
             api_key=api_key,
             base_url=base_url,
             observer=observer,
-            handle=handle,
             callbacks=callbacks,
         )
-        return _run_with_signals(coro, handle)
+        return _run_with_signals(lambda handle: start(handle=handle))
