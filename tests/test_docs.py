@@ -24,8 +24,18 @@ def test_readme_model_table_is_generated_from_the_catalog() -> None:
     )
 
 
-def test_readme_shows_the_two_commands() -> None:
-    assert "make demo" in README and "make test" in README
+def test_readme_shows_the_two_commands_and_they_are_the_ones_that_run() -> None:
+    """The README's two commands are Makefile targets, and CI runs the test one as written."""
+    section = README.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "the two commands lost their code block"
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in ("demo", "test", "test-fast"):
+        assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no `{target}` target"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert [line for line in ci if line.startswith("make")] == ["make test"]
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
