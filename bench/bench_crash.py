@@ -66,7 +66,7 @@ FINAL_EXIT_CODES = (0, 1)  # all succeeded / some did not: both are a finished r
 
 
 def _serve(
-    port_queue: multiprocessing.Queue,  # type: ignore[type-arg]
+    port_queue: multiprocessing.Queue,
     scale: float,
     seed: int,
     slow_download_bps: int | None,
@@ -366,7 +366,7 @@ def main() -> None:
         write_fast_catalog(catalog, scale)
 
     ctx = multiprocessing.get_context("spawn")
-    ports: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    ports: multiprocessing.Queue = ctx.Queue()
     bps = args.slow_download_bps or None
     server = ctx.Process(target=_serve, args=(ports, scale, args.seed, bps), daemon=True)
     server.start()

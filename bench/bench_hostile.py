@@ -115,9 +115,9 @@ def main() -> None:
             path.write_text(text)
             code, mb, seconds = validate_peak(path)
             print(f"validate, {what:<26} exit {code}  peak RSS {mb:6.1f} MB  {seconds:5.2f} s")
-        took, code, parts = ctrl_c_during_a_drip(tmp)
+        took, exit_code, parts = ctrl_c_during_a_drip(tmp)
         print(
-            f"Ctrl-C to exit with a dripping download: {took:.2f} s (exit {code}, "
+            f"Ctrl-C to exit with a dripping download: {took:.2f} s (exit {exit_code}, "
             f"{parts} .part files left)"
         )
 

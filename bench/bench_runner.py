@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +38,7 @@ MODELS = [("google/nano-banana", {}), ("nano-banana-pro", {}), ("z-image", {"asp
 HMAC = "bench-hmac-key-0123456789"
 
 
-def _serve(port_queue: multiprocessing.Queue, scale: float) -> None:  # type: ignore[type-arg]
+def _serve(port_queue: multiprocessing.Queue, scale: float) -> None:
     from liangxin_batch.simulator import SimConfig, run_simulator
 
     config = SimConfig(
@@ -78,10 +79,10 @@ def write_manifest(
             )
 
 
-def ledger(base_url: str) -> list[dict[str, object]]:
+def ledger(base_url: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{base_url}/_sim/ledger") as resp:
         data = json.load(resp)
-    events: list[dict[str, object]] = data["data"]["events"]
+    events: list[dict[str, Any]] = data["data"]["events"]
     return events
 
 
@@ -93,10 +94,10 @@ def run_once(
     from liangxin_batch.core._settings import RunSettings
 
     settings = RunSettings(create_window=10.0 * scale, poll_window=1.0 * scale, poll_scale=scale)
-    kwargs: dict[str, object] = {}
+    callback_options: _run.CallbackOptions | None = None
     if callbacks:
         port = free_port()
-        kwargs["callbacks"] = _run.CallbackOptions(
+        callback_options = _run.CallbackOptions(
             public_base=f"http://127.0.0.1:{port}/hook", listen=f"127.0.0.1:{port}", hmac_key=HMAC
         )
     cpu0 = time.process_time()
@@ -109,8 +110,8 @@ def run_once(
             api_key=KEY,
             base_url=base_url,
             catalog=default_catalog(),
-            **kwargs,
-        )  # type: ignore[arg-type]
+            callbacks=callback_options,
+        )
     )
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -173,7 +174,7 @@ def main() -> None:
     scale = args.time_scale
 
     ctx = multiprocessing.get_context("spawn")
-    ports: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    ports: multiprocessing.Queue = ctx.Queue()
     server = ctx.Process(target=_serve, args=(ports, scale), daemon=True)
     server.start()
     try:
@@ -190,11 +191,17 @@ def main() -> None:
     from liangxin_batch.catalog._catalog import default_catalog
 
     catalog = default_catalog()
+
+    def typical_seconds(model: str) -> float:
+        spec = catalog.get(model)
+        assert spec is not None, model
+        return spec.typical_seconds
+
     creates = sorted(
         float(e["at"])
         for e in events
         if e.get("kind") == "create" and e.get("outcome") == "created"
-    )  # type: ignore[arg-type]
+    )
     rejected = sum(1 for e in events if e.get("kind") == "create" and e.get("outcome") == "429")
     polls = sum(1 for e in events if e.get("kind") == "poll")
     rate_limit = 20 / (10.0 * scale)
@@ -202,7 +209,7 @@ def main() -> None:
     # the achieved rate is (creates - 1) over the span from the first to the last.
     span = creates[-1] - creates[0] if len(creates) > 1 else 1.0
     achieved = (len(creates) - 1) / span if span > 0 else float("nan")
-    slowest = max(catalog.get(m).typical_seconds for m, _ in MODELS) * 1.3 * scale  # type: ignore[union-attr]
+    slowest = max(typical_seconds(m) for m, _ in MODELS) * 1.3 * scale
     lower = args.jobs / rate_limit + slowest
     rss = state_rss(args.state_jobs) if args.state_jobs else float("nan")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -24,7 +24,10 @@ from liangxin_batch.run._runner import Runner
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
+from tests.sim_support import sim_of
 from tests.virtual_time import run_virtual
+
+T = TypeVar("T")
 
 KEY = "sk-test-runner-0000"
 MODELS = ("z-image", "seedream/4.5-text-to-image", "google/nano-banana", "nano-banana-pro")
@@ -75,7 +78,7 @@ class SimEnv:
         self.loop = loop
         self.config = config or SimConfig(api_key=KEY, seed=3, faults=faults or FaultProfile())
         self.app = create_app(self.config, clock=loop.time)
-        self.sim: Simulator = self.app.state.sim
+        self.sim: Simulator = sim_of(self.app)
 
     #: Wraps the API transport of the next clients (a test's fault between runner and sim).
     wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
@@ -141,7 +144,8 @@ class SimEnv:
         )
 
 
-def in_virtual_time(main: Callable[[], Any]) -> Any:
+def in_virtual_time(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main()` on a fresh VirtualTimeLoop (see `tests.virtual_time.run_virtual`)."""
     return run_virtual(main)
 
 

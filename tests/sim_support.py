@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 
 from liangxin_batch.simulator import ManualClock, SimConfig, Simulator, create_app
 
@@ -17,6 +18,13 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "google/nano-banana"  # cheap (4 credits), prompt is its only required field
 CREATE = "/api/v1/jobs/createTask"
 RECORD = "/api/v1/jobs/recordInfo"
+
+
+def sim_of(app: Starlette) -> Simulator:
+    """The `Simulator` behind an app from `create_app` (`app.state` is untyped)."""
+    sim = app.state.sim
+    assert isinstance(sim, Simulator), sim
+    return sim
 
 
 @dataclass
@@ -67,7 +75,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     clock = clock or ManualClock()
     app = create_app(config or SimConfig(), clock=clock, **kw)
-    sim: Simulator = app.state.sim
+    sim = sim_of(app)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as c:
         try:

@@ -92,6 +92,12 @@ def files_in(out: Path) -> list[FileRow]:
         store.close()
 
 
+def saved(path: str | None) -> str:
+    """A file row's path (relative to the output folder), set once the file is saved."""
+    assert path is not None, "the file has no path: it was never saved"
+    return path
+
+
 def attempts_in(out: Path) -> list[AttemptRow]:
     store = reading(out)
     try:

@@ -15,6 +15,7 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._run import CallbackOptions, run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from tests.runner_harness import KEY, ForwardTransport, in_virtual_time, make_jobs, records_for
+from tests.sim_support import sim_of
 
 HMAC = "whsec-test-0123456789"
 
@@ -68,12 +69,12 @@ def run_with_callbacks(
                 receiver_ready=ready,
             )
         finally:
-            await app.state.sim.aclose()
+            await sim_of(app).aclose()
             await callback_client.aclose()
         counters.update(receivers[0].counters)
         if span is not None:
             span[:] = [started, loop.time()]
-        return summary, app.state.sim
+        return summary, sim_of(app)
 
     summary, sim = in_virtual_time(main)
     return summary, sim, counters
@@ -227,9 +228,9 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
             assert first.interrupted and first.counts.get("submitted", 0) > 0
             second = await one_run(interrupt_after=None)
         finally:
-            await app.state.sim.aclose()
+            await sim_of(app).aclose()
             await callback_client.aclose()
-        return second, app.state.sim, receivers
+        return second, sim_of(app), receivers
 
     second, sim, receivers = in_virtual_time(main)
     assert second.counts == {"done": 30}

@@ -12,20 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+from liangxin_batch.simulator import SimConfig, Simulator, create_app, serve_in_thread
+from tests.sim_support import sim_of
 from tests.state_support import counts_in
 from tests.test_cli_run import KEY, env_for, manifest  # one harness: tests/cli_support
 
 
 @pytest.fixture
-def sim() -> Iterator[tuple[str, object]]:
+def sim() -> Iterator[tuple[str, Simulator]]:
     app = create_app(SimConfig(api_key=KEY, seed=5))
     with serve_in_thread(app) as url:
-        yield url, app.state.sim  # type: ignore[attr-defined]
+        yield url, sim_of(app)
 
 
 def test_ctrl_c_during_the_manifest_sync_sends_nothing_and_keeps_no_half_state(
-    tmp_path: Path, sim: tuple[str, object]
+    tmp_path: Path, sim: tuple[str, Simulator]
 ) -> None:
     url, simulator = sim
     out = tmp_path / "out"
@@ -43,7 +44,7 @@ def test_ctrl_c_during_the_manifest_sync_sends_nothing_and_keeps_no_half_state(
     assert "Traceback" not in text
     if "before anything was sent" not in text:  # pragma: no cover - the sync outran the signal
         pytest.skip("the run had finished syncing when the signal arrived")
-    assert simulator.ledger.creates() == []  # type: ignore[attr-defined]
+    assert simulator.ledger.creates() == []
     jobs = sum(counts_in(out).values())
     # asyncio lets the synchronous sync finish (its transaction commits whole) and stops at
     # the next await; a second Ctrl-C would raise inside it and roll it back. Never half.

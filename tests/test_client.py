@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 import liangxin_batch.errors as E
-from liangxin_batch.core._envelope import TaskState
+from liangxin_batch.core._envelope import TaskRecord, TaskState
 from liangxin_batch.run._client import LiangXinClient
 from tests.virtual_time import run_virtual
 
@@ -18,12 +19,12 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client_for(handler: Handler, **kw: object) -> LiangXinClient:
+def client_for(handler: Handler, **kw: Any) -> LiangXinClient:
     return LiangXinClient(
         api_key=KEY,
         base_url="http://lx.test",
         transport=httpx.MockTransport(handler),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -35,6 +36,16 @@ def call(handler: Handler, method: str, *args: object) -> object:
     async def main() -> object:
         async with client_for(handler) as c:
             return await getattr(c, method)(*args)
+
+    return run_virtual(main)
+
+
+def get_task(handler: Handler, task_id: str) -> TaskRecord:
+    """`call(handler, "get_task", task_id)`, typed."""
+
+    async def main() -> TaskRecord:
+        async with client_for(handler) as c:
+            return await c.get_task(task_id)
 
     return run_virtual(main)
 
@@ -139,10 +150,10 @@ def test_record_info_parses_result_json_string_and_ignores_extras() -> None:
         assert req.url.params["taskId"] == "t1"
         return httpx.Response(200, content=envelope(200, "success", data))
 
-    rec = call(handler, "get_task", "t1")
-    assert rec.state is TaskState.SUCCESS  # type: ignore[attr-defined]
-    assert rec.result_urls == ("https://f/a.png", "https://f/b.png")  # type: ignore[attr-defined]
-    assert rec.credits_consumed == 0.8  # type: ignore[attr-defined]
+    rec = get_task(handler, "t1")
+    assert rec.state is TaskState.SUCCESS
+    assert rec.result_urls == ("https://f/a.png", "https://f/b.png")
+    assert rec.credits_consumed == 0.8
 
 
 @pytest.mark.parametrize("result_json", ["", None, "not json", "[]", '{"resultUrls": "x"}'])
@@ -151,8 +162,8 @@ def test_record_info_tolerates_empty_or_odd_result_json(result_json: object) -> 
         data = {"taskId": "t1", "state": "generating", "resultJson": result_json}
         return httpx.Response(200, content=envelope(200, "success", data))
 
-    rec = call(handler, "get_task", "t1")
-    assert rec.result_urls == ()  # type: ignore[attr-defined]
+    rec = get_task(handler, "t1")
+    assert rec.result_urls == ()
 
 
 @pytest.mark.parametrize("state", ["processing", "pending", "", None, 3, "SUCCESS!"])
@@ -160,9 +171,9 @@ def test_unknown_state_counts_as_running(state: object) -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=envelope(200, "ok", {"taskId": "t1", "state": state}))
 
-    rec = call(handler, "get_task", "t1")
-    assert rec.state is TaskState.UNKNOWN  # type: ignore[attr-defined]
-    assert not rec.state.terminal  # type: ignore[attr-defined]
+    rec = get_task(handler, "t1")
+    assert rec.state is TaskState.UNKNOWN
+    assert not rec.state.terminal
 
 
 def test_failed_task_is_code_200_with_state_fail() -> None:
@@ -170,9 +181,9 @@ def test_failed_task_is_code_200_with_state_fail() -> None:
         data = {"taskId": "t1", "state": "fail", "failCode": "422", "failMsg": "prohibited"}
         return httpx.Response(200, content=envelope(200, "success", data))
 
-    rec = call(handler, "get_task", "t1")
-    assert rec.state is TaskState.FAIL  # type: ignore[attr-defined]
-    assert (rec.fail_code, rec.fail_msg) == ("422", "prohibited")  # type: ignore[attr-defined]
+    rec = get_task(handler, "t1")
+    assert rec.state is TaskState.FAIL
+    assert (rec.fail_code, rec.fail_msg) == ("422", "prohibited")
 
 
 def test_idempotent_calls_retry_and_honour_retry_after() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,6 +23,9 @@ from liangxin_batch.simulator import (
     serve_in_thread,
 )
 from liangxin_batch.simulator._reply import ERROR_MESSAGES
+from tests.sim_support import sim_of
+
+T = TypeVar("T")
 
 KEY = "sk-client-sim-0123456789"
 GOOD = {"prompt": "a lighthouse", "output_format": "png"}
@@ -78,13 +81,13 @@ def make_client(
         def client(key: str = KEY) -> LiangXinClient:
             return LiangXinClient(api_key=key, base_url=base, transport=transport)
 
-        return client, app.state.sim
+        return client, sim_of(app)
 
     yield make
     switch.app = None
 
 
-def run(coro: Callable[[], Awaitable[Any]]) -> Any:
+def run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(coro())
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
 from tests import cli_support
+from tests.sim_support import sim_of
 from tests.state_support import jobs_in
 
 KEY = "sk-crash-test-0001"
@@ -85,7 +86,7 @@ def test_sigkill_at_random_moments_never_creates_a_job_twice(
             proc.communicate(timeout=60)
         final = start_run(manifest, out, base_url)
         _stdout, stderr = final.communicate(timeout=120)
-        ledger = app.state.sim.ledger
+        ledger = sim_of(app).ledger
 
     assert kills >= 3, "the runs finished before they could be killed"
     assert final.returncode in (0, 1), stderr.decode()
@@ -96,7 +97,7 @@ def test_sigkill_at_random_moments_never_creates_a_job_twice(
     assert {s for s, _ in states.values()} <= final_states, states
     # No job was created twice: a kill between the intent and the taskId, or a lost
     # reply, parks the job as unknown instead of sending it again.
-    counts: dict[str, int] = {}
+    counts: dict[str | None, int] = {}
     for e in ledger.creates():
         prompt = (e.input or {}).get("prompt")
         counts[prompt] = counts.get(prompt, 0) + 1

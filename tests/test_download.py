@@ -28,7 +28,8 @@ from liangxin_batch.simulator import (
     serve_in_thread,
 )
 from liangxin_batch.state._store import JobRow, StateStore
-from tests.state_support import drive
+from tests.sim_support import sim_of
+from tests.state_support import drive, saved
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +105,7 @@ class Sim:
 
     @property
     def sim(self) -> Any:
-        return self.app.state.sim
+        return sim_of(self.app)
 
     async def succeeded(self, job_id: str = "j1", idx: int = 0, **extra: Any) -> JobRow:
         task_id = await self.api.create_task(MODEL, {"prompt": f"fox {job_id}", **extra})
@@ -131,7 +132,7 @@ async def simulated(tmp_path: Path, faults: FaultProfile | None = None) -> Async
             yield Sim(app, clock, api, files, store, tmp_path, downloader)
         finally:
             await api.aclose()
-            await app.state.sim.aclose()
+            await sim_of(app).aclose()
             store.close()
 
 
@@ -144,7 +145,7 @@ async def test_simulated_download_lands_verified(tmp_path: Path) -> None:
         assert (n, url) == (0, job.result_urls[0])
         assert path == "outputs/google-nano-banana/j1.png"
         data = s.sim.file_bytes(job.task_id, 0)
-        assert (tmp_path / path).read_bytes() == data
+        assert (tmp_path / saved(path)).read_bytes() == data
         assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
         assert_no_key(s.files.requests)
         assert leftovers(tmp_path) == []
@@ -158,7 +159,7 @@ async def test_truncated_download_is_retried_and_matches_the_simulator(tmp_path:
         assert [e.outcome for e in served] == ["broken", "complete"]
         [(_, _, path, sha, size)] = files_of(s.store, "j1")
         assert sha == served[-1].sha256 and size == served[-1].size
-        assert hashlib.sha256((tmp_path / path).read_bytes()).hexdigest() == sha
+        assert hashlib.sha256((tmp_path / saved(path)).read_bytes()).hexdigest() == sha
         assert state_of(s.store, "j1").state is JobState.DONE
         assert leftovers(tmp_path) == []
 
@@ -194,7 +195,7 @@ async def test_several_files_are_numbered(tmp_path: Path) -> None:
         stem = "outputs/google-nano-banana/multi"  # add_job stores MODEL as the job's model
         assert paths == [f"{stem}.png", f"{stem}_2.png", f"{stem}_3.png"]
         for n, path in enumerate(paths):
-            assert (tmp_path / path).read_bytes() == s.sim.file_bytes(task_id, n)
+            assert (tmp_path / saved(path)).read_bytes() == s.sim.file_bytes(task_id, n)
 
 
 @pytest.mark.slow
@@ -206,7 +207,7 @@ async def test_stream_cut_on_a_real_socket_is_retried(tmp_path: Path) -> None:
     with serve_in_thread(app) as base_url:
         async with LiangXinClient(api_key=KEY, base_url=base_url) as api:
             task_id = await api.create_task(MODEL, {"prompt": "a fox on a real socket"})
-            clock.set(app.state.sim.task(task_id).done_at)
+            clock.set(sim_of(app).task(task_id).done_at)
             record = await api.get_task(task_id)
             job = add_job(store, "j1", list(record.result_urls), task_id=task_id)
             downloader = Downloader(store=store, out_dir=tmp_path, client=api, backoff_base=0.0)
@@ -214,11 +215,11 @@ async def test_stream_cut_on_a_real_socket_is_retried(tmp_path: Path) -> None:
                 await downloader.handle(job)
             finally:
                 await downloader.aclose()
-    served = app.state.sim.ledger.files_served()
+    served = sim_of(app).ledger.files_served()
     assert [e.outcome for e in served] == ["broken", "complete"]
     [(_, _, path, sha, _)] = files_of(store, "j1")
     assert sha == served[-1].sha256
-    assert hashlib.sha256((tmp_path / path).read_bytes()).hexdigest() == sha
+    assert hashlib.sha256((tmp_path / saved(path)).read_bytes()).hexdigest() == sha
     assert state_of(store, "j1").state is JobState.DONE
     assert leftovers(tmp_path) == []
     store.close()
@@ -307,7 +308,7 @@ async def test_short_body_is_retried_until_whole(tmp_path: Path) -> None:
         await downloader.handle(add_job(store, "j1", ["https://cdn.test/a/out.png"]))
         assert len(served) == 3
         [(_, _, path, sha, size)] = files_of(store, "j1")
-        assert (tmp_path / path).read_bytes() == PNG
+        assert (tmp_path / saved(path)).read_bytes() == PNG
         assert (sha, size) == (hashlib.sha256(PNG).hexdigest(), len(PNG))
         assert state_of(store, "j1").state is JobState.DONE
 
@@ -453,7 +454,7 @@ async def test_extension_from_content_type_then_url(tmp_path: Path) -> None:
         urls = ["https://cdn.test/a.png", "https://cdn.test/b.JPEG?x=1", "https://cdn.test/c"]
         await downloader.handle(add_job(store, "j1", urls))
         paths = [row[2] for row in files_of(store, "j1")]
-        assert [Path(p).name for p in paths] == ["j1.webp", "j1_2.jpg", "j1_3.bin"]
+        assert [Path(saved(p)).name for p in paths] == ["j1.webp", "j1_2.jpg", "j1_3.bin"]
 
 
 async def test_resume_skips_verified_files_and_refetches_bad_ones(tmp_path: Path) -> None:
@@ -466,7 +467,7 @@ async def test_resume_skips_verified_files_and_refetches_bad_ones(tmp_path: Path
     urls = [f"https://cdn.test/{n}.png" for n in range(3)]
     async with scripted(tmp_path, handler) as (downloader, store, _):
         await downloader.handle(add_job(store, "j1", urls))
-        paths = [tmp_path / row[2] for row in files_of(store, "j1")]
+        paths = [tmp_path / saved(row[2]) for row in files_of(store, "j1")]
         assert len(requested) == 3
         # A later run finds file 1 intact, file 2 corrupted, file 3 gone.
         paths[1].write_bytes(PNG[:-1] + b"!")
@@ -515,8 +516,8 @@ async def test_jobs_whose_ids_slugify_alike_get_distinct_files(tmp_path: Path) -
         await downloader.handle(add_job(store, "a-b", ["https://cdn.test/2.png"], idx=1))
         first, second = files_of(store, "a b")[0][2], files_of(store, "a-b")[0][2]
         assert first != second
-        assert (tmp_path / first).read_bytes() == real_png(b"/1.png")
-        assert (tmp_path / second).read_bytes() == real_png(b"/2.png")
+        assert (tmp_path / saved(first)).read_bytes() == real_png(b"/1.png")
+        assert (tmp_path / saved(second)).read_bytes() == real_png(b"/2.png")
 
 
 async def test_concurrency_is_capped(tmp_path: Path) -> None:
@@ -619,5 +620,5 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
     assert len(rows) == 12
     for url, path, sha in rows:
         assert served["files/" + url.split("/files/", 1)[1]].sha256 == sha
-        assert hashlib.sha256((tmp_path / path).read_bytes()).hexdigest() == sha
+        assert hashlib.sha256((tmp_path / saved(path)).read_bytes()).hexdigest() == sha
     store.close()

@@ -8,6 +8,7 @@ import io
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -104,7 +105,7 @@ def test_random_yaml_with_aliases(tmp_path_factory: pytest.TempPathFactory, text
 def test_random_csv_dialects(
     tmp_path_factory: pytest.TempPathFactory,
     delimiter: str,
-    quoting: int,
+    quoting: Literal[0, 1, 2],  # csv.QUOTE_MINIMAL, QUOTE_ALL, QUOTE_NONNUMERIC
     rows: list[list[str]],
     header: list[str],
 ) -> None:

@@ -127,14 +127,14 @@ def test_may_have_created_answers(what: str, status: int, body: bytes, created: 
             assert err.snippet and len(err.snippet) <= 200
 
 
-def _raise(exc: type[httpx.HTTPError]) -> Callable[[httpx.Request], httpx.Response]:
+def _raise(exc: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc("boom", request=request)
 
     return handler
 
 
-TRANSPORT: list[tuple[str, type[httpx.HTTPError], bool]] = [
+TRANSPORT: list[tuple[str, type[httpx.TransportError], bool]] = [
     ("connection refused", httpx.ConnectError, False),
     ("connect timeout", httpx.ConnectTimeout, False),
     ("read timeout", httpx.ReadTimeout, True),
@@ -144,7 +144,9 @@ TRANSPORT: list[tuple[str, type[httpx.HTTPError], bool]] = [
 
 
 @pytest.mark.parametrize(("what", "exc", "created"), TRANSPORT, ids=[t[0] for t in TRANSPORT])
-def test_may_have_created_transport(what: str, exc: type[httpx.HTTPError], created: bool) -> None:
+def test_may_have_created_transport(
+    what: str, exc: type[httpx.TransportError], created: bool
+) -> None:
     err = asyncio.run(_create_against(_raise(exc)))
     assert may_have_created(err) is created, what
     assert isinstance(err, E.TransportError) and err.path == "/api/v1/jobs/createTask"
@@ -152,9 +154,11 @@ def test_may_have_created_transport(what: str, exc: type[httpx.HTTPError], creat
 
 def test_a_bare_404_or_401_parks_the_job_and_stops_submission() -> None:
     for status in (401, 404):
-        err = asyncio.run(
-            _create_against(lambda request, s=status: httpx.Response(s, content=HTML))
-        )
+
+        def bare(request: httpx.Request, s: int = status) -> httpx.Response:
+            return httpx.Response(s, content=HTML)
+
+        err = asyncio.run(_create_against(bare))
         decision = decide_create_failure(err, tries=1, window=10.0)
         assert decision.verdict is CreateVerdict.UNKNOWN and decision.stop
 

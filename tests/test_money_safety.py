@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.simulator import SimConfig
 from liangxin_batch.state._lock import RunLock
@@ -16,11 +18,14 @@ from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
 from tests.runner_harness import KEY, SimEnv, in_virtual_time, make_jobs, records_for
 
+#: `change(path, n, response)`: a replacement answer, or None to keep the simulator's.
+Change = Callable[[str, int, httpx.Response], httpx.Response | None]
+
 
 class Rewrite(httpx.AsyncBaseTransport):
     """Forwards to the simulator, then lets `change(path, n, response)` alter the answer."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, change: object) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, change: Change) -> None:
         self.inner = inner
         self.change = change
         self.counts: dict[str, int] = {}
@@ -30,7 +35,7 @@ class Rewrite(httpx.AsyncBaseTransport):
         name = request.url.path.rsplit("/", 1)[-1]
         self.counts[name] = self.counts.get(name, 0) + 1
         await response.aread()
-        altered = self.change(name, self.counts[name], response)  # type: ignore[operator]
+        altered = self.change(name, self.counts[name], response)
         return altered if altered is not None else response
 
 
@@ -44,7 +49,7 @@ def test_a_gateway_error_after_the_task_was_created_parks_the_job_as_unknown(
             return httpx.Response(502 if n % 8 else 504, text="<html>Bad Gateway</html>")
         return None
 
-    async def main() -> tuple[object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, SimEnv]:
         env = SimEnv()
         env.wrap_api = lambda inner: Rewrite(inner, gateway)
         first = await env.run(tmp_path, make_jobs(20))
@@ -52,8 +57,8 @@ def test_a_gateway_error_after_the_task_was_created_parks_the_job_as_unknown(
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    assert first.counts == {"succeeded": 15, "unknown": 5}  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 15, "unknown": 5}  # type: ignore[attr-defined]
+    assert first.counts == {"succeeded": 15, "unknown": 5}
+    assert second.counts == {"succeeded": 15, "unknown": 5}
     assert len(env.sim.ledger.creates()) == 20, "each job created once, gateway errors included"
     assert env.sim.ledger.duplicates() == {}
 
@@ -66,7 +71,7 @@ def test_recordinfo_refusing_the_key_ends_the_run_and_resume_finishes(tmp_path: 
             return httpx.Response(200, json={"code": 401, "msg": "invalid key"})
         return None
 
-    async def main() -> tuple[object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, SimEnv]:
         env = SimEnv()
         env.wrap_api = lambda inner: Rewrite(inner, unauthorised)
         first = await asyncio.wait_for(env.run(tmp_path, make_jobs(12)), timeout=3600)
@@ -75,10 +80,10 @@ def test_recordinfo_refusing_the_key_ends_the_run_and_resume_finishes(tmp_path: 
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    assert first.exit_code == 3  # type: ignore[attr-defined]
-    assert "401" in (first.stopped_reason or "")  # type: ignore[attr-defined]
-    assert first.counts.get("submitted", 0) > 0, "in-flight tasks kept for the next run"  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 12}  # type: ignore[attr-defined]
+    assert first.exit_code == 3
+    assert "401" in (first.stopped_reason or "")
+    assert first.counts.get("submitted", 0) > 0, "in-flight tasks kept for the next run"
+    assert second.counts == {"succeeded": 12}
     assert env.sim.ledger.duplicates() == {}
 
 
@@ -93,7 +98,7 @@ def test_a_task_id_the_state_already_holds_parks_the_job_as_unknown(tmp_path: Pa
             return httpx.Response(200, json={"code": 200, "msg": "ok", "data": {"taskId": "t-1"}})
         return None
 
-    async def main() -> object:
+    async def main() -> RunSummary:
         env = SimEnv()
         env.wrap_api = lambda inner: Rewrite(inner, same_id)
         return await asyncio.wait_for(env.run(tmp_path, make_jobs(6)), timeout=3600)
@@ -108,23 +113,23 @@ def test_a_task_id_the_state_already_holds_parks_the_job_as_unknown(tmp_path: Pa
     assert [j.state.value for j in dup] == ["unknown", "unknown"]
     assert "t-1" in (dup[0].error_message or "") and "already holds" in (dup[0].error_message or "")
     # The other three jobs went on to finish.
-    assert summary.counts.get("succeeded", 0) == 3  # type: ignore[attr-defined]
+    assert summary.counts.get("succeeded", 0) == 3
 
 
 def test_downloads_go_on_after_credits_run_out(tmp_path: Path) -> None:
     """A 402 stops new submissions, not the download of results already paid for."""
     jobs = make_jobs(30, models=("z-image",))
 
-    async def main() -> tuple[object, SimEnv]:
+    async def main() -> tuple[RunSummary, SimEnv]:
         env = SimEnv(SimConfig(api_key=KEY, credits=6))
         return await env.run_library(tmp_path, records_for(jobs)), env
 
     summary, env = in_virtual_time(main)
     created = len(env.sim.ledger.creates())
-    assert summary.exit_code == 3  # type: ignore[attr-defined]
+    assert summary.exit_code == 3
     assert 0 < created < 30
-    assert summary.counts.get("done") == created, "every paid result is on disk"  # type: ignore[attr-defined]
-    assert summary.counts.get("succeeded", 0) == 0  # type: ignore[attr-defined]
+    assert summary.counts.get("done") == created, "every paid result is on disk"
+    assert summary.counts.get("succeeded", 0) == 0
 
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(
@@ -132,14 +137,14 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_holds_it(
 ) -> None:
     jobs = make_jobs(3)
 
-    async def run() -> object:
+    async def run() -> RunSummary:
         return await SimEnv().run_library(tmp_path, records_for(jobs))
 
     with RunLock(tmp_path), pytest.raises(ConfigError, match="in use by another run"):
         in_virtual_time(run)
     assert not (tmp_path / "state.db").exists(), "refused before the state was opened"
     summary = in_virtual_time(run)  # the lock went with its holder
-    assert summary.counts == {"done": 3}  # type: ignore[attr-defined]
+    assert summary.counts == {"done": 3}
 
 
 def test_begin_attempt_only_takes_a_pending_job(tmp_path: Path) -> None:
@@ -181,17 +186,17 @@ def test_long_layout_fields_never_make_a_name_the_file_system_refuses(tmp_path: 
 
 
 def test_summary_counts_only_jobs_still_in_the_manifest(tmp_path: Path) -> None:
-    async def main() -> tuple[object, object]:
+    async def main() -> tuple[RunSummary, RunSummary]:
         env = SimEnv()
         first = await env.run(tmp_path, make_jobs(6))
         second = await env.run(tmp_path, make_jobs(6)[:4])  # two jobs removed
         return first, second
 
     first, second = in_virtual_time(main)
-    assert first.counts == {"succeeded": 6}  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 4}  # type: ignore[attr-defined]
-    assert second.removed_jobs == 2  # type: ignore[attr-defined]
-    assert second.exit_code == 0  # type: ignore[attr-defined]
+    assert first.counts == {"succeeded": 6}
+    assert second.counts == {"succeeded": 4}
+    assert second.removed_jobs == 2
+    assert second.exit_code == 0
 
 
 def test_a_max_credits_refusal_leaves_retry_flags_unapplied(tmp_path: Path) -> None:

@@ -54,10 +54,10 @@ def test_each_task_pops_once_at_its_earliest_time(plan: list[tuple[str, float]])
         q.schedule(task, due)
         earliest[task] = min(due, earliest.get(task, due))
     popped: list[tuple[str, float]] = []
-    while (due := q.next_due()) is not None:
-        task = q.pop_due(due)
-        assert task is not None
-        popped.append((task, due))
+    while (next_due := q.next_due()) is not None:
+        next_task = q.pop_due(next_due)
+        assert next_task is not None
+        popped.append((next_task, next_due))
     assert dict(popped) == earliest and len(popped) == len(earliest)
     assert [d for _, d in popped] == sorted(d for _, d in popped)
 

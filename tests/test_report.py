@@ -6,6 +6,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pandas as pd
@@ -132,14 +133,14 @@ def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
     store.close()
 
 
-def job(state: JobState, **kw: object) -> JobRow:
-    base: dict[str, object] = dict(
+def job(state: JobState, **kw: Any) -> JobRow:
+    base: dict[str, Any] = dict(
         job_id="j", idx=0, model="m", input={}, state=state, attempt=1, task_id="t",
         submitted_at=T0, completed_at=None, result_urls=("u0", "u1"), error_code=None,
         error_message=None, credits=None, polls=0, content_hash="h", columns={"prompt": "p"},
     )  # fmt: skip
     base.update(kw)
-    return JobRow(**base)  # type: ignore[arg-type]
+    return JobRow(**base)
 
 
 def test_status_means_files_verified() -> None:

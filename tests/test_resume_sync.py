@@ -34,7 +34,7 @@ def runs(out: Path, *manifests: tuple[list[dict[str, Any]], RunSettings]) -> lis
         results.append(env.sim.ledger)
         return results
 
-    return in_virtual_time(main)  # type: ignore[no-any-return]
+    return in_virtual_time(main)
 
 
 def snapshot(out: Path) -> list[Any]:

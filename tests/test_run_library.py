@@ -12,6 +12,7 @@ import pytest
 from liangxin_batch import ManifestError, RunSettings, RunSummary, run_batch_async
 from liangxin_batch.simulator import SimConfig, Simulator, create_app
 from tests.runner_harness import KEY
+from tests.sim_support import sim_of
 from tests.virtual_time import run_virtual
 
 
@@ -35,7 +36,7 @@ def run_records_with(
             transport=transport,
             download_transport=transport,
         )
-        return summary, app.state.sim
+        return summary, sim_of(app)
 
     return run_virtual(main)
 

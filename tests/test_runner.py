@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._runner import Runner
 from liangxin_batch.simulator import FaultProfile
 from tests.runner_harness import SimEnv, in_virtual_time, make_jobs
@@ -20,7 +23,7 @@ def states(out: Path) -> dict[str, int]:
 def test_hundreds_of_jobs_complete_once_each_within_the_limits(tmp_path: Path) -> None:
     jobs = make_jobs(400)
 
-    async def main() -> tuple[object, SimEnv, float]:
+    async def main() -> tuple[RunSummary, SimEnv, float]:
         env = SimEnv()
         start = env.loop.time()
         summary = await env.run(tmp_path, jobs)
@@ -28,8 +31,8 @@ def test_hundreds_of_jobs_complete_once_each_within_the_limits(tmp_path: Path) -
 
     summary, env, elapsed = in_virtual_time(main)
     ledger = env.sim.ledger
-    assert summary.counts == {"succeeded": 400}  # type: ignore[attr-defined]
-    assert summary.exit_code == 0  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 400}
+    assert summary.exit_code == 0
     assert len(ledger.creates()) == 400
     assert ledger.duplicates() == {}
     attempts = ledger.create_attempts()
@@ -47,7 +50,7 @@ def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
     jobs = make_jobs(60, models=("nano-banana-pro",))
     peak = 0
 
-    async def main() -> object:
+    async def main() -> RunSummary:
         env = SimEnv()
         settings = RunSettings(max_in_flight=5)
 
@@ -68,29 +71,29 @@ def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
                 task.cancel()
 
     summary = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 60}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 60}
     assert 1 <= peak <= 5
 
 
 def test_failed_generations_are_failed_and_others_finish(tmp_path: Path) -> None:
-    async def main() -> object:
+    async def main() -> RunSummary:
         env = SimEnv(faults=FaultProfile(fail=0.3))
         return await env.run(tmp_path, make_jobs(50))
 
     summary = in_virtual_time(main)
-    counts = summary.counts  # type: ignore[attr-defined]
+    counts = summary.counts
     assert counts.get("failed", 0) > 5
     assert counts["failed"] + counts["succeeded"] == 50
-    assert summary.exit_code == 1  # type: ignore[attr-defined]
+    assert summary.exit_code == 1
 
 
 def test_500_and_455_bursts_are_retried_without_duplicates(tmp_path: Path) -> None:
-    async def main() -> tuple[object, SimEnv]:
+    async def main() -> tuple[RunSummary, SimEnv]:
         env = SimEnv(faults=FaultProfile(create_500=0.3, create_455=0.2))
         return await env.run(tmp_path, make_jobs(80)), env
 
     summary, env = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 80}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 80}
     assert env.sim.ledger.duplicates() == {}
     outcomes = [e.outcome for e in env.sim.ledger.create_attempts()]
     assert outcomes.count("500") + outcomes.count("455") > 10
@@ -99,17 +102,17 @@ def test_500_and_455_bursts_are_retried_without_duplicates(tmp_path: Path) -> No
 def test_lost_replies_become_unknown_and_are_never_resubmitted(tmp_path: Path) -> None:
     jobs = make_jobs(60)
 
-    async def main() -> tuple[object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, SimEnv]:
         env = SimEnv(faults=FaultProfile(lost_reply=0.2))
         first = await env.run(tmp_path, jobs)
         second = await env.run(tmp_path, jobs)  # resume: unknown jobs stay unknown
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    unknown = first.counts.get("unknown", 0)  # type: ignore[attr-defined]
+    unknown = first.counts.get("unknown", 0)
     assert unknown > 3
-    assert first.exit_code == 1  # type: ignore[attr-defined]
-    assert second.counts.get("unknown", 0) == unknown  # type: ignore[attr-defined]
+    assert first.exit_code == 1
+    assert second.counts.get("unknown", 0) == unknown
     assert env.sim.ledger.duplicates() == {}
     assert len(env.sim.ledger.creates()) == 60
 
@@ -117,14 +120,14 @@ def test_lost_replies_become_unknown_and_are_never_resubmitted(tmp_path: Path) -
 def test_resubmit_unknown_is_the_users_choice(tmp_path: Path) -> None:
     jobs = make_jobs(40)
 
-    async def main() -> tuple[object, SimEnv]:
+    async def main() -> tuple[RunSummary, SimEnv]:
         env = SimEnv(faults=FaultProfile(lost_reply=0.25))
         await env.run(tmp_path, jobs)
         env.sim.config.faults.lost_reply = 0.0
         return await env.run(tmp_path, jobs, settings=RunSettings(resubmit_unknown=True)), env
 
     summary, env = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 40}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 40}
     # The lost ones were created twice: that is what --resubmit-unknown risks, knowingly.
     assert len(env.sim.ledger.creates()) > 40
 
@@ -132,7 +135,7 @@ def test_resubmit_unknown_is_the_users_choice(tmp_path: Path) -> None:
 def test_402_stops_submission_then_top_up_and_resume_finishes(tmp_path: Path) -> None:
     jobs = make_jobs(30, models=("z-image",))
 
-    async def main() -> tuple[object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, SimEnv]:
         from liangxin_batch.simulator import SimConfig
         from tests.runner_harness import KEY
 
@@ -143,11 +146,11 @@ def test_402_stops_submission_then_top_up_and_resume_finishes(tmp_path: Path) ->
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    assert first.exit_code == 3  # type: ignore[attr-defined]
-    assert "402" in (first.stopped_reason or "")  # type: ignore[attr-defined]
-    assert 0 < first.counts.get("succeeded", 0) < 30  # type: ignore[attr-defined]
-    assert first.counts.get("pending", 0) > 0  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 30}  # type: ignore[attr-defined]
+    assert first.exit_code == 3
+    assert "402" in (first.stopped_reason or "")
+    assert 0 < first.counts.get("succeeded", 0) < 30
+    assert first.counts.get("pending", 0) > 0
+    assert second.counts == {"succeeded": 30}
     assert env.sim.ledger.duplicates() == {}
 
 
@@ -155,26 +158,26 @@ def test_401_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     from liangxin_batch.simulator import SimConfig
     from tests.runner_harness import KEY
 
-    async def main() -> object:
+    async def main() -> RunSummary:
         env = SimEnv(SimConfig(api_key="other-key"))
         env.config = SimConfig(api_key=KEY)  # the client will send the wrong key
         return await env.run(tmp_path, make_jobs(10))
 
     summary = in_virtual_time(main)
-    assert summary.exit_code == 3  # type: ignore[attr-defined]
-    assert "401" in summary.stopped_reason  # type: ignore[attr-defined]
-    assert summary.counts == {"pending": 10}  # type: ignore[attr-defined]
+    assert summary.exit_code == 3
+    assert "401" in (summary.stopped_reason or "")
+    assert summary.counts == {"pending": 10}
 
 
 def test_429_storm_slows_down_and_completes(tmp_path: Path) -> None:
-    async def main() -> tuple[object, SimEnv]:
+    async def main() -> tuple[RunSummary, SimEnv]:
         env = SimEnv()
         # We believe in 40 per 10 s; the service allows 20: a storm of 429s.
         settings = RunSettings(create_limit=40)
         return await env.run(tmp_path, make_jobs(400), settings=settings), env
 
     summary, env = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 400}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 400}
     outcomes = [e.outcome for e in env.sim.ledger.create_attempts()]
     # It slows down after the first 429s instead of hitting the wall every window
     # (without slowing down: 40 429s for 400 jobs).
@@ -185,21 +188,21 @@ def test_429_storm_slows_down_and_completes(tmp_path: Path) -> None:
 def test_interrupt_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
     jobs = make_jobs(100)
 
-    async def main() -> tuple[object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, SimEnv]:
         env = SimEnv()
 
-        def interrupt_later(runner: object) -> None:
-            asyncio.get_running_loop().call_later(20.0, runner.interrupt)  # type: ignore[attr-defined]
+        def interrupt_later(runner: Runner) -> None:
+            asyncio.get_running_loop().call_later(20.0, runner.interrupt)
 
         first = await env.run(tmp_path, jobs, before=interrupt_later)
         second = await env.run(tmp_path, jobs)
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    assert first.exit_code == 130  # type: ignore[attr-defined]
-    assert first.counts.get("pending", 0) > 0  # type: ignore[attr-defined]
-    assert first.counts.get("submitting", 0) == 0  # type: ignore[attr-defined]
-    assert second.counts == {"succeeded": 100}  # type: ignore[attr-defined]
+    assert first.exit_code == 130
+    assert first.counts.get("pending", 0) > 0
+    assert first.counts.get("submitting", 0) == 0
+    assert second.counts == {"succeeded": 100}
     assert env.sim.ledger.duplicates() == {}
     assert len(env.sim.ledger.creates()) == 100
 
@@ -211,7 +214,7 @@ def test_task_timeout_then_resume_polls_again(tmp_path: Path) -> None:
     jobs = make_jobs(5, models=("kling-3.0/video",))
     settings = RunSettings(task_timeout=30)
 
-    async def main() -> tuple[object, object, object, SimEnv]:
+    async def main() -> tuple[RunSummary, RunSummary, RunSummary, SimEnv]:
         env = SimEnv(SimConfig(api_key=KEY, latency_scale=5.0))  # ~10 minutes per video
         first = await env.run(tmp_path, jobs, settings=settings)
         # The same timeout again: each resume polls at once and gives a fresh window.
@@ -221,10 +224,10 @@ def test_task_timeout_then_resume_polls_again(tmp_path: Path) -> None:
         return first, second, third, env
 
     first, second, third, env = in_virtual_time(main)
-    assert first.counts == {"timed_out": 5}  # type: ignore[attr-defined]
-    assert second.counts == {"timed_out": 5}  # type: ignore[attr-defined]
-    assert second.polls >= 15, "each task was polled for a fresh 30 s, not once"  # type: ignore[attr-defined]
-    assert third.counts == {"succeeded": 5}  # type: ignore[attr-defined]
+    assert first.counts == {"timed_out": 5}
+    assert second.counts == {"timed_out": 5}
+    assert second.polls >= 15, "each task was polled for a fresh 30 s, not once"
+    assert third.counts == {"succeeded": 5}
     assert len(env.sim.ledger.creates()) == 5
 
 
@@ -278,7 +281,10 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
         client = SlowClient()
         runner = Runner(
             store=store,
-            client=client,  # type: ignore[arg-type]
+            # Runner takes the concrete LiangXinClient (no protocol in the library); this
+            # fake has just the parts the poll path uses: poll_turn, release, get_task,
+            # create_limiter.
+            client=cast(LiangXinClient, client),
             catalog=default_catalog(),
             settings=RunSettings(poll_limit=1, poll_window=2.0),
         )

@@ -26,7 +26,8 @@ from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_
 from liangxin_batch.simulator._ledger import LedgerEvent, canonical_job_key
 from tests.runner_harness import KEY, SimEnv, in_virtual_time, make_jobs, records_for
 from tests.runner_harness import TestJob as Job
-from tests.state_support import attempts_in, events_in, files_in, jobs_in
+from tests.sim_support import sim_of
+from tests.state_support import attempts_in, events_in, files_in, jobs_in, saved
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ def test_retry_failed_downloads_a_download_failed_job_again_without_a_new_task(
     async def main() -> tuple[RunSummary, dict[str, dict[str, Any]], int, RunSummary, Simulator]:
         loop = asyncio.get_running_loop()
         app = create_app(SimConfig(api_key=KEY, seed=4), clock=loop.time)
-        sim: Simulator = app.state.sim
+        sim = sim_of(app)
         api = httpx.ASGITransport(app=app)
 
         async def run(download: httpx.AsyncBaseTransport, settings: RunSettings) -> RunSummary:
@@ -308,7 +309,7 @@ def test_retry_failed_downloads_a_download_failed_job_again_without_a_new_task(
     files = [(f.job_id, f.path, f.sha256) for f in files_in(tmp_path)]
     assert len(files) == 8
     for job_id, path, sha in files:
-        data = (tmp_path / path).read_bytes()
+        data = (tmp_path / saved(path)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha
         assert data == sim.file_bytes(after[job_id]["task_id"], 0)
 
@@ -505,7 +506,7 @@ def test_cli_task_timeout_flag_times_out_tasks_and_offers_the_retry(tmp_path: Pa
         args += ["--task-timeout", "1", "--quiet"]
         result = CliRunner().invoke(main, args, env=env)
         refused = CliRunner().invoke(main, [*args[:-3], "--task-timeout", "0"], env=env)
-        sim: Simulator = app.state.sim
+        sim = sim_of(app)
     assert result.exit_code == 1, result.output
     assert "2 timed out" in result.stdout
     assert "To retry failed and timed-out jobs: liangxin-batch" in result.stdout

@@ -410,7 +410,9 @@ def test_14_a_full_disk_stops_with_exit_3_and_a_resume_finishes(small_disk: Path
 
     first, second, env = in_virtual_time(main)
     assert first.exit_code == 3
-    assert "the disk under" in (first.stopped_reason or "") and "full" in first.stopped_reason
+    assert "the disk under" in (first.stopped_reason or "") and "full" in (
+        first.stopped_reason or ""
+    )
     assert second.counts == {"done": 40}
     assert env.sim.ledger.duplicates() == {}
     assert not list(out.rglob("*.part"))

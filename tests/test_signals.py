@@ -23,6 +23,7 @@ from liangxin_batch.outputs._report import report_status
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
 from liangxin_batch.state._store import StateStore
 from tests import cli_support
+from tests.sim_support import sim_of
 from tests.state_support import files_in
 from tests.state_support import jobs_in as read_jobs
 
@@ -115,7 +116,7 @@ def start() -> Iterator[Callable[[list[str], str, Path], Run]]:
 def plain_sim() -> Iterator[tuple[str, Simulator]]:
     app = create_app(SimConfig(api_key=KEY, create_window=1.0, latency_scale=0.02, seed=11))
     with serve_in_thread(app) as url:
-        yield url, app.state.sim  # type: ignore[attr-defined]
+        yield url, sim_of(app)
 
 
 def test_sigterm_checkpoints_exits_130_and_a_second_run_finishes_each_job_once(
@@ -182,7 +183,7 @@ def held_sim() -> Iterator[tuple[str, Simulator, threading.Event]]:
     app = create_app(config, sleep=held_sleep)
     with serve_in_thread(app) as url:
         try:
-            yield url, app.state.sim, hold  # type: ignore[attr-defined]
+            yield url, sim_of(app), hold
         finally:
             hold.clear()  # before the server stops: it must not wait on a held response
 

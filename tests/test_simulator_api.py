@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from liangxin_batch.simulator import ManualClock, SimConfig, create_app
-from tests.sim_support import AUTH, CREATE, MODEL, RECORD, harness, result_urls
+from tests.sim_support import AUTH, CREATE, MODEL, RECORD, harness, result_urls, sim_of
 
 pytestmark = pytest.mark.anyio
 
@@ -258,4 +258,4 @@ async def test_latency_scale_zero_finishes_at_once() -> None:
         task_id = created.json()["data"]["taskId"]
         record = await c.get(RECORD, params={"taskId": task_id})
         assert record.json()["data"]["state"] == "success"
-    await app.state.sim.aclose()
+    await sim_of(app).aclose()

@@ -181,7 +181,7 @@ async def test_error_style_applies_to_create_500_and_455_too() -> None:
 
 
 async def test_create_errors_share_the_create_roll_deterministically() -> None:
-    faults = {"create_500": 0.1, "create_errors": {433: 0.2, 408: 0.2}}
+    faults: dict[str, Any] = {"create_500": 0.1, "create_errors": {433: 0.2, 408: 0.2}}
 
     async def outcomes(seed: int) -> list[str]:
         async with harness(SimConfig(seed=seed, faults=FaultProfile(**faults))) as h:

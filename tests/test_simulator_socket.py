@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
-from tests.sim_support import AUTH, CREATE, MODEL, RECORD
+from tests.sim_support import AUTH, CREATE, MODEL, RECORD, sim_of
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def wait_for_success(c: httpx.Client, task_id: str) -> dict[str, Any]:
 def instant() -> Iterator[tuple[str, Simulator]]:
     app = create_app(SimConfig(latency_scale=0))
     with serve_in_thread(app) as base_url:
-        yield base_url, app.state.sim
+        yield base_url, sim_of(app)
 
 
 def test_full_flow_over_a_socket(instant: tuple[str, Simulator]) -> None:
@@ -67,7 +67,7 @@ def test_full_flow_over_a_socket(instant: tuple[str, Simulator]) -> None:
 
 def test_lost_reply_drops_the_connection_but_the_task_exists() -> None:
     app = create_app(SimConfig(latency_scale=0, faults=FaultProfile(lost_reply=1.0)))
-    sim: Simulator = app.state.sim
+    sim = sim_of(app)
     with serve_in_thread(app) as base_url, client(base_url) as c:
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             c.post(CREATE, json=BODY)
@@ -80,7 +80,7 @@ def test_lost_reply_drops_the_connection_but_the_task_exists() -> None:
 
 def test_broken_download_cuts_the_body_over_a_socket() -> None:
     app = create_app(SimConfig(latency_scale=0, faults=FaultProfile(broken_download=1.0)))
-    sim: Simulator = app.state.sim
+    sim = sim_of(app)
     with serve_in_thread(app) as base_url, client(base_url) as c:
         task_id = c.post(CREATE, json=BODY).json()["data"]["taskId"]
         (url,) = json.loads(wait_for_success(c, task_id)["resultJson"])["resultUrls"]
@@ -112,7 +112,7 @@ def test_signed_callback_reaches_a_real_receiver() -> None:
 
     receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
     app = create_app(SimConfig(latency_scale=0.01, hmac_key="k3y"))
-    sim: Simulator = app.state.sim
+    sim = sim_of(app)
     with serve_in_thread(receiver) as hook_url, serve_in_thread(app) as base_url:
         with client(base_url) as c:
             body = {**BODY, "callBackUrl": f"{hook_url}/hook"}

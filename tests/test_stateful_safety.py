@@ -39,6 +39,7 @@ from liangxin_batch.simulator import FaultProfile, SimConfig, create_app
 from liangxin_batch.simulator._ledger import canonical_job_key
 from liangxin_batch.state._store import StateStore
 from tests.runner_harness import KEY, make_jobs, records_for
+from tests.sim_support import sim_of
 from tests.virtual_time import VirtualTimeLoop
 
 JOBS = make_jobs(10, models=("z-image", "google/nano-banana"))
@@ -72,7 +73,7 @@ class BatchMachine(RuleBasedStateMachine):
         # The simulator outlives each "process": its clock is the current step's loop
         # (read from threads too, so not through get_running_loop()).
         self.app = create_app(self.config, clock=self._clock)
-        self.sim = self.app.state.sim
+        self.sim = sim_of(self.app)
 
     def _clock(self) -> float:
         return self.loop.time() if self.loop is not None else self.now

@@ -7,12 +7,15 @@ import asyncio
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 import liangxin_batch.state._status as _status
 from liangxin_batch.cli import main
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.run._runner import Runner
 from liangxin_batch.state._status import StatusReport, format_status, read_status
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
@@ -23,7 +26,7 @@ from tests.state_support import drive
 NOW = 1_750_000_000.0
 
 # job id, model, state, extra fields. Listed in manifest order.
-PREPARED: list[tuple[str, str, str, dict[str, object]]] = [
+PREPARED: list[tuple[str, str, str, dict[str, Any]]] = [
     ("a-done-cb", "z-image", "done", {"credits": 1.0, "finished_by": "callback"}),
     ("a-done-poll", "z-image", "done", {"credits": 1.0, "finished_by": "poll"}),
     ("a-dl", "nano-banana-pro", "succeeded", {"credits": 18.0, "finished_by": "callback"}),
@@ -160,10 +163,10 @@ def test_status_reads_the_state_while_a_run_writes_it(tmp_path: Path) -> None:
     jobs = make_jobs(60)
     snapshots: list[StatusReport] = []
 
-    async def main_() -> object:
+    async def main_() -> RunSummary:
         env = SimEnv()
 
-        def look(_runner: object) -> None:
+        def look(_runner: Runner) -> None:
             loop = asyncio.get_running_loop()
             for at in (8.0, 16.0, 24.0):
                 loop.call_later(at, lambda: snapshots.append(read_status(tmp_path)))
@@ -171,7 +174,7 @@ def test_status_reads_the_state_while_a_run_writes_it(tmp_path: Path) -> None:
         return await env.run(tmp_path, jobs, before=look)
 
     summary = in_virtual_time(main_)
-    assert summary.counts == {"succeeded": 60}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 60}
     assert len(snapshots) == 3
     for snap in snapshots:
         assert snap.total == 60
@@ -228,13 +231,13 @@ def test_recent_problems_after_a_successful_retry_are_not_retry_notes(tmp_path: 
 
     jobs = make_jobs(16, models=("z-image",))
 
-    async def main_() -> object:
+    async def main_() -> RunSummary:
         env = SimEnv(faults=FaultProfile(fail=0.4))
         await env.run(tmp_path, jobs)
         env.sim.config.faults.fail = 0.0
         return await env.run(tmp_path, jobs, settings=RunSettings(retry_failed=True))
 
     summary = in_virtual_time(main_)
-    assert summary.counts == {"succeeded": 16}  # type: ignore[attr-defined]
+    assert summary.counts == {"succeeded": 16}
     problems = read_status(tmp_path).recent_errors
     assert not [p for p in problems if p[3].startswith("retry from")], problems

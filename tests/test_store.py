@@ -74,7 +74,8 @@ def test_task_ids_are_unique(tmp_path: Path) -> None:
     store.update("j00000", task_id="t-1")
     with pytest.raises(sqlite3.IntegrityError):
         store.update("j00001", task_id="t-1")
-    assert store.by_task_id("t-1").job_id == "j00000"  # type: ignore[union-attr]
+    row = store.by_task_id("t-1")
+    assert row is not None and row.job_id == "j00000"
 
 
 def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
