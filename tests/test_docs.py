@@ -98,9 +98,8 @@ def test_readme_numbers_are_the_settings_defaults() -> None:
     assert f"fails on its own after {s.create_retries} tries" in flat
     assert "Five jobs in a row ending alike" in flat and s.stop_after_alike == 5
     assert f"bounded queue ({s.max_download_backlog})" in README
-    assert (
-        f"at most {s.create_burst} back to back, at most {s.max_concurrent_creates} POSTs" in README
-    )
+    assert f"at most {s.create_burst} back to back, 2 POSTs on the wire" in flat
+    assert f"never more than {s.max_concurrent_creates})" in flat
 
 
 def test_the_readme_testing_example_runs(tmp_path: Path) -> None:

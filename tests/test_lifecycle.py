@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 import liangxin_batch.errors as E
-from liangxin_batch.core._schedule import PollSchedule
 from liangxin_batch.core._states import (
     TRANSITIONS,
     CreateVerdict,
@@ -62,30 +60,6 @@ def test_backoff_grows_for_not_created_errors() -> None:
         decide_create_failure(E.ServerError("x"), tries=t, window=10).delay for t in (1, 2, 3)
     ]
     assert delays == [1.0, 2.0, 4.0]
-
-
-def test_poll_schedule_follows_service_guidance_ceilings() -> None:
-    s = PollSchedule(typical_seconds=100.0)
-    assert s.next_delay(age=10, polls=5) == 3.0
-    assert s.next_delay(age=60, polls=5) == 10.0
-    assert s.next_delay(age=600, polls=9) == 30.0
-    assert PollSchedule(typical_seconds=10, scale=4).first_delay() == 40.0
-
-
-@pytest.mark.parametrize("typical", [5.0, 6.0, 13.0, 15.0, 19.0, 30.0])
-def test_image_tasks_cost_about_three_polls_or_fewer(typical: float) -> None:
-    """Against latencies spread ±30 % around the typical (as the simulator draws them)."""
-    rng = random.Random(1)
-    schedule = PollSchedule(typical_seconds=typical)
-    counts = []
-    for _ in range(2000):
-        latency = typical * rng.uniform(0.7, 1.3)
-        t, polls = schedule.first_delay(), 1
-        while t < latency:
-            t += schedule.next_delay(age=t, polls=polls)
-            polls += 1
-        counts.append(polls)
-    assert sum(counts) / len(counts) <= 3.0
 
 
 # -- the evidence table: may this createTask have created a task? ------------------------

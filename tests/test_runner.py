@@ -46,35 +46,6 @@ def test_hundreds_of_jobs_complete_once_each_within_the_limits(tmp_path: Path) -
     assert elapsed <= lower * 1.10 + 30
 
 
-def test_in_flight_cap_is_respected(tmp_path: Path) -> None:
-    jobs = make_jobs(60, models=("nano-banana-pro",))
-    peak = 0
-
-    async def main() -> RunSummary:
-        env = SimEnv()
-        settings = RunSettings(max_in_flight=5)
-
-        def watch(runner: Runner) -> None:
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, runner.in_flight)
-                    await asyncio.sleep(0.5)
-
-            samplers.append(asyncio.get_running_loop().create_task(sample()))
-
-        samplers: list[asyncio.Task[None]] = []
-        try:
-            return await env.run(tmp_path, jobs, settings=settings, before=watch)
-        finally:
-            for task in samplers:
-                task.cancel()
-
-    summary = in_virtual_time(main)
-    assert summary.counts == {"succeeded": 60}
-    assert 1 <= peak <= 5
-
-
 def test_failed_generations_are_failed_and_others_finish(tmp_path: Path) -> None:
     async def main() -> RunSummary:
         env = SimEnv(faults=FaultProfile(fail=0.3))

@@ -46,7 +46,7 @@ def _parse_stall(text: str) -> tuple[int, float]:
 
 
 def _callback_options(
-    callback_url: str | None, listen: str | None, hmac_key: str | None
+    callback_url: str | None, listen: str | None, hmac_key: str | None, *, trust_signed: bool
 ) -> CallbackOptions | None:
     if callback_url is None:
         if listen is not None:
@@ -54,9 +54,19 @@ def _callback_options(
                 "--listen needs --callback-url: the public URL at which the service can reach "
                 "this receiver (e.g. a reverse proxy or tunnel in front of --listen)"
             )
+        if trust_signed:
+            raise ConfigError("--trust-signed-callbacks needs --callback-url")
         return None
+    if trust_signed and not hmac_key:
+        raise ConfigError(
+            "--trust-signed-callbacks needs --webhook-hmac-key: only signed callbacks are "
+            "ever taken without a recordInfo"
+        )
     return CallbackOptions(
-        public_base=callback_url, listen=listen or "0.0.0.0:8787", hmac_key=hmac_key or None
+        public_base=callback_url,
+        listen=listen or "0.0.0.0:8787",
+        hmac_key=hmac_key or None,
+        trust_signed=trust_signed,
     )
 
 
@@ -160,7 +170,14 @@ def register(group: click.Group) -> None:
     envvar="LIANGXIN_WEBHOOK_HMAC_KEY",
     metavar="KEY",
     help="Verify callback signatures with this key [env LIANGXIN_WEBHOOK_HMAC_KEY]; "
-    "without it a callback only triggers an immediate poll.",
+    "a callback then triggers an immediate poll (unsigned ones are refused).",
+)
+@click.option(
+    "--trust-signed-callbacks",
+    is_flag=True,
+    help="Take a signed callback's success and result URLs without asking recordInfo "
+    "(no poll per task; the signature does not cover the body, so whoever relays the "
+    "callback could swap the URLs). Needs --webhook-hmac-key.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
@@ -195,12 +212,15 @@ def run_command(
     callback_url: str | None,
     listen: str | None,
     webhook_hmac_key: str | None,
+    trust_signed_callbacks: bool,
     quiet: bool,
     csv_safe: bool,
     allow_outside: bool,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
-    callbacks = _callback_options(callback_url, listen, webhook_hmac_key)
+    callbacks = _callback_options(
+        callback_url, listen, webhook_hmac_key, trust_signed=trust_signed_callbacks
+    )
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     stall_bytes, stall_window = _parse_stall(download_stall)

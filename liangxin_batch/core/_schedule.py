@@ -1,38 +1,81 @@
-"""When to poll a task. Pure: ages in, delays out.
+"""When to poll a task. Pure: ages and a latency estimate in, delays out.
 
-The service's guidance: every 2–3 s for the first 30 s, 5–10 s until 2 minutes, then
-15–30 s. Polling before a model can possibly be done only spends the 10-per-second
-recordInfo budget, so the first poll waits about the model's typical latency, then
-intervals grow from a fraction of that latency up to the guidance's ceiling for the age.
+Each poll aims at the time by which a share `target` of the tasks still running at the
+last poll have finished (a quantile of the learned completion times, `_latency`), so a
+task costs about 1 + (1 - target) + ... polls and is seen soon after it ends. Before a
+kind has finished tasks to learn from, the quantiles are the catalog's prior (its
+typical time, spread 0.7-1.3), except for a few explorers per kind whose first poll
+comes at a quarter of the typical time: a catalog wrong by ten times then costs those
+few early polls, not the account's rate. Never faster than the service's guidance
+(every 2-3 s for the first 30 s, 5-10 s until 2 minutes, then 15-30 s): `_floor` is its
+lower end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PollSchedule"]
+from liangxin_batch.core._latency import LatencyEstimate
+
+__all__ = ["SAFETY_NET_STRETCH", "PollSchedule"]
+
+#: With callbacks on, polls are only the safety net: every delay is this many times longer.
+SAFETY_NET_STRETCH = 4.0
+
+#: Beyond this share, the estimate has nothing more to say: back off instead.
+_TAIL = 0.98
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollSchedule:
-    typical_seconds: float
-    #: Stretch everything (a run with callbacks polls slowly, as a safety net only).
+    estimate: LatencyEstimate
+    #: Seconds of the service per second of our clock: below 1 against a simulator whose
+    #: latencies are scaled down. Ages and learned times are in the service's seconds.
     scale: float = 1.0
-    first_fraction: float = 1.0
+    #: Every delay this many times longer (`SAFETY_NET_STRETCH` when callbacks are on).
+    stretch: float = 1.0
+    #: Each poll aims where this share of the tasks still running will have finished.
+    target: float = 0.8
+    #: One of the first tasks of its kind (`LatencyEstimate.take_explorer`): before anything
+    #: is learned it looks at `explore_first` of the catalog's time, then by the guidance.
+    explorer: bool = False
+    explore_first: float = 0.25
     growth: float = 1.5
-    min_interval: float = 2.0
 
     def first_delay(self) -> float:
-        return max(self.min_interval, self.typical_seconds * self.first_fraction) * self.scale
+        est = self.estimate
+        if self.explorer and not est.learned:
+            first = max(_floor(0.0), self.explore_first * est.prior_seconds)
+        else:
+            first = max(_floor(0.0), est.quantile(self.target))
+        return first * self.scale * self.stretch
 
     def next_delay(self, *, age: float, polls: int) -> float:
-        """Delay after the `polls`-th poll of a task that is `age` seconds old."""
-        base = max(self.min_interval, 0.15 * self.typical_seconds)
+        """Delay after the `polls`-th poll of a task `age` service-seconds old."""
+        est = self.estimate
+        if est.learned or not self.explorer:
+            done = est.finished_share(age)
+            if done < _TAIL:
+                due = est.quantile(done + (1.0 - done) * self.target)
+                return max(due - age, _floor(age)) * self.scale * self.stretch
+        # Past what has been seen, or nothing seen yet: intervals that grow from a
+        # fraction of the typical time, within the guidance for the task's age.
+        base = max(_floor(age), 0.15 * est.quantile(0.5))
         interval = base * self.growth ** max(0, polls - 1)
-        return min(interval, _ceiling(age)) * self.scale
+        return min(max(interval, _floor(age)), _ceiling(age)) * self.scale * self.stretch
+
+
+def _floor(age: float) -> float:
+    """The service's guidance, its faster end: never poll one task more often."""
+    if age < 30:
+        return 2.0
+    if age < 120:
+        return 5.0
+    return 15.0
 
 
 def _ceiling(age: float) -> float:
+    """The guidance's slower end: an unknown task is still looked at this often."""
     if age < 30:
         return 3.0
     if age < 120:

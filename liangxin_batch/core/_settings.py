@@ -24,8 +24,10 @@ class RunSettings:
     poll_window: float = 1.0
     #: Tasks submitted and not yet finished ("typically 100+" run at once).
     max_in_flight: int = 100
-    #: HTTP calls at once; kept well below the client's connection pool.
-    max_concurrent_creates: int = 2
+    #: createTask POSTs in progress at once, at most: two, more only while the measured
+    #: round trip needs them to keep the create rate (each is one a crash could leave
+    #: `unknown`). Polls in progress at once. Both well below the connection pool.
+    max_concurrent_creates: int = 8
     max_concurrent_polls: int = 16
     #: Tries for a create the service provably did not take (500/455/connect failed);
     #: then that job fails with its last error and the others go on.

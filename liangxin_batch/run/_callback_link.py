@@ -2,9 +2,17 @@
 
 The receiver's handler only puts callbacks on a queue (it must answer in milliseconds
 and never touch disk or network); one task here drains the queue on the runner's side.
-A callback, signed or not, is only a hint that triggers an immediate recordInfo: the
-documented signature covers `taskId.timestamp`, not the body, so a replayed signature can
-carry any body, and result URLs must come from our own recordInfo. A callback for an
+A callback is a hint that triggers an immediate recordInfo: the documented signature
+covers `taskId.timestamp`, not the body, so whoever carries a signed callback can swap
+its result URLs, and result URLs come from our own recordInfo. That costs one recordInfo
+per task, so with callbacks the task rate is bounded by the recordInfo limit.
+
+`trust_signed=True` (opt-in, `--trust-signed-callbacks`) takes a signed, fresh,
+never-replayed callback that reports a success with result URLs as it is: no recordInfo
+at all, for accounts whose create limit is above their recordInfo limit, accepting that
+a party on the callback's path could choose the files. Anything else a signed callback
+says (a failure, a success without URLs) is still checked: a paid result is never given
+up on a body's word. A callback for an
 `unknown` job is checked against recordInfo — the task's `param` must carry the
 callBackUrl we issued for that job and attempt — and then the job is tracked instead of
 being paid for twice.
@@ -38,6 +46,8 @@ class _Delivery:
     job_id: str
     attempt: int
     record: TaskRecord
+    #: Signed with the HMAC key, fresh and never seen before (the receiver checked).
+    signed: bool
 
 
 class CallbackLink:
@@ -53,8 +63,10 @@ class CallbackLink:
         receiver: CallbackReceiver,
         client: LiangXinClient,
         store: StateStore,
+        trust_signed: bool = False,
     ) -> None:
         self.receiver = receiver
+        self.trust_signed = trust_signed
         self.client = client
         self.store = store
         self._expected: set[str] = set()
@@ -75,10 +87,7 @@ class CallbackLink:
         return job_id in self._expected
 
     def deliver(self, job_id: str, attempt: int, record: TaskRecord, *, verified: bool) -> None:
-        # `verified` is the receiver's business (it refuses unsigned callbacks when a key
-        # is set); here every callback is only a hint, so it is not kept.
-        del verified
-        self._queue.put_nowait(_Delivery(job_id, attempt, record))
+        self._queue.put_nowait(_Delivery(job_id, attempt, record, signed=verified))
 
     # -- the consumer -----------------------------------------------------------------
 
@@ -96,7 +105,10 @@ class CallbackLink:
     async def _handle(self, runner: Runner, item: _Delivery) -> None:
         task_id = item.record.task_id
         if runner.has_flight(task_id):
-            runner.poll_now(task_id)  # the body is not trusted: recordInfo says
+            trusted = item.signed and self.trust_signed
+            if trusted and await runner.accept_signed(item.job_id, item.attempt, item.record):
+                return  # a signed success with its URLs: no recordInfo needed
+            runner.poll_now(task_id)  # otherwise the body is a hint: recordInfo says
             return
         job = self.store.get(item.job_id)
         if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:

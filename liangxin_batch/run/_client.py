@@ -1,7 +1,8 @@
 """LiangXinClient: the one module that speaks HTTP to the LiangXin API, and owns its limits.
 
 Both of the service's limits live here: every createTask waits for a turn (an even pace
-inside the exact 20-per-10-s window, at most `max_concurrent_creates` POSTs at once), and
+inside the exact 20-per-10-s window, in one of a few places for POSTs in progress:
+two, more only when the round trip needs them to keep the rate, `_places`), and
 every recordInfo attempt (a poll, a retry, a URL refresh, a callback check) passes the
 recordInfo limiter. A 429 holds the matching limiter for its window.
 
@@ -42,6 +43,7 @@ from liangxin_batch.errors import (
     TransportError,
     redact,
 )
+from liangxin_batch.run._places import CreatePlaces
 from liangxin_batch.run._ratelimit import SlidingWindowLimiter
 
 __all__ = [
@@ -199,7 +201,7 @@ class CreateTurn:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._client._create_gate.release()
+            self._client.create_places.release()
 
 
 class LiangXinClient:
@@ -245,7 +247,11 @@ class LiangXinClient:
         )
         #: recordInfo: every attempt, whoever makes it.
         self.poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
-        self._create_gate = asyncio.Semaphore(settings.max_concurrent_creates)
+        #: POSTs in progress: two, more only when two cannot keep the rate (_places).
+        self.create_places = CreatePlaces(
+            rate=settings.create_limit / settings.create_window,
+            ceiling=settings.max_concurrent_creates,
+        )
         self._poll_gate = asyncio.Semaphore(min(settings.max_concurrent_polls, max_connections))
         self._http = httpx.AsyncClient(
             base_url=url,
@@ -282,11 +288,11 @@ class LiangXinClient:
 
         Cancelling the wait sends nothing and gives the place back.
         """
-        await self._create_gate.acquire()
+        await self.create_places.acquire()
         try:
             await self.create_limiter.acquire()
         except BaseException:
-            self._create_gate.release()
+            self.create_places.release()
             raise
         return CreateTurn(self)
 
@@ -306,8 +312,11 @@ class LiangXinClient:
         body: dict[str, Any] = {"model": model, "input": dict(input)}
         if callback_url:
             body["callBackUrl"] = callback_url
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         try:
             data = await self._call("POST", CREATE_PATH, json=body)
+            self.create_places.observe(loop.time() - sent)
         except ValueError as err:  # a 2xx we could not read: the task may exist
             raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None
         except RateLimitedError as err:

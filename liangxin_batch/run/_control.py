@@ -10,6 +10,7 @@ it spawned, so that none outlives the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,11 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._progress import Observer
 
-__all__ = ["STOPPED", "Interrupt", "LoopClock", "RunControl"]
+__all__ = ["STOPPED", "TRACKED_PER_SLOT", "Interrupt", "LoopClock", "RunControl"]
+
+#: Tasks followed at once, per `max_in_flight`: the cap counts those plausibly running,
+#: and this bounds the rest (finished, not yet polled) in memory and polls owed.
+TRACKED_PER_SLOT = 3
 
 #: What `RunControl.cancellable` returns when a stop cancelled the wait.
 STOPPED = object()
@@ -138,16 +143,27 @@ class RunControl:
 
     # -- slots: tasks in flight and the download backlog ------------------------------
 
-    async def take_slot(self) -> bool:
-        """Wait for room for one more task; False when the run is stopping instead."""
+    async def take_slot(self, running: Callable[[], float], *, recheck: float) -> bool:
+        """Wait for room for one more task; False when the run is stopping instead.
+
+        Room: fewer than `max_in_flight` tasks plausibly running (`running()`, which
+        falls as tasks age past their kind's latencies, so it is looked at again every
+        `recheck` seconds), fewer than `TRACKED_PER_SLOT` times that followed at all,
+        and room in the download backlog.
+        """
         s = self.settings
-        async with self._slots:
-            await self._slots.wait_for(
-                lambda: (
-                    (self.in_flight < s.max_in_flight and self.backlog < s.max_download_backlog)
-                    or self.stopping
-                )
+
+        def room() -> bool:
+            return self.stopping or (
+                self.in_flight < s.max_in_flight * TRACKED_PER_SLOT
+                and self.backlog < s.max_download_backlog
+                and running() < s.max_in_flight
             )
+
+        async with self._slots:
+            while not room():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slots.wait(), recheck)
             if self.stopping:
                 return False
             self.in_flight += 1

@@ -1,20 +1,27 @@
 """The poll scheduler: asks recordInfo about every task in flight until it ends.
 
 Each task in flight is a `Flight`, due for its next poll at a time the pure
-`PollSchedule` picks (a `PollQueue` orders them). Callbacks only move a poll earlier:
-what a task's outcome is always comes from our own recordInfo answer, never a body.
+`PollSchedule` picks from what this run learned about its kind of task (`LatencyBook`);
+a `PollQueue` orders them. When more polls are due than the recordInfo budget allows,
+the next turn goes to the task most likely to have finished by now (the oldest past its
+kind's typical time), not to the first in line. Callbacks only move a poll earlier.
+
+The in-flight cap counts tasks plausibly still running at the service: a task that has
+probably finished but has not been polled yet holds back a new submission only by the
+chance that it is still running (`expected_running`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from liangxin_batch.catalog._catalog import Catalog, ModelSpec, estimate_credits
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord, TaskState
+from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, kind_key
 from liangxin_batch.core._poll_queue import PollQueue
 from liangxin_batch.core._schedule import PollSchedule
 from liangxin_batch.core._settings import RunSettings
@@ -42,6 +49,8 @@ class Flight:
     attempt: int
     submitted_mono: float
     schedule: PollSchedule
+    #: What this run knows of how long tasks of this kind take (shared by the kind).
+    estimate: LatencyEstimate
     #: Monotonic time after which a still-running task counts as timed out.
     deadline: float
     polls: int = 0
@@ -49,6 +58,19 @@ class Flight:
     hinted: bool = False
     #: Answers that said success without readable result URLs.
     garbled: int = 0
+    #: The task's age (service seconds) when a poll last saw it still running.
+    seen_running_at: float = 0.0
+
+    def running_chance(self, age: float) -> float:
+        """How likely the task is still running at `age`, given what was seen: every
+        task counts whole until its kind has finished tasks to learn from."""
+        estimate = self.estimate
+        if not estimate.learned:
+            return 1.0
+        still = 1.0 - estimate.finished_share(self.seen_running_at)
+        if still <= 0.0:
+            return 1.0  # running past all we have seen: the estimate is wrong for it
+        return min(1.0, (1.0 - estimate.finished_share(age)) / still)
 
     @property
     def job_id(self) -> str:
@@ -71,6 +93,8 @@ class PollScheduler:
         observer: Observer,
         clock: Clock,
         on_succeeded: Callable[[JobRow], None] | None = None,
+        latencies: LatencyBook | None = None,
+        stretch: float = 1.0,
     ) -> None:
         self._control = control
         self._store = store
@@ -82,6 +106,10 @@ class PollScheduler:
         self._on_succeeded = on_succeeded
         self._flights: dict[str, Flight] = {}
         self._queue = PollQueue()
+        #: Due and waiting for a recordInfo turn; the likeliest finished goes first.
+        self._ready: set[str] = set()
+        self.latencies = latencies or LatencyBook()
+        self._stretch = stretch
         #: The submitter has ended: once no task is in flight, polling ends too.
         self.submitting_done = False
         self.polls = 0
@@ -107,18 +135,49 @@ class PollScheduler:
     ) -> Flight:
         """Follow a task from now on (its first poll is not queued yet)."""
         spec = spec or self._catalog.get(job.model)
-        typical = spec.typical_seconds if spec else 30.0
+        estimate = self.estimate_for(job.model, job.input, spec)
         kind = spec.kind if spec else "image"
         flight = Flight(
             job=job,
             task_id=task_id,
             attempt=attempt,
             submitted_mono=submitted_mono,
-            schedule=PollSchedule(typical_seconds=typical, scale=self._settings.poll_scale),
+            schedule=PollSchedule(
+                estimate=estimate,
+                scale=self._settings.poll_scale,
+                stretch=self._stretch,
+                explorer=estimate.take_explorer(),
+            ),
+            estimate=estimate,
             deadline=submitted_mono + self._settings.timeout_for(kind),
         )
         self._flights[task_id] = flight
         return flight
+
+    def estimate_for(
+        self, model: str, values: Mapping[str, Any], spec: ModelSpec | None = None
+    ) -> LatencyEstimate:
+        """The latency estimate of this kind of task (model + the inputs that price it)."""
+        spec = spec or self._catalog.get(model)
+        if spec is None:
+            return self.latencies.estimate(model, 30.0)
+        fields = _latency_fields(spec)
+        return self.latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
+
+    def age(self, flight: Flight, now: float) -> float:
+        """How long the task has run, in the service's seconds."""
+        return (now - flight.submitted_mono) / self._settings.poll_scale
+
+    @property
+    def following(self) -> int:
+        """Tasks followed (created, not finished)."""
+        return len(self._flights)
+
+    def expected_running(self) -> float:
+        """Tasks we follow that are plausibly still running at the service: each counts
+        by the chance that it has not finished at its age."""
+        now = self._clock.monotonic()
+        return sum(f.running_chance(self.age(f, now)) for f in self._flights.values())
 
     def track_new(self, job: JobRow, task_id: str, attempt: int, spec: ModelSpec | None) -> None:
         """A task createTask just answered with."""
@@ -159,6 +218,17 @@ class PollScheduler:
             return False
         flight.hinted = True
         self.schedule(flight, 0.0)
+        return True
+
+    async def accept_signed(self, job_id: str, attempt: int, record: TaskRecord) -> bool:
+        """A signed callback reports a success with its result URLs: take it as recordInfo
+        would have said it, if it is about the task this job's attempt is waiting for."""
+        flight = self._flights.get(record.task_id)
+        if flight is None or flight.job_id != job_id or flight.attempt != attempt:
+            return False
+        if record.state is not TaskState.SUCCESS or not record.result_urls:
+            return False  # a failure, or no URLs: ask recordInfo before giving anything up
+        await self.apply_record(job_id, record, finished_by="callback")
         return True
 
     async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
@@ -206,17 +276,14 @@ class PollScheduler:
             linger = self._linger_until - now
             if idle and (linger <= 0 or not self._reconcilable):
                 return  # what is left in the queue belongs to finished tasks
-            due = self._queue.next_due()
-            if due is None or idle:
-                await self._sleep(linger if idle else None)
+            self._collect_due(now)
+            if idle or not self._ready:
+                due = self._queue.next_due()
+                if idle or due is None:
+                    await self._sleep(linger if idle else None)
+                else:
+                    await self._sleep(max(due - now, EPSILON))
                 continue
-            if due - now > EPSILON:
-                await self._sleep(due - now)
-                continue
-            task_id = self._queue.pop_due(now + EPSILON)
-            flight = self._flights.get(task_id) if task_id else None
-            if flight is None:
-                continue  # finished meanwhile
             # A turn (a place, then the recordInfo limiter): a stop cancels this wait, and
             # nothing has been sent.
             waited = await control.cancellable(self._client.poll_turn(), polling=True)
@@ -226,10 +293,42 @@ class PollScheduler:
             if control.downloads_halted:
                 turn.release()
                 return
-            if self._flights.get(flight.task_id) is not flight:  # a callback finished it
+            now = self._clock.monotonic()
+            self._collect_due(now)  # others came due while we waited: the turn is theirs too
+            flight = self._likeliest_finished(now)
+            if flight is None:  # finished meanwhile (a callback)
                 turn.release()
                 continue
             control.spawn(self._poll_one(flight, turn))
+
+    def _replan(self, estimate: LatencyEstimate, now: float) -> None:
+        """A kind has just been learned: its tasks waiting on the catalog's guess are
+        brought forward to where the learned times put them (never pushed back)."""
+        for flight in self._flights.values():
+            if flight.estimate is estimate and flight.polls == 0:
+                due = flight.schedule.first_delay() - (now - flight.submitted_mono)
+                self.schedule(flight, max(0.0, due))
+
+    def _collect_due(self, now: float) -> None:
+        while (task_id := self._queue.pop_due(now + EPSILON)) is not None:
+            if task_id in self._flights:
+                self._ready.add(task_id)
+
+    def _likeliest_finished(self, now: float) -> Flight | None:
+        """The ready task to poll first: one a callback says is done, else the one whose
+        kind has most likely finished by its age (the oldest past the median first)."""
+        best: Flight | None = None
+        best_key = (-1.0, 0.0)
+        for task_id in self._ready:
+            flight = self._flights[task_id]
+            age = self.age(flight, now)
+            chance = 2.0 if flight.hinted else flight.estimate.finished_share(age)
+            key = (chance, age)
+            if key > best_key:
+                best, best_key = flight, key
+        if best is not None:
+            self._ready.discard(best.task_id)
+        return best
 
     async def _sleep(self, timeout: float | None) -> None:
         """Until something changes (`wake`) or `timeout` seconds pass."""
@@ -284,7 +383,7 @@ class PollScheduler:
         age = self._clock.monotonic() - flight.submitted_mono
         flight.polls += 1
         self.polls += 1
-        if age < self._settings.not_found_grace:
+        if age < self._settings.not_found_grace * self._settings.poll_scale:
             self.schedule(flight, 3.0)
             return
         await self._finish(
@@ -300,8 +399,13 @@ class PollScheduler:
         if flight is None or flight.job_id != job_id:
             return  # already finished: duplicates and late answers change nothing
         now = self._clock.monotonic()
-        age = now - flight.submitted_mono
+        age = self.age(flight, now)
         if record.state is TaskState.SUCCESS:
+            estimate = flight.estimate
+            was_learned = estimate.learned
+            estimate.observe(_generation_seconds(record, age, self._settings.poll_scale))
+            if estimate.learned and not was_learned:
+                self._replan(estimate, now)
             if not record.result_urls:
                 # Paid for, but this answer's resultJson is unreadable or empty: ask again
                 # rather than lose the result; after a few, the downloader asks once more.
@@ -348,6 +452,7 @@ class PollScheduler:
                 f"{age:.0f}s; run again to keep polling",
             )
         else:
+            flight.seen_running_at = age
             self.schedule(flight, flight.schedule.next_delay(age=age, polls=flight.polls))
 
     async def _finish(
@@ -363,6 +468,7 @@ class PollScheduler:
         """Record how a task ended and give its slot back."""
         del self._flights[flight.task_id]
         self._queue.discard(flight.task_id)
+        self._ready.discard(flight.task_id)
         fields: dict[str, Any] = {"polls": flight.polls}
         if record is not None:
             fields.update(self._outcome_fields(flight, event, record), finished_by=finished_by)
@@ -407,3 +513,19 @@ class PollScheduler:
             "cost_time": record.cost_time,
             "completed_at": completed,
         }
+
+
+def _latency_fields(spec: ModelSpec) -> tuple[str, ...]:
+    """The inputs that change how long a model runs: those that change its price."""
+    names = [part for key in spec.price.by_field for part in key.split("+")]
+    if spec.price.per_second_field:
+        names.append(spec.price.per_second_field)
+    return tuple(dict.fromkeys(names))
+
+
+def _generation_seconds(record: TaskRecord, age: float, scale: float) -> float:
+    """How long the service took, in its own seconds: completeTime - createTime when it
+    says both (its clock, not ours), else how old the task was when we saw it done."""
+    if record.complete_time and record.create_time and record.complete_time >= record.create_time:
+        return (record.complete_time - record.create_time) / 1000 / scale
+    return age

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 #: With callbacks on, polling is only the safety net: poll this many times less often.
-CALLBACK_POLL_SCALE = 4.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +63,9 @@ class CallbackOptions:
     public_base: str
     listen: str = "0.0.0.0:8787"
     hmac_key: str | None = None
+    #: Opt-in: a signed success with its result URLs is taken without a recordInfo,
+    #: accepting that a party on the callback's path could swap the URLs (_callback_link).
+    trust_signed: bool = False
     #: Tests route callbacks in-process (see `receiver_ready`) instead of listening.
     in_process: bool = False
     #: Unix time for the signature's timestamp window (tests and simulators inject theirs).
@@ -199,8 +201,6 @@ async def run_batch_async(
         if file_layout.column_fields:
             file_layout.check_columns(jobs.column_names)
         # The client is built before anything is written, so a missing key costs nothing.
-        if callbacks is not None:
-            settings = replace(settings, poll_scale=settings.poll_scale * CALLBACK_POLL_SCALE)
         client = LiangXinClient(
             api_key=api_key, base_url=base_url, transport=transport, settings=settings
         )
@@ -331,7 +331,9 @@ def _callback_link(
         token=token,
         clock=options.clock,
     )
-    link = CallbackLink(receiver=receiver, client=client, store=store)
+    link = CallbackLink(
+        receiver=receiver, client=client, store=store, trust_signed=options.trust_signed
+    )
     if receiver_ready is not None:
         receiver_ready(receiver)
     return link

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from liangxin_batch.catalog._catalog import Catalog
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord
+from liangxin_batch.core._schedule import SAFETY_NET_STRETCH
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import RECOVERY_ORDER, Event, JobState, recovery_step
 from liangxin_batch.core._summary import RunSummary
@@ -70,6 +71,8 @@ class Runner:
             observer=self.observer,
             clock=self._clock,
             on_succeeded=self._enqueue_download if on_succeeded is not None else None,
+            # With callbacks on, polls are the safety net only.
+            stretch=SAFETY_NET_STRETCH if callback_url_for is not None else 1.0,
         )
         self._submitter = Submitter(
             control=self._control,
@@ -115,6 +118,10 @@ class Runner:
     def poll_now(self, task_id: str) -> bool:
         """An unverified callback says a task is done: ask recordInfo at once."""
         return self._poller.poll_now(task_id)
+
+    async def accept_signed(self, job_id: str, attempt: int, record: TaskRecord) -> bool:
+        """A signed callback's success, taken without a recordInfo (see _callback_link)."""
+        return await self._poller.accept_signed(job_id, attempt, record)
 
     async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
         """An `unknown` job's task turned out to exist: track it instead of paying again."""
@@ -210,6 +217,11 @@ class Runner:
         mono, wall = self._clock.monotonic(), self._clock.wall()
         recent = self.store.submits_since(wall - limiter.window - limiter.margin)
         limiter.prime([mono - (wall - at) for at in recent])
+        # Latencies learned by earlier runs of this batch: a resume schedules by them.
+        for job in self.store.recent_generations():
+            assert job.completed_at is not None and job.submitted_at is not None
+            seconds = max(0.0, job.completed_at - job.submitted_at) / s.poll_scale
+            self._poller.estimate_for(job.model, job.input).observe(seconds)
         repoll: set[str] = set()
         for state in RECOVERY_ORDER:  # the plan is pure (core); the store applies it
             for job in self.store.iter_jobs([state]):

@@ -62,12 +62,20 @@ class Submitter:
         self._callback_url_for = callback_url_for
         #: (what, code) of the last jobs that ended badly at createTask, for "all alike".
         self._alike: list[tuple[str, str]] = []
+        #: How often a full cap is looked at again as its tasks age (half a guidance step).
+        self._recheck = 1.0 * settings.poll_scale
+
+    def _running(self) -> float:
+        """Tasks plausibly running at the service, and submissions under way."""
+        control = self._control
+        followed = self._poller.following
+        return self._poller.expected_running() + (control.in_flight - followed)
 
     async def run(self) -> None:
         """Submit every pending job of the manifest, within the slots and the limits."""
         control = self._control
         for job in self._store.iter_jobs([JobState.PENDING], in_manifest=True):
-            if not await control.take_slot():
+            if not await control.take_slot(self._running, recheck=self._recheck):
                 break
             turn = await control.cancellable(self._client.create_turn())
             if not isinstance(turn, CreateTurn) or control.stopping:

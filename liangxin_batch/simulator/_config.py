@@ -327,6 +327,13 @@ class SimConfig:
     poll_window: float = 1.0  # ... per this many seconds
     credits: int = 1_000_000  # starting balance
     latency_scale: float = 1.0  # multiplies the catalog's typical_seconds
+    #: Generation times drawn uniformly from (low, high) seconds, by model id ("*": every
+    #: model not named), instead of the catalog's typical_seconds x 0.7-1.3. Scaled by
+    #: `latency_scale` too. For scenarios where the catalog is wrong.
+    latency_range: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: (after this many creates, multiply generation times by this): a service whose
+    #: load changes during a run.
+    latency_drift: tuple[int, float] | None = None
     faults: FaultProfile = field(default_factory=FaultProfile)
     hmac_key: str | None = None  # sign callbacks when set
     seed: int = 0  # task ids, jitter and fault draws all derive from it
@@ -345,5 +352,12 @@ class SimConfig:
                 raise ConfigError(f"{name} must be positive")
         if not self.latency_scale >= 0:
             raise ConfigError(f"latency_scale must be >= 0, got {self.latency_scale!r}")
+        for model, (low, high) in self.latency_range.items():
+            if not 0 <= low <= high:
+                raise ConfigError(f"latency_range[{model!r}]: need 0 <= low <= high")
+        if self.latency_drift is not None and not (
+            self.latency_drift[0] >= 0 and self.latency_drift[1] > 0
+        ):
+            raise ConfigError("latency_drift: (creates >= 0, factor > 0)")
         if self.credits < 0:
             raise ConfigError(f"credits must be >= 0, got {self.credits!r}")

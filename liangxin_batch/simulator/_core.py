@@ -253,7 +253,16 @@ class Simulator:
         self._created += 1
         values: dict[str, Any] = body["input"]
         outputs, ext, aspect = output_shape(spec, values)
-        jitter = 0.7 + 0.6 * unit(seed, "jitter", task_id)
+        draw = unit(seed, "jitter", task_id)
+        ranges = self.config.latency_range
+        span = ranges.get(spec.id) or ranges.get("*")
+        if span is not None:
+            seconds = span[0] + (span[1] - span[0]) * draw
+        else:
+            seconds = spec.typical_seconds * (0.7 + 0.6 * draw)
+        drift = self.config.latency_drift
+        if drift is not None and self._created > drift[0]:
+            seconds *= drift[1]
         task = SimTask(
             task_id=task_id,
             model=spec.id,
@@ -263,7 +272,7 @@ class Simulator:
             callback_url=body.get("callBackUrl") or None,
             base_url=base_url if base_url.endswith("/") else base_url + "/",
             created_at=now,
-            duration=spec.typical_seconds * self.config.latency_scale * jitter,
+            duration=seconds * self.config.latency_scale,
             fails=unit(seed, "fail", task_id) < self.config.faults.fail,
             price=price,
             outputs=outputs,

@@ -120,6 +120,18 @@ class StoreQueries:
         ).fetchone()
         return Credits(float(charged), float(estimated))
 
+    def recent_generations(self, limit: int = 1000) -> list[JobRow]:
+        """The last `limit` jobs whose generation succeeded, oldest first: how long tasks
+        took in earlier runs (a resume starts with its latencies learned)."""
+        states = [s.value for s in BILLED_STATES]
+        rows = self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks(states)})"
+            " AND completed_at IS NOT NULL AND submitted_at IS NOT NULL"
+            " ORDER BY completed_at DESC LIMIT ?",
+            (*states, limit),
+        ).fetchall()
+        return [row_to_job(r) for r in reversed(rows)]
+
     def oldest_in_flight(self, limit: int = 5) -> list[tuple[str, str, float | None]]:
         return list(
             self.db.execute(

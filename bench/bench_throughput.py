@@ -1,0 +1,304 @@
+"""Throughput scenarios: does the runner keep the account's rate saturated, whatever
+the latencies? Each runs the real CLI-free library path against the simulator in its own
+process over loopback, in real time (scaled where the scenario says).
+
+    .venv/bin/python bench/bench_throughput.py                    # every scenario
+    .venv/bin/python bench/bench_throughput.py --only wrong-catalog,video
+
+Printed per scenario: create rate / limit (or / the rate the in-flight cap allows),
+wall time / lower bound, recordInfo calls per task, client CPU per job split into
+per-job overhead and per-MB work, and peak RSS of the client process.
+
+- wrong-catalog: 400 jobs, 40 creates per 2 s, 30 recordInfo/s, generations of 1-3 s for
+  models the catalog thinks take 15-19 s;
+- wrong-catalog-callbacks: the same with 10 recordInfo/s and signed callbacks trusted
+  (`--trust-signed-callbacks`);
+- default: 400 jobs at the service's default limits (20 per 10 s, 10/s), catalog-true
+  latencies, time scaled 1/10;
+- video: 300 video jobs with generations of 60-300 s, the in-flight cap 100 binding,
+  time scaled 1/20;
+- drift: 400 jobs at default limits, generations doubling after the 200th create, time
+  scaled 1/10 (polls per task before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KEY = "sk-bench-throughput"
+HMAC = "bench-hmac-key-0123456789"
+IMAGE_MODELS = ("seedream/4.5-text-to-image", "nano-banana-pro", "flux-2/pro-text-to-image")
+TRUE_MODELS = ("google/nano-banana", "nano-banana-pro", "z-image")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    jobs: int
+    models: tuple[str, ...]
+    create_limit: int = 20
+    create_window: float = 10.0
+    poll_limit: int = 10
+    poll_window: float = 1.0
+    scale: float = 1.0  # time: latencies and windows multiplied by this
+    latency_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    drift: tuple[int, float] | None = None
+    callbacks: bool = False
+    max_in_flight: int = 100
+
+
+SCENARIOS = [
+    Scenario(
+        "wrong-catalog",
+        400,
+        IMAGE_MODELS,
+        create_limit=40,
+        create_window=2.0,
+        poll_limit=30,
+        latency_range={"*": (1.0, 3.0)},
+    ),
+    Scenario(
+        "wrong-catalog-callbacks",
+        400,
+        IMAGE_MODELS,
+        create_limit=40,
+        create_window=2.0,
+        poll_limit=10,
+        latency_range={"*": (1.0, 3.0)},
+        callbacks=True,
+    ),
+    Scenario("default", 400, TRUE_MODELS, scale=0.1),
+    Scenario("video", 300, ("kling-3.0/video",), scale=0.05, latency_range={"*": (60.0, 300.0)}),
+    Scenario("drift", 400, TRUE_MODELS, scale=0.1, drift=(200, 2.0)),
+]
+
+
+def _serve(queue: multiprocessing.Queue, sc: Scenario) -> None:
+    from liangxin_batch.simulator import SimConfig, run_simulator
+
+    config = SimConfig(
+        api_key=KEY,
+        create_limit=sc.create_limit,
+        create_window=sc.create_window * sc.scale,
+        poll_limit=sc.poll_limit,
+        poll_window=sc.poll_window * sc.scale,
+        latency_scale=sc.scale,
+        latency_range=sc.latency_range,
+        latency_drift=sc.drift,
+        seed=5,
+        hmac_key=HMAC,
+    )
+    run_simulator(config, "127.0.0.1", 0, on_ready=queue.put)
+
+
+def _inputs(model: str, prompt: str) -> dict[str, Any]:
+    from liangxin_batch.catalog._catalog import default_catalog
+
+    spec = default_catalog().get(model)
+    assert spec is not None, model
+    values: dict[str, Any] = {"prompt": prompt}
+    for name, f in spec.fields.items():
+        if f.required and name != "prompt" and f.default is not None:
+            values[name] = f.default
+    return values
+
+
+def _write_manifest(path: Path, sc: Scenario) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(sc.jobs):
+            model = sc.models[i % len(sc.models)]
+            row = {"id": f"t{i:06d}", "model": model, **_inputs(model, f"throughput {i}")}
+            fh.write(json.dumps(row) + "\n")
+
+
+def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queue) -> None:
+    """The client, in a process of its own: its CPU and peak RSS are the run's alone."""
+    from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.run._run import CallbackOptions, run_batch_async
+
+    manifest = out.parent / "manifest.jsonl"
+    _write_manifest(manifest, sc)
+    settings = RunSettings(
+        create_limit=sc.create_limit,
+        create_window=sc.create_window * sc.scale,
+        poll_limit=sc.poll_limit,
+        poll_window=sc.poll_window * sc.scale,
+        poll_scale=sc.scale,
+        max_in_flight=sc.max_in_flight,
+    )
+    callbacks = None
+    if sc.callbacks:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        callbacks = CallbackOptions(
+            public_base=f"http://127.0.0.1:{port}/hook",
+            listen=f"127.0.0.1:{port}",
+            hmac_key=HMAC,
+            trust_signed=True,
+        )
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    summary = asyncio.run(
+        run_batch_async(
+            manifest,
+            out_dir=out,
+            settings=settings,
+            api_key=KEY,
+            base_url=base_url,
+            callbacks=callbacks,
+        )
+    )
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    megabytes = sum(p.stat().st_size for p in (out / "outputs").rglob("*") if p.is_file()) / 1e6
+    status = Path("/proc/self/status").read_text(encoding="utf-8").splitlines()
+    hwm = next(line for line in status if line.startswith("VmHWM:"))
+    result.put(
+        {
+            "wall": wall,
+            "cpu": cpu,
+            "counts": summary.counts,
+            "megabytes": megabytes,
+            "rss": int(hwm.split()[1]) / 1024,
+            "by_callback": summary.finished_by_callback,
+        }
+    )
+
+
+def _ledger(base_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{base_url}/_sim/ledger") as resp:
+        events: list[dict[str, Any]] = json.load(resp)["data"]["events"]
+    return events
+
+
+def per_mb_cpu_ms(sample_dir: Path) -> float:
+    """Client CPU per MB of result files: sha256, decoding check and thumbnail, measured
+    on the files the scenario downloaded."""
+    import hashlib
+
+    from liangxin_batch.outputs._gallery import MAX_THUMB_PIXELS  # noqa: F401 - imported cost
+    from liangxin_batch.run._media_check import check_media
+
+    files = [p for p in sample_dir.rglob("*") if p.is_file()][:50]
+    if not files:
+        return float("nan")
+    size = sum(p.stat().st_size for p in files) / 1e6
+    cpu0 = time.process_time()
+    for p in files:
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        check_media(p, ext=p.suffix, max_pixels=40_000_000)
+        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.thumbnail((320, 320))
+    return 1000 * (time.process_time() - cpu0) / size
+
+
+def run(sc: Scenario) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    ports: multiprocessing.Queue = ctx.Queue()
+    server = ctx.Process(target=_serve, args=(ports, sc), daemon=True)
+    server.start()
+    try:
+        base_url = ports.get(timeout=60)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out"
+            results: multiprocessing.Queue = ctx.Queue()
+            client = ctx.Process(target=_client, args=(base_url, sc, out, results))
+            client.start()
+            r = results.get(timeout=3600)
+            client.join(60)
+            events = _ledger(base_url)
+            r["per_mb_ms"] = per_mb_cpu_ms(out / "outputs")
+    finally:
+        server.terminate()
+        server.join(10)
+    return r | {"events": events}
+
+
+def report(sc: Scenario, r: dict[str, Any]) -> None:
+    from liangxin_batch.catalog._catalog import default_catalog
+
+    events = r["events"]
+    creates = [e for e in events if e.get("kind") == "create" and e.get("outcome") == "created"]
+    times = sorted(float(e["at"]) for e in creates)
+    rejected = sum(1 for e in events if e.get("kind") == "create" and e.get("outcome") == "429")
+    polls = [e for e in events if e.get("kind") == "poll"]
+    limit = sc.create_limit / (sc.create_window * sc.scale)
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    achieved = (len(times) - 1) / span
+    ranges = sc.latency_range.get("*")
+    catalog = default_catalog()
+    if ranges is not None:
+        mean, slowest = sum(ranges) / 2 * sc.scale, ranges[1] * sc.scale
+    else:
+        typical = [catalog.models[m].typical_seconds for m in sc.models]
+        mean, slowest = sum(typical) / len(typical) * sc.scale, max(typical) * 1.3 * sc.scale
+    if sc.drift is not None:
+        slowest *= sc.drift[1]
+    cap_rate = sc.max_in_flight / mean  # what the in-flight cap allows at these latencies
+    bound_rate = min(limit, cap_rate)
+    lower = sc.jobs / bound_rate + slowest
+    cpu_job = 1000 * r["cpu"] / sc.jobs
+    per_mb = r["per_mb_ms"]
+    per_job_overhead = (1000 * r["cpu"] - per_mb * r["megabytes"]) / sc.jobs
+    print(f"== {sc.name}: {sc.jobs} jobs, {r['counts']}")
+    basis = "limit" if limit <= cap_rate else "in-flight cap's rate"
+    print(
+        f"create rate / {basis:<20} {achieved / bound_rate:.3f}  "
+        f"({achieved:.2f}/s; limit {limit:.2f}/s, cap allows {cap_rate:.2f}/s; 429s {rejected})"
+    )
+    print(
+        f"wall / lower bound            {r['wall'] / lower:.3f}  ({r['wall']:.1f}s vs {lower:.1f}s)"
+    )
+    print(
+        f"recordInfo per task           {len(polls) / sc.jobs:.2f}"
+        f"  (finished by callback: {r['by_callback']})"
+    )
+    if sc.drift is not None:
+        order = {e["task_id"]: i for i, e in enumerate(sorted(creates, key=lambda e: e["at"]))}
+        before = sum(1 for p in polls if order.get(p.get("task_id"), 0) < sc.drift[0])
+        after = len(polls) - before
+        late = sc.jobs - sc.drift[0]
+        print(f"  polls per task before/after  {before / sc.drift[0]:.2f} / {after / late:.2f}")
+    print(
+        f"client CPU per job            {cpu_job:.2f} ms = {per_job_overhead:.2f} ms per-job "
+        f"overhead + {per_mb:.1f} ms/MB x {r['megabytes'] / sc.jobs:.3f} MB"
+    )
+    print(f"peak RSS (client)             {r['rss']:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    args = parser.parse_args()
+    wanted = {n for n in args.only.split(",") if n}
+    for sc in SCENARIOS:
+        if not wanted or sc.name in wanted:
+            report(sc, run(sc))
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    main()

@@ -1,0 +1,126 @@
+"""The learned poll schedule: pure, so checked on plain numbers (ages and quantiles in,
+delays out), with simulated tasks drawn from known distributions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, kind_key
+from liangxin_batch.core._schedule import PollSchedule
+
+
+def learned(samples: list[float], prior: float = 30.0) -> LatencyEstimate:
+    est = LatencyEstimate(prior, window=len(samples) or 1)
+    for s in samples:
+        est.observe(s)
+    return est
+
+
+def polls_and_delay(schedule: PollSchedule, duration: float) -> tuple[int, float]:
+    """Poll a task that finishes at `duration` by the schedule: (polls, seen - finished)."""
+    at = schedule.first_delay()
+    polls = 1
+    while at < duration:
+        at += schedule.next_delay(age=at, polls=polls)
+        polls += 1
+    return polls, at - duration
+
+
+def test_quantiles_and_shares_of_what_finished() -> None:
+    est = learned([float(s) for s in range(1, 102)])  # 1..101 s
+    assert est.quantile(0.0) == 1.0 and est.quantile(1.0) == 101.0
+    assert est.quantile(0.5) == pytest.approx(51.0)
+    assert est.finished_share(51.0) == pytest.approx(0.5)
+    assert est.finished_share(0.5) == 0.0 and est.finished_share(500) == 1.0
+
+
+def test_the_window_forgets_old_tasks_so_a_drift_is_followed() -> None:
+    est = LatencyEstimate(10.0, window=32)
+    for _ in range(32):
+        est.observe(10.0)
+    for _ in range(32):
+        est.observe(20.0)  # the service got twice as slow
+    assert est.quantile(0.0) == 20.0
+
+
+def test_before_anything_finished_a_few_explorers_look_early() -> None:
+    """A catalog wrong by ten times must not hold tasks (and slots) for its whole guess;
+    a right one must not cost every task a string of early polls."""
+    est = LatencyEstimate(40.0)
+    explorers = [est.take_explorer() for _ in range(10)]
+    assert explorers == [True] * 3 + [False] * 7
+    assert PollSchedule(estimate=est, explorer=True).first_delay() == pytest.approx(10.0)
+    # The others follow the catalog's prior: 40 s spread 0.7-1.3, at its 80th percentile.
+    assert PollSchedule(estimate=est).first_delay() == pytest.approx(40.0 * 1.18)
+    small = LatencyEstimate(4.0)
+    assert PollSchedule(estimate=small, explorer=True).first_delay() == 2.0  # the floor
+
+
+def test_an_unlearned_explorer_polls_within_the_guidance_ceilings() -> None:
+    schedule = PollSchedule(estimate=LatencyEstimate(100.0), explorer=True)
+    assert schedule.next_delay(age=10, polls=5) == 3.0
+    assert schedule.next_delay(age=60, polls=5) == 10.0
+    assert schedule.next_delay(age=600, polls=9) == 30.0
+
+
+@pytest.mark.parametrize("typical", [5.0, 6.0, 13.0, 15.0, 19.0, 30.0])
+def test_a_right_catalog_costs_about_one_and_a_half_polls_before_learning(
+    typical: float,
+) -> None:
+    """Against latencies spread 0.7-1.3 around the typical (as the simulator draws them)."""
+    rng = random.Random(1)
+    schedule = PollSchedule(estimate=LatencyEstimate(typical))
+    counts = [polls_and_delay(schedule, typical * rng.uniform(0.7, 1.3))[0] for _ in range(2000)]
+    assert sum(counts) / len(counts) <= 1.5
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "max_polls", "max_delay"),
+    [(1.0, 3.0, 1.35, 1.1), (7.0, 13.0, 1.35, 2.0), (60.0, 300.0, 1.5, 70.0)],
+)
+def test_learned_schedules_cost_little_more_than_one_poll_per_task(
+    low: float, high: float, max_polls: float, max_delay: float
+) -> None:
+    rng = random.Random(7)
+    est = learned([rng.uniform(low, high) for _ in range(64)])
+    schedule = PollSchedule(estimate=est)
+    results = [polls_and_delay(schedule, rng.uniform(low, high)) for _ in range(2000)]
+    mean_polls = sum(p for p, _ in results) / len(results)
+    mean_delay = sum(d for _, d in results) / len(results)
+    assert mean_polls <= max_polls
+    assert mean_delay <= max_delay
+
+
+@given(
+    st.lists(st.floats(0.5, 600), min_size=3, max_size=64),
+    st.floats(0, 900),
+    st.integers(1, 30),
+)
+def test_never_faster_than_the_guidance(samples: list[float], age: float, polls: int) -> None:
+    schedule = PollSchedule(estimate=learned(samples))
+    delay = schedule.next_delay(age=age, polls=polls)
+    floor = 2.0 if age < 30 else 5.0 if age < 120 else 15.0
+    assert delay >= floor
+    assert schedule.first_delay() >= 2.0
+    explorer = PollSchedule(estimate=LatencyEstimate(samples[0]), explorer=True)
+    assert explorer.next_delay(age=age, polls=polls) >= floor
+
+
+def test_scale_and_stretch() -> None:
+    est = learned([10.0, 10.0, 10.0])
+    assert PollSchedule(estimate=est, scale=0.1).first_delay() == pytest.approx(1.0)
+    assert PollSchedule(estimate=est, stretch=4.0).first_delay() == pytest.approx(40.0)
+
+
+def test_kinds_follow_the_inputs_that_change_latency() -> None:
+    book = LatencyBook()
+    two_k = kind_key("m", {"resolution": "2K", "prompt": "a"}, ["resolution"])
+    four_k = kind_key("m", {"resolution": "4K", "prompt": "b"}, ["resolution"])
+    assert two_k != four_k
+    assert kind_key("m", {"prompt": "x"}, ["resolution"]) == "m"
+    assert book.estimate(two_k, 10.0) is book.estimate(two_k, 99.0)
+    assert book.estimate(four_k, 10.0) is not book.estimate(two_k, 10.0)
