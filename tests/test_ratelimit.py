@@ -169,3 +169,25 @@ def test_a_second_429_at_the_ceiling_keeps_the_rate_below_it() -> None:
 
     at_429, later = run_virtual(main)
     assert later == at_429 - 1  # climbs back only to just below the limit that drew a 429
+
+
+def test_a_late_send_counts_in_the_window_when_it_went_out() -> None:
+    """Admitted at 0 but sent at 0.4 (a commit, a busy loop): the service sees it at 0.4,
+    so the window that may hold only `limit` sends ends 0.4 s later too."""
+    from tests.virtual_time import run_virtual
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        limiter = SlidingWindowLimiter(2, 1.0, margin=0.0, burst=2)
+        first = await limiter.acquire()
+        await asyncio.sleep(0.4)
+        limiter.sent_late(first, loop.time())
+        await asyncio.sleep(0.1)
+        second = await limiter.acquire()
+        third = await limiter.acquire()
+        return [t - start for t in (first, second, third)]
+
+    first, second, third = run_virtual(main)
+    assert (first, second) == (0.0, pytest.approx(0.5))
+    assert third == pytest.approx(1.4), "the late send's window, not its admission's"

@@ -162,6 +162,18 @@ def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) 
         return False
 
 
+def make_thumbnail(
+    out_dir: Path, job_id: str, n: int, source: Path, max_pixels: int = MAX_THUMB_PIXELS
+) -> bool:
+    """The report's thumbnail of a job's file `n`, made as soon as the file is on disk
+    (the downloader calls this in a worker thread), so the report at the end finds it
+    made and only checks its date. False when the file is no image or unreadable."""
+    if source.suffix.lower() not in _IMAGE_EXT:
+        return False
+    (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
+    return _make_thumb(source, out_dir / THUMBS_DIR / _thumb_name(job_id, n), max_pixels)
+
+
 def _media(job: JobRow, files: Sequence[FileRecord], out_dir: Path) -> list[tuple[Media, Path]]:
     """Media of a card, each with the file it shows (thumbnails are made afterwards)."""
     out = []

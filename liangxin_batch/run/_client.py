@@ -184,17 +184,18 @@ class CreateTurn:
     """A createTask turn: admitted by the limiter, holding one of the concurrent-POST
     places. Commit the intent, then `create()`; or `release()` it unused."""
 
-    __slots__ = ("_client", "_released")
+    __slots__ = ("_admitted", "_client", "_released")
 
-    def __init__(self, client: LiangXinClient) -> None:
+    def __init__(self, client: LiangXinClient, admitted: float | None = None) -> None:
         self._client = client
+        self._admitted = admitted
         self._released = False
 
     async def create(
         self, model: str, input: Mapping[str, Any], callback_url: str | None = None
     ) -> str:
         try:
-            return await self._client._create(model, input, callback_url)
+            return await self._client._create(model, input, callback_url, self._admitted)
         finally:
             self.release()
 
@@ -226,7 +227,7 @@ class LiangXinClient:
         transport: httpx.AsyncBaseTransport | None = None,
         settings: RunSettings | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        max_connections: int = 64,
+        max_connections: int = 32,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
         key, url = resolve_settings(api_key, base_url)
@@ -290,11 +291,11 @@ class LiangXinClient:
         """
         await self.create_places.acquire()
         try:
-            await self.create_limiter.acquire()
+            admitted = await self.create_limiter.acquire()
         except BaseException:
             self.create_places.release()
             raise
-        return CreateTurn(self)
+        return CreateTurn(self, admitted)
 
     async def create_task(
         self, model: str, input: Mapping[str, Any], callback_url: str | None = None
@@ -308,12 +309,20 @@ class LiangXinClient:
         turn = await self.create_turn()
         return await turn.create(model, input, callback_url)
 
-    async def _create(self, model: str, input: Mapping[str, Any], callback_url: str | None) -> str:
+    async def _create(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        callback_url: str | None,
+        admitted: float | None = None,
+    ) -> str:
         body: dict[str, Any] = {"model": model, "input": dict(input)}
         if callback_url:
             body["callBackUrl"] = callback_url
         loop = asyncio.get_running_loop()
         sent = loop.time()
+        if admitted is not None:  # the intent's commit (and a busy loop) came in between
+            self.create_limiter.sent_late(admitted, sent)
         try:
             data = await self._call("POST", CREATE_PATH, json=body)
             self.create_places.observe(loop.time() - sent)

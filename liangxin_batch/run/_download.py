@@ -33,6 +33,7 @@ import httpx
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
+from liangxin_batch.outputs._gallery import make_thumbnail
 from liangxin_batch.outputs._layout import OUTPUTS_DIR, Layout, PathClaims
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
@@ -91,6 +92,7 @@ class Downloader:
         limits: DownloadLimits | None = None,
         stopping: Callable[[], bool] = lambda: False,
         wall_clock: Callable[[], float] = time.time,
+        thumbnails: bool = False,
     ) -> None:
         if concurrency < 1 or max_file_size < 1 or retries < 0:
             raise ConfigError("downloads need concurrency >= 1, max_file_size >= 1, retries >= 0")
@@ -121,6 +123,9 @@ class Downloader:
             http=self.http, out_dir=out_dir, max_file_size=max_file_size, limits=self.limits
         )
         self._gate = asyncio.Semaphore(concurrency)
+        #: Make the report's thumbnails as files arrive (in a worker thread, after the job
+        #: is recorded done), not all at the end of the run.
+        self._thumbnails = thumbnails
         self._claims: PathClaims | None = None
         self._active: set[str] = set()  # jobs being handled: a second hook call is a no-op
 
@@ -191,6 +196,17 @@ class Downloader:
         self.store.finish_download(job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
+        if self._thumbnails:
+            for rec in self.store.files_of(job.job_id):
+                if rec.path is not None:
+                    await asyncio.to_thread(
+                        make_thumbnail,
+                        self.out_dir,
+                        job.job_id,
+                        rec.n,
+                        self.out_dir / rec.path,
+                        self.limits.max_image_pixels,
+                    )
 
     async def _urls_again(self, job: JobRow) -> tuple[str, ...]:
         """The task succeeded but its result URLs were unreadable: ask recordInfo again."""

@@ -73,7 +73,9 @@ class SlidingWindowLimiter:
         #: The limit asked for; after a 429 step-down `limit` climbs back to it.
         self.configured = limit
         self.window = window
-        self.margin = max(0.05, 0.02 * window) if margin is None else margin
+        # At least 100 ms: a loaded event loop (ours, or the service's) can shift a send
+        # by tens of milliseconds, and one 429 costs a whole window.
+        self.margin = max(0.1, 0.02 * window) if margin is None else margin
         #: Admissions allowed back to back; None: the whole quota (no pacing).
         self.burst = limit if burst is None else max(1, burst)
         self._clock = clock
@@ -127,8 +129,8 @@ class SlidingWindowLimiter:
             self._raised_at = now
             self.limit += 1
 
-    async def acquire(self) -> None:
-        """Wait for an admission. Callers are admitted in arrival order."""
+    async def acquire(self) -> float:
+        """Wait for an admission; its time. Callers are admitted in arrival order."""
         if self._lock is None:  # created lazily so the limiter binds to the running loop
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -137,8 +139,25 @@ class SlidingWindowLimiter:
                 wait = self.delay(now)
                 if wait <= EPSILON:
                     self._admit(now)
-                    return
+                    return now
                 await asyncio.sleep(wait)
+
+    def sent_late(self, admitted: float, sent: float) -> None:
+        """The request admitted at `admitted` went out only at `sent` (a busy loop, a
+        commit first): count it in the window at the time the service will see it."""
+        if sent <= admitted:
+            return
+        times = self._times
+        for i in range(len(times) - 1, -1, -1):
+            if times[i] == admitted:
+                del times[i]
+                break
+        else:
+            return  # already out of the window
+        i = len(times)
+        while i > 0 and times[i - 1] > sent:  # keep the deque in order (a few steps)
+            i -= 1
+        times.insert(i, sent)
 
     def prime(self, admitted: list[float]) -> None:
         """Admissions made before this limiter existed, in its clock's time (an earlier

@@ -247,6 +247,7 @@ async def run_batch_async(
                 max_image_pixels=settings.max_image_pixels,
             ),
             stopping=lambda: interrupt.requested,
+            thumbnails=True,
         )
         link = _callback_link(store, client, callbacks, receiver_ready)
         runner = Runner(
