@@ -130,7 +130,23 @@ def _write_manifest(path: Path, sc: Scenario) -> None:
 def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queue) -> None:
     """The client, in a process of its own: its CPU and peak RSS are the run's alone."""
     from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.run._progress import NullObserver
     from liangxin_batch.run._run import CallbackOptions, run_batch_async
+
+    class Phases(NullObserver):
+        """Client CPU at the first submit and at the last file: start-up, run, end."""
+
+        first: float | None = None
+        last = 0.0
+
+        def submitted(self, job_id: str) -> None:
+            if self.first is None:
+                self.first = time.process_time()
+
+        def downloaded(self, job_id: str) -> None:
+            self.last = time.process_time()
+
+    phases = Phases()
 
     manifest = out.parent / "manifest.jsonl"
     _write_manifest(manifest, sc)
@@ -166,6 +182,7 @@ def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queu
             api_key=KEY,
             base_url=base_url,
             callbacks=callbacks,
+            observer=phases,
         )
     )
     wall = time.perf_counter() - t0
@@ -182,6 +199,8 @@ def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queu
             "rss": int(hwm.split()[1]) / 1024,
             "by_callback": summary.finished_by_callback,
             "started": wall0,
+            "cpu_start": (phases.first or cpu0) - cpu0,
+            "cpu_end": time.process_time() - cpu0 - (phases.last - cpu0),
         }
     )
 
@@ -266,7 +285,8 @@ def report(sc: Scenario, r: dict[str, Any]) -> None:
     lower = sc.jobs / bound_rate + slowest
     cpu_job = 1000 * r["cpu"] / sc.jobs
     per_mb = r["per_mb_ms"]
-    per_job_overhead = (1000 * r["cpu"] - per_mb * r["megabytes"]) / sc.jobs
+    run_cpu = r["cpu"] - r["cpu_start"] - r["cpu_end"]
+    per_job_overhead = (1000 * run_cpu - per_mb * r["megabytes"]) / sc.jobs
     print(f"== {sc.name}: {sc.jobs} jobs, {r['counts']}")
     basis = "limit" if limit <= cap_rate else "in-flight cap's rate"
     print(
@@ -299,6 +319,10 @@ def report(sc: Scenario, r: dict[str, Any]) -> None:
     print(
         f"client CPU per job            {cpu_job:.2f} ms = {per_job_overhead:.2f} ms per-job "
         f"overhead + {per_mb:.1f} ms/MB x {r['megabytes'] / sc.jobs:.3f} MB"
+    )
+    print(
+        f"  of which start-up {r['cpu_start']:.2f}s CPU, the run {run_cpu:.2f}s, "
+        f"after the last file (reports) {r['cpu_end']:.2f}s"
     )
     print(f"peak RSS (client)             {r['rss']:.0f} MB")
 

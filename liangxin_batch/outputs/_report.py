@@ -15,6 +15,7 @@ Rows are plain data built by pure functions; the writers stream them in chunks, 
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import os
@@ -365,13 +366,16 @@ def _defuse(value: str) -> str:
 
 
 def _write_csv(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]) -> int:
+    # The stdlib writer, in pandas' dialect (minimal quoting, "\n" line ends): the file
+    # is written at the end of every run, and importing pandas for it cost more than
+    # writing it.
     count = 0
     with tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
         for chunk in chunks:
-            _frame(header, chunk).to_csv(fh, header=count == 0, index=False)
+            writer.writerows([row.get(c, "") for c in header] for row in chunk)
             count += len(chunk)
-        if count == 0:  # still a valid table: the header alone
-            _frame(header, []).to_csv(fh, index=False)
     return count
 
 

@@ -260,7 +260,10 @@ class LiangXinClient:
             transport=transport,
             timeout=timeout,
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                # httpcore checks every idle pooled connection on each request (a
+                # syscall or two each): keep about as many as the calls in progress.
+                max_connections=max_connections,
+                max_keepalive_connections=min(max_connections, 12),
             ),
             headers={"User-Agent": "liangxin-batch"},
         )

@@ -114,6 +114,11 @@ class Downloader:
         self.http = http or httpx.AsyncClient(
             transport=transport,
             timeout=FILE_TIMEOUT,
+            # httpcore checks every idle pooled connection on each request: keep as
+            # many as the downloads in progress use, not httpx's default twenty.
+            limits=httpx.Limits(
+                max_connections=4 * concurrency, max_keepalive_connections=concurrency
+            ),
             follow_redirects=True,
             headers={"User-Agent": "liangxin-batch"},
         )

@@ -27,10 +27,10 @@ class CreatePlaces:
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def observe(self, seconds: float) -> None:
-        """One create's round trip: re-size to keep `rate` with some room to spare."""
+        """One create's round trip: re-size to keep `rate`, with a quarter to spare."""
         rt = seconds if self._round_trip is None else 0.8 * self._round_trip + 0.2 * seconds
         self._round_trip = rt
-        wanted = math.ceil(self.rate * rt * 1.5) + 1
+        wanted = math.ceil(self.rate * rt * 1.25)
         self.limit = max(self.floor, min(self.ceiling, wanted))
         self._wake()
 
