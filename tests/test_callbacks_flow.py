@@ -30,6 +30,7 @@ def run_with_callbacks(
     wrap_api: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     wrap_callbacks: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     span: list[float] | None = None,
+    trust_signed: bool = False,
 ) -> tuple[RunSummary, Simulator, dict[str, int]]:
     jobs = make_jobs(n)
     counters: dict[str, int] = {}
@@ -65,6 +66,7 @@ def run_with_callbacks(
                     hmac_key=receiver_hmac,
                     in_process=True,
                     clock=loop.time,
+                    trust_signed=trust_signed,
                 ),
                 receiver_ready=ready,
             )
@@ -87,6 +89,33 @@ def test_signed_callbacks_finish_tasks_with_few_polls(tmp_path: Path) -> None:
     assert len(sim.ledger.polls()) / 120 < 1.5
     assert counters["accepted"] == 120
     assert sim.ledger.duplicates() == {}
+
+
+def test_trusted_signed_callbacks_cost_no_recordinfo_but_failures_are_checked(
+    tmp_path: Path,
+) -> None:
+    """--trust-signed-callbacks: a signed success with its URLs needs no recordInfo; a
+    signed failure is still asked about (a paid result is never given up on a body)."""
+    summary, sim, counters = run_with_callbacks(
+        tmp_path,
+        60,
+        sim_hmac=HMAC,
+        receiver_hmac=HMAC,
+        faults=FaultProfile(fail=0.2),
+        trust_signed=True,
+    )
+    failed = summary.counts.get("failed", 0)
+    assert failed > 3 and summary.counts.get("done", 0) == 60 - failed
+    assert summary.finished_by_callback == 60
+    from tests.state_support import jobs_in
+
+    failed_tasks = {j.task_id for j in jobs_in(tmp_path).values() if j.state.value == "failed"}
+    polled = {e.task_id for e in sim.ledger.polls()}
+    assert failed_tasks <= polled, "every failure was checked with recordInfo"
+    # Successes were taken from their signed callbacks; a few safety-net polls (the first
+    # tasks of a kind look early) may still have asked about one before it finished.
+    assert len(polled - failed_tasks) <= 6
+    assert counters["accepted"] == 60
 
 
 def test_unsigned_callbacks_are_hints_checked_by_one_poll(tmp_path: Path) -> None:

@@ -118,6 +118,18 @@ def test_control_characters_are_refused_in_every_format(
     assert p.got.startswith("U+00") and "at character 2" in p.got
 
 
+def test_an_unpaired_surrogate_is_refused_where_it_was_written(tmp_path: Path) -> None:
+    """JSON's "\\ud800" decodes to a lone surrogate that no encoder can write: refused in
+    validation, with its place, not a UnicodeEncodeError halfway through a run."""
+    text = '{"model": "z-image", "prompt": "a\\ud800b", "aspect_ratio": "1:1"}\n'
+    p = only_problem(read(write(tmp_path, "m.jsonl", text))[1])
+    assert where(p)[2] == "prompt"
+    assert "unpaired surrogates" in p.expected and p.got.startswith("U+D800")
+    paired = '{"model": "z-image", "prompt": "a\\ud83d\\ude00b", "aspect_ratio": "1:1"}\n'
+    jobs, problems = read(write(tmp_path, "ok.jsonl", paired))
+    assert problems == [] and jobs[0].input["prompt"] == "a\U0001f600b"
+
+
 def test_tabs_and_newlines_are_text(tmp_path: Path) -> None:
     text = 'model,prompt,aspect_ratio\nz-image,"line one\nline\ttwo\r",1:1\n'
     jobs, problems = read(write(tmp_path, "m.csv", text))

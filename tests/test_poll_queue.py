@@ -66,3 +66,17 @@ def test_the_fixed_clock_moves_only_when_told() -> None:
     clock = FixedClock(monotonic=5.0, wall=100.0)
     clock.advance(2.5)
     assert (clock.monotonic(), clock.wall()) == (7.5, 102.5)
+
+
+def test_ready_tasks_go_by_priority_not_by_when_they_came_due() -> None:
+    q = PollQueue()
+    q.schedule("early", 1.0)
+    q.schedule("likely-done", 2.0)
+    q.schedule("later", 9.0)
+    assert not q.collect_due(0.5)
+    assert q.collect_due(3.0)
+    chance = {"early": 0.2, "likely-done": 0.9}
+    assert q.take_ready(lambda t: (chance[t], 0.0)) == "likely-done"
+    q.discard("early")  # finished by a callback while it waited
+    assert q.take_ready(lambda t: (chance[t], 0.0)) is None
+    assert q.collect_due(10.0) and q.take_ready(lambda t: (0.0, 0.0)) == "later"

@@ -95,3 +95,33 @@ def test_a_catalog_wrong_by_ten_times_is_learned_and_a_resume_starts_informed(
     assert max(resumed) <= 3.5
     polls = env.sim.ledger.polls()
     assert len(polls) / 80 <= 1.6
+
+
+def test_a_record_naming_another_task_is_a_failed_poll_not_a_hang(tmp_path: Path) -> None:
+    """A proxy that rewrites the taskId in recordInfo's answer: the poll must count as
+    failed (retried, then timed out), never leave the task unpolled and the run waiting."""
+    import json
+
+    import httpx
+
+    class Upper(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner = inner
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            if not request.url.path.endswith("recordInfo"):
+                return response
+            body = json.loads(await response.aread())
+            if isinstance(body.get("data"), dict) and body["data"].get("taskId"):
+                body["data"]["taskId"] = body["data"]["taskId"].upper()
+            return httpx.Response(response.status_code, json=body)
+
+    async def main() -> RunSummary:
+        env = SimEnv()
+        env.wrap_api = Upper
+        run = env.run(tmp_path, make_jobs(3), settings=RunSettings(image_timeout=120))
+        return await asyncio.wait_for(run, 10_000)  # virtual seconds: a hang fails here
+
+    summary = in_virtual_time(main)
+    assert summary.counts == {"timed_out": 3}

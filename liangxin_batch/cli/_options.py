@@ -44,7 +44,8 @@ max_in_flight_opt = click.option(
     default=100,
     show_default=True,
     type=click.IntRange(1),
-    help="Tasks submitted and not yet finished.",
+    help="Tasks running at the service at once, as expected from learned latencies "
+    "(results not yet polled do not hold submission back; at most 3x this followed).",
 )
 base_url_opt = click.option(
     "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."

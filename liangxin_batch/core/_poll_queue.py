@@ -2,7 +2,9 @@
 
 Pure: times are numbers the caller reads from its clock. A task moved earlier (a
 callback's hint) keeps only its earliest due time; entries left behind by a move or a
-finish are skipped when they reach the front, so the heap never needs a search.
+finish are skipped when they reach the front, so the heap never needs a search. Tasks
+whose time has come wait in a ready set for a recordInfo turn; when several wait, the
+caller's priority (the likeliest finished) picks, not the order they came due in.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 
 __all__ = ["PollQueue"]
 
@@ -20,6 +23,8 @@ class PollQueue:
         self._seq = itertools.count()
         #: The one live due time of each queued task; absent while none is queued.
         self._due: dict[str, float] = {}
+        #: Due, waiting for a turn.
+        self._ready: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._due)
@@ -38,6 +43,21 @@ class PollQueue:
     def discard(self, task_id: str) -> None:
         """Forget a task (finished): its heap entries are skipped from now on."""
         self._due.pop(task_id, None)
+        self._ready.discard(task_id)
+
+    def collect_due(self, now: float) -> bool:
+        """Move every task due by `now` to the ready set; whether any is ready."""
+        while (task_id := self.pop_due(now)) is not None:
+            self._ready.add(task_id)
+        return bool(self._ready)
+
+    def take_ready(self, priority: Callable[[str], tuple[float, float]]) -> str | None:
+        """The ready task with the highest `priority` (it leaves the set), or None."""
+        if not self._ready:
+            return None
+        best = max(self._ready, key=priority)
+        self._ready.discard(best)
+        return best
 
     def next_due(self) -> float | None:
         """The earliest live due time, or None when nothing is queued."""

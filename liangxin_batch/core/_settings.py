@@ -22,7 +22,10 @@ class RunSettings:
     #: recordInfo: 10 per second per key.
     poll_limit: int = 10
     poll_window: float = 1.0
-    #: Tasks submitted and not yet finished ("typically 100+" run at once).
+    #: Tasks running at the service at once ("typically 100+" per account), counted as
+    #: expected from the learned latencies: a task past its kind's usual time counts by
+    #: the chance it is still running, so results not yet polled do not hold submission
+    #: back. The service may briefly run a few more. At most 3x this are followed at once.
     max_in_flight: int = 100
     #: createTask POSTs in progress at once, at most: two, more only while the measured
     #: round trip needs them to keep the create rate (each is one a crash could leave
@@ -66,8 +69,8 @@ class RunSettings:
     max_image_pixels: int = 40_000_000
     #: results.csv: prefix formula-like cells with ' (see `export`).
     csv_safe: bool = False
-    #: Multiplies every poll delay: >1 when callbacks do the work and polling is only the
-    #: safety net; <1 against the simulator, whose latencies are scaled down.
+    #: Our seconds per second of the service: below 1 against a simulator whose latencies
+    #: and windows are scaled down (every poll delay and learned time is scaled by it).
     poll_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class RunSettings:
                 raise ValueError(f"{name} must be positive")
         if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
             raise ValueError("create_margin must be zero or more seconds")
+        if not 0 < self.poll_scale < math.inf:
+            raise ValueError("poll_scale must be a positive, finite factor")
         if self.task_timeout is not None and not 0 < self.task_timeout < math.inf:
             raise ValueError("task_timeout must be a positive number of seconds")
 

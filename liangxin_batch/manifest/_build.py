@@ -69,6 +69,12 @@ def _too_deep(source: SourceRef) -> Problem:
     )
 
 
+_CLEAN_TEXT = (
+    "text without control characters (tab, newline and carriage return are fine) "
+    "or unpaired surrogates"
+)
+
+
 class JobBuilder:
     """Turns raw records into jobs: model lookup, conversion, validation, identity."""
 
@@ -185,7 +191,7 @@ class JobBuilder:
                 p = Problem(
                     at(rec, key),
                     key,
-                    "text without control characters (tab, newline and carriage return are fine)",
+                    _CLEAN_TEXT,
                     control,
                     "remove it: such characters are usually debris from a copy or an export",
                 )
@@ -231,7 +237,7 @@ class JobBuilder:
                 p = Problem(
                     at(rec, key),
                     key,
-                    "text without control characters (tab, newline and carriage return are fine)",
+                    _CLEAN_TEXT,
                     control,
                 )
                 self._emit(out, p, self._same_key(p, rec))

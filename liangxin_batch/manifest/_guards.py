@@ -16,8 +16,9 @@ from liangxin_batch.core._records import RawJob
 
 __all__ = ["CONTROL", "IdTable", "control_char", "may_have_control", "written"]
 
-#: C0 control characters other than tab, newline and carriage return.
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: C0 control characters other than tab, newline and carriage return, and lone UTF-16
+#: surrogates (a JSON "\ud800" decodes to one; it cannot be encoded to send or store).
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 def control_char(value: Any, depth: int = 0) -> str | None:

@@ -162,8 +162,11 @@ class RunControl:
 
         async with self._slots:
             while not room():
+                # asyncio.timeout, not wait_for: the wait stays in this task, so a cancel
+                # never leaves the condition's lock in doubt.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slots.wait(), recheck)
+                    async with asyncio.timeout(recheck):
+                        await self._slots.wait()
             if self.stopping:
                 return False
             self.in_flight += 1

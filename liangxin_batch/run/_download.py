@@ -202,16 +202,25 @@ class Downloader:
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
         if self._thumbnails:
-            for rec in self.store.files_of(job.job_id):
-                if rec.path is not None:
-                    await asyncio.to_thread(
-                        make_thumbnail,
-                        self.out_dir,
-                        job.job_id,
-                        rec.n,
-                        self.out_dir / rec.path,
-                        self.limits.max_image_pixels,
-                    )
+            await self._thumbnail(job)
+
+    async def _thumbnail(self, job: JobRow) -> None:
+        """The report's previews, made now that the files are here. The job is done
+        whatever happens: a preview that cannot be made is made (or skipped) later."""
+        for rec in self.store.files_of(job.job_id):
+            if rec.path is None:
+                continue
+            try:
+                await asyncio.to_thread(
+                    make_thumbnail,
+                    self.out_dir,
+                    job.job_id,
+                    rec.n,
+                    self.out_dir / rec.path,
+                    self.limits.max_image_pixels,
+                )
+            except Exception as err:  # a preview is a cache: never a job's failure
+                logger.info("%s: no preview now (%s: %s)", job.job_id, type(err).__name__, err)
 
     async def _urls_again(self, job: JobRow) -> tuple[str, ...]:
         """The task succeeded but its result URLs were unreadable: ask recordInfo again."""

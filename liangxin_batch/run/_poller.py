@@ -14,11 +14,11 @@ chance that it is still running (`expected_running`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
-from liangxin_batch.catalog._catalog import Catalog, ModelSpec, estimate_credits
+from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord, TaskState
 from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, kind_key
@@ -29,6 +29,12 @@ from liangxin_batch.core._states import Event, JobState, target_of
 from liangxin_batch.errors import APIError, LiangXinError, NotFoundError, RateLimitedError
 from liangxin_batch.run._client import LiangXinClient, PollTurn
 from liangxin_batch.run._control import STOPPED, RunControl
+from liangxin_batch.run._flight import (
+    Flight,
+    generation_seconds,
+    latency_fields,
+    write_outcome,
+)
 from liangxin_batch.run._progress import Observer, logger
 from liangxin_batch.run._ratelimit import EPSILON
 from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
@@ -38,47 +44,6 @@ __all__ = ["GARBLED_SUCCESS_POLLS", "Flight", "PollScheduler"]
 #: A success whose result URLs cannot be read is polled again this many times before the
 #: job is taken as succeeded without URLs (the downloader then asks recordInfo again).
 GARBLED_SUCCESS_POLLS = 3
-
-
-@dataclass
-class Flight:
-    """What the poller keeps in memory for one submitted task."""
-
-    job: JobRow  # as it was when submitted: its input and ids do not change while in flight
-    task_id: str
-    attempt: int
-    submitted_mono: float
-    schedule: PollSchedule
-    #: What this run knows of how long tasks of this kind take (shared by the kind).
-    estimate: LatencyEstimate
-    #: Monotonic time after which a still-running task counts as timed out.
-    deadline: float
-    polls: int = 0
-    #: A callback said this task is done: the poll it triggered counts as a callback finish.
-    hinted: bool = False
-    #: Answers that said success without readable result URLs.
-    garbled: int = 0
-    #: The task's age (service seconds) when a poll last saw it still running.
-    seen_running_at: float = 0.0
-
-    def running_chance(self, age: float) -> float:
-        """How likely the task is still running at `age`, given what was seen: every
-        task counts whole until its kind has finished tasks to learn from."""
-        estimate = self.estimate
-        if not estimate.learned:
-            return 1.0
-        still = 1.0 - estimate.finished_share(self.seen_running_at)
-        if still <= 0.0:
-            return 1.0  # running past all we have seen: the estimate is wrong for it
-        return min(1.0, (1.0 - estimate.finished_share(age)) / still)
-
-    @property
-    def job_id(self) -> str:
-        return self.job.job_id
-
-    @property
-    def model(self) -> str:
-        return self.job.model
 
 
 class PollScheduler:
@@ -106,8 +71,6 @@ class PollScheduler:
         self._on_succeeded = on_succeeded
         self._flights: dict[str, Flight] = {}
         self._queue = PollQueue()
-        #: Due and waiting for a recordInfo turn; the likeliest finished goes first.
-        self._ready: set[str] = set()
         self.latencies = latencies or LatencyBook()
         self._stretch = stretch
         #: The submitter has ended: once no task is in flight, polling ends too.
@@ -161,7 +124,7 @@ class PollScheduler:
         spec = spec or self._catalog.get(model)
         if spec is None:
             return self.latencies.estimate(model, 30.0)
-        fields = _latency_fields(spec)
+        fields = latency_fields(spec)
         return self.latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
 
     def age(self, flight: Flight, now: float) -> float:
@@ -276,8 +239,8 @@ class PollScheduler:
             linger = self._linger_until - now
             if idle and (linger <= 0 or not self._reconcilable):
                 return  # what is left in the queue belongs to finished tasks
-            self._collect_due(now)
-            if idle or not self._ready:
+            ready = self._queue.collect_due(now + EPSILON)
+            if idle or not ready:
                 due = self._queue.next_due()
                 if idle or due is None:
                     await self._sleep(linger if idle else None)
@@ -294,41 +257,37 @@ class PollScheduler:
                 turn.release()
                 return
             now = self._clock.monotonic()
-            self._collect_due(now)  # others came due while we waited: the turn is theirs too
-            flight = self._likeliest_finished(now)
+            self._queue.collect_due(now + EPSILON)  # others came due meanwhile: theirs too
+            task_id = self._queue.take_ready(functools.partial(self._finished_chance, now=now))
+            flight = self._flights.get(task_id) if task_id else None
             if flight is None:  # finished meanwhile (a callback)
                 turn.release()
                 continue
             control.spawn(self._poll_one(flight, turn))
 
+    def _learn(self, flight: Flight, record: TaskRecord, age: float, now: float) -> None:
+        """A task of this kind finished: one more generation time for its estimate."""
+        estimate = flight.estimate
+        was_learned = estimate.learned
+        estimate.observe(generation_seconds(record, age, self._settings.poll_scale))
+        if estimate.learned and not was_learned:
+            self._replan(estimate, now)
+
     def _replan(self, estimate: LatencyEstimate, now: float) -> None:
-        """A kind has just been learned: its tasks waiting on the catalog's guess are
-        brought forward to where the learned times put them (never pushed back)."""
+        """A kind has just been learned: its tasks still waiting in the queue for a first
+        poll at the catalog's guess are brought forward to where the learned times put
+        them. Tasks being polled, or due and waiting for a turn, are left as they are."""
         for flight in self._flights.values():
-            if flight.estimate is estimate and flight.polls == 0:
+            if flight.estimate is estimate and flight.polls == 0 and flight.task_id in self._queue:
                 due = flight.schedule.first_delay() - (now - flight.submitted_mono)
                 self.schedule(flight, max(0.0, due))
 
-    def _collect_due(self, now: float) -> None:
-        while (task_id := self._queue.pop_due(now + EPSILON)) is not None:
-            if task_id in self._flights:
-                self._ready.add(task_id)
-
-    def _likeliest_finished(self, now: float) -> Flight | None:
-        """The ready task to poll first: one a callback says is done, else the one whose
-        kind has most likely finished by its age (the oldest past the median first)."""
-        best: Flight | None = None
-        best_key = (-1.0, 0.0)
-        for task_id in self._ready:
-            flight = self._flights[task_id]
-            age = self.age(flight, now)
-            chance = 2.0 if flight.hinted else flight.estimate.finished_share(age)
-            key = (chance, age)
-            if key > best_key:
-                best, best_key = flight, key
-        if best is not None:
-            self._ready.discard(best.task_id)
-        return best
+    def _finished_chance(self, task_id: str, *, now: float) -> tuple[float, float]:
+        """Poll first one a callback says is done, then the one whose kind has most
+        likely finished by its age (the oldest past the median first)."""
+        flight = self._flights[task_id]
+        age = self.age(flight, now)
+        return (2.0 if flight.hinted else flight.estimate.finished_share(age), age)
 
     async def _sleep(self, timeout: float | None) -> None:
         """Until something changes (`wake`) or `timeout` seconds pass."""
@@ -348,10 +307,18 @@ class PollScheduler:
         except LiangXinError as err:
             await self._poll_failed(flight, err)
             return
+        if record.task_id != flight.task_id:
+            # An answer about another task (a proxy rewrote it?): nothing learned. A
+            # failed poll: retried, then timed out; never left without a next poll.
+            await self._poll_failed(
+                flight,
+                LiangXinError(f"recordInfo answered about task {record.task_id!r}"),
+            )
+            return
         flight.polls += 1
         self.polls += 1
         finished_by = "callback" if flight.hinted else "poll"
-        await self.apply_record(flight.job_id, record, finished_by=finished_by)
+        await self._apply(flight, record, finished_by=finished_by)
 
     async def _poll_failed(self, flight: Flight, err: LiangXinError) -> None:
         if self._flights.get(flight.task_id) is not flight:
@@ -398,14 +365,14 @@ class PollScheduler:
         flight = self._flights.get(record.task_id)
         if flight is None or flight.job_id != job_id:
             return  # already finished: duplicates and late answers change nothing
+        await self._apply(flight, record, finished_by=finished_by)
+
+    async def _apply(self, flight: Flight, record: TaskRecord, *, finished_by: str) -> None:
+        """Finish the task, or schedule its next poll: every path does one of the two."""
+        job_id = flight.job_id
         now = self._clock.monotonic()
         age = self.age(flight, now)
         if record.state is TaskState.SUCCESS:
-            estimate = flight.estimate
-            was_learned = estimate.learned
-            estimate.observe(_generation_seconds(record, age, self._settings.poll_scale))
-            if estimate.learned and not was_learned:
-                self._replan(estimate, now)
             if not record.result_urls:
                 # Paid for, but this answer's resultJson is unreadable or empty: ask again
                 # rather than lose the result; after a few, the downloader asks once more.
@@ -430,6 +397,7 @@ class PollScheduler:
                 await self._finish(
                     flight, Event.TASK_SUCCEEDED, record=record, finished_by=finished_by
                 )
+            self._learn(flight, record, age, now)
             if self._on_succeeded is not None:
                 job = self._store.get(flight.job_id)
                 if job is not None and job.state is JobState.SUCCEEDED:
@@ -468,23 +436,17 @@ class PollScheduler:
         """Record how a task ended and give its slot back."""
         del self._flights[flight.task_id]
         self._queue.discard(flight.task_id)
-        self._ready.discard(flight.task_id)
-        fields: dict[str, Any] = {"polls": flight.polls}
-        if record is not None:
-            fields.update(self._outcome_fields(flight, event, record), finished_by=finished_by)
-        fields.update(error_code=error_code, error_message=error_message)
-        moved = self._store.transition(
-            flight.job_id,
+        write_outcome(
+            self._store,
+            flight,
             event,
-            message=error_message or f"task {flight.task_id}: {event.value}",
-            attempt=flight.attempt,
-            task_id=flight.task_id,
-            **fields,
+            record=record,
+            finished_by=finished_by,
+            error_code=error_code,
+            error_message=error_message,
+            catalog=self._catalog,
+            wall=self._clock.wall(),
         )
-        if not moved:  # pragma: no cover - a flight is the only owner of a submitted job
-            raise AssertionError(
-                f"{flight.job_id}: {event.value} from {self._store.get(flight.job_id)}"
-            )
         logger.info(
             "%s: task %s %s%s%s",
             flight.job_id,
@@ -498,34 +460,3 @@ class PollScheduler:
             self.finished_by_callback += 1
         self._observer.finished(flight.job_id, target_of(event).value)
         await self._control.give_slot()
-
-    def _outcome_fields(self, flight: Flight, event: Event, record: TaskRecord) -> dict[str, Any]:
-        charged = record.credits_consumed if event is Event.TASK_SUCCEEDED else 0.0
-        estimated = None
-        if charged is None:  # the service did not say: keep our estimate apart
-            spec = self._catalog.get(flight.model)
-            estimated = estimate_credits(spec, flight.job.input) if spec else None
-        completed = record.complete_time / 1000 if record.complete_time else self._clock.wall()
-        return {
-            "result_urls": record.result_urls,
-            "credits": charged,
-            "credits_estimated": estimated,
-            "cost_time": record.cost_time,
-            "completed_at": completed,
-        }
-
-
-def _latency_fields(spec: ModelSpec) -> tuple[str, ...]:
-    """The inputs that change how long a model runs: those that change its price."""
-    names = [part for key in spec.price.by_field for part in key.split("+")]
-    if spec.price.per_second_field:
-        names.append(spec.price.per_second_field)
-    return tuple(dict.fromkeys(names))
-
-
-def _generation_seconds(record: TaskRecord, age: float, scale: float) -> float:
-    """How long the service took, in its own seconds: completeTime - createTime when it
-    says both (its clock, not ours), else how old the task was when we saw it done."""
-    if record.complete_time and record.create_time and record.complete_time >= record.create_time:
-        return (record.complete_time - record.create_time) / 1000 / scale
-    return age

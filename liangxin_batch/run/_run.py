@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from liangxin_batch.catalog._catalog import Catalog, default_catalog, estimate_credits
+from liangxin_batch.core._records import Job
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState, refetch_only, retry_states
 from liangxin_batch.core._summary import RunSummary
@@ -52,8 +53,6 @@ __all__ = [
     "run_batch",
     "run_batch_async",
 ]
-
-#: With callbacks on, polling is only the safety net: poll this many times less often.
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,36 +114,55 @@ def load_manifest_jobs(
     """
     import liangxin_batch.manifest._manifest as _manifest
 
-    if isinstance(source, str | Path):
-        path = Path(source)
-        spool = JobSpool()
-        try:
+    spool = _new_spool()
+    keep = _keep_in(spool)
+    try:
+        if isinstance(source, str | Path):
             report = _manifest.validate_manifest(
-                path,
+                Path(source),
                 catalog=catalog,
                 default_model=default_model,
                 allow_outside=allow_outside,
-                keep=spool.add,
+                keep=keep,
             )
-        except OSError as err:  # the temporary folder is full or unwritable
-            spool.close()
-            raise ConfigError(
-                f"cannot keep the manifest's jobs in a temporary file ({err.strerror or err}); "
-                "set TMPDIR to a folder with space"
-            ) from None
-        except BaseException:
-            spool.close()
-            raise
-        if report.problems:
-            spool.close()
-            raise ManifestError(report.problems, total=report.total_problems)
-        return spool
-    records = _records(source)
-    jobs = _manifest.jobs_from_records(records, catalog=catalog, default_model=default_model)
-    spool = JobSpool()
-    for job in jobs:
-        spool.add(job)
+            if report.problems:
+                raise ManifestError(report.problems, total=report.total_problems)
+        else:
+            records = _records(source)
+            for job in _manifest.jobs_from_records(
+                records, catalog=catalog, default_model=default_model
+            ):
+                keep(job)
+    except BaseException:
+        spool.close()
+        raise
     return spool
+
+
+_SPOOL_ADVICE = "set TMPDIR to a folder with space"
+
+
+def _new_spool() -> JobSpool:
+    try:
+        return JobSpool()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot make a temporary file for the manifest's jobs ({err.strerror or err}); "
+            + _SPOOL_ADVICE
+        ) from None
+
+
+def _keep_in(spool: JobSpool) -> Callable[[Job], None]:
+    def keep(job: Job) -> None:
+        try:
+            spool.add(job)
+        except OSError as err:  # the temporary folder is full or unwritable
+            raise ConfigError(
+                f"cannot keep the manifest's jobs in a temporary file "
+                f"({err.strerror or err}); " + _SPOOL_ADVICE
+            ) from None
+
+    return keep
 
 
 def _records(source: Any) -> list[Mapping[str, Any]]:
@@ -282,11 +300,14 @@ async def run_batch_async(
 
 @contextlib.contextmanager
 def _run_log(out_dir: Path) -> Iterator[None]:
+    log = logging.getLogger(_pkg)
+    level = log.level
     handler = _attach_run_log(out_dir)
     try:
         yield
     finally:
-        logging.getLogger(_pkg).removeHandler(handler)
+        log.removeHandler(handler)
+        log.setLevel(level)  # the package's level is the application's, after the run
         handler.close()
 
 

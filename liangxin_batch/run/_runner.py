@@ -219,8 +219,8 @@ class Runner:
         limiter.prime([mono - (wall - at) for at in recent])
         # Latencies learned by earlier runs of this batch: a resume schedules by them.
         for job in self.store.recent_generations():
-            assert job.completed_at is not None and job.submitted_at is not None
-            seconds = max(0.0, job.completed_at - job.submitted_at) / s.poll_scale
+            assert job.generation_seconds is not None
+            seconds = job.generation_seconds / s.poll_scale
             self._poller.estimate_for(job.model, job.input).observe(seconds)
         repoll: set[str] = set()
         for state in RECOVERY_ORDER:  # the plan is pure (core); the store applies it

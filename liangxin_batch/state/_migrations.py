@@ -105,10 +105,16 @@ def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_generation_seconds(db: sqlite3.Connection) -> None:
+    # Learned latencies come from the service's own clock, not ours minus theirs.
+    db.execute("ALTER TABLE jobs ADD COLUMN generation_seconds REAL")
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
     ("002_keys_and_evidence", _m002_keys_and_evidence),
+    ("003_generation_seconds", _m003_generation_seconds),
 )
 
 

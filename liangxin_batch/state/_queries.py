@@ -126,7 +126,7 @@ class StoreQueries:
         states = [s.value for s in BILLED_STATES]
         rows = self.db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks(states)})"
-            " AND completed_at IS NOT NULL AND submitted_at IS NOT NULL"
+            " AND generation_seconds IS NOT NULL AND completed_at IS NOT NULL"
             " ORDER BY completed_at DESC LIMIT ?",
             (*states, limit),
         ).fetchall()

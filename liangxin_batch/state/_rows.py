@@ -47,6 +47,9 @@ class JobRow:
     sends: int = 0
     #: Still in the manifest (a removed job keeps its row and history).
     in_manifest: bool = True
+    #: How long the generation took by the service's own clock (completeTime -
+    #: createTime), seconds; what a resumed run learns its latencies from.
+    generation_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class Credits:
 JOB_COLUMNS = (
     "job_id, idx, model, input_json, state, attempt, task_id, submitted_at, completed_at, "
     "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
-    "cost_time, finished_by, credits_estimated, sends, in_manifest"
+    "cost_time, finished_by, credits_estimated, sends, in_manifest, generation_seconds"
 )
 FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns"
 
@@ -125,4 +128,5 @@ def row_to_job(row: Sequence[Any]) -> JobRow:
         credits_estimated=row[18],
         sends=row[19],
         in_manifest=bool(row[20]),
+        generation_seconds=row[21],
     )
