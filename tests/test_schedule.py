@@ -60,9 +60,20 @@ def test_before_anything_finished_a_few_explorers_look_early() -> None:
     assert PollSchedule(estimate=small, explorer=True).first_delay() == 2.0  # the floor
 
 
-def test_an_unlearned_explorer_polls_within_the_guidance_ceilings() -> None:
+def test_an_explorer_looks_early_once_then_follows_the_prior() -> None:
+    """A small batch (a few tasks of each kind, all explorers) must not pay a string of
+    early polls when the catalog is right."""
     schedule = PollSchedule(estimate=LatencyEstimate(100.0), explorer=True)
-    assert schedule.next_delay(age=10, polls=5) == 3.0
+    assert schedule.first_delay() == pytest.approx(25.0)
+    assert schedule.next_delay(age=25, polls=1) == pytest.approx(118.0 - 25.0)
+    rng = random.Random(3)
+    counts = [polls_and_delay(schedule, 100 * rng.uniform(0.7, 1.3))[0] for _ in range(500)]
+    assert sum(counts) / len(counts) <= 2.5
+
+
+def test_past_everything_known_polls_come_within_the_guidance_ceilings() -> None:
+    schedule = PollSchedule(estimate=LatencyEstimate(10.0))
+    assert schedule.next_delay(age=20, polls=5) == 3.0
     assert schedule.next_delay(age=60, polls=5) == 10.0
     assert schedule.next_delay(age=600, polls=9) == 30.0
 
@@ -108,6 +119,7 @@ def test_never_faster_than_the_guidance(samples: list[float], age: float, polls:
     assert schedule.first_delay() >= 2.0
     explorer = PollSchedule(estimate=LatencyEstimate(samples[0]), explorer=True)
     assert explorer.next_delay(age=age, polls=polls) >= floor
+    assert explorer.first_delay() >= 2.0
 
 
 def test_scale_and_stretch() -> None:

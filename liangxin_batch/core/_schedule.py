@@ -37,7 +37,7 @@ class PollSchedule:
     #: Each poll aims where this share of the tasks still running will have finished.
     target: float = 0.8
     #: One of the first tasks of its kind (`LatencyEstimate.take_explorer`): before anything
-    #: is learned it looks at `explore_first` of the catalog's time, then by the guidance.
+    #: is learned its first poll comes at `explore_first` of the catalog's time.
     explorer: bool = False
     explore_first: float = 0.25
     growth: float = 1.5
@@ -53,11 +53,12 @@ class PollSchedule:
     def next_delay(self, *, age: float, polls: int) -> float:
         """Delay after the `polls`-th poll of a task `age` service-seconds old."""
         est = self.estimate
-        if est.learned or not self.explorer:
-            done = est.finished_share(age)
-            if done < _TAIL:
-                due = est.quantile(done + (1.0 - done) * self.target)
-                return max(due - age, _floor(age)) * self.scale * self.stretch
+        # By the learned times, or by the catalog's prior: an explorer looks early once,
+        # then follows the prior like the others.
+        done = est.finished_share(age)
+        if done < _TAIL:
+            due = est.quantile(done + (1.0 - done) * self.target)
+            return max(due - age, _floor(age)) * self.scale * self.stretch
         # Past what has been seen, or nothing seen yet: intervals that grow from a
         # fraction of the typical time, within the guidance for the task's age.
         base = max(_floor(age), 0.15 * est.quantile(0.5))
