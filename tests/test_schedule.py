@@ -136,3 +136,23 @@ def test_kinds_follow_the_inputs_that_change_latency() -> None:
     assert kind_key("m", {"prompt": "x"}, ["resolution"]) == "m"
     assert book.estimate(two_k, 10.0) is book.estimate(two_k, 99.0)
     assert book.estimate(four_k, 10.0) is not book.estimate(two_k, 10.0)
+
+
+def test_survival_counts_the_slow_tasks_still_out() -> None:
+    """A cohort of 100 started together, 60-300 s each: at 220 s the fastest two thirds
+    have finished. Their times alone say every task is done by 220 s; with the others
+    counted as "ran at least 220 s" the curve says a third still run."""
+    from liangxin_batch.core._latency import SurvivalCurve
+
+    rng = random.Random(5)
+    durations = sorted(rng.uniform(60, 300) for _ in range(100))
+    now = 220.0
+    finished = [d for d in durations if d <= now]
+    running = [now] * (100 - len(finished))
+    curve = SurvivalCurve(finished, running)
+    assert curve.still_running(now) == pytest.approx(len(running) / 100)
+    naive = SurvivalCurve(finished, [])
+    assert naive.still_running(now) == 0.0
+    # A task seen running at 200 s is more likely still out at 220 s than a fresh guess.
+    assert curve.chance(now, seen_running_at=200.0) > curve.still_running(now)
+    assert SurvivalCurve([], [5.0]).chance(10.0) == 1.0

@@ -14,7 +14,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["EXPLORERS", "MIN_OBSERVED", "LatencyBook", "LatencyEstimate", "kind_key"]
+__all__ = [
+    "EXPLORERS",
+    "MIN_OBSERVED",
+    "LatencyBook",
+    "LatencyEstimate",
+    "SurvivalCurve",
+    "kind_key",
+]
 
 #: Finished tasks needed before the estimate is trusted over the prior.
 MIN_OBSERVED = 3
@@ -61,6 +68,10 @@ class LatencyEstimate:
             old = self._recent.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
 
+    def finished_times(self) -> list[float]:
+        """The generation times this estimate holds (the last `window`), sorted."""
+        return list(self._sorted)
+
     def quantile(self, p: float) -> float:
         """The time by which a share `p` of tasks have finished (interpolated)."""
         data = self._sorted
@@ -86,6 +97,55 @@ class LatencyEstimate:
         step = data[i + 1] - data[i]
         within = (age - data[i]) / step if step > 0 else 0.0
         return (i + within) / (len(data) - 1)
+
+
+class SurvivalCurve:
+    """The share of tasks of a kind still running at each age (Kaplan-Meier).
+
+    Finished tasks alone would say too little: early in a batch only the fast ones have
+    finished, and their times would make every task look done too soon. The tasks still
+    running count as "ran at least this long", so the curve stays honest while the slow
+    ones are out. Pure: generation times and running ages in.
+    """
+
+    __slots__ = ("_ages", "_shares")
+
+    def __init__(self, finished: Iterable[float], running: Iterable[float]) -> None:
+        events = sorted(finished)
+        censored = sorted(running)
+        at_risk = len(events) + len(censored)
+        share = 1.0
+        ages: list[float] = []
+        shares: list[float] = []
+        c = i = 0
+        while i < len(events):
+            t = events[i]
+            while c < len(censored) and censored[c] < t:  # left before t: not at risk
+                c += 1
+                at_risk -= 1
+            ties = 1
+            while i + ties < len(events) and events[i + ties] == t:
+                ties += 1
+            if at_risk > 0:
+                share *= 1.0 - ties / at_risk
+            ages.append(t)
+            shares.append(share)
+            at_risk -= ties
+            i += ties
+        self._ages = ages
+        self._shares = shares
+
+    def still_running(self, age: float) -> float:
+        """The share of tasks still running at `age` (a step down at each finish)."""
+        i = bisect.bisect_right(self._ages, age)
+        return 1.0 if i == 0 else self._shares[i - 1]
+
+    def chance(self, age: float, *, seen_running_at: float = 0.0) -> float:
+        """How likely a task `age` old, seen running at `seen_running_at`, still runs."""
+        before = self.still_running(seen_running_at)
+        if before <= 0.0:
+            return 1.0  # it outlived everything seen: the curve says nothing about it
+        return min(1.0, self.still_running(age) / before)
 
 
 def kind_key(model: str, values: Mapping[str, Any], latency_fields: Iterable[str]) -> str:

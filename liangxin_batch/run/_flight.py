@@ -43,17 +43,6 @@ class Flight:
     #: The task's age (service seconds) when a poll last saw it still running.
     seen_running_at: float = 0.0
 
-    def running_chance(self, age: float) -> float:
-        """How likely the task is still running at `age`, given what was seen: every
-        task counts whole until its kind has finished tasks to learn from."""
-        estimate = self.estimate
-        if not estimate.learned:
-            return 1.0
-        still = 1.0 - estimate.finished_share(self.seen_running_at)
-        if still <= 0.0:
-            return 1.0  # running past all we have seen: the estimate is wrong for it
-        return min(1.0, (1.0 - estimate.finished_share(age)) / still)
-
     @property
     def job_id(self) -> str:
         return self.job.job_id

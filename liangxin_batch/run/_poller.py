@@ -21,7 +21,7 @@ from typing import Any, cast
 from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord, TaskState
-from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, kind_key
+from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, SurvivalCurve, kind_key
 from liangxin_batch.core._poll_queue import PollQueue
 from liangxin_batch.core._schedule import PollSchedule
 from liangxin_batch.core._settings import RunSettings
@@ -140,7 +140,18 @@ class PollScheduler:
         """Tasks we follow that are plausibly still running at the service: each counts
         by the chance that it has not finished at its age."""
         now = self._clock.monotonic()
-        return sum(f.running_chance(self.age(f, now)) for f in self._flights.values())
+        by_kind: dict[int, list[tuple[Flight, float]]] = {}
+        total = 0.0
+        for flight in self._flights.values():
+            if not flight.estimate.learned:
+                total += 1.0  # nothing finished of its kind yet: it counts whole
+            else:
+                by_kind.setdefault(id(flight.estimate), []).append((flight, self.age(flight, now)))
+        for group in by_kind.values():
+            estimate = group[0][0].estimate
+            curve = SurvivalCurve(estimate.finished_times(), (age for _, age in group))
+            total += sum(curve.chance(age, seen_running_at=f.seen_running_at) for f, age in group)
+        return total
 
     def track_new(self, job: JobRow, task_id: str, attempt: int, spec: ModelSpec | None) -> None:
         """A task createTask just answered with."""
