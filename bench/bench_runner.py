@@ -9,6 +9,9 @@ simulator and the client use 20 per 1 s and model latencies shrink by 10, so rat
 (achieved rate / limit, total time / lower bound, polls per task) are the real ones
 while the run takes a tenth of the time.
 
+The throughput scenarios (a catalog wrong by ten times, trusted callbacks, videos under
+the in-flight cap, drifting latencies) are in `bench_throughput.py`.
+
 Reports: achieved create rate / configured limit, total time / lower bound (jobs / rate
 + slowest generation), recordInfo calls per task, client CPU ms per job, and peak RSS of
 a process holding a 100,000-job state (`--state-jobs`).

@@ -107,7 +107,8 @@ class Runner:
 
     @property
     def in_flight(self) -> int:
-        """Tasks created (or being created) and not finished: at most `max_in_flight`."""
+        """Tasks created (or being created) and not finished; at most three times
+        `max_in_flight`, which counts those expected to be running at the service."""
         return self._control.in_flight
 
     # -- what callbacks reach (see _callback_link.py) ---------------------------------
