@@ -29,8 +29,8 @@ _TAIL = 0.98
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollSchedule:
     estimate: LatencyEstimate
-    #: Seconds of the service per second of our clock: below 1 against a simulator whose
-    #: latencies are scaled down. Ages and learned times are in the service's seconds.
+    #: Our seconds per second of the service: below 1 against a simulator whose latencies
+    #: are scaled down. Ages and learned times are in the service's seconds.
     scale: float = 1.0
     #: Every delay this many times longer (`SAFETY_NET_STRETCH` when callbacks are on).
     stretch: float = 1.0

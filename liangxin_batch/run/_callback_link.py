@@ -10,7 +10,8 @@ per task, so with callbacks the task rate is bounded by the recordInfo limit.
 `trust_signed=True` (opt-in, `--trust-signed-callbacks`) takes a signed, fresh,
 never-replayed callback that reports a success with result URLs as it is: no recordInfo
 at all, for accounts whose create limit is above their recordInfo limit, accepting that
-a party on the callback's path could choose the files. Anything else a signed callback
+a party on the callback's path could choose the files (and the charged credits and
+times recorded with them, which also feed the learned latencies). Anything else a signed callback
 says (a failure, a success without URLs) is still checked: a paid result is never given
 up on a body's word. A callback for an
 `unknown` job is checked against recordInfo — the task's `param` must carry the

@@ -236,8 +236,11 @@ class PollScheduler:
     # -- the loop ---------------------------------------------------------------------
 
     def schedule(self, flight: Flight, delay: float) -> None:
-        # A poll already queued no later (a callback's hint behind the limiter) is kept.
-        if self._queue.schedule(flight.task_id, self._clock.monotonic() + delay):
+        # Never past the task's deadline: the poll there says whether it timed out, on
+        # time. A poll already queued no later (a hint behind the limiter) is kept.
+        now = self._clock.monotonic()
+        due = min(now + delay, max(flight.deadline, now))
+        if self._queue.schedule(flight.task_id, due):
             self._control.wake.set()
 
     async def run(self) -> None:
@@ -296,7 +299,9 @@ class PollScheduler:
     def _finished_chance(self, task_id: str, *, now: float) -> tuple[float, float]:
         """Poll first one a callback says is done, then the one whose kind has most
         likely finished by its age (the oldest past the median first)."""
-        flight = self._flights[task_id]
+        flight = self._flights.get(task_id)
+        if flight is None:  # finished while due: nothing to poll, so last
+            return (-1.0, 0.0)
         age = self.age(flight, now)
         return (2.0 if flight.hinted else flight.estimate.finished_share(age), age)
 
@@ -318,6 +323,8 @@ class PollScheduler:
         except LiangXinError as err:
             await self._poll_failed(flight, err)
             return
+        if self._flights.get(flight.task_id) is not flight:
+            return  # finished while this poll was out (a callback, or a hint's poll)
         if record.task_id != flight.task_id:
             # An answer about another task (a proxy rewrote it?): nothing learned. A
             # failed poll: retried, then timed out; never left without a next poll.
@@ -372,7 +379,8 @@ class PollScheduler:
         )
 
     async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
-        """Apply what our own recordInfo said about a task (never a callback's body)."""
+        """Apply what recordInfo said about a task (or, opted in, a signed callback's
+        success: see `accept_signed`)."""
         flight = self._flights.get(record.task_id)
         if flight is None or flight.job_id != job_id:
             return  # already finished: duplicates and late answers change nothing
