@@ -1,20 +1,29 @@
-"""What the poll scheduler knows of one task in flight, how its end is written to the
-state, and the helpers that read a task's generation time from a record."""
+"""The tasks the poll scheduler follows, and what it has learned of their kinds.
+
+A `Flight` per task created and not finished, keyed by taskId (`FlightBook`); a
+`LatencyEstimate` per kind (model + the inputs that price it). From these comes the
+in-flight count the submitter waits on: each task counts by the chance, from a
+Kaplan-Meier curve of its kind, that it is still running at the service. Also: how a
+task's end is written to the state, and a task's generation time from its record.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from liangxin_batch.catalog._catalog import Catalog, ModelSpec, estimate_credits
 from liangxin_batch.core._envelope import TaskRecord
-from liangxin_batch.core._latency import LatencyEstimate
+from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, SurvivalCurve, kind_key
 from liangxin_batch.core._schedule import PollSchedule
+from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import Event
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = [
     "Flight",
+    "FlightBook",
     "generation_seconds",
     "latency_fields",
     "service_seconds",
@@ -116,3 +125,94 @@ def write_outcome(
     )
     if not moved:  # pragma: no cover - a flight is the only owner of a submitted job
         raise AssertionError(f"{flight.job_id}: {event.value} from {store.get(flight.job_id)}")
+
+
+class FlightBook:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        settings: RunSettings,
+        latencies: LatencyBook | None = None,
+        stretch: float = 1.0,
+    ) -> None:
+        self._catalog = catalog
+        self._settings = settings
+        self.latencies = latencies or LatencyBook()
+        self._stretch = stretch
+        self._flights: dict[str, Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._flights
+
+    def __iter__(self) -> Iterator[Flight]:
+        return iter(list(self._flights.values()))
+
+    def get(self, task_id: str) -> Flight | None:
+        return self._flights.get(task_id)
+
+    def remove(self, task_id: str) -> None:
+        del self._flights[task_id]
+
+    def track(
+        self,
+        job: JobRow,
+        task_id: str,
+        *,
+        attempt: int,
+        submitted_mono: float,
+        spec: ModelSpec | None = None,
+    ) -> Flight:
+        """Follow a task from now on (its first poll is not queued yet)."""
+        spec = spec or self._catalog.get(job.model)
+        estimate = self.estimate_for(job.model, job.input, spec)
+        kind = spec.kind if spec else "image"
+        flight = Flight(
+            job=job,
+            task_id=task_id,
+            attempt=attempt,
+            submitted_mono=submitted_mono,
+            schedule=PollSchedule(
+                estimate=estimate,
+                scale=self._settings.poll_scale,
+                stretch=self._stretch,
+                explorer=estimate.take_explorer(),
+            ),
+            estimate=estimate,
+            deadline=submitted_mono + self._settings.timeout_for(kind),
+        )
+        self._flights[task_id] = flight
+        return flight
+
+    def estimate_for(
+        self, model: str, values: Mapping[str, Any], spec: ModelSpec | None = None
+    ) -> LatencyEstimate:
+        """The latency estimate of this kind of task (model + the inputs that price it)."""
+        spec = spec or self._catalog.get(model)
+        if spec is None:
+            return self.latencies.estimate(model, 30.0)
+        fields = latency_fields(spec)
+        return self.latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
+
+    def age(self, flight: Flight, now: float) -> float:
+        """How long the task has run, in the service's seconds."""
+        return (now - flight.submitted_mono) / self._settings.poll_scale
+
+    def expected_running(self, now: float) -> float:
+        """Tasks we follow that are plausibly still running at the service: each counts
+        by the chance, from its kind's survival curve, that it has not finished."""
+        by_kind: dict[int, list[tuple[Flight, float]]] = {}
+        total = 0.0
+        for flight in self._flights.values():
+            if not flight.estimate.learned:
+                total += 1.0  # nothing finished of its kind yet: it counts whole
+            else:
+                by_kind.setdefault(id(flight.estimate), []).append((flight, self.age(flight, now)))
+        for group in by_kind.values():
+            estimate = group[0][0].estimate
+            curve = SurvivalCurve(estimate.finished_times(), (age for _, age in group))
+            total += sum(curve.chance(age, seen_running_at=f.seen_running_at) for f, age in group)
+        return total

@@ -21,9 +21,8 @@ from typing import Any, cast
 from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord, TaskState
-from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, SurvivalCurve, kind_key
+from liangxin_batch.core._latency import LatencyBook, LatencyEstimate
 from liangxin_batch.core._poll_queue import PollQueue
-from liangxin_batch.core._schedule import PollSchedule
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import Event, JobState, target_of
 from liangxin_batch.errors import APIError, LiangXinError, NotFoundError, RateLimitedError
@@ -31,8 +30,8 @@ from liangxin_batch.run._client import LiangXinClient, PollTurn
 from liangxin_batch.run._control import STOPPED, RunControl
 from liangxin_batch.run._flight import (
     Flight,
+    FlightBook,
     generation_seconds,
-    latency_fields,
     write_outcome,
 )
 from liangxin_batch.run._progress import Observer, logger
@@ -69,10 +68,10 @@ class PollScheduler:
         self._observer = observer
         self._clock = clock
         self._on_succeeded = on_succeeded
-        self._flights: dict[str, Flight] = {}
+        self._book = FlightBook(
+            catalog=catalog, settings=settings, latencies=latencies, stretch=stretch
+        )
         self._queue = PollQueue()
-        self.latencies = latencies or LatencyBook()
-        self._stretch = stretch
         #: The submitter has ended: once no task is in flight, polling ends too.
         self.submitting_done = False
         self.polls = 0
@@ -87,75 +86,28 @@ class PollScheduler:
 
     # -- tasks joining ----------------------------------------------------------------
 
-    def track(
-        self,
-        job: JobRow,
-        task_id: str,
-        *,
-        attempt: int,
-        submitted_mono: float,
-        spec: ModelSpec | None = None,
-    ) -> Flight:
-        """Follow a task from now on (its first poll is not queued yet)."""
-        spec = spec or self._catalog.get(job.model)
-        estimate = self.estimate_for(job.model, job.input, spec)
-        kind = spec.kind if spec else "image"
-        flight = Flight(
-            job=job,
-            task_id=task_id,
-            attempt=attempt,
-            submitted_mono=submitted_mono,
-            schedule=PollSchedule(
-                estimate=estimate,
-                scale=self._settings.poll_scale,
-                stretch=self._stretch,
-                explorer=estimate.take_explorer(),
-            ),
-            estimate=estimate,
-            deadline=submitted_mono + self._settings.timeout_for(kind),
-        )
-        self._flights[task_id] = flight
-        return flight
-
     def estimate_for(
         self, model: str, values: Mapping[str, Any], spec: ModelSpec | None = None
     ) -> LatencyEstimate:
         """The latency estimate of this kind of task (model + the inputs that price it)."""
-        spec = spec or self._catalog.get(model)
-        if spec is None:
-            return self.latencies.estimate(model, 30.0)
-        fields = latency_fields(spec)
-        return self.latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
+        return self._book.estimate_for(model, values, spec)
 
     def age(self, flight: Flight, now: float) -> float:
         """How long the task has run, in the service's seconds."""
-        return (now - flight.submitted_mono) / self._settings.poll_scale
+        return self._book.age(flight, now)
 
     @property
     def following(self) -> int:
         """Tasks followed (created, not finished)."""
-        return len(self._flights)
+        return len(self._book)
 
     def expected_running(self) -> float:
-        """Tasks we follow that are plausibly still running at the service: each counts
-        by the chance that it has not finished at its age."""
-        now = self._clock.monotonic()
-        by_kind: dict[int, list[tuple[Flight, float]]] = {}
-        total = 0.0
-        for flight in self._flights.values():
-            if not flight.estimate.learned:
-                total += 1.0  # nothing finished of its kind yet: it counts whole
-            else:
-                by_kind.setdefault(id(flight.estimate), []).append((flight, self.age(flight, now)))
-        for group in by_kind.values():
-            estimate = group[0][0].estimate
-            curve = SurvivalCurve(estimate.finished_times(), (age for _, age in group))
-            total += sum(curve.chance(age, seen_running_at=f.seen_running_at) for f, age in group)
-        return total
+        """Tasks plausibly still running at the service (see `FlightBook`)."""
+        return self._book.expected_running(self._clock.monotonic())
 
     def track_new(self, job: JobRow, task_id: str, attempt: int, spec: ModelSpec | None) -> None:
         """A task createTask just answered with."""
-        flight = self.track(
+        flight = self._book.track(
             job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic(), spec=spec
         )
         self.schedule(flight, flight.schedule.first_delay())
@@ -165,7 +117,7 @@ class PollScheduler:
         assert job.task_id is not None
         now, wall = self._clock.monotonic(), self._clock.wall()
         age = max(0.0, wall - (job.submitted_at or wall))
-        flight = self.track(job, job.task_id, attempt=job.attempt, submitted_mono=now - age)
+        flight = self._book.track(job, job.task_id, attempt=job.attempt, submitted_mono=now - age)
         flight.polls = job.polls
         if overdue:  # ask at once, and give it a fresh window
             spec = self._catalog.get(job.model)
@@ -183,11 +135,11 @@ class PollScheduler:
     # -- callbacks (see _callback_link.py) --------------------------------------------
 
     def has_flight(self, task_id: str) -> bool:
-        return task_id in self._flights
+        return task_id in self._book
 
     def poll_now(self, task_id: str) -> bool:
         """An unverified callback says a task is done: ask recordInfo at once."""
-        flight = self._flights.get(task_id)
+        flight = self._book.get(task_id)
         if flight is None:
             return False
         flight.hinted = True
@@ -197,7 +149,7 @@ class PollScheduler:
     async def accept_signed(self, job_id: str, attempt: int, record: TaskRecord) -> bool:
         """A signed callback reports a success with its result URLs: take it as recordInfo
         would have said it, if it is about the task this job's attempt is waiting for."""
-        flight = self._flights.get(record.task_id)
+        flight = self._book.get(record.task_id)
         if flight is None or flight.job_id != job_id or flight.attempt != attempt:
             return False
         if record.state is not TaskState.SUCCESS or not record.result_urls:
@@ -228,7 +180,9 @@ class PollScheduler:
         await self._control.add_flight()
         # Only now: the poll loop must never see "idle, nothing to reconcile" in between.
         self._reconcilable.discard(job_id)
-        flight = self.track(job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic())
+        flight = self._book.track(
+            job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic()
+        )
         flight.hinted = True
         self.schedule(flight, 0.0)
         return True
@@ -273,7 +227,7 @@ class PollScheduler:
             now = self._clock.monotonic()
             self._queue.collect_due(now + EPSILON)  # others came due meanwhile: theirs too
             task_id = self._queue.take_ready(functools.partial(self._finished_chance, now=now))
-            flight = self._flights.get(task_id) if task_id else None
+            flight = self._book.get(task_id) if task_id else None
             if flight is None:  # finished meanwhile (a callback)
                 turn.release()
                 continue
@@ -291,7 +245,7 @@ class PollScheduler:
         """A kind has just been learned: its tasks still waiting in the queue for a first
         poll at the catalog's guess are brought forward to where the learned times put
         them. Tasks being polled, or due and waiting for a turn, are left as they are."""
-        for flight in self._flights.values():
+        for flight in self._book:
             if flight.estimate is estimate and flight.polls == 0 and flight.task_id in self._queue:
                 due = flight.schedule.first_delay() - (now - flight.submitted_mono)
                 self.schedule(flight, max(0.0, due))
@@ -299,7 +253,7 @@ class PollScheduler:
     def _finished_chance(self, task_id: str, *, now: float) -> tuple[float, float]:
         """Poll first one a callback says is done, then the one whose kind has most
         likely finished by its age (the oldest past the median first)."""
-        flight = self._flights.get(task_id)
+        flight = self._book.get(task_id)
         if flight is None:  # finished while due: nothing to poll, so last
             return (-1.0, 0.0)
         age = self.age(flight, now)
@@ -323,7 +277,7 @@ class PollScheduler:
         except LiangXinError as err:
             await self._poll_failed(flight, err)
             return
-        if self._flights.get(flight.task_id) is not flight:
+        if self._book.get(flight.task_id) is not flight:
             return  # finished while this poll was out (a callback, or a hint's poll)
         if record.task_id != flight.task_id:
             # An answer about another task (a proxy rewrote it?): nothing learned. A
@@ -339,7 +293,7 @@ class PollScheduler:
         await self._apply(flight, record, finished_by=finished_by)
 
     async def _poll_failed(self, flight: Flight, err: LiangXinError) -> None:
-        if self._flights.get(flight.task_id) is not flight:
+        if self._book.get(flight.task_id) is not flight:
             return  # finished meanwhile (a callback, or a concurrent poll)
         if isinstance(err, APIError) and err.fatal:
             # The key or account is refused for reads too. The task stays `submitted`;
@@ -363,7 +317,7 @@ class PollScheduler:
         self.schedule(flight, 30.0 * self._settings.poll_scale)
 
     async def _not_found(self, flight: Flight) -> None:
-        if self._flights.get(flight.task_id) is not flight:
+        if self._book.get(flight.task_id) is not flight:
             return  # finished meanwhile (a callback, or a concurrent poll)
         age = self._clock.monotonic() - flight.submitted_mono
         flight.polls += 1
@@ -381,7 +335,7 @@ class PollScheduler:
     async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
         """Apply what recordInfo said about a task (or, opted in, a signed callback's
         success: see `accept_signed`)."""
-        flight = self._flights.get(record.task_id)
+        flight = self._book.get(record.task_id)
         if flight is None or flight.job_id != job_id:
             return  # already finished: duplicates and late answers change nothing
         await self._apply(flight, record, finished_by=finished_by)
@@ -453,7 +407,7 @@ class PollScheduler:
         error_message: str | None = None,
     ) -> None:
         """Record how a task ended and give its slot back."""
-        del self._flights[flight.task_id]
+        self._book.remove(flight.task_id)
         self._queue.discard(flight.task_id)
         write_outcome(
             self._store,
