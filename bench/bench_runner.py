@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import multiprocessing
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,20 @@ def write_manifest(
             writer.writerow(
                 [f"{prefix}{i:06d}", model, f"{prompt} {i}", extra.get("aspect_ratio", "")]
             )
+
+
+@contextlib.contextmanager
+def simulator_process(serve: Any, *args: Any) -> Iterator[str]:
+    """`serve(port_queue, *args)` in a process of its own; its base URL while it runs."""
+    ctx = multiprocessing.get_context("spawn")
+    ports: multiprocessing.Queue = ctx.Queue()
+    server = ctx.Process(target=serve, args=(ports, *args), daemon=True)
+    server.start()
+    try:
+        yield ports.get(timeout=60)
+    finally:
+        server.terminate()
+        server.join(10)
 
 
 def ledger(base_url: str) -> list[dict[str, Any]]:
@@ -176,20 +192,11 @@ def main() -> None:
     args = parser.parse_args()
     scale = args.time_scale
 
-    ctx = multiprocessing.get_context("spawn")
-    ports: multiprocessing.Queue = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(ports, scale), daemon=True)
-    server.start()
-    try:
-        base_url = ports.get(timeout=60)
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest = Path(tmp) / "bench.csv"
-            write_manifest(manifest, args.jobs)
-            r = run_once(base_url, manifest, Path(tmp) / "out", scale, args.callbacks)
-            events = ledger(base_url)
-    finally:
-        server.terminate()
-        server.join(10)
+    with simulator_process(_serve, scale) as base_url, tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "bench.csv"
+        write_manifest(manifest, args.jobs)
+        r = run_once(base_url, manifest, Path(tmp) / "out", scale, args.callbacks)
+        events = ledger(base_url)
 
     from liangxin_batch.catalog._catalog import default_catalog
 

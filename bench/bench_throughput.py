@@ -31,7 +31,6 @@ import resource
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 KEY = "sk-bench-throughput"
-HMAC = "bench-hmac-key-0123456789"
 IMAGE_MODELS = ("seedream/4.5-text-to-image", "nano-banana-pro", "flux-2/pro-text-to-image")
 TRUE_MODELS = ("google/nano-banana", "nano-banana-pro", "z-image")
 
@@ -90,6 +88,7 @@ SCENARIOS = [
 
 
 def _serve(queue: multiprocessing.Queue, sc: Scenario) -> None:
+    from bench.bench_runner import HMAC
     from liangxin_batch.simulator import SimConfig, run_simulator
 
     config = SimConfig(
@@ -107,23 +106,13 @@ def _serve(queue: multiprocessing.Queue, sc: Scenario) -> None:
     run_simulator(config, "127.0.0.1", 0, on_ready=queue.put)
 
 
-def _inputs(model: str, prompt: str) -> dict[str, Any]:
-    from liangxin_batch.catalog._catalog import default_catalog
-
-    spec = default_catalog().get(model)
-    assert spec is not None, model
-    values: dict[str, Any] = {"prompt": prompt}
-    for name, f in spec.fields.items():
-        if f.required and name != "prompt" and f.default is not None:
-            values[name] = f.default
-    return values
-
-
 def _write_manifest(path: Path, sc: Scenario) -> None:
+    from liangxin_batch.testing import sample_input
+
     with path.open("w", encoding="utf-8") as fh:
         for i in range(sc.jobs):
             model = sc.models[i % len(sc.models)]
-            row = {"id": f"t{i:06d}", "model": model, **_inputs(model, f"throughput {i}")}
+            row = {"id": f"t{i:06d}", "model": model, **sample_input(model, f"throughput {i}")}
             fh.write(json.dumps(row) + "\n")
 
 
@@ -148,8 +137,8 @@ def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queu
 
     phases = Phases()
 
-    manifest = out.parent / "manifest.jsonl"
-    _write_manifest(manifest, sc)
+    manifest = out.parent / "manifest.jsonl"  # written by the parent: this process
+    # imports only what a run imports, so its RSS is a run's
     settings = RunSettings(
         create_limit=sc.create_limit,
         create_window=sc.create_window * sc.scale,
@@ -160,11 +149,11 @@ def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queu
     )
     callbacks = None
     if sc.callbacks:
-        import socket
+        from bench.bench_runner import free_port
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
+        from bench.bench_runner import HMAC
+
         callbacks = CallbackOptions(
             public_base=f"http://127.0.0.1:{port}/hook",
             listen=f"127.0.0.1:{port}",
@@ -200,15 +189,9 @@ def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queu
             "by_callback": summary.finished_by_callback,
             "started": wall0,
             "cpu_start": (phases.first or cpu0) - cpu0,
-            "cpu_end": time.process_time() - cpu0 - (phases.last - cpu0),
+            "cpu_end": time.process_time() - phases.last,
         }
     )
-
-
-def _ledger(base_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{base_url}/_sim/ledger") as resp:
-        events: list[dict[str, Any]] = json.load(resp)["data"]["events"]
-    return events
 
 
 def per_mb_cpu_ms(sample_dir: Path) -> float:
@@ -216,8 +199,11 @@ def per_mb_cpu_ms(sample_dir: Path) -> float:
     on the files the scenario downloaded."""
     import hashlib
 
-    from liangxin_batch.outputs._gallery import MAX_THUMB_PIXELS  # noqa: F401 - imported cost
+    from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.outputs._gallery import THUMB_SIZE
     from liangxin_batch.run._media_check import check_media
+
+    max_pixels = RunSettings().max_image_pixels
 
     files = [p for p in sample_dir.rglob("*") if p.is_file()][:50]
     if not files:
@@ -226,34 +212,29 @@ def per_mb_cpu_ms(sample_dir: Path) -> float:
     cpu0 = time.process_time()
     for p in files:
         hashlib.sha256(p.read_bytes()).hexdigest()
-        check_media(p, ext=p.suffix, max_pixels=40_000_000)
+        check_media(p, ext=p.suffix, max_pixels=max_pixels)
         if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
             from PIL import Image
 
             with Image.open(p) as im:
-                im.thumbnail((320, 320))
+                im.thumbnail((THUMB_SIZE, THUMB_SIZE))
     return 1000 * (time.process_time() - cpu0) / size
 
 
 def run(sc: Scenario) -> dict[str, Any]:
+    from bench.bench_runner import ledger, simulator_process
+
     ctx = multiprocessing.get_context("spawn")
-    ports: multiprocessing.Queue = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(ports, sc), daemon=True)
-    server.start()
-    try:
-        base_url = ports.get(timeout=60)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "out"
-            results: multiprocessing.Queue = ctx.Queue()
-            client = ctx.Process(target=_client, args=(base_url, sc, out, results))
-            client.start()
-            r = results.get(timeout=3600)
-            client.join(60)
-            events = _ledger(base_url)
-            r["per_mb_ms"] = per_mb_cpu_ms(out / "outputs")
-    finally:
-        server.terminate()
-        server.join(10)
+    with simulator_process(_serve, sc) as base_url, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        _write_manifest(Path(tmp) / "manifest.jsonl", sc)
+        results: multiprocessing.Queue = ctx.Queue()
+        client = ctx.Process(target=_client, args=(base_url, sc, out, results))
+        client.start()
+        r = results.get(timeout=3600)
+        client.join(60)
+        events = ledger(base_url)
+        r["per_mb_ms"] = per_mb_cpu_ms(out / "outputs")
     return r | {"events": events}
 
 

@@ -34,18 +34,33 @@ from typing import Any, TypeVar
 
 import httpx
 
+from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.simulator import FaultProfile, Ledger, SimConfig, Simulator, create_app
 
 __all__ = [
     "SimulatedService",
     "VirtualTimeLoop",
     "run_in_virtual_time",
+    "sample_input",
 ]
 
 T = TypeVar("T")
 
 #: The key the simulated service accepts (a test key: it opens nothing real).
 TEST_API_KEY = "sk-liangxin-batch-testing"
+
+
+def sample_input(model: str, prompt: str) -> dict[str, Any]:
+    """A valid createTask input for a built-in `model`: the prompt plus every required
+    field at its catalog default (KeyError for a model the catalog does not have)."""
+    spec = default_catalog().get(model)
+    if spec is None:
+        raise KeyError(model)
+    values: dict[str, Any] = {"prompt": prompt}
+    for name, f in spec.fields.items():
+        if f.required and name != "prompt" and f.default is not None:
+            values[name] = f.default
+    return values
 
 
 class _JumpingSelector(selectors.DefaultSelector):

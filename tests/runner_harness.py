@@ -24,6 +24,7 @@ from liangxin_batch.run._runner import Runner
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
+from liangxin_batch.testing import sample_input
 from tests.sim_support import sim_of
 from tests.virtual_time import run_virtual
 
@@ -47,15 +48,8 @@ class TestJob:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def valid_input(model: str, prompt: str) -> dict[str, Any]:
-    """A prompt plus every required field at its catalog default."""
-    spec = default_catalog().get(model)
-    assert spec is not None, model
-    values: dict[str, Any] = {"prompt": prompt}
-    for name, f in spec.fields.items():
-        if f.required and name != "prompt" and f.default is not None:
-            values[name] = f.default
-    return values
+#: A prompt plus every required field at its catalog default.
+valid_input = sample_input
 
 
 def make_jobs(n: int, models: Sequence[str] = MODELS, tag: str = "") -> list[TestJob]:

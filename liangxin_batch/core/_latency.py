@@ -51,10 +51,6 @@ class LatencyEstimate:
         return True
 
     @property
-    def observed(self) -> int:
-        return len(self._recent)
-
-    @property
     def learned(self) -> bool:
         """Enough finished tasks to plan by them rather than by the prior."""
         return len(self._recent) >= MIN_OBSERVED
@@ -166,6 +162,3 @@ class LatencyBook:
         if found is None:
             found = self._by_kind[kind] = LatencyEstimate(prior_seconds, window=self._window)
         return found
-
-    def kinds(self) -> Mapping[str, LatencyEstimate]:
-        return dict(self._by_kind)

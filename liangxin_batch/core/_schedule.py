@@ -61,24 +61,24 @@ class PollSchedule:
             return max(due - age, _floor(age)) * self.scale * self.stretch
         # Past what has been seen, or nothing seen yet: intervals that grow from a
         # fraction of the typical time, within the guidance for the task's age.
-        base = max(_floor(age), 0.15 * est.quantile(0.5))
-        interval = base * self.growth ** max(0, polls - 1)
-        return min(max(interval, _floor(age)), _ceiling(age)) * self.scale * self.stretch
+        shortest, longest = _guidance(age)
+        interval = max(shortest, 0.15 * est.quantile(0.5)) * self.growth ** max(0, polls - 1)
+        return min(interval, longest) * self.scale * self.stretch
+
+
+#: The service's polling guidance, by a task's age: (up to this age, the shortest
+#: interval, the longest): every 2-3 s for the first 30 s, 5-10 s until 2 minutes, then
+#: 15-30 s. Never poll one task more often than the first; an unknown task is still
+#: looked at as often as the second.
+_GUIDANCE = ((30.0, 2.0, 3.0), (120.0, 5.0, 10.0), (float("inf"), 15.0, 30.0))
+
+
+def _guidance(age: float) -> tuple[float, float]:
+    for until, shortest, longest in _GUIDANCE:
+        if age < until:
+            return shortest, longest
+    return _GUIDANCE[-1][1:]
 
 
 def _floor(age: float) -> float:
-    """The service's guidance, its faster end: never poll one task more often."""
-    if age < 30:
-        return 2.0
-    if age < 120:
-        return 5.0
-    return 15.0
-
-
-def _ceiling(age: float) -> float:
-    """The guidance's slower end: an unknown task is still looked at this often."""
-    if age < 30:
-        return 3.0
-    if age < 120:
-        return 10.0
-    return 30.0
+    return _guidance(age)[0]

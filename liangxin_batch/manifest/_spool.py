@@ -25,8 +25,8 @@ _FLUSH_AT = 1 << 20
 class JobSpool:
     """Append jobs, then iterate them (as often as needed) in the order they came."""
 
-    def __init__(self, directory: str | None = None) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -64,28 +64,20 @@ class JobSpool:
         self._buffered = 0
 
     def __iter__(self) -> Iterator[Job]:
+        """The jobs from the top, in the order they came (one walk at a time)."""
         self._flush()
         self._file.seek(0)
-        # A second iteration starts again from the top: remember where this one is, so
-        # two walks at once (never done, but cheap to allow) do not disturb each other.
-        position = 0
-        while True:
-            self._file.seek(position)
-            lines = self._file.readlines(_FLUSH_AT)
-            if not lines:
-                return
-            position = self._file.tell()
-            for raw in lines:
-                job_id, index, model, values, columns, digest, file, line, column = json.loads(raw)
-                yield Job(
-                    job_id=job_id,
-                    model=model,
-                    input=values,
-                    columns=columns,
-                    index=index,
-                    content_hash=digest,
-                    source=SourceRef(file, line, column),
-                )
+        for raw in self._file:
+            job_id, index, model, values, columns, digest, file, line, column = json.loads(raw)
+            yield Job(
+                job_id=job_id,
+                model=model,
+                input=values,
+                columns=columns,
+                index=index,
+                content_hash=digest,
+                source=SourceRef(file, line, column),
+            )
 
     def close(self) -> None:
         self._file.close()

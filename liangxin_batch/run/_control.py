@@ -15,11 +15,23 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import DiskFullError
+from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._progress import Observer
+from liangxin_batch.state._store import StateStore
 
-__all__ = ["STOPPED", "TRACKED_PER_SLOT", "Interrupt", "LoopClock", "RunControl"]
+__all__ = [
+    "STOPPED",
+    "TRACKED_PER_SLOT",
+    "Interrupt",
+    "LoopClock",
+    "RunControl",
+    "RunPart",
+    "RunParts",
+]
 
 #: Tasks followed at once, per `max_in_flight`: the cap counts those plausibly running,
 #: and this bounds the rest (finished, not yet polled) in memory and polls owed.
@@ -237,3 +249,29 @@ class RunControl:
             raise
         finally:
             waiters.discard(task)
+
+
+@dataclass(frozen=True, slots=True)
+class RunParts:
+    """What every part of one run is built with (the runner makes it once)."""
+
+    control: RunControl
+    store: StateStore
+    client: LiangXinClient
+    catalog: Catalog
+    settings: RunSettings
+    observer: Observer
+    clock: Clock
+
+
+class RunPart:
+    """A part of a run (the submitter, the poll scheduler): keeps the shared `RunParts`."""
+
+    def __init__(self, parts: RunParts) -> None:
+        self._control = parts.control
+        self._store = parts.store
+        self._client = parts.client
+        self._catalog = parts.catalog
+        self._settings = parts.settings
+        self._observer = parts.observer
+        self._clock = parts.clock

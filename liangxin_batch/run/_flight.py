@@ -40,8 +40,6 @@ class Flight:
     attempt: int
     submitted_mono: float
     schedule: PollSchedule
-    #: What this run knows of how long tasks of this kind take (shared by the kind).
-    estimate: LatencyEstimate
     #: Monotonic time after which a still-running task counts as timed out.
     deadline: float
     polls: int = 0
@@ -51,6 +49,11 @@ class Flight:
     garbled: int = 0
     #: The task's age (service seconds) when a poll last saw it still running.
     seen_running_at: float = 0.0
+
+    @property
+    def estimate(self) -> LatencyEstimate:
+        """What this run knows of how long tasks of this kind take (shared by the kind)."""
+        return self.schedule.estimate
 
     @property
     def job_id(self) -> str:
@@ -133,12 +136,11 @@ class FlightBook:
         *,
         catalog: Catalog,
         settings: RunSettings,
-        latencies: LatencyBook | None = None,
         stretch: float = 1.0,
     ) -> None:
         self._catalog = catalog
         self._settings = settings
-        self.latencies = latencies or LatencyBook()
+        self._latencies = LatencyBook()
         self._stretch = stretch
         self._flights: dict[str, Flight] = {}
 
@@ -181,7 +183,6 @@ class FlightBook:
                 stretch=self._stretch,
                 explorer=estimate.take_explorer(),
             ),
-            estimate=estimate,
             deadline=submitted_mono + self._settings.timeout_for(kind),
         )
         self._flights[task_id] = flight
@@ -193,9 +194,9 @@ class FlightBook:
         """The latency estimate of this kind of task (model + the inputs that price it)."""
         spec = spec or self._catalog.get(model)
         if spec is None:
-            return self.latencies.estimate(model, 30.0)
+            return self._latencies.estimate(model, 30.0)
         fields = latency_fields(spec)
-        return self.latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
+        return self._latencies.estimate(kind_key(model, values, fields), spec.typical_seconds)
 
     def age(self, flight: Flight, now: float) -> float:
         """How long the task has run, in the service's seconds."""

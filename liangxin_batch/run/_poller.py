@@ -18,25 +18,23 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from liangxin_batch.catalog._catalog import Catalog, ModelSpec
-from liangxin_batch.core._clock import Clock
+from liangxin_batch.catalog._catalog import ModelSpec
 from liangxin_batch.core._envelope import TaskRecord, TaskState
-from liangxin_batch.core._latency import LatencyBook, LatencyEstimate
+from liangxin_batch.core._latency import LatencyEstimate
 from liangxin_batch.core._poll_queue import PollQueue
-from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import Event, JobState, target_of
 from liangxin_batch.errors import APIError, LiangXinError, NotFoundError, RateLimitedError
-from liangxin_batch.run._client import LiangXinClient, PollTurn
-from liangxin_batch.run._control import STOPPED, RunControl
+from liangxin_batch.run._client import PollTurn
+from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import (
     Flight,
     FlightBook,
     generation_seconds,
     write_outcome,
 )
-from liangxin_batch.run._progress import Observer, logger
+from liangxin_batch.run._progress import logger
 from liangxin_batch.run._ratelimit import EPSILON
-from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
+from liangxin_batch.state._store import JobRow, TransitionRefused
 
 __all__ = ["GARBLED_SUCCESS_POLLS", "Flight", "PollScheduler"]
 
@@ -45,32 +43,17 @@ __all__ = ["GARBLED_SUCCESS_POLLS", "Flight", "PollScheduler"]
 GARBLED_SUCCESS_POLLS = 3
 
 
-class PollScheduler:
+class PollScheduler(RunPart):
     def __init__(
         self,
+        parts: RunParts,
         *,
-        control: RunControl,
-        store: StateStore,
-        client: LiangXinClient,
-        catalog: Catalog,
-        settings: RunSettings,
-        observer: Observer,
-        clock: Clock,
         on_succeeded: Callable[[JobRow], None] | None = None,
-        latencies: LatencyBook | None = None,
         stretch: float = 1.0,
     ) -> None:
-        self._control = control
-        self._store = store
-        self._client = client
-        self._catalog = catalog
-        self._settings = settings
-        self._observer = observer
-        self._clock = clock
+        super().__init__(parts)
         self._on_succeeded = on_succeeded
-        self._book = FlightBook(
-            catalog=catalog, settings=settings, latencies=latencies, stretch=stretch
-        )
+        self._book = FlightBook(catalog=parts.catalog, settings=parts.settings, stretch=stretch)
         self._queue = PollQueue()
         #: The submitter has ended: once no task is in flight, polling ends too.
         self.submitting_done = False
@@ -120,8 +103,7 @@ class PollScheduler:
         flight = self._book.track(job, job.task_id, attempt=job.attempt, submitted_mono=now - age)
         flight.polls = job.polls
         if overdue:  # ask at once, and give it a fresh window
-            spec = self._catalog.get(job.model)
-            flight.deadline = now + self._settings.timeout_for(spec.kind if spec else "")
+            flight.deadline = now + (flight.deadline - flight.submitted_mono)
             self.schedule(flight, 0.0)
         else:
             self.schedule(flight, max(0.0, flight.schedule.first_delay() - age))
@@ -154,7 +136,7 @@ class PollScheduler:
             return False
         if record.state is not TaskState.SUCCESS or not record.result_urls:
             return False  # a failure, or no URLs: ask recordInfo before giving anything up
-        await self.apply_record(job_id, record, finished_by="callback")
+        await self._apply(flight, record, finished_by="callback")
         return True
 
     async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
@@ -319,10 +301,9 @@ class PollScheduler:
     async def _not_found(self, flight: Flight) -> None:
         if self._book.get(flight.task_id) is not flight:
             return  # finished meanwhile (a callback, or a concurrent poll)
-        age = self._clock.monotonic() - flight.submitted_mono
         flight.polls += 1
         self.polls += 1
-        if age < self._settings.not_found_grace * self._settings.poll_scale:
+        if self.age(flight, self._clock.monotonic()) < self._settings.not_found_grace:
             self.schedule(flight, 3.0)
             return
         await self._finish(
@@ -331,14 +312,6 @@ class PollScheduler:
             error_code="404",
             error_message="recordInfo: task not found",
         )
-
-    async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
-        """Apply what recordInfo said about a task (or, opted in, a signed callback's
-        success: see `accept_signed`)."""
-        flight = self._book.get(record.task_id)
-        if flight is None or flight.job_id != job_id:
-            return  # already finished: duplicates and late answers change nothing
-        await self._apply(flight, record, finished_by=finished_by)
 
     async def _apply(self, flight: Flight, record: TaskRecord, *, finished_by: str) -> None:
         """Finish the task, or schedule its next poll: every path does one of the two."""
@@ -371,10 +344,8 @@ class PollScheduler:
                     flight, Event.TASK_SUCCEEDED, record=record, finished_by=finished_by
                 )
             self._learn(flight, record, age, now)
-            if self._on_succeeded is not None:
-                job = self._store.get(flight.job_id)
-                if job is not None and job.state is JobState.SUCCEEDED:
-                    self._on_succeeded(job)
+            if self._on_succeeded is not None:  # the downloader reads the job afresh
+                self._on_succeeded(flight.job)
         elif record.state is TaskState.FAIL:
             await self._finish(
                 flight,

@@ -26,7 +26,7 @@ from liangxin_batch.core._states import RECOVERY_ORDER, Event, JobState, recover
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._client import LiangXinClient
-from liangxin_batch.run._control import Interrupt, LoopClock, RunControl
+from liangxin_batch.run._control import Interrupt, LoopClock, RunControl, RunParts
 from liangxin_batch.run._poller import PollScheduler
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
@@ -62,7 +62,7 @@ class Runner:
             settings=settings, observer=self.observer, interrupt=interrupt or Interrupt()
         )
         self._download_queue: asyncio.Queue[JobRow] = asyncio.Queue()
-        self._poller = PollScheduler(
+        parts = RunParts(
             control=self._control,
             store=store,
             client=client,
@@ -70,21 +70,14 @@ class Runner:
             settings=settings,
             observer=self.observer,
             clock=self._clock,
+        )
+        self._poller = PollScheduler(
+            parts,
             on_succeeded=self._enqueue_download if on_succeeded is not None else None,
             # With callbacks on, polls are the safety net only.
             stretch=SAFETY_NET_STRETCH if callback_url_for is not None else 1.0,
         )
-        self._submitter = Submitter(
-            control=self._control,
-            store=store,
-            client=client,
-            catalog=catalog,
-            settings=settings,
-            observer=self.observer,
-            clock=self._clock,
-            poller=self._poller,
-            callback_url_for=callback_url_for,
-        )
+        self._submitter = Submitter(parts, poller=self._poller, callback_url_for=callback_url_for)
         self._prepared = False
 
     # -- public controls ------------------------------------------------------------
@@ -92,18 +85,6 @@ class Runner:
     def interrupt(self) -> None:
         """First Ctrl-C: stop starting new work; calls in progress finish and commit."""
         self._control.interrupt()
-
-    def stop_submitting(self, reason: str) -> None:
-        """Stop creating tasks (401/402/433/505...); tasks in flight are still polled."""
-        self._control.stop_submitting(reason)
-
-    @property
-    def interrupted(self) -> bool:
-        return self._control.interrupted
-
-    @property
-    def stopping(self) -> bool:
-        return self._control.stopping
 
     @property
     def in_flight(self) -> int:
@@ -127,10 +108,6 @@ class Runner:
     async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
         """An `unknown` job's task turned out to exist: track it instead of paying again."""
         return await self._poller.adopt_task(job_id, attempt, task_id)
-
-    async def apply_record(self, job_id: str, record: TaskRecord, *, finished_by: str) -> None:
-        """Apply what our own recordInfo said about a task (never a callback's body)."""
-        await self._poller.apply_record(job_id, record, finished_by=finished_by)
 
     # -- the run --------------------------------------------------------------------
 

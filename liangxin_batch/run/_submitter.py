@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from liangxin_batch.catalog._catalog import Catalog, ModelSpec
-from liangxin_batch.core._clock import Clock
-from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.catalog._catalog import ModelSpec
 from liangxin_batch.core._states import CreateVerdict, Event, JobState, decide_create_failure
 from liangxin_batch.errors import APIError, LiangXinError
-from liangxin_batch.run._client import CreateTurn, LiangXinClient
-from liangxin_batch.run._control import STOPPED, RunControl
+from liangxin_batch.run._client import CreateTurn
+from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._poller import PollScheduler
-from liangxin_batch.run._progress import Observer, logger
-from liangxin_batch.state._store import JobRow, StateStore, TransitionRefused
+from liangxin_batch.run._progress import logger
+from liangxin_batch.state._store import JobRow, TransitionRefused
 
 __all__ = ["CallbackUrlFor", "Submitter"]
 
@@ -37,33 +35,22 @@ def _code_of(err: LiangXinError) -> str | None:
     return type(err).__name__
 
 
-class Submitter:
+class Submitter(RunPart):
     def __init__(
         self,
+        parts: RunParts,
         *,
-        control: RunControl,
-        store: StateStore,
-        client: LiangXinClient,
-        catalog: Catalog,
-        settings: RunSettings,
-        observer: Observer,
-        clock: Clock,
         poller: PollScheduler,
         callback_url_for: CallbackUrlFor | None = None,
     ) -> None:
-        self._control = control
-        self._store = store
-        self._client = client
-        self._catalog = catalog
-        self._settings = settings
-        self._observer = observer
-        self._clock = clock
+        super().__init__(parts)
         self._poller = poller
         self._callback_url_for = callback_url_for
         #: (what, code) of the last jobs that ended badly at createTask, for "all alike".
         self._alike: list[tuple[str, str]] = []
-        #: How often a full cap is looked at again as its tasks age (half a guidance step).
-        self._recheck = 1.0 * settings.poll_scale
+        #: How often a full cap is looked at again as its tasks age: every second of the
+        #: service's time.
+        self._recheck = parts.settings.poll_scale
 
     def _running(self) -> float:
         """Tasks plausibly running at the service, and submissions under way."""
