@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from liangxin_batch.core._states import TRANSITIONS, Event, JobState
 from liangxin_batch.state._store import (
@@ -64,32 +66,29 @@ def drive(
 # -- reading a state the way the tools do: read-only, through the store's API --------------
 
 
+T = TypeVar("T")
+
+
 def reading(out: Path) -> StateStore:
     return StateStore(out / "state.db", readonly=True)
 
 
+def _read(out: Path, query: Callable[[StateStore], T]) -> T:
+    """One read of the state in `out`, through a read-only store closed afterwards."""
+    with contextlib.closing(reading(out)) as store:
+        return query(store)
+
+
 def jobs_in(out: Path) -> dict[str, JobRow]:
-    store = reading(out)
-    try:
-        return {j.job_id: j for j in store.iter_jobs()}
-    finally:
-        store.close()
+    return _read(out, lambda s: {j.job_id: j for j in s.iter_jobs()})
 
 
 def counts_in(out: Path) -> dict[str, int]:
-    store = reading(out)
-    try:
-        return store.counts()
-    finally:
-        store.close()
+    return _read(out, StateStore.counts)
 
 
 def files_in(out: Path) -> list[FileRow]:
-    store = reading(out)
-    try:
-        return store.all_files()
-    finally:
-        store.close()
+    return _read(out, StateStore.all_files)
 
 
 def saved(path: str | None) -> str:
@@ -99,16 +98,8 @@ def saved(path: str | None) -> str:
 
 
 def attempts_in(out: Path) -> list[AttemptRow]:
-    store = reading(out)
-    try:
-        return store.attempts()
-    finally:
-        store.close()
+    return _read(out, StateStore.attempts)
 
 
 def events_in(out: Path) -> list[EventRow]:
-    store = reading(out)
-    try:
-        return store.events()
-    finally:
-        store.close()
+    return _read(out, StateStore.events)

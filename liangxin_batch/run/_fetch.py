@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import ConfigError, DiskFullError
 from liangxin_batch.outputs._layout import extension_for
 from liangxin_batch.run._media_check import check_media
@@ -45,7 +46,9 @@ __all__ = [
     "short_url",
 ]
 
-DEFAULT_MAX_FILE_SIZE = 500 * 1024 * 1024
+#: The run's defaults are the settings' defaults: written once, in RunSettings.
+_DEFAULTS = RunSettings()
+DEFAULT_MAX_FILE_SIZE = _DEFAULTS.max_file_size
 CHUNK = 1024 * 1024  # file writes go to a thread in pieces at least this big
 FILE_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=30.0, pool=None)
 _REFUSED = frozenset({403, 404, 410})
@@ -82,12 +85,21 @@ class DownloadLimits:
     `download_failed`, saying which setting to change.
     """
 
-    stall_bytes: int = 10_000
-    stall_window: float = 30.0
+    stall_bytes: int = _DEFAULTS.stall_bytes
+    stall_window: float = _DEFAULTS.stall_window
     deadline_base: float = 120.0
-    min_average_bps: int = 100_000
+    min_average_bps: int = _DEFAULTS.min_download_rate
     #: Images over this many pixels are verified without a full decode (memory).
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = _DEFAULTS.max_image_pixels
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings) -> DownloadLimits:
+        return cls(
+            stall_bytes=settings.stall_bytes,
+            stall_window=settings.stall_window,
+            min_average_bps=settings.min_download_rate,
+            max_image_pixels=settings.max_image_pixels,
+        )
 
 
 class Pace:

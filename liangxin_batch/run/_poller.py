@@ -252,15 +252,19 @@ class PollScheduler(RunPart):
 
     async def _poll_one(self, flight: Flight, turn: PollTurn) -> None:
         try:
-            record = await turn.get_task(flight.task_id)
-        except NotFoundError:
+            record: TaskRecord | LiangXinError = await turn.get_task(flight.task_id)
+        except LiangXinError as err:
+            record = err
+        # One check for every outcome: whatever came back, nothing more is owed to a task
+        # that finished while this poll was out (a callback, or a hint's poll).
+        if self._book.get(flight.task_id) is not flight:
+            return
+        if isinstance(record, NotFoundError):
             await self._not_found(flight)
             return
-        except LiangXinError as err:
-            await self._poll_failed(flight, err)
+        if isinstance(record, LiangXinError):
+            await self._poll_failed(flight, record)
             return
-        if self._book.get(flight.task_id) is not flight:
-            return  # finished while this poll was out (a callback, or a hint's poll)
         if record.task_id != flight.task_id:
             # An answer about another task (a proxy rewrote it?): nothing learned. A
             # failed poll: retried, then timed out; never left without a next poll.
@@ -275,8 +279,7 @@ class PollScheduler(RunPart):
         await self._apply(flight, record, finished_by=finished_by)
 
     async def _poll_failed(self, flight: Flight, err: LiangXinError) -> None:
-        if self._book.get(flight.task_id) is not flight:
-            return  # finished meanwhile (a callback, or a concurrent poll)
+        """A poll that taught nothing (its flight is still followed: see `_poll_one`)."""
         if isinstance(err, APIError) and err.fatal:
             # The key or account is refused for reads too. The task stays `submitted`;
             # the next run polls it again.
@@ -299,8 +302,6 @@ class PollScheduler(RunPart):
         self.schedule(flight, 30.0 * self._settings.poll_scale)
 
     async def _not_found(self, flight: Flight) -> None:
-        if self._book.get(flight.task_id) is not flight:
-            return  # finished meanwhile (a callback, or a concurrent poll)
         flight.polls += 1
         self.polls += 1
         if self.age(flight, self._clock.monotonic()) < self._settings.not_found_grace:

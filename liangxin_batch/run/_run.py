@@ -258,12 +258,7 @@ async def run_batch_async(
             concurrency=settings.download_concurrency,
             max_file_size=settings.max_file_size,
             transport=download_transport,
-            limits=DownloadLimits(
-                stall_bytes=settings.stall_bytes,
-                stall_window=settings.stall_window,
-                min_average_bps=settings.min_download_rate,
-                max_image_pixels=settings.max_image_pixels,
-            ),
+            limits=DownloadLimits.from_settings(settings),
             stopping=lambda: interrupt.requested,
             thumbnails=True,
         )
