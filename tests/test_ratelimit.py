@@ -98,15 +98,43 @@ def test_rejects_nonsense_rates() -> None:
         SlidingWindowLimiter(5, 0)
 
 
+def test_an_isolated_429_widens_the_margin_and_keeps_the_rate() -> None:
+    """A 429 while we kept to the limit is most likely arrival jitter (the service
+    counted two sends closer than we sent them): cutting the rate by a quarter for the
+    rest of a short run cost 18% of its throughput. The first one widens the margin."""
+    now = [0.0]
+    limiter = SlidingWindowLimiter(40, 2.0, clock=lambda: now[0])
+    assert limiter.margin == pytest.approx(0.05)
+    assert limiter.slow_down() == 40
+    assert limiter.margin == pytest.approx(0.1)
+    now[0] = 1.0
+    assert limiter.slow_down() == 40, "more 429s from the same window count once"
+    now[0] = 5.0  # a second one within the quiet period: the limit itself is wrong
+    assert limiter.slow_down() == 30
+    assert limiter.margin == pytest.approx(0.1)
+
+
+def test_the_widened_margin_never_passes_a_tenth_of_the_window() -> None:
+    now = [0.0]
+    limiter = SlidingWindowLimiter(40, 2.0, clock=lambda: now[0])
+    for step in range(10):
+        now[0] = 100.0 * step  # each 429 isolated
+        limiter.slow_down()
+    assert limiter.margin == pytest.approx(0.2)
+    assert limiter.limit == 40
+
+
 def test_slow_down_steps_once_per_window_and_never_below_one() -> None:
     now = [0.0]
     limiter = SlidingWindowLimiter(40, 10.0, clock=lambda: now[0])
+    assert limiter.slow_down() == 40  # the first: jitter, the margin widens
+    now[0] = 10.0
     assert limiter.slow_down() == 30
     assert limiter.slow_down() == 30, "more 429s from the same window count once"
-    now[0] = 10.0
+    now[0] = 20.0
     assert limiter.slow_down() == 22
     for step in range(20):
-        now[0] = 20.0 + 10.0 * step
+        now[0] = 30.0 + 10.0 * step
         limiter.slow_down()
     assert limiter.limit == 1
 
@@ -138,10 +166,12 @@ def test_after_a_429_the_rate_climbs_back_after_quiet_windows() -> None:
 
     async def main() -> list[int]:
         limiter = SlidingWindowLimiter(20, 10.0, margin=0.0, burst=2)
-        limiter.slow_down()  # 20 -> 15, ceiling 19
+        limiter.slow_down()  # jitter: the margin widens
+        await asyncio.sleep(10.0)
+        limiter.slow_down()  # a second: 20 -> 15, ceiling 19
         limits = [limiter.limit]
         for _ in range(40):
-            await asyncio.sleep(10.0)
+            await asyncio.sleep(10.2)  # a window and the widened margin
             limiter.delay(asyncio.get_running_loop().time())
             limits.append(limiter.limit)
         return limits
@@ -156,14 +186,16 @@ def test_after_a_429_the_rate_climbs_back_after_quiet_windows() -> None:
 def test_a_second_429_at_the_ceiling_keeps_the_rate_below_it() -> None:
     async def main() -> tuple[int, int]:
         limiter = SlidingWindowLimiter(40, 10.0, margin=0.0)
-        limiter.slow_down()  # the service allows 20, we believed 40
+        limiter.slow_down()  # the service allows 20, we believed 40: first taken for jitter
+        await asyncio.sleep(10.0)
+        limiter.slow_down()
         for _ in range(5):
-            await asyncio.sleep(10.0)
+            await asyncio.sleep(10.2)  # a window and the widened margin
             limiter.delay(asyncio.get_running_loop().time())
         at_429 = limiter.limit
         limiter.slow_down()
         for _ in range(9):
-            await asyncio.sleep(10.0)
+            await asyncio.sleep(10.2)  # a window and the widened margin
             limiter.delay(asyncio.get_running_loop().time())
         return at_429, limiter.limit
 

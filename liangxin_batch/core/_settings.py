@@ -14,7 +14,7 @@ class RunSettings:
     create_limit: int = 20
     create_window: float = 10.0
     #: Extra seconds on the create window for send->arrival jitter (the service counts
-    #: arrivals); None: 2% of the window, at least 100 ms.
+    #: arrivals); None: 1% of the window, at least 50 ms. An isolated 429 doubles it.
     create_margin: float | None = None
     #: createTask admissions allowed back to back; the rest are paced evenly over the
     #: window, so a kill at any instant finds at most a couple of POSTs on the wire.

@@ -326,8 +326,20 @@ class LiangXinClient:
         sent = loop.time()
         if admitted is not None:  # the intent's commit (and a busy loop) came in between
             self.create_limiter.sent_late(admitted, sent)
+        counted = sent
+
+        async def on_trace(event: str, info: Any) -> None:
+            # The bytes go out only now: a busy loop can hold a request 100 ms between
+            # our call and its write, and the service counts the write. (httpcore calls
+            # this; an in-process transport does not.)
+            nonlocal counted
+            if admitted is not None and event == "http11.send_request_headers.started":
+                now = loop.time()
+                self.create_limiter.sent_late(counted, now)
+                counted = now
+
         try:
-            data = await self._call("POST", CREATE_PATH, json=body)
+            data = await self._call("POST", CREATE_PATH, json=body, extensions={"trace": on_trace})
             self.create_places.observe(loop.time() - sent)
         except ValueError as err:  # a 2xx we could not read: the task may exist
             raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None

@@ -167,6 +167,7 @@ class FlightBook:
         attempt: int,
         submitted_mono: float,
         spec: ModelSpec | None = None,
+        last_wave: bool = False,
     ) -> Flight:
         """Follow a task from now on (its first poll is not queued yet)."""
         spec = spec or self._catalog.get(job.model)
@@ -182,6 +183,7 @@ class FlightBook:
                 scale=self._settings.poll_scale,
                 stretch=self._stretch,
                 explorer=estimate.take_explorer(),
+                last_wave=last_wave,
             ),
             deadline=submitted_mono + self._settings.timeout_for(kind),
         )

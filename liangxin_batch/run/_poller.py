@@ -88,10 +88,23 @@ class PollScheduler(RunPart):
         """Tasks plausibly still running at the service (see `FlightBook`)."""
         return self._book.expected_running(self._clock.monotonic())
 
-    def track_new(self, job: JobRow, task_id: str, attempt: int, spec: ModelSpec | None) -> None:
-        """A task createTask just answered with."""
+    def track_new(
+        self,
+        job: JobRow,
+        task_id: str,
+        attempt: int,
+        spec: ModelSpec | None,
+        *,
+        last_wave: bool = False,
+    ) -> None:
+        """A task createTask just answered with (`last_wave`: one of the batch's last)."""
         flight = self._book.track(
-            job, task_id, attempt=attempt, submitted_mono=self._clock.monotonic(), spec=spec
+            job,
+            task_id,
+            attempt=attempt,
+            submitted_mono=self._clock.monotonic(),
+            spec=spec,
+            last_wave=last_wave,
         )
         self.schedule(flight, flight.schedule.first_delay())
 

@@ -9,7 +9,10 @@ virtual clock instead of sleeping.
 Inside the window, admissions are also paced evenly (GCRA: one per `window / limit`,
 with a tolerance of `burst` admissions at once), so the window's quota is never sent as
 one burst: a kill at any instant then finds at most a couple of requests on the wire.
-After a 429 the limit steps down (multiplicative decrease), and remembers a ceiling just
+A 429 while we kept to the limit is first taken for arrival jitter (the service saw two
+of our sends closer together than we sent them): the margin doubles, up to a tenth of the
+window, and the rate stays. A second 429 within `CEILING_WINDOWS` quiet windows means the
+limit itself is wrong: it steps down (multiplicative decrease), and remembers a ceiling just
 below the limit that drew it; each quiet window climbs one step back toward that ceiling
 (additive increase), and every `CEILING_WINDOWS` quiet windows the ceiling itself rises by
 one toward the configured limit, so one early 429 does not cost the rest of a long run
@@ -28,8 +31,11 @@ __all__ = ["SlidingWindowLimiter"]
 #: Waits shorter than this count as "now": float rounding can leave a residue of 1e-13 s
 #: that a clock at the magnitude of loop.time() cannot even advance by.
 EPSILON = 1e-6
-#: Quiet windows after which a ceiling learnt from a 429 is probed one step higher.
+#: Quiet windows after which a ceiling learnt from a 429 is probed one step higher; a 429
+#: after this many quiet windows counts as jitter, not as a wrong limit.
 CEILING_WINDOWS = 10
+#: The most a 429 widens the margin to, as a share of the window.
+MAX_MARGIN_SHARE = 0.1
 
 
 class SlidingWindowLimiter:
@@ -46,6 +52,7 @@ class SlidingWindowLimiter:
         "_clock",
         "_lock",
         "_raised_at",
+        "_rejected_at",
         "_slowed_at",
         "_tat",
         "_times",
@@ -73,15 +80,16 @@ class SlidingWindowLimiter:
         #: The limit asked for; after a 429 step-down `limit` climbs back to it.
         self.configured = limit
         self.window = window
-        # At least 100 ms: a loaded event loop (ours, or the service's) can shift a send
-        # by tens of milliseconds, and one 429 costs a whole window.
-        self.margin = max(0.1, 0.02 * window) if margin is None else margin
+        # At least 50 ms: a loaded event loop (ours, or the service's) can shift a send
+        # by tens of milliseconds. Larger jitter shows as a 429, which widens it.
+        self.margin = max(0.05, 0.01 * window) if margin is None else margin
         #: Admissions allowed back to back; None: the whole quota (no pacing).
         self.burst = limit if burst is None else max(1, burst)
         self._clock = clock
         self._times: deque[float] = deque()
         self._blocked_until = 0.0
         self._slowed_at = -math.inf
+        self._rejected_at = -math.inf
         self._raised_at = -math.inf
         #: The highest limit believed safe (below the one that drew the last 429).
         self._ceiling = limit
@@ -171,14 +179,22 @@ class SlidingWindowLimiter:
         self._blocked_until = max(self._blocked_until, self._now() + seconds)
 
     def slow_down(self, *, factor: float = 0.75) -> int:
-        """The service said 429 although we kept to `limit`: admit fewer for a while.
+        """The service said 429 although we kept to `limit`: widen the margin for the
+        first, admit fewer for a while after a second.
 
         At most one step per window, so a burst of 429s from one window counts once;
         quiet windows climb back (see `_recover`). Returns the new limit (never below 1).
         """
         now = self._now()
-        if now - self._slowed_at >= self.window:
-            self._slowed_at = now
-            self._ceiling = max(1, self.limit - 1)
-            self.limit = max(1, int(self.limit * factor))
+        if now - self._rejected_at < self.window:
+            return self.limit
+        quiet = now - self._rejected_at >= CEILING_WINDOWS * (self.window + self.margin)
+        self._rejected_at = now
+        if quiet:
+            widest = MAX_MARGIN_SHARE * self.window
+            self.margin = max(self.margin, min(max(2 * self.margin, 0.01 * self.window), widest))
+            return self.limit
+        self._slowed_at = now
+        self._ceiling = max(1, self.limit - 1)
+        self.limit = max(1, int(self.limit * factor))
         return self.limit

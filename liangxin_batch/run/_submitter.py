@@ -61,7 +61,10 @@ class Submitter(RunPart):
     async def run(self) -> None:
         """Submit every pending job of the manifest, within the slots and the limits."""
         control = self._control
+        # The last window's worth of jobs is the last wave (see PollSchedule.last_wave).
+        left = self._store.counts(in_manifest=True).get(JobState.PENDING.value, 0)
         for job in self._store.iter_jobs([JobState.PENDING], in_manifest=True):
+            left -= 1
             if not await control.take_slot(self._running, recheck=self._recheck):
                 break
             turn = await control.cancellable(self._client.create_turn())
@@ -70,9 +73,10 @@ class Submitter(RunPart):
                     turn.release()
                 await control.give_slot()
                 break
-            control.spawn(self._submit_one(job, turn))
+            last_wave = left < self._settings.create_limit
+            control.spawn(self._submit_one(job, turn, last_wave=last_wave))
 
-    async def _submit_one(self, job: JobRow, turn: CreateTurn) -> None:
+    async def _submit_one(self, job: JobRow, turn: CreateTurn, *, last_wave: bool) -> None:
         """Send one job, with its own retries of provably-not-created answers.
 
         Holds the createTask turn it was given (one of a couple of POST places, already
@@ -98,7 +102,7 @@ class Submitter(RunPart):
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
             if failure is None:
-                self._record_submitted(job, attempt, task_id, spec)
+                self._record_submitted(job, attempt, task_id, spec, last_wave=last_wave)
                 return
             if not await self._after_create_failure(job, attempt, tries, failure):
                 await control.give_slot()
@@ -110,7 +114,7 @@ class Submitter(RunPart):
             turn = next_turn
 
     def _record_submitted(
-        self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None
+        self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None, *, last_wave: bool
     ) -> None:
         try:
             moved = self._commit_created(job, attempt, task_id)
@@ -138,7 +142,7 @@ class Submitter(RunPart):
         if not moved:  # pragma: no cover - only the submitter moves a submitting job
             raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
         self._alike.clear()
-        self._poller.track_new(job, task_id, attempt, spec)
+        self._poller.track_new(job, task_id, attempt, spec, last_wave=last_wave)
         logger.info(
             "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
         )

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +48,12 @@ def sign_callback(hmac_key: str, task_id: str, timestamp: int | str) -> str:
     return webhook_signature(hmac_key, task_id, timestamp)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One per process: loading the CA bundle is what makes a new client slow."""
+    return ssl.create_default_context()
+
+
 class CallbackSender:
     """Schedules and sends callbacks; owns its asyncio tasks and (maybe) its client."""
 
@@ -65,7 +73,13 @@ class CallbackSender:
         self._payload_for = payload_for
         # Read at send time, so a test may change hmac_key or faults mid-run.
         self._config = config
-        self._client = client
+        # Made now, not at the first callback: building a client's TLS context takes
+        # 30-60 ms, a stall that would land on the requests the rate limit is counting.
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(timeout=_TIMEOUT, verify=_tls_context())
+        )
         self._own_client = client is None
         self._pending: dict[str, tuple[str, float]] = {}  # task_id -> (url, due)
         self._lock = threading.Lock()
@@ -119,8 +133,6 @@ class CallbackSender:
             timestamp = int(now)
             headers["X-Webhook-Timestamp"] = str(timestamp)
             headers["X-Webhook-Signature"] = webhook_signature(key, task_id, timestamp)
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=_TIMEOUT)
         status: int | None = None
         try:
             response = await self._client.post(url, json=payload, headers=headers)
@@ -147,6 +159,6 @@ class CallbackSender:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._own_client and self._client is not None:
+        if self._own_client:
+            self._own_client = False
             await self._client.aclose()
-            self._client = None
