@@ -28,6 +28,7 @@ __all__ = [
     "KEEP_WHEN_CHANGED",
     "PROBLEM_STATES",
     "RECOVERY_ORDER",
+    "REDERIVED_EVENTS",
     "REPORT_LABELS",
     "TRANSITIONS",
     "UNFINISHED_STATES",
@@ -89,6 +90,21 @@ class Event(StrEnum):
 
 _S = JobState
 _E = Event
+
+#: Events a restart re-derives if power loss takes them (the task is polled again, the
+#: file on disk checked again): the many per-job bookkeeping commits, written without an
+#: fsync of their own. Every other event (an intent to send, a taskId, an `unknown`, a
+#: user's retry) is fsynced before the next step.
+REDERIVED_EVENTS = frozenset(
+    {
+        _E.TASK_SUCCEEDED,
+        _E.TASK_FAILED,
+        _E.TASK_TIMED_OUT,
+        _E.DOWNLOADED,
+        _E.DOWNLOAD_FAILED,
+        _E.OUTPUT_MISSING,
+    }
+)
 
 #: (from-state, to-state, event): every change of a job's state the code may make.
 TRANSITIONS: tuple[tuple[JobState, JobState, Event], ...] = (

@@ -23,6 +23,7 @@ from typing import Any
 
 from liangxin_batch.core._states import (
     KEEP_WHEN_CHANGED,
+    REDERIVED_EVENTS,
     Event,
     JobState,
     sources_of,
@@ -117,9 +118,7 @@ class StateStore(StoreQueries):
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self.db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit (a taskId, say) survives power loss too, not just a killed
-            # process. At a few commits per job the fsyncs cost nothing measurable.
-            self.db.execute("PRAGMA synchronous=FULL")
+            # The synchronous level is set per transaction (FULL unless bookkeeping): _tx.
             self.db.execute("PRAGMA busy_timeout=10000")
             self._tx = Transaction(self.db, path)
             migrate(self.db, path, self._tx, now=self._now)
@@ -183,9 +182,13 @@ class StateStore(StoreQueries):
 
     # -- transactions ---------------------------------------------------------------
 
-    def transaction(self) -> Transaction:
-        """One transaction; nested ones join the outermost, which commits or rolls back."""
-        return self._tx
+    def transaction(self, *, durable: bool = True) -> Transaction:
+        """One transaction; nested ones join the outermost, which commits or rolls back.
+
+        `durable=False` for bookkeeping a restart re-derives (see `_tx`): it commits
+        without an fsync of its own.
+        """
+        return self._tx.durable(durable)
 
     # -- meta -----------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class StateStore(StoreQueries):
     # -- files: writing ---------------------------------------------------------------
 
     def record_file(self, row: FileRow) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:  # the file is checked again on resume
             db.execute(
                 f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
@@ -285,7 +288,7 @@ class StateStore(StoreQueries):
         """Every file of the job is recorded: the job is `done` (an earlier error note
         cleared) and rows of an earlier task with more files go, together; False and
         nothing written when the job is no longer `succeeded`."""
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             moved = self.transition(
                 job_id,
                 Event.DOWNLOADED,
@@ -299,7 +302,7 @@ class StateStore(StoreQueries):
             return moved
 
     def set_file_mtime(self, job_id: str, n: int, mtime_ns: int) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=False) as db:
             db.execute(
                 "UPDATE files SET mtime_ns = ? WHERE job_id = ? AND n = ?", (mtime_ns, job_id, n)
             )
@@ -341,7 +344,8 @@ class StateStore(StoreQueries):
         if sends:
             sets += f", sends = MAX(0, sends + {sends})"
         try:
-            with self.transaction() as db:  # BEGIN IMMEDIATE: nobody moves it meanwhile
+            durable = event not in REDERIVED_EVENTS
+            with self.transaction(durable=durable) as db:  # IMMEDIATE: nobody moves it meanwhile
                 row = db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
                 if row is None or row[0] not in sources:
                     return False

@@ -2,6 +2,13 @@
 
 Every write lands in one of these, so a full disk is recognised in one place and said
 one way (DiskFullError), whichever write hit it.
+
+Two durabilities. A durable transaction (the default) commits with `synchronous=FULL`:
+the WAL is fsynced, so it survives power loss, not only a killed process. Bookkeeping a
+restart re-derives by asking again (a poll's answer, a file on disk) may commit with
+`synchronous=NORMAL`: it survives a killed process, and power loss can only lose the
+last few of them, and the next durable commit fsyncs them too (one WAL). SQLite lets
+the level change only between transactions, so the outermost one decides.
 """
 
 from __future__ import annotations
@@ -24,16 +31,32 @@ def disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
 class Transaction:
     """Re-entrant: the outermost `with` begins, and commits or rolls back."""
 
-    __slots__ = ("_db", "_depth", "_path")
+    __slots__ = ("_db", "_depth", "_durable", "_path", "_synchronous", "_wanted")
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self._path = path
         self._depth = 0
+        self._wanted = True  # what the next `with` asks for (see `durable`)
+        self._durable = True  # what the open transaction is
+        self._synchronous = ""  # the connection's level, as last set here
+
+    def durable(self, durable: bool) -> Transaction:
+        """Ask for this durability in the next `with` (see the module docstring)."""
+        self._wanted = durable
+        return self
 
     def __enter__(self) -> sqlite3.Connection:
+        wanted, self._wanted = self._wanted, True
         if self._depth == 0:
+            level = "FULL" if wanted else "NORMAL"
+            if level != self._synchronous:
+                self._db.execute(f"PRAGMA synchronous={level}")
+                self._synchronous = level
+            self._durable = wanted
             self._db.execute("BEGIN IMMEDIATE")
+        elif wanted and not self._durable:
+            raise AssertionError("a durable write inside a bookkeeping transaction")
         self._depth += 1
         return self._db
 
