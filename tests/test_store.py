@@ -141,5 +141,6 @@ def test_a_durable_write_inside_a_bookkeeping_transaction_is_refused(tmp_path: P
         store.transaction(durable=False),
     ):
         store.begin_attempt("j00000", 1)
-    assert store.get("j00000").state is JobState.PENDING  # rolled back
+    job = store.get("j00000")
+    assert job is not None and job.state is JobState.PENDING  # rolled back
     store.close()
