@@ -1,0 +1,260 @@
+"""A big batch's state: resume, Ctrl-C, status, report, export and validate at 100,000
+and 1,000,000 jobs (all but 1,000 done, with a small file on disk each).
+
+    .venv/bin/python bench/bench_state.py                 # 100,000 jobs
+    .venv/bin/python bench/bench_state.py --jobs 1000000  # about 10 minutes the first time
+
+The state is built once per size under $TMPDIR/liangxin-bench-state/<jobs>/ (a first
+run's validate and sync through the library, then the done jobs written straight into
+the state with a file each, as a finished run leaves them) and copied afresh for each
+measurement that changes it. Every command runs as its own process, as a user runs it:
+
+- resume: `run` of the same manifest to the first createTask the simulator sees (and
+  its peak RSS), then the rest of the 1,000 pending jobs (bytes written per job);
+- Ctrl-C: SIGINT as the resume's first createTask lands, and again 0.5 s into a resume
+  (still starting up): seconds to exit;
+- `status`, `report` (thumbnails cached: run once before), `export --format parquet`
+  and `--format csv`, and `validate` of the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_runner import ledger, simulator_process  # noqa: E402
+
+KEY = "sk-bench-state"
+PENDING = 1000
+MODEL = "z-image"
+EXE = [sys.executable, "-m", "liangxin_batch"]
+
+
+def _serve(queue: multiprocessing.Queue) -> None:
+    from liangxin_batch.simulator import SimConfig, run_simulator
+
+    config = SimConfig(
+        api_key=KEY,
+        create_limit=1000,
+        create_window=1.0,
+        poll_limit=1000,
+        poll_window=1.0,
+        latency_scale=0.02,
+        seed=3,
+    )
+    run_simulator(config, "127.0.0.1", 0, on_ready=queue.put)
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def build(base: Path, jobs: int) -> tuple[Path, Path]:
+    """The manifest and the finished folder of a batch of `jobs` (cached in `base`)."""
+    manifest, out = base / "manifest.csv", base / "out"
+    if (base / "built").exists():
+        return manifest, out
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    with manifest.open("w", encoding="utf-8") as fh:
+        fh.write("id,model,prompt,aspect_ratio\n")
+        for i in range(jobs):
+            fh.write(f"s{i:07d},{MODEL},state benchmark prompt {i},1:1\n")
+    t0 = time.perf_counter()
+    from liangxin_batch.catalog._catalog import default_catalog
+    from liangxin_batch.run._run import load_manifest_jobs
+    from liangxin_batch.state._store import StateStore
+    from liangxin_batch.state._sync import sync_jobs
+
+    store = StateStore.in_dir(out)
+    with load_manifest_jobs(manifest, catalog=default_catalog()) as spool:
+        sync_jobs(store, spool, allow_changed=False)
+    store.set_meta({"manifest": str(manifest.resolve())})
+    store.close()
+    print(f"  built the state of {jobs:,} jobs in {time.perf_counter() - t0:.1f}s", flush=True)
+    body = _png()
+    digest = hashlib.sha256(body).hexdigest()
+    db = sqlite3.connect(out / "state.db")
+    done = jobs - PENDING
+    now = time.time()
+    folder = out / "outputs" / MODEL.replace("/", "-")
+    folder.mkdir(parents=True, exist_ok=True)
+    batch: list[tuple[Any, ...]] = []
+    for i in range(done):
+        job_id = f"s{i:07d}"
+        rel = f"outputs/{folder.name}/{job_id}.png"
+        path = out / rel
+        path.write_bytes(body)
+        url = f"https://files.example/{job_id}.png"
+        batch.append((job_id, rel, url, path.stat().st_mtime_ns))
+        if len(batch) == 10_000 or i == done - 1:
+            db.executemany(
+                "UPDATE jobs SET state = 'done', attempt = 1, task_id = 'task-' || ?1,"
+                " submitted_at = ?2, completed_at = ?2, result_urls = json_array(?3),"
+                " finished_by = 'poll', polls = 1 WHERE job_id = ?1",
+                [(j, now, u) for j, _, u, _ in batch],
+            )
+            db.executemany(
+                "INSERT INTO files (job_id, n, url, path, sha256, size, mtime_ns)"
+                " VALUES (?, 0, ?, ?, ?, ?, ?)",
+                [(j, u, r, digest, len(body), m) for j, r, u, m in batch],
+            )
+            db.commit()
+            batch = []
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    print(f"  {done:,} jobs done with a file each in {time.perf_counter() - t0:.1f}s", flush=True)
+    _cli(["report", str(out)], check=True)  # thumbnails cached from here on
+    (base / "built").write_text("ok")
+    print(f"  report (thumbnails made) after {time.perf_counter() - t0:.1f}s", flush=True)
+    return manifest, out
+
+
+def _cli(args: list[str], *, check: bool = False, env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run([*EXE, *args], capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise SystemExit(f"{args}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def _fresh(out: Path, work: Path) -> Path:
+    """A copy of the finished folder's state (the files stay shared: hard links)."""
+    target = work / "out"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(out, target, copy_function=os.link, ignore=shutil.ignore_patterns("state.db*"))
+    for name in ("state.db", "state.db-wal"):
+        if (out / name).exists():
+            shutil.copy2(out / name, target / name)
+    return target
+
+
+def _io_written(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def resume(
+    base_url: str, manifest: Path, out: Path, *, interrupt: str | None
+) -> dict[str, float]:
+    """One `run` of the manifest into `out`; `interrupt`: None, "first-create" or "start"."""
+    env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
+    seen = len(ledger(base_url))
+    args = [*EXE, "run", str(manifest), "--out", str(out), "--rate", "1000/1s"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = None
+    sent_at = None
+    written = 0
+    while proc.poll() is None:
+        written = _io_written(proc.pid) or written
+        now = time.perf_counter()
+        if first is None:
+            events = ledger(base_url)[seen:]
+            if any(e.get("kind") == "create" for e in events):
+                first = now - t0
+        if sent_at is None and (
+            (interrupt == "first-create" and first is not None)
+            or (interrupt == "start" and now - t0 >= 0.5)
+        ):
+            proc.send_signal(signal.SIGINT)
+            sent_at = now
+        time.sleep(0.02)
+    end = time.perf_counter()
+    return {
+        "first_create": first if first is not None else float("nan"),
+        "exit_after_sigint": end - sent_at if sent_at is not None else float("nan"),
+        "wall": end - t0,
+        "written": written,
+        "rc": proc.returncode,
+    }
+
+
+def _peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a command, measured by /usr/bin/time."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *args], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    rss = int(done.stderr.strip().splitlines()[-1]) / 1024
+    return wall, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    base = Path(tempfile.gettempdir()) / "liangxin-bench-state" / str(args.jobs)
+    if args.rebuild:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"== {args.jobs:,} jobs ({PENDING:,} pending)", flush=True)
+    manifest, out = build(base, args.jobs)
+    work = base / "work"
+    work.mkdir(exist_ok=True)
+    with simulator_process(_serve) as base_url:
+        target = _fresh(out, work)
+        r = resume(base_url, manifest, target, interrupt="first-create")
+        print(
+            f"resume to the first createTask    {r['first_create']:.2f}s; "
+            f"SIGINT then -> exit {r['exit_after_sigint']:.2f}s (exit {r['rc']})",
+            flush=True,
+        )
+        target = _fresh(out, work)
+        r = resume(base_url, manifest, target, interrupt="start")
+        print(f"SIGINT 0.5 s into a resume -> exit  {r['exit_after_sigint']:.2f}s", flush=True)
+        target = _fresh(out, work)
+        r = resume(base_url, manifest, target, interrupt=None)
+        print(
+            f"a whole resume ({PENDING:,} jobs)    {r['wall']:.1f}s, first createTask "
+            f"{r['first_create']:.2f}s, {r['written'] / PENDING / 1024:.0f} KiB written per "
+            f"job run (exit {r['rc']})",
+            flush=True,
+        )
+        env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
+        target = _fresh(out, work)
+        wall, rss = _peak_rss_mb(
+            [*EXE, "run", str(manifest), "--out", str(target), "--rate", "1000/1s"], env
+        )
+        print(f"peak RSS of a whole resume        {rss:.0f} MB ({wall:.1f}s)", flush=True)
+    print(f"status                            {_cli(['status', str(out)]):.2f}s", flush=True)
+    print(f"report (thumbnails cached)        {_cli(['report', str(target)]):.1f}s", flush=True)
+    for fmt in ("parquet", "csv"):
+        dest = work / f"results.{fmt}"
+        took = _cli(["export", str(target), "--format", fmt, "--out", str(dest)])
+        print(f"export --format {fmt:<8}          {took:.1f}s", flush=True)
+    wall, rss = _peak_rss_mb([*EXE, "validate", str(manifest)], dict(os.environ))
+    print(f"validate the manifest             {wall:.1f}s, peak RSS {rss:.0f} MB", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
