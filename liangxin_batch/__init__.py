@@ -9,8 +9,7 @@ Everything public is re-exported here; the modules behind it are private.
 
 from __future__ import annotations
 
-from importlib.metadata import version as _version
-
+from liangxin_batch._version import package_version as _package_version
 from liangxin_batch.catalog._catalog import (
     Catalog,
     FieldProblem,
@@ -55,7 +54,7 @@ from liangxin_batch.run._ratelimit import SlidingWindowLimiter
 from liangxin_batch.run._run import CallbackOptions, run_batch, run_batch_async
 from liangxin_batch.state._status import read_status
 
-__version__ = _version("liangxin-batch")
+__version__ = _package_version()
 
 __all__ = [
     "APIError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -21,11 +22,11 @@ def run_records(out: Path, source: object) -> tuple[RunSummary, Simulator]:
 
 
 def run_records_with(
-    out: Path, source: object, settings: RunSettings
+    out: Path, source: object, settings: RunSettings, *, seed: int = 0
 ) -> tuple[RunSummary, Simulator]:
     async def main() -> tuple[RunSummary, Simulator]:
         loop = asyncio.get_running_loop()
-        app = create_app(SimConfig(api_key=KEY), clock=loop.time)
+        app = create_app(SimConfig(api_key=KEY, seed=seed), clock=loop.time)
         transport = httpx.ASGITransport(app=app)
         summary = await run_batch_async(
             source,
@@ -100,7 +101,8 @@ def _watch_opens() -> None:
 
 def test_a_run_reads_its_manifest_once(tmp_path: Path) -> None:
     """Validation, the output layout's column check and the sync share one reading: a
-    million-row manifest is converted once, not three times."""
+    million-row manifest is converted once, not three times (the other open hashes its
+    bytes for the fingerprint)."""
     manifest = tmp_path / "prompts.csv"
     rows = "".join(f"p-{i},z-image,prompt {i},1:1\n" for i in range(30))
     manifest.write_text("id,model,prompt,aspect_ratio\n" + rows, encoding="utf-8")
@@ -111,4 +113,48 @@ def test_a_run_reads_its_manifest_once(tmp_path: Path) -> None:
     opened = [p for p in _OPENED[before:] if Path(p) == manifest]
     assert summary.counts == {"done": 30}
     assert len(sim.ledger.creates()) == 30
-    assert len(opened) == 1, opened
+    assert len(opened) == 2, opened
+
+
+def _parsed(manifest: Path) -> list[str]:
+    """Paths validation parsed since the hook went in (the fingerprint's hash is not)."""
+    return [p for p in _PARSED if Path(p) == manifest]
+
+
+_PARSED: list[str] = []
+
+
+def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million-row resume spent 18 s validating and 50 s syncing what the state already
+    held. Unchanged bytes, catalog and options: neither happens; an appended row: both."""
+    import liangxin_batch.manifest._manifest as manifest_module
+
+    real = manifest_module.validate_manifest
+
+    def counting(path: Path, **kw: Any) -> Any:
+        _PARSED.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(manifest_module, "validate_manifest", counting)
+    manifest = tmp_path / "prompts.csv"
+    rows = "".join(f"p-{i},z-image,prompt {i},1:1\n" for i in range(6))
+    manifest.write_text("id,model,prompt,aspect_ratio\n" + rows, encoding="utf-8")
+    settings = RunSettings(max_in_flight=10, layout="{prompt}/{job_id}")
+    out = tmp_path / "out"
+    summary, _ = run_records_with(out, manifest, settings)
+    assert summary.counts == {"done": 6}
+    assert len(_parsed(manifest)) == 1
+
+    summary, sim = run_records_with(out, manifest, settings)
+    assert summary.counts == {"done": 6}
+    assert len(_parsed(manifest)) == 1, "an unchanged manifest is not validated again"
+    assert sim.ledger.creates() == []
+
+    with manifest.open("a", encoding="utf-8") as fh:
+        fh.write("p-new,z-image,one more,1:1\n")
+    summary, sim = run_records_with(out, manifest, settings, seed=1)  # new task ids
+    assert summary.counts == {"done": 7}
+    assert len(_parsed(manifest)) == 2
+    assert len(sim.ledger.creates()) == 1

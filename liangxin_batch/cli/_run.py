@@ -133,6 +133,14 @@ def register(group: click.Group) -> None:
     help="Refuse result files larger than this.",
 )
 @click.option(
+    "--min-free-disk",
+    default="50MB",
+    show_default=True,
+    metavar="SIZE",
+    help="Stop downloading (exit 3) rather than leave less than this free under --out: "
+    "the state's own commits need room.",
+)
+@click.option(
     "--download-concurrency",
     default=4,
     show_default=True,
@@ -205,6 +213,7 @@ def run_command(
     sim_latency_scale: float,
     layout: str | None,
     max_file_size: str,
+    min_free_disk: str,
     download_concurrency: int,
     download_stall: str,
     download_min_rate: str,
@@ -237,10 +246,11 @@ def run_command(
         max_credits=max_credits,
         layout=layout,
         max_file_size=parse_size(max_file_size),
+        min_free_disk=parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
         download_concurrency=download_concurrency,
         stall_bytes=stall_bytes,
         stall_window=stall_window,
-        min_download_rate=parse_size(download_min_rate),
+        min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
     )

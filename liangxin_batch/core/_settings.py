@@ -58,6 +58,10 @@ class RunSettings:
     #: Output file names under DIR/outputs/ (see _layout.py); None = {model}/{job_id}.
     layout: str | None = None
     max_file_size: int = 500 * 1024 * 1024
+    #: Downloads stop (the run ends, exit 3) rather than leave less than this many bytes
+    #: free on the disk under DIR: the state's own commits, a taskId just paid for above
+    #: all, must always find room.
+    min_free_disk: int = 50 * 1024 * 1024
     download_concurrency: int = 4
     #: A file moving fewer than `stall_bytes` in `stall_window` seconds is stalled; every
     #: file must finish within 120 s plus its size at 100 KB/s (see `DownloadLimits`).
@@ -93,6 +97,8 @@ class RunSettings:
                 raise ValueError(f"{name} must be positive")
         if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
             raise ValueError("create_margin must be zero or more seconds")
+        if self.min_free_disk < 0:
+            raise ValueError("min_free_disk must be zero or more bytes")
         if not 0 < self.poll_scale < math.inf:
             raise ValueError("poll_scale must be a positive, finite factor")
         if self.task_timeout is not None and not 0 < self.task_timeout < math.inf:

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -58,11 +59,11 @@ _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 _UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
-def parse_size(text: str) -> int:
-    """`--max-file-size`: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
+def parse_size(text: str, *, flag: str = "--max-file-size", minimum: int = 1) -> int:
+    """A size flag: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
-    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < 1:
-        raise ConfigError(f"--max-file-size: expected a size like 500MB or 2GiB, got {text!r}")
+    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < minimum:
+        raise ConfigError(f"{flag}: expected a size like 500MB or 2GiB, got {text!r}")
     return int(float(match[1]) * _UNITS[match[2]])
 
 
@@ -91,6 +92,8 @@ class DownloadLimits:
     min_average_bps: int = _DEFAULTS.min_download_rate
     #: Images over this many pixels are verified without a full decode (memory).
     max_image_pixels: int = _DEFAULTS.max_image_pixels
+    #: Bytes a file write must leave free on its disk (RunSettings.min_free_disk).
+    min_free_disk: int = _DEFAULTS.min_free_disk
 
     @classmethod
     def from_settings(cls, settings: RunSettings) -> DownloadLimits:
@@ -99,6 +102,7 @@ class DownloadLimits:
             stall_window=settings.stall_window,
             min_average_bps=settings.min_download_rate,
             max_image_pixels=settings.max_image_pixels,
+            min_free_disk=settings.min_free_disk,
         )
 
 
@@ -173,8 +177,29 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write(fh: IO[bytes] | None, part: Path, digest: hashlib._Hash, data: bytes) -> IO[bytes]:
-    """Append `data` to `part` (created, with its folder, on the first piece)."""
+class LowDiskError(OSError):
+    """A write would leave less than `min_free_disk` free (errno ENOSPC: a full disk)."""
+
+    def __init__(self, reserve: int) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            f"less than {reserve:,} bytes would be left free (min_free_disk: the state "
+            "needs room for its own commits)",
+        )
+
+
+def _write(
+    fh: IO[bytes] | None, part: Path, digest: hashlib._Hash, data: bytes, reserve: int
+) -> IO[bytes]:
+    """Append `data` to `part` (created, with its folder, on the first piece), unless
+    that would leave less than `reserve` bytes free."""
+    if (
+        reserve
+        and shutil.disk_usage(part.parent if fh else _existing(part)).free - len(data) < reserve
+    ):
+        if fh is not None:
+            fh.close()
+        raise LowDiskError(reserve)
     if fh is None:
         part.parent.mkdir(parents=True, exist_ok=True)
         fh = part.open("wb")
@@ -187,24 +212,32 @@ def _write(fh: IO[bytes] | None, part: Path, digest: hashlib._Hash, data: bytes)
     return fh
 
 
+def _existing(path: Path) -> Path:
+    """The nearest folder of `path` that exists (its disk is the one it will be on)."""
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
 def _publish(
     fh: IO[bytes] | None,
     part: Path,
     target: Path,
     digest: hashlib._Hash,
     rest: bytes,
-    max_pixels: int,
+    limits: DownloadLimits,
 ) -> tuple[IO[bytes], str | None, int]:
     """The last piece, fsync, the media check and the rename, in ONE thread hop (most
     files fit in one piece: a hop costs more CPU than writing 20 KB). Returns the file,
     why it is broken (None: published) and the published file's mtime."""
-    fh = _write(fh, part, digest, rest)
+    fh = _write(fh, part, digest, rest, limits.min_free_disk)
     try:
         fh.flush()
         os.fsync(fh.fileno())  # the rename must never publish bytes still in a cache
     finally:
         fh.close()
-    broken = check_media(part, ext=target.suffix, max_pixels=max_pixels)
+    broken = check_media(part, ext=target.suffix, max_pixels=limits.max_image_pixels)
     if broken:
         return fh, broken, 0
     os.replace(part, target)
@@ -292,7 +325,9 @@ class FileFetcher:
                 watch.reschedule(pace.deadline())
                 buffer += chunk
                 if len(buffer) >= CHUNK:
-                    fh = await asyncio.to_thread(_write, fh, part, digest, bytes(buffer))
+                    fh = await asyncio.to_thread(
+                        _write, fh, part, digest, bytes(buffer), self.limits.min_free_disk
+                    )
                     buffer.clear()
             # Content-Length counts bytes on the wire: the encoded ones if it was compressed.
             encoded = response.headers.get("content-encoding", "identity") != "identity"
@@ -302,7 +337,7 @@ class FileFetcher:
             if size == 0:
                 raise Transient("empty body")
             fh, broken, mtime_ns = await asyncio.to_thread(
-                _publish, fh, part, target, digest, bytes(buffer), self.limits.max_image_pixels
+                _publish, fh, part, target, digest, bytes(buffer), self.limits
             )
             if broken:
                 raise Transient(f"not a complete file: {broken}")
@@ -320,8 +355,9 @@ class FileFetcher:
 
 def write_error(out_dir: Path, rel: str, err: OSError) -> Exception:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = err.strerror if isinstance(err, LowDiskError) else "is full"
         return DiskFullError(
-            f"the disk under {out_dir} is full (writing {rel}): free some space, then run "
+            f"the disk under {out_dir} {why} (writing {rel}): free some space, then run "
             "the same command again to continue (everything committed so far is kept)"
         )
     return Failed(f"cannot write {rel}: {err.strerror or err}")

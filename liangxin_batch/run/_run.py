@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from liangxin_batch._version import package_version
 from liangxin_batch.catalog._catalog import Catalog, default_catalog, estimate_credits
 from liangxin_batch.core._records import Job
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState, refetch_only, retry_states
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
+from liangxin_batch.manifest._fingerprint import manifest_fingerprint
 from liangxin_batch.manifest._spool import JobSpool
 from liangxin_batch.outputs._gallery import write_report_html
 from liangxin_batch.outputs._layout import Layout
@@ -45,6 +48,11 @@ _pkg = "liangxin_batch"
 
 #: Where --allow-changed moves the files of finished jobs that start over.
 SUPERSEDED_DIR = "superseded"
+
+#: State meta: the fingerprint of the manifest the last sync read (`_fingerprint`), and
+#: its column names (for the output layout, without reading the manifest again).
+FINGERPRINT_KEY = "manifest_fingerprint"
+_COLUMNS_KEY = "manifest_columns"
 
 __all__ = [
     "CallbackOptions",
@@ -211,36 +219,71 @@ async def run_batch_async(
     catalog = catalog or default_catalog()
     observer = observer or NullObserver()
     out = Path(out_dir)
-    jobs = load_manifest_jobs(
-        manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+
+    def load() -> JobSpool:
+        return load_manifest_jobs(
+            manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
+        )
+
+    fingerprint = None
+    if isinstance(manifest, str | Path):
+        fingerprint = manifest_fingerprint(
+            Path(manifest),
+            catalog=catalog,
+            default_model=default_model,
+            allow_outside=allow_outside,
+            version=package_version(),
+        )
+    # The state already holds what an unchanged manifest would give: no validation and
+    # no sync (checked again under the run lock, below).
+    unchanged = fingerprint is not None and (
+        StateStore.peek_meta(out, FINGERPRINT_KEY) == fingerprint
     )
+    jobs = None if unchanged else load()
     try:
         file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
         if file_layout.column_fields:
-            file_layout.check_columns(jobs.column_names)
+            file_layout.check_columns(
+                jobs.column_names if jobs is not None else _stored_columns(out)
+            )
         # The client is built before anything is written, so a missing key costs nothing.
         client = LiangXinClient(
             api_key=api_key, base_url=base_url, transport=transport, settings=settings
         )
     except BaseException:
-        jobs.close()
+        if jobs is not None:
+            jobs.close()
         raise
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(jobs.close)
+        if jobs is not None:
+            stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
         out.mkdir(parents=True, exist_ok=True)
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
         store = StateStore.in_dir(out)
         stack.callback(store.close)
         stack.enter_context(_run_log(out))
+        if jobs is None and store.get_meta(FINGERPRINT_KEY) != fingerprint:
+            jobs = load()  # another run synced another manifest in between
+            stack.callback(jobs.close)
         # Every check that can refuse the run happens inside the sync's transaction: a
         # refusal rolls it back, and nothing is moved on disk before it has passed.
-        sync = sync_jobs(
-            store,
-            jobs,
-            allow_changed=settings.allow_changed,
-            check=lambda: _check_budget(store, catalog, settings),
-        )
+        if jobs is None:
+            sync = SyncReport(unchanged=True)
+            with store.transaction():
+                _check_budget(store, catalog, settings)
+        else:
+            sync = sync_jobs(
+                store,
+                jobs,
+                allow_changed=settings.allow_changed,
+                check=lambda: _check_budget(store, catalog, settings),
+            )
+            remembered = {_COLUMNS_KEY: json.dumps(sorted(jobs.column_names))}
+            if fingerprint is not None and not sync.deferred:
+                # Deferred content changes must be looked at again next run.
+                remembered[FINGERPRINT_KEY] = fingerprint
+            store.set_meta(remembered)
         _remember_manifest(store, manifest, observer, sync)
         _set_aside_superseded(out, sync, observer)
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
@@ -448,6 +491,11 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
             f"--max-credits {settings.max_credits:,.1f}; nothing was sent. Raise the cap or "
             "run a smaller manifest."
         )
+
+
+def _stored_columns(out: Path) -> set[str]:
+    """The manifest's column names, as the last sync of this manifest recorded them."""
+    return set(json.loads(StateStore.peek_meta(out, _COLUMNS_KEY) or "[]"))
 
 
 def _progress_counts(store: StateStore) -> tuple[int, int]:

@@ -145,6 +145,22 @@ class StateStore(StoreQueries):
                 raise
         return store
 
+    @classmethod
+    def peek_meta(cls, out_dir: Path, key: str) -> str | None:
+        """One meta value of the state in `out_dir`, read-only; None when there is no
+        usable state (what opening it for a run would say is left to that moment)."""
+        try:
+            store = cls(out_dir / STATE_FILE, readonly=True)
+        except (StateError, OSError):
+            return None
+        try:
+            with store.reading():
+                return store.get_meta(key)
+        except StateError:
+            return None
+        finally:
+            store.close()
+
     def close(self) -> None:
         self.db.close()
 

@@ -44,6 +44,8 @@ class SyncReport:
     #: Changed and started over: (job_id, its last attempt, the files it had).
     superseded: list[tuple[str, int, list[str]]] = field(default_factory=list)
     removed: int = 0
+    #: The manifest is the one the last sync read (its fingerprint): nothing was read.
+    unchanged: bool = False
 
 
 def sync_jobs(

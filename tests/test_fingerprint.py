@@ -1,0 +1,49 @@
+"""The manifest fingerprint that lets a resume skip validation and sync."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from liangxin_batch.catalog._catalog import Catalog, default_catalog
+from liangxin_batch.manifest._fingerprint import manifest_fingerprint
+
+
+def fp(path: Path, catalog: Catalog | None = None, **kw: object) -> str | None:
+    options: dict[str, object] = {"default_model": None, "allow_outside": False, "version": "1"}
+    options.update(kw)
+    return manifest_fingerprint(path, catalog=catalog or default_catalog(), **options)  # type: ignore[arg-type]
+
+
+def test_the_same_bytes_give_the_same_fingerprint(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("id,model,prompt\na,z-image,x\n", encoding="utf-8")
+    assert fp(path) == fp(path)
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("id,model,prompt\na,z-image,x\n", encoding="utf-8")
+    before = fp(path)
+    info = path.stat()
+    path.write_text("id,model,prompt\na,z-image,y\n", encoding="utf-8")
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert fp(path) != before
+
+
+def test_catalog_options_and_version_are_part_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("id,model,prompt\na,z-image,x\n", encoding="utf-8")
+    catalog = default_catalog()
+    spec = catalog.models["z-image"]
+    other = Catalog({**catalog.models, "z-image": replace(spec, typical_seconds=99.0)})
+    base = fp(path, catalog)
+    assert fp(path, other) != base
+    assert fp(path, default_model="z-image") != base
+    assert fp(path, allow_outside=True) != base
+    assert fp(path, version="2") != base
+
+
+def test_an_unreadable_manifest_has_none(tmp_path: Path) -> None:
+    assert fp(tmp_path / "missing.csv") is None
