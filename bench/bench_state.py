@@ -159,9 +159,7 @@ def _io_written(pid: int) -> int | None:
     return None
 
 
-def resume(
-    base_url: str, manifest: Path, out: Path, *, interrupt: str | None
-) -> dict[str, float]:
+def resume(base_url: str, manifest: Path, out: Path, *, interrupt: str | None) -> dict[str, float]:
     """One `run` of the manifest into `out`; `interrupt`: None, "first-create" or "start"."""
     env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
     seen = len(ledger(base_url))
