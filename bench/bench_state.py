@@ -163,7 +163,17 @@ def resume(base_url: str, manifest: Path, out: Path, *, interrupt: str | None) -
     """One `run` of the manifest into `out`; `interrupt`: None, "first-create" or "start"."""
     env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
     seen = len(ledger(base_url))
-    args = [*EXE, "run", str(manifest), "--out", str(out), "--rate", "1000/1s"]
+    args = [
+        *EXE,
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--rate",
+        "1000/1s",
+        "--poll-rate",
+        "1000/1s",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = None
@@ -240,7 +250,18 @@ def main() -> None:
         env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
         target = _fresh(out, work)
         wall, rss = _peak_rss_mb(
-            [*EXE, "run", str(manifest), "--out", str(target), "--rate", "1000/1s"], env
+            [
+                *EXE,
+                "run",
+                str(manifest),
+                "--out",
+                str(target),
+                "--rate",
+                "1000/1s",
+                "--poll-rate",
+                "1000/1s",
+            ],
+            env,
         )
         print(f"peak RSS of a whole resume        {rss:.0f} MB ({wall:.1f}s)", flush=True)
     print(f"status                            {_cli(['status', str(out)]):.2f}s", flush=True)

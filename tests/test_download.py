@@ -482,10 +482,11 @@ async def test_resume_skips_verified_files_and_refetches_bad_ones(tmp_path: Path
 
 async def test_stale_part_files_are_removed_on_start(tmp_path: Path) -> None:
     StateStore.in_dir(tmp_path).close()  # the state of the run that left these
-    part = tmp_path / "outputs" / "m" / ".j1.png.part"
+    part = tmp_path / ".partial" / "0123456789abcdef.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"half")
     keep = tmp_path / "outputs" / "m" / "j0.png"
+    keep.parent.mkdir(parents=True)
     keep.write_bytes(PNG)
 
     async def handler(request: httpx.Request) -> httpx.Response:

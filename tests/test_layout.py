@@ -171,15 +171,26 @@ def test_two_jobs_never_share_a_path(ids: list[str], subject: str) -> None:
         assert len({p.casefold() for p in paths}) == len(paths), template
 
 
-def test_claims_are_stable_and_seeded_from_earlier_runs() -> None:
-    claims = PathClaims([("outputs/m/a-b.png", "a b", 0)])
+def test_claims_are_stable_and_seeded_from_the_state() -> None:
+    """Recorded paths are asked of the state (here a dict standing in for its index):
+    memory holds only the claims not recorded yet."""
+    state: dict[str, list[tuple[str, int]]] = {"outputs/m/a-b.png": [("a b", 0)]}
+
+    def recorded(path: str) -> list[tuple[str, int]]:
+        return state.get(path.casefold(), [])
+
+    claims = PathClaims(recorded)
     assert claims.claim("outputs/m/a-b.png", "a b", 0) == "outputs/m/a-b.png"
     other = claims.claim("outputs/m/A-B.png", "a-b", 0)
     assert other.startswith("outputs/m/A-B-") and other.endswith(".png")
     assert claims.claim("outputs/m/A-B.png", "a-b", 0) == other  # same owner, same answer
-    # An owner that moves (another extension) frees its old path.
+    # An owner that moves (another extension) frees its old path once it is recorded.
     assert claims.claim("outputs/m/a-b.jpg", "a b", 0) == "outputs/m/a-b.jpg"
+    state["outputs/m/a-b.jpg"] = state.pop("outputs/m/a-b.png")
+    claims.release("a b", 0)
     assert claims.claim("outputs/m/a-b.png", "c", 0) == "outputs/m/a-b.png"
+    # A claim not recorded yet holds its path against everyone else.
+    assert claims.claim("outputs/m/a-b.png", "d", 0) != "outputs/m/a-b.png"
 
 
 def test_disambiguate_keeps_the_extension() -> None:

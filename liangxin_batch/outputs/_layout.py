@@ -30,7 +30,7 @@ import hashlib
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -260,14 +260,36 @@ def _assert_inside(path: str) -> None:
         raise AssertionError(f"layout produced an unsafe path: {path!r}")
 
 
-class PathClaims:
-    """Who owns which output path: (job_id, file number), compared case-insensitively."""
+#: (job_id, file number) of the files recorded at a path (compared casefolded).
+Recorded = Callable[[str], Sequence[tuple[str, int]]]
 
-    def __init__(self, claimed: Iterable[tuple[str, str, int]] = ()) -> None:
+
+class PathClaims:
+    """Who owns which output path: (job_id, file number), compared case-insensitively.
+
+    Paths recorded in the state are asked of it (`recorded`, an index search), so memory
+    holds only the claims of downloads this process has not recorded yet: `release`
+    one once its file row is committed.
+    """
+
+    def __init__(self, recorded: Recorded | None = None) -> None:
+        self._recorded = recorded
         self._owner: dict[str, tuple[str, int]] = {}
         self._path: dict[tuple[str, int], str] = {}
-        for path, job_id, n in claimed:
-            self._take(path.casefold(), (job_id, n))
+
+    def release(self, job_id: str, n: int) -> None:
+        """The claim of (job_id, n) is in the state now (or given up): forget it here."""
+        key = self._path.pop((job_id, n), None)
+        if key is not None:
+            self._owner.pop(key, None)
+
+    def _held_by_other(self, candidate: str, owner: tuple[str, int]) -> bool:
+        key = candidate.casefold()
+        if self._owner.get(key, owner) != owner:
+            return True
+        if self._recorded is None:
+            return False
+        return any(holder != owner for holder in self._recorded(candidate))
 
     def _take(self, key: str, owner: tuple[str, int]) -> None:
         old = self._path.get(owner)
@@ -281,7 +303,7 @@ class PathClaims:
         owner = (job_id, n)
         candidate = path
         tries = 0
-        while self._owner.get(candidate.casefold(), owner) != owner:
+        while self._held_by_other(candidate, owner):
             tries += 1
             candidate = Layout.disambiguate(path, f"{job_id}#{n}#{tries}")
         self._take(candidate.casefold(), owner)

@@ -1,15 +1,16 @@
 """Downloads: every file of a succeeded task, verified, into `DIR/outputs/`.
 
 A stage of the run's pipeline, fed by the runner's `on_succeeded` hook as tasks succeed
-(result URLs expire), with its own concurrency. Each file is streamed to `.<name>.part`
-beside its target, hashed on the way, checked against Content-Length (never empty, never
+(result URLs expire), with its own concurrency. Each file is streamed to a `.part` file
+in `DIR/.partial/`, hashed on the way, checked against Content-Length (never empty, never
 short), decoded as its type (a Content-Length can lie: a truncated image or video is never
 "verified"), fsynced and renamed into place; only then is it recorded in the `files`
 table. A job becomes `done` once every file is recorded, or `download_failed` with the
 reason. A full disk is not a job's failure: it raises DiskFullError and the run stops.
 
-A done job's files are checked again on every start (`check_outputs`): one that is missing,
-or whose size or content changed, is fetched again.
+A done job's files are checked again on every run, in the background (`lost_outputs`,
+walked by the runner): one that is missing, or whose size or content changed, is fetched
+again.
 
 Files are fetched with their own httpx client, never the API client: the API key must
 not reach a file host. Expired or refused links (403/404/410) are traded for fresh ones
@@ -21,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
@@ -34,10 +36,11 @@ from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
 from liangxin_batch.outputs._gallery import make_thumbnail
-from liangxin_batch.outputs._layout import OUTPUTS_DIR, Layout, PathClaims
+from liangxin_batch.outputs._layout import Layout, PathClaims
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
     FILE_TIMEOUT,
+    PARTIAL_DIR,
     DownloadLimits,
     Failed,
     FileFetcher,
@@ -141,16 +144,17 @@ class Downloader:
     # -- start-up -------------------------------------------------------------------
 
     def prepare(self) -> int:
-        """Remove `.part` files a dead run left; load claimed paths. Idempotent; returns
-        how many stale files went."""
+        """Remove the unfinished downloads a dead run left (all in `PARTIAL_DIR`: no walk
+        of the outputs). Idempotent; returns how many stale files went."""
         if self._claims is not None:
             return 0
-        self._claims = PathClaims(self.store.claimed_paths())
+        self._claims = PathClaims(self.store.path_holders)
         removed = 0
-        for part in (self.out_dir / OUTPUTS_DIR).rglob(".*.part"):
-            with suppress(OSError):
-                part.unlink()
-                removed += 1
+        with suppress(OSError), os.scandir(self.out_dir / PARTIAL_DIR) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
         if removed:
             logger.info("removed %d unfinished download(s) left by an earlier run", removed)
         return removed
@@ -198,6 +202,8 @@ class Downloader:
             self.store.record_file(
                 FileRow(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns)
             )
+            assert self._claims is not None
+            self._claims.release(job.job_id, n)  # the state answers for it from now on
         self.store.finish_download(job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
@@ -264,25 +270,58 @@ class Downloader:
             self.store.set_file_mtime(rec.job_id, rec.n, info.st_mtime_ns)
         return same
 
-    async def check_outputs(self) -> int:
-        """Done jobs whose files are gone or changed go back to be fetched again (the
-        URL is refreshed when it has expired). Returns how many."""
+    async def lost_outputs(self, stop: Callable[[], bool]) -> AsyncIterator[JobRow]:
+        """Done jobs whose files are gone or changed, moved back to be fetched again (the
+        URL is refreshed when it has expired), as they are found.
+
+        A walk of every done job's files: the runner does it in the background, so a
+        resume's first createTask does not wait for a million stats. Each page is looked
+        at in a worker thread; `stop()` ends the walk between pages.
+        """
         self.prepare()
         lost = 0
-        for job in self.store.iter_jobs([JobState.DONE]):
-            for rec in self.store.files_of(job.job_id):
-                if rec.n < len(job.result_urls) and not await self._verified(rec):
-                    why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
-                    self.store.transition(
-                        job.job_id,
-                        Event.OUTPUT_MISSING,
-                        message=f"{rec.path} is {why} on disk: fetching it again",
-                    )
-                    lost += 1
-                    break
+        after = ("", -1)
+        while not stop():
+            page = self.store.done_files(after)
+            if not page:
+                break
+            after = (page[-1][0].job_id, page[-1][0].n)
+            wanted = [rec for rec, urls in page if rec.n < urls]
+            suspects = await asyncio.to_thread(self._unverified, wanted)
+            moved: set[str] = set()
+            for rec in suspects:
+                if rec.job_id in moved or await self._verified(rec):
+                    continue
+                why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
+                if self.store.transition(
+                    rec.job_id,
+                    Event.OUTPUT_MISSING,
+                    message=f"{rec.path} is {why} on disk: fetching it again",
+                ):
+                    moved.add(rec.job_id)
+                    job = self.store.get(rec.job_id)
+                    if job is not None:
+                        lost += 1
+                        yield job
         if lost:
             self.observer.message(f"{lost} finished job(s) lost files on disk; fetching again")
-        return lost
+
+    def _unverified(self, records: list[FileRow]) -> list[FileRow]:
+        """The files whose size or mtime differ from the record (or are gone): only these
+        need a closer look (`_verified` hashes one whose mtime alone changed)."""
+        out = []
+        for rec in records:
+            if not rec.path or rec.size is None:
+                out.append(rec)
+                continue
+            try:
+                info = os.stat(self.out_dir / rec.path)
+            except OSError:
+                out.append(rec)
+                continue
+            if info.st_size != rec.size or info.st_mtime_ns != rec.mtime_ns:
+                out.append(rec)
+        return out
 
     def _fail(self, job: JobRow, reason: str) -> None:
         message = f"download failed: {reason}"

@@ -1,5 +1,5 @@
-"""One file from one URL: streamed to `.<name>.part`, hashed on the way, checked, synced
-and renamed into place.
+"""One file from one URL: streamed to `DIR/.partial/<random>.part` (kept in memory up to
+a megabyte first), hashed on the way, checked, synced and renamed into place.
 
 A transfer is bounded (`DownloadLimits`: stall window, minimum average rate, size cap)
 and checked against Content-Length (never empty, never short) and by decoding it as its
@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from contextlib import suppress
@@ -51,6 +52,8 @@ __all__ = [
 _DEFAULTS = RunSettings()
 DEFAULT_MAX_FILE_SIZE = _DEFAULTS.max_file_size
 CHUNK = 1024 * 1024  # file writes go to a thread in pieces at least this big
+#: Downloads in progress, under DIR: `<random>.part`, renamed into outputs/ when verified.
+PARTIAL_DIR = ".partial"
 FILE_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=30.0, pool=None)
 _REFUSED = frozenset({403, 404, 410})
 
@@ -240,6 +243,7 @@ def _publish(
     broken = check_media(part, ext=target.suffix, max_pixels=limits.max_image_pixels)
     if broken:
         return fh, broken, 0
+    target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)
     return fh, None, target.stat().st_mtime_ns
 
@@ -306,7 +310,8 @@ class FileFetcher:
         watch: asyncio.Timeout,
     ) -> Saved:
         target = self.out_dir / rel
-        part = target.with_name(f".{target.name}.part")
+        # Not beside the target: a restart clears one folder instead of walking outputs/.
+        part = self.out_dir / PARTIAL_DIR / f"{secrets.token_hex(8)}.part"
         fh: IO[bytes] | None = None
         digest = hashlib.sha256()
         size = 0

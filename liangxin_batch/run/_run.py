@@ -315,11 +315,12 @@ async def run_batch_async(
             on_succeeded=downloader.handle,
             callback_url_for=link.url_for if link is not None else None,
             interrupt=interrupt,
+            # A deleted or changed file is fetched again, found in the background.
+            output_check=downloader.lost_outputs,
         )
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
             handle.attach(runner)
         downloader.prepare()
-        await downloader.check_outputs()  # a deleted or changed file is fetched again
         runner.prepare()
         total, done = _progress_counts(store)
         observer.start(total=total, done=done)

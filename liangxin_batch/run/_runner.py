@@ -15,7 +15,7 @@ that the store applies before anything is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from liangxin_batch.catalog._catalog import Catalog
 from liangxin_batch.core._clock import Clock
@@ -36,6 +36,9 @@ __all__ = ["FinishHook", "Interrupt", "RunSummary", "Runner"]
 
 #: Called once a task's generation succeeded, to fetch its files.
 FinishHook = Callable[[JobRow], Awaitable[None]]
+#: Walks the done jobs' files in the background, yielding the jobs moved back to be
+#: fetched again (`Downloader.lost_outputs`); its argument says when to stop.
+OutputCheck = Callable[[Callable[[], bool]], AsyncIterator[JobRow]]
 
 
 class Runner:
@@ -51,8 +54,10 @@ class Runner:
         callback_url_for: CallbackUrlFor | None = None,
         interrupt: Interrupt | None = None,
         clock: Clock | None = None,
+        output_check: OutputCheck | None = None,
     ) -> None:
         self.store = store
+        self._output_check = output_check
         self.client = client
         self.settings = settings
         self.observer = observer or NullObserver()
@@ -161,6 +166,14 @@ class Runner:
         control = self._control
         limit = self.settings.max_download_backlog
         for job in self.store.iter_jobs([JobState.SUCCEEDED]):
+            await control.wait_for_room(lambda: control.backlog < limit or control.downloads_halted)
+            if control.downloads_halted:
+                return
+            self._enqueue_download(job)
+        if self._output_check is None:
+            return
+        # Then, behind the new work: finished jobs whose files were deleted or changed.
+        async for job in self._output_check(lambda: control.downloads_halted):
             await control.wait_for_room(lambda: control.backlog < limit or control.downloads_halted)
             if control.downloads_halted:
                 return

@@ -110,11 +110,24 @@ def _m003_generation_seconds(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN generation_seconds REAL")
 
 
+def _m004_path_keys(db: sqlite3.Connection) -> None:
+    """Who holds an output path is asked of the state (an index), not of a map of every
+    path in memory (~312 bytes a file: 311 MB at a million). Paths compare casefolded,
+    which SQLite's NOCASE (ASCII only) cannot do: the key is computed here."""
+    db.execute("ALTER TABLE files ADD COLUMN path_key TEXT")
+    rows = db.execute("SELECT rowid, path FROM files WHERE path IS NOT NULL").fetchall()
+    db.executemany(
+        "UPDATE files SET path_key = ? WHERE rowid = ?", [(p.casefold(), r) for r, p in rows]
+    )
+    db.execute("CREATE INDEX files_by_path_key ON files (path_key) WHERE path_key IS NOT NULL")
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
     ("002_keys_and_evidence", _m002_keys_and_evidence),
     ("003_generation_seconds", _m003_generation_seconds),
+    ("004_path_keys", _m004_path_keys),
 )
 
 

@@ -234,6 +234,27 @@ class StoreQueries:
                 found.setdefault(r[0], []).append(FileRow(*r))
         return found
 
-    def claimed_paths(self) -> Iterator[tuple[str, str, int]]:
-        """(path, job_id, n) of every file that has one."""
-        yield from self.db.execute("SELECT path, job_id, n FROM files WHERE path IS NOT NULL")
+    def done_files(
+        self, after: tuple[str, int] = ("", -1), limit: int = 1000
+    ) -> list[tuple[FileRow, int]]:
+        """The next `limit` files of `done` jobs after (job_id, n), each with how many
+        result URLs its job has (a keyset page over the files' primary key)."""
+        rows = self.db.execute(
+            f"SELECT {', '.join('f.' + c for c in FILE_COLUMNS.split(', '))},"
+            " json_array_length(COALESCE(j.result_urls, '[]'))"
+            " FROM files f JOIN jobs j ON j.job_id = f.job_id"
+            " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done'"
+            " ORDER BY f.job_id, f.n LIMIT ?",
+            (*after, limit),
+        ).fetchall()
+        return [(FileRow(*r[:7]), int(r[7])) for r in rows]
+
+    def path_holders(self, path: str) -> list[tuple[str, int]]:
+        """(job_id, n) of the files recorded at `path`, compared casefolded (an index
+        search: files_by_path_key)."""
+        return [
+            (job_id, n)
+            for job_id, n in self.db.execute(
+                "SELECT job_id, n FROM files WHERE path_key = ?", (path.casefold(),)
+            )
+        ]

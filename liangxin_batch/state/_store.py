@@ -296,8 +296,12 @@ class StateStore(StoreQueries):
     def record_file(self, row: FileRow) -> None:
         with self.transaction(durable=False) as db:  # the file is checked again on resume
             db.execute(
-                f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
+                f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}, path_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
+                    row.path.casefold() if row.path is not None else None,
+                ),
             )
 
     def finish_download(self, job_id: str, files: int, *, result_urls: Sequence[str]) -> bool:
