@@ -81,14 +81,25 @@ def build(base: Path, jobs: int) -> tuple[Path, Path]:
         for i in range(jobs):
             fh.write(f"s{i:07d},{MODEL},state benchmark prompt {i},1:1\n")
     t0 = time.perf_counter()
+    from liangxin_batch._version import package_version
     from liangxin_batch.catalog._catalog import default_catalog
-    from liangxin_batch.run._run import load_manifest_jobs
+    from liangxin_batch.manifest._fingerprint import manifest_fingerprint
+    from liangxin_batch.run._run import load_manifest_jobs, remember_manifest
     from liangxin_batch.state._store import StateStore
     from liangxin_batch.state._sync import sync_jobs
 
     store = StateStore.in_dir(out)
-    with load_manifest_jobs(manifest, catalog=default_catalog()) as spool:
+    catalog = default_catalog()
+    with load_manifest_jobs(manifest, catalog=catalog) as spool:
         sync_jobs(store, spool, allow_changed=False)
+        fingerprint = manifest_fingerprint(
+            manifest,
+            catalog=catalog,
+            default_model=None,
+            allow_outside=False,
+            version=package_version(),
+        )
+        remember_manifest(store, fingerprint, spool.column_names)  # as a run leaves it
     store.set_meta({"manifest": str(manifest.resolve())})
     store.close()
     print(f"  built the state of {jobs:,} jobs in {time.perf_counter() - t0:.1f}s", flush=True)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.outputs._report import RESULT_COLUMNS, report_status
+from liangxin_batch.run._progress import NullObserver
 from liangxin_batch.run._run import RunHandle, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app
 from tests.runner_harness import KEY
@@ -101,3 +103,51 @@ def test_interrupted_run_writes_one_row_per_job_in_manifest_order(tmp_path: Path
     final = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
     assert list(final["job_id"]) == ids
     assert set(final["status"]) == {"succeeded"}
+
+
+def test_an_interrupted_big_batch_leaves_its_reports_for_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a million jobs the rebuild held the first Ctrl-C for 692 s. Over the threshold
+    (lowered here) an interrupted run says how to rebuild instead; a run that ends
+    normally still writes them."""
+    import liangxin_batch.run._run as run_module
+
+    monkeypatch.setattr(run_module, "REPORTS_ON_INTERRUPT_MAX_JOBS", 10)
+    manifest = tmp_path / "m.csv"
+    write_manifest(manifest)
+    out = tmp_path / "out"
+    messages: list[str] = []
+
+    class Listener(NullObserver):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    async def main() -> tuple[RunSummary, bool, RunSummary]:
+        loop = asyncio.get_running_loop()
+        app = create_app(SimConfig(api_key=KEY, seed=8), clock=loop.time)
+        transport = httpx.ASGITransport(app=app)
+
+        async def run(interrupt_at: float | None) -> RunSummary:
+            handle = RunHandle()
+            if interrupt_at is not None:
+                loop.call_later(interrupt_at, handle.interrupt)
+            return await run_batch_async(
+                manifest,
+                out_dir=out,
+                api_key=KEY,
+                base_url="http://sim",
+                transport=transport,
+                download_transport=transport,
+                handle=handle,
+                observer=Listener(),
+            )
+
+        first = await run(12.0)
+        written = (out / "results.csv").exists()
+        return first, written, await run(None)
+
+    first, written, second = run_virtual(main)
+    assert first.interrupted and not written
+    assert any("liangxin-batch report" in m and "not rebuilt" in m for m in messages)
+    assert second.exit_code == 0 and (out / "results.csv").exists()

@@ -18,9 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from liangxin_batch.catalog._schema import FileDoc, ModelDoc, model_from_doc, pydantic_text
 from liangxin_batch.catalog._specs import (
     ConditionalDefault,
     FieldSpec,
@@ -112,6 +110,11 @@ def _parse_file(
     text: str, source: str, base: Mapping[str, _Entry]
 ) -> tuple[float | None, list[_Entry]]:
     """Parse one catalog file; `base` holds earlier entries by id (for `patch: true`)."""
+    # pydantic only here, when a catalog is parsed: `--help` and `status` never pay for it.
+    from pydantic import ValidationError
+
+    from liangxin_batch.catalog._schema import FileDoc, ModelDoc, model_from_doc, pydantic_text
+
     try:
         # YAML 1.2 core schema: an unquoted 16:9 stays text, `no` is not false.
         data = load_yaml12(text)

@@ -5,7 +5,6 @@ Problems leave as `ManifestError` / `ConfigError`; the group prints them and exi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,8 @@ async def _read_balance(base_url: str | None) -> int:
 
 def fetch_balance(base_url: str | None) -> int:
     """The account's credits (LIANGXIN_API_KEY / LIANGXIN_BASE_URL); tests replace this."""
+    import asyncio
+
     return asyncio.run(_read_balance(base_url))
 
 

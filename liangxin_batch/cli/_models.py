@@ -7,17 +7,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from liangxin_batch.catalog._catalog import (
-    Catalog,
-    FieldSpec,
-    ModelSpec,
-    describe_price,
-    estimate_credits,
-    render_model_table,
-)
 from liangxin_batch.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the catalog's code loads when a command uses it, not for `--help`
+    from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
     from liangxin_batch.cli._context import CliContext
 
 __all__ = ["field_limits", "format_model", "format_models", "register"]
@@ -32,6 +25,8 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _credits_text(catalog: Catalog, spec: ModelSpec) -> str:
+    from liangxin_batch.catalog._catalog import estimate_credits
+
     credits = estimate_credits(spec, {})
     text = f"{credits:g}"
     if catalog.credit_usd:
@@ -129,6 +124,8 @@ def format_model(catalog: Catalog, spec: ModelSpec) -> str:
     ]
     if spec.aliases:
         lines.append(f"  aliases: {', '.join(spec.aliases)}")
+    from liangxin_batch.catalog._catalog import describe_price
+
     lines.append(f"  price: {describe_price(spec.price)}")
     lines.append(f"  credits with default input: {_credits_text(catalog, spec)}")
     lines.append(f"  source: {spec.source}")
@@ -169,6 +166,8 @@ def register(group: click.Group) -> None:
         """List the models; --markdown for the README table."""
         catalog: Catalog = cli.catalog
         if markdown:
+            from liangxin_batch.catalog._catalog import render_model_table
+
             click.echo(render_model_table(catalog), nl=False)
         else:
             click.echo(format_models(catalog))

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from liangxin_batch.cli._options import max_image_pixels_opt
+from liangxin_batch.core._states import REPORT_STATUSES
 from liangxin_batch.errors import StateError
-from liangxin_batch.outputs._report import (
-    EXPORT_FORMATS,
-    REPORT_STATUSES,
-    export,
-    write_results_csv,
-)
-from liangxin_batch.state._store import STATE_FILE, StateStore
+from liangxin_batch.outputs._formats import EXPORT_FORMATS
+
+if TYPE_CHECKING:  # the state and the writers load when a command runs, not for --help
+    from liangxin_batch.state._store import StateStore
 
 __all__ = ["register"]
 
@@ -26,6 +24,8 @@ def register(group: click.Group) -> None:
 
 
 def _open(out_dir: Path) -> StateStore:
+    from liangxin_batch.state._store import STATE_FILE, StateStore
+
     if not (out_dir / STATE_FILE).is_file():
         raise StateError(
             f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
@@ -88,6 +88,8 @@ def export_command(
     csv_safe: bool,
 ) -> None:
     """Write the results table of DIR as csv, jsonl, parquet or xlsx."""
+    from liangxin_batch.outputs._report import export
+
     target = out_path or out_dir / f"export.{fmt}"
     store = _open(out_dir)
     try:
@@ -112,6 +114,7 @@ def export_command(
 def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from liangxin_batch.outputs._gallery import write_report_html
+    from liangxin_batch.outputs._report import write_results_csv
 
     store = _open(out_dir)
     try:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from liangxin_batch.cli._launch import format_summary, run_from_cli
 from liangxin_batch.cli._options import (
     allow_outside_opt,
     base_url_opt,
@@ -22,11 +21,17 @@ from liangxin_batch.cli._options import (
 )
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import ConfigError
-from liangxin_batch.run._download import parse_size
-from liangxin_batch.run._run import CallbackOptions
-from liangxin_batch.state._status import format_status, read_status
+
+if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
+    from liangxin_batch.run._run import CallbackOptions
 
 __all__ = ["register"]
+
+
+def _parse_size(text: str, **kw: Any) -> int:
+    from liangxin_batch.run._fetch import parse_size
+
+    return parse_size(text, **kw)
 
 
 def _parse_stall(text: str) -> tuple[int, float]:
@@ -37,7 +42,7 @@ def _parse_stall(text: str) -> tuple[int, float]:
     size, _, seconds = text.partition("/")
     try:
         window = float(seconds.strip().removesuffix("s"))
-        nbytes = parse_size(size)
+        nbytes = _parse_size(size)
     except (ValueError, ConfigError):
         raise ConfigError(usage) from None
     if not 0 < window < 86_400:
@@ -62,6 +67,8 @@ def _callback_options(
             "--trust-signed-callbacks needs --webhook-hmac-key: only signed callbacks are "
             "ever taken without a recordInfo"
         )
+    from liangxin_batch.run._run import CallbackOptions
+
     return CallbackOptions(
         public_base=callback_url,
         listen=listen or "0.0.0.0:8787",
@@ -245,15 +252,17 @@ def run_command(
         allow_changed=allow_changed,
         max_credits=max_credits,
         layout=layout,
-        max_file_size=parse_size(max_file_size),
-        min_free_disk=parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
+        max_file_size=_parse_size(max_file_size),
+        min_free_disk=_parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
         download_concurrency=download_concurrency,
         stall_bytes=stall_bytes,
         stall_window=stall_window,
-        min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
+        min_download_rate=_parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
     )
+    from liangxin_batch.cli._launch import format_summary, run_from_cli
+
     summary = run_from_cli(
         manifest,
         out_dir,
@@ -275,6 +284,8 @@ def run_command(
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 def status_command(out_dir: Path) -> None:
     """Counts by state and model, oldest tasks in flight, recent problems, credits used."""
+    from liangxin_batch.state._status import format_status, read_status
+
     click.echo(format_status(read_status(out_dir)))
 
 
@@ -295,6 +306,8 @@ def status_command(out_dir: Path) -> None:
 @click.pass_obj
 def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
     """Run the quickstart manifest against the built-in simulator."""
+    from liangxin_batch.cli._launch import format_summary, run_from_cli
+
     summary = run_from_cli(
         manifest,
         out_dir,

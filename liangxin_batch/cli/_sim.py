@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +84,8 @@ def register(group: click.Group) -> None:
         until Ctrl-C. GET /_sim/ledger shows everything it saw; POST /_sim/top-up
         with {"credits": N} adds credits.
         """
+        from secrets import token_hex
+
         from liangxin_batch.simulator import (
             FaultProfile,
             SimConfig,
@@ -102,7 +103,7 @@ def register(group: click.Group) -> None:
             faults=faults,
             hmac_key=hmac_key or None,
             seed=seed,
-            id_salt=secrets.token_hex(8),  # a restarted simulator never reuses a taskId
+            id_salt=token_hex(8),  # a restarted simulator never reuses a taskId
         )
 
         default = FaultProfile()

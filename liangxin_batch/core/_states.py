@@ -30,6 +30,7 @@ __all__ = [
     "RECOVERY_ORDER",
     "REDERIVED_EVENTS",
     "REPORT_LABELS",
+    "REPORT_STATUSES",
     "TRANSITIONS",
     "UNFINISHED_STATES",
     "CreateDecision",
@@ -180,6 +181,8 @@ REPORT_LABELS: dict[JobState, str] = {
     _S.DONE: "succeeded",
     _S.SUCCEEDED: "downloading",
 }
+#: The statuses results.csv and `export --status` use, in the order of the states.
+REPORT_STATUSES = tuple(REPORT_LABELS[s] for s in JobState)
 
 
 # -- createTask failures ---------------------------------------------------------------

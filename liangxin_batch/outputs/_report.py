@@ -23,10 +23,11 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.core._states import REPORT_LABELS, JobState
+from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.outputs._formats import EXPORT_FORMATS
 from liangxin_batch.state._store import JobRow, StateStore
 
 if TYPE_CHECKING:
@@ -67,10 +68,7 @@ RESULT_COLUMNS = (
     "completed_at",
     "generation_seconds",
 )
-ExportFormat = Literal["csv", "jsonl", "parquet", "xlsx"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl", "parquet", "xlsx")
 
-REPORT_STATUSES = tuple(REPORT_LABELS[s] for s in JobState)
 _STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
 _CHUNK = 5000
 _EXTRAS = {"parquet": ("pyarrow", "parquet"), "xlsx": ("openpyxl", "xlsx")}

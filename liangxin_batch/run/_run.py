@@ -49,6 +49,10 @@ _pkg = "liangxin_batch"
 #: Where --allow-changed moves the files of finished jobs that start over.
 SUPERSEDED_DIR = "superseded"
 
+#: An interrupted run of more jobs than this leaves its reports to `report` or the next
+#: run (rebuilding them takes seconds per 100,000 jobs; the first Ctrl-C must not wait).
+REPORTS_ON_INTERRUPT_MAX_JOBS = 20_000
+
 #: State meta: the fingerprint of the manifest the last sync read (`_fingerprint`), and
 #: its column names (for the output layout, without reading the manifest again).
 FINGERPRINT_KEY = "manifest_fingerprint"
@@ -279,11 +283,8 @@ async def run_batch_async(
                 allow_changed=settings.allow_changed,
                 check=lambda: _check_budget(store, catalog, settings),
             )
-            remembered = {_COLUMNS_KEY: json.dumps(sorted(jobs.column_names))}
-            if fingerprint is not None and not sync.deferred:
-                # Deferred content changes must be looked at again next run.
-                remembered[FINGERPRINT_KEY] = fingerprint
-            store.set_meta(remembered)
+            # Deferred content changes must be looked at again next run.
+            remember_manifest(store, None if sync.deferred else fingerprint, jobs.column_names)
         _remember_manifest(store, manifest, observer, sync)
         _set_aside_superseded(out, sync, observer)
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
@@ -331,8 +332,15 @@ async def run_batch_async(
             return await _run_with_callbacks(runner, link, callbacks, observer)
         finally:
             await downloader.aclose()
-            # Reports are written at the end of every run, interrupted ones included.
-            _write_reports(out, store, observer, time.monotonic() - started, settings)
+            # Reports are written at the end of every run, and of an interrupted one when
+            # that takes a moment: a Ctrl-C must not wait minutes for a million rows.
+            if interrupt.requested and total > REPORTS_ON_INTERRUPT_MAX_JOBS:
+                observer.message(
+                    f"results.csv and report.html were not rebuilt ({total:,} jobs): run "
+                    f"`liangxin-batch report {out}`, or run the batch again"
+                )
+            else:
+                _write_reports(out, store, observer, time.monotonic() - started, settings)
             observer.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -492,6 +500,17 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
             f"--max-credits {settings.max_credits:,.1f}; nothing was sent. Raise the cap or "
             "run a smaller manifest."
         )
+
+
+def remember_manifest(
+    store: StateStore, fingerprint: str | None, column_names: Iterable[str]
+) -> None:
+    """After a sync: the manifest's fingerprint (None: look at it again next run) and
+    its column names, so a resume of the same manifest need not read it."""
+    remembered = {_COLUMNS_KEY: json.dumps(sorted(column_names))}
+    if fingerprint is not None:
+        remembered[FINGERPRINT_KEY] = fingerprint
+    store.set_meta(remembered)
 
 
 def _stored_columns(out: Path) -> set[str]:
