@@ -122,12 +122,31 @@ def _m004_path_keys(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX files_by_path_key ON files (path_key) WHERE path_key IS NOT NULL")
 
 
+def _m005_walk_indexes(db: sqlite3.Connection) -> None:
+    """An index for every walk of the state (tests/test_query_plans.py): without them a
+    page of a full walk scanned and sorted the table, O(n^2 / 1000) for a pass."""
+    _run_script(
+        db,
+        """
+        CREATE INDEX jobs_by_idx ON jobs (idx, job_id);
+        CREATE INDEX jobs_by_model_state ON jobs (model, state);
+        CREATE INDEX jobs_by_membership_state ON jobs (in_manifest, state);
+        CREATE INDEX jobs_in_flight ON jobs (state, submitted_at);
+        CREATE INDEX jobs_by_completion ON jobs (completed_at)
+            WHERE generation_seconds IS NOT NULL AND completed_at IS NOT NULL;
+        CREATE INDEX events_by_kind ON events (kind, id);
+        CREATE INDEX attempts_by_start ON attempts (started_at);
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
     ("002_keys_and_evidence", _m002_keys_and_evidence),
     ("003_generation_seconds", _m003_generation_seconds),
     ("004_path_keys", _m004_path_keys),
+    ("005_walk_indexes", _m005_walk_indexes),
 )
 
 

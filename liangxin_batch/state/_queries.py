@@ -7,6 +7,7 @@ stay linear and safe while a run writes.
 
 from __future__ import annotations
 
+import heapq
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -64,8 +65,9 @@ class StoreQueries:
             yield from self._walk(manifest, [])
         elif len(wanted) == 1:  # the runner's walks: one state, by its index
             yield from self._walk(f"state = ? AND {manifest}", wanted)
-        else:  # reports: manifest order, filtered
-            yield from self._walk(f"state IN ({marks(wanted)}) AND {manifest}", wanted)
+        else:  # reports: manifest order, one index walk per state, merged
+            walks = [self._walk(f"state = ? AND {manifest}", [s]) for s in wanted]
+            yield from heapq.merge(*walks, key=lambda job: (job.idx, job.job_id))
 
     def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
         last: tuple[int, str] = (-(2**62), "")
@@ -125,7 +127,9 @@ class StoreQueries:
         took in earlier runs (a resume starts with its latencies learned)."""
         states = [s.value for s in BILLED_STATES]
         rows = self.db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks(states)})"
+            # `+state`: walk jobs_by_completion newest first and stop at `limit`, rather
+            # than every succeeded job by state and a sort.
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE +state IN ({marks(states)})"
             " AND generation_seconds IS NOT NULL AND completed_at IS NOT NULL"
             " ORDER BY completed_at DESC LIMIT ?",
             (*states, limit),
@@ -143,13 +147,18 @@ class StoreQueries:
 
     def recent_problems(self, limit: int = 5) -> list[tuple[float, str | None, str, str]]:
         kinds = [s.value for s in PROBLEM_STATES] + [JobState.PENDING.value]
-        return list(
-            self.db.execute(
-                "SELECT at, job_id, kind, detail FROM events"
-                f" WHERE kind IN ({marks(kinds)}) ORDER BY id DESC LIMIT ?",
-                (*kinds, limit),
+        # The last few of each kind (an index search each), then the last few of all.
+        found = [
+            row
+            for kind in kinds
+            for row in self.db.execute(
+                "SELECT id, at, job_id, kind, detail FROM events"
+                " WHERE kind = ? ORDER BY id DESC LIMIT ?",
+                (kind, limit),
             )
-        )
+        ]
+        found.sort(reverse=True)
+        return [tuple(r[1:]) for r in found[:limit]]
 
     def submits_since(self, wall_time: float) -> list[float]:
         """When createTask intents were committed since `wall_time` (for the limiter)."""
@@ -242,7 +251,8 @@ class StoreQueries:
         rows = self.db.execute(
             f"SELECT {', '.join('f.' + c for c in FILE_COLUMNS.split(', '))},"
             " json_array_length(COALESCE(j.result_urls, '[]'))"
-            " FROM files f JOIN jobs j ON j.job_id = f.job_id"
+            # CROSS JOIN: SQLite keeps files as the outer loop, in its key's order.
+            " FROM files f CROSS JOIN jobs j ON j.job_id = f.job_id"
             " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done'"
             " ORDER BY f.job_id, f.n LIMIT ?",
             (*after, limit),

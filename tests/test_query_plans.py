@@ -1,0 +1,110 @@
+"""Every query the tool makes over a state walks an index: no full scan of a table
+followed by a sort (`SCAN jobs` + `USE TEMP B-TREE`), so a pass over a million jobs
+stays linear and a page costs the same at any size. Checked on the queries as they run
+(traced), through the entry points that walk the state."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.outputs._report import export, write_results_csv
+from liangxin_batch.state._rows import FileRow
+from liangxin_batch.state._status import read_status
+from liangxin_batch.state._store import StateStore
+from tests.state_support import drive
+from tests.test_store import rows
+
+#: Queries allowed to read every row: they count or sum what the state holds, once,
+#: through a covering index where there is one.
+_AGGREGATES = re.compile(r"\b(COUNT|SUM)\(", re.I)
+_BAD = re.compile(r"SCAN (jobs|files|attempts|events)\b(?! USING (COVERING )?INDEX)|TEMP B-TREE")
+
+
+def traced(store: StateStore) -> list[str]:
+    seen: list[str] = []
+    store.db.set_trace_callback(seen.append)
+    return seen
+
+
+def plan(db: sqlite3.Connection, sql: str) -> str:
+    return "\n".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+
+
+def populated(tmp_path: Path) -> StateStore:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(rows(60))
+    for i in range(40):
+        job_id = f"j{i:05d}"
+        drive(store, job_id, JobState.SUBMITTED, task_id=f"t{i}")
+        if i < 30:
+            store.transition(
+                job_id,
+                Event.TASK_SUCCEEDED,
+                result_urls=[f"http://x/{i}.png"],
+                completed_at=1000.0 + i,
+                generation_seconds=5.0,
+            )
+            path = f"outputs/m/{job_id}.png"
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_bytes(b"x")
+            store.record_file(FileRow(job_id, 0, f"http://x/{i}.png", path, "00", 1, 1))
+            store.finish_download(job_id, 1, result_urls=[f"http://x/{i}.png"])
+    return store
+
+
+def walks(tmp_path: Path) -> list[str]:
+    """Every SELECT the state's walkers ran, with their values in."""
+    store = populated(tmp_path)
+    seen = traced(store)
+    for state in JobState:
+        list(store.iter_jobs([state]))
+    list(store.iter_jobs(in_manifest=True))
+    list(store.iter_jobs())
+    store.job_ids(JobState.PENDING)
+    store.done_files()
+    store.path_holders("outputs/m/j00001.png")
+    store.files_for([f"j{i:05d}" for i in range(10)])
+    store.recent_generations()
+    store.oldest_in_flight()
+    store.recent_problems()
+    store.submits_since(0.0)
+    store.get("j00001")
+    store.by_task_id("t1")
+    write_results_csv(tmp_path, store)
+    export(tmp_path, store, "jsonl", tmp_path / "x.jsonl")
+    store.db.set_trace_callback(None)
+    store.close()
+    return [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+
+
+def test_every_walk_of_the_state_uses_an_index(tmp_path: Path) -> None:
+    queries = walks(tmp_path)
+    assert len(queries) > 20
+    db = sqlite3.connect(tmp_path / "state.db")
+    bad = {}
+    for sql in queries:
+        shown = plan(db, sql)
+        if _BAD.search(shown) and not _AGGREGATES.search(sql):
+            bad[sql] = shown
+    assert bad == {}
+
+
+@pytest.mark.parametrize("aggregate", ["counts", "status"])
+def test_the_counts_come_from_an_index_or_a_tally(tmp_path: Path, aggregate: str) -> None:
+    store = populated(tmp_path)
+    seen = traced(store)
+    if aggregate == "counts":
+        store.counts(in_manifest=True)
+    store.db.set_trace_callback(None)
+    store.close()
+    if aggregate == "status":
+        read_status(tmp_path)
+    db = sqlite3.connect(tmp_path / "state.db")
+    for sql in seen:
+        if sql.lstrip().upper().startswith("SELECT"):
+            assert "TEMP B-TREE" not in plan(db, sql), sql
