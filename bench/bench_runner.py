@@ -98,8 +98,9 @@ def simulator_process(serve: Any, *args: Any) -> Iterator[str]:
         server.join(10)
 
 
-def ledger(base_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{base_url}/_sim/ledger") as resp:
+def ledger(base_url: str, since: int = 0) -> list[dict[str, Any]]:
+    """The simulator's events (after the first `since`)."""
+    with urllib.request.urlopen(f"{base_url}/_sim/ledger?since={since}") as resp:
         data = json.load(resp)
     events: list[dict[str, Any]] = data["data"]["events"]
     return events

@@ -186,15 +186,17 @@ def resume(base_url: str, manifest: Path, out: Path, *, interrupt: str | None) -
         "1000/1s",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Nothing read from the run's output: it must not block on a full pipe.
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = None
     sent_at = None
     written = 0
     while proc.poll() is None:
         written = _io_written(proc.pid) or written
         now = time.perf_counter()
-        if first is None:
-            events = ledger(base_url)[seen:]
+        if first is None and interrupt != "start":
+            events = ledger(base_url, since=seen)
+            seen += len(events)
             if any(e.get("kind") == "create" for e in events):
                 first = now - t0
         if sent_at is None and (

@@ -100,8 +100,11 @@ def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
         finish(store, i, JobState.FAILED)
     # A job that left the manifest is not reported.
     store.upsert_jobs([("gone", 10_000, "z-image", "{}", "{}", "h")])
-    store.forget_manifest_membership()  # the manifest again, as a sync sees it: no 'gone'
-    store.upsert_jobs(entries(rows))
+    again = entries(rows)  # the manifest again, as a sync sees it: no 'gone'
+    store.start_membership()
+    store.mark_seen([r[0] for r in again])
+    store.upsert_jobs(again)
+    store.end_membership()
 
     path = write_results_csv(tmp_path, store)
     results = read(path)

@@ -83,3 +83,46 @@ def test_allow_changed_waits_for_a_result_not_yet_downloaded(tmp_path: Path) -> 
         assert job is not None and job.result_urls, "the paid result is still reachable"
     finally:
         store.close()
+
+
+def test_a_sync_writes_only_what_changed(tmp_path: Path) -> None:
+    """The sync rewrote every row twice (membership off for all, then the upsert set it
+    back): 2 million row writes to resume a million-job manifest with one row added."""
+    from dataclasses import dataclass, field
+
+    from liangxin_batch.state._sync import sync_jobs
+
+    @dataclass(frozen=True)
+    class J:
+        job_id: str
+        index: int
+        model: str = "z-image"
+        input: dict[str, Any] = field(default_factory=lambda: {"prompt": "p"})
+        columns: dict[str, str] = field(default_factory=dict)
+        content_hash: str = "h"
+
+    store = StateStore.in_dir(tmp_path)
+    wal = tmp_path / "state.db-wal"
+    jobs = [J(f"j{i:04d}", i) for i in range(3000)]
+    first_before = wal.stat().st_size
+    first = sync_jobs(store, jobs, allow_changed=False)
+    assert first.added == 3000
+    first_growth = wal.stat().st_size - first_before
+
+    before = wal.stat().st_size
+    again = sync_jobs(store, jobs, allow_changed=False)
+    assert again.added == 0 and again.removed == 0
+    assert wal.stat().st_size == before, "an unchanged manifest writes nothing"
+
+    before = wal.stat().st_size
+    edited = [*jobs[1:], J("j-new", 3000)]  # one removed, one added
+    report = sync_jobs(store, edited, allow_changed=False)
+    assert (report.added, report.removed) == (1, 1)
+    assert wal.stat().st_size - before < first_growth / 10  # pages of one row, not all
+    assert {j.job_id for j in store.iter_jobs(in_manifest=True)} == {j.job_id for j in edited}
+    assert [j.job_id for j in store.iter_jobs(in_manifest=False)] == ["j0000"]
+
+    back = sync_jobs(store, jobs, allow_changed=False)  # the removed one comes back
+    assert (back.added, back.removed) == (0, 1)
+    assert [j.job_id for j in store.iter_jobs(in_manifest=False)] == ["j-new"]
+    store.close()

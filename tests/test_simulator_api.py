@@ -234,6 +234,10 @@ async def test_ledger_records_inputs_and_counts_duplicates() -> None:
         assert listing["balance"] == SimConfig().credits - 12
         assert [e["kind"] for e in listing["events"]] == ["create"] * 3 + ["poll"]
         assert listing["duplicates"] == {dup: 2}
+        # ?since=N: only what came after the first N (a bench polls it cheaply).
+        tail = (await h.client.get("/_sim/ledger?since=3")).json()["data"]["events"]
+        assert [e["kind"] for e in tail] == ["poll"]
+        assert (await h.client.get("/_sim/ledger?since=x")).status_code == 422
 
 
 async def test_same_seed_gives_same_ids_and_bytes() -> None:

@@ -82,8 +82,11 @@ def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
     store = StateStore.in_dir(tmp_path)
     store.upsert_jobs(rows(2))
     drive(store, "j00000", JobState.DONE, task_id="t-1")
-    store.forget_manifest_membership()
-    store.upsert_jobs(rows(1, start=1))
+    again = rows(1, start=1)  # the manifest again, as a sync sees it: no j00000
+    store.start_membership()
+    store.mark_seen([r[0] for r in again])
+    store.upsert_jobs(again)
+    assert store.end_membership() == 1
     job = store.get("j00000")
     assert job is not None and job.state is JobState.DONE and job.task_id == "t-1"
     absent = store.db.execute("SELECT job_id FROM jobs WHERE in_manifest = 0").fetchall()

@@ -109,6 +109,12 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
     if c.get("failed", 0) or c.get("timed_out", 0) or c.get("download_failed", 0):
         lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
     lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    if not summary.reports_written:
+        lines.append(
+            "results.csv and report.html were not rebuilt (a big batch, interrupted): "
+            f"liangxin-batch report {shlex.quote(str(out_dir))}"
+        )
+        return "\n".join(lines)
     for name, label in (("results.csv", "Results"), ("report.html", "Report")):
         if (out_dir / name).exists():
             lines.append(f"{label}: {out_dir / name}")

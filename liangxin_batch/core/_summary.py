@@ -34,6 +34,8 @@ class RunSummary:
 
     #: Whether the run downloads outputs; then only `done` (files verified) is success.
     downloads: bool = False
+    #: False when an interrupted big run left results.csv and report.html as they were.
+    reports_written: bool = True
 
     @property
     def succeeded(self) -> int:

@@ -326,10 +326,13 @@ async def run_batch_async(
         total, done = _progress_counts(store)
         observer.start(total=total, done=done)
         started = time.monotonic()
+        summary: RunSummary | None = None
         try:
             if callbacks is None or link is None:
-                return await runner.run()
-            return await _run_with_callbacks(runner, link, callbacks, observer)
+                summary = await runner.run()
+            else:
+                summary = await _run_with_callbacks(runner, link, callbacks, observer)
+            return summary
         finally:
             await downloader.aclose()
             # Reports are written at the end of every run, and of an interrupted one when
@@ -339,6 +342,8 @@ async def run_batch_async(
                     f"results.csv and report.html were not rebuilt ({total:,} jobs): run "
                     f"`liangxin-batch report {out}`, or run the batch again"
                 )
+                if summary is not None:
+                    summary.reports_written = False
             else:
                 _write_reports(out, store, observer, time.monotonic() - started, settings)
             observer.close()

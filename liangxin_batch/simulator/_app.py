@@ -194,11 +194,16 @@ async def top_up(request: Request) -> Response:
 
 
 async def ledger(request: Request) -> Response:
+    """Everything seen; `?since=N`: only the events after the first N (cheap polling)."""
     sim = _sim(request)
+    try:
+        since = max(0, int(request.query_params.get("since", "0")))
+    except ValueError:
+        return JSONResponse(envelope(422, "since: expected a whole number"), status_code=422)
     data = {
         "balance": sim.balance(),
         "duplicates": sim.ledger.duplicates(),
-        "events": sim.ledger.to_json(),
+        "events": [e.to_json() for e in sim.ledger.events[since:]],
     }
     return JSONResponse(envelope(200, "success", data))
 

@@ -222,17 +222,40 @@ class StateStore(StoreQueries):
 
     # -- jobs: manifest sync ----------------------------------------------------------
 
-    def existing_hashes(self, job_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """content_hash and idx for the given ids that already exist."""
-        out: dict[str, tuple[str, int]] = {}
+    def existing_hashes(self, job_ids: Sequence[str]) -> dict[str, tuple[str, int, str, int]]:
+        """content_hash, idx, columns_json and in_manifest of the given ids that exist."""
+        out: dict[str, tuple[str, int, str, int]] = {}
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i : i + 500]
-            for job_id, h, idx in self.db.execute(
-                f"SELECT job_id, content_hash, idx FROM jobs WHERE job_id IN ({marks(chunk)})",
+            for job_id, h, idx, columns, member in self.db.execute(
+                "SELECT job_id, content_hash, idx, columns_json, in_manifest FROM jobs"
+                f" WHERE job_id IN ({marks(chunk)})",
                 chunk,
             ):
-                out[job_id] = (h, idx)
+                out[job_id] = (h, idx, columns, member)
         return out
+
+    def start_membership(self) -> None:
+        """Before a manifest's sync: nothing seen yet (a temporary table, this
+        connection's own; `mark_seen` fills it, `end_membership` reads it)."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS sync_seen (job_id TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.sync_seen")
+
+    def mark_seen(self, job_ids: Sequence[str]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.sync_seen VALUES (?)", [(j,) for j in job_ids]
+        )
+
+    def end_membership(self) -> int:
+        """Jobs the manifest no longer has leave it (only those rows are written);
+        returns how many jobs are out of the manifest now."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET in_manifest = 0 WHERE in_manifest = 1"
+                " AND job_id NOT IN (SELECT job_id FROM temp.sync_seen)"
+            )
+        self.db.execute("DELETE FROM temp.sync_seen")
+        return self.removed_count()
 
     def upsert_jobs(self, rows: Iterable[tuple[str, int, str, str, str, str]]) -> None:
         """Insert new jobs (job_id, idx, model, input_json, columns_json, hash) as pending;
@@ -285,11 +308,6 @@ class StateStore(StoreQueries):
                 polls=0,
             )
         return int(row[1]), paths
-
-    def forget_manifest_membership(self) -> None:
-        """Before a manifest load: every job counts as absent until the load sees it."""
-        with self.transaction() as db:
-            db.execute("UPDATE jobs SET in_manifest = 0")
 
     # -- files: writing ---------------------------------------------------------------
 

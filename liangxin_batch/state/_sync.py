@@ -63,7 +63,7 @@ def sync_jobs(
     """
     report = SyncReport()
     with store.transaction():
-        store.forget_manifest_membership()
+        store.start_membership()
         batch: list[JobLike] = []
         for job in jobs:
             batch.append(job)
@@ -71,7 +71,7 @@ def sync_jobs(
                 _apply(store, batch, allow_changed, report)
                 batch = []
         _apply(store, batch, allow_changed, report)
-        report.removed = store.removed_count()
+        report.removed = store.end_membership()
         _refuse_changed(store, report, allow_changed)
         if check is not None:
             check()
@@ -95,14 +95,19 @@ def _apply(
 ) -> None:
     if not batch:
         return
-    known = store.existing_hashes([j.job_id for j in batch])
+    ids = [j.job_id for j in batch]
+    store.mark_seen(ids)
+    known = store.existing_hashes(ids)
     rows = []
     for job in batch:
         report.total += 1
         input_json = json.dumps(dict(job.input), sort_keys=True, ensure_ascii=False)
+        columns_json = json.dumps(dict(job.columns), ensure_ascii=False)
         previous = known.get(job.job_id)
         if previous is None:
             report.added += 1
+        elif previous[0] == job.content_hash and previous[1:] == (job.index, columns_json, 1):
+            continue  # nothing to write: the same job at the same place
         elif previous[0] != job.content_hash:
             report.changed.append(job.job_id)
             if allow_changed:
@@ -119,8 +124,9 @@ def _apply(
                 job.index,
                 job.model,
                 input_json,
-                json.dumps(dict(job.columns), ensure_ascii=False),
+                columns_json,
                 job.content_hash,
             )
         )
-    store.upsert_jobs(rows)
+    if rows:
+        store.upsert_jobs(rows)
