@@ -84,22 +84,28 @@ def build(base: Path, jobs: int) -> tuple[Path, Path]:
     from liangxin_batch._version import package_version
     from liangxin_batch.catalog._catalog import default_catalog
     from liangxin_batch.manifest._fingerprint import manifest_fingerprint
-    from liangxin_batch.run._run import load_manifest_jobs, remember_manifest
+    from liangxin_batch.run._run import load_manifest_jobs
     from liangxin_batch.state._store import StateStore
     from liangxin_batch.state._sync import sync_jobs
 
     store = StateStore.in_dir(out)
     catalog = default_catalog()
+    fingerprint = manifest_fingerprint(
+        manifest,
+        catalog=catalog,
+        default_model=None,
+        allow_outside=False,
+        version=package_version(),
+    )
     with load_manifest_jobs(manifest, catalog=catalog) as spool:
-        sync_jobs(store, spool, allow_changed=False)
-        fingerprint = manifest_fingerprint(
-            manifest,
-            catalog=catalog,
-            default_model=None,
-            allow_outside=False,
-            version=package_version(),
+        # As a run leaves it: the fingerprint and the column names with the sync.
+        sync_jobs(
+            store,
+            spool,
+            allow_changed=False,
+            fingerprint=fingerprint,
+            column_names=lambda: spool.column_names,
         )
-        remember_manifest(store, fingerprint, spool.column_names)  # as a run leaves it
     store.set_meta({"manifest": str(manifest.resolve())})
     store.close()
     print(f"  built the state of {jobs:,} jobs in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -186,8 +192,16 @@ def resume(base_url: str, manifest: Path, out: Path, *, interrupt: str | None) -
         "1000/1s",
     ]
     t0 = time.perf_counter()
-    # Nothing read from the run's output: it must not block on a full pipe.
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Nothing read from the run's output: it must not block on a full pipe. SIGINT as a
+    # terminal sends it: a bench started in the background (`&`) hands its children an
+    # ignored SIGINT, which a run would keep until its own handlers go in.
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     first = None
     sent_at = None
     written = 0

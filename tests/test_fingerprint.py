@@ -47,3 +47,11 @@ def test_catalog_options_and_version_are_part_of_it(tmp_path: Path) -> None:
 
 def test_an_unreadable_manifest_has_none(tmp_path: Path) -> None:
     assert fp(tmp_path / "missing.csv") is None
+
+
+def test_a_manifest_that_may_name_other_files_has_none(tmp_path: Path) -> None:
+    """YAML and JSON manifests may read `jobs_from` files: always read again."""
+    for name in ("m.yaml", "m.yml", "m.json"):
+        path = tmp_path / name
+        path.write_text("jobs_from: prompts.csv\n", encoding="utf-8")
+        assert fp(path) is None

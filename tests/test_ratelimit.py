@@ -223,3 +223,18 @@ def test_a_late_send_counts_in_the_window_when_it_went_out() -> None:
     first, second, third = run_virtual(main)
     assert first == 0.0 and second == pytest.approx(0.5)
     assert third == pytest.approx(1.4), "the late send's window, not its admission's"
+
+
+def test_a_send_later_than_a_whole_window_still_counts() -> None:
+    """Review finding: a request admitted at 0 but written only at 3.0 (a slow connect,
+    a slow fsync) was dropped from the count once its admission had left the window, so
+    `limit` more could follow it inside the service's window."""
+    now = [0.0]
+    limiter = SlidingWindowLimiter(2, 1.0, margin=0.0, burst=2, clock=lambda: now[0])
+    assert limiter.delay(0.0) == 0.0
+    limiter.prime([0.0])  # admitted at 0
+    now[0] = 3.0
+    assert limiter.delay(3.0) == 0.0  # the admission at 0 has left the window
+    limiter.sent_late(0.0, 3.0)  # ... but the request only went out now
+    limiter.prime([3.0])  # one more, admitted now
+    assert limiter.delay(3.0) > 0.0, "two went out inside this window already"

@@ -126,3 +126,56 @@ def test_a_sync_writes_only_what_changed(tmp_path: Path) -> None:
     assert (back.added, back.removed) == (0, 1)
     assert [j.job_id for j in store.iter_jobs(in_manifest=False)] == ["j-new"]
     store.close()
+
+
+def _csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    lines = ["id,model,prompt,aspect_ratio", *(f"{i},z-image,{p},1:1" for i, p in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_another_manifest_between_two_runs_of_a_file_invalidates_its_fingerprint(
+    tmp_path: Path,
+) -> None:
+    """Review finding: records synced in between left the file's fingerprint behind, so
+    the file's next run skipped its sync and ran the records' membership."""
+    out = tmp_path / "out"
+    manifest = tmp_path / "a.csv"
+    _csv(manifest, [("j0", "a"), ("j1", "b")])
+    records = [
+        {"id": "j0", "model": "z-image", "prompt": "a", "aspect_ratio": "1:1"},
+        {"id": "j9", "model": "z-image", "prompt": "other", "aspect_ratio": "1:1"},
+    ]
+
+    async def main() -> None:
+        env = SimEnv()
+        await env.run_library(out, manifest)  # type: ignore[arg-type]
+        await env.run_library(out, records)
+        await env.run_library(out, manifest)  # type: ignore[arg-type]
+
+    in_virtual_time(main)
+    jobs = jobs_in(out)
+    assert jobs["j1"].in_manifest and not jobs["j9"].in_manifest
+
+
+def test_a_yaml_manifest_is_synced_again_when_its_jobs_from_file_changes(
+    tmp_path: Path,
+) -> None:
+    """Review finding: only the YAML's own bytes were fingerprinted, not the CSV it
+    names: an edited CSV was never synced (removed rows would still be paid for)."""
+    out = tmp_path / "out"
+    rows = tmp_path / "prompts.csv"
+    _csv(rows, [("j0", "a")])
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("jobs_from: prompts.csv\n", encoding="utf-8")
+
+    async def main() -> SimEnv:
+        env = SimEnv()
+        await env.run_library(out, manifest)  # type: ignore[arg-type]
+        _csv(rows, [("j1", "b")])
+        await env.run_library(out, manifest)  # type: ignore[arg-type]
+        return env
+
+    env = in_virtual_time(main)
+    jobs = jobs_in(out)
+    assert jobs["j1"].in_manifest and not jobs["j0"].in_manifest
+    assert len(env.sim.ledger.creates()) == 2

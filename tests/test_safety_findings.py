@@ -453,3 +453,22 @@ def test_16_a_replayed_signature_with_a_swapped_body_cannot_choose_the_result(
     for job in jobs_of(tmp_path).values():
         assert all("evil.test" not in url for url in job.result_urls)
     assert sim.ledger.duplicates() == {}
+
+
+def test_outputs_on_another_disk_than_the_run_folder(tmp_path: Path, small_disk: Path) -> None:
+    """Review finding: downloads are written in DIR/.partial/ and renamed into outputs/;
+    with outputs/ on another disk (a symlink to a bigger one) the rename fails (EXDEV)
+    and every paid result was `download_failed`. They are copied across instead."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (small_disk / "outputs").mkdir()
+    (out / "outputs").symlink_to(small_disk / "outputs")
+
+    async def main() -> RunSummary:
+        env = SimEnv()
+        return await env.run_library(out, records_for(make_jobs(3, models=("z-image",))))
+
+    summary = in_virtual_time(main)
+    assert summary.counts == {"done": 3}
+    assert len(list((small_disk / "outputs").rglob("*.png"))) == 3
+    assert not list(out.rglob("*.part")) and not list(small_disk.rglob("*.part"))

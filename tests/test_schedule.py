@@ -175,3 +175,11 @@ def test_survival_counts_the_slow_tasks_still_out() -> None:
     # A task seen running at 200 s is more likely still out at 220 s than a fresh guess.
     assert curve.chance(now, seen_running_at=200.0) > curve.still_running(now)
     assert SurvivalCurve([], [5.0]).chance(10.0) == 1.0
+
+
+def test_one_outlier_does_not_hold_the_last_wave_back() -> None:
+    """Review finding: 63 tasks of 5 s and one of 120 s put the last wave's first poll at
+    177 s; now at most the 95th percentile plus the guidance's longest interval."""
+    est = learned([5.0] * 63 + [120.0])
+    first = PollSchedule(estimate=est, last_wave=True).first_delay()
+    assert first <= 5.0 + 3.0

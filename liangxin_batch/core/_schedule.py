@@ -78,9 +78,12 @@ class PollSchedule:
 
 def _past_slowest(est: LatencyEstimate) -> float:
     """Just past the slowest time seen: by half its distance from the 90th percentile,
-    since a few more draws may well land beyond the slowest of a window's worth."""
+    since a few more draws may well land beyond the slowest of a window's worth. Never
+    later than the 95th percentile plus the guidance's longest interval there: one
+    outlier in the window (a 120-s task among 5-s ones) must not hold the batch's end."""
     slowest = est.quantile(1.0)
-    return slowest + 0.5 * (slowest - est.quantile(0.9))
+    high = est.quantile(0.95)
+    return min(slowest + 0.5 * (slowest - est.quantile(0.9)), high + _guidance(high)[1])
 
 
 #: The service's polling guidance, by a task's age: (up to this age, the shortest

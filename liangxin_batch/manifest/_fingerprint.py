@@ -6,6 +6,10 @@ the same bytes (size, mtime and a sha256 of the content: a `touch` or an edit th
 the size still counts as a change when the bytes differ), checked against the same
 catalog, with the same options that change what validation builds, by the same version
 of this package.
+
+Only a tabular manifest (CSV, TSV, JSONL, XLSX, Parquet) has one: it is all its jobs. A
+YAML or JSON manifest may name other files (`jobs_from`) whose bytes it does not hold,
+so it is always read again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from pathlib import Path
 
 from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.manifest._read import TABULAR_SUFFIXES
 
 __all__ = ["catalog_digest", "manifest_fingerprint"]
 
@@ -36,7 +41,9 @@ def manifest_fingerprint(
     version: str,
 ) -> str | None:
     """The fingerprint of a manifest file and what it is checked against; None if the
-    file cannot be read (validation then says why)."""
+    file cannot be read (validation then says why) or may name other files."""
+    if path.suffix.lower() not in TABULAR_SUFFIXES:
+        return None
     try:
         info = path.stat()
         digest = hashlib.sha256()

@@ -290,6 +290,8 @@ class Downloader:
             suspects = await asyncio.to_thread(self._unverified, wanted)
             moved: set[str] = set()
             for rec in suspects:
+                if stop():  # a suspect may cost a whole file's sha256: look between them
+                    break
                 if rec.job_id in moved or await self._verified(rec):
                     continue
                 why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"

@@ -215,6 +215,24 @@ def _write(
     return fh
 
 
+def _move_across(part: Path, target: Path) -> None:
+    """outputs/ (or a folder in it) is on another disk than DIR/.partial: copy beside
+    the target, sync, then rename there, so the target still appears whole or not at
+    all."""
+    beside = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with part.open("rb") as src, beside.open("wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(beside, target)
+    except BaseException:
+        with suppress(OSError):
+            beside.unlink()
+        raise
+    part.unlink()
+
+
 def _existing(path: Path) -> Path:
     """The nearest folder of `path` that exists (its disk is the one it will be on)."""
     for parent in path.parents:
@@ -244,7 +262,12 @@ def _publish(
     if broken:
         return fh, broken, 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, target)
+    try:
+        os.replace(part, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        _move_across(part, target)
     return fh, None, target.stat().st_mtime_ns
 
 

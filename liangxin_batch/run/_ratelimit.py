@@ -160,8 +160,8 @@ class SlidingWindowLimiter:
             if times[i] == admitted:
                 del times[i]
                 break
-        else:
-            return  # already out of the window
+        # Not found: its admission already left the window, but the request itself goes
+        # out only now and the service counts it now: it is put back all the same.
         i = len(times)
         while i > 0 and times[i - 1] > sent:  # keep the deque in order (a few steps)
             i -= 1

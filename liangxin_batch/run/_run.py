@@ -38,7 +38,7 @@ from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._runner import Interrupt, Runner
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
-from liangxin_batch.state._sync import SyncReport, sync_jobs
+from liangxin_batch.state._sync import COLUMNS_KEY, FINGERPRINT_KEY, SyncReport, sync_jobs
 
 if TYPE_CHECKING:  # the receiver (starlette) is imported only when callbacks are on
     from liangxin_batch.run._callback_link import CallbackLink
@@ -53,10 +53,6 @@ SUPERSEDED_DIR = "superseded"
 #: run (rebuilding them takes seconds per 100,000 jobs; the first Ctrl-C must not wait).
 REPORTS_ON_INTERRUPT_MAX_JOBS = 20_000
 
-#: State meta: the fingerprint of the manifest the last sync read (`_fingerprint`), and
-#: its column names (for the output layout, without reading the manifest again).
-FINGERPRINT_KEY = "manifest_fingerprint"
-_COLUMNS_KEY = "manifest_columns"
 
 __all__ = [
     "CallbackOptions",
@@ -277,14 +273,15 @@ async def run_batch_async(
             with store.transaction():
                 _check_budget(store, catalog, settings)
         else:
+            spool = jobs
             sync = sync_jobs(
                 store,
                 jobs,
                 allow_changed=settings.allow_changed,
                 check=lambda: _check_budget(store, catalog, settings),
+                fingerprint=fingerprint,
+                column_names=lambda: spool.column_names,
             )
-            # Deferred content changes must be looked at again next run.
-            remember_manifest(store, None if sync.deferred else fingerprint, jobs.column_names)
         _remember_manifest(store, manifest, observer, sync)
         _set_aside_superseded(out, sync, observer)
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
@@ -507,20 +504,9 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
         )
 
 
-def remember_manifest(
-    store: StateStore, fingerprint: str | None, column_names: Iterable[str]
-) -> None:
-    """After a sync: the manifest's fingerprint (None: look at it again next run) and
-    its column names, so a resume of the same manifest need not read it."""
-    remembered = {_COLUMNS_KEY: json.dumps(sorted(column_names))}
-    if fingerprint is not None:
-        remembered[FINGERPRINT_KEY] = fingerprint
-    store.set_meta(remembered)
-
-
 def _stored_columns(out: Path) -> set[str]:
     """The manifest's column names, as the last sync of this manifest recorded them."""
-    return set(json.loads(StateStore.peek_meta(out, _COLUMNS_KEY) or "[]"))
+    return set(json.loads(StateStore.peek_meta(out, COLUMNS_KEY) or "[]"))
 
 
 def _progress_counts(store: StateStore) -> tuple[int, int]:

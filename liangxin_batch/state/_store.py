@@ -212,6 +212,10 @@ class StateStore(StoreQueries):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self.transaction() as db:
             db.executemany(

@@ -14,9 +14,15 @@ from typing import Any, Protocol
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._store import StateStore
 
-__all__ = ["JobLike", "SyncReport", "sync_jobs"]
+__all__ = ["COLUMNS_KEY", "FINGERPRINT_KEY", "JobLike", "SyncReport", "sync_jobs"]
 
 _BATCH = 2000
+
+#: State meta, written by the sync in its own transaction: the fingerprint of the
+#: manifest it read (`manifest._fingerprint`; absent: the next run reads the manifest
+#: again) and its column names (the output layout's check, without the manifest).
+FINGERPRINT_KEY = "manifest_fingerprint"
+COLUMNS_KEY = "manifest_columns"
 
 
 class JobLike(Protocol):
@@ -54,6 +60,8 @@ def sync_jobs(
     *,
     allow_changed: bool,
     check: Callable[[], None] | None = None,
+    fingerprint: str | None = None,
+    column_names: Callable[[], Iterable[str]] | None = None,
 ) -> SyncReport:
     """Add new jobs, mark membership; StateError (and the state untouched) on changed content.
 
@@ -63,6 +71,9 @@ def sync_jobs(
     """
     report = SyncReport()
     with store.transaction():
+        # Whatever is synced now, the fingerprint of an earlier manifest no longer says
+        # what the state holds; the new one goes in with the sync, or none does.
+        store.delete_meta(FINGERPRINT_KEY)
         store.start_membership()
         batch: list[JobLike] = []
         for job in jobs:
@@ -75,6 +86,14 @@ def sync_jobs(
         _refuse_changed(store, report, allow_changed)
         if check is not None:
             check()
+        remembered = {}
+        if column_names is not None:
+            remembered[COLUMNS_KEY] = json.dumps(sorted(column_names()))
+        if fingerprint is not None and not report.deferred:
+            # Deferred content changes must be looked at again next run.
+            remembered[FINGERPRINT_KEY] = fingerprint
+        if remembered:
+            store.set_meta(remembered)
     return report
 
 
