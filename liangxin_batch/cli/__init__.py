@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from liangxin_batch.cli._context import CliContext, pass_cli
-from liangxin_batch.cli._exit import EXIT_INTERRUPTED, exit_code_for
 from liangxin_batch.errors import LiangXinBatchError, redact
 
 __all__ = ["CliContext", "main", "pass_cli"]
@@ -28,9 +27,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except LiangXinBatchError as err:
+            from liangxin_batch.cli._exit import exit_code_for
+
             click.echo(f"error: {redact(str(err))}", err=True)
             sys.exit(exit_code_for(err))
         except KeyboardInterrupt:  # before a run started (a run handles Ctrl-C itself)
+            from liangxin_batch.cli._exit import EXIT_INTERRUPTED
+
             click.echo("\ninterrupted before anything was sent", err=True)
             sys.exit(EXIT_INTERRUPTED)
 

@@ -19,13 +19,18 @@ from liangxin_batch.cli._options import (
     parse_rate_flag,
     rate_opt,
 )
-from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import ConfigError
 
 if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
     from liangxin_batch.run._run import CallbackOptions
 
 __all__ = ["register"]
+
+
+def _default_settings() -> Any:
+    from liangxin_batch.core._settings import RunSettings
+
+    return RunSettings()
 
 
 def _parse_size(text: str, **kw: Any) -> int:
@@ -240,6 +245,8 @@ def run_command(
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     stall_bytes, stall_window = _parse_stall(download_stall)
+    from liangxin_batch.core._settings import RunSettings
+
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,
@@ -312,7 +319,7 @@ def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
         manifest,
         out_dir,
         catalog=cli.catalog,
-        settings=RunSettings(),
+        settings=_default_settings(),
         default_model=None,
         base_url=None,
         simulate=True,
