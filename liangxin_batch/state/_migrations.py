@@ -18,10 +18,17 @@ TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # Not executescript(): it commits first, and a migration must share the transaction
-    # that records it.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    # that records it. Split at the `;` that end statements (not those inside a
+    # trigger's BEGIN ... END).
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                db.execute(statement)
+            statement = ""
+    if statement.strip(" \n;"):
+        raise ValueError(f"incomplete statement in a migration: {statement[:80]!r}")
 
 
 def _m001_initial(db: sqlite3.Connection) -> None:
@@ -140,6 +147,57 @@ def _m005_walk_indexes(db: sqlite3.Connection) -> None:
     )
 
 
+def _tally_delta(row: str, sign: str) -> str:
+    """One trigger statement: add (`+`) or take away (`-`) `row` (NEW or OLD)."""
+    return f"""
+        INSERT INTO tallies (model, state, in_manifest, finished_by, n, credits, estimated)
+        VALUES ({row}.model, {row}.state, {row}.in_manifest, COALESCE({row}.finished_by, ''),
+                {sign}1, {sign}COALESCE({row}.credits, 0),
+                {sign}(CASE WHEN {row}.credits IS NULL
+                       THEN COALESCE({row}.credits_estimated, 0) ELSE 0 END))
+        ON CONFLICT (model, state, in_manifest, finished_by) DO UPDATE SET
+            n = n + excluded.n,
+            credits = credits + excluded.credits,
+            estimated = estimated + excluded.estimated;"""
+
+
+def _m006_tallies(db: sqlite3.Connection) -> None:
+    """`status` at a million jobs read every row (1.95 s). Counts and credit sums per
+    (model, state, membership, finished_by) are kept by triggers, in the same transaction
+    as the row that changed, so they can never disagree with the jobs."""
+    columns = "model, state, in_manifest, finished_by, credits, credits_estimated"
+    _run_script(
+        db,
+        f"""
+        CREATE TABLE tallies (
+            model       TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            in_manifest INTEGER NOT NULL,
+            finished_by TEXT NOT NULL,
+            n           INTEGER NOT NULL,
+            credits     REAL NOT NULL,
+            estimated   REAL NOT NULL,
+            PRIMARY KEY (model, state, in_manifest, finished_by)
+        );
+        INSERT INTO tallies
+            SELECT model, state, in_manifest, COALESCE(finished_by, ''), COUNT(*),
+                   COALESCE(SUM(credits), 0),
+                   COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)
+            FROM jobs GROUP BY 1, 2, 3, 4;
+        CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN
+            {_tally_delta("NEW", "+")}
+        END;
+        CREATE TRIGGER jobs_tally_delete AFTER DELETE ON jobs BEGIN
+            {_tally_delta("OLD", "-")}
+        END;
+        CREATE TRIGGER jobs_tally_update AFTER UPDATE OF {columns} ON jobs BEGIN
+            {_tally_delta("OLD", "-")}
+            {_tally_delta("NEW", "+")}
+        END;
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -147,6 +205,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("003_generation_seconds", _m003_generation_seconds),
     ("004_path_keys", _m004_path_keys),
     ("005_walk_indexes", _m005_walk_indexes),
+    ("006_tallies", _m006_tallies),
 )
 
 

@@ -93,31 +93,41 @@ class StoreQueries:
             )
         ]
 
+    # Counts and sums come from `tallies`, kept by triggers (migration 006): a few rows,
+    # whatever the size of the batch.
+
     def counts(self, *, in_manifest: bool | None = None) -> dict[str, int]:
         """Jobs per state (only those in, or out of, the manifest when asked)."""
         where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
-        return dict(self.db.execute(f"SELECT state, COUNT(*) FROM jobs {where} GROUP BY state"))
+        return {
+            state: n
+            for state, n in self.db.execute(
+                f"SELECT state, SUM(n) FROM tallies {where} GROUP BY state"
+            )
+            if n
+        }
 
     def counts_by_model(self) -> dict[str, dict[str, int]]:
         by_model: dict[str, dict[str, int]] = {}
         for model, state, n in self.db.execute(
-            "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
+            "SELECT model, state, SUM(n) FROM tallies GROUP BY model, state"
         ):
-            by_model.setdefault(model, {})[state] = n
+            if n:
+                by_model.setdefault(model, {})[state] = n
         return by_model
 
     def removed_count(self) -> int:
         """Jobs in the state that the manifest no longer has."""
-        return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE in_manifest = 0").fetchone()[0])
+        row = self.db.execute("SELECT SUM(n) FROM tallies WHERE in_manifest = 0").fetchone()
+        return int(row[0] or 0)
 
     def credits(self) -> Credits:
         """Credits of the generations that succeeded: charged, and estimated where the
         service did not say."""
         states = [s.value for s in BILLED_STATES]
         charged, estimated = self.db.execute(
-            "SELECT COALESCE(SUM(credits), 0),"
-            " COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)"
-            f" FROM jobs WHERE state IN ({marks(states)})",
+            "SELECT COALESCE(SUM(credits), 0), COALESCE(SUM(estimated), 0)"
+            f" FROM tallies WHERE state IN ({marks(states)})",
             states,
         ).fetchone()
         return Credits(float(charged), float(estimated))
@@ -207,12 +217,14 @@ class StoreQueries:
         )
 
     def finished_by_counts(self) -> dict[str, int]:
-        return dict(
-            self.db.execute(
-                "SELECT finished_by, COUNT(*) FROM jobs WHERE finished_by IS NOT NULL"
+        return {
+            by: n
+            for by, n in self.db.execute(
+                "SELECT finished_by, SUM(n) FROM tallies WHERE finished_by != ''"
                 " GROUP BY finished_by"
-            ).fetchall()
-        )
+            )
+            if n
+        }
 
     def column_names(self) -> Iterator[str]:
         """Manifest column names of every job in the manifest, in manifest order."""
