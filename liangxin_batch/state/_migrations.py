@@ -147,14 +147,26 @@ def _m005_walk_indexes(db: sqlite3.Connection) -> None:
     )
 
 
+def _micro(expr: str) -> str:
+    """Credits as whole millionths: sums of 0.1 and 0.8 added and taken away a million
+    times stay exact (REAL sums drifted to -1e-16 once every job had moved on)."""
+    return f"CAST(ROUND(({expr}) * 1000000) AS INTEGER)"
+
+
+def _estimated(prefix: str) -> str:
+    """Our estimate, counted only where the service did not say what it charged."""
+    return (
+        f"CASE WHEN {prefix}credits IS NULL THEN COALESCE({prefix}credits_estimated, 0) ELSE 0 END"
+    )
+
+
 def _tally_delta(row: str, sign: str) -> str:
     """One trigger statement: add (`+`) or take away (`-`) `row` (NEW or OLD)."""
     return f"""
         INSERT INTO tallies (model, state, in_manifest, finished_by, n, credits, estimated)
         VALUES ({row}.model, {row}.state, {row}.in_manifest, COALESCE({row}.finished_by, ''),
-                {sign}1, {sign}COALESCE({row}.credits, 0),
-                {sign}(CASE WHEN {row}.credits IS NULL
-                       THEN COALESCE({row}.credits_estimated, 0) ELSE 0 END))
+                {sign}1, {sign}{_micro(f"COALESCE({row}.credits, 0)")},
+                {sign}{_micro(_estimated(row + "."))})
         ON CONFLICT (model, state, in_manifest, finished_by) DO UPDATE SET
             n = n + excluded.n,
             credits = credits + excluded.credits,
@@ -164,7 +176,9 @@ def _tally_delta(row: str, sign: str) -> str:
 def _m006_tallies(db: sqlite3.Connection) -> None:
     """`status` at a million jobs read every row (1.95 s). Counts and credit sums per
     (model, state, membership, finished_by) are kept by triggers, in the same transaction
-    as the row that changed, so they can never disagree with the jobs."""
+    as the row that changed, so they can never disagree with the jobs. A later migration
+    that rebuilds `jobs` (create, copy, drop, rename) drops these triggers: make them
+    again there."""
     columns = "model, state, in_manifest, finished_by, credits, credits_estimated"
     _run_script(
         db,
@@ -175,14 +189,14 @@ def _m006_tallies(db: sqlite3.Connection) -> None:
             in_manifest INTEGER NOT NULL,
             finished_by TEXT NOT NULL,
             n           INTEGER NOT NULL,
-            credits     REAL NOT NULL,
-            estimated   REAL NOT NULL,
+            credits     INTEGER NOT NULL,  -- millionths of a credit (exact sums)
+            estimated   INTEGER NOT NULL,
             PRIMARY KEY (model, state, in_manifest, finished_by)
         );
         INSERT INTO tallies
             SELECT model, state, in_manifest, COALESCE(finished_by, ''), COUNT(*),
-                   COALESCE(SUM(credits), 0),
-                   COALESCE(SUM(CASE WHEN credits IS NULL THEN credits_estimated END), 0)
+                   SUM({_micro("COALESCE(credits, 0)")}),
+                   SUM({_micro(_estimated(""))})
             FROM jobs GROUP BY 1, 2, 3, 4;
         CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN
             {_tally_delta("NEW", "+")}

@@ -130,7 +130,7 @@ class StoreQueries:
             f" FROM tallies WHERE state IN ({marks(states)})",
             states,
         ).fetchone()
-        return Credits(float(charged), float(estimated))
+        return Credits(charged / 1_000_000, estimated / 1_000_000)  # kept in millionths
 
     def recent_generations(self, limit: int = 1000) -> list[JobRow]:
         """The last `limit` jobs whose generation succeeded, oldest first: how long tasks
