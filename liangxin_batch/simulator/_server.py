@@ -38,6 +38,9 @@ def _bind(host: str, port: int) -> tuple[socket.socket, str]:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listening now, not when uvicorn starts: a client told the URL (on_ready) may
+        # connect at once, and waits in the backlog instead of being refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
