@@ -158,3 +158,29 @@ def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     assert summary.counts == {"done": 7}
     assert len(_parsed(manifest)) == 2
     assert len(sim.ledger.creates()) == 1
+
+
+def test_a_run_that_changed_nothing_leaves_the_reports_alone(tmp_path: Path) -> None:
+    """A resume of a finished million-job batch rebuilt results.csv and report.html from
+    scratch (minutes, and most of the bytes a run writes) although nothing had changed."""
+    manifest = tmp_path / "prompts.csv"
+    rows = "".join(f"p-{i},z-image,prompt {i},1:1\n" for i in range(4))
+    manifest.write_text("id,model,prompt,aspect_ratio\n" + rows, encoding="utf-8")
+    out = tmp_path / "out"
+    settings = RunSettings(max_in_flight=10)
+    run_records_with(out, manifest, settings)
+    results, report = out / "results.csv", out / "report.html"
+    stamps = (results.stat().st_mtime_ns, report.stat().st_mtime_ns)
+
+    run_records_with(out, manifest, settings)
+    assert (results.stat().st_mtime_ns, report.stat().st_mtime_ns) == stamps
+
+    results.unlink()  # gone: made again
+    run_records_with(out, manifest, settings)
+    assert results.exists()
+
+    with manifest.open("a", encoding="utf-8") as fh:
+        fh.write("p-new,z-image,one more,1:1\n")
+    run_records_with(out, manifest, settings, seed=1)  # a new job: both rebuilt
+    assert "p-new" in results.read_text(encoding="utf-8")
+    assert report.stat().st_mtime_ns != stamps[1]

@@ -466,12 +466,24 @@ def _remember_manifest(
         )
 
 
+#: State meta: what the state was when the reports were last written (`change_stamp`)
+#: and the options they were written with.
+_REPORTS_KEY = "reports_stamp"
+
+
 def _write_reports(
     out: Path, store: StateStore, observer: Observer, wall: float, settings: RunSettings
 ) -> None:
+    """results.csv and report.html, unless nothing they show changed since they were
+    written (a resume of a finished batch: minutes at a million jobs, for nothing)."""
+    stamp = json.dumps([store.change_stamp(), settings.csv_safe, settings.max_image_pixels])
+    current = (out / "results.csv").exists() and (out / "report.html").exists()
+    if current and store.get_meta(_REPORTS_KEY) == stamp:
+        return
     try:
         write_results_csv(out, store, csv_safe=settings.csv_safe)
         write_report_html(out, store, wall_seconds=wall, max_pixels=settings.max_image_pixels)
+        store.set_meta({_REPORTS_KEY: stamp})
     except (OSError, LiangXinBatchError) as err:
         observer.message(
             f"could not write the reports ({err}); rebuild: liangxin-batch report {out}"

@@ -216,6 +216,15 @@ class StoreQueries:
             " WHERE event IS NOT NULL ORDER BY id"
         )
 
+    def change_stamp(self) -> str:
+        """Changes when anything a report shows changes: every transition writes an
+        event, and the tally counts jobs added and jobs out of the manifest (O(1))."""
+        (last,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        total, members = self.db.execute(
+            "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n * in_manifest), 0) FROM tallies"
+        ).fetchone()
+        return f"{last}:{total}:{members}"
+
     def finished_by_counts(self) -> dict[str, int]:
         return {
             by: n
