@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.outputs._report import RESULT_COLUMNS, report_status
-from liangxin_batch.run._progress import NullObserver
+from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._run import RunHandle, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app
 from tests.runner_harness import KEY
@@ -41,31 +42,42 @@ def write_manifest(path: Path) -> list[str]:
     return ids
 
 
+Run = Callable[[float | None], Awaitable[RunSummary]]
+
+
+def runner_for(manifest: Path, out: Path, observer: Observer | None = None) -> Run:
+    """`run(interrupt_at)`: one `run_batch_async` against a simulator on the running
+    (virtual-time) loop, interrupted `interrupt_at` seconds in as the CLI's handler does."""
+    loop = asyncio.get_running_loop()
+    app = create_app(SimConfig(api_key=KEY, seed=8), clock=loop.time)
+    transport = httpx.ASGITransport(app=app)
+
+    async def run(interrupt_at: float | None) -> RunSummary:
+        handle = RunHandle()
+        if interrupt_at is not None:
+            loop.call_later(interrupt_at, handle.interrupt)
+        return await run_batch_async(
+            manifest,
+            out_dir=out,
+            settings=RunSettings(),
+            api_key=KEY,
+            base_url="http://sim",
+            transport=transport,
+            download_transport=transport,
+            handle=handle,
+            observer=observer,
+        )
+
+    return run
+
+
 def test_interrupted_run_writes_one_row_per_job_in_manifest_order(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     ids = write_manifest(manifest)
     out = tmp_path / "out"
 
     async def main() -> tuple[RunSummary, str, RunSummary, dict[str, tuple[str, str]]]:
-        loop = asyncio.get_running_loop()
-        app = create_app(SimConfig(api_key=KEY, seed=8), clock=loop.time)
-        transport = httpx.ASGITransport(app=app)
-
-        async def run(interrupt_at: float | None) -> RunSummary:
-            handle = RunHandle()
-            if interrupt_at is not None:
-                loop.call_later(interrupt_at, handle.interrupt)
-            return await run_batch_async(
-                manifest,
-                out_dir=out,
-                settings=RunSettings(),
-                api_key=KEY,
-                base_url="http://sim",
-                transport=transport,
-                download_transport=transport,
-                handle=handle,
-            )
-
+        run = runner_for(manifest, out)
         # 20 creates per 10 s: at 12 s about 40 jobs are created, some done, the rest pending.
         first = await run(12.0)
         interrupted_csv = (out / "results.csv").read_text(encoding="utf-8")
@@ -124,25 +136,7 @@ def test_an_interrupted_big_batch_leaves_its_reports_for_later(
             messages.append(text)
 
     async def main() -> tuple[RunSummary, bool, RunSummary]:
-        loop = asyncio.get_running_loop()
-        app = create_app(SimConfig(api_key=KEY, seed=8), clock=loop.time)
-        transport = httpx.ASGITransport(app=app)
-
-        async def run(interrupt_at: float | None) -> RunSummary:
-            handle = RunHandle()
-            if interrupt_at is not None:
-                loop.call_later(interrupt_at, handle.interrupt)
-            return await run_batch_async(
-                manifest,
-                out_dir=out,
-                api_key=KEY,
-                base_url="http://sim",
-                transport=transport,
-                download_transport=transport,
-                handle=handle,
-                observer=Listener(),
-            )
-
+        run = runner_for(manifest, out, Listener())
         first = await run(12.0)
         written = (out / "results.csv").exists()
         return first, written, await run(None)

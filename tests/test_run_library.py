@@ -116,14 +116,6 @@ def test_a_run_reads_its_manifest_once(tmp_path: Path) -> None:
     assert len(opened) == 2, opened
 
 
-def _parsed(manifest: Path) -> list[str]:
-    """Paths validation parsed since the hook went in (the fingerprint's hash is not)."""
-    return [p for p in _PARSED if Path(p) == manifest]
-
-
-_PARSED: list[str] = []
-
-
 def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,9 +124,10 @@ def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     import liangxin_batch.manifest._manifest as manifest_module
 
     real = manifest_module.validate_manifest
+    parsed: list[Path] = []  # what validation parsed (the fingerprint's hash is not)
 
     def counting(path: Path, **kw: Any) -> Any:
-        _PARSED.append(str(path))
+        parsed.append(path)
         return real(path, **kw)
 
     monkeypatch.setattr(manifest_module, "validate_manifest", counting)
@@ -145,18 +138,18 @@ def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     out = tmp_path / "out"
     summary, _ = run_records_with(out, manifest, settings)
     assert summary.counts == {"done": 6}
-    assert len(_parsed(manifest)) == 1
+    assert len(parsed) == 1
 
     summary, sim = run_records_with(out, manifest, settings)
     assert summary.counts == {"done": 6}
-    assert len(_parsed(manifest)) == 1, "an unchanged manifest is not validated again"
+    assert len(parsed) == 1, "an unchanged manifest is not validated again"
     assert sim.ledger.creates() == []
 
     with manifest.open("a", encoding="utf-8") as fh:
         fh.write("p-new,z-image,one more,1:1\n")
     summary, sim = run_records_with(out, manifest, settings, seed=1)  # new task ids
     assert summary.counts == {"done": 7}
-    assert len(_parsed(manifest)) == 2
+    assert len(parsed) == 2
     assert len(sim.ledger.creates()) == 1
 
 

@@ -19,24 +19,13 @@ from liangxin_batch.cli._options import (
     parse_rate_flag,
     rate_opt,
 )
+from liangxin_batch.core._settings import RunSettings, parse_size
 from liangxin_batch.errors import ConfigError
 
 if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
     from liangxin_batch.run._run import CallbackOptions
 
 __all__ = ["register"]
-
-
-def _default_settings() -> Any:
-    from liangxin_batch.core._settings import RunSettings
-
-    return RunSettings()
-
-
-def _parse_size(text: str, **kw: Any) -> int:
-    from liangxin_batch.run._fetch import parse_size
-
-    return parse_size(text, **kw)
 
 
 def _parse_stall(text: str) -> tuple[int, float]:
@@ -47,7 +36,7 @@ def _parse_stall(text: str) -> tuple[int, float]:
     size, _, seconds = text.partition("/")
     try:
         window = float(seconds.strip().removesuffix("s"))
-        nbytes = _parse_size(size)
+        nbytes = parse_size(size)
     except (ValueError, ConfigError):
         raise ConfigError(usage) from None
     if not 0 < window < 86_400:
@@ -245,8 +234,6 @@ def run_command(
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     stall_bytes, stall_window = _parse_stall(download_stall)
-    from liangxin_batch.core._settings import RunSettings
-
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,
@@ -259,12 +246,12 @@ def run_command(
         allow_changed=allow_changed,
         max_credits=max_credits,
         layout=layout,
-        max_file_size=_parse_size(max_file_size),
-        min_free_disk=_parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
+        max_file_size=parse_size(max_file_size),
+        min_free_disk=parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
         download_concurrency=download_concurrency,
         stall_bytes=stall_bytes,
         stall_window=stall_window,
-        min_download_rate=_parse_size(download_min_rate, flag="--download-min-rate"),
+        min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
     )
@@ -319,7 +306,7 @@ def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
         manifest,
         out_dir,
         catalog=cli.catalog,
-        settings=_default_settings(),
+        settings=RunSettings(),
         default_model=None,
         base_url=None,
         simulate=True,

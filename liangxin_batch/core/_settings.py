@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
-__all__ = ["RunSettings"]
+from liangxin_batch.errors import ConfigError
+
+__all__ = ["RunSettings", "parse_size"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,3 +111,15 @@ class RunSettings:
         if self.task_timeout is not None:
             return self.task_timeout
         return self.video_timeout if kind == "video" else self.image_timeout
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str, *, flag: str = "--max-file-size", minimum: int = 1) -> int:
+    """A size flag: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < minimum:
+        raise ConfigError(f"{flag}: expected a size like 500MB or 2GiB, got {text!r}")
+    return int(float(match[1]) * _UNITS[match[2]])

@@ -14,7 +14,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -26,8 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from liangxin_batch.core._settings import RunSettings
-from liangxin_batch.errors import ConfigError, DiskFullError
+from liangxin_batch.core._settings import RunSettings, parse_size
+from liangxin_batch.errors import DiskFullError
 from liangxin_batch.outputs._layout import extension_for
 from liangxin_batch.run._media_check import check_media
 
@@ -56,18 +55,6 @@ CHUNK = 1024 * 1024  # file writes go to a thread in pieces at least this big
 PARTIAL_DIR = ".partial"
 FILE_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=30.0, pool=None)
 _REFUSED = frozenset({403, 404, 410})
-
-
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-def parse_size(text: str, *, flag: str = "--max-file-size", minimum: int = 1) -> int:
-    """A size flag: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
-    if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < minimum:
-        raise ConfigError(f"{flag}: expected a size like 500MB or 2GiB, got {text!r}")
-    return int(float(match[1]) * _UNITS[match[2]])
 
 
 def short_url(url: str) -> str:
