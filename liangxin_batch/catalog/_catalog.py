@@ -28,10 +28,12 @@ from liangxin_batch.catalog._specs import (
 )
 from liangxin_batch.catalog._validate import (
     FieldProblem,
+    check_field,
     coerce_text,
     describe_price,
     effective_values,
     estimate_credits,
+    price_inputs,
     validate_input,
 )
 from liangxin_batch.catalog._yaml12 import load_yaml12
@@ -45,12 +47,14 @@ __all__ = [
     "FieldType",
     "ModelSpec",
     "PriceRule",
+    "check_field",
     "coerce_text",
     "default_catalog",
     "describe_price",
     "effective_values",
     "estimate_credits",
     "load_catalog",
+    "price_inputs",
     "render_model_table",
     "validate_input",
 ]

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FieldProblem",
+    "check_field",
     "coerce_text",
     "describe_price",
     "effective_values",
     "estimate_credits",
     "near_miss",
+    "price_inputs",
     "price_key",
     "validate_input",
 ]
@@ -259,6 +261,14 @@ def _check_mapping(
     return out
 
 
+def check_field(name: str, spec: FieldSpec, value: Any) -> list[FieldProblem]:
+    """The problems of one present value on its own (type, choices, length, range, items):
+    what `validate_input` checks of each field besides whether a required one is there."""
+    out: list[FieldProblem] = []
+    _check_value(name, spec, value, out)
+    return out
+
+
 def validate_input(spec: ModelSpec, values: Mapping[str, Any]) -> list[FieldProblem]:
     """Every problem with `values` as the input of model `spec` (empty list: it is fine).
 
@@ -346,6 +356,21 @@ def effective_values(spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, An
         if cond is not None and values.get(name) is None and out.get(cond.field) == cond.value:
             out[name] = cond.default
     return out
+
+
+def price_inputs(spec: ModelSpec) -> tuple[str, ...]:
+    """The fields whose given values decide `estimate_credits`: equal values of these give
+    equal credits, so a caller may keep one estimate per distinct tuple of them."""
+    rule = spec.price
+    names = [part for key in rule.by_field for part in key.split("+")]
+    if rule.per_second_field is not None:
+        names.append(rule.per_second_field)
+    for name in names:  # a conditional default reads another field (which may have one too)
+        field = spec.fields.get(name)
+        cond = field.default_if if field is not None else None
+        if cond is not None and cond.field not in names:
+            names.append(cond.field)
+    return tuple(dict.fromkeys(names))
 
 
 def estimate_credits(spec: ModelSpec, values: Mapping[str, Any]) -> float:

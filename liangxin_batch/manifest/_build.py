@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from liangxin_batch.catalog._catalog import coerce_text as _coerce_text
 from liangxin_batch.catalog._catalog import validate_input
@@ -31,13 +30,14 @@ from liangxin_batch.core._records import (
     slug_id,
 )
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._fast import ID_PATTERN, FastRows
 from liangxin_batch.manifest._guards import (
     IdTable,
     control_char,
     may_have_control,
     written,
 )
-from liangxin_batch.manifest._read import TABULAR_SUFFIXES, read_tabular
+from liangxin_batch.manifest._read import TABULAR_SUFFIXES, CellRow, read_tabular
 from liangxin_batch.manifest._yaml import read_yaml
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 #: Manifest formats by lower-case file suffix.
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
 SUFFIXES = (*TABULAR_SUFFIXES, *_YAML_SUFFIXES)
-_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+_ID = ID_PATTERN
 _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -54,6 +54,14 @@ _CANON = json.JSONEncoder(
 _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
+
+
+class JobCounter(Protocol):
+    """Counts valid jobs without keeping them (`_manifest.JobTally`)."""
+
+    per_model: dict[str, int]
+
+    def count(self, spec: ModelSpec, data: Mapping[str, Any]) -> None: ...
 
 
 class _Bad:
@@ -79,9 +87,17 @@ class JobBuilder:
     """Turns raw records into jobs: model lookup, conversion, validation, identity."""
 
     def __init__(
-        self, catalog: Catalog, default_model: str | None, *, allow_outside: bool = False
+        self,
+        catalog: Catalog,
+        default_model: str | None,
+        *,
+        allow_outside: bool = False,
+        counter: JobCounter | None = None,
     ) -> None:
         self.allow_outside = allow_outside
+        # Given a counter (validate), valid rows of a model already seen are counted, not
+        # built: the first job of each model is still yielded (the counter's example).
+        self.counter = counter
         self.catalog = catalog
         self.default_model = default_model.strip() if default_model else None
         self._coerced: dict[tuple[int, str], Any] = {}
@@ -98,21 +114,24 @@ class JobBuilder:
     # ---- the stream ------------------------------------------------------------------------
 
     def run_records(
-        self, records: Iterable[RawJob | Problem], display: str
+        self, records: Iterable[CellRow | RawJob | Problem], display: str
     ) -> Iterator[Job | Problem]:
-        for rec in records:
-            if isinstance(rec, Problem):
-                self.problems += 1
-                yield rec
-                continue
-            try:
-                built = self.build(rec)
-            except RecursionError:  # values nested thousands deep (JSON, YAML, list cells)
-                built = [_too_deep(rec.source)]
-            for item in built:
-                if isinstance(item, Problem):
+        fast: FastRows | None = None
+        for item in records:
+            if isinstance(item, CellRow):
+                if fast is None or fast.header is not item.header:
+                    fast = FastRows(item.header, self.catalog, self.default_model)
+                checked = fast.check(item.cells)
+                # None: something to report; the general path says what and where.
+                built = self._checked_row(item, *checked) if checked else self._build(item.raw())
+            elif isinstance(item, Problem):
+                built = [item]
+            else:
+                built = self._build(item)
+            for out in built:
+                if isinstance(out, Problem):
                     self.problems += 1
-                yield item
+                yield out
         for first, count in self._pending.values():
             self.problems += 1
             yield replace(first, count=count) if count > 1 else first
@@ -126,6 +145,12 @@ class JobBuilder:
                 "add rows under a header line (CSV) or a jobs: list (YAML)",
             )
 
+    def _build(self, rec: RawJob) -> list[Job | Problem]:
+        try:
+            return self.build(rec)
+        except RecursionError:  # values nested thousands deep (JSON, YAML, list cells)
+            return [_too_deep(rec.source)]
+
     def run(self, path: Path) -> Iterator[Job | Problem]:
         display = str(path)
         if not path.exists():
@@ -133,6 +158,7 @@ class JobBuilder:
         if path.is_dir():
             raise ConfigError(f"{display} is a directory; give a manifest file")
         suffix = path.suffix.lower()
+        records: Iterable[CellRow | RawJob | Problem]
         if suffix in _YAML_SUFFIXES:
             records = read_yaml(
                 path,
@@ -263,16 +289,52 @@ class JobBuilder:
             self._register_ids(job_id, rec)
             return out
 
+        columns = rec.columns if rec.columns is not None else {}
+        self._identify(out, spec, data, job_id, src, columns, rec.repeat, rec)
+        return out
+
+    def _checked_row(
+        self, row: CellRow, spec: ModelSpec, data: dict[str, Any], job_id: str | None
+    ) -> list[Job | Problem]:
+        """A row the fast path found valid: only its identity is left to settle."""
+        self.records += 1
+        src = SourceRef(row.header.file, row.line)
+        counter = self.counter
+        if (
+            counter is not None
+            and job_id is not None
+            and spec.id in counter.per_model
+            and self._claim(job_id, src) is None
+        ):
+            # Counting only (validate): no Job, no content hash, just the id and the tally.
+            counter.count(spec, data)
+            self.index += 1
+            return []
+        columns = dict(zip(row.header.names, row.cells, strict=True))  # checked: same width
+        out: list[Job | Problem] = []
+        self._identify(out, spec, data, job_id, src, columns, 1)
+        return out
+
+    def _identify(
+        self,
+        out: list[Job | Problem],
+        spec: ModelSpec,
+        data: dict[str, Any],
+        job_id: str | None,
+        src: SourceRef,
+        columns: Mapping[str, str],
+        n: int,
+        rec: RawJob | None = None,
+    ) -> None:
+        """Ids (given or derived from the content hash), duplicates, and the jobs."""
         try:
             canonical = _CANON.encode([spec.id, data])
         except (TypeError, ValueError) as err:
             self._emit(out, Problem(src, None, "input that can be written as JSON", str(err)), None)
-            return out
+            return
         content_hash = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         explicit = job_id is not None
         base_id = job_id if job_id is not None else f"{model_slug(spec.id)}-{content_hash[:12]}"
-        columns = rec.columns if rec.columns is not None else {}
-        n = rec.repeat
         for r in range(1, n + 1):
             final = f"{base_id}-r{r}" if n > 1 else base_id
             first = self._claim(final, src)
@@ -294,7 +356,7 @@ class JobBuilder:
                         f"the same model and input as {first} (no id given)",
                         "remove one, give each an id, or use repeat: N for deliberate copies",
                     )
-                self._emit(out, p, self._same_key(p, rec))
+                self._emit(out, p, self._same_key(p, rec) if rec is not None else None)
                 continue
             if r > 1:
                 self.repeated += 1
@@ -310,7 +372,6 @@ class JobBuilder:
                 )
             )
             self.index += 1
-        return out
 
     @staticmethod
     def _at(rec: RawJob, key: str) -> SourceRef:

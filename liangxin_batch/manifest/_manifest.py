@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.catalog._catalog import estimate_credits
+from liangxin_batch.catalog._catalog import estimate_credits, price_inputs
 from liangxin_batch.core._records import Job, Problem, SourceRef, got_text, model_slug
 from liangxin_batch.errors import ConfigError, ManifestError
 from liangxin_batch.manifest._build import SUFFIXES, JobBuilder
 from liangxin_batch.manifest._read import object_record
 
 if TYPE_CHECKING:
-    from liangxin_batch.catalog._catalog import Catalog
+    from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 
 __all__ = [
     "SUFFIXES",
@@ -51,21 +51,40 @@ class JobTally:
         self.per_model: dict[str, int] = {}
         self.credits: dict[str, float] = {}
         self.examples: dict[str, Job] = {}
+        # One estimate per model and distinct values of the fields its price reads.
+        self._price_fields: dict[str, tuple[str, ...]] = {}
+        self._prices: dict[tuple[Any, ...], float] = {}
 
     def add(self, job: Job) -> None:
         """Count one job; ConfigError if its model is not in the catalog."""
         spec = self.catalog.get(job.model)
         if spec is None:
             raise ConfigError(f"job {job.job_id}: model {job.model!r} is not in the catalog")
+        if job.model not in self.per_model:
+            self.per_model[job.model] = 0
+            self.credits[job.model] = 0.0
+            self.examples[job.model] = job
+        self.count(spec, job.input)
+
+    def count(self, spec: ModelSpec, data: Mapping[str, Any]) -> None:
+        """Count one valid input of a model already added once."""
+        model = spec.id
         self.jobs += 1
-        model = job.model
-        if model in self.per_model:
-            self.per_model[model] += 1
-        else:
-            self.per_model[model] = 1
-            self.credits[model] = 0.0
-            self.examples[model] = job
-        self.credits[model] += estimate_credits(spec, job.input)
+        self.per_model[model] += 1
+        names = self._price_fields.get(model)
+        if names is None:
+            names = self._price_fields[model] = price_inputs(spec)
+        key = (model, *(data.get(name) for name in names))
+        try:
+            credits = self._prices.get(key)
+        except TypeError:  # a list or object value: no key, no memo
+            credits = None
+            key = ()
+        if credits is None:
+            credits = estimate_credits(spec, data)
+            if key and len(self._prices) < 10_000:
+                self._prices[key] = credits
+        self.credits[model] += credits
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +150,13 @@ def validate_manifest(
 
     `allow_outside`: `jobs_from` may name files outside the manifest's folder. `keep` is
     given every valid job as it is built (a run spools them: the manifest is read once)."""
-    builder = JobBuilder(catalog, default_model, allow_outside=allow_outside)
     tally = JobTally(catalog)
+    builder = JobBuilder(
+        catalog,
+        default_model,
+        allow_outside=allow_outside,
+        counter=tally if keep is None else None,  # nobody keeps the jobs: count them
+    )
     regular: list[Problem] = []
     collapsed: list[Problem] = []
     for item in builder.run(Path(path)):

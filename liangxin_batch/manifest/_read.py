@@ -1,6 +1,6 @@
 """Tabular manifest readers: CSV, TSV, JSONL, and (through pandas) Excel and Parquet.
 
-Each reader streams `RawJob | Problem`: cells stay text (stdlib `csv`, never pandas'
+Each reader streams `CellRow | RawJob | Problem`: cells stay text (stdlib `csv`, never pandas'
 type guessing), lines are physical lines of the file (a row's *first* line when a quoted
 cell spans several), and anything unreadable becomes a located `Problem`, never an
 exception.
@@ -12,7 +12,7 @@ import csv
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from liangxin_batch.core._records import Problem, RawJob, SourceRef, got_text, value_text
 from liangxin_batch.errors import ConfigError
@@ -21,6 +21,7 @@ __all__ = [
     "NOTE_PREFIX",
     "RESERVED",
     "TABULAR_SUFFIXES",
+    "CellRow",
     "TabularHeader",
     "decode_problem",
     "merge_input",
@@ -184,6 +185,18 @@ class TabularHeader:
         return rec
 
 
+class CellRow(NamedTuple):
+    """A tabular row as cells: the builder checks the common row from these directly
+    (`_fast`) and turns only the others into a `RawJob` (`raw`)."""
+
+    header: TabularHeader
+    cells: list[str]
+    line: int
+
+    def raw(self) -> RawJob:
+        return self.header.row(self.cells, self.line)
+
+
 def merge_input(rec: RawJob, cell: Any, source: SourceRef) -> None:
     """Merge an `input` cell (a JSON object, or an object already) into the record's values."""
     data = cell
@@ -227,7 +240,7 @@ def merge_input(rec: RawJob, cell: Any, source: SourceRef) -> None:
             rec.values[key] = value
 
 
-def read_csv(path: Path, display: str, *, delimiter: str = ",") -> Iterator[RawJob | Problem]:
+def read_csv(path: Path, display: str, *, delimiter: str = ",") -> Iterator[CellRow | Problem]:
     """Rows of a CSV/TSV file with a header row; UTF-8 with or without BOM."""
     header: TabularHeader | None = None
     try:
@@ -254,7 +267,7 @@ def read_csv(path: Path, display: str, *, delimiter: str = ",") -> Iterator[RawJ
                     header = TabularHeader(cells, display, start)
                     yield from header.problems
                     continue
-                yield header.row(cells, start)
+                yield CellRow(header, cells, start)
     except UnicodeDecodeError as err:
         yield decode_problem(path, display, err)
     except OSError as err:
@@ -328,7 +341,7 @@ def object_record(data: dict[Any, Any], source: SourceRef) -> RawJob:
 TABULAR_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".xlsx", ".parquet", ".pq")
 
 
-def read_tabular(path: Path, display: str) -> Iterator[RawJob | Problem]:
+def read_tabular(path: Path, display: str) -> Iterator[CellRow | RawJob | Problem]:
     """Dispatch on the suffix (one of TABULAR_SUFFIXES)."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
@@ -342,7 +355,7 @@ def read_tabular(path: Path, display: str) -> Iterator[RawJob | Problem]:
     return read_frame(path, display, "parquet")
 
 
-def read_frame(path: Path, display: str, kind: str) -> Iterator[RawJob | Problem]:
+def read_frame(path: Path, display: str, kind: str) -> Iterator[CellRow | Problem]:
     """Excel (.xlsx) or Parquet through pandas, every value read as text."""
     try:
         import pandas as pd
@@ -370,7 +383,7 @@ def read_frame(path: Path, display: str, kind: str) -> Iterator[RawJob | Problem
         cells = [_cell(v) for v in row]
         if all(not c.strip() for c in cells):
             continue
-        yield header.row(cells, i + offset)
+        yield CellRow(header, cells, i + offset)
 
 
 def _cell(value: Any) -> str:

@@ -47,6 +47,7 @@ from liangxin_batch.manifest._read import (
     NOTE_PREFIX,
     RESERVED,
     TABULAR_SUFFIXES,
+    CellRow,
     decode_problem,
     read_tabular,
 )
@@ -354,10 +355,11 @@ class _Reader(Expander):
                     at, "jobs_from", "a file next to the manifest", f"{name!r} (not found)"
                 )
                 continue
-            for row in read_tabular(target, display):
-                if isinstance(row, Problem):
-                    yield row
+            for item in read_tabular(target, display):
+                if isinstance(item, Problem):
+                    yield item
                     continue
+                row = item.raw() if isinstance(item, CellRow) else item
                 yield from self.expand(row.values, {}, {}, row.source, row.problems, row=row)
 
 
