@@ -298,18 +298,18 @@ class JobBuilder:
     ) -> list[Job | Problem]:
         """A row the fast path found valid: only its identity is left to settle."""
         self.records += 1
-        src = SourceRef(row.header.file, row.line)
         counter = self.counter
         if (
             counter is not None
             and job_id is not None
             and spec.id in counter.per_model
-            and self._claim(job_id, src) is None
+            and self._claim_at(job_id, row.header.file, row.line) is None
         ):
             # Counting only (validate): no Job, no content hash, just the id and the tally.
             counter.count(spec, data)
             self.index += 1
             return []
+        src = SourceRef(row.header.file, row.line)
         columns = dict(zip(row.header.names, row.cells, strict=True))  # checked: same width
         out: list[Job | Problem] = []
         self._identify(out, spec, data, job_id, src, columns, 1)
@@ -505,11 +505,14 @@ class JobBuilder:
 
     def _claim(self, job_id: str, src: SourceRef) -> str | None:
         """Record an id; return where it was first used if it already was."""
-        file_no = self._files.get(src.file)
+        return self._claim_at(job_id, src.file, src.line)
+
+    def _claim_at(self, job_id: str, file: str, line: int) -> str | None:
+        file_no = self._files.get(file)
         if file_no is None:
-            file_no = self._files[src.file] = len(self._file_names)
-            self._file_names.append(src.file)
-        prev = self._ids.setdefault(hash(job_id.lower()), (file_no << 40) | src.line)
+            file_no = self._files[file] = len(self._file_names)
+            self._file_names.append(file)
+        prev = self._ids.setdefault(hash(job_id.lower()), (file_no << 40) | line)
         if prev is None:
             return None
         return f"{self._file_names[prev >> 40]}:{prev & ((1 << 40) - 1)}"

@@ -90,9 +90,17 @@ class _Plan:
             cell = cells[col.at]
             if not cell or cell.isspace():
                 continue  # an empty cell means "not given"
-            value = col.value(cell)
+            if col.text_only:  # inline: most cells of a big manifest are free text
+                n = len(cell)
+                if n < col.low or (col.high is not None and n > col.high):
+                    return None
+                data[col.name] = cell
+                continue
+            value = col.memo.get(cell, _BAD)
             if value is _BAD:
-                return None
+                value = col.value(cell)
+                if value is _BAD:
+                    return None
             data[col.name] = value
         for name in self.always:
             if name not in data:
@@ -126,12 +134,10 @@ class FastRows:
             or header.repeat_col is not None
             or any(CONTROL.search(name) for name in header.names)
         )
-        self._plans: dict[str | None, _Plan | None] = {}
+        self._plans: dict[str | None, Any] = {}  # model cell as written -> _Plan | None
 
     def _plan(self, written: str | None) -> _Plan | None:
         """The plan for a model cell as written (None: the default model)."""
-        if written in self._plans:
-            return self._plans[written]
         name = written.strip() if written is not None else self.default_model
         spec = self.catalog.get(name) if name else None
         plan: _Plan | None = None
@@ -161,7 +167,9 @@ class FastRows:
             cell = cells[self.model_at]
             if cell and not cell.isspace():
                 written = cell
-        plan = self._plan(written)
+        plan = self._plans.get(written, _BAD)
+        if plan is _BAD:
+            plan = self._plan(written)
         if plan is None:
             return None
         data = plan.inputs(cells)

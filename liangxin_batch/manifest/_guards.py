@@ -83,6 +83,13 @@ class IdTable:
         key = key or 1  # 0 marks an empty slot
         keys, mask = self._keys, self._mask
         i = key & mask
+        if keys[i] == 0:  # the common case, at most half full: a free first slot
+            keys[i] = key
+            self._vals[i] = value
+            self._size += 1
+            if self._size * 2 > mask:
+                self._grow()
+            return None
         while True:
             k = keys[i]
             if k == 0:

@@ -74,7 +74,7 @@ class JobTally:
         names = self._price_fields.get(model)
         if names is None:
             names = self._price_fields[model] = price_inputs(spec)
-        key = (model, *(data.get(name) for name in names))
+        key = (model, *[data.get(name) for name in names]) if names else (model,)
         try:
             credits = self._prices.get(key)
         except TypeError:  # a list or object value: no key, no memo

@@ -249,25 +249,27 @@ def read_csv(path: Path, display: str, *, delimiter: str = ",") -> Iterator[Cell
             reader = csv.reader(fh, delimiter=delimiter, strict=True)
             end = 0  # physical lines consumed so far; a row starts on the line after
             while True:
-                start = end + 1
+                # The loop runs inside one `try` per stretch of good rows, not one per row:
+                # a malformed row ends the stretch, is reported, and the next one begins.
                 try:
-                    cells = next(reader)
-                except StopIteration:
+                    for cells in reader:
+                        start = end + 1
+                        end = reader.line_num
+                        joined = "".join(cells)
+                        if not joined or joined.isspace():
+                            continue  # blank lines and rows of empty cells are not jobs
+                        if header is None:
+                            header = TabularHeader(cells, display, start)
+                            yield from header.problems
+                            continue
+                        yield CellRow(header, cells, start)
                     break
                 except csv.Error as err:
+                    start = end + 1
                     end = reader.line_num
                     yield _csv_error(SourceRef(display, start), err)
                     if "end of data" in str(err):
                         break
-                    continue
-                end = reader.line_num
-                if not cells or all(not c or c.isspace() for c in cells):
-                    continue  # blank lines and rows of empty cells are not jobs
-                if header is None:
-                    header = TabularHeader(cells, display, start)
-                    yield from header.problems
-                    continue
-                yield CellRow(header, cells, start)
     except UnicodeDecodeError as err:
         yield decode_problem(path, display, err)
     except OSError as err:
