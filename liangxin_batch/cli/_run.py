@@ -19,7 +19,6 @@ from liangxin_batch.cli._options import (
     parse_rate_flag,
     rate_opt,
 )
-from liangxin_batch.core._settings import RunSettings, parse_size
 from liangxin_batch.errors import ConfigError
 
 if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
@@ -32,6 +31,8 @@ def _parse_stall(text: str) -> tuple[int, float]:
     """`--download-stall 10KB/30s` -> (10000, 30.0); `off` -> no stall detection."""
     if text.strip().lower() == "off":
         return 1, math.inf
+    from liangxin_batch.core._settings import parse_size  # not at import: --help stays light
+
     usage = f"--download-stall: expected SIZE/SECONDS like 10KB/30s, or off; got {text!r}"
     size, _, seconds = text.partition("/")
     try:
@@ -234,6 +235,8 @@ def run_command(
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     stall_bytes, stall_window = _parse_stall(download_stall)
+    from liangxin_batch.core._settings import RunSettings, parse_size
+
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,
@@ -301,6 +304,7 @@ def status_command(out_dir: Path) -> None:
 def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
     """Run the quickstart manifest against the built-in simulator."""
     from liangxin_batch.cli._launch import format_summary, run_from_cli
+    from liangxin_batch.core._settings import RunSettings
 
     summary = run_from_cli(
         manifest,
