@@ -30,7 +30,7 @@ from liangxin_batch.core._records import (
     slug_id,
 )
 from liangxin_batch.errors import ConfigError
-from liangxin_batch.manifest._fast import ID_PATTERN, FastRows
+from liangxin_batch.manifest._fast import ID_PATTERN, FastRows, check_block
 from liangxin_batch.manifest._guards import (
     IdTable,
     control_char,
@@ -51,6 +51,7 @@ _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
+_BLOCK = 1024  # rows counted together by validate
 _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
@@ -61,7 +62,7 @@ class JobCounter(Protocol):
 
     per_model: dict[str, int]
 
-    def count(self, spec: ModelSpec, data: Mapping[str, Any]) -> None: ...
+    def count(self, spec: ModelSpec, data: Mapping[str, Any], times: int = 1) -> None: ...
 
 
 class _Bad:
@@ -117,21 +118,26 @@ class JobBuilder:
         self, records: Iterable[CellRow | RawJob | Problem], display: str
     ) -> Iterator[Job | Problem]:
         fast: FastRows | None = None
+        block: list[CellRow] = []  # counting: rows checked a column at a time
         for item in records:
             if isinstance(item, CellRow):
                 if fast is None or fast.header is not item.header:
+                    yield from self._tally(self._block(fast, block))
+                    block = []
                     fast = FastRows(item.header, self.catalog, self.default_model)
-                checked = fast.check(item.cells)
-                # None: something to report; the general path says what and where.
-                built = self._checked_row(item, *checked) if checked else self._build(item.raw())
-            elif isinstance(item, Problem):
-                built = [item]
+                if self.counter is not None:
+                    block.append(item)
+                    if len(block) == _BLOCK:
+                        yield from self._tally(self._block(fast, block))
+                        block = []
+                    continue
+                built = self._row(fast, item)
             else:
-                built = self._build(item)
-            for out in built:
-                if isinstance(out, Problem):
-                    self.problems += 1
-                yield out
+                yield from self._tally(self._block(fast, block))
+                block = []
+                built = [item] if isinstance(item, Problem) else self._build(item)
+            yield from self._tally(built)
+        yield from self._tally(self._block(fast, block))
         for first, count in self._pending.values():
             self.problems += 1
             yield replace(first, count=count) if count > 1 else first
@@ -144,6 +150,43 @@ class JobBuilder:
                 "none",
                 "add rows under a header line (CSV) or a jobs: list (YAML)",
             )
+
+    def _tally(self, built: Iterable[Job | Problem]) -> Iterator[Job | Problem]:
+        for out in built:
+            if isinstance(out, Problem):
+                self.problems += 1
+            yield out
+
+    def _row(self, fast: FastRows, row: CellRow) -> list[Job | Problem]:
+        checked = fast.check(row.cells)
+        # None: something to report; the general path says what and where.
+        return self._checked_row(row, *checked) if checked else self._build(row.raw())
+
+    def _block(self, fast: FastRows | None, rows: list[CellRow]) -> Iterator[Job | Problem]:
+        """Counting (validate): a block of rows proven valid column by column is counted
+        up to its first id seen before; every other row is checked on its own."""
+        if fast is None or not rows:
+            return
+        counter = self.counter
+        block = check_block(fast, rows) if counter is not None else None
+        done = 0
+        if counter is not None and block is not None:
+            if block.spec.id not in counter.per_model:
+                # The model's first job is built: it is the counter's example.
+                yield from self._row(fast, rows[0])
+                done = 1
+            if block.spec.id in counter.per_model:
+                file_no = self._file_no(fast.header.file)
+                keys = [hash(i.lower()) for i in block.ids[done:]]
+                lines = [(file_no << 40) | row.line for row in rows[done:]]
+                end = done + self._ids.claim_all(keys, lines)
+                for data, n in block.price_groups(done, end):
+                    counter.count(block.spec, data, n)
+                self.records += end - done
+                self.index += end - done
+                done = end
+        for row in rows[done:]:
+            yield from self._row(fast, row)
 
     def _build(self, rec: RawJob) -> list[Job | Problem]:
         try:
@@ -507,11 +550,15 @@ class JobBuilder:
         """Record an id; return where it was first used if it already was."""
         return self._claim_at(job_id, src.file, src.line)
 
-    def _claim_at(self, job_id: str, file: str, line: int) -> str | None:
+    def _file_no(self, file: str) -> int:
         file_no = self._files.get(file)
         if file_no is None:
             file_no = self._files[file] = len(self._file_names)
             self._file_names.append(file)
+        return file_no
+
+    def _claim_at(self, job_id: str, file: str, line: int) -> str | None:
+        file_no = self._file_no(file)
         prev = self._ids.setdefault(hash(job_id.lower()), (file_no << 40) | line)
         if prev is None:
             return None

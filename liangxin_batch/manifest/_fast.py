@@ -13,16 +13,18 @@ same jobs (a property test holds them to it).
 from __future__ import annotations
 
 import re
+from collections import Counter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.catalog._catalog import check_field, coerce_text
+from liangxin_batch.catalog._catalog import check_field, coerce_text, price_inputs
 from liangxin_batch.manifest._guards import CONTROL
-from liangxin_batch.manifest._read import TabularHeader
+from liangxin_batch.manifest._read import CellRow, TabularHeader
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
 
-__all__ = ["ID_PATTERN", "FastRows"]
+__all__ = ["ID_PATTERN", "Block", "FastRows", "check_block"]
 
 #: A usable job id (the general path's rule; `_build` reports what is wrong with others).
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -136,8 +138,12 @@ class FastRows:
         )
         self._plans: dict[str | None, Any] = {}  # model cell as written -> _Plan | None
 
-    def _plan(self, written: str | None) -> _Plan | None:
+    def plan(self, written: str | None) -> _Plan | None:
         """The plan for a model cell as written (None: the default model)."""
+        plan = self._plans.get(written, _BAD)
+        return self._plan(written) if plan is _BAD else plan
+
+    def _plan(self, written: str | None) -> _Plan | None:
         name = written.strip() if written is not None else self.default_model
         spec = self.catalog.get(name) if name else None
         plan: _Plan | None = None
@@ -176,3 +182,93 @@ class FastRows:
         if data is None:
             return None
         return plan.spec, data, job_id
+
+
+#: A block of usable ids, NUL-separated (a block has no control characters, so no id
+#: holds the separator).
+_ID_BLOCK = re.compile(
+    r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}(?:\x00[A-Za-z0-9_-][A-Za-z0-9._-]{0,99})*"
+)
+
+
+class Block:
+    """Rows that are all valid jobs of one model, each with a given id (ids not yet
+    checked for duplicates): what `validate` counts without looking at rows one by one."""
+
+    __slots__ = ("ids", "price_columns", "rows", "spec")
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        rows: list[CellRow],
+        ids: list[str],
+        price_columns: list[tuple[str, _Column, list[str]]],
+    ) -> None:
+        self.spec = spec
+        self.rows = rows
+        self.ids = ids
+        self.price_columns = price_columns
+
+    def price_groups(self, start: int, stop: int) -> list[tuple[dict[str, Any], int]]:
+        """Rows start..stop grouped by the inputs their price depends on."""
+        if not self.price_columns:
+            return [({}, stop - start)] if stop > start else []
+        counts = Counter(
+            zip(*(cells[start:stop] for _, _, cells in self.price_columns), strict=True)
+        )
+        groups = []
+        for texts, n in counts.items():
+            data = {}
+            for (name, col, _), text in zip(self.price_columns, texts, strict=True):
+                if text and not text.isspace():
+                    data[name] = text if col.text_only else col.value(text)
+            groups.append((data, n))
+        return groups
+
+
+def check_block(fast: FastRows, rows: list[CellRow]) -> Block | None:
+    """`rows` as a Block when C-level checks over whole columns prove every row valid,
+    or None (then each row is checked on its own, and the problems found)."""
+    if not fast.enabled or fast.id_at is None:
+        return None
+    cells = [row.cells for row in rows]
+    if set(map(len, cells)) != {fast.width}:
+        return None
+    if CONTROL.search("\n".join(map("\t".join, cells))) is not None:
+        return None
+    ids = list(map(itemgetter(fast.id_at), cells))
+    if not _ID_BLOCK.fullmatch("\x00".join(ids)):
+        return None  # a blank, padded or unusable id somewhere
+    written: str | None = None
+    if fast.model_at is not None:
+        models = set(map(itemgetter(fast.model_at), cells))
+        if len(models) != 1:
+            return None
+        written = models.pop()
+        if not written or written.isspace():
+            written = None
+    plan = fast.plan(written)
+    if plan is None or plan.conditional:
+        return None
+    present: set[str] = set()
+    by_name: dict[str, tuple[_Column, list[str]]] = {}
+    for col in plan.columns:
+        texts = list(map(itemgetter(col.at), cells))
+        blank = texts.count("") + sum(map(str.isspace, texts))
+        if blank == 0:
+            present.add(col.name)
+        if col.text_only:
+            longest = max(map(len, texts))
+            if col.high is not None and longest > col.high:
+                return None
+            if col.low and min(map(len, texts)) < col.low:
+                return None
+        else:
+            for text in set(texts):
+                if text and not text.isspace() and col.value(text) is _BAD:
+                    return None
+        by_name[col.name] = (col, texts)
+    if any(name not in present for name in plan.always):
+        return None
+    prices = [(name, *by_name[name]) for name in price_inputs(plan.spec) if name in by_name]
+    return Block(plan.spec, rows, ids, prices)

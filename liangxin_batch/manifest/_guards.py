@@ -104,6 +104,24 @@ class IdTable:
             self._grow()
         return None
 
+    def claim_all(self, keys: list[int], values: list[int]) -> int:
+        """Insert keys in order up to the first one already present (in the table or
+        earlier in `keys`); return how many were inserted."""
+        for n, (key, value) in enumerate(zip(keys, values, strict=True)):
+            key = key or 1  # 0 marks an empty slot
+            slots, mask = self._keys, self._mask
+            i = key & mask
+            while slots[i]:
+                if slots[i] == key:
+                    return n
+                i = (i + 1) & mask
+            slots[i] = key
+            self._vals[i] = value
+            self._size += 1
+            if self._size * 2 > mask:
+                self._grow()
+        return len(keys)
+
     def _grow(self) -> None:
         old_keys, old_vals = self._keys, self._vals
         capacity = (self._mask + 1) * 2

@@ -66,11 +66,12 @@ class JobTally:
             self.examples[job.model] = job
         self.count(spec, job.input)
 
-    def count(self, spec: ModelSpec, data: Mapping[str, Any]) -> None:
-        """Count one valid input of a model already added once."""
+    def count(self, spec: ModelSpec, data: Mapping[str, Any], times: int = 1) -> None:
+        """Count `times` valid inputs (alike in what their price reads) of a model already
+        added once."""
         model = spec.id
-        self.jobs += 1
-        self.per_model[model] += 1
+        self.jobs += times
+        self.per_model[model] += times
         names = self._price_fields.get(model)
         if names is None:
             names = self._price_fields[model] = price_inputs(spec)
@@ -84,7 +85,7 @@ class JobTally:
             credits = estimate_credits(spec, data)
             if key and len(self._prices) < 10_000:
                 self._prices[key] = credits
-        self.credits[model] += credits
+        self.credits[model] += credits * times
 
 
 @dataclass(frozen=True, slots=True)
