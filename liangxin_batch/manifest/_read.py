@@ -240,12 +240,35 @@ def merge_input(rec: RawJob, cell: Any, source: SourceRef) -> None:
             rec.values[key] = value
 
 
-def read_csv(path: Path, display: str, *, delimiter: str = ",") -> Iterator[CellRow | Problem]:
-    """Rows of a CSV/TSV file with a header row; UTF-8 with or without BOM."""
+#: Separators a .csv may use: Excel writes ';' where the decimal mark is a comma.
+_CSV_DELIMITERS = (",", ";", "\t")
+
+
+def sniff_delimiter(first_line: str) -> str:
+    """The separator that splits the header line into the most columns (',' on a tie)."""
+    best, most = ",", 0
+    for candidate in _CSV_DELIMITERS:
+        try:
+            cells = next(csv.reader([first_line], delimiter=candidate), [])
+        except csv.Error:
+            continue
+        if len(cells) > most:
+            best, most = candidate, len(cells)
+    return best
+
+
+def read_csv(
+    path: Path, display: str, *, delimiter: str | None = None
+) -> Iterator[CellRow | Problem]:
+    """Rows of a CSV/TSV file with a header row; UTF-8 with or without BOM. Without a
+    `delimiter`, the header line decides between ',', ';' and a tab."""
     header: TabularHeader | None = None
     try:
         # newline="" lets the csv module see the line ends inside quoted (multi-line) cells.
         with path.open(encoding="utf-8-sig", newline="") as fh:
+            if delimiter is None:
+                delimiter = sniff_delimiter(fh.readline(65_536))
+                fh.seek(0)
             reader = csv.reader(fh, delimiter=delimiter, strict=True)
             end = 0  # physical lines consumed so far; a row starts on the line after
             while True:

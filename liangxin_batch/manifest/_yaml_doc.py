@@ -123,11 +123,9 @@ def _yaml_problem(err: yaml.YAMLError, text: str, display: str) -> Problem:
     else:  # a ReaderError knows only the character position
         position = getattr(err, "position", 0)
         line = text.count("\n", 0, position if isinstance(position, int) else 0) + 1
-    what = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
-    return Problem(
-        SourceRef(display, line),
-        None,
-        "valid YAML",
-        got_text(str(what)),
-        "quote values that contain ': ', '#' or start with {, [, *, &, ! or %",
-    )
+    what = str(getattr(err, "problem", None) or getattr(err, "reason", None) or str(err))
+    if "'\\t'" in what:  # PyYAML: "found character '\t' that cannot start any token"
+        hint = "indent with spaces: YAML does not allow tabs for indentation"
+    else:
+        hint = "quote values that contain ': ', '#' or start with {, [, *, &, ! or %"
+    return Problem(SourceRef(display, line), None, "valid YAML", got_text(what), hint)

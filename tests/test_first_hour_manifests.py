@@ -1,0 +1,68 @@
+"""Issue 15, errors a newcomer's manifest meets: YAML indented with tabs, and a CSV that a
+European Excel wrote with semicolons. Through the real entry point: the message, where,
+what to do, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import child_env, cli
+
+pytestmark = pytest.mark.slow
+
+
+def _validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("validate", str(path)),
+        capture_output=True,
+        text=True,
+        env=child_env("http://127.0.0.1:9"),
+        timeout=60,
+    )
+
+
+def test_a_yaml_indented_with_a_tab_says_indent_with_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n  - model: z-image\n\tprompt: a cat\n")
+    done = _validate(path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{path}:3" in done.stderr
+    assert "indent with spaces" in done.stderr
+    assert "quote values" not in done.stderr  # the quoting hint is for other YAML errors
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_csv_separated_by_semicolons_is_read_as_such(tmp_path: Path, sep: str) -> None:
+    """A header that splits into more columns on ';' (or a tab) than on ',' is read so."""
+    path = tmp_path / "prompts.csv"
+    rows = ["id,model,prompt,aspect_ratio".replace(",", sep)]
+    rows += [sep.join([f"a{i}", "z-image", f"a cat, take {i}", "1:1"]) for i in range(3)]
+    path.write_text("\n".join(rows) + "\n")
+    done = _validate(path)
+    assert done.returncode == 0, done.stderr
+    assert "3 jobs" in done.stdout
+
+
+def test_a_semicolon_csv_that_is_not_quite_right_says_what_it_was_read_as(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prompts.csv"
+    path.write_text("id;model;prompt\na1;z-imag;a cat\n")
+    done = _validate(path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "z-imag" in done.stderr  # the real problem, found because the columns were read
+    assert "expected a model: a 'model' column" not in done.stderr
+
+
+def test_a_comma_csv_with_semicolons_in_its_prompts_stays_a_comma_csv(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.csv"
+    path.write_text('id,model,prompt\na1,z-image,"a cat; a dog; a bird"\n')
+    path.write_text(path.read_text() + "a2,z-image,plain\n")
+    done = _validate(path)
+    assert done.returncode == 2  # z-image needs aspect_ratio: the columns were read right
+    assert "[aspect_ratio]" in done.stderr
