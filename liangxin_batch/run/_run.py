@@ -191,6 +191,18 @@ def _attach_run_log(out_dir: Path) -> logging.Handler:
     return handler
 
 
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or str(err)
+        if isinstance(err, (FileExistsError, NotADirectoryError)):
+            why += ": a file is in the way"
+        raise ConfigError(
+            f"cannot create the output folder {out} ({why}); choose another place"
+        ) from None
+
+
 async def run_batch_async(
     manifest: ManifestSource,
     *,
@@ -258,7 +270,7 @@ async def run_batch_async(
         if jobs is not None:
             stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
-        out.mkdir(parents=True, exist_ok=True)
+        _make_folder(out)
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
         store = StateStore.in_dir(out)
         stack.callback(store.close)

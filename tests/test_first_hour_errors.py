@@ -1,6 +1,6 @@
-"""Issue 15, errors a newcomer's manifest meets: YAML indented with tabs, and a CSV that a
-European Excel wrote with semicolons. Through the real entry point: the message, where,
-what to do, exit 2, no traceback."""
+"""Issue 15, errors a newcomer meets: YAML indented with tabs, a CSV that a European Excel
+wrote with semicolons, an output folder that cannot be made. Through the real entry point:
+the message, where, what to do, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -66,3 +66,24 @@ def test_a_comma_csv_with_semicolons_in_its_prompts_stays_a_comma_csv(tmp_path: 
     done = _validate(path)
     assert done.returncode == 2  # z-image needs aspect_ratio: the columns were read right
     assert "[aspect_ratio]" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["file-in-the-way", "proc"])
+def test_an_out_folder_that_cannot_be_made_is_one_line_and_exit_2(
+    tmp_path: Path, where: str
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\na1,z-image,a cat,1:1\n")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = tmp_path / "taken" / "out" if where == "file-in-the-way" else Path("/proc/lxb-out")
+    done = subprocess.run(
+        cli("run", str(manifest), "--out", str(out)),
+        capture_output=True,
+        text=True,
+        env=child_env("http://127.0.0.1:9"),
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "output folder" in lines[0], lines
