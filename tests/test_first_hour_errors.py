@@ -87,3 +87,21 @@ def test_an_out_folder_that_cannot_be_made_is_one_line_and_exit_2(
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "output folder" in lines[0], lines
+
+
+@pytest.mark.parametrize("place", ["before", "after"])
+def test_catalog_is_taken_before_or_after_the_command(tmp_path: Path, place: str) -> None:
+    """`liangxin-batch validate m.csv --catalog my.yaml`, as users write it."""
+    extra = tmp_path / "my.yaml"
+    extra.write_text("models:\n  - id: z-image\n    patch: true\n    aliases: [zed]\n")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\na1,zed,a cat,1:1\n")
+    args = ["validate", str(manifest)]
+    args = (
+        ["--catalog", str(extra), *args] if place == "before" else [*args, "--catalog", str(extra)]
+    )
+    done = subprocess.run(
+        cli(*args), capture_output=True, text=True, env=child_env("http://127.0.0.1:9"), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 job" in done.stdout

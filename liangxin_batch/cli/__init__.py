@@ -59,11 +59,38 @@ def main(ctx: click.Context, catalog_paths: tuple[Path, ...]) -> None:
     ctx.obj = CliContext(catalog_paths=catalog_paths)
 
 
+def _more_catalogs(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        cli = ctx.ensure_object(CliContext)
+        cli.catalog_paths = (*cli.catalog_paths, *(Path(v) for v in value))
+
+
+def _catalog_after(command: click.Command) -> None:
+    """Every command also takes --catalog after its name, as users write it."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _catalog_after(sub)
+        return
+    command.params.append(
+        click.Option(
+            ["--catalog"],
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False),
+            expose_value=False,
+            is_eager=True,  # before any other option's callback may read the catalog
+            callback=_more_catalogs,
+            help="Extra catalog YAML (also accepted before the command).",
+        )
+    )
+
+
 def _register() -> None:
     from liangxin_batch.cli import _manifest, _models, _outputs, _run, _sim
 
     for module in (_models, _manifest, _run, _outputs, _sim):
         module.register(main)
+    for command in main.commands.values():
+        _catalog_after(command)
 
 
 _register()
