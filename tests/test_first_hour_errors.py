@@ -105,3 +105,18 @@ def test_catalog_is_taken_before_or_after_the_command(tmp_path: Path, place: str
     )
     assert done.returncode == 0, done.stderr
     assert "1 job" in done.stdout
+
+
+def test_models_fits_an_80_column_terminal_and_wide_shows_everything() -> None:
+    env = child_env("http://127.0.0.1:9")
+    narrow = subprocess.run(cli("models"), capture_output=True, text=True, env=env, timeout=60)
+    assert narrow.returncode == 0
+    table = narrow.stdout.split("\n\n")[0].splitlines()
+    assert max(len(line) for line in table) <= 80, max(table, key=len)
+    assert any(line.startswith("seedream/4.5-edit") for line in table)
+    wide = subprocess.run(
+        cli("models", "--wide"), capture_output=True, text=True, env=env, timeout=60
+    )
+    assert wide.returncode == 0
+    assert "ALIASES" in wide.stdout and "seedream-4.5-t2i" in wide.stdout
+    assert "Seedream4.5 - Text to Image" in wide.stdout

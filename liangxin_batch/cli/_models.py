@@ -34,24 +34,29 @@ def _credits_text(catalog: Catalog, spec: ModelSpec) -> str:
     return text
 
 
-def format_models(catalog: Catalog) -> str:
-    """The catalog as a readable table: id, kind, name, aliases, credits at default input."""
-    rows = [["MODEL", "KIND", "NAME", "ALIASES", "EST. CREDITS"]]
+def format_models(catalog: Catalog, *, wide: bool = False, width: int = 80) -> str:
+    """The catalog as a table: id, kind, credits at default input and the name, cut to
+    fit `width` columns; `wide`: whole names and the aliases, however wide."""
+    head = ["MODEL", "KIND", "EST. CREDITS", "NAME"] + (["ALIASES"] if wide else [])
+    rows = [head]
     for spec in catalog:
-        flag = " [!]" if spec.doubt else ""
-        rows.append(
-            [
-                spec.id + flag,
-                spec.kind,
-                spec.name,
-                ", ".join(spec.aliases),
-                _credits_text(catalog, spec),
-            ]
-        )
+        row = [
+            spec.id + (" [!]" if spec.doubt else ""),
+            spec.kind,
+            _credits_text(catalog, spec),
+            spec.name,
+        ]
+        rows.append([*row, ", ".join(spec.aliases)] if wide else row)
+    if not wide:  # the name takes what the other columns leave
+        room = width - sum(max(len(r[i]) for r in rows) + 2 for i in range(3))
+        for row in rows[1:]:
+            if len(row[3]) > room:
+                row[3] = row[3][: max(room - 1, 0)] + "…"
     foot = (
         "\n\nCredits are per task with default input"
         + (f"; 1 credit = ${catalog.credit_usd:g}" if catalog.credit_usd else "")
-        + ". [!] = uncertain mapping. Details: liangxin-batch models show NAME"
+        + ". [!] = uncertain mapping.\nDetails: liangxin-batch models show NAME"
+        + ("" if wide else "; aliases and whole names: liangxin-batch models --wide")
     )
     return _table(rows) + foot
 
@@ -151,18 +156,24 @@ def register(group: click.Group) -> None:
     # Imported here: cli.py imports this module while it is still being imported itself.
     from liangxin_batch.cli._context import pass_cli
 
+    wide_opt = click.option(
+        "--wide", is_flag=True, help="Whole names and the aliases, however wide the table."
+    )
+
     @group.group("models", invoke_without_command=True)
+    @wide_opt
     @pass_cli
     @click.pass_context
-    def models(ctx: click.Context, cli: CliContext) -> None:
+    def models(ctx: click.Context, cli: CliContext, wide: bool) -> None:
         """List the models in the catalog (with any --catalog files applied)."""
         if ctx.invoked_subcommand is None:
-            click.echo(format_models(cli.catalog))
+            click.echo(format_models(cli.catalog, wide=wide))
 
     @models.command("list")
     @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+    @wide_opt
     @pass_cli
-    def list_models(cli: CliContext, markdown: bool) -> None:
+    def list_models(cli: CliContext, markdown: bool, wide: bool) -> None:
         """List the models; --markdown for the README table."""
         catalog: Catalog = cli.catalog
         if markdown:
@@ -170,7 +181,7 @@ def register(group: click.Group) -> None:
 
             click.echo(render_model_table(catalog), nl=False)
         else:
-            click.echo(format_models(catalog))
+            click.echo(format_models(catalog, wide=wide))
 
     @models.command("show")
     @click.argument("name")
