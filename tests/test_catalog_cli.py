@@ -16,10 +16,10 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_models_lists_every_model() -> None:
-    code, out, _err = run("models")
+    code, out, _err = run("models", "--wide")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["MODEL", "KIND", "NAME", "ALIASES", "EST.", "CREDITS"]
+    assert lines[0].split() == ["MODEL", "KIND", "EST.", "CREDITS", "NAME", "ALIASES"]
     for spec in default_catalog():
         row = next(line for line in lines if line.startswith(spec.id + " "))
         assert spec.kind in row and spec.name in row
