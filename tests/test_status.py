@@ -241,3 +241,9 @@ def test_recent_problems_after_a_successful_retry_are_not_retry_notes(tmp_path: 
     assert summary.counts == {"succeeded": 16}
     problems = read_status(tmp_path).recent_errors
     assert not [p for p in problems if p[3].startswith("retry from")], problems
+
+
+def test_read_status_takes_a_str_path(tmp_path: Path) -> None:
+    """Like everything else in the library (issue 15): a notebook passes "runs/oct"."""
+    prepare(tmp_path)
+    assert read_status(str(tmp_path), now=NOW).total == len(PREPARED)

@@ -39,7 +39,8 @@ class StatusReport:
         return sum(self.by_state.values())
 
 
-def read_status(out_dir: Path, *, now: float | None = None) -> StatusReport:
+def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusReport:
+    out_dir = Path(out_dir)
     path = out_dir / STATE_FILE
     if not path.exists():
         raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
