@@ -120,3 +120,14 @@ def test_models_fits_an_80_column_terminal_and_wide_shows_everything() -> None:
     assert wide.returncode == 0
     assert "ALIASES" in wide.stdout and "seedream-4.5-t2i" in wide.stdout
     assert "Seedream4.5 - Text to Image" in wide.stdout
+
+
+def test_the_callback_receiver_listens_on_loopback_away_from_the_simulators_port() -> None:
+    """Default --listen: 127.0.0.1 (a proxy or tunnel exposes it), not all interfaces, and
+    not 8787, where `simulate` listens by default."""
+    from liangxin_batch.cli._run import _callback_options
+
+    options = _callback_options("https://hooks.example.org/lx", None, None, trust_signed=False)
+    assert options is not None
+    host, port = options.listen.rsplit(":", 1)
+    assert host == "127.0.0.1" and port != "8787"

@@ -62,11 +62,11 @@ def _callback_options(
             "--trust-signed-callbacks needs --webhook-hmac-key: only signed callbacks are "
             "ever taken without a recordInfo"
         )
-    from liangxin_batch.run._run import CallbackOptions
+    from liangxin_batch.run._run import DEFAULT_LISTEN, CallbackOptions
 
     return CallbackOptions(
         public_base=callback_url,
-        listen=listen or "0.0.0.0:8787",
+        listen=listen or DEFAULT_LISTEN,
         hmac_key=hmac_key or None,
         trust_signed=trust_signed,
     )
@@ -173,7 +173,8 @@ def register(group: click.Group) -> None:
 @click.option(
     "--listen",
     metavar="HOST:PORT",
-    help="Where the callback receiver listens [default: 0.0.0.0:8787].",
+    help="Where the callback receiver listens [default: 127.0.0.1:8788]; "
+    "0.0.0.0:PORT listens on every interface.",
 )
 @click.option(
     "--webhook-hmac-key",

@@ -63,12 +63,17 @@ __all__ = [
 ]
 
 
+#: The callback receiver's address: loopback (a proxy or tunnel exposes it), and not
+#: 8787, where `simulate` listens by default.
+DEFAULT_LISTEN = "127.0.0.1:8788"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallbackOptions:
     """Receive the service's callbacks on `listen`, reachable from outside at `public_base`."""
 
     public_base: str
-    listen: str = "0.0.0.0:8787"
+    listen: str = DEFAULT_LISTEN
     hmac_key: str | None = None
     #: Opt-in: a signed success with its result URLs is taken without a recordInfo,
     #: accepting that a party on the callback's path could swap the URLs (_callback_link).
