@@ -131,3 +131,17 @@ def test_the_callback_receiver_listens_on_loopback_away_from_the_simulators_port
     assert options is not None
     host, port = options.listen.rsplit(":", 1)
     assert host == "127.0.0.1" and port != "8787"
+
+
+def test_state_lock_the_readme_and_the_code_agree(tmp_path: Path) -> None:
+    """The lock goes when a run ends; the file stays (issue 15: the README said both went)."""
+    from liangxin_batch.state._lock import RunLock
+
+    with RunLock(tmp_path):
+        pass
+    assert (tmp_path / "state.lock").exists()
+    with RunLock(tmp_path):  # and it is free again
+        pass
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.strip().startswith("state.lock"))
+    assert "the file stays" in line and "gone" not in line
