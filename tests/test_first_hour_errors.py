@@ -145,3 +145,37 @@ def test_state_lock_the_readme_and_the_code_agree(tmp_path: Path) -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     line = next(x for x in readme.splitlines() if x.strip().startswith("state.lock"))
     assert "the file stays" in line and "gone" not in line
+
+
+def test_the_readmes_layout_example_works_for_a_csv(tmp_path: Path) -> None:
+    """The README's --layout example, run on a CSV with the column it names."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    template = re.search(r"`--layout '([^']+)'`", readme)
+    assert template is not None
+    names = re.findall(r"\{(\w+)\}", template.group(1))
+    columns = [n for n in names if n not in ("model", "job_id", "index", "task_id", "date")]
+    manifest = tmp_path / "m.csv"
+    header = ["id", "model", "prompt", "aspect_ratio", *columns]
+    manifest.write_text(",".join(header) + "\na1,z-image,a cat,1:1" + ",cats" * len(columns) + "\n")
+    done = subprocess.run(
+        cli(
+            "run",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+            "--simulate",
+            "--layout",
+            template.group(1),
+        ),
+        capture_output=True,
+        text=True,
+        env=child_env("http://127.0.0.1:9"),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [
+        p.relative_to(tmp_path / "out" / "outputs").as_posix()
+        for p in (tmp_path / "out" / "outputs").rglob("*.png")
+    ] == ["z-image/cats/a1.png"]
