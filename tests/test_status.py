@@ -247,3 +247,26 @@ def test_read_status_takes_a_str_path(tmp_path: Path) -> None:
     """Like everything else in the library (issue 15): a notebook passes "runs/oct"."""
     prepare(tmp_path)
     assert read_status(str(tmp_path), now=NOW).total == len(PREPARED)
+
+
+@pytest.mark.parametrize("set_in_shell", [True, False])
+def test_resume_hint_says_when_the_secret_variable_it_names_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, set_in_shell: bool
+) -> None:
+    """The key given on the command line is never repeated; the hint names the variable,
+    and says so when that variable is not set (issue 15)."""
+    from liangxin_batch.cli._launch import format_summary
+    from liangxin_batch.core._summary import RunSummary
+
+    argv = ["liangxin-batch", "run", "m.csv", "--out", "o", "--webhook-hmac-key", "s3cret-k"]
+    monkeypatch.setattr("sys.argv", argv)
+    if set_in_shell:
+        monkeypatch.setenv("LIANGXIN_WEBHOOK_HMAC_KEY", "s3cret-k")
+    else:
+        monkeypatch.delenv("LIANGXIN_WEBHOOK_HMAC_KEY", raising=False)
+    summary = RunSummary(counts={"pending": 3}, credits=0.0, wall_seconds=1.0, interrupted=True)
+    text = format_summary(summary, tmp_path)
+    assert "s3cret-k" not in text
+    assert '--webhook-hmac-key="$LIANGXIN_WEBHOOK_HMAC_KEY"' in text
+    warned = "LIANGXIN_WEBHOOK_HMAC_KEY is not set" in text
+    assert warned is not set_in_shell, text

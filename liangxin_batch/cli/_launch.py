@@ -108,6 +108,15 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         lines.append(f"To resubmit them anyway: {_command_line('--resubmit-unknown')}")
     if c.get("failed", 0) or c.get("timed_out", 0) or c.get("download_failed", 0):
         lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
+    printed = "\n".join(lines)
+    unset = sorted(
+        var for var in _SECRET_FLAGS.values() if f"${var}" in printed and not os.environ.get(var)
+    )
+    if unset:  # a command above names a variable this shell does not have
+        lines.append(
+            f"{', '.join(unset)} is not set in this shell: set it to the key you gave "
+            "(or repeat the flag with the key) before running that command"
+        )
     lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
     if not summary.reports_written:
         lines.append(
