@@ -151,3 +151,12 @@ def test_check_budget(tmp_path: Path) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_plan_set_by_the_slowest_model_names_it(tmp_path: Path) -> None:
+    """Five jobs go out at once; what sets the duration is z-image's latency, not the rate
+    (issue 15: the plan said "set by the create rate")."""
+    report = validate_manifest(zimage_csv(tmp_path, 5), catalog=CATALOG)
+    plan = make_plan(report, CATALOG, create_limit=20, create_window=10.0, max_in_flight=100)
+    assert plan.bound == "latency of z-image"
+    assert "(set by the latency of z-image" in format_plan(plan)

@@ -85,7 +85,7 @@ class Plan:
     rate_seconds: float  # submit_seconds + the slowest model's typical latency
     concurrency_seconds: float  # sum(jobs x latency) / max_in_flight
     shortest_seconds: float  # a lower bound for the whole run: the larger of the two
-    bound: str  # what sets it: "create rate" or "concurrency"
+    bound: str  # what sets it: "create rate", "latency of MODEL" or "concurrency"
     slowest_model: str | None
     out_dir: str
 
@@ -115,6 +115,16 @@ def _tally(
     if total:
         raise ManifestError(problems, total=total)
     return tally.per_model, tally.credits, tally.examples
+
+
+def _bound(submit: float, slowest: ModelPlan | None, by_rate: float, by_slots: float) -> str:
+    """What sets the shortest duration: the cap on tasks in flight, the time it takes to
+    submit everything, or (a small batch) the slowest model's own latency."""
+    if by_slots > by_rate:
+        return "concurrency"
+    if slowest is not None and slowest.typical_seconds > submit:
+        return f"latency of {slowest.model}"
+    return "create rate"
 
 
 def make_plan(
@@ -192,7 +202,7 @@ def make_plan(
         rate_seconds=by_rate,
         concurrency_seconds=by_slots,
         shortest_seconds=max(by_rate, by_slots),
-        bound="create rate" if by_rate >= by_slots else "concurrency",
+        bound=_bound(submit, slowest, by_rate, by_slots),
         slowest_model=slowest.model if slowest is not None else None,
         out_dir=out,
     )
