@@ -179,3 +179,35 @@ def test_the_readmes_layout_example_works_for_a_csv(tmp_path: Path) -> None:
         p.relative_to(tmp_path / "out" / "outputs").as_posix()
         for p in (tmp_path / "out" / "outputs").rglob("*.png")
     ] == ["z-image/cats/a1.png"]
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_placeholder_image_urls_are_warned_about_not_refused(tmp_path: Path, command: str) -> None:
+    """example.com and localhost URLs pass the checks but cannot be what the user meant:
+    a located warning, exit 0 (issue 15)."""
+    manifest = tmp_path / "edit.yaml"
+    manifest.write_text(
+        "jobs:\n"
+        "  - id: e1\n    model: seedream/4.5-edit\n    prompt: make it blue\n"
+        "    aspect_ratio: '1:1'\n    quality: basic\n"
+        "    image_urls: [https://example.com/shoe.png]\n"
+        "  - id: e2\n    model: seedream/4.5-edit\n    prompt: make it red\n"
+        "    aspect_ratio: '1:1'\n    quality: basic\n"
+        "    image_urls: ['http://localhost:8000/a.png', 'https://cdn.real-shop.cn/b.png']\n"
+        "  - id: e3\n    model: seedream/4.5-edit\n    prompt: fine\n"
+        "    aspect_ratio: '1:1'\n    quality: basic\n"
+        "    image_urls: [https://cdn.real-shop.cn/c.png]\n"
+    )
+    done = subprocess.run(
+        cli(command, str(manifest)),
+        capture_output=True,
+        text=True,
+        env=child_env("http://127.0.0.1:9"),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2, done.stderr
+    assert f"{manifest}:7" in warnings[0] and "example.com" in warnings[0]
+    assert f"{manifest}:13" in warnings[1] and "localhost" in warnings[1]
+    assert "real-shop" not in done.stderr

@@ -68,6 +68,8 @@ def validate_command(
     """
     report = _validate(cli, manifest, default_model, max_problems, allow_outside)
     report.raise_for_problems()
+    for line in report.warning_lines():
+        click.echo(line, err=True)
     click.echo(report.summary())
 
 
@@ -141,6 +143,8 @@ def plan_command(
         max_in_flight=max_in_flight,
         out_dir=out_dir,
     )
+    for line in report.warning_lines():
+        click.echo(line, err=True)
     click.echo(format_plan(plan))
     if check_balance:
         balance = fetch_balance(base_url)

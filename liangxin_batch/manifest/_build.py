@@ -35,6 +35,7 @@ from liangxin_batch.manifest._guards import (
     IdTable,
     control_char,
     may_have_control,
+    placeholder_host,
     written,
 )
 from liangxin_batch.manifest._read import TABULAR_SUFFIXES, CellRow, read_tabular
@@ -52,7 +53,8 @@ _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
 _BLOCK = 1024  # rows counted together by validate
-_MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
+_MAX_PENDING = 10_000
+_MAX_WARNINGS = 50  # distinct collapsed problems kept; beyond that they are reported one by one
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
 
@@ -106,6 +108,8 @@ class JobBuilder:
         self._files: dict[str, int] = {}
         self._file_names: list[str] = []
         self._pending: dict[tuple[Any, ...], list[Any]] = {}
+        self.warnings: list[Problem] = []  # the first _MAX_WARNINGS; the jobs stay valid
+        self.warning_count = 0
         self.records = 0
         self.index = 0
         self.problems = 0
@@ -331,7 +335,7 @@ class JobBuilder:
         if bad:
             self._register_ids(job_id, rec)
             return out
-
+        self._placeholders(spec, data, rec)
         columns = rec.columns if rec.columns is not None else {}
         self._identify(out, spec, data, job_id, src, columns, rec.repeat, rec)
         return out
@@ -415,6 +419,29 @@ class JobBuilder:
                 )
             )
             self.index += 1
+
+    def _placeholders(self, spec: ModelSpec, data: Mapping[str, Any], rec: RawJob) -> None:
+        """Warnings (not problems) for input URLs on placeholder hosts."""
+        for key, value in data.items():
+            fs = spec.fields.get(key)
+            if fs is None or fs.type != "url_list" or not isinstance(value, list):
+                continue
+            for url in value:
+                host = placeholder_host(url) if isinstance(url, str) else None
+                if host is None:
+                    continue
+                self.warning_count += 1
+                if len(self.warnings) < _MAX_WARNINGS:
+                    self.warnings.append(
+                        Problem(
+                            self._at(rec, key),
+                            key,
+                            "an image URL the service can fetch",
+                            got_text(url),
+                            f"{host} is a placeholder or this machine: give the image's "
+                            "real address (the task would fail, and may be charged)",
+                        )
+                    )
 
     @staticmethod
     def _at(rec: RawJob, key: str) -> SourceRef:

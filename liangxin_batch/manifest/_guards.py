@@ -11,10 +11,18 @@ import re
 from array import array
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from liangxin_batch.core._records import RawJob
 
-__all__ = ["CONTROL", "IdTable", "control_char", "may_have_control", "written"]
+__all__ = [
+    "CONTROL",
+    "IdTable",
+    "control_char",
+    "may_have_control",
+    "placeholder_host",
+    "written",
+]
 
 #: C0 control characters other than tab, newline and carriage return, and lone UTF-16
 #: surrogates (a JSON "\ud800" decodes to one; it cannot be encoded to send or store).
@@ -40,6 +48,29 @@ def control_char(value: Any, depth: int = 0) -> str | None:
         found_in = control_char(item, depth + 1)
         if found_in is not None:
             return found_in
+    return None
+
+
+#: Hosts that stand for "some address" (RFC 2606/6761) or this machine: the service can
+#: fetch nothing from them, so an input URL naming one is almost surely left from a template.
+_PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net")
+_PLACEHOLDER_SUFFIXES = (".example", ".test", ".invalid", ".localhost", ".local")
+_LOOPBACK = ("localhost", "0.0.0.0", "::1", "[::1]")
+
+
+def placeholder_host(url: str) -> str | None:
+    """The host of a URL that cannot be what the user meant (example.com, localhost, ...)."""
+    try:
+        host = (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    if (
+        host in _LOOPBACK
+        or host.startswith("127.")
+        or host.endswith(_PLACEHOLDER_SUFFIXES)
+        or any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS)
+    ):
+        return host
     return None
 
 

@@ -101,6 +101,16 @@ class ValidationReport:
     duplicates: int = 0  # duplicate ids / identical jobs without ids
     repeated: int = 0  # extra copies made by `repeat`
     examples: Mapping[str, Job] = field(default_factory=dict)  # first job of each model
+    #: Valid, but probably not meant (an image URL on example.com): the first 50.
+    warnings: tuple[Problem, ...] = ()
+    total_warnings: int = 0
+
+    def warning_lines(self) -> list[str]:
+        """`warning: FILE:LINE [field] ...` per warning, and how many more there were."""
+        lines = [f"warning: {w.format()}" for w in self.warnings]
+        if self.total_warnings > len(self.warnings):
+            lines.append(f"warning: ... and {self.total_warnings - len(self.warnings)} more")
+        return lines
 
     @property
     def ok(self) -> bool:
@@ -181,6 +191,8 @@ def validate_manifest(
         problems=tuple(shown),
         total_problems=builder.problems,
         duplicates=builder.duplicates,
+        warnings=tuple(builder.warnings),
+        total_warnings=builder.warning_count,
         repeated=builder.repeated,
         examples=tally.examples,
     )
