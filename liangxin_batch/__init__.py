@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on first use
+    from liangxin_batch._api import run_batch
     from liangxin_batch.catalog._catalog import (
         Catalog,
         FieldProblem,
@@ -75,7 +76,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on 
     )
     from liangxin_batch.run._run import (
         CallbackOptions,
-        run_batch,
         run_batch_async,
     )
     from liangxin_batch.state._status import (
@@ -127,7 +127,7 @@ _LOCATIONS: dict[str, str] = {
     "load_catalog": "liangxin_batch.catalog._catalog",
     "load_jobs": "liangxin_batch.manifest._manifest",
     "read_status": "liangxin_batch.state._status",
-    "run_batch": "liangxin_batch.run._run",
+    "run_batch": "liangxin_batch._api",
     "run_batch_async": "liangxin_batch.run._run",
     "validate_input": "liangxin_batch.catalog._catalog",
     "validate_manifest": "liangxin_batch.manifest._manifest",

@@ -1,4 +1,4 @@
-"""`run_batch`: the library call behind `liangxin-batch run`.
+"""`run_batch_async`: the library call behind `liangxin-batch run` (and `run_batch`).
 
 Validate everything, sync the state file, then run. The CLI adds signals, bars and
 the summary text; everything else a user can do from Python too.
@@ -58,7 +58,6 @@ __all__ = [
     "CallbackOptions",
     "RunHandle",
     "load_manifest_jobs",
-    "run_batch",
     "run_batch_async",
 ]
 
@@ -449,11 +448,6 @@ async def _run_with_callbacks(
         observer.message(f"callbacks refused or ignored: {refused}")
     summary.callbacks_received = receiver.counters.get("accepted", 0)
     return summary
-
-
-def run_batch(manifest: ManifestSource, **kwargs: Any) -> RunSummary:
-    """Synchronous `run_batch_async` for scripts and notebooks without a running loop."""
-    return asyncio.run(run_batch_async(manifest, **kwargs))
 
 
 def _remember_manifest(

@@ -1,0 +1,111 @@
+"""`run_batch`: the synchronous entry point for scripts and notebooks.
+
+It sits above the packages (it may start the bundled simulator, which the runner below
+must not know about) and shows every parameter it takes, so `help(run_batch)` and an
+IDE say what a run can be given. Inside a running event loop (a Jupyter cell) it cannot
+block: it says to `await run_batch_async(...)` instead, before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from liangxin_batch.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from liangxin_batch.catalog._catalog import Catalog
+    from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.core._summary import RunSummary
+    from liangxin_batch.run._progress import Observer
+    from liangxin_batch.run._run import CallbackOptions, ManifestSource
+
+__all__ = ["run_batch"]
+
+#: How much faster than the catalog's latencies the simulator of `simulate=True` runs.
+_SIM_LATENCY_SCALE = 0.05
+
+
+def run_batch(
+    manifest: ManifestSource,
+    *,
+    out_dir: Path | str,
+    settings: RunSettings | None = None,
+    catalog: Catalog | None = None,
+    default_model: str | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    observer: Observer | None = None,
+    callbacks: CallbackOptions | None = None,
+    allow_outside: bool = False,
+    simulate: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    download_transport: httpx.AsyncBaseTransport | None = None,
+) -> RunSummary:
+    """Run a manifest to finished tasks in `out_dir` and return the summary; call it again
+    with the same arguments to resume. The key and URL default to `LIANGXIN_API_KEY` and
+    `LIANGXIN_BASE_URL`; `simulate=True` runs against the bundled simulator instead (no
+    account, no network). In a notebook cell (a running event loop), use
+    `await run_batch_async(...)`, which takes the same arguments except `simulate`.
+    `transport` and `download_transport` replace the HTTP transports (tests run the real
+    client against an app without a socket); the file host never gets the API key.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise ConfigError(
+            "run_batch cannot block inside a running event loop (a Jupyter cell): "
+            "use `await run_batch_async(...)` with the same arguments"
+        )
+    from liangxin_batch.run._run import run_batch_async
+
+    with contextlib.ExitStack() as stack:
+        if simulate:
+            base_url, api_key = stack.enter_context(_simulator(callbacks))
+            settings = _simulated(settings)
+        return asyncio.run(
+            run_batch_async(
+                manifest,
+                out_dir=out_dir,
+                settings=settings,
+                catalog=catalog,
+                default_model=default_model,
+                api_key=api_key,
+                base_url=base_url,
+                observer=observer,
+                callbacks=callbacks,
+                allow_outside=allow_outside,
+                transport=transport,
+                download_transport=download_transport,
+            )
+        )
+
+
+def _simulated(settings: RunSettings | None) -> RunSettings:
+    from liangxin_batch.core._settings import RunSettings
+
+    base = settings or RunSettings()
+    return dataclasses.replace(base, poll_scale=_SIM_LATENCY_SCALE)
+
+
+@contextlib.contextmanager
+def _simulator(callbacks: CallbackOptions | None) -> Iterator[tuple[str, str]]:
+    """The bundled simulator on a loopback port for the life of the run: (URL, key)."""
+    from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
+
+    config = SimConfig(
+        latency_scale=_SIM_LATENCY_SCALE,
+        hmac_key=callbacks.hmac_key if callbacks else None,
+        id_salt=secrets.token_hex(8),  # a resumed simulated run gets fresh task ids
+    )
+    with serve_in_thread(create_app(config)) as url:
+        yield url, config.api_key
