@@ -781,8 +781,8 @@ def test_kling_duration_cell_stays_a_string_and_validates() -> None:
         ("nano-banana-pro-flash", {"prompt": "x", "resolution": "2K"}, 12),
         ("nano-banana-pro-flash", {"prompt": "x", "resolution": "4K"}, 18),
         ("flux-2-pro", {"prompt": "x", "resolution": "2K"}, 7),
-        ("seedream-4.5", {"prompt": "x"}, 6.5),
-        ("z-image", {"prompt": "x"}, 0.8),
+        ("seedream-4.5", {"prompt": "x"}, 7),  # 6.5 listed; billed in whole credits
+        ("z-image", {"prompt": "x"}, 1),  # 0.8 listed
         ("imagen4-ultra", {"prompt": "x"}, 12),
     ],
 )
@@ -812,7 +812,10 @@ def test_estimate_credits_matches_usd_list_prices() -> None:
     usd = CAT.credit_usd or 0
     kling = estimate_credits(spec("kling-3-pro"), {"prompt": "x", "sound": True, "duration": "1"})
     assert kling * usd == pytest.approx(0.135)
-    assert estimate_credits(spec("seedream-4.5"), {}) * usd == pytest.approx(0.0325)
+    seedream = spec("seedream-4.5")
+    exact = replace(seedream, price=replace(seedream.price, round_up=False))
+    assert estimate_credits(exact, {}) * usd == pytest.approx(0.0325)  # the list price
+    assert estimate_credits(seedream, {}) == 7  # what the service bills: whole credits
 
 
 def test_render_model_table_lists_every_model() -> None:

@@ -139,7 +139,7 @@ def test_plan(tmp_path: Path) -> None:
         "plan", path, "--out", tmp_path / "o", "--rate", "1/min", "--max-in-flight", "5"
     )
     assert result.exit_code == 0, result.output
-    assert "z-image" in result.stdout and "1.6" in result.stdout
+    assert "z-image" in result.stdout and "2.0" in result.stdout  # 0.8 each, billed as 1
     assert "create rate 1/60s: submitting takes 1m 00s" in result.stdout
     assert f"{tmp_path}/o/outputs/z-image/z-image-" in result.stdout
     assert not (tmp_path / "o").exists()  # planning writes nothing
@@ -147,10 +147,10 @@ def test_plan(tmp_path: Path) -> None:
 
 def test_plan_refuses_over_max_credits(tmp_path: Path) -> None:
     path = write(tmp_path, "m.csv", "model,prompt,aspect_ratio\nz-image,a,1:1\nz-image,b,16:9\n")
-    assert invoke("plan", path, "--max-credits", "1.6").exit_code == 0
-    result = invoke("plan", path, "--max-credits", "1.5")
+    assert invoke("plan", path, "--max-credits", "2").exit_code == 0
+    result = invoke("plan", path, "--max-credits", "1.9")
     assert result.exit_code == 2
-    assert "more than --max-credits 1.5; nothing was sent" in result.stderr
+    assert "more than --max-credits 1.9; nothing was sent" in result.stderr
 
 
 def test_plan_bad_rate_and_bad_manifest(tmp_path: Path) -> None:
@@ -179,10 +179,10 @@ def test_plan_check_balance(
     assert result.exit_code == 0, result.output
     assert seen == ["https://lx.test"]
     if covers:
-        assert "Balance: 100 credits; covers the estimate of 0.8 (99.2 left" in result.stdout
+        assert "Balance: 100 credits; covers the estimate of 1.0 (99.0 left" in result.stdout
     else:
         assert (
-            "Balance: 0 credits; does NOT cover the estimate of 0.8 (short by 0.8)" in result.stdout
+            "Balance: 0 credits; does NOT cover the estimate of 1.0 (short by 1.0)" in result.stdout
         )
 
 
@@ -202,7 +202,7 @@ def test_plan_check_balance_reads_through_the_client(
     )
     result = invoke("plan", path, "--check-balance")
     assert result.exit_code == 0, result.output
-    assert "Balance: 3 credits; does NOT cover the estimate of 6.5 (short by 3.5)" in result.stdout
+    assert "Balance: 3 credits; does NOT cover the estimate of 7.0 (short by 4.0)" in result.stdout
 
 
 def test_plan_check_balance_without_configuration(

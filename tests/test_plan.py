@@ -131,7 +131,7 @@ def test_format_plan(tmp_path: Path) -> None:
     plan = make_plan(validate_manifest(zimage_csv(tmp_path, 45), catalog=CATALOG), CATALOG)
     text = format_plan(plan)
     assert text.splitlines()[0] == f"Plan for {tmp_path / 'z.csv'}: 45 jobs"
-    assert "z-image" in text and "36.0  (~$0.18)" in text
+    assert "z-image" in text and "45.0  (~$0.23)" in text  # 0.8 a task, billed as 1
     assert "Shortest possible duration: 25s (set by the create rate)" in text
     assert "create rate 20/10s: submitting takes 20s" in text
     assert "out/outputs/z-image/z-image-" in text
@@ -140,9 +140,9 @@ def test_format_plan(tmp_path: Path) -> None:
 def test_check_budget(tmp_path: Path) -> None:
     plan = make_plan(validate_manifest(zimage_csv(tmp_path, 10), catalog=CATALOG), CATALOG)
     check_budget(plan, None)
-    check_budget(plan, 8.0)
-    with pytest.raises(ConfigError, match=r"8\.0 credits, more than --max-credits 7\.9"):
-        check_budget(plan, 7.9)
+    check_budget(plan, 10.0)  # ten tasks of 0.8 credits, each billed as 1
+    with pytest.raises(ConfigError, match=r"10\.0 credits, more than --max-credits 9\.9"):
+        check_budget(plan, 9.9)
 
 
 @pytest.mark.parametrize(
@@ -160,3 +160,31 @@ def test_a_plan_set_by_the_slowest_model_names_it(tmp_path: Path) -> None:
     plan = make_plan(report, CATALOG, create_limit=20, create_window=10.0, max_in_flight=100)
     assert plan.bound == "latency of z-image"
     assert "(set by the latency of z-image" in format_plan(plan)
+
+
+def test_the_estimate_rounds_each_task_up_as_the_service_bills(tmp_path: Path) -> None:
+    """Seedream 4.5 lists 6.5 credits; the service bills whole credits per task, rounded
+    up, so the plan says 7 a task and says why (issue 15: plan 65.4, the demo billed 67)."""
+    from liangxin_batch.catalog._catalog import estimate_credits
+
+    spec = CATALOG.get("seedream/4.5-text-to-image")
+    assert spec is not None and spec.price.credits == 6.5
+    assert estimate_credits(spec, {}) == 7
+    path = write(
+        tmp_path,
+        "s.csv",
+        "model,prompt,aspect_ratio,quality\n"
+        + "".join(f"seedream/4.5-text-to-image,p{i},1:1,basic\n" for i in range(3)),
+    )
+    plan = make_plan(validate_manifest(path, catalog=CATALOG), CATALOG)
+    assert plan.credits == 21
+    assert "rounded up to whole credits" in format_plan(plan)
+
+
+def test_a_catalog_can_say_its_service_does_not_round(tmp_path: Path) -> None:
+    from liangxin_batch.catalog._catalog import estimate_credits, load_catalog
+
+    extra = tmp_path / "exact.yaml"
+    extra.write_text("credits_round_up: false\n")
+    spec = load_catalog([extra]).get("seedream/4.5-text-to-image")
+    assert spec is not None and estimate_credits(spec, {}) == 6.5

@@ -9,6 +9,7 @@ coercion and price estimates live in `_validate.py` and are re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import importlib.resources
@@ -112,7 +113,7 @@ _Entry = tuple[ModelSpec, dict[str, Any]]
 
 def _parse_file(
     text: str, source: str, base: Mapping[str, _Entry]
-) -> tuple[float | None, list[_Entry]]:
+) -> tuple[tuple[float | None, bool | None], list[_Entry]]:
     """Parse one catalog file; `base` holds earlier entries by id (for `patch: true`)."""
     # pydantic only here, when a catalog is parsed: `--help` and `status` never pay for it.
     from pydantic import ValidationError
@@ -156,7 +157,7 @@ def _parse_file(
         item = (model_from_doc(doc, label, where), entry)
         known[ident] = item
         out.append(item)
-    return file_doc.credit_usd, out
+    return (file_doc.credit_usd, file_doc.credits_round_up), out
 
 
 def _builtin_text() -> str:
@@ -168,17 +169,28 @@ def _builtin_text() -> str:
 def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
     """The builtin catalog plus user files; a later entry replaces (or patches) one of its id."""
     entries: dict[str, _Entry] = {}
-    credit_usd, parsed = _parse_file(_builtin_text(), "builtin", entries)
+    (credit_usd, round_up), parsed = _parse_file(_builtin_text(), "builtin", entries)
     entries.update((spec.id, (spec, raw)) for spec, raw in parsed)
     for path in extra:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise CatalogError(f"catalog {path}: cannot read it: {err.strerror or err}") from None
-        usd, parsed = _parse_file(text, str(path), entries)
+        (usd, rounding), parsed = _parse_file(text, str(path), entries)
         credit_usd = usd if usd is not None else credit_usd
+        round_up = rounding if rounding is not None else round_up
         entries.update((spec.id, (spec, raw)) for spec, raw in parsed)
-    return Catalog({ident: spec for ident, (spec, _raw) in entries.items()}, credit_usd)
+    # Billing is the service's, not one file's: the last word on it applies to every model
+    # whose own price does not say.
+    models = {
+        ident: spec
+        if spec.price.round_up is not None
+        else dataclasses.replace(
+            spec, price=dataclasses.replace(spec.price, round_up=bool(round_up))
+        )
+        for ident, (spec, _raw) in entries.items()
+    }
+    return Catalog(models, credit_usd)
 
 
 @functools.cache

@@ -83,6 +83,7 @@ ModelDoc = _derive(
 
 class FileDoc(_Strict):
     credit_usd: float | None = None
+    credits_round_up: bool | None = None
     models: list[dict[str, Any]] = []  # each entry checked separately, so errors can name its id
 
 
@@ -162,6 +163,7 @@ def model_from_doc(doc: Any, source: str, where: str) -> ModelSpec:
             by_field=MappingProxyType({k: MappingProxyType(v) for k, v in price.by_field.items()}),
             per_second_field=price.per_second_field,
             note=" ".join(price.note.split()),
+            round_up=price.round_up,
         ),
         typical_seconds=doc.typical_seconds,
         aliases=tuple(doc.aliases),

@@ -64,6 +64,9 @@ class PriceRule:
     by_field: Mapping[str, Mapping[str, float]] = _field(default_factory=dict)
     per_second_field: str | None = None  # video: credits are multiplied by int(input[field])
     note: str = ""
+    # The service bills whole credits per task, rounded up; None: as the catalog says
+    # (`credits_round_up`, default true).
+    round_up: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

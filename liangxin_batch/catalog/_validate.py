@@ -388,6 +388,8 @@ def estimate_credits(spec: ModelSpec, values: Mapping[str, Any]) -> float:
         except ValueError:
             seconds = 0
         credits *= seconds
+    if rule.round_up:  # whole credits per task; the epsilon keeps 6.0000001 from becoming 7
+        credits = float(math.ceil(credits - 1e-9))
     return credits
 
 

@@ -88,6 +88,7 @@ class Plan:
     bound: str  # what sets it: "create rate", "latency of MODEL" or "concurrency"
     slowest_model: str | None
     out_dir: str
+    round_up: bool = False  # some model's tasks are billed in whole credits, rounded up
 
 
 def _example_ext(spec: ModelSpec, example: Job | None) -> str:
@@ -203,6 +204,9 @@ def make_plan(
         concurrency_seconds=by_slots,
         shortest_seconds=max(by_rate, by_slots),
         bound=_bound(submit, slowest, by_rate, by_slots),
+        round_up=any(
+            (spec := catalog.get(m.model)) is not None and bool(spec.price.round_up) for m in models
+        ),
         slowest_model=slowest.model if slowest is not None else None,
         out_dir=out,
     )
@@ -255,7 +259,9 @@ def format_plan(plan: Plan) -> str:
     )
     lines += [
         "",
-        "Credits are estimated from the catalog's price rules; the service's bill is final.",
+        "Credits are estimated from the catalog's price rules"
+        + (", each task rounded up to whole credits as the service bills" if plan.round_up else "")
+        + "; the service's bill is final.",
         "",
         f"Shortest possible duration: {format_duration(plan.shortest_seconds)} "
         f"(set by the {plan.bound})",
