@@ -297,15 +297,21 @@ def status_command(out_dir: Path) -> None:
 )
 @click.option(
     "--manifest",
-    default="examples/quickstart.yaml",
-    show_default=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A manifest to run instead of the bundled quickstart (8 jobs, several models).",
 )
 @click.pass_obj
-def demo_command(cli: Any, out_dir: Path, manifest: Path) -> None:
-    """Run the quickstart manifest against the built-in simulator."""
+def demo_command(cli: Any, out_dir: Path, manifest: Path | None) -> None:
+    """Run the quickstart manifest against the built-in simulator (no account, no network)."""
+    import importlib.resources
+
     from liangxin_batch.cli._launch import format_summary, run_from_cli
     from liangxin_batch.core._settings import RunSettings
+
+    if manifest is None:  # package data: demo works from any folder and from the wheel
+        bundled = importlib.resources.files("liangxin_batch.demo") / "quickstart.yaml"
+        manifest = Path(str(bundled))
 
     summary = run_from_cli(
         manifest,

@@ -1,0 +1,1 @@
+"""The quickstart manifest `liangxin-batch demo` runs, shipped as package data."""
