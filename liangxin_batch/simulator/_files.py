@@ -22,6 +22,7 @@ from ._config import SimConfig
 from ._media import (
     IMAGE_LONG_SIDE,
     VIDEO_LONG_SIDE,
+    VIDEO_MAX_SECONDS,
     output_size,
     render_image,
     render_video,
@@ -60,6 +61,14 @@ class FileServe:
         return self.length if self.cut_at is None else min(self.cut_at, self.length)
 
 
+def _seconds(duration: object) -> int:
+    """A video task's `duration` ("5", 5) as whole seconds of clip, 1..VIDEO_MAX_SECONDS."""
+    try:
+        return min(max(int(str(duration)), 1), VIDEO_MAX_SECONDS)
+    except ValueError:
+        return 1
+
+
 class FileStore:
     """Renders, caches, signs and serves result files."""
 
@@ -82,7 +91,12 @@ class FileStore:
                 return cached
         label = f"{task.model} · {task.task_id[:12]} #{index}"
         if task.kind == "video":
-            data = render_video(task.prompt, label, output_size(task.aspect_ratio, VIDEO_LONG_SIDE))
+            data = render_video(
+                task.prompt,
+                label,
+                output_size(task.aspect_ratio, VIDEO_LONG_SIDE),
+                seconds=_seconds(task.input.get("duration")),
+            )
         else:
             size = output_size(task.aspect_ratio, IMAGE_LONG_SIDE)
             data = render_image(task.prompt, label, size, "jpeg" if task.ext == "jpg" else "png")

@@ -2,24 +2,26 @@
 
 The bytes depend only on their arguments, so a test can regenerate a file and compare
 digests. Images show the wrapped prompt on a background whose colour comes from a hash
-of the prompt; videos (PyAV, the `video` extra) animate a bar over the same picture.
+of the prompt; videos (PyAV, the `video` extra) animate a bar over the same picture for
+the duration asked, and without PyAV are a small clip shipped with the package.
 """
 
 from __future__ import annotations
 
 import colorsys
 import hashlib
+import importlib.resources
 import io
 from functools import lru_cache
 from types import ModuleType
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["VIDEO_BACKEND", "output_size", "render_image", "render_video"]
+__all__ = ["VIDEO_BACKEND", "VIDEO_MAX_SECONDS", "output_size", "render_image", "render_video"]
 
 IMAGE_LONG_SIDE = 512
 VIDEO_LONG_SIDE = 160
-VIDEO_SECONDS = 1
+VIDEO_MAX_SECONDS = 15  # the longest clip a task gets (kling's longest duration)
 VIDEO_FPS = 12
 
 _av: ModuleType | None
@@ -127,21 +129,22 @@ def render_image(prompt: str, label: str, size: tuple[int, int], fmt: str) -> by
     return buffer.getvalue()
 
 
-def render_video(prompt: str, label: str, size: tuple[int, int]) -> bytes:
-    """A short MP4 (libx264, else mpeg4). Without PyAV: a PNG placeholder, see module doc."""
-    if _av is None:  # pragma: no cover - only without the `video` extra
-        return render_image(prompt, f"{label} (video placeholder: install av)", size, "png")
+def render_video(prompt: str, label: str, size: tuple[int, int], seconds: int = 1) -> bytes:
+    """An MP4 of `seconds` (libx264, else mpeg4). Without PyAV: a small clip shipped with
+    the package (still a real MP4, so nothing downstream is told a PNG is a video)."""
+    if _av is None:
+        return (importlib.resources.files(__package__) / "placeholder.mp4").read_bytes()
     base = _picture(prompt, label, size)
     errors: list[str] = []
     for codec in ("libx264", "mpeg4"):
         try:
-            return _encode(base, codec)
+            return _encode(base, codec, max(1, seconds))
         except Exception as err:  # an FFmpeg build may lack a codec; try the next one
             errors.append(f"{codec}: {err}")
     raise RuntimeError("no usable video encoder: " + "; ".join(errors))
 
 
-def _encode(base: Image.Image, codec: str) -> bytes:
+def _encode(base: Image.Image, codec: str, seconds: int) -> bytes:
     assert _av is not None
     width, height = base.size
     buffer = io.BytesIO()
@@ -152,7 +155,7 @@ def _encode(base: Image.Image, codec: str) -> bytes:
         stream.codec_context.thread_count = 1
         if codec == "libx264":
             stream.options = {"preset": "ultrafast"}
-        frames = VIDEO_SECONDS * VIDEO_FPS
+        frames = seconds * VIDEO_FPS
         bar = max(2, width // 16)
         for i in range(frames):
             frame_image = base.copy()
