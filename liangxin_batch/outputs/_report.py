@@ -266,34 +266,19 @@ def report_jobs(
     model: Collection[str] | None = None,
     out_dir: Path | None = None,
 ) -> Iterator[tuple[ReportJob, list[ReportFile], Lost]]:
-    """Manifest jobs in manifest order, each with its current files (`current_files`),
-    fetched a page at a time; with `out_dir`, whether a done job's file is gone or has
+    """Manifest jobs in manifest order, each with its current files (`current_files`);
+    with `out_dir`, whether a done job's file is gone or has
     another size (`as_lost` shows the job as the report does)."""
-    page: list[ReportJob] = []
+    base = None if out_dir is None else str(out_dir)
+    done = JobState.DONE
     for job in store.iter_report_jobs(_states(status)):
         if model and job.model not in model:
             continue
-        page.append(job)
-        if len(page) == 1000:
-            yield from _with_files(store, page, out_dir)
-            page = []
-    if page:
-        yield from _with_files(store, page, out_dir)
-
-
-def _with_files(
-    store: StateStore, jobs: list[ReportJob], out_dir: Path | None
-) -> Iterator[tuple[ReportJob, list[ReportFile], Lost]]:
-    found = store.report_files([j.job_id for j in jobs])  # by job, each job's by number
-    base = None if out_dir is None else str(out_dir)
-    done = JobState.DONE
-    for job in jobs:
-        files = found.get(job.job_id)
-        if not files:
+        if not job.files:
             yield job, [], None
             continue
         urls = job.result_urls
-        kept = [f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url]
+        kept = [f for f in job.files if f.path and f.n < len(urls) and urls[f.n] == f.url]
         lost = _lost_file(base, kept) if base is not None and job.state is done else None
         yield job, kept, lost
 

@@ -17,7 +17,7 @@ from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
     JOB_COLUMNS,
-    REPORT_JOB_COLUMNS,
+    REPORT_JOB_SELECT,
     AttemptRow,
     Credits,
     EventRow,
@@ -36,6 +36,10 @@ _Row = TypeVar("_Row", JobRow, ReportJob)
 
 def _position(job: JobRow | ReportJob) -> tuple[int, str]:
     return job.idx, job.job_id
+
+
+def _jobs(rows: list[Any]) -> Iterator[JobRow]:
+    return map(row_to_job, rows)
 
 
 def marks(values: Sequence[object]) -> str:
@@ -69,49 +73,61 @@ class StoreQueries:
         Pages follow the unique key (idx, job_id), so jobs that share a position (an
         edited manifest) are never skipped, and rows changed while walking are safe.
         """
-        return self._walks(states, in_manifest, JOB_COLUMNS, row_to_job)
+        return self._walks(states, in_manifest, f"SELECT {JOB_COLUMNS} FROM jobs", _jobs)
 
     def iter_report_jobs(
         self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = True
     ) -> Iterator[ReportJob]:
-        """`iter_jobs`, as the light rows results.csv, exports and report.html read."""
-        return self._walks(states, in_manifest, REPORT_JOB_COLUMNS, row_to_report_job)
+        """`iter_jobs`, as the light rows results.csv, exports and report.html read, each
+        with its files (`ReportJob.files`)."""
+        return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+
+    def _report_page(self, rows: list[Any]) -> list[ReportJob]:
+        jobs = [row_to_report_job(r) for r in rows]
+        several = [j.job_id for j in jobs if len(j.result_urls) > 1]
+        if not several:
+            return jobs
+        found = self.report_files(several)
+        return [
+            j._replace(files=tuple(found.get(j.job_id, ()))) if len(j.result_urls) > 1 else j
+            for j in jobs
+        ]
 
     def _walks(
         self,
         states: Iterable[JobState] | None,
         in_manifest: bool | None,
-        columns: str,
-        convert: Callable[[Sequence[Any]], _Row],
+        select: str,
+        convert: Callable[[list[Any]], Iterable[_Row]],
     ) -> Iterator[_Row]:
         manifest = "" if in_manifest is None else f"in_manifest = {int(in_manifest)} AND "
         wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
         if wanted is None:
-            yield from self._walk(manifest, [], columns, convert)
+            yield from self._walk(select, manifest, [], convert)
         elif len(wanted) == 1:  # the runner's walks: one state, by its index
-            yield from self._walk(f"state = ? AND {manifest}", wanted, columns, convert)
+            yield from self._walk(select, f"state = ? AND {manifest}", wanted, convert)
         else:  # reports: manifest order, one index walk per state, merged
-            walks = [self._walk(f"state = ? AND {manifest}", [s], columns, convert) for s in wanted]
+            walks = [self._walk(select, f"state = ? AND {manifest}", [s], convert) for s in wanted]
             yield from heapq.merge(*walks, key=_position)
 
     def _walk(
         self,
+        select: str,
         where: str,
         params: list[Any],
-        columns: str,
-        convert: Callable[[Sequence[Any]], _Row],
+        convert: Callable[[list[Any]], Iterable[_Row]],
     ) -> Iterator[_Row]:
-        # `columns` start with job_id, idx: the page key.
+        # `select` reads jobs (maybe joined) and starts with job_id, idx: the page key.
         last: tuple[int, str] = (-(2**62), "")
         while True:
             rows = self.db.execute(
-                f"SELECT {columns} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
-                " ORDER BY idx, job_id LIMIT 1000",
+                f"{select} WHERE {where} (jobs.idx, jobs.job_id) > (?, ?)"
+                " ORDER BY jobs.idx, jobs.job_id LIMIT 1000",
                 [*params, *last],
             ).fetchall()
             if not rows:
                 return
-            yield from map(convert, rows)
+            yield from convert(rows)
             last = (rows[-1][1], rows[-1][0])
 
     def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:

@@ -12,7 +12,7 @@ from liangxin_batch.core._states import JobState
 __all__ = [
     "FILE_COLUMNS",
     "JOB_COLUMNS",
-    "REPORT_JOB_COLUMNS",
+    "REPORT_JOB_SELECT",
     "AttemptRow",
     "Credits",
     "EventRow",
@@ -159,6 +159,9 @@ class ReportJob(NamedTuple):
     completed_at: float | None
     columns: Mapping[str, Any]
     input_json: str
+    #: Its files that may be current (`n` below the number of result URLs): of a job
+    #: with one result URL, file 0 alone, read in the same query as the job.
+    files: tuple[ReportFile, ...] = ()
 
 
 class ReportFile(NamedTuple):
@@ -173,10 +176,13 @@ class ReportFile(NamedTuple):
     size: int | None
 
 
-REPORT_JOB_COLUMNS = (
-    "job_id, idx, model, state, task_id, sends, error_code, error_message, result_urls, "
-    "credits, credits_estimated, cost_time, submitted_at, completed_at, columns_json, "
-    "input_json"
+#: A page of report rows: each job with its file 0 (a job of several result URLs has its
+#: files read apart, `ReportJob.files`), by the files' key: one index search per job.
+REPORT_JOB_SELECT = (
+    "SELECT jobs.job_id, jobs.idx, model, state, task_id, sends, error_code, error_message,"
+    " result_urls, credits, credits_estimated, cost_time, submitted_at, completed_at,"
+    " columns_json, input_json, f.url, f.path, f.sha256, f.size"
+    " FROM jobs LEFT JOIN files f ON f.job_id = jobs.job_id AND f.n = 0"
 )
 _STATE_OF = {s.value: s for s in JobState}  # a dict lookup: JobState(value) costs 5x more
 _raw_decode = json.JSONDecoder().raw_decode
@@ -191,7 +197,10 @@ def _loads(text: str) -> Any:
 
 
 def row_to_report_job(row: Sequence[Any]) -> ReportJob:
-    urls = row[8]
+    """A row of `REPORT_JOB_SELECT`; `files` is left empty for a job of several result
+    URLs (the caller reads them)."""
+    urls = tuple(_loads(row[8])) if row[8] else ()
+    file_0 = row[16] is not None and len(urls) == 1
     return ReportJob(
         row[0],
         row[1],
@@ -201,7 +210,7 @@ def row_to_report_job(row: Sequence[Any]) -> ReportJob:
         row[5],
         row[6],
         row[7],
-        tuple(_loads(urls)) if urls else (),
+        urls,
         row[9],
         row[10],
         row[11],
@@ -209,4 +218,5 @@ def row_to_report_job(row: Sequence[Any]) -> ReportJob:
         row[13],
         _loads(row[14]),
         row[15],
+        (ReportFile(row[0], 0, row[16], row[17], row[18], row[19]),) if file_0 else (),
     )
