@@ -72,6 +72,7 @@ RESULT_COLUMNS = (
 
 _STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
 _CHUNK = 5000
+_GUESS = 1000  # jobs whose columns make the first guess of the header
 _EXTRAS = {"parquet": ("pyarrow", "parquet"), "xlsx": ("openpyxl", "xlsx")}
 
 
@@ -312,9 +313,20 @@ def _lost_file(out_dir: str, files: Sequence[ReportFile]) -> str | None:
 EachJob = Callable[[ReportJob, list[ReportFile]], None]
 
 
+class _Header:
+    """The manifest columns of the table, and whether every job's are known to be in it."""
+
+    def __init__(self, names: Iterable[str], *, complete: bool) -> None:
+        self.row, rename = plan_header(names)
+        self.names = list(rename)
+        self.known = frozenset(rename)
+        self.complete = complete
+        self.missed = False  # a job had a column not in `names`: the rows are incomplete
+
+
 def _row_chunks(
     store: StateStore,
-    names: Sequence[str],
+    header: _Header,
     *,
     check: Path | None,
     check_files: bool,
@@ -323,15 +335,23 @@ def _row_chunks(
     model: Collection[str] | None,
 ) -> Iterator[list[list[str]]]:
     chunk: list[list[str]] = []
+    names, known = header.names, header.known
     for job, kept, lost in report_jobs(store, status=status, model=model, out_dir=check):
         shown = as_lost(job, lost) if lost is not None else job
         if each is not None:
-            each(shown, kept)
+            each(shown, kept)  # every job, whatever becomes of the rows
+        if header.missed:
+            if each is None:
+                return
+            continue
+        if not header.complete and not job.columns.keys() <= known:
+            header.missed = True
+            continue
         chunk.append(_cells(shown if check_files else job, kept, names))
         if len(chunk) == _CHUNK:
             yield chunk
             chunk = []
-    if chunk:
+    if chunk and not header.missed:
         yield chunk
 
 
@@ -380,12 +400,37 @@ def export(
     whatever `check_files` says), so report.html is made in the same walk."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
-    module = _extra(fmt)
+    _extra(fmt)  # a missing package fails before any walk
     target = path or out_dir / f"export.{fmt}"
-    header, rename = plan_header(store.column_names())
+    # The header is known only after a walk of every job's columns: a second walk as
+    # long as the one that writes the rows. A table of every job (no filter) guesses it
+    # from the first jobs instead, checks each job against it while writing, and walks
+    # again with the whole header only if a later job had a column the first did not.
+    whole = bool(status or model)
+    header = _Header(store.column_names(None if whole else _GUESS), complete=whole)
+    count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, each, status, model)
+    if header.missed:
+        header = _Header(store.column_names(), complete=True)
+        count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, None, None, None)
+    return count
+
+
+def _write(
+    out_dir: Path,
+    store: StateStore,
+    fmt: str,
+    target: Path,
+    header: _Header,
+    check_files: bool,
+    csv_safe: bool,
+    each: EachJob | None,
+    status: Collection[str] | None,
+    model: Collection[str] | None,
+) -> int:
+    module = _extra(fmt)
     chunks = _row_chunks(
         store,
-        list(rename),
+        header,
         check=out_dir if check_files or each is not None else None,
         check_files=check_files,
         each=each,
@@ -396,14 +441,17 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "csv":
-            count = _write_csv(tmp, header, _defused(chunks) if csv_safe else chunks)
+            count = _write_csv(tmp, header.row, _defused(chunks) if csv_safe else chunks)
         elif fmt == "jsonl":
-            count = _write_jsonl(tmp, header, chunks)
+            count = _write_jsonl(tmp, header.row, chunks)
         elif fmt == "parquet":
-            count = _write_parquet(module, tmp, header, chunks)
+            count = _write_parquet(module, tmp, header.row, chunks)
         else:
-            count = _write_xlsx(module, tmp, header, chunks)
-        os.replace(tmp, target)
+            count = _write_xlsx(module, tmp, header.row, chunks)
+        if header.missed:  # written again with the whole header
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

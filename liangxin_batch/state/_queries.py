@@ -282,15 +282,16 @@ class StoreQueries:
             if n
         }
 
-    def column_names(self) -> Iterator[str]:
-        """Manifest column names of every job in the manifest, in manifest order (each
-        name at least once: first seen first)."""
+    def column_names(self, first: int | None = None) -> Iterator[str]:
+        """Manifest column names of every job in the manifest (of the `first` jobs), in
+        manifest order (each name at least once: first seen first)."""
         seen: set[str] = set()
         # SQLite lists each job's names (json_each: in the object's order), and the few
         # distinct lists are decoded here: a million jobs share a handful of them.
         for (names,) in self.db.execute(
             "SELECT (SELECT json_group_array(key) FROM json_each(columns_json))"
-            " FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id"
+            " FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id LIMIT ?",
+            (-1 if first is None else first,),
         ):
             if names not in seen:
                 if len(seen) == 10_000:  # bounded memory: a repeat is harmless, not wrong
