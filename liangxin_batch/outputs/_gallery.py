@@ -26,12 +26,11 @@ from typing import Any
 from urllib.parse import quote
 
 from liangxin_batch.core._states import BILLED_STATES
+from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._layout import slugify
 from liangxin_batch.outputs._report import (
     RESULTS_CSV,
-    as_lost,
     generation_seconds,
-    report_jobs,
     report_status,
     write_results_csv,
 )
@@ -205,9 +204,7 @@ class _Tally:
     """The summary band, accumulated one job at a time (the cards may be capped)."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.jobs: Counter[str] = Counter()
-        self.done: Counter[str] = Counter()
+        self.jobs_by: dict[tuple[str, str], int] = {}  # (model, status) -> jobs
         self.seconds: dict[str, list[float]] = defaultdict(list)
         self.credits = 0.0
         self.credits_estimated = 0.0
@@ -215,40 +212,52 @@ class _Tally:
         self.last_result = -math.inf
 
     def add(self, job: ReportJob, status: str, seconds: float | None) -> None:
-        self.counts[status] += 1
-        self.jobs[job.model] += 1
-        self.done[job.model] += status == "succeeded"
-        if seconds is not None and job.state in _GENERATED:
+        # Once per job of a million: one count per job, comparisons rather than min/max.
+        key = (job.model, status)
+        self.jobs_by[key] = self.jobs_by.get(key, 0) + 1
+        generated = job.state in _GENERATED
+        if seconds is not None and generated:
             self.seconds[job.model].append(seconds)  # generation time of successes only
         if job.credits is not None:
             self.credits += job.credits
-        elif job.state in _GENERATED and job.credits_estimated:
+        elif generated and job.credits_estimated:
             self.credits_estimated += job.credits_estimated
-        self.first_submit = min(self.first_submit, job.submitted_at or math.inf)
-        self.last_result = max(self.last_result, job.completed_at or -math.inf)
+        at = job.submitted_at
+        if at and at < self.first_submit:
+            self.first_submit = at
+        at = job.completed_at
+        if at and at > self.last_result:
+            self.last_result = at
 
     def context(self, wall_seconds: float | None) -> dict[str, Any]:
-        total = sum(self.counts.values())
+        counts: Counter[str] = Counter()
+        jobs: Counter[str] = Counter()
+        done: Counter[str] = Counter()
+        for (model, status), n in self.jobs_by.items():
+            counts[status] += n
+            jobs[model] += n
+            done[model] += n if status == "succeeded" else 0
+        total = sum(counts.values())
         span = self.last_result - self.first_submit  # -inf when nothing finished
         wall = wall_seconds if wall_seconds is not None else span if span >= 0 else None
         return {
             "total": total,
-            "succeeded": self.counts["succeeded"],
-            "rate": f"{100 * self.counts['succeeded'] / total:.1f}%" if total else "–",
+            "succeeded": counts["succeeded"],
+            "rate": f"{100 * counts['succeeded'] / total:.1f}%" if total else "–",
             "credits": f"{self.credits + self.credits_estimated:,.1f}",
             "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
             "wall_label": "wall time" if wall_seconds is not None else "first submit → last result",
-            "statuses": [(s, self.counts[s]) for s in sorted(self.counts, key=_rank)],
+            "statuses": [(s, counts[s]) for s in sorted(counts, key=_rank)],
             "models": [
                 ModelStats(
                     model=m,
-                    jobs=self.jobs[m],
-                    succeeded=self.done[m],
+                    jobs=jobs[m],
+                    succeeded=done[m],
                     p50=_duration(percentile(self.seconds[m], 50)),
                     p95=_duration(percentile(self.seconds[m], 95)),
                 )
-                for m in sorted(self.jobs)
+                for m in sorted(jobs)
             ],
         }
 

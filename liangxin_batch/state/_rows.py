@@ -186,6 +186,7 @@ REPORT_JOB_SELECT = (
 )
 _STATE_OF = {s.value: s for s in JobState}  # a dict lookup: JobState(value) costs 5x more
 _raw_decode = json.JSONDecoder().raw_decode
+_new = tuple.__new__
 
 
 def _loads(text: str) -> Any:
@@ -201,22 +202,25 @@ def row_to_report_job(row: Sequence[Any]) -> ReportJob:
     URLs (the caller reads them)."""
     urls = tuple(_loads(row[8])) if row[8] else ()
     file_0 = row[16] is not None and len(urls) == 1
-    return ReportJob(
-        row[0],
-        row[1],
-        row[2],
-        _STATE_OF[row[3]],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        urls,
-        row[9],
-        row[10],
-        row[11],
-        row[12],
-        row[13],
-        _loads(row[14]),
-        row[15],
-        (ReportFile(row[0], 0, row[16], row[17], row[18], row[19]),) if file_0 else (),
+    return _new(  # ReportJob(...) without its __new__'s Python frame
+        ReportJob,
+        (
+            row[0],
+            row[1],
+            row[2],
+            _STATE_OF[row[3]],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            urls,
+            row[9],
+            row[10],
+            row[11],
+            row[12],
+            row[13],
+            _loads(row[14]),
+            row[15],
+            (_new(ReportFile, (row[0], 0, *row[16:20])),) if file_0 else (),
+        ),
     )
