@@ -102,12 +102,12 @@ def _iso(at: float | None) -> str:
         return ""
     whole = int(at) if at >= 0 else -1
     # datetime rounds to the microsecond, then drops it: a fraction under 0.999 never
-    # rounds up to the next second, so the whole second's text is the same (and
-    # datetime's formatting cost more than the rest of a row).
+    # rounds up to the next second, so the whole second's text is the same (datetime's
+    # formatting cost more than any other cell of a row).
     if whole >= 0 and at - whole < 0.999:
         text = _SECONDS.get(whole)
         if text is None:
-            if len(_SECONDS) >= 100_000:
+            if len(_SECONDS) >= 10_000:
                 _SECONDS.clear()
             text = _SECONDS[whole] = _iso_text(whole)
         return text
