@@ -47,11 +47,15 @@ def report_jobs(
         for job in store.iter_report_jobs(_states(status)):
             if model and job.model not in model:
                 continue
-            if not job.files:
+            files, urls = job.files, job.result_urls
+            if not files:
                 yield job, [], None
                 continue
-            urls = job.result_urls
-            kept = [f for f in job.files if f.path and f.n < len(urls) and urls[f.n] == f.url]
+            if len(files) == 1:  # the usual case, without a comprehension's frame
+                f = files[0]
+                kept = [f] if f.path and f.n < len(urls) and urls[f.n] == f.url else []
+            else:
+                kept = [f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url]
             lost = _lost_file(base, kept) if base is not None and job.state is done else None
             yield job, kept, lost
 

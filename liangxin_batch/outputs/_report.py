@@ -286,23 +286,23 @@ def _row_chunks(
     model: Collection[str] | None,
 ) -> Iterator[list[list[str]]]:
     chunk: list[list[str]] = []
-    names, known = header.names, header.known
-    for job, kept, lost in report_jobs(store, status=status, model=model, out_dir=check):
-        shown = as_lost(job, lost) if lost is not None else job
+    names, known, complete = header.names, header.known, header.complete
+    jobs = report_jobs(store, status=status, model=model, out_dir=check)
+    for job, kept, lost in jobs:
+        shown = job if lost is None else as_lost(job, lost)
         if each is not None:
-            each(shown, kept)  # every job, whatever becomes of the rows
-        if header.missed:
-            if each is None:
-                return
-            continue
-        if not header.complete and not job.columns.keys() <= known:
-            header.missed = True
-            continue
+            each(shown, kept)
+        if not complete and not job.columns.keys() <= known:
+            header.missed = True  # the rows are written again: only `each` wants the rest
+            if each is not None:
+                for later, files, gone in jobs:
+                    each(later if gone is None else as_lost(later, gone), files)
+            return
         chunk.append(_cells(shown if check_files else job, kept, names))
         if len(chunk) == _CHUNK:
             yield chunk
             chunk = []
-    if chunk and not header.missed:
+    if chunk:
         yield chunk
 
 
