@@ -292,3 +292,68 @@ def test_xlsx_stores_formula_like_cells_as_text(tmp_path: Path) -> None:
     cells = [row[col] for row in sheet.iter_rows(min_row=2)]
     assert [c.value for c in cells] == FORMULAS
     assert {c.data_type for c in cells} == {"s"}, "text, never a formula"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_column_first_seen_after_the_header_guess_still_gets_its_place(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is guessed from the first jobs; a later job's new column means the
+    table is written again with the whole header, in first-seen order."""
+    monkeypatch.setattr(_report, "_GUESS", 2)
+    rows = manifest_rows(6)
+    rows[4] = {"late": "x", **rows[4], "later": "y"}
+    store = build_store(tmp_path, rows)
+    try:
+        n = export(tmp_path, store, fmt, tmp_path / f"t.{fmt}")
+    finally:
+        store.close()
+    names = ["id", "input_model", "prompt", "_note", "late", "later", *RESULT_COLUMNS]
+    if fmt == "csv":
+        table = read(tmp_path / "t.csv")
+        assert list(table.columns) == names and n == len(table) == 6
+        assert list(table["late"]) == ["", "", "", "", "x", ""]
+    else:
+        lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text("utf-8").splitlines()]
+        assert n == len(lines) == 6 and all(list(x) == names for x in lines)
+        assert [x["later"] for x in lines] == ["", "", "", "", "y", ""]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_results_csv_and_the_report_come_from_one_walk_even_when_the_guess_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from liangxin_batch.outputs._gallery import write_reports
+
+    monkeypatch.setattr(_report, "_GUESS", 1)
+    rows = manifest_rows(5)
+    rows[3] = {**rows[3], "extra": "e"}
+    store = build_store(tmp_path, rows)
+    finish(store, 0, JobState.DONE, files=1)  # its file is not on disk: reported lost
+    try:
+        csv_path, html_path = write_reports(tmp_path, store, check_files=True)
+    finally:
+        store.close()
+    table = read(csv_path)
+    assert list(table["extra"]) == ["", "", "", "e", ""]
+    assert list(table["status"]) == ["download_failed", *["pending"] * 4]
+    assert table["error_code"][0] == "output_missing"
+    html = html_path.read_text("utf-8")
+    assert html.count('<article class="card') == 5  # each job once, though walked twice
+
+
+def test_timestamps_read_as_datetime_writes_them() -> None:
+    from datetime import UTC, datetime
+
+    def reference(at: float) -> str:
+        text = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+        return text.replace("+00:00", "Z")
+
+    rng = random.Random(5)
+    edges = [0.0, -0.0, -0.5, -86400.25, 0.9989999, 0.999, 0.9994999, 0.9995, 0.9999996]
+    values = [w + e for w in (0, T0, 4e9) for e in edges]
+    values += [rng.uniform(-1e9, 4e9) for _ in range(20_000)]
+    values += [int(rng.uniform(0, 4e9)) + rng.choice(edges[4:]) for _ in range(20_000)]
+    for at in values:
+        assert _report._iso(at) == reference(at), at
+    assert _report._iso(None) == ""

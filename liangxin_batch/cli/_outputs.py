@@ -113,13 +113,13 @@ def export_command(
 @max_image_pixels_opt
 def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
-    from liangxin_batch.outputs._gallery import write_report_html
-    from liangxin_batch.outputs._report import write_results_csv
+    from liangxin_batch.outputs._gallery import write_reports
 
     store = _open(out_dir)
     try:
-        csv_path = write_results_csv(out_dir, store, check_files=True, csv_safe=csv_safe)
-        html_path = write_report_html(out_dir, store, max_pixels=max_image_pixels)
+        csv_path, html_path = write_reports(
+            out_dir, store, check_files=True, csv_safe=csv_safe, max_pixels=max_image_pixels
+        )
     finally:
         store.close()
     click.echo(f"results: {csv_path}")

@@ -26,19 +26,19 @@ from typing import Any
 from urllib.parse import quote
 
 from liangxin_batch.core._states import BILLED_STATES
+from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._layout import slugify
 from liangxin_batch.outputs._report import (
-    FileRecord,
-    current_files,
+    RESULTS_CSV,
     generation_seconds,
-    iter_jobs_with_files,
     report_status,
+    write_results_csv,
 )
-from liangxin_batch.state._store import JobRow, StateStore
+from liangxin_batch.state._store import ReportFile, ReportJob, StateStore
 
 logger = logging.getLogger("liangxin_batch")
 
-__all__ = ["REPORT_HTML", "THUMBS_DIR", "percentile", "write_report_html"]
+__all__ = ["REPORT_HTML", "THUMBS_DIR", "percentile", "write_report_html", "write_reports"]
 
 REPORT_HTML = "report.html"
 THUMBS_DIR = "thumbs"
@@ -98,19 +98,19 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def _prompt(job: JobRow) -> str:
-    prompt = job.input.get("prompt")
+def _prompt(job: ReportJob, inputs: Mapping[str, Any]) -> str:
+    prompt = inputs.get("prompt")
     if isinstance(prompt, str) and prompt:
         return prompt
-    shots = job.input.get("multi_prompt")
+    shots = inputs.get("multi_prompt")
     if isinstance(shots, list) and shots and isinstance(shots[0], Mapping):
         return " | ".join(str(s.get("prompt", "")) for s in shots if isinstance(s, Mapping))
     return str(job.columns.get("prompt", ""))
 
 
-def _params(job: JobRow) -> tuple[tuple[str, str], ...]:
+def _params(inputs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     out = []
-    for key, value in job.input.items():
+    for key, value in inputs.items():
         if key in ("prompt", "multi_prompt"):
             continue
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
@@ -174,10 +174,11 @@ def make_thumbnail(
     return _make_thumb(source, out_dir / THUMBS_DIR / _thumb_name(job_id, n), max_pixels)
 
 
-def _media(job: JobRow, files: Sequence[FileRecord], out_dir: Path) -> list[tuple[Media, Path]]:
-    """Media of a card, each with the file it shows (thumbnails are made afterwards)."""
+def _media(job: ReportJob, kept: Sequence[ReportFile], out_dir: Path) -> list[tuple[Media, Path]]:
+    """Media of a card (`kept`: the job's current files), each with the file it shows
+    (thumbnails are made afterwards)."""
     out = []
-    for f in current_files(job, files):
+    for f in kept:
         assert f.path is not None
         suffix = PurePosixPath(f.path).suffix.lower()
         kind = "image" if suffix in _IMAGE_EXT else "video" if suffix in _VIDEO_EXT else "file"
@@ -203,67 +204,116 @@ class _Tally:
     """The summary band, accumulated one job at a time (the cards may be capped)."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.jobs: Counter[str] = Counter()
-        self.done: Counter[str] = Counter()
+        self.jobs_by: dict[tuple[str, str], int] = {}  # (model, status) -> jobs
         self.seconds: dict[str, list[float]] = defaultdict(list)
         self.credits = 0.0
         self.credits_estimated = 0.0
         self.first_submit = math.inf
         self.last_result = -math.inf
 
-    def add(self, job: JobRow, status: str, seconds: float | None) -> None:
-        self.counts[status] += 1
-        self.jobs[job.model] += 1
-        self.done[job.model] += status == "succeeded"
-        if seconds is not None and job.state in _GENERATED:
+    def add(self, job: ReportJob, status: str, seconds: float | None) -> None:
+        # Once per job of a million: one count per job, comparisons rather than min/max.
+        key = (job.model, status)
+        self.jobs_by[key] = self.jobs_by.get(key, 0) + 1
+        generated = job.state in _GENERATED
+        if seconds is not None and generated:
             self.seconds[job.model].append(seconds)  # generation time of successes only
         if job.credits is not None:
             self.credits += job.credits
-        elif job.state in _GENERATED and job.credits_estimated:
+        elif generated and job.credits_estimated:
             self.credits_estimated += job.credits_estimated
-        self.first_submit = min(self.first_submit, job.submitted_at or math.inf)
-        self.last_result = max(self.last_result, job.completed_at or -math.inf)
+        at = job.submitted_at
+        if at and at < self.first_submit:
+            self.first_submit = at
+        at = job.completed_at
+        if at and at > self.last_result:
+            self.last_result = at
 
     def context(self, wall_seconds: float | None) -> dict[str, Any]:
-        total = sum(self.counts.values())
+        counts: Counter[str] = Counter()
+        jobs: Counter[str] = Counter()
+        done: Counter[str] = Counter()
+        for (model, status), n in self.jobs_by.items():
+            counts[status] += n
+            jobs[model] += n
+            done[model] += n if status == "succeeded" else 0
+        total = sum(counts.values())
         span = self.last_result - self.first_submit  # -inf when nothing finished
         wall = wall_seconds if wall_seconds is not None else span if span >= 0 else None
         return {
             "total": total,
-            "succeeded": self.counts["succeeded"],
-            "rate": f"{100 * self.counts['succeeded'] / total:.1f}%" if total else "–",
+            "succeeded": counts["succeeded"],
+            "rate": f"{100 * counts['succeeded'] / total:.1f}%" if total else "–",
             "credits": f"{self.credits + self.credits_estimated:,.1f}",
             "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
             "wall_label": "wall time" if wall_seconds is not None else "first submit → last result",
-            "statuses": [(s, self.counts[s]) for s in sorted(self.counts, key=_rank)],
+            "statuses": [(s, counts[s]) for s in sorted(counts, key=_rank)],
             "models": [
                 ModelStats(
                     model=m,
-                    jobs=self.jobs[m],
-                    succeeded=self.done[m],
+                    jobs=jobs[m],
+                    succeeded=done[m],
                     p50=_duration(percentile(self.seconds[m], 50)),
                     p95=_duration(percentile(self.seconds[m], 95)),
                 )
-                for m in sorted(self.jobs)
+                for m in sorted(jobs)
             ],
         }
 
 
-def _card(job: JobRow, status: str, seconds: float | None, media: Sequence[Media]) -> Card:
+def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Media]) -> Card:
     error = ": ".join(x for x in (job.error_code, job.error_message) if x)
+    inputs = json.loads(job.input_json)  # only here: the cards are capped, the jobs not
     return Card(
         job_id=job.job_id,
         model=job.model,
         status=status,
-        prompt=_prompt(job),
-        params=_params(job),
+        prompt=_prompt(job, inputs),
+        params=_params(inputs),
         error="" if status == "succeeded" else error,
         media=tuple(media),
         seconds=_duration(seconds) if seconds is not None else "",
         credits=f"{job.credits:.10g}" if job.credits else "",
     )
+
+
+class _Gallery:
+    """report.html gathered one job at a time: the summary of all, the first cards."""
+
+    def __init__(self, out_dir: Path, max_cards: int) -> None:
+        self.out_dir = out_dir
+        self.max_cards = max_cards
+        self.tally = _Tally()
+        self.cards: list[Card] = []
+        self.thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> its image
+
+    def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
+        """One job as the report shows it (`as_lost`) with its current files."""
+        status = report_status(job.state)
+        seconds = generation_seconds(job)
+        self.tally.add(job, status, seconds)
+        if len(self.cards) < self.max_cards:
+            media = _media(job, kept, self.out_dir)
+            self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
+            self.cards.append(_card(job, status, seconds, [m for m, _ in media]))
+
+    def write(self, wall_seconds: float | None, title: str | None, max_pixels: int) -> Path:
+        out_dir = self.out_dir
+        made = _make_thumbs(self.thumbs, out_dir, max_pixels)
+        summary = self.tally.context(wall_seconds)
+        context = {
+            **summary,
+            "title": title or f"liangxin-batch · {out_dir.resolve().name}",
+            "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cards": [_with_thumbs(c, made) for c in self.cards],
+            "capped": summary["total"] > len(self.cards),
+        }
+        target = out_dir / REPORT_HTML
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(_render(context), encoding="utf-8")
+        os.replace(tmp, target)
+        return target
 
 
 def write_report_html(
@@ -276,31 +326,28 @@ def write_report_html(
     max_pixels: int = MAX_THUMB_PIXELS,
 ) -> Path:
     """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path."""
-    tally = _Tally()
-    cards: list[Card] = []
-    thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> the image it shows
-    for job, files in iter_jobs_with_files(store, out_dir=out_dir):
-        status = report_status(job.state)
-        seconds = generation_seconds(job)
-        tally.add(job, status, seconds)
-        if len(cards) < max_cards:
-            media = _media(job, files, out_dir)
-            thumbs.update((m.thumb, src) for m, src in media if m.thumb)
-            cards.append(_card(job, status, seconds, [m for m, _ in media]))
-    made = _make_thumbs(thumbs, out_dir, max_pixels)
-    summary = tally.context(wall_seconds)
-    context = {
-        **summary,
-        "title": title or f"liangxin-batch · {out_dir.resolve().name}",
-        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cards": [_with_thumbs(c, made) for c in cards],
-        "capped": summary["total"] > len(cards),
-    }
-    target = out_dir / REPORT_HTML
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(_render(context), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    gallery = _Gallery(out_dir, max_cards)
+    for job, kept, lost in report_jobs(store, out_dir=out_dir):
+        gallery.add(as_lost(job, lost), kept)
+    return gallery.write(wall_seconds, title, max_pixels)
+
+
+def write_reports(
+    out_dir: Path,
+    store: StateStore,
+    *,
+    check_files: bool = False,
+    csv_safe: bool = False,
+    wall_seconds: float | None = None,
+    max_cards: int = MAX_CARDS,
+    title: str | None = None,
+    max_pixels: int = MAX_THUMB_PIXELS,
+) -> tuple[Path, Path]:
+    """`write_results_csv` and `write_report_html` in one walk of the state (a million
+    jobs: the walk is most of the cost); returns both paths."""
+    gallery = _Gallery(out_dir, max_cards)
+    write_results_csv(out_dir, store, check_files=check_files, csv_safe=csv_safe, each=gallery.add)
+    return out_dir / RESULTS_CSV, gallery.write(wall_seconds, title, max_pixels)
 
 
 def _rank(status: str) -> tuple[int, str]:

@@ -15,23 +15,25 @@ Rows are plain data built by pure functions; the writers stream them in chunks, 
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.outputs._formats import EXPORT_FORMATS
-from liangxin_batch.state._store import JobRow, StateStore
-
-if TYPE_CHECKING:
-    import pandas as pd
+from liangxin_batch.outputs._jobs import as_lost, report_jobs
+from liangxin_batch.outputs._tables import defused as _defused
+from liangxin_batch.outputs._tables import write_csv as _write_csv
+from liangxin_batch.outputs._tables import write_jsonl as _write_jsonl
+from liangxin_batch.outputs._tables import write_parquet as _write_parquet
+from liangxin_batch.outputs._tables import write_xlsx as _write_xlsx
+from liangxin_batch.state._store import JobRow, ReportFile, ReportJob, StateStore
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -42,7 +44,6 @@ __all__ = [
     "current_files",
     "export",
     "generation_seconds",
-    "iter_jobs_with_files",
     "plan_header",
     "report_row",
     "report_rows",
@@ -69,10 +70,9 @@ RESULT_COLUMNS = (
     "generation_seconds",
 )
 
-_STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
 _CHUNK = 5000
+_GUESS = 1000  # jobs whose columns make the first guess of the header
 _EXTRAS = {"parquet": ("pyarrow", "parquet"), "xlsx": ("openpyxl", "xlsx")}
-_XLSX_MAX_ROWS = 1_048_575  # one row of the sheet is the header
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +93,38 @@ def report_status(state: JobState) -> str:
     return REPORT_LABELS[state]
 
 
+#: The text of each whole second seen (jobs finish many to a second), kept bounded.
+_SECONDS: dict[int, str] = {}
+
+
 def _iso(at: float | None) -> str:
     if at is None:
         return ""
+    whole = int(at) if at >= 0 else -1
+    # datetime rounds to the microsecond, then drops it: a fraction under 0.999 never
+    # rounds up to the next second, so the whole second's text is the same (datetime's
+    # formatting cost more than any other cell of a row).
+    if whole >= 0 and at - whole < 0.999:
+        text = _SECONDS.get(whole)
+        if text is None:
+            if len(_SECONDS) >= 10_000:
+                _SECONDS.clear()
+            text = _SECONDS[whole] = _iso_text(whole)
+        return text
+    return _iso_text(at)
+
+
+def _iso_text(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _number(value: float | None, places: int = 3) -> str:
+def _number(value: float | None) -> str:
     if value is None:
         return ""
-    return f"{value:.{places}f}".rstrip("0").rstrip(".")
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def generation_seconds(job: JobRow) -> float | None:
+def generation_seconds(job: JobRow | ReportJob) -> float | None:
     """costTime (milliseconds, as recordInfo reports it), else completion - submission."""
     if job.cost_time is not None:
         return job.cost_time / 1000
@@ -114,7 +133,10 @@ def generation_seconds(job: JobRow) -> float | None:
     return None
 
 
-def current_files(job: JobRow, files: Sequence[FileRecord]) -> list[FileRecord]:
+_File = TypeVar("_File", FileRecord, ReportFile)
+
+
+def current_files(job: JobRow | ReportJob, files: Iterable[_File]) -> list[_File]:
     """Files downloaded for the job's current result URLs, in order (drops leftovers of
     an earlier task)."""
     urls = job.result_urls
@@ -124,26 +146,80 @@ def current_files(job: JobRow, files: Sequence[FileRecord]) -> list[FileRecord]:
     )
 
 
+def _result_cells(job: ReportJob, kept: Sequence[FileRecord | ReportFile]) -> list[str]:
+    """The RESULT_COLUMNS of one job, in order (`kept`: its current files).
+
+    Written for speed (once per job of a million): `generation_seconds` inline, one
+    file (the usual case) without a join."""
+    credits = job.credits
+    estimated = job.credits_estimated if credits is None else None
+    submitted, completed, cost = job.submitted_at, job.completed_at, job.cost_time
+    if cost is not None:
+        seconds = _number(cost / 1000)
+    elif completed is not None and submitted is not None:
+        seconds = _number(max(0.0, completed - submitted))
+    else:
+        seconds = ""
+    if len(kept) == 1:
+        paths, sums = kept[0].path or "", kept[0].sha256 or ""
+    else:
+        paths = ";".join([f.path or "" for f in kept])
+        sums = ";".join([f.sha256 or "" for f in kept])
+    return [
+        job.job_id,
+        job.model,
+        REPORT_LABELS[job.state],
+        job.task_id or "",
+        str(job.sends),
+        job.error_code or "",
+        job.error_message or "",
+        paths,
+        sums,
+        ";".join(job.result_urls),
+        "" if credits is None else _number(credits),
+        "" if estimated is None else _number(estimated),
+        _iso(submitted),
+        _iso(completed),
+        seconds,
+    ]
+
+
+def _cells(
+    job: ReportJob, kept: Sequence[FileRecord | ReportFile], names: Sequence[str]
+) -> list[str]:
+    """A whole row: the manifest columns `names` (header order), then RESULT_COLUMNS."""
+    get = job.columns.get
+    row = ["" if (v := get(name)) is None else str(v) for name in names]
+    row += _result_cells(job, kept)
+    return row
+
+
+def _light(job: JobRow) -> ReportJob:
+    return ReportJob(
+        job.job_id,
+        job.idx,
+        job.model,
+        job.state,
+        job.task_id,
+        job.sends,
+        job.error_code,
+        job.error_message,
+        job.result_urls,
+        job.credits,
+        job.credits_estimated,
+        job.cost_time,
+        job.submitted_at,
+        job.completed_at,
+        job.columns,
+        json.dumps(job.input, ensure_ascii=False),
+    )
+
+
 def report_row(job: JobRow, files: Sequence[FileRecord]) -> dict[str, str]:
     """The RESULT_COLUMNS of one job (manifest columns are added by `report_rows`)."""
-    kept = current_files(job, files)
-    return {
-        "job_id": job.job_id,
-        "model": job.model,
-        "status": report_status(job.state),
-        "task_id": job.task_id or "",
-        "attempts": str(job.sends),
-        "error_code": job.error_code or "",
-        "error_message": job.error_message or "",
-        "output_paths": ";".join(f.path or "" for f in kept),
-        "output_sha256": ";".join(f.sha256 or "" for f in kept),
-        "result_urls": ";".join(job.result_urls),
-        "credits": _number(job.credits),
-        "credits_estimated": _number(job.credits_estimated if job.credits is None else None),
-        "submitted_at": _iso(job.submitted_at),
-        "completed_at": _iso(job.completed_at),
-        "generation_seconds": _number(generation_seconds(job)),
-    }
+    return dict(
+        zip(RESULT_COLUMNS, _result_cells(_light(job), current_files(job, files)), strict=True)
+    )
 
 
 def plan_header(column_names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
@@ -162,14 +238,6 @@ def plan_header(column_names: Iterable[str]) -> tuple[list[str], dict[str, str]]
     return [*rename.values(), *RESULT_COLUMNS], rename
 
 
-def _full_row(
-    job: JobRow, files: Sequence[FileRecord], rename: Mapping[str, str]
-) -> dict[str, str]:
-    row = {rename.get(k, k): "" if v is None else str(v) for k, v in job.columns.items()}
-    row.update(report_row(job, files))
-    return row
-
-
 def report_rows(
     jobs: Iterable[JobRow], files: Mapping[str, Sequence[FileRecord]]
 ) -> list[dict[str, str]]:
@@ -177,87 +245,60 @@ def report_rows(
     job_list = list(jobs)
     header, rename = plan_header(k for j in job_list for k in j.columns)
     return [
-        dict.fromkeys(header, "") | _full_row(j, files.get(j.job_id, ()), rename) for j in job_list
+        dict(
+            zip(
+                header,
+                _cells(_light(j), current_files(j, files.get(j.job_id, ())), list(rename)),
+                strict=True,
+            )
+        )
+        for j in job_list
     ]
 
 
 # -- reading the state ----------------------------------------------------------------
 
 
-def _states(status: Collection[str] | None) -> list[JobState] | None:
-    if not status:
-        return None
-    unknown = sorted(set(status) - set(_STATE_OF))
-    if unknown:
-        raise ConfigError(
-            f"unknown status {', '.join(unknown)}; one of: {', '.join(REPORT_STATUSES)}"
-        )
-    return [_STATE_OF[s] for s in status]
+#: Called with every job as the report shows it (files checked) and its current files:
+#: report.html is gathered in the walk that writes results.csv.
+EachJob = Callable[[ReportJob, list[ReportFile]], None]
 
 
-def iter_jobs_with_files(
-    store: StateStore,
-    *,
-    status: Collection[str] | None = None,
-    model: Collection[str] | None = None,
-    out_dir: Path | None = None,
-) -> Iterator[tuple[JobRow, list[FileRecord]]]:
-    """Manifest jobs in manifest order with their file rows, fetched page by page.
+class _Header:
+    """The manifest columns of the table, and whether every job's are known to be in it."""
 
-    With `out_dir`, a done job whose file is gone or has another size is shown as
-    `download_failed` with the reason (the state is not changed: the next run fetches it).
-    """
-    page: list[JobRow] = []
-    for job in store.iter_jobs(_states(status), in_manifest=True):
-        if model and job.model not in model:
-            continue
-        page.append(job)
-        if len(page) == 500:
-            yield from _with_files(store, page, out_dir)
-            page = []
-    yield from _with_files(store, page, out_dir)
-
-
-def _with_files(
-    store: StateStore, jobs: list[JobRow], out_dir: Path | None
-) -> Iterator[tuple[JobRow, list[FileRecord]]]:
-    found = store.files_for([j.job_id for j in jobs]) if jobs else {}
-    for job in jobs:
-        files = [
-            FileRecord(f.n, f.url, f.path, f.sha256, f.size) for f in found.get(job.job_id, [])
-        ]
-        if out_dir is not None and job.state is JobState.DONE:
-            lost = _lost_file(out_dir, current_files(job, files))
-            if lost:
-                job = replace(
-                    job,
-                    state=JobState.DOWNLOAD_FAILED,
-                    error_code="output_missing",
-                    error_message=f"{lost}; the next run fetches it again",
-                )
-        yield job, files
-
-
-def _lost_file(out_dir: Path, files: Sequence[FileRecord]) -> str | None:
-    for f in files:
-        try:
-            size = (out_dir / (f.path or "")).stat().st_size
-        except OSError:
-            return f"{f.path} is missing on disk"
-        if f.size is not None and size != f.size:
-            return f"{f.path} changed on disk ({size:,} bytes, recorded {f.size:,})"
-    return None
+    def __init__(self, names: Iterable[str], *, complete: bool) -> None:
+        self.row, rename = plan_header(names)
+        self.names = list(rename)
+        self.known = frozenset(rename)
+        self.complete = complete
+        self.missed = False  # a job had a column not in `names`: the rows are incomplete
 
 
 def _row_chunks(
     store: StateStore,
-    rename: Mapping[str, str],
-    out_dir: Path | None,
-    **filters: Collection[str] | None,
-) -> Iterator[list[dict[str, str]]]:
-    chunk: list[dict[str, str]] = []
-    for job, files in iter_jobs_with_files(store, out_dir=out_dir, **filters):
-        chunk.append(_full_row(job, files, rename))
+    header: _Header,
+    *,
+    check: Path | None,
+    check_files: bool,
+    each: EachJob | None,
+    status: Collection[str] | None,
+    model: Collection[str] | None,
+) -> Iterator[list[list[str]]]:
+    chunk: list[list[str]] = []
+    names, known, complete = header.names, header.known, header.complete
+    jobs = report_jobs(store, status=status, model=model, out_dir=check)
+    for job, kept, lost in jobs:
+        shown = job if lost is None else as_lost(job, lost)
+        if each is not None:
+            each(shown, kept)
+        if not complete and not job.columns.keys() <= known:
+            header.missed = True  # the rows are written again: only `each` wants the rest
+            if each is not None:
+                for later, files, gone in jobs:
+                    each(later if gone is None else as_lost(later, gone), files)
+            return
+        chunk.append(_cells(shown if check_files else job, kept, names))
         if len(chunk) == _CHUNK:
             yield chunk
             chunk = []
@@ -269,15 +310,20 @@ def _row_chunks(
 
 
 def write_results_csv(
-    out_dir: Path, store: StateStore, *, check_files: bool = False, csv_safe: bool = False
+    out_dir: Path,
+    store: StateStore,
+    *,
+    check_files: bool = False,
+    csv_safe: bool = False,
+    each: EachJob | None = None,
 ) -> Path:
     """`DIR/results.csv`, every manifest job; call at the end of every run.
 
     `check_files`: a done job whose file is gone is shown as download_failed (`report`).
-    `csv_safe`: see `export`.
+    `csv_safe`, `each`: see `export`.
     """
     path = out_dir / RESULTS_CSV
-    export(out_dir, store, "csv", path, check_files=check_files, csv_safe=csv_safe)
+    export(out_dir, store, "csv", path, check_files=check_files, csv_safe=csv_safe, each=each)
     return path
 
 
@@ -291,6 +337,7 @@ def export(
     model: Collection[str] | None = None,
     check_files: bool = False,
     csv_safe: bool = False,
+    each: EachJob | None = None,
 ) -> int:
     """Write the results table as csv/jsonl/parquet/xlsx (default `DIR/export.<fmt>`);
     returns the number of rows written. `check_files`: see `write_results_csv`.
@@ -298,27 +345,64 @@ def export(
     `csv_safe` (csv only): a cell that a spreadsheet would run as a formula (it starts with
     = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice), for people
     who open the CSV in Excel. Without it the CSV keeps the values as written: it is data.
-    xlsx needs no such care: every cell is stored as text."""
+    xlsx needs no such care: every cell is stored as text.
+
+    `each`: called with every job written, as the report shows it (its files checked
+    whatever `check_files` says), so report.html is made in the same walk."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
-    module = _extra(fmt)
+    _extra(fmt)  # a missing package fails before any walk
     target = path or out_dir / f"export.{fmt}"
-    header, rename = plan_header(store.column_names())
+    # The header is known only after a walk of every job's columns: a second walk as
+    # long as the one that writes the rows. A table of every job (no filter) guesses it
+    # from the first jobs instead, checks each job against it while writing, and walks
+    # again with the whole header only if a later job had a column the first did not.
+    whole = bool(status or model)
+    header = _Header(store.column_names(None if whole else _GUESS), complete=whole)
+    count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, each, status, model)
+    if header.missed:
+        header = _Header(store.column_names(), complete=True)
+        count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, None, None, None)
+    return count
+
+
+def _write(
+    out_dir: Path,
+    store: StateStore,
+    fmt: str,
+    target: Path,
+    header: _Header,
+    check_files: bool,
+    csv_safe: bool,
+    each: EachJob | None,
+    status: Collection[str] | None,
+    model: Collection[str] | None,
+) -> int:
+    module = _extra(fmt)
     chunks = _row_chunks(
-        store, rename, out_dir if check_files else None, status=status, model=model
+        store,
+        header,
+        check=out_dir if check_files or each is not None else None,
+        check_files=check_files,
+        each=each,
+        status=status,
+        model=model,
     )
     tmp = target.with_name(f".{target.name}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "csv":
-            count = _write_csv(tmp, header, _defused(chunks) if csv_safe else chunks)
+            count = _write_csv(tmp, header.row, _defused(chunks) if csv_safe else chunks)
         elif fmt == "jsonl":
-            count = _write_jsonl(tmp, header, chunks)
+            count = _write_jsonl(tmp, header.row, chunks)
         elif fmt == "parquet":
-            count = _write_parquet(module, tmp, header, chunks)
+            count = _write_parquet(module, tmp, header.row, chunks)
         else:
-            count = _write_xlsx(module, tmp, header, chunks)
-        os.replace(tmp, target)
+            count = _write_xlsx(module, tmp, header.row, chunks)
+        if header.missed:  # written again with the whole header
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -335,98 +419,3 @@ def _extra(fmt: str) -> Any:
         raise ConfigError(
             f"--format {fmt} needs the {name} package: pip install 'liangxin-batch[{extra}]'"
         ) from None
-
-
-def _frame(header: list[str], chunk: list[dict[str, str]]) -> pd.DataFrame:
-    import pandas as pd  # imported when writing: it is 100 MB that validate/plan/status never need
-
-    rows = [[row.get(c, "") for c in header] for row in chunk]
-    return pd.DataFrame(rows, columns=header, dtype=str)
-
-
-#: What makes a spreadsheet read a cell as a formula (OWASP: CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _defused(chunks: Iterable[list[dict[str, str]]]) -> Iterator[list[dict[str, str]]]:
-    for chunk in chunks:
-        yield [{k: _defuse(v) for k, v in row.items()} for row in chunk]
-
-
-def _defuse(value: str) -> str:
-    if not value.startswith(_FORMULA_START):
-        return value
-    try:
-        float(value)  # -2.5 is a number, not a formula: keep it a number
-        return value
-    except ValueError:
-        return "'" + value
-
-
-def _write_csv(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]) -> int:
-    # The stdlib writer, in pandas' dialect (minimal quoting, "\n" line ends): the file
-    # is written at the end of every run, and importing pandas for it cost more than
-    # writing it.
-    count = 0
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        for chunk in chunks:
-            writer.writerows([row.get(c, "") for c in header] for row in chunk)
-            count += len(chunk)
-    return count
-
-
-def _write_jsonl(tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]) -> int:
-    count = 0
-    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
-        for chunk in chunks:
-            for row in chunk:
-                record = {c: row.get(c, "") for c in header}
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += len(chunk)
-    return count
-
-
-def _write_parquet(
-    pa: Any, tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]
-) -> int:
-    parquet = importlib.import_module("pyarrow.parquet")
-    schema = pa.schema([(c, pa.string()) for c in header])
-    count = 0
-    with parquet.ParquetWriter(str(tmp), schema) as writer:
-        for chunk in chunks:
-            frame = _frame(header, chunk)
-            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-            count += len(chunk)
-        if count == 0:
-            writer.write_table(schema.empty_table())
-    return count
-
-
-def _write_xlsx(
-    openpyxl: Any, tmp: Path, header: list[str], chunks: Iterable[list[dict[str, str]]]
-) -> int:
-    cell_module = importlib.import_module("openpyxl.cell.cell")
-    cell_type, illegal = cell_module.WriteOnlyCell, cell_module.ILLEGAL_CHARACTERS_RE
-    book = openpyxl.Workbook(write_only=True)
-    sheet = book.create_sheet("results")
-    sheet.append(header)
-    count = 0
-    for chunk in chunks:
-        count += len(chunk)
-        if count > _XLSX_MAX_ROWS:
-            raise ConfigError(
-                f"more than {_XLSX_MAX_ROWS:,} rows do not fit an Excel sheet; "
-                "export csv or parquet, or filter with --status/--model"
-            )
-        for row in chunk:
-            cells = []
-            for c in header:
-                # Control characters are not allowed in the XML inside an xlsx.
-                cell = cell_type(sheet, value=illegal.sub("", row.get(c, "")))
-                cell.data_type = "s"  # text, always: a prompt "=1+1" is not a formula
-                cells.append(cell)
-            sheet.append(cells)
-    book.save(str(tmp))
-    return count

@@ -29,9 +29,8 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
 from liangxin_batch.manifest._fingerprint import manifest_fingerprint
 from liangxin_batch.manifest._spool import JobSpool
-from liangxin_batch.outputs._gallery import write_report_html
+from liangxin_batch.outputs._gallery import write_reports
 from liangxin_batch.outputs._layout import Layout
-from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._progress import NullObserver, Observer
@@ -492,8 +491,13 @@ def _write_reports(
     if current and store.get_meta(_REPORTS_KEY) == stamp:
         return
     try:
-        write_results_csv(out, store, csv_safe=settings.csv_safe)
-        write_report_html(out, store, wall_seconds=wall, max_pixels=settings.max_image_pixels)
+        write_reports(
+            out,
+            store,
+            csv_safe=settings.csv_safe,
+            wall_seconds=wall,
+            max_pixels=settings.max_image_pixels,
+        )
         store.set_meta({_REPORTS_KEY: stamp})
     except (OSError, LiangXinBatchError) as err:
         observer.message(

@@ -8,24 +8,39 @@ stay linear and safe while a run writes.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
     JOB_COLUMNS,
+    REPORT_JOB_SELECT,
     AttemptRow,
     Credits,
     EventRow,
     FileRow,
     JobRow,
+    ReportFile,
+    ReportJob,
     row_to_job,
+    row_to_report_job,
 )
 
 __all__ = ["StoreQueries", "marks"]
+
+_Row = TypeVar("_Row", JobRow, ReportJob)
+
+
+def _position(job: JobRow | ReportJob) -> tuple[int, str]:
+    return job.idx, job.job_id
+
+
+def _jobs(rows: list[Any]) -> Iterator[JobRow]:
+    return map(row_to_job, rows)
 
 
 def marks(values: Sequence[object]) -> str:
@@ -59,28 +74,71 @@ class StoreQueries:
         Pages follow the unique key (idx, job_id), so jobs that share a position (an
         edited manifest) are never skipped, and rows changed while walking are safe.
         """
+        return self._walks(states, in_manifest, f"SELECT {JOB_COLUMNS} FROM jobs", _jobs)
+
+    def iter_report_jobs(
+        self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = True
+    ) -> Iterator[ReportJob]:
+        """`iter_jobs`, as the light rows results.csv, exports and report.html read, each
+        with its files (`ReportJob.files`)."""
+        return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+
+    def _report_page(self, rows: list[Any]) -> list[ReportJob]:
+        jobs = [row_to_report_job(r) for r in rows]
+        several = [j.job_id for j in jobs if len(j.result_urls) > 1]
+        if not several:
+            return jobs
+        found = self.report_files(several)
+        return [
+            j._replace(files=tuple(found.get(j.job_id, ()))) if len(j.result_urls) > 1 else j
+            for j in jobs
+        ]
+
+    def _walks(
+        self,
+        states: Iterable[JobState] | None,
+        in_manifest: bool | None,
+        select: str,
+        convert: Callable[[list[Any]], Iterable[_Row]],
+    ) -> Iterator[_Row]:
         manifest = "" if in_manifest is None else f"in_manifest = {int(in_manifest)} AND "
         wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
         if wanted is None:
-            yield from self._walk(manifest, [])
-        elif len(wanted) == 1:  # the runner's walks: one state, by its index
-            yield from self._walk(f"state = ? AND {manifest}", wanted)
-        else:  # reports: manifest order, one index walk per state, merged
-            walks = [self._walk(f"state = ? AND {manifest}", [s]) for s in wanted]
-            yield from heapq.merge(*walks, key=lambda job: (job.idx, job.job_id))
+            return self._walk(select, manifest, [], convert)
+        if len(wanted) == 1:  # the runner's walks: one state, by its index
+            return self._walk(select, f"state = ? AND {manifest}", wanted, convert)
+        # reports: manifest order, one index walk per state, merged
+        walks = [self._walk(select, f"state = ? AND {manifest}", [s], convert) for s in wanted]
+        return heapq.merge(*walks, key=_position)
 
-    def _walk(self, where: str, params: list[Any]) -> Iterator[JobRow]:
+    def _walk(
+        self,
+        select: str,
+        where: str,
+        params: list[Any],
+        convert: Callable[[list[Any]], Iterable[_Row]],
+    ) -> Iterator[_Row]:
+        # Flattened in C: a generator passing each row on cost a frame switch per job.
+        return itertools.chain.from_iterable(self._pages(select, where, params, convert))
+
+    def _pages(
+        self,
+        select: str,
+        where: str,
+        params: list[Any],
+        convert: Callable[[list[Any]], Iterable[_Row]],
+    ) -> Iterator[Iterable[_Row]]:
+        # `select` reads jobs (maybe joined) and starts with job_id, idx: the page key.
         last: tuple[int, str] = (-(2**62), "")
         while True:
             rows = self.db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} (idx, job_id) > (?, ?)"
-                " ORDER BY idx, job_id LIMIT 1000",
+                f"{select} WHERE {where} (jobs.idx, jobs.job_id) > (?, ?)"
+                " ORDER BY jobs.idx, jobs.job_id LIMIT 1000",
                 [*params, *last],
             ).fetchall()
             if not rows:
                 return
-            for row in rows:
-                yield row_to_job(row)
+            yield convert(rows)
             last = (rows[-1][1], rows[-1][0])
 
     def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
@@ -235,12 +293,22 @@ class StoreQueries:
             if n
         }
 
-    def column_names(self) -> Iterator[str]:
-        """Manifest column names of every job in the manifest, in manifest order."""
-        for (text,) in self.db.execute(
-            "SELECT columns_json FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id"
+    def column_names(self, first: int | None = None) -> Iterator[str]:
+        """Manifest column names of every job in the manifest (of the `first` jobs), in
+        manifest order (each name at least once: first seen first)."""
+        seen: set[str] = set()
+        # SQLite lists each job's names (json_each: in the object's order), and the few
+        # distinct lists are decoded here: a million jobs share a handful of them.
+        for (names,) in self.db.execute(
+            "SELECT (SELECT json_group_array(key) FROM json_each(columns_json))"
+            " FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id LIMIT ?",
+            (-1 if first is None else first,),
         ):
-            yield from json.loads(text)
+            if names not in seen:
+                if len(seen) == 10_000:  # bounded memory: a repeat is harmless, not wrong
+                    seen.clear()
+                seen.add(names)
+                yield from json.loads(names)
 
     # -- files ------------------------------------------------------------------------
 
@@ -262,6 +330,24 @@ class StoreQueries:
                 chunk,
             ):
                 found.setdefault(r[0], []).append(FileRow(*r))
+        return found
+
+    def report_files(self, job_ids: Sequence[str]) -> dict[str, list[ReportFile]]:
+        """The files of these jobs (a page of a report walk), by job, each job's by n."""
+        found: dict[str, list[ReportFile]] = {}
+        make = ReportFile._make
+        for i in range(0, len(job_ids), 500):  # an older SQLite allows 999 variables
+            chunk = job_ids[i : i + 500]
+            for row in self.db.execute(
+                "SELECT job_id, n, url, path, sha256, size FROM files"
+                f" WHERE job_id IN ({marks(chunk)}) ORDER BY job_id, n",
+                chunk,
+            ):
+                file = make(row)
+                if file.job_id in found:
+                    found[file.job_id].append(file)
+                else:
+                    found[file.job_id] = [file]
         return found
 
     def done_files(

@@ -45,6 +45,8 @@ from liangxin_batch.state._rows import (
     EventRow,
     FileRow,
     JobRow,
+    ReportFile,
+    ReportJob,
 )
 from liangxin_batch.state._tx import Transaction
 
@@ -55,6 +57,8 @@ __all__ = [
     "EventRow",
     "FileRow",
     "JobRow",
+    "ReportFile",
+    "ReportJob",
     "StateStore",
 ]
 

@@ -1,0 +1,106 @@
+"""The walk behind results.csv, the exports and report.html: every manifest job in
+manifest order with its current files, and whether those are still on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+
+from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.state._store import ReportFile, ReportJob, StateStore
+
+__all__ = ["Lost", "as_lost", "report_jobs"]
+
+_STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
+
+
+def _states(status: Collection[str] | None) -> list[JobState] | None:
+    if not status:
+        return None
+    unknown = sorted(set(status) - set(_STATE_OF))
+    if unknown:
+        raise ConfigError(
+            f"unknown status {', '.join(unknown)}; one of: {', '.join(REPORT_STATUSES)}"
+        )
+    return [_STATE_OF[s] for s in status]
+
+
+#: Why a done job's file is not as recorded (None: it is), from `report_jobs`.
+Lost = str | None
+
+
+def report_jobs(
+    store: StateStore,
+    *,
+    status: Collection[str] | None = None,
+    model: Collection[str] | None = None,
+    out_dir: Path | None = None,
+) -> Iterator[tuple[ReportJob, list[ReportFile], Lost]]:
+    """Manifest jobs in manifest order, each with its current files (those of its current
+    result URLs, by number); with `out_dir`, whether a done job's file is gone or has
+    another size (`as_lost` shows the job as the report does)."""
+    with _folder(out_dir) as base:
+        done = JobState.DONE
+        for job in store.iter_report_jobs(_states(status)):
+            if model and job.model not in model:
+                continue
+            files, urls = job.files, job.result_urls
+            if not files:
+                yield job, [], None
+                continue
+            if len(files) == 1:  # the usual case, without a comprehension's frame
+                f = files[0]
+                kept = [f] if f.path and f.n < len(urls) and urls[f.n] == f.url else []
+            else:
+                kept = [f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url]
+            lost = _lost_file(base, kept) if base is not None and job.state is done else None
+            yield job, kept, lost
+
+
+@contextlib.contextmanager
+def _folder(out_dir: Path | None) -> Iterator[int | str | None]:
+    """What `_lost_file` looks files up from: a descriptor of `out_dir` where the
+    platform offers `dir_fd`, else its path."""
+    if out_dir is None or os.stat not in os.supports_dir_fd:
+        yield None if out_dir is None else str(out_dir)
+        return
+    try:
+        fd = os.open(out_dir, os.O_RDONLY)
+    except OSError:  # the lookups fail alike: every file is missing
+        yield str(out_dir)
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def as_lost(job: ReportJob, lost: Lost) -> ReportJob:
+    """The job as the report shows it: a done job whose file is lost is download_failed
+    (the state is not changed: the next run fetches it)."""
+    if lost is None:
+        return job
+    return job._replace(
+        state=JobState.DOWNLOAD_FAILED,
+        error_code="output_missing",
+        error_message=f"{lost}; the next run fetches it again",
+    )
+
+
+def _lost_file(out_dir: int | str, files: Sequence[ReportFile]) -> str | None:
+    """`out_dir`: a descriptor of the folder (paths are looked up from it, as a join
+    with it would: a pathlib join and stat cost 3x more), or its path."""
+    for f in files:
+        try:
+            if isinstance(out_dir, int):
+                size = os.stat(f.path or "", dir_fd=out_dir).st_size
+            else:
+                size = os.stat(os.path.join(out_dir, f.path or "")).st_size
+        except OSError:
+            return f"{f.path} is missing on disk"
+        if f.size is not None and size != f.size:
+            return f"{f.path} changed on disk ({size:,} bytes, recorded {f.size:,})"
+    return None

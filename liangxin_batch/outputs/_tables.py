@@ -1,0 +1,108 @@
+"""The results table's writers: csv, jsonl, parquet and xlsx, from chunks of rows.
+
+A row is a list of cells (str) in the header's order; every writer writes `tmp` (the
+caller replaces the target with it) and returns the number of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from liangxin_batch.errors import ConfigError
+
+__all__ = ["Chunks", "defuse", "defused", "write_csv", "write_jsonl", "write_parquet", "write_xlsx"]
+
+_XLSX_MAX_ROWS = 1_048_575  # one row of the sheet is the header
+
+#: What makes a spreadsheet read a cell as a formula (OWASP: CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+#: Chunks of rows (a few thousand each).
+Chunks = Iterable[list[list[str]]]
+
+
+def defused(chunks: Chunks) -> Iterator[list[list[str]]]:
+    for chunk in chunks:
+        yield [[defuse(v) for v in row] for row in chunk]
+
+
+def defuse(value: str) -> str:
+    if not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)  # -2.5 is a number, not a formula: keep it a number
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def write_csv(tmp: Path, header: list[str], chunks: Chunks) -> int:
+    # The stdlib writer, in pandas' dialect (minimal quoting, "\n" line ends): the file
+    # is written at the end of every run, and importing pandas for it cost more than
+    # writing it.
+    count = 0
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for chunk in chunks:
+            writer.writerows(chunk)
+            count += len(chunk)
+    return count
+
+
+def write_jsonl(tmp: Path, header: list[str], chunks: Chunks) -> int:
+    # json.dumps(ensure_ascii=False) makes this encoder anew for every call.
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    count = 0
+    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        for chunk in chunks:
+            fh.writelines([encode(dict(zip(header, row, strict=True))) + "\n" for row in chunk])
+            count += len(chunk)
+    return count
+
+
+def write_parquet(pa: Any, tmp: Path, header: list[str], chunks: Chunks) -> int:
+    parquet = importlib.import_module("pyarrow.parquet")
+    schema = pa.schema([(c, pa.string()) for c in header])
+    count = 0
+    with parquet.ParquetWriter(str(tmp), schema) as writer:
+        for chunk in chunks:
+            # Column by column straight to Arrow (a row group per chunk, as before): a
+            # pandas frame of the rows on the way cost as much as building them.
+            columns = [pa.array(column, pa.string()) for column in zip(*chunk, strict=True)]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+            count += len(chunk)
+        if count == 0:
+            writer.write_table(schema.empty_table())
+    return count
+
+
+def write_xlsx(openpyxl: Any, tmp: Path, header: list[str], chunks: Chunks) -> int:
+    cell_module = importlib.import_module("openpyxl.cell.cell")
+    cell_type, illegal = cell_module.WriteOnlyCell, cell_module.ILLEGAL_CHARACTERS_RE
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("results")
+    sheet.append(header)
+    count = 0
+    for chunk in chunks:
+        count += len(chunk)
+        if count > _XLSX_MAX_ROWS:
+            raise ConfigError(
+                f"more than {_XLSX_MAX_ROWS:,} rows do not fit an Excel sheet; "
+                "export csv or parquet, or filter with --status/--model"
+            )
+        for row in chunk:
+            cells = []
+            for value in row:
+                # Control characters are not allowed in the XML inside an xlsx.
+                cell = cell_type(sheet, value=illegal.sub("", value))
+                cell.data_type = "s"  # text, always: a prompt "=1+1" is not a formula
+                cells.append(cell)
+            sheet.append(cells)
+    book.save(str(tmp))
+    return count
