@@ -211,3 +211,29 @@ def test_placeholder_image_urls_are_warned_about_not_refused(tmp_path: Path, com
     assert f"{manifest}:7" in warnings[0] and "example.com" in warnings[0]
     assert f"{manifest}:13" in warnings[1] and "localhost" in warnings[1]
     assert "real-shop" not in done.stderr
+
+
+def test_a_malformed_catalog_is_told_in_words_not_pydantic(tmp_path: Path) -> None:
+    """Issue 15: where (file, model, field), what was given, and a guess."""
+    bad = tmp_path / "my.yaml"
+    bad.write_text(
+        "models:\n  - id: my-model\n    name: Mine\n    kind: image\n"
+        "    typical_seconds: five\n    price: {credits: 1}\n    fields:\n"
+        "      prompt: {type: strin, required: true, max_lenght: 5}\n"
+    )
+    done = subprocess.run(
+        cli("--catalog", str(bad), "models"),
+        capture_output=True,
+        text=True,
+        env=child_env("http://127.0.0.1:9"),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    text = done.stderr
+    assert f"{bad}: model 'my-model'" in text
+    assert "fields.prompt.type: expected one of string, integer" in text
+    assert "got 'strin'; did you mean 'string'?" in text
+    assert "fields.prompt.max_lenght: unknown key; did you mean 'max_length'?" in text
+    assert "typical_seconds: expected a number; got 'five'" in text
+    assert "Input should be" not in text and "Extra inputs" not in text

@@ -10,6 +10,8 @@ spec is therefore a key a catalog file may write, with nothing else to keep in s
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import typing
 from types import MappingProxyType
 from typing import Any
@@ -173,9 +175,48 @@ def model_from_doc(doc: Any, source: str, where: str) -> ModelSpec:
     )
 
 
+def _keys() -> list[str]:
+    """Every key a catalog file may use, for "did you mean" on a misspelt one."""
+    docs = (FileDoc, ModelDoc, FieldDoc, PriceDoc)
+    return sorted({name for doc in docs for name in doc.model_fields})
+
+
+def _error_text(e: Any) -> str:
+    """One pydantic error in the words the rest of the tool uses."""
+    kind, given = e["type"], e.get("input")
+    got = f"; got {given!r}" if not isinstance(given, dict | list) else ""
+    if kind == "extra_forbidden":
+        key = str(e["loc"][-1]) if e["loc"] else ""
+        near = difflib.get_close_matches(key, _keys(), n=1, cutoff=0.7)
+        return "unknown key" + (f"; did you mean {near[0]!r}?" if near else "")
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+        near = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return f"expected one of {', '.join(choices)}{got}{hint}"
+    if kind in ("missing",):
+        return "missing (required)"
+    words = {
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "int_parsing": "a whole number",
+        "int_type": "a whole number",
+        "int_from_float": "a whole number",
+        "bool_parsing": "true or false",
+        "bool_type": "true or false",
+        "string_type": "text",
+        "dict_type": "a mapping of keys to values",
+        "list_type": "a list",
+    }
+    if kind in words:
+        return f"expected {words[kind]}{got}"
+    return f"{e['msg']}{got}"
+
+
 def pydantic_text(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+        text = _error_text(e)
+        parts.append(f"{loc}: {text}" if loc else text)
     return "; ".join(parts)
