@@ -113,11 +113,11 @@ def test_later_user_files_win(tmp_path: Path) -> None:
     [
         ("models: [", "not valid YAML"),
         ("- just a list", "expected a mapping"),
-        ("modles: []", "modles: Extra inputs are not permitted"),
+        ("modles: []", "modles: unknown key; did you mean 'models'?"),
         (NEW_MODEL.replace("kind: image", "kind: audio"), "model 'acme/painter': kind"),
         (
             NEW_MODEL.replace("typical_seconds: 3", "typical_seconds: 3\n    colour: red"),
-            "model 'acme/painter': colour: Extra inputs",
+            "model 'acme/painter': colour: unknown key",
         ),
         (
             NEW_MODEL.replace("type: string, required", "type: text, required"),
