@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from liangxin_batch.catalog._catalog import default_catalog, render_model_table
@@ -97,3 +98,23 @@ def test_bad_user_catalog_exits_2_naming_the_file(tmp_path: Path) -> None:
     assert code == 2
     assert str(path) in err and "not valid YAML" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["seedream-4.5", "kling-3.0/video", "nano-banana-pro", "z-image"])
+def test_models_show_yaml_is_a_catalog_entry_to_copy_and_edit(tmp_path: Path, name: str) -> None:
+    """Issue 15: `models show NAME --yaml` in the catalog file's own shape; saved under
+    `models:` as a user catalog it loads back as the same model."""
+    from dataclasses import replace
+
+    from liangxin_batch.catalog._catalog import load_catalog
+
+    code, out, err = run("models", "show", name, "--yaml")
+    assert code == 0, err
+    assert out.startswith("- id: ")
+    user = tmp_path / "mine.yaml"
+    user.write_text("models:\n" + "".join(f"  {line}\n" for line in out.splitlines()))
+    builtin = default_catalog().get(name)
+    assert builtin is not None
+    loaded = load_catalog([user]).get(builtin.id)
+    assert loaded is not None
+    assert replace(loaded, source="builtin") == builtin

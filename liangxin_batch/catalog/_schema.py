@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -220,3 +221,41 @@ def pydantic_text(err: ValidationError) -> str:
         text = _error_text(e)
         parts.append(f"{loc}: {text}" if loc else text)
     return "; ".join(parts)
+
+
+#: Fields a file does not write: a field's name is the key it is written under, and a
+#: model's source is where it was read from.
+_UNWRITTEN = {FieldSpec: {"name"}, ModelSpec: {"source"}}
+
+
+def _written(value: Any) -> Any:
+    """A spec's value as a catalog file writes it: dataclasses as mappings (defaults
+    left out), tuples as lists, read-only mappings as plain ones."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        skip = _UNWRITTEN.get(type(value), set())
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name in skip:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default: Any = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            if item != default:
+                out[f.name] = _written(item)
+        return out
+    if isinstance(value, tuple | list):
+        return [_written(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _written(v) for k, v in value.items()}
+    return value
+
+
+def model_document(spec: ModelSpec) -> dict[str, Any]:
+    """`spec` as an entry of a catalog file (`models show NAME --yaml`): loading it back
+    gives the same spec."""
+    doc = _written(spec)
+    return {"id": doc.pop("id"), **doc}

@@ -185,8 +185,24 @@ def register(group: click.Group) -> None:
 
     @models.command("show")
     @click.argument("name")
+    @click.option(
+        "--yaml",
+        "as_yaml",
+        is_flag=True,
+        help="The entry as a catalog file writes it: copy it into --catalog my.yaml and edit.",
+    )
     @pass_cli
-    def show(cli: CliContext, name: str) -> None:
+    def show(cli: CliContext, name: str, as_yaml: bool) -> None:
         """Every field of model NAME (id or alias): type, default, limits, doubts, price."""
         catalog: Catalog = cli.catalog
-        click.echo(format_model(catalog, _lookup(catalog, name)))
+        spec = _lookup(catalog, name)
+        if as_yaml:
+            import yaml
+
+            from liangxin_batch.catalog._schema import model_document
+
+            # PyYAML quotes what YAML 1.1 would misread ("16:9", "5"), so the text loads back.
+            text = yaml.safe_dump([model_document(spec)], sort_keys=False, allow_unicode=True)
+            click.echo(text, nl=False)
+            return
+        click.echo(format_model(catalog, spec))
