@@ -130,7 +130,9 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _run_with_signals(start: Callable[[RunHandle], Awaitable[RunSummary]]) -> RunSummary:
+def _run_with_signals(
+    start: Callable[[RunHandle], Awaitable[RunSummary]], say: Callable[[str], None]
+) -> RunSummary:
     """First SIGINT/SIGTERM: stop new work and checkpoint; a second: exit at once.
 
     The handlers go in when the runner starts. Before that (validating and syncing a big
@@ -147,11 +149,10 @@ def _run_with_signals(start: Callable[[RunHandle], Awaitable[RunSummary]]) -> Ru
         def on_signal() -> None:
             nonlocal hits
             hits += 1
-            if hits == 1:
-                click.echo(
-                    "\ninterrupted: finishing the calls in progress and saving state "
-                    "(press Ctrl-C again to quit at once; the state stays consistent)",
-                    err=True,
+            if hits == 1:  # through the bars: a line above them, not written across one
+                say(
+                    "interrupted: finishing the calls in progress and saving state "
+                    "(press Ctrl-C again to quit at once; the state stays consistent)"
                 )
                 handle.interrupt()
             else:
@@ -188,7 +189,8 @@ def run_from_cli(
     callbacks: CallbackOptions | None = None,
     allow_outside: bool = False,
 ) -> RunSummary:
-    observer = NullObserver() if quiet else BarsObserver()
+    bars = BarsObserver(enabled=False if quiet else None)
+    observer = NullObserver() if quiet else bars
     with contextlib.ExitStack() as stack:
         api_key = None
         if simulate:
@@ -211,4 +213,4 @@ def run_from_cli(
             observer=observer,
             callbacks=callbacks,
         )
-        return _run_with_signals(lambda handle: start(handle=handle))
+        return _run_with_signals(lambda handle: start(handle=handle), bars.notice)

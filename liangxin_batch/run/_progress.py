@@ -1,14 +1,17 @@
 """What the user sees while a run goes: tqdm bars, and messages that do not tear them.
 
-Everything happens on the event loop's thread, so the bars need no locking. Messages
-go through `tqdm.write` while bars are live, and always to the `liangxin_batch` logger
-(the run's `run.log`).
+Events come from the event loop's thread; a small thread redraws the bars once a second
+under tqdm's own lock (which `update` and `write` take too), so elapsed time and rates
+never freeze between events. Messages go through `tqdm.write` while bars are live, and
+always to the `liangxin_batch` logger (the run's `run.log`). Bars start from the state
+(a resume shows what is already done) and are closed before the summary is printed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import NoReturn, Protocol
 
 from tqdm import tqdm
@@ -19,7 +22,9 @@ logger = logging.getLogger("liangxin_batch")
 
 
 class Observer(Protocol):
-    def start(self, *, total: int, done: int) -> None: ...
+    def start(self, *, total: int, submitted: int, finished: int, downloaded: int) -> None:
+        """The batch's size and how far the state says it already is (a resume)."""
+
     def submitted(self, job_id: str) -> None: ...
     def finished(self, job_id: str, state: str) -> None: ...
     def downloaded(self, job_id: str) -> None: ...
@@ -30,7 +35,7 @@ class Observer(Protocol):
 class NullObserver:
     """No bars; messages only go to the log."""
 
-    def start(self, *, total: int, done: int) -> None:
+    def start(self, *, total: int, submitted: int, finished: int, downloaded: int) -> None:
         pass
 
     def submitted(self, job_id: str) -> None:
@@ -55,15 +60,17 @@ class BarsObserver(NullObserver):
     def __init__(self, *, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._bars: list[tqdm[NoReturn]] = []
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
-    def start(self, *, total: int, done: int) -> None:
+    def start(self, *, total: int, submitted: int, finished: int, downloaded: int) -> None:
         if not self.enabled:
             return
         labels = ("submitted", "finished ", "downloaded")
         self._bars = [
             tqdm(
                 total=total,
-                initial=done if i else 0,
+                initial=initial,
                 desc=label,
                 position=i,
                 unit="job",
@@ -71,8 +78,14 @@ class BarsObserver(NullObserver):
                 leave=True,
                 file=sys.stderr,
             )
-            for i, label in enumerate(labels)
+            for i, (label, initial) in enumerate(
+                zip(labels, (submitted, finished, downloaded), strict=True)
+            )
         ]
+        self._ticker = threading.Thread(
+            target=self._refresh_every, args=(1.0,), name="liangxin-bars", daemon=True
+        )
+        self._ticker.start()
 
     def submitted(self, job_id: str) -> None:
         if self._bars:
@@ -93,7 +106,27 @@ class BarsObserver(NullObserver):
         elif self.enabled:
             print(text, file=sys.stderr)
 
+    def notice(self, text: str) -> None:
+        """A line the user must see (a Ctrl-C): above the bars when they are live, else
+        on stderr; and in the log."""
+        if self._bars:
+            self.message(text)
+        else:
+            logger.info(text)
+            print(text, file=sys.stderr, flush=True)
+
+    def _refresh_every(self, seconds: float) -> None:
+        """Redraw the bars on a timer (elapsed time and rates move between events too)."""
+        while not self._stop.wait(seconds):
+            with tqdm.get_lock():  # type: ignore[no-untyped-call]
+                for bar in self._bars:
+                    bar.refresh()
+
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         for bar in self._bars:
             bar.close()
         self._bars = []

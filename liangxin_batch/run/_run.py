@@ -335,8 +335,9 @@ async def run_batch_async(
             handle.attach(runner)
         downloader.prepare()
         runner.prepare()
-        total, done = _progress_counts(store)
-        observer.start(total=total, done=done)
+        progress = _progress_counts(store)
+        total = progress["total"]
+        observer.start(**progress)
         started = time.monotonic()
         summary: RunSummary | None = None
         try:
@@ -536,8 +537,16 @@ def _stored_columns(out: Path) -> set[str]:
     return set(json.loads(StateStore.peek_meta(out, COLUMNS_KEY) or "[]"))
 
 
-def _progress_counts(store: StateStore) -> tuple[int, int]:
+def _progress_counts(store: StateStore) -> dict[str, int]:
+    """Where the bars start: what the state says is already submitted, finished (the
+    generation is over, whatever became of it) and downloaded."""
     counts = store.counts()
     total = sum(counts.values())
-    done = sum(counts.get(s.value, 0) for s in JobState if s.final)
-    return total, done
+    waiting = counts.get(JobState.PENDING.value, 0) + counts.get(JobState.SUBMITTING.value, 0)
+    in_flight = counts.get(JobState.SUBMITTED.value, 0)
+    return {
+        "total": total,
+        "submitted": total - waiting,
+        "finished": total - waiting - in_flight,
+        "downloaded": counts.get(JobState.DONE.value, 0),
+    }

@@ -136,6 +136,7 @@ class Submitter(RunPart):
                 error_message=message,
             )
             self._observer.message(f"{job.job_id}: {message}")
+            self._observer.submitted(job.job_id)
             self._observer.finished(job.job_id, JobState.UNKNOWN.value)
             self._control.spawn(self._control.give_slot())
             return
@@ -217,6 +218,7 @@ class Submitter(RunPart):
         if decision.verdict is CreateVerdict.REJECT:
             outcome(Event.CREATE_REFUSED)
             logger.info("%s: refused at createTask: %s", job.job_id, message)
+            self._observer.submitted(job.job_id)  # past the create step, like the others
             self._observer.finished(job.job_id, JobState.FAILED.value)
             return False
         if self._callback_url_for is not None:
@@ -236,6 +238,7 @@ class Submitter(RunPart):
     ) -> None:
         """A job ended at createTask without a task; several in a row alike stop the batch."""
         logger.info("%s: %s at createTask: %s", job.job_id, state.value, message)
+        self._observer.submitted(job.job_id)
         self._observer.finished(job.job_id, state.value)
         self._alike.append((what, code or ""))
         recent = self._alike[-self._settings.stop_after_alike :]
