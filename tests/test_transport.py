@@ -1,0 +1,208 @@
+"""LeanTransport on a real loopback socket: framing, reuse, and what each failure is called
+(the client reads ConnectError as "not sent", anything after the write as ambiguous)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from liangxin_batch.run._transport import LeanTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+def _run(handler: Handler, client_side: Callable[[str], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        connections = 0
+
+        async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                await handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(counted, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            result = await client_side(f"http://127.0.0.1:{port}")
+        finally:
+            server.close()
+        return result, connections
+
+    return asyncio.run(main())
+
+
+def _client(base: str, **kw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, transport=LeanTransport(**kw), timeout=2.0)
+
+
+def test_keep_alive_reuses_one_connection_for_sized_and_chunked_bodies() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _read_request(reader)
+            if b"/chunked" in head:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+                )
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def client(base: str) -> list[bytes]:
+        async with _client(base) as http:
+            out = []
+            for path in ("/a", "/chunked", "/b", "/chunked"):
+                out.append((await http.post(path, json={"x": 1})).content)
+            return out
+
+    bodies, connections = _run(handler, client)
+    assert bodies == [b"ok", b"hello world", b"ok", b"hello world"]
+    assert connections == 1
+
+
+def test_a_body_delimited_by_the_close_and_connection_close_are_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+
+    async def client(base: str) -> list[bytes]:
+        async with _client(base) as http:
+            return [(await http.get("/")).content for _ in range(2)]
+
+    bodies, connections = _run(handler, client)
+    assert bodies == [b"all of it"] * 2
+    assert connections == 2
+
+
+def test_a_server_closing_an_idle_connection_costs_a_new_one_not_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()  # then closes: the client's pooled connection is dead
+
+    async def client(base: str) -> list[int]:
+        async with _client(base) as http:
+            first = (await http.get("/")).status_code
+            await asyncio.sleep(0.05)
+            return [first, (await http.get("/")).status_code]
+
+    statuses, connections = _run(handler, client)
+    assert statuses == [200, 200] and connections == 2
+
+
+def test_a_short_body_is_a_protocol_error_never_a_whole_answer() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        await writer.drain()
+
+    async def client(base: str) -> None:
+        async with _client(base) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get("/")
+
+    _run(handler, client)
+
+
+def test_no_answer_after_the_write_is_not_a_connect_error() -> None:
+    """The request went out: whatever follows must not read as "not sent"."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+
+    async def client(base: str) -> None:
+        async with _client(base) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.post("/", json={})
+
+    _run(handler, client)
+
+
+def test_a_silent_server_is_a_read_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    async def client(base: str) -> None:
+        async with httpx.AsyncClient(
+            base_url=base, transport=LeanTransport(), timeout=httpx.Timeout(5.0, read=0.2)
+        ) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get("/")
+
+    _run(handler, client)
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        async with _client(f"http://127.0.0.1:{port}") as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get("/")
+
+    asyncio.run(main())
+
+
+def test_the_trace_hook_fires_before_the_head_is_written() -> None:
+    """The create limiter counts a createTask when its headers are written
+    (`_client._create`'s trace hook): the event must come, and before the bytes."""
+    seen: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        seen.append("server got the request")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async def client(base: str) -> None:
+        async def trace(event: str, info: Any) -> None:
+            seen.append(event)
+
+        async with _client(base) as http:
+            await http.post("/", json={}, extensions={"trace": trace})
+
+    _run(handler, client)
+    assert seen == ["http11.send_request_headers.started", "server got the request"]
+
+
+def test_requests_in_progress_are_capped() -> None:
+    active = peak = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active, peak
+        while True:
+            await _read_request(reader)
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.02)
+            active -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async def client(base: str) -> None:
+        async with _client(base, max_connections=3) as http:
+            await asyncio.gather(*(http.get("/") for _ in range(10)))
+
+    _, connections = _run(handler, client)
+    assert peak <= 3 and connections <= 3
