@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -206,3 +207,46 @@ def test_requests_in_progress_are_capped() -> None:
 
     _, connections = _run(handler, client)
     assert peak <= 3 and connections <= 3
+
+
+def test_a_file_goes_to_the_transport_straight_and_a_redirect_to_the_client(
+    tmp_path: Path,
+) -> None:
+    """FileFetcher's direct path: one request for a plain file; a redirect is followed by
+    the client, as before the direct path existed."""
+    import io
+
+    from PIL import Image
+
+    from liangxin_batch.run._fetch import DownloadLimits, FileFetcher
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "PNG")
+    body = buf.getvalue()
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/moved.png":
+            return httpx.Response(302, headers={"Location": "http://files.test/real.png"})
+        return httpx.Response(200, content=body, headers={"Content-Type": "image/png"})
+
+    wire = httpx.MockTransport(handler)
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient(transport=wire, follow_redirects=True) as http:
+            fetcher = FileFetcher(
+                http=http,
+                out_dir=tmp_path,
+                max_file_size=10**6,
+                limits=DownloadLimits(),
+                direct=wire,
+            )
+            first = await fetcher.fetch("http://files.test/real.png", lambda ext: f"a{ext}")
+            second = await fetcher.fetch("http://files.test/moved.png", lambda ext: f"b{ext}")
+            return [first.path, second.path]
+
+    paths = asyncio.run(main())
+    assert paths == ["a.png", "b.png"]
+    assert (tmp_path / "b.png").read_bytes() == body
+    assert seen == ["/real.png", "/moved.png", "/moved.png", "/real.png"]

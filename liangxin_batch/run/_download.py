@@ -53,7 +53,7 @@ from liangxin_batch.run._fetch import (
     short_url,
 )
 from liangxin_batch.run._progress import NullObserver, Observer
-from liangxin_batch.run._transport import LeanTransport
+from liangxin_batch.run._transport import LeanTransport, any_env_proxy
 from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
 __all__ = [
@@ -115,10 +115,14 @@ class Downloader:
         self.stopping = stopping
         self._now = wall_clock
         self._own_http = http is None
+        # Our own wire (see run/_transport): httpcore's cost about 1 ms of CPU a file.
+        wire = transport or LeanTransport(
+            max_connections=4 * concurrency, max_keepalive=concurrency
+        )
+        #: Files go to the wire straight (see FileFetcher) unless a proxy may apply.
+        direct = wire if http is None and (transport or not any_env_proxy()) else None
         self.http = http or httpx.AsyncClient(
-            # Our own wire (see run/_transport): httpcore's cost about 1 ms of CPU a file.
-            transport=transport
-            or LeanTransport(max_connections=4 * concurrency, max_keepalive=concurrency),
+            transport=wire,
             timeout=FILE_TIMEOUT,
             follow_redirects=True,
             headers={"User-Agent": "liangxin-batch"},
@@ -126,7 +130,11 @@ class Downloader:
         if self.http.auth is not None or "authorization" in self.http.headers:
             raise ConfigError("the file-download client must not carry credentials")
         self._fetcher = FileFetcher(
-            http=self.http, out_dir=out_dir, max_file_size=max_file_size, limits=self.limits
+            http=self.http,
+            out_dir=out_dir,
+            max_file_size=max_file_size,
+            limits=self.limits,
+            direct=direct,
         )
         self._gate = asyncio.Semaphore(concurrency)
         #: Make the report's thumbnails as files arrive (in a worker thread, after the job

@@ -28,17 +28,33 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["LeanTransport"]
+__all__ = ["LeanTransport", "any_env_proxy", "env_proxied"]
 
 #: The most a response head may take: larger is a broken or hostile peer.
 MAX_HEAD = 64 * 1024
 #: Reading pauses while this much is buffered and not yet taken (a slow consumer).
 HIGH_WATER = 1024 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+
+
+def any_env_proxy() -> bool:
+    """Whether the environment names any proxy (for clients whose hosts vary)."""
+    return bool(urllib.request.getproxies_environment())
+
+
+def env_proxied(url: str) -> bool:
+    """Whether a proxy from the environment may apply to `url` (as httpx reads them)."""
+    proxies = urllib.request.getproxies_environment()
+    scheme = urlsplit(url).scheme
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(urlsplit(url).hostname or "")
 
 
 class _Conn(asyncio.Protocol):
