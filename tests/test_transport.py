@@ -250,3 +250,24 @@ def test_a_file_goes_to_the_transport_straight_and_a_redirect_to_the_client(
     assert paths == ["a.png", "b.png"]
     assert (tmp_path / "b.png").read_bytes() == body
     assert seen == ["/real.png", "/moved.png", "/moved.png", "/real.png"]
+
+
+def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
+    """A server may close an idle connection just as a request goes out on it (then a
+    createTask is ambiguous): connections idle longer than the expiry are dropped first."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async def client(base: str) -> None:
+        async with _client(base, keepalive_expiry=0.05) as http:
+            await http.get("/")
+            await http.get("/")  # at once: the same connection
+            await asyncio.sleep(0.1)
+            await http.get("/")  # past the expiry: a new one
+
+    _, connections = _run(handler, client)
+    assert connections == 2

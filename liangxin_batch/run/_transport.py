@@ -36,6 +36,12 @@ import httpx
 
 __all__ = ["LeanTransport", "any_env_proxy", "env_proxied"]
 
+#: Idle connections older than this are not reused. Well below the shortest keep-alive
+#: timeout servers commonly use (uvicorn's 5 s, which the simulator has): a server that
+#: closes an idle connection just as a request goes out on it makes that request
+#: ambiguous, and an ambiguous createTask parks its job `unknown`. The most recently used
+#: connection is taken first, so the older ones do sit idle: they must expire early.
+KEEPALIVE_EXPIRY = 2.0
 #: The most a response head may take: larger is a broken or hostile peer.
 MAX_HEAD = 64 * 1024
 #: Reading pauses while this much is buffered and not yet taken (a slow consumer).
@@ -171,7 +177,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 100,
         max_keepalive: int = 20,
-        keepalive_expiry: float = 5.0,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._gate = asyncio.Semaphore(max_connections)
