@@ -271,3 +271,32 @@ def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
 
     _, connections = _run(handler, client)
     assert connections == 2
+
+
+def test_a_reset_during_a_body_delimited_by_the_close_is_an_error_not_the_end() -> None:
+    """No Content-Length, not chunked: only a clean close ends the body. A reset
+    (connection_lost with an error) mid-body must never hand back a truncated file."""
+    import socket
+    import struct
+
+    head_read = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart of the fi")
+        await writer.drain()
+        await head_read.wait()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # linger 0: an RST, not a FIN
+
+    async def client(base: str) -> None:
+        async with _client(base) as http:
+            async with http.stream("GET", "/file") as response:
+                assert response.status_code == 200
+                head_read.set()
+                with pytest.raises(httpx.ReadError):
+                    async for _ in response.aiter_raw():
+                        pass
+
+    _run(handler, client)

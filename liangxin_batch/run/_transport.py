@@ -378,8 +378,8 @@ class _Body(httpx.AsyncByteStream):
         conn, left = self._conn, size
         while left:
             if not conn.buffer:
-                if conn.closed and size == -1:
-                    return  # the close ends this body
+                if conn.closed and size == -1 and conn.error is None:
+                    return  # a clean close ends this body; a reset is a ReadError (more)
                 await conn.more(self._timeout)
                 continue
             piece = conn.take(len(conn.buffer) if left < 0 else min(left, len(conn.buffer)))
