@@ -291,12 +291,95 @@ def test_a_reset_during_a_body_delimited_by_the_close_is_an_error_not_the_end() 
         writer.transport.abort()  # linger 0: an RST, not a FIN
 
     async def client(base: str) -> None:
-        async with _client(base) as http:
-            async with http.stream("GET", "/file") as response:
-                assert response.status_code == 200
-                head_read.set()
-                with pytest.raises(httpx.ReadError):
-                    async for _ in response.aiter_raw():
-                        pass
+        async with _client(base) as http, http.stream("GET", "/file") as response:
+            assert response.status_code == 200
+            head_read.set()
+            with pytest.raises(httpx.ReadError):
+                async for _ in response.aiter_raw():
+                    pass
 
     _run(handler, client)
+
+
+async def _servers(n: int) -> tuple[list[asyncio.Server], list[str], dict[str, Any]]:
+    """`n` keep-alive servers on loopback ports; `stats` counts connections made per
+    base URL and those still open (with a Condition to await a change)."""
+    stats: dict[str, Any] = {"made": {}, "open": 0, "changed": asyncio.Condition()}
+    servers, bases = [], []
+
+    async def changed(delta: int) -> None:
+        async with stats["changed"]:
+            stats["open"] += delta
+            stats["changed"].notify_all()
+
+    for _ in range(n):
+
+        def serve(base: list[str]) -> Handler:
+            async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                stats["made"][base[0]] = stats["made"].get(base[0], 0) + 1
+                await changed(+1)
+                try:
+                    while True:
+                        await _read_request(reader)
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        await writer.drain()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    pass
+                finally:
+                    writer.close()
+                    await changed(-1)
+
+            return handler
+
+        box: list[str] = []
+        server = await asyncio.start_server(serve(box), "127.0.0.1", 0)
+        box.append(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        servers.append(server)
+        bases.append(box[0])
+    return servers, bases, stats
+
+
+async def _open_sockets_become(stats: dict[str, Any], n: int) -> None:
+    async with stats["changed"]:
+        await asyncio.wait_for(stats["changed"].wait_for(lambda: stats["open"] == n), 2.0)
+
+
+def test_the_idle_cap_evicts_the_oldest_connection_of_any_host() -> None:
+    """Many CDN hosts: the cap must not fill with connections to hosts never asked again
+    (they stay open, and the next host cannot keep its connection at all)."""
+
+    async def main() -> None:
+        servers, bases, stats = await _servers(4)
+        transport = LeanTransport(max_keepalive=2)
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=2.0) as http:
+                for base in bases:
+                    await http.get(base + "/")
+                for _ in range(3):
+                    await http.get(bases[-1] + "/")
+                assert stats["made"][bases[-1]] == 1  # kept alive, reused
+                await _open_sockets_become(stats, 2)  # the two oldest closed
+                assert len(transport._pool) <= 2  # no entries left for forgotten hosts
+        finally:
+            for server in servers:
+                server.close()
+
+    asyncio.run(main())
+
+
+def test_expired_idle_connections_of_other_hosts_are_closed() -> None:
+    async def main() -> None:
+        servers, bases, stats = await _servers(2)
+        transport = LeanTransport(keepalive_expiry=0.05)
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=2.0) as http:
+                await http.get(bases[0] + "/")
+                await asyncio.sleep(0.1)  # the time passing, not a synchronisation
+                await http.get(bases[1] + "/")
+                await _open_sockets_become(stats, 1)  # the first host's, expired, closed
+                assert len(transport._pool) == 1
+        finally:
+            for server in servers:
+                server.close()
+
+    asyncio.run(main())

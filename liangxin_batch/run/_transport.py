@@ -11,8 +11,10 @@ cookies and response decoding stay httpx's) and only replaces the wire:
   idle connection is known dead without a syscall per request; the one connection
   picked for reuse gets a single non-blocking readability check (a FIN or stray bytes
   that arrived but were not yet seen: never send a createTask on a dead connection);
-- a per-origin stack of idle connections (the most recent first), at most
-  `max_keepalive` kept, none older than `keepalive_expiry`;
+- a per-origin stack of idle connections (the most recent taken first); at most
+  `max_keepalive` kept over all origins, none older than `keepalive_expiry`: whenever
+  one is added, the longest idle of any origin are closed while over the cap or expired
+  (with many file hosts, none waits for its own host to be asked again);
 - at most `max_connections` requests in progress (a semaphore held until the response
   is closed), like httpcore's pool with `pool=None`;
 - the `trace` extension's "http11.send_request_headers.started" fires right before the
@@ -161,12 +163,8 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(httpx.ReadTimeout("timed out waiting for the server"))
 
 
-class _Origin:
-    __slots__ = ("host", "idle", "port", "tls")
-
-    def __init__(self, host: str, port: int, tls: bool) -> None:
-        self.host, self.port, self.tls = host, port, tls
-        self.idle: list[_Conn] = []
+#: An origin: (TLS, host as IDNA ASCII, port).
+_Key = tuple[bool, str, int]
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -184,17 +182,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._max_keepalive = max_keepalive
         self._expiry = keepalive_expiry
         self._ssl = ssl_context
-        self._origins: dict[tuple[bytes, str, int], _Origin] = {}
-        self._idle = 0
+        #: Idle connections per origin, the most recently used last (taken first).
+        self._pool: dict[_Key, list[_Conn]] = {}
+        #: Every idle connection and its origin, the longest idle first (evicted first).
+        self._idle: dict[_Conn, _Key] = {}
         self._closed = False
 
     async def aclose(self) -> None:
         self._closed = True
-        for origin in self._origins.values():
-            for conn in origin.idle:
-                conn.close()
-            origin.idle.clear()
-        self._idle = 0
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+        self._pool.clear()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -208,7 +207,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         await self._gate.acquire()  # released with the response (or below, on failure)
         conn: _Conn | None = None
         try:
-            conn = await self._connection(scheme, host, port, timeouts.get("connect"))
+            key = (scheme == b"https", host, port)
+            conn = await self._connection(key, timeouts.get("connect"))
             trace = request.extensions.get("trace")
             if trace is not None:
                 await trace("http11.send_request_headers.started", {"request": request})
@@ -216,34 +216,31 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.ConnectError("the connection closed before the request was sent")
             assert conn.transport is not None
             conn.transport.write(_head(request, body) + body)
-            return await self._response(conn, origin_key=(scheme, host, port), request=request)
+            return await self._response(conn, origin_key=key, request=request)
         except BaseException:
             if conn is not None:
                 conn.close()
             self._gate.release()
             raise
 
-    async def _connection(
-        self, scheme: bytes, host: str, port: int, timeout: float | None
-    ) -> _Conn:
-        key = (scheme, host, port)
-        origin = self._origins.get(key)
-        if origin is None:
-            origin = self._origins[key] = _Origin(host, port, scheme == b"https")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while origin.idle:
-            conn = origin.idle.pop()
-            self._idle -= 1
+    async def _connection(self, key: _Key, timeout: float | None) -> _Conn:
+        stack = self._pool.get(key)
+        now = asyncio.get_running_loop().time()
+        while stack:
+            conn = stack.pop()
+            del self._idle[conn]
+            if not stack:
+                del self._pool[key]
             if now - conn.idle_since < self._expiry and conn.usable():
                 return conn
             conn.close()
-        return await self._connect(origin, timeout)
+        return await self._connect(key, timeout)
 
-    async def _connect(self, origin: _Origin, timeout: float | None) -> _Conn:
+    async def _connect(self, key: _Key, timeout: float | None) -> _Conn:
         loop = asyncio.get_running_loop()
+        use_tls, host, port = key
         tls: ssl.SSLContext | None = None
-        if origin.tls:
+        if use_tls:
             if self._ssl is None:
                 self._ssl = httpx.create_ssl_context()
             tls = self._ssl
@@ -251,19 +248,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
                     _Conn,
-                    origin.host,
-                    origin.port,
+                    host,
+                    port,
                     ssl=tls,
-                    server_hostname=origin.host if tls else None,
+                    server_hostname=host if tls else None,
                 )
         except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port}") from None
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port}") from None
         except (OSError, ssl.SSLError) as err:
             raise httpx.ConnectError(f"{type(err).__name__}: {err}") from None
         return conn
 
     async def _response(
-        self, conn: _Conn, *, origin_key: tuple[bytes, str, int], request: httpx.Request
+        self, conn: _Conn, *, origin_key: _Key, request: httpx.Request
     ) -> httpx.Response:
         read_timeout = request.extensions.get("timeout", {}).get("read")
         while True:
@@ -292,15 +289,27 @@ class LeanTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
-    def _release(self, conn: _Conn, key: tuple[bytes, str, int], *, reuse: bool) -> None:
+    def _release(self, conn: _Conn, key: _Key, *, reuse: bool) -> None:
         """The response is over: its connection back to the pool (or closed)."""
         self._gate.release()
-        if not reuse or conn.closed or self._closed or self._idle >= self._max_keepalive:
+        if not reuse or conn.closed or self._closed or self._max_keepalive <= 0:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
-        self._origins[key].idle.append(conn)
-        self._idle += 1
+        now = conn.idle_since = asyncio.get_running_loop().time()
+        self._pool.setdefault(key, []).append(conn)
+        self._idle[conn] = key
+        # Then the longest idle of any origin goes while over the cap or expired: no
+        # host's connections wait for that host to be asked again (a few at most here).
+        while self._idle:
+            old, old_key = next(iter(self._idle.items()))
+            if len(self._idle) <= self._max_keepalive and now - old.idle_since < self._expiry:
+                break
+            del self._idle[old]
+            stack = self._pool[old_key]
+            stack.remove(old)  # its origin's oldest: the first, a short list
+            if not stack:
+                del self._pool[old_key]
+            old.close()
 
 
 def _head(request: httpx.Request, body: bytes) -> bytes:
@@ -347,7 +356,7 @@ class _Body(httpx.AsyncByteStream):
         self,
         transport: LeanTransport,
         conn: _Conn,
-        key: tuple[bytes, str, int],
+        key: _Key,
         size: int | None,
         *,
         keep: bool,
