@@ -383,3 +383,39 @@ def test_expired_idle_connections_of_other_hosts_are_closed() -> None:
                 server.close()
 
     asyncio.run(main())
+
+
+def test_without_select_poll_reuse_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no select.poll: the reuse check must fall back, not raise."""
+    import select
+
+    monkeypatch.delattr(select, "poll", raising=False)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def client(base: str) -> list[bytes]:
+        async with _client(base) as http:
+            return [(await http.get("/")).content for _ in range(3)]
+
+    bodies, connections = _run(handler, client)
+    assert bodies == [b"ok"] * 3 and connections == 1
+
+
+def test_the_readability_check_sees_a_fin_without_select_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import select
+    import socket
+
+    from liangxin_batch.run._http11 import readable
+
+    monkeypatch.delattr(select, "poll", raising=False)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert readable(ours.fileno()) is False
+        theirs.shutdown(socket.SHUT_WR)  # the peer's FIN, not yet read
+        assert readable(ours.fileno()) is True

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-__all__ = ["Body", "Conn", "framing", "read_head", "request_head"]
+__all__ = ["Body", "Conn", "framing", "read_head", "readable", "request_head"]
 
 #: The most a response head may take: larger is a broken or hostile peer.
 MAX_HEAD = 64 * 1024
@@ -73,11 +73,9 @@ class Conn(asyncio.Protocol):
             return False
         if self.fd < 0:
             return True
-        try:  # a FIN that reached the kernel but not yet the loop (poll: any fd number)
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            return not poller.poll(0)
-        except (OSError, ValueError):
+        try:  # a FIN that reached the kernel but not yet the loop
+            return not readable(self.fd)
+        except (OSError, ValueError):  # cannot tell (select's fd range): not reusable
             return False
 
     def close(self) -> None:
@@ -111,6 +109,17 @@ class Conn(asyncio.Protocol):
         if self.error is not None:
             return httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
         return httpx.RemoteProtocolError("Server disconnected without sending a complete response")
+
+
+def readable(fd: int) -> bool:
+    """Whether bytes or a FIN wait unread on the socket `fd` (without blocking)."""
+    if hasattr(select, "poll"):  # any fd number
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    # Windows has no poll; select takes sockets there (elsewhere fds < FD_SETSIZE only:
+    # a ValueError above that, which the caller reads as "cannot tell").
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
