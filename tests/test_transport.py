@@ -419,3 +419,31 @@ def test_the_readability_check_sees_a_fin_without_select_poll(
         assert readable(ours.fileno()) is False
         theirs.shutdown(socket.SHUT_WR)  # the peer's FIN, not yet read
         assert readable(ours.fileno()) is True
+
+
+def test_a_non_ascii_host_is_looked_up_by_its_idna_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As httpcore does: the URL's IDNA 2008 bytes (faß -> xn--fa-hia), not the unicode
+    name (which Python's own codec would turn into IDNA 2003's "fass", another host)."""
+    import socket
+
+    looked_up: list[Any] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        looked_up.append(host)
+        return real("127.0.0.1" if host == "xn--fa-hia.test" else host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def client(base: str) -> bytes:
+        port = base.rsplit(":", 1)[1]
+        async with _client(base) as http:
+            return (await http.get(f"http://faß.test:{port}/")).content
+
+    body, _ = _run(handler, client)
+    assert body == b"ok" and looked_up == ["xn--fa-hia.test"]

@@ -97,7 +97,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        host = url.host
+        host = url.raw_host.decode("ascii")  # IDNA, for DNS and SNI (as httpcore)
         port = url.port or (443 if scheme == b"https" else 80)
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
