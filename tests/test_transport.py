@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -447,3 +447,53 @@ def test_a_non_ascii_host_is_looked_up_by_its_idna_name(monkeypatch: pytest.Monk
 
     body, _ = _run(handler, client)
     assert body == b"ok" and looked_up == ["xn--fa-hia.test"]
+
+
+def test_a_streamed_request_body_is_sent_chunked() -> None:
+    """httpx frames a body of unknown length with Transfer-Encoding: chunked: the bytes
+    must then be chunks (and no Content-Length beside it), or the server misreads them."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        assert b"transfer-encoding: chunked\r\n" in head and b"content-length" not in head
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+            body += await reader.readexactly(size)
+            assert await reader.readexactly(2) == b"\r\n"
+        assert await reader.readexactly(2) == b"\r\n"  # no trailers
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"hello"
+        yield b" world"
+
+    async def client(base: str) -> bytes:
+        async with _client(base) as http:
+            return (await http.post("/", content=pieces())).content
+
+    body, _ = _run(handler, client)
+    assert body == b"hello world"
+
+
+def test_a_transfer_coding_other_than_chunked_is_refused_before_anything_is_written() -> None:
+    seen: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append("connected")
+
+    async def client(base: str) -> None:
+        async def trace(event: str, info: Any) -> None:
+            seen.append(event)
+
+        async with _client(base) as http:
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.post(
+                    "/",
+                    content=b"x",
+                    headers={"Transfer-Encoding": "gzip"},
+                    extensions={"trace": trace},
+                )
+
+    _run(handler, client)
+    assert seen == []

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-__all__ = ["Body", "Conn", "framing", "read_head", "readable", "request_head"]
+__all__ = ["Body", "Conn", "framing", "read_head", "readable", "request_bytes"]
 
 #: The most a response head may take: larger is a broken or hostile peer.
 MAX_HEAD = 64 * 1024
@@ -127,14 +127,32 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(httpx.ReadTimeout("timed out waiting for the server"))
 
 
-def request_head(request: httpx.Request, body: bytes) -> bytes:
-    """The request line and headers (httpx already set Host and Content-Length)."""
+def request_bytes(request: httpx.Request, body: bytes) -> bytes:
+    """The request line, headers and body, framed as the headers say: httpx sets Host,
+    and Content-Length, or Transfer-Encoding: chunked for a stream of unknown length
+    (read whole by now: sent as one chunk). Any other transfer coding is refused here,
+    before anything is written (httpx.LocalProtocolError)."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    length = coding = None
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
-    if body and b"content-length" not in (n.lower() for n, _ in request.headers.raw):
+        lower = name.lower()
+        if lower == b"content-length":
+            length = value
+        elif lower == b"transfer-encoding":
+            coding = value if coding is None else coding + b"," + value
+    if coding is not None:
+        if coding.strip().lower() != b"chunked" or length is not None:
+            raise httpx.LocalProtocolError(
+                f"unsupported request framing: Transfer-Encoding {coding!r}"
+                + (" with Content-Length" if length is not None else "")
+            )
+        if body:
+            body = b"%X\r\n%s\r\n" % (len(body), body)
+        body += b"0\r\n\r\n"
+    elif body and length is None:
         parts += (b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n")
-    parts.append(b"\r\n")
+    parts += (b"\r\n", body)
     return b"".join(parts)
 
 

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from liangxin_batch.run._http11 import Body, Conn, framing, read_head, request_head
+from liangxin_batch.run._http11 import Body, Conn, framing, read_head, request_bytes
 
 __all__ = ["LeanTransport", "any_env_proxy", "env_proxied"]
 
@@ -100,7 +100,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         host = url.raw_host.decode("ascii")  # IDNA, for DNS and SNI (as httpcore)
         port = url.port or (443 if scheme == b"https" else 80)
         timeouts = request.extensions.get("timeout", {})
-        body = await request.aread()
+        payload = request_bytes(request, await request.aread())  # may refuse: not sent
         await self._gate.acquire()  # released with the response (or below, on failure)
         conn: Conn | None = None
         try:
@@ -112,7 +112,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if conn.closed:  # closed while the trace ran: still nothing written
                 raise httpx.ConnectError("the connection closed before the request was sent")
             assert conn.transport is not None
-            conn.transport.write(request_head(request, body) + body)
+            conn.transport.write(payload)
             return await self._response(conn, origin_key=key, request=request)
         except BaseException:
             if conn is not None:
