@@ -497,3 +497,54 @@ def test_a_transfer_coding_other_than_chunked_is_refused_before_anything_is_writ
 
     _run(handler, client)
     assert seen == []
+
+
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n",  # negative: read until the close
+        _CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n",
+        _CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n",
+        _CHUNKED + b"0_5\r\nhello\r\n0\r\n\r\n",
+        _CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunkedx\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0_5\r\n\r\nhello",
+    ],
+)
+def test_lax_framing_is_a_protocol_error(answer: bytes) -> None:
+    """As h11 reads them: chunk sizes are hex digits only, Transfer-Encoding is exactly
+    "chunked", and Content-Length is digits, one value however many times it is sent."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # open until the client closes: the framing must decide
+
+    async def client(base: str) -> None:
+        async with _client(base) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get("/")
+
+    _run(handler, client)
+
+
+def test_a_repeated_equal_content_length_is_accepted() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5, 5\r\n\r\nhello")
+        await writer.drain()
+
+    async def client(base: str) -> bytes:
+        async with _client(base) as http:
+            return (await http.get("/")).content
+
+    body, _ = _run(handler, client)
+    assert body == b"hello"

@@ -6,6 +6,7 @@ head and body framing. The pool, the limits and the error kinds around them are 
 from __future__ import annotations
 
 import asyncio
+import re
 import select
 from collections.abc import AsyncIterator, Callable
 
@@ -18,6 +19,9 @@ MAX_HEAD = 64 * 1024
 #: Reading pauses while this much is buffered and not yet taken (a slow consumer).
 HIGH_WATER = 1024 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+#: A chunk's size line: hex digits only, then any extension (h11's reading).
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;.*)?[ \t]*")
+_DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
 class Conn(asyncio.Protocol):
@@ -231,10 +235,9 @@ class Body(httpx.AsyncByteStream):
         conn = self._conn
         while True:
             line = await self._line()
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}") from None
+            if (match := _CHUNK_SIZE.fullmatch(line)) is None:  # not int(): "-5", "0x5"
+                raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}")
+            size = int(match[1], 16)
             if size == 0:
                 while await self._line():  # trailers, up to the empty line
                     pass
@@ -267,19 +270,26 @@ def framing(
     method: str, status: int, headers: list[tuple[bytes, bytes]], *, keep: bool
 ) -> tuple[int | None, bool]:
     """The body's size (None: chunked; -1: until the close) and whether to keep the
-    connection after it."""
-    names = {k.lower(): v for k, v in headers}
-    chunked = b"chunked" in names.get(b"transfer-encoding", b"").lower()
-    length = names.get(b"content-length")
+    connection after it. Strict, as h11: Transfer-Encoding once and exactly "chunked",
+    Content-Length digits only and one value however often it is repeated."""
+    coding: bytes | None = None
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            if coding is not None:
+                raise httpx.RemoteProtocolError("more than one Transfer-Encoding header")
+            coding = value.lower()
+        elif lower == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+    if coding is not None and coding != b"chunked":
+        raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {coding[:40]!r}")
+    if len(lengths) > 1 or not all(_DIGITS.fullmatch(v) for v in lengths):
+        raise httpx.RemoteProtocolError(f"bad Content-Length {sorted(lengths)[:3]!r}")
     if method == "HEAD" or status in _NO_BODY_STATUS:
-        size: int | None = 0
-    elif chunked:
-        size = None
-    elif length is not None:
-        try:
-            size = int(length)
-        except ValueError:
-            raise httpx.RemoteProtocolError(f"bad Content-Length {length!r}") from None
-    else:  # delimited by the close
-        size, keep = -1, False
-    return size, keep
+        return 0, keep
+    if coding is not None:
+        return None, keep
+    if lengths:
+        return int(lengths.pop()), keep
+    return -1, False  # delimited by the close
