@@ -548,3 +548,12 @@ def test_a_repeated_equal_content_length_is_accepted() -> None:
 
     body, _ = _run(handler, client)
     assert body == b"hello"
+
+
+def test_the_default_expiry_leaves_a_margin_under_the_shortest_common_server_keep_alive() -> None:
+    """gunicorn closes an idle keep-alive connection after 2 s, counted from its write;
+    our idle time counts from when the answer was all read, later: half of it at most."""
+    from liangxin_batch.run._transport import KEEPALIVE_EXPIRY
+
+    assert KEEPALIVE_EXPIRY <= 1.0
+    assert LeanTransport()._expiry == KEEPALIVE_EXPIRY

@@ -39,11 +39,14 @@ from liangxin_batch.run._http11 import Body, Conn, framing, read_head, request_b
 __all__ = ["LeanTransport", "any_env_proxy", "env_proxied"]
 
 #: Idle connections older than this are not reused. Well below the shortest keep-alive
-#: timeout servers commonly use (uvicorn's 5 s, which the simulator has): a server that
-#: closes an idle connection just as a request goes out on it makes that request
-#: ambiguous, and an ambiguous createTask parks its job `unknown`. The most recently used
-#: connection is taken first, so the older ones do sit idle: they must expire early.
-KEEPALIVE_EXPIRY = 2.0
+#: timeout servers commonly use (gunicorn's 2 s by default; uvicorn's 5 s, which the
+#: simulator has): a server that closes an idle connection just as a request goes out on
+#: it makes that request ambiguous, and an ambiguous createTask parks its job `unknown`.
+#: The server's clock starts when it wrote the answer, ours (`idle_since`) only when the
+#: answer was all read, later by the transfer and the client's own delays: hence half of
+#: gunicorn's. The most recently used connection is taken first, so the older ones do sit
+#: idle: they must expire early.
+KEEPALIVE_EXPIRY = 1.0
 
 
 def any_env_proxy() -> bool:
