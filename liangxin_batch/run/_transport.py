@@ -20,7 +20,11 @@ cookies and response decoding stay httpx's) and only replaces the wire:
 - the `trace` extension's "http11.send_request_headers.started" fires right before the
   head is written, as httpcore fires it: the create limiter counts the send there;
 - errors are httpx's: ConnectError/ConnectTimeout only when nothing was written (the
-  caller reads them as "not sent"), ReadError/ReadTimeout/RemoteProtocolError after.
+  caller reads them as "not sent"), ReadError/ReadTimeout/RemoteProtocolError after
+  (a request whose framing cannot be sent is refused before: LocalProtocolError).
+
+The wire itself (the protocol object, request bytes, response framing read as strictly
+as h11 does) is in run/_http11.py.
 
 Proxies from the environment still go through httpx's own mounts (httpcore).
 """
