@@ -134,7 +134,7 @@ MAX_THUMB_PIXELS = 40_000_000
 def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) -> bool:
     """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable or over
     `max_pixels` (decoding it would cost more memory than a preview is worth)."""
-    from PIL import Image, ImageOps  # imported when a report is written, not at CLI start
+    from PIL import Image  # imported when a report is written, not at CLI start
 
     try:
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
@@ -151,12 +151,34 @@ def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) 
                     f"{max_pixels:,}",
                 )
                 return False
-            # Shrink first: transposing or converting the full image would copy it.
-            img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            small = ImageOps.exif_transpose(img).convert("RGB")
-        tmp = target.with_name(f".{target.name}.tmp")
-        small.save(tmp, "JPEG", quality=82, optimize=True)
-        os.replace(tmp, target)
+            _shrink_to(img, target)
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _shrink_to(img: Any, target: Path) -> None:
+    from PIL import ImageOps
+
+    # Shrink first: transposing or converting the full image would copy it.
+    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    small = ImageOps.exif_transpose(img).convert("RGB")
+    tmp = target.with_name(f".{target.name}.tmp")
+    small.save(tmp, "JPEG", quality=82, optimize=True)
+    os.replace(tmp, target)
+
+
+def thumbnail_from(img: Any, out_dir: Path, job_id: str, n: int) -> bool:
+    """The report's thumbnail of a job's file `n` from the image the download check has
+    just decoded (a PIL image, changed in place): the file is not decoded again. False
+    when it cannot be made now (`make_thumbnail` tries from the file later)."""
+    from PIL import Image
+
+    if img.width * img.height > MAX_THUMB_PIXELS:
+        return False
+    try:
+        (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
+        _shrink_to(img, out_dir / THUMBS_DIR / _thumb_name(job_id, n))
         return True
     except (OSError, ValueError, Image.DecompressionBombError):
         return False

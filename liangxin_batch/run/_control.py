@@ -169,7 +169,9 @@ class RunControl:
             return self.stopping or (
                 self.in_flight < s.max_in_flight * TRACKED_PER_SLOT
                 and self.backlog < s.max_download_backlog
-                and running() < s.max_in_flight
+                # running() counts each task in flight at most once, so it is below the
+                # cap whenever in_flight is: only then is it worth its walk of every flight.
+                and (self.in_flight < s.max_in_flight or running() < s.max_in_flight)
             )
 
         async with self._slots:

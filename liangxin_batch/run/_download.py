@@ -35,7 +35,7 @@ import httpx
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
-from liangxin_batch.outputs._gallery import make_thumbnail
+from liangxin_batch.outputs._gallery import make_thumbnail, thumbnail_from
 from liangxin_batch.outputs._layout import Layout, PathClaims
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
@@ -44,6 +44,7 @@ from liangxin_batch.run._fetch import (
     DownloadLimits,
     Failed,
     FileFetcher,
+    Preview,
     Refused,
     Saved,
     Stopped,
@@ -53,6 +54,7 @@ from liangxin_batch.run._fetch import (
     short_url,
 )
 from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._transport import LeanTransport, any_env_proxy
 from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
 __all__ = [
@@ -114,21 +116,26 @@ class Downloader:
         self.stopping = stopping
         self._now = wall_clock
         self._own_http = http is None
+        # Our own wire (see run/_transport): httpcore's cost about 1 ms of CPU a file.
+        wire = transport or LeanTransport(
+            max_connections=4 * concurrency, max_keepalive=concurrency
+        )
+        #: Files go to the wire straight (see FileFetcher) unless a proxy may apply.
+        direct = wire if http is None and (transport or not any_env_proxy()) else None
         self.http = http or httpx.AsyncClient(
-            transport=transport,
+            transport=wire,
             timeout=FILE_TIMEOUT,
-            # httpcore checks every idle pooled connection on each request: keep as
-            # many as the downloads in progress use, not httpx's default twenty.
-            limits=httpx.Limits(
-                max_connections=4 * concurrency, max_keepalive_connections=concurrency
-            ),
             follow_redirects=True,
             headers={"User-Agent": "liangxin-batch"},
         )
         if self.http.auth is not None or "authorization" in self.http.headers:
             raise ConfigError("the file-download client must not carry credentials")
         self._fetcher = FileFetcher(
-            http=self.http, out_dir=out_dir, max_file_size=max_file_size, limits=self.limits
+            http=self.http,
+            out_dir=out_dir,
+            max_file_size=max_file_size,
+            limits=self.limits,
+            direct=direct,
         )
         self._gate = asyncio.Semaphore(concurrency)
         #: Make the report's thumbnails as files arrive (in a worker thread, after the job
@@ -183,6 +190,7 @@ class Downloader:
         if not urls:
             return
         known = {f.n: f for f in self.store.files_of(job.job_id)}
+        previewed: set[int] = set()  # made from the check's decode: not again below
         for n, url in enumerate(urls):
             if self.stopping():
                 return
@@ -199,6 +207,8 @@ class Downloader:
                 except Failed as err:
                     self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
+            if saved.previewed:
+                previewed.add(n)
             self.store.record_file(
                 FileRow(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns)
             )
@@ -207,14 +217,15 @@ class Downloader:
         self.store.finish_download(job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
-        if self._thumbnails:
-            await self._thumbnail(job)
+        if self._thumbnails and len(previewed) < len(urls):
+            await self._thumbnail(job, previewed)
 
-    async def _thumbnail(self, job: JobRow) -> None:
-        """The report's previews, made now that the files are here. The job is done
-        whatever happens: a preview that cannot be made is made (or skipped) later."""
+    async def _thumbnail(self, job: JobRow, previewed: set[int]) -> None:
+        """The report's previews not made with the download, made now that the files are
+        here. The job is done whatever happens: a preview that cannot be made is made (or
+        skipped) later."""
         for rec in self.store.files_of(job.job_id):
-            if rec.path is None:
+            if rec.path is None or rec.n in previewed:
                 continue
             try:
                 await asyncio.to_thread(
@@ -399,7 +410,9 @@ class Downloader:
         while True:
             tries += 1
             try:
-                return await self._fetcher.fetch(url, lambda ext: self._path_for(job, n, ext))
+                return await self._fetcher.fetch(
+                    url, lambda ext: self._path_for(job, n, ext), self._preview_for(job, n)
+                )
             except Transient as err:
                 if tries > self.retries:
                     raise Failed(f"{err} (gave up after {tries} tries)") from None
@@ -411,6 +424,14 @@ class Downloader:
                     *(job.job_id, n + 1, err, tries, self.retries, delay),
                 )
                 await asyncio.sleep(delay)
+
+    def _preview_for(self, job: JobRow, n: int) -> Preview | None:
+        """The report's thumbnail of file `n`, made from the image the download check
+        decodes (in its worker thread): one decode per file, not two."""
+        if not self._thumbnails:
+            return None
+        out_dir = self.out_dir
+        return lambda image: thumbnail_from(image, out_dir, job.job_id, n)
 
     def _path_for(self, job: JobRow, n: int, ext: str) -> str:
         assert self._claims is not None

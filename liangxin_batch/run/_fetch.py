@@ -11,16 +11,17 @@ policy: `Refused` (trade the link for a fresh one), `Transient` (try the same UR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -137,6 +138,12 @@ class Saved:
     sha256: str
     size: int
     mtime_ns: int | None = None
+    #: Its preview was made from the image the check decoded.
+    previewed: bool = False
+
+
+#: Makes a file's preview from its decoded image (a PIL image); whether it was made.
+Preview = Callable[[Any], bool]
 
 
 class Refused(Exception):  # 403/404/410: the link expired or was refused; refresh it
@@ -235,19 +242,24 @@ def _publish(
     digest: hashlib._Hash,
     rest: bytes,
     limits: DownloadLimits,
-) -> tuple[IO[bytes], str | None, int]:
-    """The last piece, fsync, the media check and the rename, in ONE thread hop (most
-    files fit in one piece: a hop costs more CPU than writing 20 KB). Returns the file,
-    why it is broken (None: published) and the published file's mtime."""
+    preview: Preview | None = None,
+) -> tuple[IO[bytes], str | None, int, bool]:
+    """The last piece, fsync, the media check, the rename and the preview, in ONE thread
+    hop (most files fit in one piece: a hop costs more CPU than writing 20 KB). Returns
+    the file, why it is broken (None: published), the published file's mtime, and
+    whether `preview` was made from the image the check decoded (no second decode)."""
     fh = _write(fh, part, digest, rest, limits.min_free_disk)
     try:
         fh.flush()
         os.fsync(fh.fileno())  # the rename must never publish bytes still in a cache
     finally:
         fh.close()
-    broken = check_media(part, ext=target.suffix, max_pixels=limits.max_image_pixels)
+    decoded: list[Any] | None = [] if preview is not None else None
+    broken = check_media(
+        part, ext=target.suffix, max_pixels=limits.max_image_pixels, decoded=decoded
+    )
     if broken:
-        return fh, broken, 0
+        return fh, broken, 0, False
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(part, target)
@@ -255,7 +267,14 @@ def _publish(
         if err.errno != errno.EXDEV:
             raise
         _move_across(part, target)
-    return fh, None, target.stat().st_mtime_ns
+    mtime_ns = target.stat().st_mtime_ns
+    previewed = False
+    if preview is not None and decoded:
+        try:
+            previewed = preview(decoded[0])
+        except Exception:  # a preview is a cache: the downloader tries again from the file
+            previewed = False
+    return fh, None, mtime_ns, previewed
 
 
 class FileFetcher:
@@ -269,21 +288,49 @@ class FileFetcher:
         out_dir: Path,
         max_file_size: int,
         limits: DownloadLimits,
+        direct: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.http = http
         self.out_dir = out_dir
         self.max_file_size = max_file_size
         self.limits = limits
+        #: A GET needs nothing of the client's per-request machinery but redirects (~250
+        #: µs of CPU a file): given a transport, files go to it straight, and only a
+        #: redirect is handed back to the client to follow.
+        self.direct = direct
+        self._headers = http.headers
+        self._timeout = http.timeout.as_dict()
 
-    async def fetch(self, url: str, path_for: Callable[[str], str]) -> Saved:
-        """GET `url` into the relative path `path_for(extension)` names."""
+    @contextlib.asynccontextmanager
+    async def _open(self, url: str) -> AsyncIterator[httpx.Response]:
+        if self.direct is not None:
+            request = httpx.Request(
+                "GET", url, headers=self._headers, extensions={"timeout": self._timeout}
+            )
+            response = await self.direct.handle_async_request(request)
+            response.request = request
+            if not response.is_redirect:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            await response.aclose()  # a redirect: the client follows it, as it always did
+        async with self.http.stream("GET", url) as response:
+            yield response
+
+    async def fetch(
+        self, url: str, path_for: Callable[[str], str], preview: Preview | None = None
+    ) -> Saved:
+        """GET `url` into the relative path `path_for(extension)` names (and its preview,
+        when `preview` is given and the file is a decodable image)."""
         short = short_url(url)
         loop = asyncio.get_running_loop()
         pace = Pace(self.limits, loop.time())
         try:
             async with (
                 asyncio.timeout_at(pace.deadline()) as watch,
-                self.http.stream("GET", url) as response,
+                self._open(url) as response,
             ):
                 status = response.status_code
                 if status in _REFUSED:
@@ -300,7 +347,7 @@ class FileFetcher:
                     )
                 ext = extension_for(response.headers.get("content-type"), str(response.url))
                 path = path_for(ext)
-                return await self._save(response, path, expected, pace, watch)
+                return await self._save(response, path, expected, pace, watch, preview)
         except TimeoutError:  # the watch: headers or body too slow
             raise Stalled(f"{short}: {pace.why(loop.time())}") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
@@ -318,6 +365,7 @@ class FileFetcher:
         expected: int | None,
         pace: Pace,
         watch: asyncio.Timeout,
+        preview: Preview | None = None,
     ) -> Saved:
         target = self.out_dir / rel
         # Not beside the target: a restart clears one folder instead of walking outputs/.
@@ -351,8 +399,8 @@ class FileFetcher:
                 raise Transient(f"truncated: {received:,} of {expected:,} bytes")
             if size == 0:
                 raise Transient("empty body")
-            fh, broken, mtime_ns = await asyncio.to_thread(
-                _publish, fh, part, target, digest, bytes(buffer), self.limits
+            fh, broken, mtime_ns, previewed = await asyncio.to_thread(
+                _publish, fh, part, target, digest, bytes(buffer), self.limits, preview
             )
             if broken:
                 raise Transient(f"not a complete file: {broken}")
@@ -365,7 +413,7 @@ class FileFetcher:
             if not published:  # a failure, a stall, or a cancelled (Ctrl-C) stream
                 with suppress(OSError):
                     part.unlink()
-        return Saved(rel, digest.hexdigest(), size, mtime_ns)
+        return Saved(rel, digest.hexdigest(), size, mtime_ns, previewed)
 
 
 def write_error(out_dir: Path, rel: str, err: OSError) -> Exception:

@@ -26,7 +26,13 @@ _MAX_CHUNKS = 100_000  # PNG chunks (IDAT chunks are usually 8-64 KiB)
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def check_media(path: Path, *, ext: str, max_pixels: int | None = 178_956_970) -> str | None:
+def check_media(
+    path: Path,
+    *,
+    ext: str,
+    max_pixels: int | None = 178_956_970,
+    decoded: list[Image.Image] | None = None,
+) -> str | None:
     """None when the file is a complete, decodable file of the kind `ext` names
     ('.png', '.jpg', '.jpeg', '.webp', '.gif', '.mp4', '.mov', '.m4v', '.webm', '.mkv');
     otherwise a short reason for a person ("truncated PNG: image file is truncated",
@@ -34,6 +40,9 @@ def check_media(path: Path, *, ext: str, max_pixels: int | None = 178_956_970) -
 
     Images above `max_pixels` are not decoded (decompression bombs): only Pillow's
     `verify()` and the end-of-file checks run for them. Never raises.
+
+    `decoded`, when given, receives a complete single-frame image as decoded here, so a
+    preview can be made from it without decoding the file a second time.
     """
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     if ext not in _IMAGE_EXTS and ext not in _BMFF and ext not in _EBML:
@@ -46,7 +55,7 @@ def check_media(path: Path, *, ext: str, max_pixels: int | None = 178_956_970) -
             f.seek(0)
             head = f.read(16)
             if ext in _IMAGE_EXTS:
-                return _check_image(f, size, head, max_pixels)
+                return _check_image(f, size, head, max_pixels, decoded)
             image = _sniff_image(head)
             if image:
                 return f"expected a video, got a {image} image"
@@ -70,7 +79,13 @@ def _sniff_image(head: bytes) -> str | None:
     return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
 
 
-def _check_image(f: BinaryIO, size: int, head: bytes, max_pixels: int | None) -> str | None:
+def _check_image(
+    f: BinaryIO,
+    size: int,
+    head: bytes,
+    max_pixels: int | None,
+    decoded: list[Image.Image] | None = None,
+) -> str | None:
     if head[4:8] == b"ftyp" or head[:4] == _EBML_MAGIC:
         return "expected an image, got a video"
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # set by someone else: load() would pad, not fail
@@ -97,15 +112,22 @@ def _check_image(f: BinaryIO, size: int, head: bytes, max_pixels: int | None) ->
     except Exception as err:  # Pillow raises many kinds on damaged input
         msg = str(err) or type(err).__name__
         return f"{'truncated' if 'truncat' in msg.lower() else 'corrupt'} {fmt}: {msg}"
+    # A whole single-frame image, decoded: the caller may make its preview from it.
+    whole = not over_cap and getattr(im, "n_frames", 1) == 1
     # Decoding stops at the end of the pixel data: what follows it is checked here.
     if fmt == "PNG":
-        return _check_png_end(f, size)
+        broken = _check_png_end(f, size)
+        if broken is None and whole and decoded is not None:
+            decoded.append(im)
+        return broken
     f.seek(max(0, size - 2))
     tail = f.read(2)
     if fmt == "GIF" and tail[-1:] != b";":
         return "truncated GIF: no trailer byte at the end"
     if fmt in ("JPEG", "MPO") and over_cap and tail != b"\xff\xd9":
         return "truncated JPEG: no end-of-image marker at the end"
+    if whole and decoded is not None:
+        decoded.append(im)
     return None
 
 
