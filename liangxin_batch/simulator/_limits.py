@@ -35,6 +35,7 @@ class SlidingWindow:
             while times and now - times[0] >= self.window:
                 times.popleft()
             if len(times) >= self.limit:
-                return times[-self.limit] + self.window - now
+                # The difference above and this sum round apart: a refusal never says 0.
+                return max(times[-self.limit] + self.window - now, 1e-9)
             times.append(now)
             return None
