@@ -116,7 +116,7 @@ def test_sliding_window_admits_exactly(gaps: list[float], limit: int, window: fl
         else:
             recent = [t for t in admitted if now - t < window]
             assert len(recent) == limit and wait > 0
-            assert min(recent) + window - now == pytest.approx(wait)
+            assert min(recent) + window - now == pytest.approx(wait, abs=1e-6)
     assert_window_holds(admitted, limit, window)
 
 
