@@ -374,7 +374,7 @@ def test_validate_manifest_counts(tmp_path: Path) -> None:
     assert report.ok and report.jobs == 3
     assert dict(report.per_model) == {"z-image": 2, "seedream/4.5-text-to-image": 1}
     assert report.credits["z-image"] == pytest.approx(2.0)  # 0.8 each, billed as whole credits
-    assert report.credits["seedream/4.5-text-to-image"] == pytest.approx(6.5)
+    assert report.credits["seedream/4.5-text-to-image"] == pytest.approx(7.0)
     assert report.summary() == "OK: 3 jobs (z-image: 2, seedream/4.5-text-to-image: 1)"
     assert report.examples["z-image"].input["prompt"] == "a"
 
