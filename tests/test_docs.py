@@ -116,3 +116,23 @@ def test_the_readme_testing_example_runs(tmp_path: Path) -> None:
     assert callable(check)
     check(tmp_path)
     assert len(list((tmp_path / "out" / "outputs").rglob("*.png"))) == 1
+
+
+def test_the_readme_python_api_section_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: the README's Python API example, run as written (against the simulator)."""
+    found = re.search(
+        r"<!-- python-api:start -->\n```python\n(.*?)```\n<!-- python-api:end -->", README, re.S
+    )
+    assert found, "README lost its Python API markers"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.csv").write_text(
+        "id,model,prompt,aspect_ratio\na,z-image,a red bicycle,16:9\nb,z-image,a kite,1:1\n"
+    )
+    printed: list[str] = []
+    namespace: dict[str, object] = {"print": lambda *a: printed.append(" ".join(map(str, a)))}
+    exec(compile(found.group(1), "README.md", "exec"), namespace)
+    assert printed[0] == "OK: 2 jobs (z-image: 2)"
+    assert printed[1] == "{'done': 2} 2.0"
+    assert "'done': 2" in printed[2]

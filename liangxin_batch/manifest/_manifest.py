@@ -149,9 +149,9 @@ def iter_jobs(
 
 
 def validate_manifest(
-    path: Path,
+    path: Path | str,
     *,
-    catalog: Catalog,
+    catalog: Catalog | None = None,
     default_model: str | None = None,
     max_problems: int = 50,
     allow_outside: bool = False,
@@ -160,7 +160,12 @@ def validate_manifest(
     """Check every job; count jobs and credits per model; keep up to `max_problems` problems.
 
     `allow_outside`: `jobs_from` may name files outside the manifest's folder. `keep` is
-    given every valid job as it is built (a run spools them: the manifest is read once)."""
+    given every valid job as it is built (a run spools them: the manifest is read once).
+    Without a `catalog`, the built-in one."""
+    if catalog is None:
+        from liangxin_batch.catalog._catalog import default_catalog
+
+        catalog = default_catalog()
     tally = JobTally(catalog)
     builder = JobBuilder(
         catalog,
