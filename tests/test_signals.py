@@ -202,12 +202,12 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
     wait_for(lambda: len(sim.ledger.files_served()) > 0, "a download to start")
     first.proc.send_signal(signal.SIGINT)
     wait_for(lambda: "interrupted: finishing" in first.stderr, "the first Ctrl-C to be handled")
-    # The first Ctrl-C waits for the calls in progress: the download is held, so the
-    # process cannot have ended by itself.
-    assert first.proc.poll() is None
+    # The first Ctrl-C lets creates and polls in progress finish but cancels the held
+    # download (an interrupted run exits within seconds, whatever a file host does); the
+    # second, if it lands before that checkpoint is over, exits at once. Either way: 130,
+    # no traceback, and a state the next run finishes from.
     first.proc.send_signal(signal.SIGINT)
     assert first.wait(15) == 130, first.stderr
-    assert "Resume with" not in first.stdout, "the second Ctrl-C must not wait to checkpoint"
     assert "Traceback" not in first.stderr
 
     # Consistent either way: the database is whole, and no file sits under a final name
