@@ -74,11 +74,14 @@ class _Column:
 class _Plan:
     """The columns of one header as inputs of one model, and its required fields."""
 
-    __slots__ = ("always", "columns", "conditional", "spec")
+    __slots__ = ("always", "blank_only", "columns", "conditional", "spec")
 
-    def __init__(self, spec: ModelSpec, columns: list[_Column]) -> None:
+    def __init__(self, spec: ModelSpec, columns: list[_Column], blank_only: list[int]) -> None:
         self.spec = spec
         self.columns = columns
+        # Columns this model does not take (or list cells): fine while empty, as in a
+        # manifest that mixes models; a value there is the general path's to report.
+        self.blank_only = blank_only
         self.always = [n for n, f in spec.fields.items() if f.required]
         self.conditional = [
             (n, f.required_if, f.required_unless)
@@ -87,6 +90,10 @@ class _Plan:
         ]
 
     def inputs(self, cells: list[str]) -> dict[str, Any] | None:
+        for at in self.blank_only:
+            cell = cells[at]
+            if cell and not cell.isspace():
+                return None
         data: dict[str, Any] = {}
         for col in self.columns:
             cell = cells[col.at]
@@ -148,10 +155,14 @@ class FastRows:
         spec = self.catalog.get(name) if name else None
         plan: _Plan | None = None
         if spec is not None:
-            specs = [(at, field, spec.fields.get(field)) for field, at in self.fields.items()]
-            # An unknown column, or list cells: the general path for every row.
-            if all(fs is not None and fs.type not in _LIST_TYPES for _, _, fs in specs):
-                plan = _Plan(spec, [_Column(at, field, fs) for at, field, fs in specs if fs])
+            columns, blank_only = [], []
+            for field, at in self.fields.items():
+                fs = spec.fields.get(field)
+                if fs is None or fs.type in _LIST_TYPES:
+                    blank_only.append(at)
+                else:
+                    columns.append(_Column(at, field, fs))
+            plan = _Plan(spec, columns, blank_only)
         if len(self._plans) < 1000:
             self._plans[written] = plan
         return plan
@@ -250,6 +261,9 @@ def check_block(fast: FastRows, rows: list[CellRow]) -> Block | None:
     plan = fast.plan(written)
     if plan is None or plan.conditional:
         return None
+    for at in plan.blank_only:
+        if "".join(map(itemgetter(at), cells)).strip():
+            return None
     present: set[str] = set()
     by_name: dict[str, tuple[_Column, list[str]]] = {}
     for col in plan.columns:
