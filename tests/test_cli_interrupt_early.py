@@ -32,7 +32,15 @@ def test_ctrl_c_during_the_manifest_sync_sends_nothing_and_keeps_no_half_state(
     out = tmp_path / "out"
     m = manifest(tmp_path / "big.csv", 60_000)
     cmd = [sys.executable, "-m", "liangxin_batch", "run", str(m), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, env=env_for(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        env=env_for(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # A suite started in the background (`make test &`) inherits SIGINT ignored, and
+        # Python then never turns it into KeyboardInterrupt: give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     # The state file appears once validation is over and the sync has begun.
     while not (out / "state.db").exists() and proc.poll() is None and time.monotonic() < deadline:
