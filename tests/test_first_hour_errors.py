@@ -237,3 +237,37 @@ def test_a_malformed_catalog_is_told_in_words_not_pydantic(tmp_path: Path) -> No
     assert "fields.prompt.max_lenght: unknown key; did you mean 'max_length'?" in text
     assert "typical_seconds: expected a number; got 'five'" in text
     assert "Input should be" not in text and "Extra inputs" not in text
+
+
+def _nothing_listens() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_a_base_url_where_nothing_listens_is_named_within_seconds(
+    tmp_path: Path, command: str
+) -> None:
+    """Issue 15: refused connections before anything was sent mean a wrong
+    LIANGXIN_BASE_URL (or a service that is down): say so fast, exit 2."""
+    import time
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\na1,z-image,a cat,1:1\n")
+    url = _nothing_listens()
+    args = ["run", str(manifest), "--out", str(tmp_path / "o")]
+    if command == "plan":
+        args = ["plan", str(manifest), "--check-balance"]
+    started = time.monotonic()
+    done = subprocess.run(
+        cli(*args), capture_output=True, text=True, env=child_env(url), timeout=120
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "LIANGXIN_BASE_URL" in done.stderr and url in done.stderr
+    assert "nothing was sent" in done.stderr
+    assert took < 20, took

@@ -192,7 +192,11 @@ def test_plan_check_balance_reads_through_the_client(
     async def credits(self: LiangXinClient) -> int:
         return 3
 
+    async def reachable(self: LiangXinClient) -> None:
+        return None  # lx.test is not looked up: no test leaves the loopback
+
     monkeypatch.setattr(LiangXinClient, "get_credits", credits)
+    monkeypatch.setattr(LiangXinClient, "check_reachable", reachable)
     monkeypatch.setenv("LIANGXIN_API_KEY", "sk-test")
     monkeypatch.setenv("LIANGXIN_BASE_URL", "https://lx.test")
     path = write(

@@ -78,6 +78,7 @@ async def _read_balance(base_url: str | None) -> int:
 
     log_retries()
     async with LiangXinClient(api_key=None, base_url=base_url) as client:
+        await client.check_reachable()
         return await client.get_credits()
 
 

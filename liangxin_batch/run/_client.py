@@ -15,6 +15,7 @@ with jittered backoff, honour `Retry-After`, and stay within `RunSettings`' boun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -36,6 +37,7 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import (
     AmbiguousError,
     APIError,
+    ConfigError,
     LiangXinError,
     NotSentError,
     RateLimitedError,
@@ -233,6 +235,9 @@ class LiangXinClient:
         self._headers = httpx.Headers(self._http.headers)
         self._timeout = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
+        #: A TCP check of the host before anything is sent (see check_reachable) makes
+        #: sense only on our own wire with no proxy in between.
+        self._checkable = transport is None and not env_proxied(url)
 
     def __repr__(self) -> str:
         return f"LiangXinClient(base_url={self.base_url!r}, api_key=***)"
@@ -352,6 +357,39 @@ class LiangXinClient:
         except RateLimitedError as err:  # hold every recordInfo back for the window
             self.poll_limiter.block_for(_hold(err, self.settings.poll_window))
             raise
+
+    async def check_reachable(self, *, attempts: int = 3, pause: float = 1.0) -> None:
+        """Before anything is sent: can a connection reach the base URL's host at all?
+
+        Refused connections (or a name that does not resolve) on the very first calls mean
+        a wrong LIANGXIN_BASE_URL or a service that is down; the retries that protect a
+        running batch would take minutes to say so. Opens and closes a TCP connection (no
+        request, no credit) up to `attempts` times, `pause` apart; ConfigError if none
+        connects. Skipped behind a proxy and with a caller's own transport (tests).
+        """
+        if not self._checkable:
+            return
+        url = httpx.URL(self.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        why = ""
+        for attempt in range(attempts):
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(url.raw_host.decode("ascii"), port), timeout=10.0
+                )
+            except (OSError, TimeoutError) as err:
+                why = err.strerror if isinstance(err, OSError) and err.strerror else "no answer"
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(pause)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise ConfigError(
+            f"cannot reach {ENV_BASE_URL}={self.base_url} ({why}): check the variable "
+            "(or --base-url), or the service is down; nothing was sent"
+        )
 
     async def get_credits(self) -> int:
         """The account's remaining credits."""
