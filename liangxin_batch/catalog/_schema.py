@@ -35,6 +35,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_REQUIRED: Any = dataclasses.MISSING
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default (made afresh from a factory), or _REQUIRED."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _REQUIRED
+
+
 def _derive(
     spec: type[Any], name: str, *, skip: frozenset[str] = frozenset(), **shapes: Any
 ) -> type[_Strict]:
@@ -45,12 +57,9 @@ def _derive(
     for f in dataclasses.fields(spec):
         if f.name in skip:
             continue
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = ...  # required
+        default = _default_of(f)
+        if default is _REQUIRED:
+            default = ...  # pydantic's "required"
         fields[f.name] = (shapes.get(f.name, hints[f.name]), default)
     unknown = set(shapes) - set(fields)
     if unknown:  # a shape for a field the spec no longer has: say so at import
@@ -238,13 +247,7 @@ def _written(value: Any) -> Any:
             item = getattr(value, f.name)
             if f.name in skip:
                 continue
-            if f.default is not dataclasses.MISSING:
-                default: Any = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = dataclasses.MISSING
-            if item != default:
+            if item != _default_of(f):
                 out[f.name] = _written(item)
         return out
     if isinstance(value, tuple | list):
