@@ -273,8 +273,8 @@ async def run_batch_async(
         if jobs is not None:
             stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
+        _make_folder(out)  # what is wrong here locally is said before any network wait
         await client.check_reachable()  # a wrong base URL: said in seconds, nothing sent
-        _make_folder(out)
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
         store = StateStore.in_dir(out)
         stack.callback(store.close)
