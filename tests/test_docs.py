@@ -136,3 +136,10 @@ def test_the_readme_python_api_section_runs(
     assert printed[0] == "OK: 2 jobs (z-image: 2)"
     assert printed[1] == "{'done': 2} 2.0"
     assert "'done': 2" in printed[2]
+
+
+def test_the_readme_says_make_test_may_install_chromium_as_root() -> None:
+    """Issue 15: `make test` may run apt-get as root; the README says so, and when."""
+    flat = " ".join(README.split())
+    assert "install -y chromium" in flat and "as root" in flat
+    assert "they are skipped, and the skip message says why" in flat
