@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +68,12 @@ def run_batch(
 
     with contextlib.ExitStack() as stack:
         if simulate:
-            base_url, api_key = stack.enter_context(_simulator(callbacks))
+            from liangxin_batch.simulator import local_simulator
+
+            hmac_key = callbacks.hmac_key if callbacks else None
+            base_url, api_key = stack.enter_context(
+                local_simulator(latency_scale=_SIM_LATENCY_SCALE, hmac_key=hmac_key)
+            )
             settings = _simulated(settings)
         return asyncio.run(
             run_batch_async(
@@ -95,17 +98,3 @@ def _simulated(settings: RunSettings | None) -> RunSettings:
 
     base = settings or RunSettings()
     return dataclasses.replace(base, poll_scale=_SIM_LATENCY_SCALE)
-
-
-@contextlib.contextmanager
-def _simulator(callbacks: CallbackOptions | None) -> Iterator[tuple[str, str]]:
-    """The bundled simulator on a loopback port for the life of the run: (URL, key)."""
-    from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
-
-    config = SimConfig(
-        latency_scale=_SIM_LATENCY_SCALE,
-        hmac_key=callbacks.hmac_key if callbacks else None,
-        id_salt=secrets.token_hex(8),  # a resumed simulated run gets fresh task ids
-    )
-    with serve_in_thread(create_app(config)) as url:
-        yield url, config.api_key

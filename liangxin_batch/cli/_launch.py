@@ -8,11 +8,10 @@ import contextlib
 import dataclasses
 import functools
 import os
-import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,13 @@ import click
 
 from liangxin_batch.cli._exit import EXIT_INTERRUPTED
 from liangxin_batch.cli._options import log_retries
-from liangxin_batch.cli._sim import DEFAULT_SIM_KEY as SIM_API_KEY
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
-from liangxin_batch.run._progress import BarsObserver, NullObserver
+from liangxin_batch.run._progress import BarsObserver
 from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async
 from liangxin_batch.state._status import credits_line
 
 __all__ = ["format_summary", "run_from_cli"]
-
-
-@contextlib.contextmanager
-def _simulator(latency_scale: float, hmac_key: str | None = None) -> Iterator[str]:
-    from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
-
-    config = SimConfig(
-        api_key=SIM_API_KEY,
-        latency_scale=latency_scale,
-        hmac_key=hmac_key,
-        id_salt=secrets.token_hex(8),  # a resumed --simulate run gets fresh task ids
-    )
-    app = create_app(config)
-    with serve_in_thread(app) as url:
-        yield url
 
 
 #: Flags whose value is a secret: the resume command names the variable instead.
@@ -189,15 +172,17 @@ def run_from_cli(
     callbacks: CallbackOptions | None = None,
     allow_outside: bool = False,
 ) -> RunSummary:
-    bars = BarsObserver(enabled=False if quiet else None)
-    observer = NullObserver() if quiet else bars
+    observer = BarsObserver(enabled=False if quiet else None)  # quiet: messages to the log
     with contextlib.ExitStack() as stack:
         api_key = None
         if simulate:
             hmac_key = callbacks.hmac_key if callbacks else None
-            base_url = stack.enter_context(_simulator(sim_latency_scale, hmac_key))
+            from liangxin_batch.simulator import local_simulator
+
+            base_url, api_key = stack.enter_context(
+                local_simulator(latency_scale=sim_latency_scale, hmac_key=hmac_key)
+            )
             settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
-            api_key = SIM_API_KEY
             click.echo(f"simulator listening on {base_url}", err=True)
         log_retries()
         start = functools.partial(
@@ -213,4 +198,4 @@ def run_from_cli(
             observer=observer,
             callbacks=callbacks,
         )
-        return _run_with_signals(lambda handle: start(handle=handle), bars.notice)
+        return _run_with_signals(lambda handle: start(handle=handle), observer.notice)

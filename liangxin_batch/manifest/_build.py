@@ -47,14 +47,13 @@ if TYPE_CHECKING:
 #: Manifest formats by lower-case file suffix.
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
 SUFFIXES = (*TABULAR_SUFFIXES, *_YAML_SUFFIXES)
-_ID = ID_PATTERN
 _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
 _BLOCK = 1024  # rows counted together by validate
-_MAX_PENDING = 10_000
-_MAX_WARNINGS = 50  # distinct collapsed problems kept; beyond that they are reported one by one
+_MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
+_MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
 
@@ -169,12 +168,12 @@ class JobBuilder:
     def _block(self, fast: FastRows | None, rows: list[CellRow]) -> Iterator[Job | Problem]:
         """Counting (validate): a block of rows proven valid column by column is counted
         up to its first id seen before; every other row is checked on its own."""
-        if fast is None or not rows:
-            return
         counter = self.counter
-        block = check_block(fast, rows) if counter is not None else None
+        if fast is None or not rows or counter is None:
+            return
+        block = check_block(fast, rows)
         done = 0
-        if counter is not None and block is not None:
+        if block is not None:
             if block.spec.id not in counter.per_model:
                 # The model's first job is built: it is the counter's example.
                 yield from self._row(fast, rows[0])
@@ -459,7 +458,7 @@ class JobBuilder:
         text = (
             str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else None
         )
-        if text is None or not _ID.fullmatch(text):
+        if text is None or not ID_PATTERN.fullmatch(text):
             slug = (slug_id(str(raw))[:100] or "job") if text is not None else None
             p = Problem(
                 self._at(rec, "id"),

@@ -184,9 +184,7 @@ class FastRows:
             cell = cells[self.model_at]
             if cell and not cell.isspace():
                 written = cell
-        plan = self._plans.get(written, _BAD)
-        if plan is _BAD:
-            plan = self._plan(written)
+        plan = self.plan(written)
         if plan is None:
             return None
         data = plan.inputs(cells)

@@ -111,29 +111,13 @@ class IdTable:
 
     def setdefault(self, key: int, value: int) -> int | None:
         """Insert and return None, or return the value already stored for `key`."""
-        key = key or 1  # 0 marks an empty slot
-        keys, mask = self._keys, self._mask
-        i = key & mask
-        if keys[i] == 0:  # the common case, at most half full: a free first slot
-            keys[i] = key
-            self._vals[i] = value
-            self._size += 1
-            if self._size * 2 > mask:
-                self._grow()
+        if self.claim_all([key], [value]):
             return None
-        while True:
-            k = keys[i]
-            if k == 0:
-                break
-            if k == key:
-                return self._vals[i]
-            i = (i + 1) & mask
-        keys[i] = key
-        self._vals[i] = value
-        self._size += 1
-        if self._size * 2 > mask:
-            self._grow()
-        return None
+        key = key or 1
+        i = key & self._mask
+        while self._keys[i] != key:  # there: claim_all just found it
+            i = (i + 1) & self._mask
+        return self._vals[i]
 
     def claim_all(self, keys: list[int], values: list[int]) -> int:
         """Insert keys in order up to the first one already present (in the table or

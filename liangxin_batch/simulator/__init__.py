@@ -21,7 +21,7 @@ from ._core import Simulator
 from ._ledger import Ledger, LedgerEvent, canonical_job_key
 from ._media import VIDEO_BACKEND
 from ._reply import Reply
-from ._server import run_simulator, serve_in_thread
+from ._server import local_simulator, run_simulator, serve_in_thread
 from ._tasks import SimTask
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "canonical_job_key",
     "create_app",
     "load_fault_profile",
+    "local_simulator",
     "run_simulator",
     "serve_in_thread",
     "sign_callback",

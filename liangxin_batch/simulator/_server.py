@@ -6,6 +6,7 @@ known even for port=0 and a "port in use" error surfaces immediately as OSError.
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from ._config import SimConfig
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
 
-__all__ = ["run_simulator", "serve_in_thread"]
+__all__ = ["local_simulator", "run_simulator", "serve_in_thread"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
@@ -61,6 +62,18 @@ def _server(app: ASGIApp, *, quiet: bool) -> uvicorn.Server:
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)
+
+
+@contextmanager
+def local_simulator(
+    *, latency_scale: float, hmac_key: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """The simulator a `--simulate` run, `demo` and `run_batch(simulate=True)` use: on a
+    loopback port in a thread for the life of the block; yields (base URL, its API key).
+    Its task ids are salted afresh, so a resumed simulated run never meets old ids."""
+    config = SimConfig(latency_scale=latency_scale, hmac_key=hmac_key, id_salt=secrets.token_hex(8))
+    with serve_in_thread(create_app(config)) as url:
+        yield url, config.api_key
 
 
 @contextmanager
