@@ -68,7 +68,6 @@ def walks(tmp_path: Path) -> list[str]:
     store.job_ids(JobState.PENDING)
     store.done_files()
     store.path_holders("outputs/m/j00001.png")
-    store.files_for([f"j{i:05d}" for i in range(10)])
     store.report_files([f"j{i:05d}" for i in range(10)])
     list(store.iter_report_jobs())
     list(store.iter_report_jobs([JobState.DONE, JobState.FAILED]))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.state._store import ReportFile, ReportJob, StateStore
 
-__all__ = ["Lost", "as_lost", "report_jobs"]
+__all__ = ["Lost", "as_lost", "current_files", "report_jobs"]
 
 _STATE_OF = {REPORT_LABELS[s]: s for s in JobState}
 
@@ -47,15 +48,10 @@ def report_jobs(
         for job in store.iter_report_jobs(_states(status)):
             if model and job.model not in model:
                 continue
-            files, urls = job.files, job.result_urls
-            if not files:
+            if not job.files:
                 yield job, [], None
                 continue
-            if len(files) == 1:  # the usual case, without a comprehension's frame
-                f = files[0]
-                kept = [f] if f.path and f.n < len(urls) and urls[f.n] == f.url else []
-            else:
-                kept = [f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url]
+            kept = current_files(job, job.files)
             lost = _lost_file(base, kept) if base is not None and job.state is done else None
             yield job, kept, lost
 
@@ -76,6 +72,33 @@ def _folder(out_dir: Path | None) -> Iterator[int | str | None]:
         yield fd
     finally:
         os.close(fd)
+
+
+class _FileLike(Protocol):
+    @property
+    def n(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def path(self) -> str | None: ...
+
+
+class _JobLike(Protocol):
+    @property
+    def result_urls(self) -> Sequence[str]: ...
+
+
+_File = TypeVar("_File", bound=_FileLike)
+
+
+def current_files(job: _JobLike, files: Iterable[_File]) -> list[_File]:
+    """Files downloaded for the job's current result URLs, in order (drops leftovers of
+    an earlier task)."""
+    urls = job.result_urls
+    kept = [f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url]
+    if len(kept) > 1:  # one file is the usual case: nothing to order
+        kept.sort(key=lambda f: f.n)
+    return kept
 
 
 def as_lost(job: ReportJob, lost: Lost) -> ReportJob:

@@ -157,10 +157,12 @@ def make_plan(
     out = str(out_dir)
     usd_rate = catalog.credit_usd
     models: list[ModelPlan] = []
+    round_up = False  # some model's tasks are billed in whole credits
     for model_id, n in counts.items():
         spec = catalog.get(model_id)
         if spec is None:
             raise ConfigError(f"model {model_id!r} is not in the catalog")
+        round_up = round_up or bool(spec.price.round_up)
         example = examples.get(model_id)
         rel = template.relative_path(
             job_id=example.job_id if example is not None else "<job_id>",
@@ -204,9 +206,7 @@ def make_plan(
         concurrency_seconds=by_slots,
         shortest_seconds=max(by_rate, by_slots),
         bound=_bound(submit, slowest, by_rate, by_slots),
-        round_up=any(
-            (spec := catalog.get(m.model)) is not None and bool(spec.price.round_up) for m in models
-        ),
+        round_up=round_up,
         slowest_model=slowest.model if slowest is not None else None,
         out_dir=out,
     )

@@ -22,12 +22,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.outputs._formats import EXPORT_FORMATS
-from liangxin_batch.outputs._jobs import as_lost, report_jobs
+from liangxin_batch.outputs._jobs import as_lost, current_files, report_jobs
 from liangxin_batch.outputs._tables import defused as _defused
 from liangxin_batch.outputs._tables import write_csv as _write_csv
 from liangxin_batch.outputs._tables import write_jsonl as _write_jsonl
@@ -131,19 +131,6 @@ def generation_seconds(job: JobRow | ReportJob) -> float | None:
     if job.completed_at is not None and job.submitted_at is not None:
         return max(0.0, job.completed_at - job.submitted_at)
     return None
-
-
-_File = TypeVar("_File", FileRecord, ReportFile)
-
-
-def current_files(job: JobRow | ReportJob, files: Iterable[_File]) -> list[_File]:
-    """Files downloaded for the job's current result URLs, in order (drops leftovers of
-    an earlier task)."""
-    urls = job.result_urls
-    return sorted(
-        (f for f in files if f.path and f.n < len(urls) and urls[f.n] == f.url),
-        key=lambda f: f.n,
-    )
 
 
 def _result_cells(job: ReportJob, kept: Sequence[FileRecord | ReportFile]) -> list[str]:
@@ -289,14 +276,14 @@ def _row_chunks(
     names, known, complete = header.names, header.known, header.complete
     jobs = report_jobs(store, status=status, model=model, out_dir=check)
     for job, kept, lost in jobs:
-        shown = job if lost is None else as_lost(job, lost)
+        shown = as_lost(job, lost)
         if each is not None:
             each(shown, kept)
         if not complete and not job.columns.keys() <= known:
             header.missed = True  # the rows are written again: only `each` wants the rest
             if each is not None:
                 for later, files, gone in jobs:
-                    each(later if gone is None else as_lost(later, gone), files)
+                    each(as_lost(later, gone), files)
             return
         chunk.append(_cells(shown if check_files else job, kept, names))
         if len(chunk) == _CHUNK:

@@ -229,15 +229,16 @@ class LiangXinClient:
         #: auth flow, redirects, cookies: ~250 µs of CPU a call), so they are handed to the
         #: transport directly, unless a proxy from the environment may apply: then the
         #: client's own proxy mounts decide, as before.
+        proxied = env_proxied(url)
         self._direct: httpx.AsyncBaseTransport | None = (
-            wire if transport is not None or not env_proxied(url) else None
+            wire if transport is not None or not proxied else None
         )
         self._headers = httpx.Headers(self._http.headers)
         self._timeout = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
         #: A TCP check of the host before anything is sent (see check_reachable) makes
         #: sense only on our own wire with no proxy in between.
-        self._checkable = transport is None and not env_proxied(url)
+        self._checkable = transport is None and not proxied
 
     def __repr__(self) -> str:
         return f"LiangXinClient(base_url={self.base_url!r}, api_key=***)"

@@ -29,8 +29,9 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
 from liangxin_batch.manifest._fingerprint import manifest_fingerprint
 from liangxin_batch.manifest._spool import JobSpool
-from liangxin_batch.outputs._gallery import write_reports
+from liangxin_batch.outputs._gallery import REPORT_HTML, write_reports
 from liangxin_batch.outputs._layout import Layout
+from liangxin_batch.outputs._report import RESULTS_CSV
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._progress import NullObserver, Observer
@@ -489,7 +490,7 @@ def _write_reports(
     """results.csv and report.html, unless nothing they show changed since they were
     written (a resume of a finished batch: minutes at a million jobs, for nothing)."""
     stamp = json.dumps([store.change_stamp(), settings.csv_safe, settings.max_image_pixels])
-    current = (out / "results.csv").exists() and (out / "report.html").exists()
+    current = (out / RESULTS_CSV).exists() and (out / REPORT_HTML).exists()
     if current and store.get_meta(_REPORTS_KEY) == stamp:
         return
     try:

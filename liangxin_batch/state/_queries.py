@@ -320,18 +320,6 @@ class StoreQueries:
             )
         ]
 
-    def files_for(self, job_ids: Sequence[str]) -> dict[str, list[FileRow]]:
-        found: dict[str, list[FileRow]] = {}
-        for i in range(0, len(job_ids), 500):
-            chunk = job_ids[i : i + 500]
-            for r in self.db.execute(
-                f"SELECT {FILE_COLUMNS} FROM files WHERE job_id IN ({marks(chunk)})"
-                " ORDER BY job_id, n",
-                chunk,
-            ):
-                found.setdefault(r[0], []).append(FileRow(*r))
-        return found
-
     def report_files(self, job_ids: Sequence[str]) -> dict[str, list[ReportFile]]:
         """The files of these jobs (a page of a report walk), by job, each job's by n."""
         found: dict[str, list[ReportFile]] = {}
