@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from liangxin_batch.cli._launch import format_summary
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import StateError
@@ -63,6 +64,13 @@ def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: P
     assert isinstance(first, RunSummary) and isinstance(second, RunSummary)
     assert second.removed_jobs == 1  # j0 left the manifest: kept, not counted
     assert second.counts == {"done": 2}
+    # Credits are counted one way: the batch's own jobs above, the removed ones apart
+    # (they were counted in the batch's credits while the summary said "not counted").
+    jobs = jobs_in(tmp_path)
+    assert second.credits == sum(j.credits or 0 for j in jobs.values() if j.job_id != "j0")
+    assert second.removed_credits == (jobs["j0"].credits or 0) > 0
+    said = format_summary(second, tmp_path)
+    assert f"({second.removed_credits:g} credits)" in said and "not counted above" in said
     prompts = sorted(e.input["prompt"] for e in ledger.creates())
     assert prompts == ["B!", "a", "b", "c"], "j1 ran again with its new prompt; j2 ran once"
     # The image paid for with the old prompt is kept, out of the way of the new one.

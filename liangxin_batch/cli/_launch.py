@@ -80,7 +80,8 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
     if summary.removed_jobs:
         lines.append(
             f"{summary.removed_jobs} job(s) in the state are no longer in the manifest: "
-            "kept with their results, not counted above"
+            f"kept with their results ({summary.removed_credits:g} credits), "
+            "not counted above"
         )
     if summary.unknown_jobs:
         shown = ", ".join(summary.unknown_jobs[:10])

@@ -18,8 +18,9 @@ EXIT_INTERRUPTED = 130
 @dataclass
 class RunSummary:
     counts: dict[str, int]
-    #: Credits charged for the generations that succeeded (estimates included where the
-    #: service did not say; `credits_estimated` is that part).
+    #: Credits charged for the batch's generations that succeeded (estimates included
+    #: where the service did not say; `credits_estimated` is that part). Jobs no longer
+    #: in the manifest are not in it: `removed_credits`.
     credits: float
     wall_seconds: float
     stopped_reason: str | None = None
@@ -29,6 +30,8 @@ class RunSummary:
     tasks_finished: int = 0  # in this run
     finished_by_callback: int = 0  # in this run
     removed_jobs: int = 0  # in the state but no longer in the manifest: kept, not counted
+    #: What those removed jobs were charged: apart from `credits`, never in it.
+    removed_credits: float = 0.0
     callbacks_received: int = 0
     credits_estimated: float = 0.0
 

@@ -34,13 +34,23 @@ from liangxin_batch.outputs._report import (
     report_status,
     write_results_csv,
 )
-from liangxin_batch.state._store import ReportFile, ReportJob, StateStore
+from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
 logger = logging.getLogger("liangxin_batch")
 
-__all__ = ["REPORT_HTML", "THUMBS_DIR", "percentile", "write_report_html", "write_reports"]
+__all__ = [
+    "CREDITS_ROUND_UP_KEY",
+    "REPORT_HTML",
+    "THUMBS_DIR",
+    "percentile",
+    "write_report_html",
+    "write_reports",
+]
 
 REPORT_HTML = "report.html"
+#: State meta, set by each run: "1" when some model of the batch is billed in whole
+#: credits per task, rounded up (the catalog says which).
+CREDITS_ROUND_UP_KEY = "credits_round_up"
 THUMBS_DIR = "thumbs"
 THUMB_SIZE = 320
 MAX_CARDS = 2000  # a browser stays quick; results.csv has every row
@@ -251,7 +261,9 @@ class _Tally:
         if at and at > self.last_result:
             self.last_result = at
 
-    def context(self, wall_seconds: float | None) -> dict[str, Any]:
+    def context(
+        self, wall_seconds: float | None, sessions: SessionTimes | None = None
+    ) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         jobs: Counter[str] = Counter()
         done: Counter[str] = Counter()
@@ -262,6 +274,15 @@ class _Tally:
         total = sum(counts.values())
         span = self.last_result - self.first_submit  # -inf when nothing finished
         wall = wall_seconds if wall_seconds is not None else span if span >= 0 else None
+        label = "wall time" if wall_seconds is not None else "first submit → last result"
+        wall_note = ""
+        if sessions is not None and sessions.count:  # the batch's own record of its runs
+            wall, label = sessions.total, "batch time"
+            wall_note = (
+                f"{sessions.count} sessions, last {_duration(sessions.last)}"
+                if sessions.count > 1
+                else "one session"
+            )
         return {
             "total": total,
             "succeeded": counts["succeeded"],
@@ -269,7 +290,8 @@ class _Tally:
             "credits": f"{self.credits + self.credits_estimated:,.1f}",
             "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
-            "wall_label": "wall time" if wall_seconds is not None else "first submit → last result",
+            "wall_label": label,
+            "wall_note": wall_note,
             "statuses": [(s, counts[s]) for s in sorted(counts, key=_rank)],
             "models": [
                 ModelStats(
@@ -320,12 +342,20 @@ class _Gallery:
             self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
             self.cards.append(_card(job, status, seconds, [m for m, _ in media]))
 
-    def write(self, wall_seconds: float | None, title: str | None, max_pixels: int) -> Path:
+    def write(
+        self,
+        wall_seconds: float | None,
+        title: str | None,
+        max_pixels: int,
+        sessions: SessionTimes | None = None,
+        credit_notes: Sequence[str] = (),
+    ) -> Path:
         out_dir = self.out_dir
         made = _make_thumbs(self.thumbs, out_dir, max_pixels)
-        summary = self.tally.context(wall_seconds)
+        summary = self.tally.context(wall_seconds, sessions)
         context = {
             **summary,
+            "credit_notes": credit_notes,
             "title": title or f"liangxin-batch · {out_dir.resolve().name}",
             "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cards": [_with_thumbs(c, made) for c in self.cards],
@@ -351,7 +381,9 @@ def write_report_html(
     gallery = _Gallery(out_dir, max_cards)
     for job, kept, lost in report_jobs(store, out_dir=out_dir):
         gallery.add(as_lost(job, lost), kept)
-    return gallery.write(wall_seconds, title, max_pixels)
+    return gallery.write(
+        wall_seconds, title, max_pixels, store.session_times(), credit_notes(store)
+    )
 
 
 def write_reports(
@@ -369,7 +401,26 @@ def write_reports(
     jobs: the walk is most of the cost); returns both paths."""
     gallery = _Gallery(out_dir, max_cards)
     write_results_csv(out_dir, store, check_files=check_files, csv_safe=csv_safe, each=gallery.add)
-    return out_dir / RESULTS_CSV, gallery.write(wall_seconds, title, max_pixels)
+    html = gallery.write(
+        wall_seconds, title, max_pixels, store.session_times(), credit_notes(store)
+    )
+    return out_dir / RESULTS_CSV, html
+
+
+def credit_notes(store: StateStore) -> list[str]:
+    """What the credits tile must say to be read right: how the service bills, and the
+    jobs that left the manifest (their credits kept apart, as everywhere)."""
+    notes = []
+    if store.get_meta(CREDITS_ROUND_UP_KEY) == "1":
+        notes.append("each task rounded up to whole credits, as the service bills")
+    removed = store.removed_count()
+    if removed:
+        spent = store.credits(in_manifest=False)
+        notes.append(
+            f"{removed} job{'' if removed == 1 else 's'} no longer in the manifest "
+            f"({spent.total + spent.estimated:,.1f} credits) not counted"
+        )
+    return notes
 
 
 def _rank(status: str) -> tuple[int, str]:

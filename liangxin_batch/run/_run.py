@@ -29,7 +29,7 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
 from liangxin_batch.manifest._fingerprint import manifest_fingerprint
 from liangxin_batch.manifest._spool import JobSpool
-from liangxin_batch.outputs._gallery import REPORT_HTML, write_reports
+from liangxin_batch.outputs._gallery import CREDITS_ROUND_UP_KEY, REPORT_HTML, write_reports
 from liangxin_batch.outputs._layout import Layout
 from liangxin_batch.outputs._report import RESULTS_CSV
 from liangxin_batch.run._client import LiangXinClient
@@ -300,6 +300,7 @@ async def run_batch_async(
                 column_names=lambda: spool.column_names,
             )
         _remember_manifest(store, manifest, observer, sync)
+        _remember_billing(store, catalog)
         _set_aside_superseded(out, sync, observer)
         # A Ctrl-C that came during the (synchronous) validation and sync lands here,
         # before anything changes state beyond the sync, which committed whole.
@@ -341,6 +342,7 @@ async def run_batch_async(
         total = progress["total"]
         observer.start(**progress)
         started = time.monotonic()
+        store.begin_session()
         summary: RunSummary | None = None
         try:
             if callbacks is None or link is None:
@@ -350,6 +352,8 @@ async def run_batch_async(
             return summary
         finally:
             await downloader.aclose()
+            with contextlib.suppress(LiangXinBatchError):  # a full disk: said elsewhere
+                store.end_session()  # (the next run closes it at its last event)
             # Reports are written at the end of every run, and of an interrupted one when
             # that takes a moment: a Ctrl-C must not wait minutes for a million rows.
             if interrupt.requested and total > REPORTS_ON_INTERRUPT_MAX_JOBS:
@@ -450,6 +454,13 @@ async def _run_with_callbacks(
         observer.message(f"callbacks refused or ignored: {refused}")
     summary.callbacks_received = receiver.counters.get("accepted", 0)
     return summary
+
+
+def _remember_billing(store: StateStore, catalog: Catalog) -> None:
+    """Whether the report must say that credits are whole per task, rounded up."""
+    specs = (catalog.get(model) for model in store.counts_by_model())
+    rounds = any(spec is not None and spec.price.round_up for spec in specs)
+    store.set_meta({CREDITS_ROUND_UP_KEY: "1" if rounds else "0"})
 
 
 def _remember_manifest(

@@ -249,7 +249,8 @@ class Runner:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
         # are not part of this batch's outcome.
         counts = self.store.counts(in_manifest=True)
-        credits = self.store.credits()
+        credits = self.store.credits(in_manifest=True)
+        removed = self.store.credits(in_manifest=False)
         return RunSummary(
             counts=counts,
             credits=credits.total,
@@ -262,5 +263,6 @@ class Runner:
             tasks_finished=self._poller.finished_tasks,
             finished_by_callback=self._poller.finished_by_callback,
             removed_jobs=self.store.removed_count(),
+            removed_credits=removed.total + removed.estimated,
             downloads=self._on_succeeded is not None,
         )

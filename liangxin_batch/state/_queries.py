@@ -179,13 +179,14 @@ class StoreQueries:
         row = self.db.execute("SELECT SUM(n) FROM tallies WHERE in_manifest = 0").fetchone()
         return int(row[0] or 0)
 
-    def credits(self) -> Credits:
+    def credits(self, *, in_manifest: bool | None = None) -> Credits:
         """Credits of the generations that succeeded: charged, and estimated where the
-        service did not say."""
+        service did not say (only of jobs in, or out of, the manifest when asked)."""
         states = [s.value for s in BILLED_STATES]
+        member = "" if in_manifest is None else f" AND in_manifest = {int(in_manifest)}"
         charged, estimated = self.db.execute(
             "SELECT COALESCE(SUM(credits), 0), COALESCE(SUM(estimated), 0)"
-            f" FROM tallies WHERE state IN ({marks(states)})",
+            f" FROM tallies WHERE state IN ({marks(states)}){member}",
             states,
         ).fetchone()
         return Credits(charged / 1_000_000, estimated / 1_000_000)  # kept in millionths

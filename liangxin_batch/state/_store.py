@@ -48,6 +48,7 @@ from liangxin_batch.state._rows import (
     ReportFile,
     ReportJob,
 )
+from liangxin_batch.state._sessions import SESSIONS_KEY, SessionTimes, begun, ended, times
 from liangxin_batch.state._tx import Transaction
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "JobRow",
     "ReportFile",
     "ReportJob",
+    "SessionTimes",
     "StateStore",
 ]
 
@@ -227,6 +229,20 @@ class StateStore(StoreQueries):
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
+
+    # -- sessions: the batch's time over its runs ---------------------------------------
+
+    def begin_session(self) -> None:
+        """A run starts (a crashed run before it is closed at its last event)."""
+        row = self.db.execute("SELECT at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        value = begun(self.get_meta(SESSIONS_KEY), self._now(), row[0] if row else None)
+        self.set_meta({SESSIONS_KEY: value})
+
+    def end_session(self) -> None:
+        self.set_meta({SESSIONS_KEY: ended(self.get_meta(SESSIONS_KEY), self._now())})
+
+    def session_times(self) -> SessionTimes:
+        return times(self.get_meta(SESSIONS_KEY), self._now())
 
     # -- jobs: manifest sync ----------------------------------------------------------
 

@@ -1,0 +1,39 @@
+"""report.html counts credits one way and says how the service bills them.
+
+The demo's plan estimated 65.4 credits and its report said 67.0 without a word: the
+service rounds each task up to a whole credit. And a folder reused with a shorter
+manifest said "jobs no longer in the manifest, not counted" while counting their credits.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.runner_harness import SimEnv, in_virtual_time
+
+
+def rows(*ids: str) -> list[dict[str, Any]]:
+    return [{"id": i, "model": "z-image", "prompt": f"p {i}", "aspect_ratio": "1:1"} for i in ids]
+
+
+def credits_tile(html: str) -> str:
+    match = re.search(r'<div class="k">Credits charged</div>(.*?)<div class="tile">', html, re.S)
+    assert match, "the credits tile"
+    return match.group(1)
+
+
+def test_removed_jobs_credits_are_said_apart_and_rounding_is_named(tmp_path: Path) -> None:
+    async def main() -> Any:
+        env = SimEnv()
+        await env.run_library(tmp_path, rows("a", "b", "c"))
+        return await env.run_library(tmp_path, rows("a", "b"))  # c left the manifest
+
+    summary = in_virtual_time(main)
+    html = (tmp_path / "report.html").read_text("utf-8")
+    tile = credits_tile(html)
+    assert f">{summary.credits:,.1f}<" in tile.replace(" ", ""), "the batch's own credits"
+    assert "1 job no longer in the manifest" in tile
+    assert f"{summary.removed_credits:,.1f} credits" in tile and "not counted" in tile
+    assert "rounded up" in tile, "the service bills whole credits per task"
