@@ -80,3 +80,36 @@ def test_ready_tasks_go_by_priority_not_by_when_they_came_due() -> None:
     q.discard("early")  # finished by a callback while it waited
     assert q.take_ready(lambda t: (chance[t], 0.0)) is None
     assert q.collect_due(10.0) and q.take_ready(lambda t: (0.0, 0.0)) == "later"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["schedule", "collect", "take", "discard"]),
+            st.integers(0, 9),
+            st.floats(0, 1),
+        ),
+        max_size=80,
+    )
+)
+def test_a_reused_ranking_takes_what_a_fresh_one_would(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    """With priorities that do not move, reusing a ranking (and placing the tasks that
+    came due since) picks exactly what ranking everything each time picks."""
+    priority = {f"t{i}": ((i * 7) % 10 / 10, float(i)) for i in range(10)}
+    reused, fresh = PollQueue(), PollQueue()
+    now = 0.0
+    for op, i, x in steps:
+        task = f"t{i}"
+        now += x / 10
+        for q in (reused, fresh):
+            if op == "schedule":
+                q.schedule(task, now + x)
+            elif op == "collect":
+                q.collect_due(now)
+            elif op == "discard":
+                q.discard(task)
+        if op == "take":
+            got = reused.take_ready(priority.__getitem__, now=now, fresh_for=1.0)
+            assert got == fresh.take_ready(priority.__getitem__)

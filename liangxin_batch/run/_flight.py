@@ -22,6 +22,7 @@ from liangxin_batch.core._states import Event
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = [
+    "RUNNING_REFRESH",
     "Flight",
     "FlightBook",
     "generation_seconds",
@@ -29,6 +30,11 @@ __all__ = [
     "service_seconds",
     "write_outcome",
 ]
+
+
+#: How stale (service seconds of age) the in-flight count may be: generations take
+#: seconds, and the count only decides whether one more create may go now.
+RUNNING_REFRESH = 0.05
 
 
 @dataclass
@@ -143,6 +149,12 @@ class FlightBook:
         self._latencies = LatencyBook()
         self._stretch = stretch
         self._flights: dict[str, Flight] = {}
+        #: The last walk of `expected_running`: (when, total), and what each flight
+        #: counted in it. Between walks a new flight counts whole and a finished one
+        #: takes back what it counted (at the cap the submitter asks once per create:
+        #: a walk each time cost O(in flight) per job).
+        self._running: tuple[float, float] | None = None
+        self._counted: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -158,6 +170,9 @@ class FlightBook:
 
     def remove(self, task_id: str) -> None:
         del self._flights[task_id]
+        if self._running is not None:
+            at, total = self._running
+            self._running = at, total - self._counted.pop(task_id, 1.0)
 
     def track(
         self,
@@ -188,6 +203,10 @@ class FlightBook:
             deadline=submitted_mono + self._settings.timeout_for(kind),
         )
         self._flights[task_id] = flight
+        if self._running is not None:
+            at, total = self._running
+            self._running = at, total + 1.0
+            self._counted.pop(task_id, None)
         return flight
 
     def estimate_for(
@@ -206,16 +225,26 @@ class FlightBook:
 
     def expected_running(self, now: float) -> float:
         """Tasks we follow that are plausibly still running at the service: each counts
-        by the chance, from its kind's survival curve, that it has not finished."""
+        by the chance, from its kind's survival curve, that it has not finished.
+
+        Walked again once the tasks have aged `RUNNING_REFRESH` service seconds since the
+        last walk; in between, kept current by what was added and removed."""
+        if self._running is not None:
+            at, total = self._running
+            if 0.0 <= now - at < RUNNING_REFRESH * self._settings.poll_scale:
+                return total
         by_kind: dict[int, list[tuple[Flight, float]]] = {}
-        total = 0.0
+        counted: dict[str, float] = {}
         for flight in self._flights.values():
             if not flight.estimate.learned:
-                total += 1.0  # nothing finished of its kind yet: it counts whole
+                counted[flight.task_id] = 1.0  # nothing finished of its kind yet: whole
             else:
                 by_kind.setdefault(id(flight.estimate), []).append((flight, self.age(flight, now)))
         for group in by_kind.values():
             estimate = group[0][0].estimate
             curve = SurvivalCurve(estimate.finished_times(), (age for _, age in group))
-            total += sum(curve.chance(age, seen_running_at=f.seen_running_at) for f, age in group)
+            for f, age in group:
+                counted[f.task_id] = curve.chance(age, seen_running_at=f.seen_running_at)
+        total = sum(counted.values())
+        self._running, self._counted = (now, total), counted
         return total

@@ -27,6 +27,7 @@ from liangxin_batch.errors import APIError, LiangXinError, NotFoundError, RateLi
 from liangxin_batch.run._client import PollTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import (
+    RUNNING_REFRESH,
     Flight,
     FlightBook,
     generation_seconds,
@@ -221,7 +222,11 @@ class PollScheduler(RunPart):
                 return
             now = self._clock.monotonic()
             self._queue.collect_due(now + EPSILON)  # others came due meanwhile: theirs too
-            task_id = self._queue.take_ready(functools.partial(self._finished_chance, now=now))
+            task_id = self._queue.take_ready(
+                functools.partial(self._finished_chance, now=now),
+                now=now,
+                fresh_for=RUNNING_REFRESH * self._settings.poll_scale,
+            )
             flight = self._book.get(task_id) if task_id else None
             if flight is None:  # finished meanwhile (a callback)
                 turn.release()
