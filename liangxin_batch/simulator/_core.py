@@ -147,19 +147,16 @@ class Simulator:
 
     @property
     def saved_url(self) -> str | None:
-        """Where the simulator whose tasks were loaded last listened (None: no such)."""
+        """Where the latest loaded task was created (None: none was loaded): listening
+        there again keeps the result URLs a client holds working."""
         return self._saved_url
 
     def rebase(self, base_url: str) -> None:
-        """This session listens on `base_url`: loaded tasks' result URLs point here now,
-        and the next session is told (it tries the same port first, so result URLs a client
-        already holds keep working)."""
+        """This simulator listens on `base_url`: loaded tasks' result URLs point here now."""
         root = base_url if base_url.endswith("/") else base_url + "/"
         with self._lock:
             for task in self._tasks.values():
                 task.base_url = root
-            if self._journal is not None:
-                self._journal.append_listen(base_url)
 
     def resume_callbacks(self) -> None:
         """Schedule the callbacks of loaded tasks that are still running (one whose end

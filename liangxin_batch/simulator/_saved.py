@@ -10,9 +10,10 @@ simply finished.
 
 One line per record, each written by a single `os.write` on an O_APPEND descriptor:
 a killed process leaves whole lines. A torn last line (a power cut mid-write) has no
-newline; it is dropped on load and cut off before the next append. The file holds one
-line per task, one per session and one per top-up: it grows with the batch, like the
-run's own state, and holds no API key (the simulator's key is a fixed local one).
+newline; it is dropped on load and cut off before the next append. The file holds a
+line for the account, then one per task and one per top-up: it grows with the batch,
+like the run's own state (no polls, no downloads), and holds no API key (the
+simulator's key is a fixed local one).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Saved:
     id_salt: str | None = None
     credits: int | None = None
     top_ups: int = 0
-    base_url: str | None = None  # where the last session listened
+    #: Where the latest task was created: the port whose result URLs a client may hold.
+    base_url: str | None = None
     tasks: list[SimTask] = field(default_factory=list)
     creates: list[LedgerEvent] = field(default_factory=list)
 
@@ -83,14 +85,13 @@ def _read(path: Path) -> Saved:
             kind = record["record"]
             if kind == "account":
                 saved.id_salt, saved.credits = str(record["id_salt"]), int(record["credits"])
-            elif kind == "listen":
-                saved.base_url = str(record["url"])
             elif kind == "top_up":
                 saved.top_ups += int(record["credits"])
             elif kind == "task":
                 task, event = _task(record)
                 saved.tasks.append(task)
                 saved.creates.append(event)
+                saved.base_url = task.base_url
             else:
                 raise ValueError(f"unknown record {kind!r}")
         except (ValueError, KeyError, TypeError) as err:
@@ -129,9 +130,6 @@ class TaskJournal:
 
     def append_account(self, id_salt: str, credits: int) -> None:
         self._append({"record": "account", "id_salt": id_salt, "credits": credits})
-
-    def append_listen(self, url: str) -> None:
-        self._append({"record": "listen", "url": url})
 
     def append_top_up(self, credits: int, at: float) -> None:
         self._append({"record": "top_up", "credits": credits, "at": at})
