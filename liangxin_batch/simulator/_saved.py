@@ -70,36 +70,45 @@ def _task(record: dict[str, Any]) -> tuple[SimTask, LedgerEvent]:
     return task, event
 
 
-def _read(path: Path) -> Saved:
+def _read(path: Path) -> tuple[Saved, int]:
+    """What `path` holds, and the length of its whole lines (a torn last one left out).
+    Line by line: a big batch's journal is never in memory as one text."""
     saved = Saved()
+    whole = 0
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # torn by a power cut mid-write: never answered, so unknown
+                _take(saved, raw, path, number)
+                whole += len(raw)
     except FileNotFoundError:
-        return saved
-    except (OSError, UnicodeDecodeError) as err:
+        pass
+    except OSError as err:
         raise ConfigError(f"cannot read the simulator's saved tasks {path}: {err}") from None
-    lines = text.split("\n")
-    for number, line in enumerate(lines[:-1], start=1):  # the last piece: "" or torn
-        try:
-            record = json.loads(line)
-            kind = record["record"]
-            if kind == "account":
-                saved.id_salt, saved.credits = str(record["id_salt"]), int(record["credits"])
-            elif kind == "top_up":
-                saved.top_ups += int(record["credits"])
-            elif kind == "task":
-                task, event = _task(record)
-                saved.tasks.append(task)
-                saved.creates.append(event)
-                saved.base_url = task.base_url
-            else:
-                raise ValueError(f"unknown record {kind!r}")
-        except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(
-                f"{path}:{number}: the simulator's saved tasks are damaged ({err}); delete "
-                f"{path.parent} to start the simulator afresh (its tasks are then unknown)"
-            ) from None
-    return saved
+    return saved, whole
+
+
+def _take(saved: Saved, raw: bytes, path: Path, number: int) -> None:
+    try:
+        record = json.loads(raw)
+        kind = record["record"]
+        if kind == "account":
+            saved.id_salt, saved.credits = str(record["id_salt"]), int(record["credits"])
+        elif kind == "top_up":
+            saved.top_ups += int(record["credits"])
+        elif kind == "task":
+            task, event = _task(record)
+            saved.tasks.append(task)
+            saved.creates.append(event)
+            saved.base_url = task.base_url
+        else:
+            raise ValueError(f"unknown record {kind!r}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path}:{number}: the simulator's saved tasks are damaged ({err}); delete "
+            f"{path.parent} to start the simulator afresh (its tasks are then unknown)"
+        ) from None
 
 
 class TaskJournal:
@@ -110,23 +119,22 @@ class TaskJournal:
         self._fd: int | None = None
 
     def load(self) -> Saved:
-        saved = _read(self.path)
+        saved, whole = _read(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        size = os.fstat(self._fd).st_size
-        if size:
-            with self.path.open("rb") as fh:  # a torn last line: cut it, then append
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    data = self.path.read_bytes()
-                    os.truncate(self.path, data.rfind(b"\n") + 1)
+        if os.fstat(self._fd).st_size > whole:
+            os.ftruncate(self._fd, whole)  # a torn last line: the next one starts clean
         return saved
 
     def _append(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             raise RuntimeError("the saved-tasks journal is not open")
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode("utf-8"))  # one write: a whole line or none
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        before = os.fstat(self._fd).st_size
+        written = os.write(self._fd, data)  # one write: a whole line, or ...
+        if written != len(data):  # ... a full disk's part of one: take it back
+            os.ftruncate(self._fd, before)
+            raise OSError(f"{self.path}: only {written} of {len(data)} bytes written")
 
     def append_account(self, id_salt: str, credits: int) -> None:
         self._append({"record": "account", "id_salt": id_salt, "credits": credits})
@@ -151,6 +159,6 @@ def saved_ledger(out_dir: Path | str) -> Ledger:
     the output folder `out_dir` (from its saved tasks), in order: for checks like "no
     job was created twice" across a resume."""
     ledger = Ledger()
-    for event in _read(Path(out_dir) / SAVED_FILE).creates:
+    for event in _read(Path(out_dir) / SAVED_FILE)[0].creates:
         ledger.record(event)
     return ledger
