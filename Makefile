@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# A fresh demo each time: the simulator it starts has no memory of an earlier one.
+# A fresh demo each time: on a kept folder `demo` would resume the last one (its
+# simulator keeps its tasks in DEMO_OUT/.simulator/).
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
 	$(PY) -m liangxin_batch demo --out $(DEMO_OUT)

@@ -72,7 +72,9 @@ def run_batch(
 
             hmac_key = callbacks.hmac_key if callbacks else None
             base_url, api_key = stack.enter_context(
-                local_simulator(latency_scale=_SIM_LATENCY_SCALE, hmac_key=hmac_key)
+                local_simulator(
+                    latency_scale=_SIM_LATENCY_SCALE, hmac_key=hmac_key, out_dir=Path(out_dir)
+                )
             )
             settings = _simulated(settings)
         return asyncio.run(

@@ -34,6 +34,10 @@ def test_simulate_runs_a_manifest_against_the_built_in_simulator(tmp_path: Path)
     summary = run_batch(manifest, out_dir=str(tmp_path / "out"), simulate=True)
     assert summary.succeeded == 3
     assert len(list((tmp_path / "out" / "outputs").rglob("*.png"))) == 3
+    # The simulator kept its tasks beside the state, so calling again resumes with them.
+    from liangxin_batch.simulator import saved_ledger
+
+    assert len(saved_ledger(tmp_path / "out").creates()) == 3
 
 
 def test_inside_a_running_loop_it_says_to_await_run_batch_async(tmp_path: Path) -> None:

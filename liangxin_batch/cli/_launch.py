@@ -181,7 +181,8 @@ def run_from_cli(
             from liangxin_batch.simulator import local_simulator
 
             base_url, api_key = stack.enter_context(
-                local_simulator(latency_scale=sim_latency_scale, hmac_key=hmac_key)
+                # Its tasks kept in out_dir: the resume command printed meets them again.
+                local_simulator(latency_scale=sim_latency_scale, hmac_key=hmac_key, out_dir=out_dir)
             )
             settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
             click.echo(f"simulator listening on {base_url}", err=True)

@@ -113,7 +113,12 @@ def register(group: click.Group) -> None:
     help="Refuse to start when the estimate exceeds this.",
 )
 @base_url_opt
-@click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no account).")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run against the built-in simulator (no account); it keeps its tasks in "
+    "--out/.simulator/, so the same command resumes.",
+)
 @click.option(
     "--sim-latency-scale",
     default=0.05,

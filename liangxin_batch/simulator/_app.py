@@ -234,6 +234,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sim.resume_callbacks()  # loaded tasks' callbacks need this loop to wait on
         yield
         await sim.aclose()  # cancel waiting callbacks on server shutdown
 

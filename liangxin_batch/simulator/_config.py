@@ -340,6 +340,10 @@ class SimConfig:
     #: Mixed into task ids (and so their draws): separate simulator runs, e.g. a run and
     #: its resume with --simulate, must never hand out the same taskId twice.
     id_salt: str = ""
+    #: Keep every task (with its timeline) in this JSON-lines file, made if missing: a
+    #: later simulator given the same file carries on with them, its id salt and balance
+    #: (see `_saved.py`). `run --simulate` keeps it in the output folder.
+    state_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:

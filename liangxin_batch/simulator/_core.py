@@ -19,6 +19,7 @@ is sent: the ledger records the real outcome.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import hmac
@@ -39,6 +40,7 @@ from ._files import FILE_PATH, FileServe, FileStore
 from ._ledger import EventKind, Ledger, LedgerEvent
 from ._limits import SlidingWindow
 from ._reply import ERROR_MESSAGES, Reply, gateway_page, injected_error, rate_limited
+from ._saved import Saved, TaskJournal
 from ._tasks import SimTask, output_shape, unit
 
 if TYPE_CHECKING:
@@ -91,7 +93,17 @@ class Simulator:
             from liangxin_batch.catalog._catalog import default_catalog
 
             catalog = default_catalog()
-        self.config = config or SimConfig()
+        config = config or SimConfig()
+        self._journal: TaskJournal | None = None
+        saved = Saved()
+        if config.state_path is not None:
+            self._journal = TaskJournal(config.state_path)
+            saved = self._journal.load()
+            if saved.id_salt is None or saved.credits is None:
+                self._journal.append_account(config.id_salt, config.credits)
+            else:  # the same account as before: its ids go on from where they were
+                config = dataclasses.replace(config, id_salt=saved.id_salt, credits=saved.credits)
+        self.config = config
         self.clock: Clock = clock or time.time
         self.catalog = catalog
         self.ledger = Ledger()
@@ -116,6 +128,45 @@ class Simulator:
             config=self.config,
             client=callback_client,
         )
+        self._restore(saved)
+
+    # -- saved tasks (SimConfig.state_path) ------------------------------------------
+
+    def _restore(self, saved: Saved) -> None:
+        """Take over an earlier simulator's tasks: charged as they were, failed ones
+        refunded when their end is passed (by `_settle`, as if it had run all along)."""
+        for event in saved.creates:
+            self.ledger.record(event)
+        self._balance += saved.top_ups
+        for task in saved.tasks:
+            self._tasks[task.task_id] = task
+            heapq.heappush(self._unsettled, (task.done_at, task.task_id))
+            self._balance -= task.price
+        self._created = len(saved.tasks)
+        self._saved_url = saved.base_url
+
+    @property
+    def saved_url(self) -> str | None:
+        """Where the latest loaded task was created (None: none was loaded): listening
+        there again keeps the result URLs a client holds working."""
+        return self._saved_url
+
+    def rebase(self, base_url: str) -> None:
+        """This simulator listens on `base_url`: loaded tasks' result URLs point here now."""
+        root = base_url if base_url.endswith("/") else base_url + "/"
+        with self._lock:
+            for task in self._tasks.values():
+                task.base_url = root
+
+    def resume_callbacks(self) -> None:
+        """Schedule the callbacks of loaded tasks that are still running (one whose end
+        passed while no simulator ran had its one callback lost, as with the service)."""
+        now = self.clock()
+        with self._lock:
+            due = [t for t in self._tasks.values() if t.callback_url and t.done_at > now]
+        for task in due:
+            assert task.callback_url is not None
+            self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
 
     # -- account -----------------------------------------------------------------
 
@@ -142,6 +193,8 @@ class Simulator:
             now = self.clock()
             self._balance += credits
             self.ledger.record(LedgerEvent(kind="top_up", at=now, outcome="ok", credits=credits))
+            if self._journal is not None:
+                self._journal.append_top_up(credits, now)
             self._settle(now)
             return self._balance
 
@@ -205,6 +258,8 @@ class Simulator:
                 outcome, status, answered_id = "duplicate_task_id", 200, earlier
             else:
                 outcome, status = "created", 200
+            if self._journal is not None:  # before the answer: a client never knows more
+                self._journal.append_task(task, outcome, status)
             self._log_create(now, outcome, body, status, task_id=task.task_id, credits=price)
         if task.callback_url:
             self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
@@ -451,3 +506,6 @@ class Simulator:
     async def aclose(self) -> None:
         """Cancel pending callbacks and close the callback client we own."""
         await self.callbacks.aclose()
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()

@@ -1,9 +1,11 @@
 """Real result files: PNG/JPEG images of the prompt, and tiny playable MP4 videos.
 
 The bytes depend only on their arguments, so a test can regenerate a file and compare
-digests. Images show the wrapped prompt on a background whose colour comes from a hash
-of the prompt; videos (PyAV, the `video` extra) animate a bar over the same picture for
-the duration asked, and without PyAV are a small clip shipped with the package.
+digests (on one machine: the fonts installed may draw characters Pillow's own font
+lacks, see `_text.py`). Images show the wrapped prompt on a background whose colour
+comes from a hash of the prompt; videos (PyAV, the `video` extra) animate a bar over
+the same picture for the duration asked, and without PyAV are a small clip shipped with
+the package.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import colorsys
 import hashlib
 import importlib.resources
 import io
-from functools import lru_cache
 from types import ModuleType
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from ._text import TextStyle, spell_missing, wrap
 
 __all__ = ["VIDEO_BACKEND", "VIDEO_MAX_SECONDS", "output_size", "render_image", "render_video"]
 
@@ -66,36 +69,6 @@ def _colours(prompt: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return background, ink
 
 
-@lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    # Pillow's bundled font: no system font lookup, so bytes match across machines
-    # with the same Pillow version.
-    return ImageFont.load_default(size=size)
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
-            if font.getlength(candidate) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-            # A word longer than the line is cut character by character.
-            while font.getlength(word) > width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and font.getlength(word[:cut]) > width:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
-        lines.append(line)
-    return lines
-
-
 def _picture(prompt: str, label: str, size: tuple[int, int]) -> Image.Image:
     width, height = size
     background, ink = _colours(prompt)
@@ -103,18 +76,19 @@ def _picture(prompt: str, label: str, size: tuple[int, int]) -> Image.Image:
     draw = ImageDraw.Draw(image)
     margin = max(4, min(size) // 20)
     text_size = max(8, min(size) // 16)
-    font = _font(text_size)
-    small = _font(max(6, text_size * 2 // 3))
+    text = TextStyle(text_size)
+    small = TextStyle(max(6, text_size * 2 // 3))
     line_height = text_size + text_size // 4
     max_lines = max(1, (height - 2 * margin - line_height) // line_height)
-    lines = _wrap(prompt or "(no prompt)", font, width - 2 * margin)
+    shown = spell_missing(prompt or "(no prompt)", text_size)
+    lines = wrap(shown, text.length, width - 2 * margin)
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], lines[max_lines - 1] + " …"]
     y = margin
     for line in lines:
-        draw.text((margin, y), line, font=font, fill=ink)
+        text.draw(draw, (margin, y), line, ink)
         y += line_height
-    draw.text((margin, height - margin - text_size), label, font=small, fill=ink)
+    small.draw(draw, (margin, height - margin - text_size), spell_missing(label, small.size), ink)
     return image
 
 

@@ -6,13 +6,16 @@ known even for port=0 and a "port in use" error surfaces immediately as OSError.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,6 +23,8 @@ from starlette.types import ASGIApp
 from ._app import create_app
 from ._clock import Clock
 from ._config import SimConfig
+from ._core import Simulator
+from ._saved import SAVED_FILE
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
@@ -66,14 +71,45 @@ def _server(app: ASGIApp, *, quiet: bool) -> uvicorn.Server:
 
 @contextmanager
 def local_simulator(
-    *, latency_scale: float, hmac_key: str | None = None
+    *, latency_scale: float, hmac_key: str | None = None, out_dir: Path | None = None
 ) -> Iterator[tuple[str, str]]:
     """The simulator a `--simulate` run, `demo` and `run_batch(simulate=True)` use: on a
     loopback port in a thread for the life of the block; yields (base URL, its API key).
-    Its task ids are salted afresh, so a resumed simulated run never meets old ids."""
-    config = SimConfig(latency_scale=latency_scale, hmac_key=hmac_key, id_salt=secrets.token_hex(8))
-    with serve_in_thread(create_app(config)) as url:
+
+    With `out_dir` (the run's output folder) its tasks are kept in `out_dir/.simulator/`,
+    so the same command run again (a resume) meets the tasks it left in flight; it listens
+    on the port of last time when that is free, so result URLs already handed out still
+    work. Without it, task ids are salted afresh and nothing is kept."""
+    config = SimConfig(
+        latency_scale=latency_scale,
+        hmac_key=hmac_key,
+        id_salt=secrets.token_hex(8),  # a new folder's; a saved one keeps its own
+        state_path=_saved_path(out_dir),
+    )
+    app = create_app(config)
+    sim: Simulator = app.state.sim
+    with contextlib.ExitStack() as stack:
+        url = None
+        if sim.saved_url is not None:
+            port = urlsplit(sim.saved_url).port
+            with contextlib.suppress(OSError):  # taken since: any port will do
+                url = stack.enter_context(serve_in_thread(app, port=port or 0))
+        if url is None:
+            url = stack.enter_context(serve_in_thread(app))
+        sim.rebase(url)
         yield url, config.api_key
+
+
+def _saved_path(out_dir: Path | None) -> Path | None:
+    """Where to keep the tasks; None when the folder cannot be made (the run then says
+    so itself, with its own message and exit code, before anything is sent)."""
+    if out_dir is None:
+        return None
+    try:
+        Path(out_dir, SAVED_FILE).parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return Path(out_dir, SAVED_FILE)
 
 
 @contextmanager

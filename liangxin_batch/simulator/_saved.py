@@ -1,0 +1,164 @@
+"""A simulator's tasks kept in a file, so a later simulator on the same file carries on.
+
+`run --simulate` starts a simulator for the life of one run; the command printed to
+resume it starts another. Without this the second has never heard of the first one's
+task ids ("task not found"). With `SimConfig.state_path` every task is appended to a
+JSON-lines journal the moment it is created (before the answer leaves), with its whole
+timeline (created at, planned duration, fail or not, price), so the next simulator
+finds it exactly where the clock puts it: a task whose end passed while nothing ran is
+simply finished.
+
+One line per record, each written by a single `os.write` on an O_APPEND descriptor:
+a killed process leaves whole lines. A torn last line (a power cut mid-write) has no
+newline; it is dropped on load and cut off before the next append. The file holds a
+line for the account, then one per task and one per top-up: it grows with the batch,
+like the run's own state (no polls, no downloads), and holds no API key (the
+simulator's key is a fixed local one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liangxin_batch.errors import ConfigError
+
+from ._ledger import Ledger, LedgerEvent
+from ._tasks import SimTask
+
+__all__ = ["SAVED_FILE", "Saved", "TaskJournal", "saved_ledger"]
+
+#: Where `run --simulate` keeps its simulator's tasks, relative to the output folder.
+SAVED_FILE = Path(".simulator") / "tasks.jsonl"
+
+_TASK_FIELDS = (
+    "task_id", "model", "kind", "body", "callback_url", "base_url", "created_at",
+    "duration", "fails", "price", "outputs", "ext", "aspect_ratio",
+)  # fmt: skip
+
+
+@dataclass
+class Saved:
+    """What a journal holds: the account's first settings and everything since."""
+
+    id_salt: str | None = None
+    credits: int | None = None
+    top_ups: int = 0
+    #: Where the latest task was created: the port whose result URLs a client may hold.
+    base_url: str | None = None
+    tasks: list[SimTask] = field(default_factory=list)
+    creates: list[LedgerEvent] = field(default_factory=list)
+
+
+def _task(record: dict[str, Any]) -> tuple[SimTask, LedgerEvent]:
+    values = {name: record[name] for name in _TASK_FIELDS}
+    body = values["body"]
+    task = SimTask(input=body["input"], **values)
+    event = LedgerEvent(
+        kind="create",
+        at=task.created_at,
+        outcome=record["outcome"],
+        task_id=task.task_id,
+        model=task.model,
+        input=dict(task.input),
+        http_status=record.get("http_status"),
+        credits=task.price,
+    )
+    return task, event
+
+
+def _read(path: Path) -> tuple[Saved, int]:
+    """What `path` holds, and the length of its whole lines (a torn last one left out).
+    Line by line: a big batch's journal is never in memory as one text."""
+    saved = Saved()
+    whole = 0
+    try:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # torn by a power cut mid-write: never answered, so unknown
+                _take(saved, raw, path, number)
+                whole += len(raw)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise ConfigError(f"cannot read the simulator's saved tasks {path}: {err}") from None
+    return saved, whole
+
+
+def _take(saved: Saved, raw: bytes, path: Path, number: int) -> None:
+    try:
+        record = json.loads(raw)
+        kind = record["record"]
+        if kind == "account":
+            saved.id_salt, saved.credits = str(record["id_salt"]), int(record["credits"])
+        elif kind == "top_up":
+            saved.top_ups += int(record["credits"])
+        elif kind == "task":
+            task, event = _task(record)
+            saved.tasks.append(task)
+            saved.creates.append(event)
+            saved.base_url = task.base_url
+        else:
+            raise ValueError(f"unknown record {kind!r}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{path}:{number}: the simulator's saved tasks are damaged ({err}); delete "
+            f"{path.parent} to start the simulator afresh (its tasks are then unknown)"
+        ) from None
+
+
+class TaskJournal:
+    """The append side of a saved-tasks file; `load()` first, then `append_*`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def load(self) -> Saved:
+        saved, whole = _read(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size > whole:
+            os.ftruncate(self._fd, whole)  # a torn last line: the next one starts clean
+        return saved
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise RuntimeError("the saved-tasks journal is not open")
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        before = os.fstat(self._fd).st_size
+        written = os.write(self._fd, data)  # one write: a whole line, or ...
+        if written != len(data):  # ... a full disk's part of one: take it back
+            os.ftruncate(self._fd, before)
+            raise OSError(f"{self.path}: only {written} of {len(data)} bytes written")
+
+    def append_account(self, id_salt: str, credits: int) -> None:
+        self._append({"record": "account", "id_salt": id_salt, "credits": credits})
+
+    def append_top_up(self, credits: int, at: float) -> None:
+        self._append({"record": "top_up", "credits": credits, "at": at})
+
+    def append_task(self, task: SimTask, outcome: str, http_status: int | None) -> None:
+        record: dict[str, Any] = {"record": "task"}
+        record.update((name, getattr(task, name)) for name in _TASK_FIELDS)
+        record.update(outcome=outcome, http_status=http_status)
+        self._append(record)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def saved_ledger(out_dir: Path | str) -> Ledger:
+    """The createTask events a `--simulate` run's simulators made over every session of
+    the output folder `out_dir` (from its saved tasks), in order: for checks like "no
+    job was created twice" across a resume."""
+    ledger = Ledger()
+    for event in _read(Path(out_dir) / SAVED_FILE)[0].creates:
+        ledger.record(event)
+    return ledger
