@@ -68,6 +68,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on 
         load_jobs,
         validate_manifest,
     )
+    from liangxin_batch.outputs._frame import (
+        results,
+    )
     from liangxin_batch.run._client import (
         LiangXinClient,
     )
@@ -127,6 +130,7 @@ _LOCATIONS: dict[str, str] = {
     "load_catalog": "liangxin_batch.catalog._catalog",
     "load_jobs": "liangxin_batch.manifest._manifest",
     "read_status": "liangxin_batch.state._status",
+    "results": "liangxin_batch.outputs._frame",
     "run_batch": "liangxin_batch._api",
     "run_batch_async": "liangxin_batch.run._run",
     "validate_input": "liangxin_batch.catalog._catalog",
@@ -177,6 +181,7 @@ __all__ = [
     "load_catalog",
     "load_jobs",
     "read_status",
+    "results",
     "run_batch",
     "run_batch_async",
     "validate_input",

@@ -84,7 +84,7 @@ def run_with_callbacks(
 
 def test_signed_callbacks_finish_tasks_with_few_polls(tmp_path: Path) -> None:
     summary, sim, counters = run_with_callbacks(tmp_path, 120, sim_hmac=HMAC, receiver_hmac=HMAC)
-    assert summary.counts == {"done": 120}
+    assert summary.counts == {"succeeded": 120}
     assert summary.finished_by_callback == 120
     assert len(sim.ledger.polls()) / 120 < 1.5
     assert counters["accepted"] == 120
@@ -105,7 +105,7 @@ def test_trusted_signed_callbacks_cost_no_recordinfo_but_failures_are_checked(
         trust_signed=True,
     )
     failed = summary.counts.get("failed", 0)
-    assert failed > 3 and summary.counts.get("done", 0) == 60 - failed
+    assert failed > 3 and summary.counts.get("succeeded", 0) == 60 - failed
     assert summary.finished_by_callback == 60
     from tests.state_support import jobs_in
 
@@ -120,14 +120,14 @@ def test_trusted_signed_callbacks_cost_no_recordinfo_but_failures_are_checked(
 
 def test_unsigned_callbacks_are_hints_checked_by_one_poll(tmp_path: Path) -> None:
     summary, sim, _counters = run_with_callbacks(tmp_path, 60, sim_hmac=None, receiver_hmac=None)
-    assert summary.counts == {"done": 60}
+    assert summary.counts == {"succeeded": 60}
     assert summary.finished_by_callback == 60
     assert len(sim.ledger.polls()) / 60 < 1.5
 
 
 def test_unsigned_callbacks_are_refused_when_a_key_is_set(tmp_path: Path) -> None:
     summary, _sim, counters = run_with_callbacks(tmp_path, 20, sim_hmac=None, receiver_hmac=HMAC)
-    assert summary.counts == {"done": 20}  # polling still finishes the run
+    assert summary.counts == {"succeeded": 20}  # polling still finishes the run
     assert summary.finished_by_callback == 0
     assert counters["refused_signature"] == 20
 
@@ -136,7 +136,7 @@ def test_dropped_callbacks_still_finish_by_polling(tmp_path: Path) -> None:
     summary, _sim, counters = run_with_callbacks(
         tmp_path, 40, sim_hmac=HMAC, receiver_hmac=HMAC, faults=FaultProfile(drop_callbacks=True)
     )
-    assert summary.counts == {"done": 40}
+    assert summary.counts == {"succeeded": 40}
     assert summary.finished_by_callback == 0
     assert counters["accepted"] == 0
 
@@ -147,7 +147,7 @@ def test_lost_replies_are_reconciled_by_callbacks_without_paying_twice(tmp_path:
     )
     lost = [e for e in sim.ledger.create_attempts() if e.outcome == "lost_reply"]
     assert len(lost) > 3
-    assert summary.counts == {"done": 60}, "every lost reply was reconciled"
+    assert summary.counts == {"succeeded": 60}, "every lost reply was reconciled"
     assert len(sim.ledger.creates()) == 60
     assert sim.ledger.duplicates() == {}
 
@@ -163,7 +163,7 @@ def test_a_run_ends_as_soon_as_every_lost_reply_is_reconciled(tmp_path: Path) ->
         faults=FaultProfile(lost_reply=0.2),
         span=span,
     )
-    assert summary.counts == {"done": 20}
+    assert summary.counts == {"succeeded": 20}
     assert any(e.outcome == "lost_reply" for e in sim.ledger.create_attempts())
     last_event = max(e.at for e in sim.ledger.events)
     assert span[1] - last_event < 5.0, "ended soon after the last reconciled task finished"
@@ -204,7 +204,7 @@ def test_a_callback_that_beats_a_lost_reply_still_reconciles_the_job(tmp_path: P
         tmp_path, 30, sim_hmac=HMAC, receiver_hmac=HMAC, wrap_api=wrap
     )
     assert slow[0].lost == 6
-    assert summary.counts == {"done": 30}, "every job whose reply was lost was reconciled"
+    assert summary.counts == {"succeeded": 30}, "every job whose reply was lost was reconciled"
     assert len(sim.ledger.creates()) == 30
     assert sim.ledger.duplicates() == {}
     assert counters["accepted"] == 30
@@ -262,7 +262,7 @@ def test_callbacks_for_tasks_from_before_a_crash_reach_the_resumed_run(tmp_path:
         return second, sim_of(app), receivers
 
     second, sim, receivers = in_virtual_time(main)
-    assert second.counts == {"done": 30}
+    assert second.counts == {"succeeded": 30}
     assert receivers[0].token == receivers[1].token
     assert receivers[1].counters["refused_token"] == 0
     assert second.finished_by_callback == 30

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -82,12 +83,28 @@ def test_the_exit_code_table_is_the_cli_s() -> None:
         assert words in rows[str(_exit.exit_code_for(err))], (err, words)
 
 
-def test_readme_lists_the_results_columns_in_order() -> None:
-    from liangxin_batch.outputs._report import RESULT_COLUMNS
+def test_readme_column_table_is_exactly_the_columns_results_csv_adds(tmp_path: Path) -> None:
+    """Issue 15: every column the tool adds is in the README's table (name, type,
+    meaning), in results.csv's order, and nothing else is: read from a real results.csv."""
+    from liangxin_batch.outputs._report import RESULT_TYPES, write_results_csv
+    from liangxin_batch.state._store import StateStore
 
-    found = re.search(r"plus `(job_id, model,.*?)`", README, re.S)
-    assert found, "README lost the results.csv column list"
-    assert [c.strip() for c in found[1].split(",")] == list(RESULT_COLUMNS)
+    found = re.search(
+        r"<!-- results-columns:start -->\n(.*?)<!-- results-columns:end -->", README, re.S
+    )
+    assert found, "README lost its results.csv column table markers"
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (.+?) \|$", found[1], re.M)
+    columns = {"id": "a", "model": "z-image", "prompt": "p", "_note": "n"}
+    store = StateStore.in_dir(tmp_path)
+    try:
+        store.upsert_jobs([("a", 0, "z-image", "{}", json.dumps(columns), "h")])
+        header = (write_results_csv(tmp_path, store)).read_text("utf-8").splitlines()[0]
+    finally:
+        store.close()
+    added = header.split(",")[len(columns) :]
+    assert header.split(",")[: len(columns)] == list(columns), "manifest names kept"
+    assert [name for name, _type, _meaning in rows] == added
+    assert {name: kind for name, kind, _meaning in rows} == RESULT_TYPES
 
 
 def test_readme_numbers_are_the_settings_defaults() -> None:
@@ -134,8 +151,10 @@ def test_the_readme_python_api_section_runs(
     namespace: dict[str, object] = {"print": lambda *a: printed.append(" ".join(map(str, a)))}
     exec(compile(found.group(1), "README.md", "exec"), namespace)
     assert printed[0] == "OK: 2 jobs (z-image: 2)"
-    assert printed[1] == "{'done': 2} 2.0"
-    assert "'done': 2" in printed[2]
+    assert printed[1] == "{'succeeded': 2} 2.0"  # one vocabulary: results.csv's words
+    assert printed[2] == "{'succeeded': 2}"
+    assert printed[3] == "Int64 datetime64[ns, UTC]"  # results(): real dtypes
+    assert printed[4] == "{'z-image': 2.0}"
 
 
 def test_the_readme_says_make_test_may_install_chromium_as_root() -> None:

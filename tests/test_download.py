@@ -611,8 +611,8 @@ def test_runner_feeds_the_downloader_and_a_resume_finishes_the_files(tmp_path: P
         return first, second, env
 
     first, second, env = in_virtual_time(main)
-    assert first.counts == {"succeeded": 12}
-    assert second.counts == {"done": 12}
+    assert first.counts == {"downloading": 12}  # generated, no file fetched yet
+    assert second.counts == {"succeeded": 12}
     assert len(env.sim.ledger.creates()) == 12  # the resume only downloaded
     served = {e.path: e for e in env.sim.ledger.files_served() if e.complete}
     assert any(not e.complete for e in env.sim.ledger.files_served())  # some broke, were retried

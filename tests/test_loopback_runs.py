@@ -211,7 +211,7 @@ def test_hundreds_of_jobs_across_models_over_loopback(workdir: Path) -> None:
     records = make_records(300, "bulk")
     summary, events, sent = run_over_loopback(workdir, records, seed=21)
 
-    assert summary.counts == {"done": 300}, summary.counts
+    assert summary.counts == {"succeeded": 300}, summary.counts
     assert summary.exit_code == 0 and summary.unknown_jobs == []
     assert_created_once_each(events, records, sent)
     assert len({e["model"] for e in of(events, "create")}) == len(MODELS)
@@ -261,7 +261,7 @@ def test_callbacks_over_loopback_finish_tasks_with_few_polls(workdir: Path) -> N
     records = make_records(120, "hook")
     summary, events, sent = run_over_loopback(workdir, records, seed=33, callbacks=True)
 
-    assert summary.counts == {"done": 120}, summary.counts
+    assert summary.counts == {"succeeded": 120}, summary.counts
     assert summary.finished_by_callback > 0
     assert summary.callbacks_received > 0
     callbacks = of(events, "callback")
@@ -282,7 +282,7 @@ def test_dropped_callbacks_over_loopback_still_finish_by_polling(workdir: Path) 
         workdir, records, seed=33, faults=FaultProfile(drop_callbacks=True), callbacks=True
     )
 
-    assert summary.counts == {"done": 60}, summary.counts
+    assert summary.counts == {"succeeded": 60}, summary.counts
     assert summary.finished_by_callback == 0 and summary.callbacks_received == 0
     assert Counter(e["outcome"] for e in of(events, "callback")) == {"dropped": 60}
     finished = {e["task_id"] for e in of(events, "poll") if e["outcome"] == "success"}

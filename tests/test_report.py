@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import liangxin_batch.outputs._columns as _columns
 import liangxin_batch.outputs._report as _report
 from liangxin_batch.cli import CliContext
 from liangxin_batch.cli._outputs import register
@@ -110,7 +111,8 @@ def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
     results = read(path)
     assert len(results) == 10_000
     assert list(results["job_id"]) == [f"job-{i:05d}" for i in range(10_000)]
-    assert list(results.columns) == ["id", "input_model", "prompt", "_note", *RESULT_COLUMNS]
+    # The manifest's own names, `model` included (issue 15; it was `input_model`).
+    assert list(results.columns) == ["id", "model", "prompt", "_note", *RESULT_COLUMNS]
 
     manifest = pd.DataFrame(rows, dtype=str)
     manifest["job_id"] = [f"job-{i:05d}" for i in range(10_000)]
@@ -120,7 +122,8 @@ def test_ten_thousand_rows_join_back_to_the_manifest(tmp_path: Path) -> None:
     assert (joined["_merge"] == "both").all()
     # Every input column comes back exactly as the user wrote it.
     assert (joined["prompt_x"] == joined["prompt_y"]).all()
-    assert (joined["model_x"] == joined["input_model"]).all()
+    assert (joined["model_x"] == joined["model_y"]).all()  # the alias, as written
+    assert set(results["model_id"]) == {"google/nano-banana"}  # what the job ran as
     assert (joined["_note_x"] == joined["_note_y"]).all()
 
     done = results.set_index("job_id").loc["job-00007"]
@@ -169,18 +172,29 @@ def test_generation_seconds_falls_back_to_timestamps() -> None:
     assert row["completed_at"] == "2025-06-15T15:06:42Z"
 
 
-def test_header_keeps_clashing_manifest_columns() -> None:
-    header, rename = plan_header(["prompt", "model", "status", "input_model", "prompt"])
+def test_header_keeps_manifest_names_and_prefixes_only_a_clash() -> None:
+    """Issue 15: the manifest's names stay; a manifest column named like one the tool
+    adds (only a model field or a YAML variable can be) becomes `manifest_<name>`."""
+    header, rename = plan_header(["prompt", "model", "status", "manifest_status", "prompt"])
     assert rename == {
         "prompt": "prompt",
-        "model": "input_model",
-        "status": "input_status",
-        "input_model": "input_input_model",
+        "model": "model",
+        "status": "manifest_status",
+        "manifest_status": "manifest_manifest_status",
     }
-    assert header[:4] == ["prompt", "input_model", "input_status", "input_input_model"]
+    assert header[:4] == ["prompt", "model", "manifest_status", "manifest_manifest_status"]
+    assert header[4:] == list(RESULT_COLUMNS)
     rows = report_rows([job(JobState.DONE, columns={"x": "1"}), job(JobState.DONE)], {})
     assert all(list(r) == ["x", "prompt", *RESULT_COLUMNS] for r in rows)
     assert rows[0]["prompt"] == "" and rows[1]["x"] == ""
+
+
+def test_no_reserved_manifest_column_or_catalog_field_clashes_with_a_tool_column() -> None:
+    """So a clash needs a user's own catalog field or YAML variable named like one."""
+    from liangxin_batch.catalog._catalog import default_catalog
+
+    fields = {name for spec in default_catalog().models.values() for name in spec.fields}
+    assert not (fields | {"id", "model", "prompt", "input"}) & set(RESULT_COLUMNS)
 
 
 @pytest.fixture
@@ -201,7 +215,7 @@ def test_export_formats_and_filters(tmp_path: Path, small: StateStore) -> None:
     n = export(tmp_path, small, "parquet", tmp_path / "a.parquet", model=["z-image"])
     frame = pd.read_parquet(tmp_path / "a.parquet")
     assert n == 1 and list(frame["job_id"]) == ["job-00002"]
-    assert all(str(t) in ("object", "str", "string") for t in frame.dtypes)
+    assert str(frame["attempts"].dtype) == "int64"  # typed (tests/test_results_types.py)
 
     n = export(tmp_path, small, "xlsx", tmp_path / "a.xlsx")
     openpyxl = pytest.importorskip("openpyxl")
@@ -308,7 +322,7 @@ def test_a_column_first_seen_after_the_header_guess_still_gets_its_place(
         n = export(tmp_path, store, fmt, tmp_path / f"t.{fmt}")
     finally:
         store.close()
-    names = ["id", "input_model", "prompt", "_note", "late", "later", *RESULT_COLUMNS]
+    names = ["id", "model", "prompt", "_note", "late", "later", *RESULT_COLUMNS]
     if fmt == "csv":
         table = read(tmp_path / "t.csv")
         assert list(table.columns) == names and n == len(table) == 6
@@ -316,7 +330,7 @@ def test_a_column_first_seen_after_the_header_guess_still_gets_its_place(
     else:
         lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text("utf-8").splitlines()]
         assert n == len(lines) == 6 and all(list(x) == names for x in lines)
-        assert [x["later"] for x in lines] == ["", "", "", "", "y", ""]
+        assert [x["later"] for x in lines] == [None, None, None, None, "y", None]
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -355,5 +369,5 @@ def test_timestamps_read_as_datetime_writes_them() -> None:
     values += [rng.uniform(-1e9, 4e9) for _ in range(20_000)]
     values += [int(rng.uniform(0, 4e9)) + rng.choice(edges[4:]) for _ in range(20_000)]
     for at in values:
-        assert _report._iso(at) == reference(at), at
-    assert _report._iso(None) == ""
+        assert _columns._iso(at) == reference(at), at
+    assert _columns._iso(None) == ""

@@ -45,7 +45,7 @@ def snapshot(out: Path) -> list[Any]:
 
 def test_changed_content_is_refused_and_the_state_is_left_untouched(tmp_path: Path) -> None:
     first, ledger = runs(tmp_path, (rows("a", "b"), RunSettings()))
-    assert first.counts == {"done": 2}
+    assert first.counts == {"succeeded": 2}
     before = snapshot(tmp_path)
     # j1 changes its prompt; j2 is new; j0 is dropped.
     refused, ledger = runs(tmp_path, (rows("a", "B!", "c")[1:], RunSettings()))
@@ -63,7 +63,7 @@ def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: P
     )
     assert isinstance(first, RunSummary) and isinstance(second, RunSummary)
     assert second.removed_jobs == 1  # j0 left the manifest: kept, not counted
-    assert second.counts == {"done": 2}
+    assert second.counts == {"succeeded": 2}
     # Credits are counted one way: the batch's own jobs above, the removed ones apart
     # (they were counted in the batch's credits while the summary said "not counted").
     jobs = jobs_in(tmp_path)
@@ -82,7 +82,7 @@ def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: P
 
 def test_allow_changed_waits_for_a_result_not_yet_downloaded(tmp_path: Path) -> None:
     (first, _ledger) = runs(tmp_path, (rows("a"), RunSettings()))
-    assert first.counts == {"done": 1}
+    assert first.counts == {"succeeded": 1}
     store = StateStore.in_dir(tmp_path)
     try:  # as if the run had stopped between generation and download
         drive(store, "j0", "succeeded")

@@ -52,7 +52,7 @@ def test_dataframe_runs_and_results_join_back(tmp_path: Path) -> None:
         }
     )
     summary, sim = run_records(tmp_path, frame)
-    assert summary.counts == {"done": 3}
+    assert summary.counts == {"succeeded": 3}
     assert summary.exit_code == 0
     results = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
     assert list(results["job_id"]) == ["a-001", "a-002", "a-003"]
@@ -111,7 +111,7 @@ def test_a_run_reads_its_manifest_once(tmp_path: Path) -> None:
     settings = RunSettings(max_in_flight=10, layout="{prompt}/{job_id}")
     summary, sim = run_records_with(tmp_path / "out", manifest, settings)
     opened = [p for p in _OPENED[before:] if Path(p) == manifest]
-    assert summary.counts == {"done": 30}
+    assert summary.counts == {"succeeded": 30}
     assert len(sim.ledger.creates()) == 30
     assert len(opened) == 2, opened
 
@@ -137,18 +137,18 @@ def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     settings = RunSettings(max_in_flight=10, layout="{prompt}/{job_id}")
     out = tmp_path / "out"
     summary, _ = run_records_with(out, manifest, settings)
-    assert summary.counts == {"done": 6}
+    assert summary.counts == {"succeeded": 6}
     assert len(parsed) == 1
 
     summary, sim = run_records_with(out, manifest, settings)
-    assert summary.counts == {"done": 6}
+    assert summary.counts == {"succeeded": 6}
     assert len(parsed) == 1, "an unchanged manifest is not validated again"
     assert sim.ledger.creates() == []
 
     with manifest.open("a", encoding="utf-8") as fh:
         fh.write("p-new,z-image,one more,1:1\n")
     summary, sim = run_records_with(out, manifest, settings, seed=1)  # new task ids
-    assert summary.counts == {"done": 7}
+    assert summary.counts == {"succeeded": 7}
     assert len(parsed) == 2
     assert len(sim.ledger.creates()) == 1
 

@@ -290,9 +290,9 @@ def test_retry_failed_downloads_a_download_failed_job_again_without_a_new_task(
         return first, before, files_before, second, sim
 
     first, before, files_before, second, sim = in_virtual_time(main)
-    assert first.counts == {"done": 4, "download_failed": 4}
+    assert first.counts == {"succeeded": 4, "download_failed": 4}
     assert first.exit_code == 1
-    assert second.counts == {"done": 8}
+    assert second.counts == {"succeeded": 8}
     assert second.exit_code == 0
     # No second createTask: the ledger holds one create per job, and the same taskIds.
     assert len(sim.ledger.creates()) == 8

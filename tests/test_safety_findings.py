@@ -74,7 +74,7 @@ def test_2_every_record_info_passes_the_limiter_even_with_half_of_them_failing(
     assert refused == [], f"{len(refused)} recordInfo calls over the limit"
     times = sorted(p.at for p in polls)
     assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 10
-    assert summary.counts == {"done": 60}
+    assert summary.counts == {"succeeded": 60}
 
 
 # -- 3. paging by a unique key ----------------------------------------------------------
@@ -116,7 +116,7 @@ def test_4_a_slow_file_host_holds_submission_back(tmp_path: Path) -> None:
         return await task
 
     summary = in_virtual_time(main)
-    assert summary.counts == {"done": 30}
+    assert summary.counts == {"succeeded": 30}
     # The queue (3) plus what finishes while it is full (at most max_in_flight: 4).
     assert max(backlog) <= 3 + 4
 
@@ -171,7 +171,7 @@ def test_6_a_job_that_is_never_created_fails_alone(tmp_path: Path) -> None:
 
     summary = in_virtual_time(main)
     assert summary.stopped_reason is None
-    assert summary.counts == {"done": 11, "failed": 1}
+    assert summary.counts == {"succeeded": 11, "failed": 1}
     assert summary.exit_code == 1
     unlucky = jobs_of(tmp_path)[records[3]["id"]]
     assert unlucky.error_code == "500" and "after 3 tries" in (unlucky.error_message or "")
@@ -251,7 +251,7 @@ def test_9_a_deleted_output_is_fetched_again_and_reported_missing_until_then(
 
     again, (text, victim), env = in_virtual_time(main)
     assert "output_missing" in text and "download_failed" in text
-    assert again.counts == {"done": 3}
+    assert again.counts == {"succeeded": 3}
     assert Path(victim).exists()
     assert len(env.sim.ledger.creates()) == 3, "fetched again, not generated again"
 
@@ -292,7 +292,7 @@ def test_12_a_success_with_unreadable_urls_is_asked_again_not_failed(tmp_path: P
         return await env.run_library(tmp_path, records_for(make_jobs(20))), env
 
     summary, env = in_virtual_time(main)
-    assert summary.counts == {"done": 20}
+    assert summary.counts == {"succeeded": 20}
     assert len(env.sim.ledger.creates()) == 20
 
 
@@ -326,7 +326,7 @@ def test_12_a_task_that_never_gives_urls_is_refetched_by_retry_failed_not_paid_a
 
     first, second, env = in_virtual_time(main)
     assert first.counts == {"download_failed": 3}
-    assert second.counts == {"done": 3}
+    assert second.counts == {"succeeded": 3}
     assert len(env.sim.ledger.creates()) == 3
 
 
@@ -420,7 +420,7 @@ def test_14_a_full_disk_stops_with_exit_3_and_a_resume_finishes(small_disk: Path
         first.stopped_reason or ""
     )
     assert first.counts.get("unknown", 0) == 0
-    assert second.counts == {"done": 40}
+    assert second.counts == {"succeeded": 40}
     assert env.sim.ledger.duplicates() == {}
     assert not list(out.rglob("*.part"))
 
@@ -449,7 +449,7 @@ def test_16_a_replayed_signature_with_a_swapped_body_cannot_choose_the_result(
     from tests.test_callbacks_flow import HMAC, run_with_callbacks_swapped
 
     summary, sim = run_with_callbacks_swapped(tmp_path, 6, HMAC)
-    assert summary.counts == {"done": 6}
+    assert summary.counts == {"succeeded": 6}
     for job in jobs_of(tmp_path).values():
         assert all("evil.test" not in url for url in job.result_urls)
     assert sim.ledger.duplicates() == {}
@@ -469,6 +469,6 @@ def test_outputs_on_another_disk_than_the_run_folder(tmp_path: Path, small_disk:
         return await env.run_library(out, records_for(make_jobs(3, models=("z-image",))))
 
     summary = in_virtual_time(main)
-    assert summary.counts == {"done": 3}
+    assert summary.counts == {"succeeded": 3}
     assert len(list((small_disk / "outputs").rglob("*.png"))) == 3
     assert not list(out.rglob("*.part")) and not list(small_disk.rglob("*.part"))

@@ -32,7 +32,7 @@ def test_a_batch_runs_against_the_simulated_service_in_virtual_time(tmp_path: Pa
         return summary, service, asyncio.get_running_loop().time() - start
 
     summary, service, virtual_seconds = run_in_virtual_time(main)
-    assert summary.counts == {"done": 12}
+    assert summary.counts == {"succeeded": 12}
     assert service.ledger.duplicates() == {}
     assert len(service.ledger.creates()) == 12
     assert virtual_seconds > 5, "model latencies were simulated, not skipped"
@@ -61,5 +61,5 @@ def test_the_fixture_serves_a_run_on_the_wall_clock(
             **liangxin_service.run_options(),
         )
     )
-    assert summary.counts == {"done": 3}  # creates are paced at 2/s: a short batch
+    assert summary.counts == {"succeeded": 3}  # creates are paced at 2/s: a short batch
     assert liangxin_service.ledger.duplicates() == {}

@@ -51,10 +51,9 @@ def _command_line(extra: str = "") -> str:
 
 
 def _unfinished(summary: RunSummary) -> int:
-    """Jobs in no final state; `succeeded` counts here when its files are still to fetch."""
+    """Jobs in no final state (`downloading`: generated, files still to fetch)."""
     c = summary.counts
-    waiting = ("pending", "submitting", "submitted") + (("succeeded",) if summary.downloads else ())
-    return sum(c.get(state, 0) for state in waiting)
+    return sum(c.get(status, 0) for status in ("pending", "submitting", "submitted", "downloading"))
 
 
 def format_summary(summary: RunSummary, out_dir: Path) -> str:

@@ -17,6 +17,7 @@ from-state in the same `UPDATE` that writes the new one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -42,6 +43,7 @@ __all__ = [
     "may_have_created",
     "recovery_step",
     "refetch_only",
+    "report_counts",
     "retry_states",
     "sources_of",
     "target_of",
@@ -183,6 +185,21 @@ REPORT_LABELS: dict[JobState, str] = {
 }
 #: The statuses results.csv and `export --status` use, in the order of the states.
 REPORT_STATUSES = tuple(REPORT_LABELS[s] for s in JobState)
+
+
+def report_counts(counts: Mapping[str, int], *, downloads: bool = True) -> dict[str, int]:
+    """Counts by internal state name, in the reports' words (what users see everywhere:
+    the run summary, `read_status`, `status`, results.csv). The state file keeps its own
+    names; they are translated here, at the public boundary.
+
+    `downloads=False` (a run with nothing to fetch): a generated job is finished, so its
+    internal `succeeded` is `succeeded` too, never `downloading`."""
+    out: dict[str, int] = {}
+    for name, n in counts.items():
+        state = JobState(name)
+        label = "succeeded" if state is _S.SUCCEEDED and not downloads else REPORT_LABELS[state]
+        out[label] = out.get(label, 0) + n
+    return out
 
 
 # -- createTask failures ---------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from liangxin_batch.core._states import JobState
-
 __all__ = ["EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "RunSummary"]
 
 #: What a run's outcome means as an exit code (the CLI's table of errors adds 2 and 3).
@@ -17,6 +15,9 @@ EXIT_INTERRUPTED = 130
 
 @dataclass
 class RunSummary:
+    #: Jobs per status, in the reports' words (`REPORT_STATUSES`: `succeeded` means
+    #: generated and files verified, `downloading` generated and not on disk yet), as
+    #: results.csv and `read_status` say them.
     counts: dict[str, int]
     #: Credits charged for the batch's generations that succeeded (estimates included
     #: where the service did not say; `credits_estimated` is that part). Jobs no longer
@@ -35,17 +36,15 @@ class RunSummary:
     callbacks_received: int = 0
     credits_estimated: float = 0.0
 
-    #: Whether the run downloads outputs; then only `done` (files verified) is success.
+    #: Whether the run downloads outputs; without, a generated job is counted `succeeded`
+    #: (see `report_counts`).
     downloads: bool = False
     #: False when an interrupted big run left results.csv and report.html as they were.
     reports_written: bool = True
 
     @property
     def succeeded(self) -> int:
-        done = self.counts.get(JobState.DONE.value, 0)
-        if self.downloads:
-            return done
-        return done + self.counts.get(JobState.SUCCEEDED.value, 0)
+        return self.counts.get("succeeded", 0)
 
     @property
     def total(self) -> int:

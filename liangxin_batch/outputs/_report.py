@@ -1,8 +1,9 @@
 """results.csv and exports: exactly one row per manifest job, in manifest order.
 
-Each row holds every column of the manifest row as the user wrote it, then
-`RESULT_COLUMNS`. A manifest column whose name is one of those (typically `model`,
-which may be an alias) is kept as `input_<name>` so neither value is lost.
+Each row holds every column of the manifest row as the user wrote it, under its own
+name, then `RESULT_COLUMNS` (`_columns`: names, types, a clash's `manifest_` prefix).
+results.csv, the csv and the xlsx export are text; parquet and jsonl are typed (numbers,
+timestamps and nulls as such), from the same rows.
 
 `status` is the job state in report terms: `succeeded` means generation succeeded AND
 every output file is on disk and verified (state `done`); a job whose generation
@@ -20,12 +21,21 @@ import json
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from liangxin_batch.core._states import REPORT_LABELS, REPORT_STATUSES, JobState
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.outputs._columns import (
+    RESULT_COLUMNS,
+    RESULT_TYPES,
+    ColumnType,
+    generation_seconds,
+    plan_header,
+    result_cells,
+    text_cells,
+    typed_cells,
+)
 from liangxin_batch.outputs._formats import EXPORT_FORMATS
 from liangxin_batch.outputs._jobs import as_lost, current_files, report_jobs
 from liangxin_batch.outputs._tables import defused as _defused
@@ -40,6 +50,7 @@ __all__ = [
     "REPORT_STATUSES",
     "RESULTS_CSV",
     "RESULT_COLUMNS",
+    "RESULT_TYPES",
     "FileRecord",
     "current_files",
     "export",
@@ -48,27 +59,11 @@ __all__ = [
     "report_row",
     "report_rows",
     "report_status",
+    "typed_table",
     "write_results_csv",
 ]
 
 RESULTS_CSV = "results.csv"
-RESULT_COLUMNS = (
-    "job_id",
-    "model",
-    "status",
-    "task_id",
-    "attempts",
-    "error_code",
-    "error_message",
-    "output_paths",
-    "output_sha256",
-    "result_urls",
-    "credits",
-    "credits_estimated",
-    "submitted_at",
-    "completed_at",
-    "generation_seconds",
-)
 
 _CHUNK = 5000
 _GUESS = 1000  # jobs whose columns make the first guess of the header
@@ -91,94 +86,6 @@ class FileRecord:
 
 def report_status(state: JobState) -> str:
     return REPORT_LABELS[state]
-
-
-#: The text of each whole second seen (jobs finish many to a second), kept bounded.
-_SECONDS: dict[int, str] = {}
-
-
-def _iso(at: float | None) -> str:
-    if at is None:
-        return ""
-    whole = int(at) if at >= 0 else -1
-    # datetime rounds to the microsecond, then drops it: a fraction under 0.999 never
-    # rounds up to the next second, so the whole second's text is the same (datetime's
-    # formatting cost more than any other cell of a row).
-    if whole >= 0 and at - whole < 0.999:
-        text = _SECONDS.get(whole)
-        if text is None:
-            if len(_SECONDS) >= 10_000:
-                _SECONDS.clear()
-            text = _SECONDS[whole] = _iso_text(whole)
-        return text
-    return _iso_text(at)
-
-
-def _iso_text(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
-def generation_seconds(job: JobRow | ReportJob) -> float | None:
-    """costTime (milliseconds, as recordInfo reports it), else completion - submission."""
-    if job.cost_time is not None:
-        return job.cost_time / 1000
-    if job.completed_at is not None and job.submitted_at is not None:
-        return max(0.0, job.completed_at - job.submitted_at)
-    return None
-
-
-def _result_cells(job: ReportJob, kept: Sequence[FileRecord | ReportFile]) -> list[str]:
-    """The RESULT_COLUMNS of one job, in order (`kept`: its current files).
-
-    Written for speed (once per job of a million): `generation_seconds` inline, one
-    file (the usual case) without a join."""
-    credits = job.credits
-    estimated = job.credits_estimated if credits is None else None
-    submitted, completed, cost = job.submitted_at, job.completed_at, job.cost_time
-    if cost is not None:
-        seconds = _number(cost / 1000)
-    elif completed is not None and submitted is not None:
-        seconds = _number(max(0.0, completed - submitted))
-    else:
-        seconds = ""
-    if len(kept) == 1:
-        paths, sums = kept[0].path or "", kept[0].sha256 or ""
-    else:
-        paths = ";".join([f.path or "" for f in kept])
-        sums = ";".join([f.sha256 or "" for f in kept])
-    return [
-        job.job_id,
-        job.model,
-        REPORT_LABELS[job.state],
-        job.task_id or "",
-        str(job.sends),
-        job.error_code or "",
-        job.error_message or "",
-        paths,
-        sums,
-        ";".join(job.result_urls),
-        "" if credits is None else _number(credits),
-        "" if estimated is None else _number(estimated),
-        _iso(submitted),
-        _iso(completed),
-        seconds,
-    ]
-
-
-def _cells(
-    job: ReportJob, kept: Sequence[FileRecord | ReportFile], names: Sequence[str]
-) -> list[str]:
-    """A whole row: the manifest columns `names` (header order), then RESULT_COLUMNS."""
-    get = job.columns.get
-    row = ["" if (v := get(name)) is None else str(v) for name in names]
-    row += _result_cells(job, kept)
-    return row
 
 
 def _light(job: JobRow) -> ReportJob:
@@ -205,24 +112,8 @@ def _light(job: JobRow) -> ReportJob:
 def report_row(job: JobRow, files: Sequence[FileRecord]) -> dict[str, str]:
     """The RESULT_COLUMNS of one job (manifest columns are added by `report_rows`)."""
     return dict(
-        zip(RESULT_COLUMNS, _result_cells(_light(job), current_files(job, files)), strict=True)
+        zip(RESULT_COLUMNS, result_cells(_light(job), current_files(job, files)), strict=True)
     )
-
-
-def plan_header(column_names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
-    """(header, rename): manifest columns in first-seen order, then RESULT_COLUMNS; a
-    manifest column named like a result column is renamed `input_<name>`."""
-    taken = set(RESULT_COLUMNS)
-    rename: dict[str, str] = {}
-    for name in column_names:
-        if name in rename:
-            continue
-        out = name
-        while out in taken:
-            out = f"input_{out}"
-        rename[name] = out
-        taken.add(out)
-    return [*rename.values(), *RESULT_COLUMNS], rename
 
 
 def report_rows(
@@ -235,7 +126,7 @@ def report_rows(
         dict(
             zip(
                 header,
-                _cells(_light(j), current_files(j, files.get(j.job_id, ())), list(rename)),
+                text_cells(_light(j), current_files(j, files.get(j.job_id, ())), list(rename)),
                 strict=True,
             )
         )
@@ -257,22 +148,30 @@ class _Header:
     def __init__(self, names: Iterable[str], *, complete: bool) -> None:
         self.row, rename = plan_header(names)
         self.names = list(rename)
+        #: The type of each column of `row` (manifest columns are text).
+        text: list[ColumnType] = ["string"] * len(rename)
+        self.types = text + list(RESULT_TYPES.values())
         self.known = frozenset(rename)
         self.complete = complete
         self.missed = False  # a job had a column not in `names`: the rows are incomplete
 
 
+#: One row's cells from a job, its current files and the manifest column names.
+RowCells = Callable[[ReportJob, Sequence[ReportFile], Sequence[str]], list[Any]]
+
+
 def _row_chunks(
     store: StateStore,
     header: _Header,
+    cells: RowCells,
     *,
     check: Path | None,
     check_files: bool,
     each: EachJob | None,
     status: Collection[str] | None,
     model: Collection[str] | None,
-) -> Iterator[list[list[str]]]:
-    chunk: list[list[str]] = []
+) -> Iterator[list[list[Any]]]:
+    chunk: list[list[Any]] = []
     names, known, complete = header.names, header.known, header.complete
     jobs = report_jobs(store, status=status, model=model, out_dir=check)
     for job, kept, lost in jobs:
@@ -285,12 +184,32 @@ def _row_chunks(
                 for later, files, gone in jobs:
                     each(as_lost(later, gone), files)
             return
-        chunk.append(_cells(shown if check_files else job, kept, names))
+        chunk.append(cells(shown if check_files else job, kept, names))
         if len(chunk) == _CHUNK:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def typed_table(
+    out_dir: Path, store: StateStore
+) -> tuple[list[str], list[ColumnType], Iterator[list[list[Any]]]]:
+    """(header, column types, chunks of typed rows): the rows results.csv is made from,
+    typed as the parquet export is, every job's files checked on disk (as `report`
+    does: a lost file shows its job as download_failed). For `results()`."""
+    header = _Header(store.column_names(), complete=True)  # one frame: no second walk
+    chunks = _row_chunks(
+        store,
+        header,
+        typed_cells,
+        check=out_dir,
+        check_files=True,
+        each=None,
+        status=None,
+        model=None,
+    )
+    return header.row, header.types, chunks
 
 
 # -- writers -----------------------------------------------------------------------
@@ -366,9 +285,12 @@ def _write(
     model: Collection[str] | None,
 ) -> int:
     module = _extra(fmt)
+    # parquet and jsonl carry types (numbers, timestamps, nulls); csv and xlsx are text.
+    typed = fmt in ("parquet", "jsonl")
     chunks = _row_chunks(
         store,
         header,
+        typed_cells if typed else text_cells,
         check=out_dir if check_files or each is not None else None,
         check_files=check_files,
         each=each,
@@ -381,9 +303,9 @@ def _write(
         if fmt == "csv":
             count = _write_csv(tmp, header.row, _defused(chunks) if csv_safe else chunks)
         elif fmt == "jsonl":
-            count = _write_jsonl(tmp, header.row, chunks)
+            count = _write_jsonl(tmp, header.row, header.types, chunks)
         elif fmt == "parquet":
-            count = _write_parquet(module, tmp, header.row, chunks)
+            count = _write_parquet(module, tmp, header.row, header.types, chunks)
         else:
             count = _write_xlsx(module, tmp, header.row, chunks)
         if header.missed:  # written again with the whole header

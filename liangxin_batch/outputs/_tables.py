@@ -1,7 +1,9 @@
 """The results table's writers: csv, jsonl, parquet and xlsx, from chunks of rows.
 
-A row is a list of cells (str) in the header's order; every writer writes `tmp` (the
-caller replaces the target with it) and returns the number of rows.
+A row is a list of cells in the header's order: text for csv and xlsx, typed for jsonl
+and parquet (`_columns.typed_cells`: a timestamp as epoch seconds, None for nothing, and
+the column types given beside the header). Every writer writes `tmp` (the caller
+replaces the target with it) and returns the number of rows.
 """
 
 from __future__ import annotations
@@ -14,8 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.outputs._columns import ColumnType, iso_precise
 
-__all__ = ["Chunks", "defuse", "defused", "write_csv", "write_jsonl", "write_parquet", "write_xlsx"]
+__all__ = [
+    "Chunks",
+    "TypedChunks",
+    "defuse",
+    "defused",
+    "nanoseconds",
+    "parquet_schema",
+    "write_csv",
+    "write_jsonl",
+    "write_parquet",
+    "write_xlsx",
+]
 
 _XLSX_MAX_ROWS = 1_048_575  # one row of the sheet is the header
 
@@ -24,6 +38,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 #: Chunks of rows (a few thousand each).
 Chunks = Iterable[list[list[str]]]
+#: Chunks of typed rows.
+TypedChunks = Iterable[list[list[Any]]]
 
 
 def defused(chunks: Chunks) -> Iterator[list[list[str]]]:
@@ -55,26 +71,55 @@ def write_csv(tmp: Path, header: list[str], chunks: Chunks) -> int:
     return count
 
 
-def write_jsonl(tmp: Path, header: list[str], chunks: Chunks) -> int:
+def write_jsonl(tmp: Path, header: list[str], types: list[ColumnType], chunks: TypedChunks) -> int:
+    """Numbers as JSON numbers, nothing as null, timestamps as ISO-8601 text (UTC)."""
     # json.dumps(ensure_ascii=False) makes this encoder anew for every call.
     encode = json.JSONEncoder(ensure_ascii=False).encode
+    stamps = [i for i, kind in enumerate(types) if kind == "timestamp"]
     count = 0
     with tmp.open("w", encoding="utf-8", newline="\n") as fh:
         for chunk in chunks:
+            for row in chunk:  # the rows are the walk's own: changed in place
+                for i in stamps:
+                    if row[i] is not None:
+                        row[i] = iso_precise(row[i])
             fh.writelines([encode(dict(zip(header, row, strict=True))) + "\n" for row in chunk])
             count += len(chunk)
     return count
 
 
-def write_parquet(pa: Any, tmp: Path, header: list[str], chunks: Chunks) -> int:
+def parquet_schema(pa: Any, header: list[str], types: list[ColumnType]) -> Any:
+    """int64, float64, timestamp[ns, UTC] and string columns, every one nullable."""
+    kinds = {
+        "string": pa.string(),
+        "integer": pa.int64(),
+        "float": pa.float64(),
+        "timestamp": pa.timestamp("ns", tz="UTC"),
+    }
+    return pa.schema([(name, kinds[kind]) for name, kind in zip(header, types, strict=True)])
+
+
+def nanoseconds(column: Iterable[float | None]) -> list[int | None]:
+    """Epoch seconds as whole nanoseconds (via microseconds: a float holds no more)."""
+    return [None if at is None else round(at * 1_000_000) * 1000 for at in column]
+
+
+def write_parquet(
+    pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: TypedChunks
+) -> int:
     parquet = importlib.import_module("pyarrow.parquet")
-    schema = pa.schema([(c, pa.string()) for c in header])
+    schema = parquet_schema(pa, header, types)
+    fields = list(schema)
+    stamps = {i for i, kind in enumerate(types) if kind == "timestamp"}
     count = 0
     with parquet.ParquetWriter(str(tmp), schema) as writer:
         for chunk in chunks:
             # Column by column straight to Arrow (a row group per chunk, as before): a
             # pandas frame of the rows on the way cost as much as building them.
-            columns = [pa.array(column, pa.string()) for column in zip(*chunk, strict=True)]
+            columns = [
+                pa.array(nanoseconds(column) if i in stamps else column, fields[i].type)
+                for i, column in enumerate(zip(*chunk, strict=True))
+            ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
             count += len(chunk)
         if count == 0:

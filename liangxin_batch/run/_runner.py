@@ -22,7 +22,13 @@ from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._schedule import SAFETY_NET_STRETCH
 from liangxin_batch.core._settings import RunSettings
-from liangxin_batch.core._states import RECOVERY_ORDER, Event, JobState, recovery_step
+from liangxin_batch.core._states import (
+    RECOVERY_ORDER,
+    Event,
+    JobState,
+    recovery_step,
+    report_counts,
+)
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._client import LiangXinClient
@@ -248,7 +254,8 @@ class Runner:
     def _summary(self, wall: float) -> RunSummary:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
         # are not part of this batch's outcome.
-        counts = self.store.counts(in_manifest=True)
+        downloads = self._on_succeeded is not None
+        counts = report_counts(self.store.counts(in_manifest=True), downloads=downloads)
         credits = self.store.credits(in_manifest=True)
         removed = self.store.credits(in_manifest=False)
         return RunSummary(
@@ -264,5 +271,5 @@ class Runner:
             finished_by_callback=self._poller.finished_by_callback,
             removed_jobs=self.store.removed_count(),
             removed_credits=removed.total + removed.estimated,
-            downloads=self._on_succeeded is not None,
+            downloads=downloads,
         )

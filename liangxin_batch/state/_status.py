@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liangxin_batch.core._states import REPORT_LABELS, JobState
+from liangxin_batch.core._states import report_counts
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._store import STATE_FILE, StateStore
 
@@ -25,6 +25,7 @@ def credits_line(total: float, estimated: float, when: str = "") -> str:
 @dataclass
 class StatusReport:
     path: Path
+    #: Jobs per status in the reports' words (`REPORT_STATUSES`), like results.csv.
     by_state: dict[str, int]
     by_model: dict[str, dict[str, int]]
     oldest_in_flight: list[tuple[str, str, float]] = field(default_factory=list)
@@ -50,8 +51,11 @@ def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusRepor
         credits = store.credits()
         return StatusReport(
             path=path,
-            by_state=store.counts(),
-            by_model=store.counts_by_model(),
+            # The reports' words (what results.csv says), not the state file's. A state
+            # does not record how its runs were driven; `run` and `run_batch` always
+            # download, so a generated job without its files is `downloading`.
+            by_state=report_counts(store.counts()),
+            by_model={m: report_counts(c) for m, c in store.counts_by_model().items()},
             oldest_in_flight=[
                 (job_id, task_id, now - (at or now))
                 for job_id, task_id, at in store.oldest_in_flight()
@@ -64,9 +68,10 @@ def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusRepor
         )
 
 
+#: The order `status` lists them in: finished first, then work in flight, then problems.
 _ORDER = (
-    "done",
     "succeeded",
+    "downloading",
     "submitted",
     "submitting",
     "pending",
@@ -77,21 +82,13 @@ _ORDER = (
 )
 
 
-def _label(state: str) -> str:
-    """The words of the reports: `succeeded` means generated AND files verified."""
-    try:
-        return REPORT_LABELS[JobState(state)]
-    except ValueError:
-        return state
-
-
 def format_status(report: StatusReport) -> str:
     lines = [f"{report.path}  ({report.total} jobs; manifest {report.manifest or '?'})"]
     states = [s for s in _ORDER if report.by_state.get(s)]
-    lines.append("  " + "  ".join(f"{_label(s)}: {report.by_state[s]}" for s in states))
+    lines.append("  " + "  ".join(f"{s}: {report.by_state[s]}" for s in states))
     lines.append("by model:")
     for model, counts in sorted(report.by_model.items()):
-        parts = ", ".join(f"{_label(s)} {counts[s]}" for s in _ORDER if counts.get(s))
+        parts = ", ".join(f"{s} {counts[s]}" for s in _ORDER if counts.get(s))
         lines.append(f"  {model}: {parts}")
     lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
     if report.finished_by:
