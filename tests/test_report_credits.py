@@ -37,3 +37,22 @@ def test_removed_jobs_credits_are_said_apart_and_rounding_is_named(tmp_path: Pat
     assert "1 job no longer in the manifest" in tile
     assert f"{summary.removed_credits:,.1f} credits" in tile and "not counted" in tile
     assert "rounded up" in tile, "the service bills whole credits per task"
+
+
+def test_status_counts_the_batch_the_same_way(tmp_path: Path) -> None:
+    from liangxin_batch import read_status
+    from liangxin_batch.state._status import format_status
+
+    async def main() -> Any:
+        env = SimEnv()
+        await env.run_library(tmp_path, rows("a", "b", "c"))
+        return await env.run_library(tmp_path, rows("a", "b"))
+
+    summary = in_virtual_time(main)
+    status = read_status(tmp_path)
+    assert status.by_state == summary.counts == {"succeeded": 2}
+    assert sum(sum(c.values()) for c in status.by_model.values()) == 2
+    assert (status.credits, status.removed_jobs) == (summary.credits, 1)
+    assert status.removed_credits == summary.removed_credits > 0
+    said = format_status(status)
+    assert "1 job no longer in the manifest" in said and "not counted" in said

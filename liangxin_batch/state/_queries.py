@@ -165,10 +165,12 @@ class StoreQueries:
             if n
         }
 
-    def counts_by_model(self) -> dict[str, dict[str, int]]:
+    def counts_by_model(self, *, in_manifest: bool | None = None) -> dict[str, dict[str, int]]:
+        """Jobs per model and state (only those in, or out of, the manifest when asked)."""
+        where = "" if in_manifest is None else f"WHERE in_manifest = {int(in_manifest)}"
         by_model: dict[str, dict[str, int]] = {}
         for model, state, n in self.db.execute(
-            "SELECT model, state, SUM(n) FROM tallies GROUP BY model, state"
+            f"SELECT model, state, SUM(n) FROM tallies {where} GROUP BY model, state"
         ):
             if n:
                 by_model.setdefault(model, {})[state] = n

@@ -34,6 +34,10 @@ class StatusReport:
     credits_estimated: float = 0.0
     finished_by: dict[str, int] = field(default_factory=dict)
     manifest: str | None = None
+    #: Jobs in the state no longer in the manifest, and their credits: kept, and never
+    #: in the counts or credits above (as in a run's summary and the report).
+    removed_jobs: int = 0
+    removed_credits: float = 0.0
 
     @property
     def total(self) -> int:
@@ -48,14 +52,17 @@ def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusRepor
     now = time.time() if now is None else now
     store = StateStore(path, readonly=True)
     with contextlib.closing(store), store.reading():
-        credits = store.credits()
+        credits = store.credits(in_manifest=True)
+        removed = store.credits(in_manifest=False)
         return StatusReport(
             path=path,
             # The reports' words (what results.csv says), not the state file's. A state
             # does not record how its runs were driven; `run` and `run_batch` always
             # download, so a generated job without its files is `downloading`.
-            by_state=report_counts(store.counts()),
-            by_model={m: report_counts(c) for m, c in store.counts_by_model().items()},
+            by_state=report_counts(store.counts(in_manifest=True)),
+            by_model={
+                m: report_counts(c) for m, c in store.counts_by_model(in_manifest=True).items()
+            },
             oldest_in_flight=[
                 (job_id, task_id, now - (at or now))
                 for job_id, task_id, at in store.oldest_in_flight()
@@ -65,6 +72,8 @@ def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusRepor
             credits_estimated=credits.estimated,
             finished_by=store.finished_by_counts(),
             manifest=store.get_meta("manifest"),
+            removed_jobs=store.removed_count(),
+            removed_credits=removed.total + removed.estimated,
         )
 
 
@@ -91,6 +100,12 @@ def format_status(report: StatusReport) -> str:
         parts = ", ".join(f"{s} {counts[s]}" for s in _ORDER if counts.get(s))
         lines.append(f"  {model}: {parts}")
     lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
+    if report.removed_jobs:
+        n = report.removed_jobs
+        lines.append(
+            f"{n} job{'' if n == 1 else 's'} no longer in the manifest "
+            f"({report.removed_credits:,.1f} credits): kept, not counted above"
+        )
     if report.finished_by:
         lines.append(
             "finished by: " + ", ".join(f"{k} {v}" for k, v in sorted(report.finished_by.items()))
