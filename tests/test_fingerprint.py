@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from liangxin_batch.catalog._catalog import Catalog, default_catalog
-from liangxin_batch.manifest._fingerprint import manifest_fingerprint
+from liangxin_batch.manifest._fingerprint import manifest_fingerprint, stored_models, with_models
 
 
 def fp(path: Path, catalog: Catalog | None = None, **kw: object) -> str | None:
@@ -55,3 +55,19 @@ def test_a_manifest_that_may_name_other_files_has_none(tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_text("jobs_from: prompts.csv\n", encoding="utf-8")
         assert fp(path) is None
+
+
+def test_with_models_only_their_specs_count(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("id,model,prompt\na,z-image,x\n", encoding="utf-8")
+    catalog = default_catalog()
+
+    def changed(model: str) -> Catalog:
+        spec = replace(catalog.models[model], typical_seconds=99.0)
+        return Catalog({**catalog.models, model: spec}, catalog.credit_usd)
+
+    stored = with_models(fp(path, catalog), catalog, ["z-image"])
+    assert stored_models(stored) == ["z-image"]
+    assert fp(path, changed("nano-banana-pro"), models=["z-image"]) == stored
+    assert fp(path, changed("z-image"), models=["z-image"]) != stored
+    assert fp(path, catalog) != stored, "a state without the models list: read again"

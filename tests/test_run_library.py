@@ -22,7 +22,7 @@ def run_records(out: Path, source: object) -> tuple[RunSummary, Simulator]:
 
 
 def run_records_with(
-    out: Path, source: object, settings: RunSettings, *, seed: int = 0
+    out: Path, source: object, settings: RunSettings, *, seed: int = 0, catalog: Any = None
 ) -> tuple[RunSummary, Simulator]:
     async def main() -> tuple[RunSummary, Simulator]:
         loop = asyncio.get_running_loop()
@@ -36,6 +36,7 @@ def run_records_with(
             base_url="http://sim",
             transport=transport,
             download_transport=transport,
+            catalog=catalog,
         )
         return summary, sim_of(app)
 
@@ -151,6 +152,44 @@ def test_a_resume_of_an_unchanged_manifest_neither_validates_nor_syncs(
     assert summary.counts == {"succeeded": 7}
     assert len(parsed) == 2
     assert len(sim.ledger.creates()) == 1
+
+
+def test_a_catalog_change_to_models_the_batch_does_not_use_is_no_reason_to_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any change to the catalog (a user's own model added, a new version's latencies)
+    made a million-row resume validate and sync every row again: 92 s. Only the specs of
+    the models the batch uses decide what its rows validate to."""
+    from dataclasses import replace
+
+    import liangxin_batch.manifest._manifest as manifest_module
+    from liangxin_batch.catalog._catalog import Catalog, default_catalog
+
+    real = manifest_module.validate_manifest
+    parsed: list[Path] = []
+
+    def counting(path: Path, **kw: Any) -> Any:
+        parsed.append(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(manifest_module, "validate_manifest", counting)
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\np-0,z-image,a cat,1:1\n", encoding="utf-8")
+    settings = RunSettings(max_in_flight=10)
+    out = tmp_path / "out"
+    base = default_catalog()
+    run_records_with(out, manifest, settings, catalog=base)
+    assert len(parsed) == 1
+
+    def changed(model: str) -> Catalog:
+        spec = base.models[model]
+        return Catalog({**base.models, model: replace(spec, typical_seconds=99.0)}, base.credit_usd)
+
+    summary, sim = run_records_with(out, manifest, settings, catalog=changed("nano-banana-pro"))
+    assert len(parsed) == 1, "a model the batch does not use changed: nothing read again"
+    assert summary.counts == {"succeeded": 1} and sim.ledger.creates() == []
+    run_records_with(out, manifest, settings, catalog=changed("z-image"))
+    assert len(parsed) == 2, "a model the batch uses changed: read and checked again"
 
 
 def test_a_run_that_changed_nothing_leaves_the_reports_alone(tmp_path: Path) -> None:

@@ -16,20 +16,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from liangxin_batch.catalog._catalog import Catalog
 from liangxin_batch.manifest._read import TABULAR_SUFFIXES
 
-__all__ = ["catalog_digest", "manifest_fingerprint"]
+__all__ = ["catalog_digest", "manifest_fingerprint", "stored_models", "with_models"]
 
 _READ = 1 << 20
 
 
-def catalog_digest(catalog: Catalog) -> str:
-    """A digest of every model spec (ids, fields, prices, latencies) and the credit price."""
-    text = repr((sorted(catalog.models.items()), catalog.credit_usd))
+def catalog_digest(catalog: Catalog, models: Iterable[str] | None = None) -> str:
+    """A digest of the model specs (ids, aliases, fields, prices, latencies) and the
+    credit price: of `models` only when given (a model's spec says all its rows validate
+    to, and an id or alias cannot name two models), so a change elsewhere in the
+    catalog does not make a million rows be read again."""
+    ids = sorted(catalog.models) if models is None else sorted(set(models))
+    text = repr(([(m, catalog.models.get(m)) for m in ids], catalog.credit_usd))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def stored_models(fingerprint: str | None) -> list[str] | None:
+    """The models a stored fingerprint's catalog digest covers (None: the whole catalog,
+    or no fingerprint)."""
+    try:
+        models = json.loads(fingerprint)["models"] if fingerprint else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(models, list) and all(isinstance(m, str) for m in models)
+    return models if ok else None
 
 
 def manifest_fingerprint(
@@ -39,9 +55,13 @@ def manifest_fingerprint(
     default_model: str | None,
     allow_outside: bool,
     version: str,
+    models: Iterable[str] | None = None,
 ) -> str | None:
     """The fingerprint of a manifest file and what it is checked against; None if the
-    file cannot be read (validation then says why) or may name other files."""
+    file cannot be read (validation then says why) or may name other files.
+
+    `models`: the catalog ids its jobs use (the catalog digest covers only those); to
+    compare with a stored fingerprint, give the models it names (`stored_models`)."""
     if path.suffix.lower() not in TABULAR_SUFFIXES:
         return None
     try:
@@ -58,10 +78,22 @@ def manifest_fingerprint(
             "size": info.st_size,
             "mtime_ns": info.st_mtime_ns,
             "sha256": digest.hexdigest(),
-            "catalog": catalog_digest(catalog),
+            "catalog": catalog_digest(catalog, models),
+            "models": None if models is None else sorted(set(models)),
             "default_model": default_model,
             "allow_outside": allow_outside,
             "version": version,
         },
         sort_keys=True,
     )
+
+
+def with_models(fingerprint: str | None, catalog: Catalog, models: Iterable[str]) -> str | None:
+    """`fingerprint` (made before the manifest was read, so a later edit of the file is
+    never taken for what was read) with its catalog digest narrowed to `models`."""
+    if fingerprint is None:
+        return None
+    doc = json.loads(fingerprint)
+    doc["models"] = sorted(set(models))
+    doc["catalog"] = catalog_digest(catalog, doc["models"])
+    return json.dumps(doc, sort_keys=True)

@@ -33,6 +33,8 @@ class JobSpool:
         self.count = 0
         #: Every manifest column name any job has (the output layout may refer to them).
         self.column_names: set[str] = set()
+        #: The catalog ids the jobs use (what the manifest's fingerprint covers).
+        self.models: set[str] = set()
 
     def add(self, job: Job) -> None:
         src = job.source
@@ -54,6 +56,7 @@ class JobSpool:
         self._buffered += len(data)
         self.count += 1
         self.column_names.update(job.columns)
+        self.models.add(job.model)
         if self._buffered >= _FLUSH_AT:
             self._flush()
 

@@ -27,7 +27,11 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import JobState, refetch_only, retry_states
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
-from liangxin_batch.manifest._fingerprint import manifest_fingerprint
+from liangxin_batch.manifest._fingerprint import (
+    manifest_fingerprint,
+    stored_models,
+    with_models,
+)
 from liangxin_batch.manifest._spool import JobSpool
 from liangxin_batch.outputs._gallery import CREDITS_ROUND_UP_KEY, REPORT_HTML, write_reports
 from liangxin_batch.outputs._layout import Layout
@@ -243,18 +247,18 @@ async def run_batch_async(
 
     fingerprint = None
     if isinstance(manifest, str | Path):
+        stored = StateStore.peek_meta(out, FINGERPRINT_KEY)
         fingerprint = manifest_fingerprint(
             Path(manifest),
             catalog=catalog,
             default_model=default_model,
             allow_outside=allow_outside,
             version=package_version(),
+            models=stored_models(stored),  # the catalog as far as the batch uses it
         )
     # The state already holds what an unchanged manifest would give: no validation and
     # no sync (checked again under the run lock, below).
-    unchanged = fingerprint is not None and (
-        StateStore.peek_meta(out, FINGERPRINT_KEY) == fingerprint
-    )
+    unchanged = fingerprint is not None and stored == fingerprint
     jobs = None if unchanged else load()
     try:
         file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
@@ -296,7 +300,7 @@ async def run_batch_async(
                 jobs,
                 allow_changed=settings.allow_changed,
                 check=lambda: _check_budget(store, catalog, settings),
-                fingerprint=fingerprint,
+                fingerprint=with_models(fingerprint, catalog, spool.models),
                 column_names=lambda: spool.column_names,
             )
         _remember_manifest(store, manifest, observer, sync)
