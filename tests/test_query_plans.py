@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.outputs._gallery import write_reports
 from liangxin_batch.outputs._report import export, write_results_csv
 from liangxin_batch.state._rows import FileRow
 from liangxin_batch.state._status import read_status
@@ -80,6 +81,8 @@ def walks(tmp_path: Path) -> list[str]:
     store.by_task_id("t1")
     write_results_csv(tmp_path, store)
     export(tmp_path, store, "jsonl", tmp_path / "x.jsonl")
+    write_reports(tmp_path, store, check_files=True)  # report.html: tallies, an index
+    store.generation_percentile("z-image", 95)
     store.db.set_trace_callback(None)
     store.close()
     return [s for s in seen if s.lstrip().upper().startswith("SELECT")]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
+from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
     JOB_COLUMNS,
@@ -191,6 +193,45 @@ class StoreQueries:
         ).fetchone()
         return Credits(charged / 1_000_000, estimated / 1_000_000)  # kept in millionths
 
+    def report_tallies(self) -> list[tuple[str, str, int, int, int]]:
+        """(model, state, jobs, credits, estimated) of the manifest's jobs, credits in
+        millionths: report.html's summary without a walk of the jobs."""
+        return [
+            (model, state, n, credits, estimated)
+            for model, state, n, credits, estimated in self.db.execute(
+                "SELECT model, state, SUM(n), SUM(credits), SUM(estimated) FROM tallies"
+                " WHERE in_manifest = 1 GROUP BY model, state"
+            )
+            if n
+        ]
+
+    def generation_percentile(self, model: str, p: float) -> float | None:
+        """Nearest-rank percentile (p in 0..100) of the generation times of the manifest's
+        jobs of `model` whose generation succeeded; None when there are none. An index
+        search and an offset (jobs_report_seconds), not a read of the jobs."""
+        where = (
+            f"WHERE model = ? AND in_manifest = 1 AND {GENERATED_STATES_SQL}"
+            f" AND {REPORT_SECONDS} IS NOT NULL"
+        )
+        (count,) = self.db.execute(f"SELECT COUNT(*) FROM jobs {where}", (model,)).fetchone()
+        if not count:
+            return None
+        rank = max(0, math.ceil(p / 100 * count) - 1)
+        row = self.db.execute(
+            f"SELECT {REPORT_SECONDS} FROM jobs {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
+            (model, rank),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def report_span(self) -> tuple[float | None, float | None]:
+        """The manifest's first submission and last completion (0 counts as unset). Reads
+        every job: asked only of a state without a record of its sessions."""
+        first, last = self.db.execute(
+            "SELECT MIN(NULLIF(submitted_at, 0)), MAX(NULLIF(completed_at, 0)) FROM jobs"
+            " WHERE in_manifest = 1"
+        ).fetchone()
+        return first, last
+
     def recent_generations(self, limit: int = 1000) -> list[JobRow]:
         """The last `limit` jobs whose generation succeeded, oldest first: how long tasks
         took in earlier runs (a resume starts with its latencies learned)."""
@@ -354,6 +395,23 @@ class StoreQueries:
             (*after, limit),
         ).fetchall()
         return [(FileRow(*r[:7]), int(r[7])) for r in rows]
+
+    def done_current_files(
+        self, after: tuple[str, int] = ("", -1), limit: int = 1000
+    ) -> list[tuple[str, int, int, str, str, int | None]]:
+        """The next `limit` files after (job_id, n) of the manifest's done jobs that are
+        current (of the job's current result URLs), each as (job_id, n, idx, model, path,
+        size): what a check of the files on disk reads, and no more (a keyset page over
+        the files' primary key, as `done_files`)."""
+        return self.db.execute(
+            "SELECT f.job_id, f.n, j.idx, j.model, f.path, f.size"
+            " FROM files f CROSS JOIN jobs j ON j.job_id = f.job_id"
+            " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done' AND j.in_manifest = 1"
+            " AND f.path IS NOT NULL AND f.n < json_array_length(j.result_urls)"
+            " AND json_extract(j.result_urls, '$[' || f.n || ']') = f.url"
+            " ORDER BY f.job_id, f.n LIMIT ?",
+            (*after, limit),
+        ).fetchall()
 
     def path_holders(self, path: str) -> list[tuple[str, int]]:
         """(job_id, n) of the files recorded at `path`, compared casefolded (an index
