@@ -24,12 +24,13 @@ _SETTLED = (
 )
 
 
-def job_rows(n: int, start: int = 0) -> list[tuple[str, int, str, str, str, str]]:
-    """Jobs of two models whose manifest columns hold text a CSV must quote or defuse."""
+def job_rows(n: int, start: int = 0, stride: int = 1) -> list[tuple[str, int, str, str, str, str]]:
+    """Jobs of two models whose manifest columns hold text a CSV must quote or defuse;
+    `stride`: positions apart (spread over several segments of results.csv)."""
     return [
         (
             f"j{i:05d}",
-            i,
+            i * stride,
             MODELS[i % 2],
             json.dumps({"prompt": f"p{i}"}),
             json.dumps({"prompt": f'p{i}, "q"' if i % 3 else f"=p{i}", "n": i}),
@@ -82,12 +83,14 @@ def move(store: StateStore, out: Path, job_id: str, rnd: random.Random) -> None:
         )
 
 
-def random_state(out: Path, seed: int, jobs: int = 90, moves: int = 200) -> StateStore:
+def random_state(
+    out: Path, seed: int, jobs: int = 90, moves: int = 200, stride: int = 1
+) -> StateStore:
     """A state of `jobs` jobs after `moves` random changes, a few jobs out of the
     manifest, a few done jobs' files gone from disk."""
     rnd = random.Random(seed)
     store = StateStore.in_dir(out)
-    store.upsert_jobs(job_rows(jobs))
+    store.upsert_jobs(job_rows(jobs, stride=stride))
     ids = [f"j{i:05d}" for i in range(jobs)]
     for _ in range(moves):
         move(store, out, rnd.choice(ids), rnd)

@@ -34,8 +34,8 @@ from liangxin_batch.outputs._report import (
     RESULTS_CSV,
     generation_seconds,
     report_status,
-    write_results_csv,
 )
+from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
 logger = logging.getLogger("liangxin_batch")
@@ -418,10 +418,13 @@ def write_reports(
     title: str | None = None,
     max_pixels: int = MAX_THUMB_PIXELS,
 ) -> tuple[Path, Path]:
-    """`write_results_csv` and `write_report_html`; returns both paths. `check_files`: a
-    done job whose file is gone is download_failed in both (the summary included)."""
-    write_results_csv(out_dir, store, check_files=check_files, csv_safe=csv_safe)
+    """results.csv (as `write_results_csv` writes it, from its cached segments: only
+    those changed are made again) and `write_report_html`; returns both paths.
+    `check_files`: a done job whose file is gone is download_failed in both (the summary
+    included)."""
     lost = lost_jobs(store, out_dir) if check_files else None
+    check = () if lost is None else lost.positions
+    write_results_by_segments(out_dir, store, csv_safe=csv_safe, check=check)
     html = write_report_html(
         out_dir,
         store,

@@ -14,6 +14,7 @@ __all__ = [
     "GENERATED_STATES_SQL",
     "MIGRATIONS",
     "REPORT_SECONDS",
+    "SEGMENT_JOBS",
     "TABLES",
     "applied_migrations",
     "check_migrations",
@@ -238,6 +239,70 @@ def _m007_report_seconds(db: sqlite3.Connection) -> None:
     )
 
 
+#: Jobs per segment of results.csv (by `idx`, manifest order): outputs/_segments.py caches
+#: each segment's rows; the triggers below number the segments with it (changing it
+#: takes a migration that renumbers `result_segments`).
+SEGMENT_JOBS = 10_000
+#: The columns of `jobs` a row of results.csv may read: all but the poll counter and the
+#: row's own timestamp, which change at every poll and never change a row.
+_ROW_COLUMNS = (
+    "job_id, idx, model, input_json, columns_json, content_hash, in_manifest, state,"
+    " attempt, task_id, submitted_at, completed_at, result_urls, error_code, error_message,"
+    " credits, cost_time, finished_by, credits_estimated, sends, generation_seconds"
+)
+
+
+def _bump(segment: str) -> str:
+    """One trigger statement: segment `segment` (an SQL expression) has changed."""
+    return f"""
+        INSERT INTO result_segments (seg, version) SELECT {segment}, 1 WHERE {segment} IS NOT NULL
+        ON CONFLICT (seg) DO UPDATE SET version = version + 1;"""
+
+
+def _of_job(row: str) -> str:
+    return f"(SELECT idx / {SEGMENT_JOBS} FROM jobs WHERE job_id = {row}.job_id)"
+
+
+def _m008_result_segments(db: sqlite3.Connection) -> None:
+    """results.csv is kept by segments of SEGMENT_JOBS jobs in manifest order: a version
+    per segment, raised by triggers in the same transaction as any change of a job or of
+    its files, so a cached segment is stale exactly when its version moved on (the cache
+    lives outside the state: a state opened read-only is never written). A later
+    migration that rebuilds `jobs` or `files` must make these triggers again."""
+    n = SEGMENT_JOBS
+    _run_script(
+        db,
+        f"""
+        CREATE TABLE result_segments (
+            seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
+            version INTEGER NOT NULL
+        );
+        INSERT INTO result_segments SELECT DISTINCT idx / {n}, 1 FROM jobs;
+        CREATE TRIGGER jobs_segment_insert AFTER INSERT ON jobs BEGIN
+            {_bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_segment_delete AFTER DELETE ON jobs BEGIN
+            {_bump(f"OLD.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_segment_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
+            {_bump(f"OLD.idx / {n}")}
+            {_bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER files_segment_insert AFTER INSERT ON files BEGIN
+            {_bump(_of_job("NEW"))}
+        END;
+        CREATE TRIGGER files_segment_delete AFTER DELETE ON files BEGIN
+            {_bump(_of_job("OLD"))}
+        END;
+        CREATE TRIGGER files_segment_update AFTER UPDATE OF job_id, n, url, path, sha256, size
+            ON files BEGIN
+            {_bump(_of_job("OLD"))}
+            {_bump(_of_job("NEW"))}
+        END;
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -247,6 +312,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("005_walk_indexes", _m005_walk_indexes),
     ("006_tallies", _m006_tallies),
     ("007_report_seconds", _m007_report_seconds),
+    ("008_result_segments", _m008_result_segments),
 )
 
 

@@ -79,11 +79,22 @@ class StoreQueries:
         return self._walks(states, in_manifest, f"SELECT {JOB_COLUMNS} FROM jobs", _jobs)
 
     def iter_report_jobs(
-        self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = True
+        self,
+        states: Iterable[JobState] | None = None,
+        *,
+        in_manifest: bool | None = True,
+        positions: tuple[int, int] | None = None,
     ) -> Iterator[ReportJob]:
         """`iter_jobs`, as the light rows results.csv, exports and report.html read, each
-        with its files (`ReportJob.files`)."""
-        return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+        with its files (`ReportJob.files`); `positions`: only jobs of lo <= idx < hi (a
+        segment of results.csv)."""
+        if positions is None:
+            return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+        if states is not None or in_manifest is not True:
+            raise ValueError("a segment holds every job of the manifest in its positions")
+        # A range of jobs_by_position (in_manifest, idx, job_id), paged as any walk.
+        where = "in_manifest = 1 AND jobs.idx >= ? AND jobs.idx < ? AND"
+        return self._walk(REPORT_JOB_SELECT, where, list(positions), self._report_page)
 
     def _report_page(self, rows: list[Any]) -> list[ReportJob]:
         jobs = [row_to_report_job(r) for r in rows]
@@ -209,19 +220,27 @@ class StoreQueries:
         """Nearest-rank percentile (p in 0..100) of the generation times of the manifest's
         jobs of `model` whose generation succeeded; None when there are none. An index
         search and an offset (jobs_report_seconds), not a read of the jobs."""
+        # INDEXED BY: the planner would take jobs_by_model_state (then read and sort every
+        # job of the model) where its statistics are thin; this index answers both.
         where = (
-            f"WHERE model = ? AND in_manifest = 1 AND {GENERATED_STATES_SQL}"
+            "FROM jobs INDEXED BY jobs_report_seconds"
+            f" WHERE model = ? AND in_manifest = 1 AND {GENERATED_STATES_SQL}"
             f" AND {REPORT_SECONDS} IS NOT NULL"
         )
-        (count,) = self.db.execute(f"SELECT COUNT(*) FROM jobs {where}", (model,)).fetchone()
+        (count,) = self.db.execute(f"SELECT COUNT(*) {where}", (model,)).fetchone()
         if not count:
             return None
         rank = max(0, math.ceil(p / 100 * count) - 1)
         row = self.db.execute(
-            f"SELECT {REPORT_SECONDS} FROM jobs {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
+            f"SELECT {REPORT_SECONDS} {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
             (model, rank),
         ).fetchone()
         return None if row is None else float(row[0])
+
+    def result_segments(self) -> dict[int, int]:
+        """The version of each segment of results.csv (state/_migrations.py SEGMENT_JOBS):
+        raised by triggers whenever a job of it, or a job's file, changes."""
+        return dict(self.db.execute("SELECT seg, version FROM result_segments"))
 
     def report_span(self) -> tuple[float | None, float | None]:
         """The manifest's first submission and last completion (0 counts as unset). Reads
@@ -335,16 +354,21 @@ class StoreQueries:
             if n
         }
 
-    def column_names(self, first: int | None = None) -> Iterator[str]:
-        """Manifest column names of every job in the manifest (of the `first` jobs), in
-        manifest order (each name at least once: first seen first)."""
+    def column_names(
+        self, first: int | None = None, positions: tuple[int, int] | None = None
+    ) -> Iterator[str]:
+        """Manifest column names of every job in the manifest (of the `first` jobs; of
+        those of lo <= idx < hi), in manifest order (each name at least once: first seen
+        first)."""
         seen: set[str] = set()
+        lo, hi = positions if positions is not None else (-(2**62), 2**62)
         # SQLite lists each job's names (json_each: in the object's order), and the few
         # distinct lists are decoded here: a million jobs share a handful of them.
         for (names,) in self.db.execute(
             "SELECT (SELECT json_group_array(key) FROM json_each(columns_json))"
-            " FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id LIMIT ?",
-            (-1 if first is None else first,),
+            " FROM jobs WHERE in_manifest = 1 AND idx >= ? AND idx < ?"
+            " ORDER BY idx, job_id LIMIT ?",
+            (lo, hi, -1 if first is None else first),
         ):
             if names not in seen:
                 if len(seen) == 10_000:  # bounded memory: a repeat is harmless, not wrong
