@@ -37,6 +37,13 @@ def cached(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in (out / SEGMENTS_DIR).glob("seg-*.csv")}
 
 
+def by_segment(files: dict[str, int]) -> dict[str, tuple[str, int]]:
+    """Segment number -> (file name, inode); one file a segment."""
+    out = {name.split("-")[1]: (name, ino) for name, ino in files.items()}
+    assert len(out) == len(files)
+    return out
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_segments_make_the_walks_file_after_random_changes(tmp_path: Path, seed: int) -> None:
     rnd = random.Random(seed)
@@ -63,9 +70,9 @@ def test_a_run_that_changed_k_jobs_makes_only_their_segments(tmp_path: Path) -> 
         move(store, tmp_path, job_id, rnd)
     write_results_by_segments(tmp_path, store)
     after = cached(tmp_path)
-    assert before.keys() == after.keys()
-    remade = sorted(name for name in after if after[name] != before[name])
-    assert [name.split("-")[1] for name in remade] == ["000001", "000012"]
+    old, new = by_segment(before), by_segment(after)
+    assert old.keys() == new.keys()
+    assert sorted(seg for seg in new if new[seg] != old[seg]) == ["000001", "000012"]
     assert (tmp_path / RESULTS_CSV).read_bytes() == walked(tmp_path, store, csv_safe=False)
     # Nothing changed: nothing made again.
     write_results_by_segments(tmp_path, store)
@@ -101,7 +108,9 @@ def test_report_shows_lost_files_as_the_walk_does(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_read_only_state_is_not_written_nor_its_cache(tmp_path: Path) -> None:
+def test_a_read_only_state_is_not_written(tmp_path: Path) -> None:
+    """`report` beside a run: the state is only read; what it makes is cached, by the
+    version it read, and it removes no file of the run's."""
     store = random_state(tmp_path, 2, moves=40, stride=STRIDE)
     write_results_by_segments(tmp_path, store)
     move(store, tmp_path, "j00010", random.Random(1))
@@ -109,14 +118,25 @@ def test_a_read_only_state_is_not_written_nor_its_cache(tmp_path: Path) -> None:
     expected = walked(tmp_path, store, csv_safe=False)
     store.close()
     before = cached(tmp_path)
-    index = (tmp_path / SEGMENTS_DIR / "index.json").read_bytes()
+    state = (tmp_path / "state.db").read_bytes()
     reader = StateStore.in_dir(tmp_path, readonly=True)
     write_results_by_segments(tmp_path, reader)
     reader.close()
     assert (tmp_path / RESULTS_CSV).read_bytes() == expected
-    assert cached(tmp_path) == before
-    assert (tmp_path / SEGMENTS_DIR / "index.json").read_bytes() == index
+    assert (tmp_path / "state.db").read_bytes() == state
+    wal = tmp_path / "state.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "nothing written to the state"
+    after = cached(tmp_path)
+    assert before.items() <= after.items(), "no file of the run's replaced or removed"
+    assert [n.split("-")[1] for n in after.keys() - before.keys()] == ["000002"]
     assert not list(tmp_path.glob(".*.tmp"))
+    # The next run finds the reader's segment current and removes the one it replaced.
+    writer = StateStore.in_dir(tmp_path)
+    write_results_by_segments(tmp_path, writer)
+    assert cached(tmp_path).keys() == after.keys() - {
+        n for n in before if n.startswith("seg-000002-")
+    }
+    writer.close()
 
 
 def test_a_failure_while_making_a_segment_leaves_the_old_file(

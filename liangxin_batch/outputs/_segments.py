@@ -47,7 +47,9 @@ class _Entry:
     columns: list[str]  # the manifest column names of its jobs (first seen first)
 
     def name(self, seg: int) -> str:
-        return f"seg-{seg:06d}-{self.key}.csv"
+        # The version in the name: two writers (a run, a `report` beside it) never
+        # replace each other's file of another version.
+        return f"seg-{seg:06d}-{self.version}-{self.key}.csv"
 
 
 def _code_digest() -> str:
@@ -74,7 +76,7 @@ def _load_index(folder: Path) -> dict[int, _Entry]:
 
 
 def _save_index(folder: Path, index: dict[int, _Entry]) -> None:
-    tmp = folder / f".{_INDEX}.tmp"
+    tmp = folder / f".{_INDEX}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({str(s): asdict(e) for s, e in sorted(index.items())}), "utf-8")
     os.replace(tmp, folder / _INDEX)
 
@@ -92,15 +94,13 @@ def write_results_by_segments(
     check: Collection[int] = (),
 ) -> int:
     """Write results.csv (or `target`) from the cached segments, making again only the
-    stale ones; returns the number of rows. The cache is written only by a store open
-    for writing (a `report` of a running batch makes what it needs in temporary files).
+    stale ones; returns the number of rows. The state itself is only read: a `report`
+    beside a run (its store read-only) caches what it makes too, but removes no file.
 
     `check`: positions (`idx`) of done jobs whose files are gone (outputs/_lost.py): their
     segments are made with the files checked, as `report` shows them, and not cached."""
     folder = out_dir / SEGMENTS_DIR
-    keep = not store.readonly
-    if keep:
-        folder.mkdir(exist_ok=True)
+    folder.mkdir(exist_ok=True)
     versions = store.result_segments()  # read first: rows read later are as new or newer
     index = _load_index(folder)
     code = _code_digest()
@@ -129,9 +129,7 @@ def write_results_by_segments(
                 or not (folder / entry.name(seg)).exists()
             ):
                 entry = _Entry(versions[seg], key, 0, columns[seg])
-                path, rows = _make(
-                    store, out_dir, header, csv_safe, seg, seg in checked, entry, keep
-                )
+                path, rows = _make(store, out_dir, header, csv_safe, seg, seg in checked, entry)
                 if path.parent == folder:
                     index[seg] = _Entry(entry.version, key, rows, columns[seg])
                 else:
@@ -146,9 +144,9 @@ def write_results_by_segments(
         tmp.unlink(missing_ok=True)
         for path in made:
             path.unlink(missing_ok=True)
-    if keep:
-        index = {seg: e for seg, e in index.items() if seg in versions}
-        _save_index(folder, index)
+    index = {seg: e for seg, e in index.items() if seg in versions}
+    _save_index(folder, index)
+    if not store.readonly:  # a run's files are its own to remove, not a reader's
         _drop_orphans(folder, {e.name(s) for s, e in index.items()})
     return count
 
@@ -171,13 +169,12 @@ def _make(
     seg: int,
     check_files: bool,
     entry: _Entry,
-    keep: bool,
 ) -> tuple[Path, int]:
-    """One segment's CSV and its rows, by the row builder and the csv writer; cached when `keep` and
-    the files were not checked, else a temporary file (its name starts with a dot)."""
+    """One segment's CSV and its rows, by the row builder and the csv writer; cached
+    unless the files were checked (then a temporary file, its name starting with a dot)."""
     folder = out_dir / SEGMENTS_DIR
     tmp = folder / f".{entry.name(seg)}.{os.getpid()}.tmp"
-    if not keep or check_files:
+    if check_files:
         tmp = out_dir / f".results-{seg:06d}.{os.getpid()}.tmp"
     chunks: _tables.Chunks = _row_chunks(
         store,
@@ -191,7 +188,7 @@ def _make(
     )
     try:
         rows = _tables.write_csv(tmp, header.row, _tables.defused(chunks) if csv_safe else chunks)
-        if not keep or check_files:
+        if check_files:
             return tmp, rows
         path = folder / entry.name(seg)
         os.replace(tmp, path)
