@@ -94,20 +94,34 @@ def write_results_by_segments(
     check: Collection[int] = (),
 ) -> int:
     """Write results.csv (or `target`) from the cached segments, making again only the
-    stale ones; returns the number of rows. The state itself is only read: a `report`
-    beside a run (its store read-only) caches what it makes too, but removes no file.
+    stale ones; returns the number of rows. A writable store marks the segments it makes
+    clean first (`clean_result_segments`); a read-only one (`report` beside a run) writes
+    nothing to the state, caches only the clean segments it makes, and removes no file.
 
     `check`: positions (`idx`) of done jobs whose files are gone (outputs/_lost.py): their
     segments are made with the files checked, as `report` shows them, and not cached."""
     folder = out_dir / SEGMENTS_DIR
     folder.mkdir(exist_ok=True)
-    versions = store.result_segments()  # read first: rows read later are as new or newer
     index = _load_index(folder)
     code = _code_digest()
     checked = {idx // SEGMENT_JOBS for idx in check}
+    found = store.result_segments()
+    fresh = {
+        seg
+        for seg, (version, dirty) in found.items()
+        if seg in index
+        and not dirty
+        and index[seg].version == version
+        and (folder / index[seg].name(seg)).exists()
+    }
+    versions = {seg: version for seg, (version, _) in found.items()}
+    dirty = {seg for seg, (_, d) in found.items() if d}
+    if not store.readonly and dirty:  # clean before the rows are read (see migration 008)
+        versions.update(store.clean_result_segments(sorted(dirty)))
+        dirty = set()
     columns = {
         seg: index[seg].columns
-        if seg in index and index[seg].version == versions[seg]
+        if seg in fresh
         else list(store.column_names(positions=_positions(seg)))
         for seg in versions
     }
@@ -122,14 +136,14 @@ def write_results_by_segments(
         count = 0
         for seg in sorted(versions):
             entry = index.get(seg)
-            if (
-                seg in checked
-                or entry is None
-                or (entry.version, entry.key) != (versions[seg], key)
-                or not (folder / entry.name(seg)).exists()
-            ):
+            if seg in checked or seg not in fresh or entry is None or entry.key != key:
                 entry = _Entry(versions[seg], key, 0, columns[seg])
-                path, rows = _make(store, out_dir, header, csv_safe, seg, seg in checked, entry)
+                # A dirty segment seen by a reader may change again at the same version:
+                # made for this file only, never cached.
+                temporary = seg in checked or seg in dirty
+                path, rows = _make(
+                    store, out_dir, header, csv_safe, seg, temporary, entry, seg in checked
+                )
                 if path.parent == folder:
                     index[seg] = _Entry(entry.version, key, rows, columns[seg])
                 else:
@@ -167,14 +181,15 @@ def _make(
     header: _Header,
     csv_safe: bool,
     seg: int,
-    check_files: bool,
+    temporary: bool,
     entry: _Entry,
+    check_files: bool,
 ) -> tuple[Path, int]:
     """One segment's CSV and its rows, by the row builder and the csv writer; cached
-    unless the files were checked (then a temporary file, its name starting with a dot)."""
+    unless `temporary` (then a file whose name starts with a dot, removed after use)."""
     folder = out_dir / SEGMENTS_DIR
     tmp = folder / f".{entry.name(seg)}.{os.getpid()}.tmp"
-    if check_files:
+    if temporary:
         tmp = out_dir / f".results-{seg:06d}.{os.getpid()}.tmp"
     chunks: _tables.Chunks = _row_chunks(
         store,
@@ -188,7 +203,7 @@ def _make(
     )
     try:
         rows = _tables.write_csv(tmp, header.row, _tables.defused(chunks) if csv_safe else chunks)
-        if check_files:
+        if temporary:
             return tmp, rows
         path = folder / entry.name(seg)
         os.replace(tmp, path)

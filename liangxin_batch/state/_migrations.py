@@ -253,10 +253,14 @@ _ROW_COLUMNS = (
 
 
 def _bump(segment: str) -> str:
-    """One trigger statement: segment `segment` (an SQL expression) has changed."""
+    """One trigger statement: segment `segment` (an SQL expression) has changed. Only a
+    clean segment is written (made dirty, its version raised): the changes that follow,
+    until results.csv is written again, leave the row and its page as they are (a page
+    of the WAL per transaction of a run was 9% of the bytes a job wrote)."""
     return f"""
-        INSERT INTO result_segments (seg, version) SELECT {segment}, 1 WHERE {segment} IS NOT NULL
-        ON CONFLICT (seg) DO UPDATE SET version = version + 1;"""
+        INSERT INTO result_segments (seg, version, dirty)
+            SELECT {segment}, 1, 1 WHERE {segment} IS NOT NULL
+        ON CONFLICT (seg) DO UPDATE SET version = version + 1, dirty = 1 WHERE dirty = 0;"""
 
 
 def _of_job(row: str) -> str:
@@ -264,20 +268,25 @@ def _of_job(row: str) -> str:
 
 
 def _m008_result_segments(db: sqlite3.Connection) -> None:
-    """results.csv is kept by segments of SEGMENT_JOBS jobs in manifest order: a version
-    per segment, raised by triggers in the same transaction as any change of a job or of
-    its files, so a cached segment is stale exactly when its version moved on (the cache
-    lives outside the state: a state opened read-only is never written). A later
-    migration that rebuilds `jobs` or `files` must make these triggers again."""
+    """results.csv is kept by segments of SEGMENT_JOBS jobs in manifest order. Triggers
+    mark a segment dirty, in the same transaction as any change of one of its jobs or
+    their files, raising its version when it was clean; the writer of results.csv marks
+    it clean (`clean_result_segment`) before it reads its rows. A segment cached at a
+    version is current while the state holds that version, clean (the cache lives
+    outside the state: a state opened read-only is never written). A later migration
+    that rebuilds `jobs` or `files` must make these triggers again."""
     n = SEGMENT_JOBS
     _run_script(
         db,
         f"""
         CREATE TABLE result_segments (
             seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
-            version INTEGER NOT NULL
+            version INTEGER NOT NULL,
+            dirty   INTEGER NOT NULL      -- changed since results.csv's writer read it
         );
-        INSERT INTO result_segments SELECT DISTINCT idx / {n}, 1 FROM jobs;
+        -- Clean: nothing is cached yet, so every segment is made at its first writing
+        -- (by a run, or by a `report`, which may cache a clean segment).
+        INSERT INTO result_segments SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
         CREATE TRIGGER jobs_segment_insert AFTER INSERT ON jobs BEGIN
             {_bump(f"NEW.idx / {n}")}
         END;

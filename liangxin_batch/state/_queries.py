@@ -237,10 +237,16 @@ class StoreQueries:
         ).fetchone()
         return None if row is None else float(row[0])
 
-    def result_segments(self) -> dict[int, int]:
-        """The version of each segment of results.csv (state/_migrations.py SEGMENT_JOBS):
-        raised by triggers whenever a job of it, or a job's file, changes."""
-        return dict(self.db.execute("SELECT seg, version FROM result_segments"))
+    def result_segments(self) -> dict[int, tuple[int, bool]]:
+        """(version, dirty) of each segment of results.csv (state/_migrations.py
+        SEGMENT_JOBS): dirty, its version raised, once a job of it or a job's file
+        changed since `clean_result_segment`."""
+        return {
+            seg: (version, bool(dirty))
+            for seg, version, dirty in self.db.execute(
+                "SELECT seg, version, dirty FROM result_segments"
+            )
+        }
 
     def report_span(self) -> tuple[float | None, float | None]:
         """The manifest's first submission and last completion (0 counts as unset). Reads
