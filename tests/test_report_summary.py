@@ -83,3 +83,14 @@ def test_lost_jobs_are_those_the_walk_finds(tmp_path: Path) -> None:
     assert expected, "the state has lost files"
     assert lost_jobs(store, tmp_path).positions == expected
     store.close()
+
+
+def test_every_done_job_is_lost_when_the_folder_is_gone(tmp_path: Path) -> None:
+    store = random_state(tmp_path / "out", 2)
+    expected = {
+        job.idx
+        for job, _kept, lost in report_jobs(store, out_dir=tmp_path / "gone")
+        if lost is not None
+    }
+    assert expected and lost_jobs(store, tmp_path / "gone").positions == expected
+    store.close()

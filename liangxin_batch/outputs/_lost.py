@@ -30,7 +30,12 @@ def lost_jobs(store: StateStore, out_dir: Path) -> LostJobs:
     seen: set[str] = set()  # a job of several files is counted once
     after = ("", -1)
     # A descriptor of the folder (paths looked up from it) where the platform allows.
-    fd = os.open(out_dir, os.O_RDONLY) if os.stat in os.supports_dir_fd else None
+    fd = None
+    if os.stat in os.supports_dir_fd:
+        try:
+            fd = os.open(out_dir, os.O_RDONLY)
+        except OSError:  # the lookups by path fail alike: every file is missing
+            fd = None
     try:
         while page := store.done_current_files(after):
             for job_id, _n, idx, model, path, size in page:
