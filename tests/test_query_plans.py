@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.outputs._gallery import write_reports
 from liangxin_batch.outputs._report import export, write_results_csv
+from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.state._rows import FileRow
 from liangxin_batch.state._status import read_status
 from liangxin_batch.state._store import StateStore
@@ -80,6 +82,9 @@ def walks(tmp_path: Path) -> list[str]:
     store.by_task_id("t1")
     write_results_csv(tmp_path, store)
     export(tmp_path, store, "jsonl", tmp_path / "x.jsonl")
+    write_reports(tmp_path, store, check_files=True)  # report.html: tallies, an index
+    write_results_by_segments(tmp_path, store)  # results.csv: a walk of each segment
+    store.generation_percentile("z-image", 95)
     store.db.set_trace_callback(None)
     store.close()
     return [s for s in seen if s.lstrip().upper().startswith("SELECT")]
@@ -113,3 +118,22 @@ def test_the_counts_come_from_an_index_or_a_tally(tmp_path: Path, aggregate: str
             continue
         if sql.lstrip().upper().startswith("SELECT"):
             assert "TEMP B-TREE" not in plan(db, sql), sql
+
+
+def test_report_summary_and_segments_walk_their_indexes(tmp_path: Path) -> None:
+    """A percentile is a search of jobs_report_seconds; a segment of results.csv a range
+    of jobs_by_position (never a scan of every job for one segment)."""
+    store = populated(tmp_path)
+    seen = traced(store)
+    store.generation_percentile("z-image", 50)
+    write_results_by_segments(tmp_path, store)
+    store.db.set_trace_callback(None)
+    store.close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    plans = {sql: plan(db, sql) for sql in seen if sql.lstrip().upper().startswith("SELECT")}
+    seconds = [p for sql, p in plans.items() if "jobs_report_seconds" in sql]
+    assert seconds and all("USING INDEX jobs_report_seconds" in p for p in seconds)
+    segment = [p for sql, p in plans.items() if "jobs.idx >= " in sql]
+    assert segment and all(
+        "jobs_by_position (in_manifest=? AND idx>? AND idx<?)" in p for p in segment
+    )

@@ -93,15 +93,20 @@ def export_command(
     target = out_path or out_dir / f"export.{fmt}"
     store = _open(out_dir)
     try:
-        count = export(
-            out_dir,
-            store,
-            fmt,
-            target,
-            status=status or None,
-            model=_resolve_models(cli, models) or None,
-            csv_safe=csv_safe,
-        )
+        if fmt == "csv" and not status and not models:  # results.csv's table: its cache
+            from liangxin_batch.outputs._segments import write_results_by_segments
+
+            count = write_results_by_segments(out_dir, store, target=target, csv_safe=csv_safe)
+        else:
+            count = export(
+                out_dir,
+                store,
+                fmt,
+                target,
+                status=status or None,
+                model=_resolve_models(cli, models) or None,
+                csv_safe=csv_safe,
+            )
     finally:
         store.close()
     click.echo(f"{count} row(s) written to {target}")

@@ -12,11 +12,12 @@ Filters can be preset from the address: `report.html#status=failed,unknown&model
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -25,15 +26,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from liangxin_batch.core._states import BILLED_STATES
+from liangxin_batch.core._states import BILLED_STATES, JobState
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._layout import slugify
+from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import (
     RESULTS_CSV,
     generation_seconds,
     report_status,
-    write_results_csv,
 )
+from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
 logger = logging.getLogger("liangxin_batch")
@@ -233,33 +235,40 @@ def _render(context: Mapping[str, Any]) -> str:
 
 
 class _Tally:
-    """The summary band, accumulated one job at a time (the cards may be capped)."""
+    """The summary band, from what the state keeps (no walk of the jobs): counts and
+    credits from its tallies, p50/p95 from an index of generation times.
 
-    def __init__(self) -> None:
+    Statuses are the state's, in report terms. A `done` job whose file is gone counts as
+    `download_failed` only where files were checked (`lost`: the `report` command); at
+    the end of a run the summary counts what the state records (the run verified every
+    file it fetched, and the next run checks them again), while the cards always show
+    the files as they are."""
+
+    def __init__(self, store: StateStore, lost: Mapping[str, int] | None = None) -> None:
         self.jobs_by: dict[tuple[str, str], int] = {}  # (model, status) -> jobs
-        self.seconds: dict[str, list[float]] = defaultdict(list)
-        self.credits = 0.0
-        self.credits_estimated = 0.0
-        self.first_submit = math.inf
-        self.last_result = -math.inf
+        charged = estimated = 0  # millionths, as the tallies keep them
+        for model, state, n, credits, guessed in store.report_tallies():
+            key = (model, report_status(JobState(state)))
+            self.jobs_by[key] = self.jobs_by.get(key, 0) + n
+            charged += credits  # every charge recorded, whatever the state
+            if JobState(state) in _GENERATED:  # an estimate only for what was generated
+                estimated += guessed
+        for model, n in (lost or {}).items():  # shown as download_failed, still billed
+            done = (model, report_status(JobState.DONE))
+            self.jobs_by[done] = self.jobs_by.get(done, 0) - n
+            failed = (model, report_status(JobState.DOWNLOAD_FAILED))
+            self.jobs_by[failed] = self.jobs_by.get(failed, 0) + n
+        self.credits = charged / 1_000_000
+        self.credits_estimated = estimated / 1_000_000
+        models = {m for m, _ in self.jobs_by}
+        self.p50 = {m: store.generation_percentile(m, 50) for m in models}
+        self.p95 = {m: store.generation_percentile(m, 95) for m in models}
+        self._store = store
 
-    def add(self, job: ReportJob, status: str, seconds: float | None) -> None:
-        # Once per job of a million: one count per job, comparisons rather than min/max.
-        key = (job.model, status)
-        self.jobs_by[key] = self.jobs_by.get(key, 0) + 1
-        generated = job.state in _GENERATED
-        if seconds is not None and generated:
-            self.seconds[job.model].append(seconds)  # generation time of successes only
-        if job.credits is not None:
-            self.credits += job.credits
-        elif generated and job.credits_estimated:
-            self.credits_estimated += job.credits_estimated
-        at = job.submitted_at
-        if at and at < self.first_submit:
-            self.first_submit = at
-        at = job.completed_at
-        if at and at > self.last_result:
-            self.last_result = at
+    def span(self) -> float | None:
+        """First submission to last result, when both are known."""
+        first, last = self._store.report_span()
+        return last - first if first is not None and last is not None and last >= first else None
 
     def context(
         self, wall_seconds: float | None, sessions: SessionTimes | None = None
@@ -272,10 +281,7 @@ class _Tally:
             jobs[model] += n
             done[model] += n if status == "succeeded" else 0
         total = sum(counts.values())
-        span = self.last_result - self.first_submit  # -inf when nothing finished
-        wall = wall_seconds if wall_seconds is not None else span if span >= 0 else None
-        label = "wall time" if wall_seconds is not None else "first submit → last result"
-        wall_note = ""
+        wall, label, wall_note = wall_seconds, "wall time", ""
         if sessions is not None and sessions.count:  # the batch's own record of its runs
             wall, label = sessions.total, "batch time"
             wall_note = (
@@ -283,6 +289,8 @@ class _Tally:
                 if sessions.count > 1
                 else "one session"
             )
+        elif wall_seconds is None:  # an old state, without a record of its sessions
+            wall, label = self.span(), "first submit → last result"
         return {
             "total": total,
             "succeeded": counts["succeeded"],
@@ -298,8 +306,8 @@ class _Tally:
                     model=m,
                     jobs=jobs[m],
                     succeeded=done[m],
-                    p50=_duration(percentile(self.seconds[m], 50)),
-                    p95=_duration(percentile(self.seconds[m], 95)),
+                    p50=_duration(self.p50[m]),
+                    p95=_duration(self.p95[m]),
                 )
                 for m in sorted(jobs)
             ],
@@ -323,27 +331,31 @@ def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Me
 
 
 class _Gallery:
-    """report.html gathered one job at a time: the summary of all, the first cards."""
+    """report.html: the summary from the state's tallies, the cards of the first jobs."""
 
     def __init__(self, out_dir: Path, max_cards: int) -> None:
         self.out_dir = out_dir
         self.max_cards = max_cards
-        self.tally = _Tally()
         self.cards: list[Card] = []
         self.thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> its image
 
     def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
         """One job as the report shows it (`as_lost`) with its current files."""
         status = report_status(job.state)
-        seconds = generation_seconds(job)
-        self.tally.add(job, status, seconds)
-        if len(self.cards) < self.max_cards:
-            media = _media(job, kept, self.out_dir)
-            self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
-            self.cards.append(_card(job, status, seconds, [m for m, _ in media]))
+        media = _media(job, kept, self.out_dir)
+        self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
+        self.cards.append(_card(job, status, generation_seconds(job), [m for m, _ in media]))
+
+    def add_cards(self, store: StateStore) -> None:
+        """The first `max_cards` jobs in manifest order, their files checked: a walk of
+        those jobs only."""
+        jobs = report_jobs(store, out_dir=self.out_dir)  # its folder descriptor is closed
+        for job, kept, lost in itertools.islice(jobs, self.max_cards):  # when it is dropped
+            self.add(as_lost(job, lost), kept)
 
     def write(
         self,
+        tally: _Tally,
         wall_seconds: float | None,
         title: str | None,
         max_pixels: int,
@@ -352,7 +364,7 @@ class _Gallery:
     ) -> Path:
         out_dir = self.out_dir
         made = _make_thumbs(self.thumbs, out_dir, max_pixels)
-        summary = self.tally.context(wall_seconds, sessions)
+        summary = tally.context(wall_seconds, sessions)
         context = {
             **summary,
             "credit_notes": credit_notes,
@@ -376,13 +388,22 @@ def write_report_html(
     max_cards: int = MAX_CARDS,
     title: str | None = None,
     max_pixels: int = MAX_THUMB_PIXELS,
+    lost: Mapping[str, int] | None = None,
 ) -> Path:
-    """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path."""
+    """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path.
+
+    No walk of every job: the summary comes from the state's tallies and an index, the
+    cards from the first `max_cards` jobs. `lost`: done jobs per model whose files were
+    found gone (outputs/_lost.py), counted as download_failed; None: not checked."""
     gallery = _Gallery(out_dir, max_cards)
-    for job, kept, lost in report_jobs(store, out_dir=out_dir):
-        gallery.add(as_lost(job, lost), kept)
+    gallery.add_cards(store)
     return gallery.write(
-        wall_seconds, title, max_pixels, store.session_times(), credit_notes(store)
+        _Tally(store, lost),
+        wall_seconds,
+        title,
+        max_pixels,
+        store.session_times(),
+        credit_notes(store),
     )
 
 
@@ -397,12 +418,21 @@ def write_reports(
     title: str | None = None,
     max_pixels: int = MAX_THUMB_PIXELS,
 ) -> tuple[Path, Path]:
-    """`write_results_csv` and `write_report_html` in one walk of the state (a million
-    jobs: the walk is most of the cost); returns both paths."""
-    gallery = _Gallery(out_dir, max_cards)
-    write_results_csv(out_dir, store, check_files=check_files, csv_safe=csv_safe, each=gallery.add)
-    html = gallery.write(
-        wall_seconds, title, max_pixels, store.session_times(), credit_notes(store)
+    """results.csv (as `write_results_csv` writes it, from its cached segments: only
+    those changed are made again) and `write_report_html`; returns both paths.
+    `check_files`: a done job whose file is gone is download_failed in both (the summary
+    included)."""
+    lost = lost_jobs(store, out_dir) if check_files else None
+    check = () if lost is None else lost.positions
+    write_results_by_segments(out_dir, store, csv_safe=csv_safe, check=check)
+    html = write_report_html(
+        out_dir,
+        store,
+        wall_seconds=wall_seconds,
+        max_cards=max_cards,
+        title=title,
+        max_pixels=max_pixels,
+        lost=None if lost is None else lost.by_model,
     )
     return out_dir / RESULTS_CSV, html
 

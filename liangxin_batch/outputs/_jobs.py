@@ -39,13 +39,15 @@ def report_jobs(
     status: Collection[str] | None = None,
     model: Collection[str] | None = None,
     out_dir: Path | None = None,
+    positions: tuple[int, int] | None = None,
 ) -> Iterator[tuple[ReportJob, list[ReportFile], Lost]]:
     """Manifest jobs in manifest order, each with its current files (those of its current
     result URLs, by number); with `out_dir`, whether a done job's file is gone or has
-    another size (`as_lost` shows the job as the report does)."""
+    another size (`as_lost` shows the job as the report does). `positions`: only the
+    jobs of lo <= idx < hi (a segment of results.csv)."""
     with _folder(out_dir) as base:
         done = JobState.DONE
-        for job in store.iter_report_jobs(_states(status)):
+        for job in store.iter_report_jobs(_states(status), positions=positions):
             if model and job.model not in model:
                 continue
             if not job.files:

@@ -170,10 +170,11 @@ def _row_chunks(
     each: EachJob | None,
     status: Collection[str] | None,
     model: Collection[str] | None,
+    positions: tuple[int, int] | None = None,
 ) -> Iterator[list[list[Any]]]:
     chunk: list[list[Any]] = []
     names, known, complete = header.names, header.known, header.complete
-    jobs = report_jobs(store, status=status, model=model, out_dir=check)
+    jobs = report_jobs(store, status=status, model=model, out_dir=check, positions=positions)
     for job, kept, lost in jobs:
         shown = as_lost(job, lost)
         if each is not None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
+from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
     JOB_COLUMNS,
@@ -77,11 +79,22 @@ class StoreQueries:
         return self._walks(states, in_manifest, f"SELECT {JOB_COLUMNS} FROM jobs", _jobs)
 
     def iter_report_jobs(
-        self, states: Iterable[JobState] | None = None, *, in_manifest: bool | None = True
+        self,
+        states: Iterable[JobState] | None = None,
+        *,
+        in_manifest: bool | None = True,
+        positions: tuple[int, int] | None = None,
     ) -> Iterator[ReportJob]:
         """`iter_jobs`, as the light rows results.csv, exports and report.html read, each
-        with its files (`ReportJob.files`)."""
-        return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+        with its files (`ReportJob.files`); `positions`: only jobs of lo <= idx < hi (a
+        segment of results.csv)."""
+        if positions is None:
+            return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+        if states is not None or in_manifest is not True:
+            raise ValueError("a segment holds every job of the manifest in its positions")
+        # A range of jobs_by_position (in_manifest, idx, job_id), paged as any walk.
+        where = "in_manifest = 1 AND jobs.idx >= ? AND jobs.idx < ? AND"
+        return self._walk(REPORT_JOB_SELECT, where, list(positions), self._report_page)
 
     def _report_page(self, rows: list[Any]) -> list[ReportJob]:
         jobs = [row_to_report_job(r) for r in rows]
@@ -193,6 +206,59 @@ class StoreQueries:
         ).fetchone()
         return Credits(charged / 1_000_000, estimated / 1_000_000)  # kept in millionths
 
+    def report_tallies(self) -> list[tuple[str, str, int, int, int]]:
+        """(model, state, jobs, credits, estimated) of the manifest's jobs, credits in
+        millionths: report.html's summary without a walk of the jobs."""
+        return [
+            (model, state, n, credits, estimated)
+            for model, state, n, credits, estimated in self.db.execute(
+                "SELECT model, state, SUM(n), SUM(credits), SUM(estimated) FROM tallies"
+                " WHERE in_manifest = 1 GROUP BY model, state"
+            )
+            if n
+        ]
+
+    def generation_percentile(self, model: str, p: float) -> float | None:
+        """Nearest-rank percentile (p in 0..100) of the generation times of the manifest's
+        jobs of `model` whose generation succeeded; None when there are none. An index
+        search and an offset (jobs_report_seconds), not a read of the jobs."""
+        # INDEXED BY: the planner would take jobs_by_model_state (then read and sort every
+        # job of the model) where its statistics are thin; this index answers both.
+        where = (
+            "FROM jobs INDEXED BY jobs_report_seconds"
+            f" WHERE model = ? AND in_manifest = 1 AND {GENERATED_STATES_SQL}"
+            f" AND {REPORT_SECONDS} IS NOT NULL"
+        )
+        (count,) = self.db.execute(f"SELECT COUNT(*) {where}", (model,)).fetchone()
+        if not count:
+            return None
+        rank = max(0, math.ceil(p / 100 * count) - 1)
+        row = self.db.execute(
+            f"SELECT {REPORT_SECONDS} {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
+            (model, rank),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def result_segments(self) -> dict[int, tuple[int, bool]]:
+        """(version, dirty) of each segment of results.csv (state/_migrations.py
+        SEGMENT_JOBS): dirty, its version raised, once a job of it or a job's file
+        changed since `clean_result_segment`."""
+        return {
+            seg: (version, bool(dirty))
+            for seg, version, dirty in self.db.execute(
+                "SELECT seg, version, dirty FROM result_segments"
+            )
+        }
+
+    def report_span(self) -> tuple[float | None, float | None]:
+        """The manifest's first submission and last completion (0 counts as unset). Reads
+        every job: asked only of a state without a record of its sessions."""
+        first, last = self.db.execute(
+            "SELECT MIN(NULLIF(submitted_at, 0)), MAX(NULLIF(completed_at, 0)) FROM jobs"
+            " WHERE in_manifest = 1"
+        ).fetchone()
+        return first, last
+
     def recent_generations(self, limit: int = 1000) -> list[JobRow]:
         """The last `limit` jobs whose generation succeeded, oldest first: how long tasks
         took in earlier runs (a resume starts with its latencies learned)."""
@@ -296,16 +362,21 @@ class StoreQueries:
             if n
         }
 
-    def column_names(self, first: int | None = None) -> Iterator[str]:
-        """Manifest column names of every job in the manifest (of the `first` jobs), in
-        manifest order (each name at least once: first seen first)."""
+    def column_names(
+        self, first: int | None = None, positions: tuple[int, int] | None = None
+    ) -> Iterator[str]:
+        """Manifest column names of every job in the manifest (of the `first` jobs; of
+        those of lo <= idx < hi), in manifest order (each name at least once: first seen
+        first)."""
         seen: set[str] = set()
+        lo, hi = positions if positions is not None else (-(2**62), 2**62)
         # SQLite lists each job's names (json_each: in the object's order), and the few
         # distinct lists are decoded here: a million jobs share a handful of them.
         for (names,) in self.db.execute(
             "SELECT (SELECT json_group_array(key) FROM json_each(columns_json))"
-            " FROM jobs WHERE in_manifest = 1 ORDER BY idx, job_id LIMIT ?",
-            (-1 if first is None else first,),
+            " FROM jobs WHERE in_manifest = 1 AND idx >= ? AND idx < ?"
+            " ORDER BY idx, job_id LIMIT ?",
+            (lo, hi, -1 if first is None else first),
         ):
             if names not in seen:
                 if len(seen) == 10_000:  # bounded memory: a repeat is harmless, not wrong
@@ -356,6 +427,23 @@ class StoreQueries:
             (*after, limit),
         ).fetchall()
         return [(FileRow(*r[:7]), int(r[7])) for r in rows]
+
+    def done_current_files(
+        self, after: tuple[str, int] = ("", -1), limit: int = 1000
+    ) -> list[tuple[str, int, int, str, str, int | None]]:
+        """The next `limit` files after (job_id, n) of the manifest's done jobs that are
+        current (of the job's current result URLs), each as (job_id, n, idx, model, path,
+        size): what a check of the files on disk reads, and no more (a keyset page over
+        the files' primary key, as `done_files`)."""
+        return self.db.execute(
+            "SELECT f.job_id, f.n, j.idx, j.model, f.path, f.size"
+            " FROM files f CROSS JOIN jobs j ON j.job_id = f.job_id"
+            " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done' AND j.in_manifest = 1"
+            " AND f.path IS NOT NULL AND f.n < json_array_length(j.result_urls)"
+            " AND json_extract(j.result_urls, '$[' || f.n || ']') = f.url"
+            " ORDER BY f.job_id, f.n LIMIT ?",
+            (*after, limit),
+        ).fetchall()
 
     def path_holders(self, path: str) -> list[tuple[str, int]]:
         """(job_id, n) of the files recorded at `path`, compared casefolded (an index

@@ -212,6 +212,17 @@ class StateStore(StoreQueries):
         """
         return self._tx.durable(durable)
 
+    def clean_result_segments(self, segs: Iterable[int]) -> dict[int, int]:
+        """Mark these segments of results.csv clean, before their rows are read: any
+        change from here on makes one dirty at a higher version. Their versions."""
+        wanted = list(segs)
+        with self.transaction(durable=False) as db:  # lost in a crash: they stay dirty
+            db.executemany(
+                "UPDATE result_segments SET dirty = 0 WHERE seg = ?", [(s,) for s in wanted]
+            )
+            found = dict(db.execute("SELECT seg, version FROM result_segments"))
+        return {seg: int(found[seg]) for seg in wanted if seg in found}
+
     # -- meta -----------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

@@ -1,0 +1,96 @@
+"""report.html's summary comes from the state's tallies and an index of generation
+times, not from a walk of every job: its numbers are those the walk gave."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liangxin_batch.core._states import BILLED_STATES
+from liangxin_batch.outputs._gallery import _Tally, percentile
+from liangxin_batch.outputs._jobs import as_lost, report_jobs
+from liangxin_batch.outputs._lost import lost_jobs
+from liangxin_batch.outputs._report import generation_seconds, report_status
+from liangxin_batch.state._store import StateStore
+from tests.report_state_support import random_state
+
+
+def walked(store: StateStore, out: Path | None) -> dict[str, Any]:
+    """The summary as the walk of every job made it (the code this replaced)."""
+    jobs_by: dict[tuple[str, str], int] = defaultdict(int)
+    seconds: dict[str, list[float]] = defaultdict(list)
+    credits = estimated = 0.0
+    first, last = math.inf, -math.inf
+    for job, _kept, lost in report_jobs(store, out_dir=out):
+        shown = as_lost(job, lost)
+        jobs_by[(shown.model, report_status(shown.state))] += 1
+        generated = shown.state in BILLED_STATES
+        took = generation_seconds(shown)
+        if took is not None and generated:
+            seconds[shown.model].append(took)
+        if shown.credits is not None:
+            credits += shown.credits
+        elif generated and shown.credits_estimated:
+            estimated += shown.credits_estimated
+        if shown.submitted_at:
+            first = min(first, shown.submitted_at)
+        if shown.completed_at:
+            last = max(last, shown.completed_at)
+    return {
+        "jobs_by": {k: n for k, n in jobs_by.items() if n},
+        "p50": {m: percentile(seconds[m], 50) for m, _ in jobs_by},
+        "p95": {m: percentile(seconds[m], 95) for m, _ in jobs_by},
+        "credits": round(credits, 6),
+        "estimated": round(estimated, 6),
+        "span": last - first if last >= first else None,
+    }
+
+
+def from_state(store: StateStore, out: Path | None) -> dict[str, Any]:
+    tally = _Tally(store, None if out is None else lost_jobs(store, out).by_model)
+    return {
+        "jobs_by": {k: n for k, n in tally.jobs_by.items() if n},
+        "p50": tally.p50,
+        "p95": tally.p95,
+        "credits": round(tally.credits, 6),
+        "estimated": round(tally.credits_estimated, 6),
+        "span": tally.span(),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("check_files", [True, False])
+def test_the_summary_from_the_state_is_the_walks(
+    tmp_path: Path, seed: int, check_files: bool
+) -> None:
+    store = random_state(tmp_path, seed)
+    out = tmp_path if check_files else None
+    if check_files:  # the seeds do lose files of done jobs: the check is exercised
+        assert sum(lost_jobs(store, tmp_path).by_model.values()) or seed
+    assert from_state(store, out) == walked(store, out)
+    store.close()
+
+
+def test_lost_jobs_are_those_the_walk_finds(tmp_path: Path) -> None:
+    store = random_state(tmp_path, 1)
+    expected = {
+        job.idx for job, _kept, lost in report_jobs(store, out_dir=tmp_path) if lost is not None
+    }
+    assert expected, "the state has lost files"
+    assert lost_jobs(store, tmp_path).positions == expected
+    store.close()
+
+
+def test_every_done_job_is_lost_when_the_folder_is_gone(tmp_path: Path) -> None:
+    store = random_state(tmp_path / "out", 2)
+    expected = {
+        job.idx
+        for job, _kept, lost in report_jobs(store, out_dir=tmp_path / "gone")
+        if lost is not None
+    }
+    assert expected and lost_jobs(store, tmp_path / "gone").positions == expected
+    store.close()
