@@ -19,6 +19,7 @@ __all__ = [
     "CONTROL",
     "IdTable",
     "control_char",
+    "has_control",
     "may_have_control",
     "placeholder_host",
     "written",
@@ -27,6 +28,21 @@ __all__ = [
 #: C0 control characters other than tab, newline and carriage return, and lone UTF-16
 #: surrogates (a JSON "\ud800" decodes to one; it cannot be encoded to send or store).
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+#: CONTROL's characters as UTF-8 bytes (each is one byte; no longer sequence holds one).
+_CONTROL_BYTES = bytes(c for c in range(32) if CONTROL.match(chr(c)))
+
+
+def has_control(text: str) -> bool:
+    """Whether CONTROL would find something in `text`, several times faster for long
+    text (validate asks it of 1,024 rows at once): a lone surrogate cannot be encoded,
+    and the C0 characters are deleted from the bytes by C code."""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return len(raw.translate(None, _CONTROL_BYTES)) != len(raw)
 
 
 def control_char(value: Any, depth: int = 0) -> str | None:

@@ -18,19 +18,23 @@ from liangxin_batch.core._records import Problem, RawJob, SourceRef, got_text, v
 from liangxin_batch.errors import ConfigError
 
 __all__ = [
+    "BLOCK_ROWS",
     "NOTE_PREFIX",
     "RESERVED",
     "TABULAR_SUFFIXES",
     "CellRow",
+    "CellRows",
     "TabularHeader",
     "decode_problem",
     "merge_input",
     "object_record",
     "parse_repeat",
     "read_csv",
+    "read_csv_blocks",
     "read_frame",
     "read_jsonl",
     "read_tabular",
+    "read_tabular_blocks",
 ]
 
 #: Keys that are not model input fields. `prompt` is an ordinary field of every model.
@@ -197,6 +201,20 @@ class CellRow(NamedTuple):
         return self.header.row(self.cells, self.line)
 
 
+class CellRows(NamedTuple):
+    """Consecutive rows of one header as read, for validate to check a block at a time
+    (`read_csv_blocks`): one object per block instead of one `CellRow` per row."""
+
+    header: TabularHeader
+    cells: list[list[str]]
+    lines: list[int]
+
+    def each(self) -> Iterator[CellRow]:
+        header = self.header
+        for cells, line in zip(self.cells, self.lines, strict=True):
+            yield CellRow(header, cells, line)
+
+
 def merge_input(rec: RawJob, cell: Any, source: SourceRef) -> None:
     """Merge an `input` cell (a JSON object, or an object already) into the record's values."""
     data = cell
@@ -262,7 +280,24 @@ def read_csv(
 ) -> Iterator[CellRow | Problem]:
     """Rows of a CSV/TSV file with a header row; UTF-8 with or without BOM. Without a
     `delimiter`, the header line decides between ',', ';' and a tab."""
+    for item in read_csv_blocks(path, display, delimiter=delimiter):
+        if isinstance(item, CellRows):
+            yield from item.each()
+        else:
+            yield item
+
+
+#: Rows per block of `read_csv_blocks`: validate counts this many at a time.
+BLOCK_ROWS = 1024
+
+
+def read_csv_blocks(
+    path: Path, display: str, *, delimiter: str | None = None
+) -> Iterator[CellRows | Problem]:
+    """`read_csv`'s rows in blocks of up to BLOCK_ROWS, its problems in their place."""
     header: TabularHeader | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
     try:
         # newline="" lets the csv module see the line ends inside quoted (multi-line) cells.
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -278,25 +313,39 @@ def read_csv(
                     for cells in reader:
                         start = end + 1
                         end = reader.line_num
-                        joined = "".join(cells)
-                        if not joined or joined.isspace():
-                            continue  # blank lines and rows of empty cells are not jobs
+                        first = cells[0] if cells else ""
+                        if not first or first.isspace():  # most rows: a first cell given
+                            joined = "".join(cells)
+                            if not joined or joined.isspace():
+                                continue  # blank lines and rows of empty cells are not jobs
                         if header is None:
                             header = TabularHeader(cells, display, start)
                             yield from header.problems
                             continue
-                        yield CellRow(header, cells, start)
+                        rows.append(cells)
+                        lines.append(start)
+                        if len(rows) == BLOCK_ROWS:
+                            yield CellRows(header, rows, lines)
+                            rows, lines = [], []
                     break
                 except csv.Error as err:
                     start = end + 1
                     end = reader.line_num
+                    if rows and header is not None:  # the rows before it come first
+                        yield CellRows(header, rows, lines)
+                        rows, lines = [], []
                     yield _csv_error(SourceRef(display, start), err)
                     if "end of data" in str(err):
                         break
     except UnicodeDecodeError as err:
+        if rows and header is not None:
+            yield CellRows(header, rows, lines)
+            rows, lines = [], []
         yield decode_problem(path, display, err)
     except OSError as err:
         raise ConfigError(f"cannot read {display}: {err.strerror or err}") from None
+    if rows and header is not None:
+        yield CellRows(header, rows, lines)
 
 
 def read_jsonl(path: Path, display: str) -> Iterator[RawJob | Problem]:
@@ -364,20 +413,30 @@ def object_record(data: dict[Any, Any], source: SourceRef) -> RawJob:
 
 #: Formats with one job per row or line, by lower-case suffix.
 TABULAR_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".xlsx", ".parquet", ".pq")
+#: The CSV suffixes and their delimiter (None: the header line decides).
+_CSV_SUFFIXES: dict[str, str | None] = {".csv": None, ".tsv": "\t", ".tab": "\t"}
 
 
 def read_tabular(path: Path, display: str) -> Iterator[CellRow | RawJob | Problem]:
     """Dispatch on the suffix (one of TABULAR_SUFFIXES)."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path, display)
-    if suffix in (".tsv", ".tab"):
-        return read_csv(path, display, delimiter="\t")
+    if suffix in _CSV_SUFFIXES:
+        return read_csv(path, display, delimiter=_CSV_SUFFIXES[suffix])
     if suffix in (".jsonl", ".ndjson"):
         return read_jsonl(path, display)
     if suffix == ".xlsx":
         return read_frame(path, display, "xlsx")
     return read_frame(path, display, "parquet")
+
+
+def read_tabular_blocks(
+    path: Path, display: str
+) -> Iterator[CellRows | CellRow | RawJob | Problem]:
+    """`read_tabular`, with the rows of CSV and TSV in blocks (validate)."""
+    suffix = path.suffix.lower()
+    if suffix in _CSV_SUFFIXES:
+        return read_csv_blocks(path, display, delimiter=_CSV_SUFFIXES[suffix])
+    return read_tabular(path, display)
 
 
 def read_frame(path: Path, display: str, kind: str) -> Iterator[CellRow | Problem]:
