@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -296,8 +297,6 @@ def read_csv_blocks(
 ) -> Iterator[CellRows | Problem]:
     """`read_csv`'s rows in blocks of up to BLOCK_ROWS, its problems in their place."""
     header: TabularHeader | None = None
-    rows: list[list[str]] = []
-    lines: list[int] = []
     try:
         # newline="" lets the csv module see the line ends inside quoted (multi-line) cells.
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -305,47 +304,75 @@ def read_csv_blocks(
                 delimiter = sniff_delimiter(fh.readline(65_536))
                 fh.seek(0)
             reader = csv.reader(fh, delimiter=delimiter, strict=True)
-            end = 0  # physical lines consumed so far; a row starts on the line after
+            before = 0  # physical lines consumed by the rows taken so far
             while True:
-                # The loop runs inside one `try` per stretch of good rows, not one per row:
-                # a malformed row ends the stretch, is reported, and the next one begins.
+                # A block's rows are taken with no work per row (a million rows cost a
+                # second in the loop alone); lines and blank rows are worked out after.
+                rows: list[list[str]] = []
+                error: csv.Error | UnicodeDecodeError | None = None
                 try:
-                    for cells in reader:
-                        start = end + 1
-                        end = reader.line_num
-                        first = cells[0] if cells else ""
-                        if not first or first.isspace():  # most rows: a first cell given
-                            joined = "".join(cells)
-                            if not joined or joined.isspace():
-                                continue  # blank lines and rows of empty cells are not jobs
-                        if header is None:
-                            header = TabularHeader(cells, display, start)
-                            yield from header.problems
-                            continue
+                    for cells in islice(reader, BLOCK_ROWS):
                         rows.append(cells)
-                        lines.append(start)
-                        if len(rows) == BLOCK_ROWS:
-                            yield CellRows(header, rows, lines)
-                            rows, lines = [], []
+                except (csv.Error, UnicodeDecodeError) as err:
+                    error = err  # the rows before it come first
+                starts, last = _row_lines(rows, before, None if error else reader.line_num)
+                for item in _kept(rows, starts, header, display):
+                    if isinstance(item, TabularHeader):
+                        header = item
+                        yield from header.problems
+                    else:
+                        yield item
+                if isinstance(error, UnicodeDecodeError):
+                    yield decode_problem(path, display, error)
                     break
-                except csv.Error as err:
-                    start = end + 1
-                    end = reader.line_num
-                    if rows and header is not None:  # the rows before it come first
-                        yield CellRows(header, rows, lines)
-                        rows, lines = [], []
-                    yield _csv_error(SourceRef(display, start), err)
-                    if "end of data" in str(err):
+                if error is not None:  # its row starts on the line after the last good one
+                    yield _csv_error(SourceRef(display, last + 1), error)
+                    if "end of data" in str(error):
                         break
+                elif len(rows) < BLOCK_ROWS:
+                    break
+                before = reader.line_num
     except UnicodeDecodeError as err:
-        if rows and header is not None:
-            yield CellRows(header, rows, lines)
-            rows, lines = [], []
         yield decode_problem(path, display, err)
     except OSError as err:
         raise ConfigError(f"cannot read {display}: {err.strerror or err}") from None
+
+
+def _row_lines(rows: list[list[str]], before: int, end: int | None) -> tuple[list[int], int]:
+    """The line each row starts on, after `before` lines, and the line the last ends on;
+    `end`: that line as the reader says (None: not known, a row failed after them)."""
+    if end is not None and end - before == len(rows):  # no line break inside a cell
+        return list(range(before + 1, end + 1)), end
+    starts = []
+    for cells in rows:
+        starts.append(before + 1)
+        # The file's lines end at \n, \r or \r\n (newline=""); a quoted cell keeps them.
+        text = "".join(cells)
+        before += 1 + text.count("\n") + text.count("\r") - text.count("\r\n")
+    return starts, before
+
+
+def _kept(
+    rows: list[list[str]], starts: list[int], header: TabularHeader | None, display: str
+) -> Iterator[CellRows | TabularHeader]:
+    """The rows that are not blank, as a block; the first of the file is its header."""
+    firsts = [cells[0] if cells else "" for cells in rows]
+    if "" in firsts or any(map(str.isspace, firsts)):  # some row may be blank: look at each
+        keep = [i for i, cells in enumerate(rows) if not _blank(cells)]
+        rows = [rows[i] for i in keep]
+        starts = [starts[i] for i in keep]
+    if header is None and rows:
+        header = TabularHeader(rows[0], display, starts[0])
+        yield header
+        rows, starts = rows[1:], starts[1:]
     if rows and header is not None:
-        yield CellRows(header, rows, lines)
+        yield CellRows(header, rows, starts)
+
+
+def _blank(cells: list[str]) -> bool:
+    """Blank lines and rows of empty cells are not jobs."""
+    joined = "".join(cells)
+    return not joined or joined.isspace()
 
 
 def read_jsonl(path: Path, display: str) -> Iterator[RawJob | Problem]:
