@@ -186,8 +186,8 @@ _STEPS = 3
 
 
 def _claim_bulk(table: IdTable, keys: list[int], values: list[int]) -> bool:
-    """Insert all `keys` and say True when none is present yet nor repeated; else insert
-    nothing and say False (the caller's loop then finds the first one present).
+    """Insert all `keys` and say True when none is present yet nor repeated; else leave
+    the table as it was and say False (the caller's loop then finds the first one).
 
     Probing a whole block at once in numpy: a fraction of the loop's time per key."""
     import numpy as np  # validate's counting path only: a run never pays for the import
@@ -198,24 +198,9 @@ def _claim_bulk(table: IdTable, keys: list[int], values: list[int]) -> bool:
     ordered = np.sort(k)
     if (ordered[1:] == ordered[:-1]).any():
         return False
-    slots = np.frombuffer(table._keys, dtype=np.int64)
-    mask = table._mask
-    probe, todo = k & mask, k
-    for _ in range(_STEPS):  # each key's probe sequence up to an empty slot or the key
-        seen = slots[probe]
-        if (seen == todo).any():
-            return False
-        going = seen != 0
-        probe, todo = (probe[going] + 1) & mask, todo[going]
-    for key, i in zip(todo.tolist(), probe.tolist(), strict=True):
-        while table._keys[i]:
-            if table._keys[i] == key:
-                return False
-            i = (i + 1) & mask
-    if (table._size + k.size) * 2 > mask:
+    if (table._size + k.size) * 2 > table._mask:
         _regrow(table, table._size + k.size)
-    _place(table, k, np.frombuffer(array("q", values), dtype=np.int64))
-    return True
+    return _place(table, k, np.frombuffer(array("q", values), dtype=np.int64), check=True)
 
 
 def _regrow(table: IdTable, count: int) -> None:
@@ -232,31 +217,60 @@ def _regrow(table: IdTable, count: int) -> None:
     table._mask = capacity - 1
     table._size = 0
     used = old_keys != 0
-    _place(table, old_keys[used], old_vals[used])
+    _place(table, old_keys[used], old_vals[used], check=False)
 
 
-def _place(table: IdTable, keys: Any, values: Any) -> None:
-    """Put distinct keys not in the table into it: each in the first free slot of its
-    probe sequence, as the one-at-a-time loop would (numpy arrays of int64)."""
+def _place(table: IdTable, keys: Any, values: Any, *, check: bool) -> bool:
+    """Put distinct keys (numpy int64) into the table, each in the first free slot of
+    its probe sequence as the one-at-a-time loop would. `check`: a key met on its way
+    (already present) undoes the whole placement and gives False.
+
+    Probing and placing are one walk: a key present sits before any free slot of its
+    sequence (linear probing leaves no gap), so it is met before its key would be placed;
+    undoing empties only slots this call filled, which no older key's sequence crosses."""
     import numpy as np
 
     slots = np.frombuffer(table._keys, dtype=np.int64)
     vals = np.frombuffer(table._vals, dtype=np.int64)
     mask = table._mask
-    table._size += keys.size  # all of them, in the steps or the loop after
+    filled: list[Any] = []
     probe = keys & mask
     for _ in range(_STEPS):
-        empty = slots[probe] == 0
+        seen = slots[probe]
+        if check and (seen == keys).any():
+            return _undo(table, filled)
+        empty = seen == 0
         # Keys that reach the same free slot in this step all write it and one stays (the
         # keys are distinct, so the slot tells which); the others, like the keys that met
         # a taken slot, try the next slot.
         slots[probe[empty]] = keys[empty]
         won = slots[probe] == keys
-        vals[probe[won]] = values[won]
+        at = probe[won]
+        vals[at] = values[won]
+        filled.append(at)
+        table._size += at.size
         rest = ~won
         keys, values, probe = keys[rest], values[rest], (probe[rest] + 1) & mask
+    more: list[int] = []
     for key, value, i in zip(keys.tolist(), values.tolist(), probe.tolist(), strict=True):
         while table._keys[i]:
+            if check and table._keys[i] == key:
+                filled.append(np.array(more, dtype=np.int64))
+                return _undo(table, filled)
             i = (i + 1) & mask
         table._keys[i] = key
         table._vals[i] = value
+        table._size += 1
+        more.append(i)
+    return True
+
+
+def _undo(table: IdTable, filled: list[Any]) -> bool:
+    """Empty the slots a `_place` filled: the table is as before it."""
+    import numpy as np
+
+    if filled:
+        at = np.concatenate(filled)
+        np.frombuffer(table._keys, dtype=np.int64)[at] = 0
+        table._size -= at.size
+    return False
