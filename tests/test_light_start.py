@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("pandas", "pydantic", "httpx", "PIL", "numpy", "pyarrow", "starlette", "jinja2")
 
@@ -100,3 +101,15 @@ def test_every_command_the_modules_define_is_in_the_table() -> None:
     from liangxin_batch.cli import _COMMANDS
 
     assert _defined_commands() == set(_COMMANDS)
+
+
+def test_validate_reads_the_builtin_catalog_without_pydantic(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\na,z-image,a fox,1:1\n", encoding="utf-8")
+    modules = imported_after(
+        "from liangxin_batch.cli import main\n"
+        f"try:\n    main(['validate', {str(manifest)!r}])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code"
+    )
+    heavy = sorted({m.split(".")[0] for m in modules} & set(HEAVY))
+    assert heavy == []
