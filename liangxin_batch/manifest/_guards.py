@@ -140,7 +140,7 @@ class IdTable:
     def claim_all(self, keys: list[int], values: list[int]) -> int:
         """Insert keys in order up to the first one already present (in the table or
         earlier in `keys`); return how many were inserted."""
-        if len(keys) >= _BULK and _claim_bulk(self, keys, values):
+        if len(keys) >= _BULK and self._size >= _BULK_AFTER and _claim_bulk(self, keys, values):
             return len(keys)
         return self._claim_each(keys, values)
 
@@ -179,6 +179,9 @@ class IdTable:
 #: Keys claimed at once from which numpy does the probing (validate's blocks of 1,024
 #: rows); below it, one key at a time in Python (a run's rows, tests' small tables).
 _BULK = 64
+#: Keys in the table before numpy takes over: the loop's first 50,000 keys cost about
+#: what importing numpy does, so a small manifest never imports it.
+_BULK_AFTER = 50_000
 #: Probe steps taken for a whole block in numpy; the few keys still probing after them
 #: (long clusters) finish one at a time: each numpy step costs tens of µs however few
 #: keys it moves.
