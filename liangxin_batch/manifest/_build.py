@@ -39,6 +39,7 @@ from liangxin_batch.manifest._guards import (
     written,
 )
 from liangxin_batch.manifest._read import (
+    BLOCK_ROWS,
     TABULAR_SUFFIXES,
     CellRow,
     CellRows,
@@ -57,7 +58,7 @@ _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
-_BLOCK = 1024  # rows counted together by validate
+_BLOCK = BLOCK_ROWS  # rows counted together by validate, as the CSV reader makes them
 _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _COERCE_CACHE_MAX = 50_000
