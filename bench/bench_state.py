@@ -16,6 +16,10 @@ measurement that changes it. Every command runs as its own process, as a user ru
 - `status`, the CPU of `--help` (and of the bare interpreter), `report` (thumbnails
   cached: run once before), `export --format parquet` and `--format csv`, and
   `validate` of the manifest. `--quick` stops after `--help`.
+
+`--light` builds no state: only the manifest (under <jobs>-manifest/) and the figures that
+need no state, `--help` CPU and `validate` of the manifest (what issue 14's start-up and
+validation targets are about; a minute instead of ten at 1,000,000 jobs).
 """
 
 from __future__ import annotations
@@ -114,6 +118,14 @@ def refresh(out: Path, manifest: Path) -> None:
         print(f"  the base re-validated and re-synced (a changed catalog) in {took:.1f}s")
 
 
+def write_manifest(manifest: Path, jobs: int) -> None:
+    """One model, one row per job: the shape validate counts a block at a time."""
+    with manifest.open("w", encoding="utf-8") as fh:
+        fh.write("id,model,prompt,aspect_ratio\n")
+        for i in range(jobs):
+            fh.write(f"s{i:07d},{MODEL},state benchmark prompt {i},1:1\n")
+
+
 def build(base: Path, jobs: int) -> tuple[Path, Path]:
     """The manifest and the finished folder of a batch of `jobs` (cached in `base`)."""
     manifest, out = base / "manifest.csv", base / "out"
@@ -121,10 +133,7 @@ def build(base: Path, jobs: int) -> tuple[Path, Path]:
         return manifest, out
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    with manifest.open("w", encoding="utf-8") as fh:
-        fh.write("id,model,prompt,aspect_ratio\n")
-        for i in range(jobs):
-            fh.write(f"s{i:07d},{MODEL},state benchmark prompt {i},1:1\n")
+    write_manifest(manifest, jobs)
     t0 = time.perf_counter()
     _sync(manifest, out)
     print(f"  built the state of {jobs:,} jobs in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -277,6 +286,44 @@ def _cpu_seconds(args: list[str], times: int = 5) -> float:
     return best
 
 
+def help_cpu() -> None:
+    bare = _cpu_seconds([sys.executable, "-c", "pass"])
+    # The installed command, as the issue names it (`python -m` adds runpy's imports).
+    script = Path(sys.executable).parent / "liangxin-batch"
+    cli = _cpu_seconds([*([str(script)] if script.exists() else EXE), "--help"])
+    print(f"--help CPU                        {cli:.2f}s (the bare interpreter {bare:.2f}s)")
+
+
+def validate(manifest: Path) -> None:
+    """Wall, CPU (less moved by other work on the machine) and peak RSS of `validate`."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *EXE, "validate", str(manifest)],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t0
+    rss, user, system = done.stderr.strip().splitlines()[-1].split()
+    print(
+        f"validate the manifest             {wall:.1f}s ({float(user) + float(system):.1f}s CPU),"
+        f" peak RSS {int(rss) / 1024:.0f} MB (load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+
+
+def light(jobs: int) -> None:
+    """Start-up and validate only: the manifest, no state."""
+    base = Path(tempfile.gettempdir()) / "liangxin-bench-state" / f"{jobs}-manifest"
+    manifest = base / "manifest.csv"
+    if not manifest.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        write_manifest(base / "manifest.tmp", jobs)
+        (base / "manifest.tmp").rename(manifest)
+    print(f"== {jobs:,} rows, no state", flush=True)
+    help_cpu()
+    validate(manifest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,7 +333,13 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="only start-up: resume, SIGINT, status, --help"
     )
+    parser.add_argument(
+        "--light", action="store_true", help="no state: only --help CPU and validate"
+    )
     args = parser.parse_args()
+    if args.light:
+        light(args.jobs)
+        return
     base = Path(tempfile.gettempdir()) / "liangxin-bench-state" / str(args.jobs)
     if args.rebuild:
         shutil.rmtree(base, ignore_errors=True)
@@ -307,11 +360,7 @@ def main() -> None:
         r = resume(base_url, manifest, target, interrupt="start")
         print(f"SIGINT 0.5 s into a resume -> exit  {r['exit_after_sigint']:.2f}s", flush=True)
         print(f"status                            {_cli(['status', str(target)]):.2f}s", flush=True)
-        bare = _cpu_seconds([sys.executable, "-c", "pass"])
-        # The installed command, as the issue names it (`python -m` adds runpy's imports).
-        script = Path(sys.executable).parent / "liangxin-batch"
-        cli = _cpu_seconds([*([str(script)] if script.exists() else EXE), "--help"])
-        print(f"--help CPU                        {cli:.2f}s (the bare interpreter {bare:.2f}s)")
+        help_cpu()
         if args.quick:
             shutil.rmtree(work, ignore_errors=True)
             return
@@ -345,8 +394,7 @@ def main() -> None:
         dest = work / f"results.{fmt}"
         took = _cli(["export", str(target), "--format", fmt, "--out", str(dest)])
         print(f"export --format {fmt:<8}          {took:.1f}s", flush=True)
-    wall, rss = _peak_rss_mb([*EXE, "validate", str(manifest)], dict(os.environ))
-    print(f"validate the manifest             {wall:.1f}s, peak RSS {rss:.0f} MB", flush=True)
+    validate(manifest)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -41,7 +41,10 @@ def test_readme_shows_the_two_commands_and_they_are_the_ones_that_run() -> None:
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the main group loads its commands when asked
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         out.append((*prefix, name))
         if isinstance(cmd, click.Group):
             out.extend(_commands(cmd, (*prefix, name)))
@@ -55,7 +58,9 @@ def test_every_command_has_help_and_is_in_the_readme(path: tuple[str, ...]) -> N
     cmd: click.Command = main
     for part in path:
         assert isinstance(cmd, click.Group)
-        cmd = cmd.commands[part]
+        found = cmd.get_command(click.Context(cmd), part)
+        assert found is not None, part
+        cmd = found
     assert (cmd.help or "").strip(), f"{' '.join(path)} has no help text"
     if len(path) == 1:
         assert f"`{path[0]}" in README, f"README does not mention `{path[0]}`"

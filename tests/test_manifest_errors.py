@@ -263,3 +263,32 @@ def test_the_id_table() -> None:
     assert table.setdefault(1, 99) == 0
     for n, key in enumerate(keys):
         assert table.setdefault(key, -5) == n
+
+
+def test_the_id_table_claims_blocks_up_to_the_first_key_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Blocks (validate's, probed in numpy) against a dict: the same count claimed, the
+    same values found after, through growth from a tiny table."""
+    import random
+
+    from liangxin_batch.manifest import _guards
+    from liangxin_batch.manifest._guards import IdTable as _IdTable
+
+    monkeypatch.setattr(_guards, "_BULK_AFTER", 0)  # numpy from the first block
+
+    rng = random.Random(5)
+    for _ in range(20):
+        table, oracle = _IdTable(capacity=rng.choice([4, 1024])), dict[int, int]()
+        for start in range(0, 6000, 300):
+            keys = [rng.randrange(-(2**63), 2**63) for _ in range(rng.randrange(1, 300))]
+            keys[0] = rng.choice([0, keys[0]])
+            if rng.random() < 0.3:  # a key claimed before, or one repeated in the block
+                keys[rng.randrange(len(keys))] = rng.choice([*oracle, *keys])
+            values = list(range(start, start + len(keys)))
+            n = 0
+            while n < len(keys) and (keys[n] or 1) not in oracle:
+                oracle[keys[n] or 1] = values[n]
+                n += 1
+            assert table.claim_all(keys, values) == n
+        assert all(table.setdefault(k, -5) == v for k, v in oracle.items())

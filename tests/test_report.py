@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import liangxin_batch.outputs._columns as _columns
 import liangxin_batch.outputs._report as _report
 from liangxin_batch.cli import CliContext
-from liangxin_batch.cli._outputs import register
+from liangxin_batch.cli._outputs import export_command, report_command
 from liangxin_batch.core._states import JobState
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.outputs._report import (
@@ -259,7 +259,8 @@ def test_a_failed_write_keeps_the_previous_file(
 def test_cli_export_and_report(tmp_path: Path, small: StateStore) -> None:
     small.close()
     group = click.Group("main")
-    register(group)
+    group.add_command(export_command)
+    group.add_command(report_command)
     runner = CliRunner()
     args = ["export", str(tmp_path), "--format", "jsonl", "--model", "nano-banana"]
     result = runner.invoke(group, [*args, "--status", "failed"], obj=CliContext())

@@ -13,13 +13,14 @@ import dataclasses
 import difflib
 import functools
 import importlib.resources
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
+from liangxin_batch.catalog._from_doc import model_from_doc
 from liangxin_batch.catalog._specs import (
     ConditionalDefault,
     FieldSpec,
@@ -112,14 +113,10 @@ _Entry = tuple[ModelSpec, dict[str, Any]]
 
 
 def _parse_file(
-    text: str, source: str, base: Mapping[str, _Entry]
+    text: str, source: str, base: Mapping[str, _Entry], *, trusted: bool = False
 ) -> tuple[tuple[float | None, bool | None], list[_Entry]]:
-    """Parse one catalog file; `base` holds earlier entries by id (for `patch: true`)."""
-    # pydantic only here, when a catalog is parsed: `--help` and `status` never pay for it.
-    from pydantic import ValidationError
-
-    from liangxin_batch.catalog._schema import FileDoc, ModelDoc, model_from_doc, pydantic_text
-
+    """Parse one catalog file; `base` holds earlier entries by id (for `patch: true`).
+    `trusted`: the builtin file, read without the schema (`_trusted`)."""
     try:
         # YAML 1.2 core schema: an unquoted 16:9 stays text, `no` is not false.
         data = load_yaml12(text)
@@ -127,13 +124,11 @@ def _parse_file(
         raise CatalogError(f"catalog {source}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise CatalogError(f"catalog {source}: expected a mapping with 'models:' at the top")
-    try:
-        file_doc = FileDoc.model_validate(data)
-    except ValidationError as err:
-        raise CatalogError(f"catalog {source}: {pydantic_text(err)}") from None
+    file_values, model_doc = _readers(source, trusted)
+    credit_usd, round_up, entries = file_values(data)
     known = dict(base)
     out: list[_Entry] = []
-    for i, raw in enumerate(file_doc.models):
+    for i, raw in enumerate(entries):
         ident = raw.get("id")
         where = f"catalog {source}: model {ident!r}" if ident else f"catalog {source}: models[{i}]"
         if not isinstance(ident, str):
@@ -150,14 +145,42 @@ def _parse_file(
                 raise CatalogError(f"{where}: fields: expected a mapping of field name -> spec")
             entry = {**prev, **entry, "fields": {**prev.get("fields", {}), **fields}}
             label = f"{source} (patch of {prev_spec.source})"
-        try:
-            doc = ModelDoc.model_validate(entry)
-        except ValidationError as err:
-            raise CatalogError(f"{where}: {pydantic_text(err)}") from None
-        item = (model_from_doc(doc, label, where), entry)
+        item = (model_from_doc(model_doc(entry, where), label, where), entry)
         known[ident] = item
         out.append(item)
-    return (file_doc.credit_usd, file_doc.credits_round_up), out
+    return (credit_usd, round_up), out
+
+
+_FileValues = Callable[[dict[str, Any]], tuple[float | None, bool | None, list[Any]]]
+_ModelDoc = Callable[[dict[str, Any], str], Any]
+
+
+def _readers(source: str, trusted: bool) -> tuple[_FileValues, _ModelDoc]:
+    """How a file's top level and its model entries become documents: checked by the
+    schema (pydantic, imported only here), or trusted as the builtin file is."""
+    if trusted:
+        from liangxin_batch.catalog import _trusted
+
+        return _trusted.file_values, lambda entry, _where: _trusted.model_doc(entry)
+
+    from pydantic import ValidationError
+
+    from liangxin_batch.catalog._schema import FileDoc, ModelDoc, pydantic_text
+
+    def file_values(data: dict[str, Any]) -> tuple[float | None, bool | None, list[Any]]:
+        try:
+            doc = FileDoc.model_validate(data)
+        except ValidationError as err:
+            raise CatalogError(f"catalog {source}: {pydantic_text(err)}") from None
+        return doc.credit_usd, doc.credits_round_up, doc.models
+
+    def model_doc(entry: dict[str, Any], where: str) -> Any:
+        try:
+            return ModelDoc.model_validate(entry)
+        except ValidationError as err:
+            raise CatalogError(f"{where}: {pydantic_text(err)}") from None
+
+    return file_values, model_doc
 
 
 def _builtin_text() -> str:
@@ -169,7 +192,7 @@ def _builtin_text() -> str:
 def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
     """The builtin catalog plus user files; a later entry replaces (or patches) one of its id."""
     entries: dict[str, _Entry] = {}
-    (credit_usd, round_up), parsed = _parse_file(_builtin_text(), "builtin", entries)
+    (credit_usd, round_up), parsed = _parse_file(_builtin_text(), "builtin", entries, trusted=True)
     entries.update((spec.id, (spec, raw)) for spec, raw in parsed)
     for path in extra:
         try:

@@ -6,12 +6,34 @@ catalog file (`_schema.py`) is derived from them, field by field, defaults inclu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Any, Literal
 
-__all__ = ["ConditionalDefault", "FieldSpec", "FieldType", "ModelSpec", "PriceRule"]
+__all__ = [
+    "REQUIRED",
+    "ConditionalDefault",
+    "FieldSpec",
+    "FieldType",
+    "ModelSpec",
+    "PriceRule",
+    "default_of",
+]
+
+#: What `default_of` gives for a field that has no default.
+REQUIRED: Any = dataclasses.MISSING
+
+
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default (made afresh from a factory), or REQUIRED."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return REQUIRED
+
 
 FieldType = Literal[
     "string", "integer", "number", "boolean", "url_list", "string_list", "object_list"

@@ -1,66 +1,97 @@
 """The `liangxin-batch` command: a thin click adapter over the library.
 
-Each area registers its commands from its own module (`cli/_*.py`); the context they
-share lives in `_context.py`, so no command module imports this one. Library errors
-(`LiangXinBatchError`) become a message on stderr and their documented exit code —
-never a traceback.
+Each area defines its commands in its own module (`cli/_*.py`), imported only when one
+of them is used (`_lazy.LazyGroup`): `--help` lists them from `_COMMANDS` without paying
+for their imports. The context they share lives in `_context.py`, so no command module
+imports this one. Library errors (`LiangXinBatchError`) become a message on stderr and
+their documented exit code — never a traceback.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from liangxin_batch.cli._context import CliContext, pass_cli
+from liangxin_batch.cli._lazy import Lazy, LazyGroup
 from liangxin_batch.errors import LiangXinBatchError, redact
+
+if TYPE_CHECKING:
+    from liangxin_batch.cli._context import CliContext, pass_cli
 
 __all__ = ["CliContext", "main", "pass_cli"]
 
+_CLI = "liangxin_batch.cli."
 
-class _Group(click.Group):
-    """Turns our own errors into a message and an exit code instead of a traceback."""
+#: Every command: its module and name there, and its help's first paragraph (the line
+#: `--help` shows; tests/test_light_start.py checks it against the command's own help).
+_COMMANDS = {
+    "demo": Lazy(
+        _CLI + "_run",
+        "demo_command",
+        "Run the quickstart manifest against the built-in simulator (no account, no network).",
+    ),
+    "export": Lazy(
+        _CLI + "_outputs",
+        "export_command",
+        "Write the results table of DIR as csv, jsonl, parquet or xlsx.",
+    ),
+    "models": Lazy(
+        _CLI + "_models",
+        "models_group",
+        "List the models in the catalog (with any --catalog files applied).",
+    ),
+    "plan": Lazy(
+        _CLI + "_manifest",
+        "plan_command",
+        "Show what running MANIFEST would do: jobs and credits per model, the shortest "
+        "duration at --rate and --max-in-flight, and where outputs would land. Nothing is "
+        "sent (--check-balance only reads the balance).",
+    ),
+    "report": Lazy(
+        _CLI + "_outputs",
+        "report_command",
+        "Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone.",
+    ),
+    "run": Lazy(
+        _CLI + "_run",
+        "run_command",
+        "Run MANIFEST to finished tasks in --out; run it again to resume.",
+    ),
+    "simulate": Lazy(
+        _CLI + "_sim",
+        "simulate_command",
+        "Serve a local LiangXin simulator (same API, real files, optional faults).",
+    ),
+    "status": Lazy(
+        _CLI + "_run",
+        "status_command",
+        "Counts by state and model, oldest tasks in flight, recent problems, credits used.",
+    ),
+    "validate": Lazy(
+        _CLI + "_manifest",
+        "validate_command",
+        "Check every job in MANIFEST against the catalog; nothing is sent.",
+    ),
+}
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LiangXinBatchError as err:
-            from liangxin_batch.cli._exit import exit_code_for
 
-            click.echo(f"error: {redact(str(err))}", err=True)
-            sys.exit(exit_code_for(err))
-        except KeyboardInterrupt:  # before a run started (a run handles Ctrl-C itself)
-            from liangxin_batch.cli._exit import EXIT_INTERRUPTED
+def __getattr__(name: str) -> Any:
+    # The shared context loads with the first command that runs, not for `--help`.
+    if name in ("CliContext", "pass_cli"):
+        from liangxin_batch.cli import _context
 
-            click.echo("\ninterrupted before anything was sent", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--catalog",
-    "catalog_paths",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="LIANGXIN_CATALOG",
-    help="Extra catalog YAML that adds or overrides models (repeatable; env LIANGXIN_CATALOG).",
-)
-@click.version_option(package_name="liangxin-batch")
-@click.pass_context
-def main(ctx: click.Context, catalog_paths: tuple[Path, ...]) -> None:
-    """Run large prompt sets through the LiangXin Market API.
-
-    Exit codes: 0 all jobs succeeded; 1 some jobs did not succeed; 2 bad manifest, catalog
-    or usage (nothing sent); 3 stopped for a reason you must fix (auth, credits, quota);
-    130 interrupted (run the same command again to resume).
-    """
-    ctx.obj = CliContext(catalog_paths=catalog_paths)
+        return getattr(_context, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _more_catalogs(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> None:
     if value:
+        from pathlib import Path
+
+        from liangxin_batch.cli._context import CliContext
+
         cli = ctx.ensure_object(CliContext)
         cli.catalog_paths = (*cli.catalog_paths, *(Path(v) for v in value))
 
@@ -84,13 +115,50 @@ def _catalog_after(command: click.Command) -> None:
     )
 
 
-def _register() -> None:
-    from liangxin_batch.cli import _manifest, _models, _outputs, _run, _sim
+class _Group(LazyGroup):
+    """Turns our own errors into a message and an exit code instead of a traceback."""
 
-    for module in (_models, _manifest, _run, _outputs, _sim):
-        module.register(main)
-    for command in main.commands.values():
-        _catalog_after(command)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LiangXinBatchError as err:
+            from liangxin_batch.cli._exit import exit_code_for
+
+            click.echo(f"error: {redact(str(err))}", err=True)
+            sys.exit(exit_code_for(err))
+        except KeyboardInterrupt:  # before a run started (a run handles Ctrl-C itself)
+            from liangxin_batch.cli._exit import EXIT_INTERRUPTED
+
+            click.echo("\ninterrupted before anything was sent", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
-_register()
+@click.group(
+    cls=_Group,
+    lazy=_COMMANDS,
+    prepare=_catalog_after,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--catalog",
+    "catalog_paths",
+    multiple=True,
+    # Strings, made paths below: click's path_type=Path would import pathlib for --help.
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="LIANGXIN_CATALOG",
+    help="Extra catalog YAML that adds or overrides models (repeatable; env LIANGXIN_CATALOG).",
+)
+@click.version_option(package_name="liangxin-batch")
+@click.pass_context
+def main(ctx: click.Context, catalog_paths: tuple[str, ...]) -> None:
+    """Run large prompt sets through the LiangXin Market API.
+
+    Exit codes: 0 all jobs succeeded; 1 some jobs did not succeed; 2 bad manifest, catalog
+    or usage (nothing sent); 3 stopped for a reason you must fix (auth, credits, quota);
+    130 interrupted (run the same command again to resume).
+    """
+    from pathlib import Path
+
+    from liangxin_batch.cli._context import CliContext
+
+    ctx.obj = CliContext(catalog_paths=tuple(Path(p) for p in catalog_paths))

@@ -21,13 +21,7 @@ from liangxin_batch.cli._options import (
     rate_opt,
 )
 
-__all__ = ["fetch_balance", "register"]
-
-
-def register(group: click.Group) -> None:
-    """Add this module's commands to the main group."""
-    group.add_command(validate_command)
-    group.add_command(plan_command)
+__all__ = ["fetch_balance", "plan_command", "validate_command"]
 
 
 _max_problems_opt = click.option(

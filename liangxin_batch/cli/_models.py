@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from liangxin_batch.cli._context import CliContext, pass_cli
 from liangxin_batch.errors import ConfigError
 
-if TYPE_CHECKING:  # the catalog's code loads when a command uses it, not for `--help`
+if TYPE_CHECKING:  # the catalog's code loads when a command uses it
     from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
-    from liangxin_batch.cli._context import CliContext
 
-__all__ = ["field_limits", "format_model", "format_models", "register"]
+__all__ = ["field_limits", "format_model", "format_models", "models_group"]
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -151,58 +151,56 @@ def _lookup(catalog: Catalog, name: str) -> ModelSpec:
     return spec
 
 
-def register(group: click.Group) -> None:
-    """Add `models` to the main group."""
-    # Imported here: cli.py imports this module while it is still being imported itself.
-    from liangxin_batch.cli._context import pass_cli
+_wide_opt = click.option(
+    "--wide", is_flag=True, help="Whole names and the aliases, however wide the table."
+)
 
-    wide_opt = click.option(
-        "--wide", is_flag=True, help="Whole names and the aliases, however wide the table."
-    )
 
-    @group.group("models", invoke_without_command=True)
-    @wide_opt
-    @pass_cli
-    @click.pass_context
-    def models(ctx: click.Context, cli: CliContext, wide: bool) -> None:
-        """List the models in the catalog (with any --catalog files applied)."""
-        if ctx.invoked_subcommand is None:
-            click.echo(format_models(cli.catalog, wide=wide))
+@click.group("models", invoke_without_command=True)
+@_wide_opt
+@pass_cli
+@click.pass_context
+def models_group(ctx: click.Context, cli: CliContext, wide: bool) -> None:
+    """List the models in the catalog (with any --catalog files applied)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(format_models(cli.catalog, wide=wide))
 
-    @models.command("list")
-    @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
-    @wide_opt
-    @pass_cli
-    def list_models(cli: CliContext, markdown: bool, wide: bool) -> None:
-        """List the models; --markdown for the README table."""
-        catalog: Catalog = cli.catalog
-        if markdown:
-            from liangxin_batch.catalog._catalog import render_model_table
 
-            click.echo(render_model_table(catalog), nl=False)
-        else:
-            click.echo(format_models(catalog, wide=wide))
+@models_group.command("list")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+@_wide_opt
+@pass_cli
+def list_models(cli: CliContext, markdown: bool, wide: bool) -> None:
+    """List the models; --markdown for the README table."""
+    catalog: Catalog = cli.catalog
+    if markdown:
+        from liangxin_batch.catalog._catalog import render_model_table
 
-    @models.command("show")
-    @click.argument("name")
-    @click.option(
-        "--yaml",
-        "as_yaml",
-        is_flag=True,
-        help="The entry as a catalog file writes it: copy it into --catalog my.yaml and edit.",
-    )
-    @pass_cli
-    def show(cli: CliContext, name: str, as_yaml: bool) -> None:
-        """Every field of model NAME (id or alias): type, default, limits, doubts, price."""
-        catalog: Catalog = cli.catalog
-        spec = _lookup(catalog, name)
-        if as_yaml:
-            import yaml
+        click.echo(render_model_table(catalog), nl=False)
+    else:
+        click.echo(format_models(catalog, wide=wide))
 
-            from liangxin_batch.catalog._schema import model_document
 
-            # PyYAML quotes what YAML 1.1 would misread ("16:9", "5"), so the text loads back.
-            text = yaml.safe_dump([model_document(spec)], sort_keys=False, allow_unicode=True)
-            click.echo(text, nl=False)
-            return
-        click.echo(format_model(catalog, spec))
+@models_group.command("show")
+@click.argument("name")
+@click.option(
+    "--yaml",
+    "as_yaml",
+    is_flag=True,
+    help="The entry as a catalog file writes it: copy it into --catalog my.yaml and edit.",
+)
+@pass_cli
+def show(cli: CliContext, name: str, as_yaml: bool) -> None:
+    """Every field of model NAME (id or alias): type, default, limits, doubts, price."""
+    catalog: Catalog = cli.catalog
+    spec = _lookup(catalog, name)
+    if as_yaml:
+        import yaml
+
+        from liangxin_batch.catalog._schema import model_document
+
+        # PyYAML quotes what YAML 1.1 would misread ("16:9", "5"), so the text loads back.
+        text = yaml.safe_dump([model_document(spec)], sort_keys=False, allow_unicode=True)
+        click.echo(text, nl=False)
+        return
+    click.echo(format_model(catalog, spec))

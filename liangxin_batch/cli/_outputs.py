@@ -15,12 +15,7 @@ from liangxin_batch.outputs._formats import EXPORT_FORMATS
 if TYPE_CHECKING:  # the state and the writers load when a command runs, not for --help
     from liangxin_batch.state._store import StateStore
 
-__all__ = ["register"]
-
-
-def register(group: click.Group) -> None:
-    group.add_command(export_command)
-    group.add_command(report_command)
+__all__ = ["export_command", "report_command"]
 
 
 def _open(out_dir: Path) -> StateStore:

@@ -24,7 +24,7 @@ from liangxin_batch.errors import ConfigError
 if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
     from liangxin_batch.run._run import CallbackOptions
 
-__all__ = ["register"]
+__all__ = ["demo_command", "run_command", "status_command"]
 
 
 def _parse_stall(text: str) -> tuple[int, float]:
@@ -70,12 +70,6 @@ def _callback_options(
         hmac_key=hmac_key or None,
         trust_signed=trust_signed,
     )
-
-
-def register(group: click.Group) -> None:
-    group.add_command(run_command)
-    group.add_command(status_command)
-    group.add_command(demo_command)
 
 
 @click.command("run")

@@ -4,129 +4,122 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from liangxin_batch.cli._context import CliContext, pass_cli
 from liangxin_batch.errors import ConfigError
 
-if TYPE_CHECKING:
-    from liangxin_batch.cli._context import CliContext
-
-__all__ = ["register"]
+__all__ = ["simulate_command"]
 
 DEFAULT_SIM_KEY = "sk-sim-local"
 
 
-def register(group: click.Group) -> None:
-    """Add this module's commands to the main group."""
-    from liangxin_batch.cli._context import pass_cli
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    default=8787,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind (0 picks a free one).",
+)
+@click.option(
+    "--api-key",
+    default=DEFAULT_SIM_KEY,
+    show_default=True,
+    envvar="LIANGXIN_SIM_API_KEY",
+    help="The key clients must send (env LIANGXIN_SIM_API_KEY).",
+)
+@click.option(
+    "--credits",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    show_default=True,
+    help="Starting credit balance.",
+)
+@click.option(
+    "--latency-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Multiply each model's typical latency.",
+)
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Fault profile file (YAML/JSON; FaultProfile field names).",
+)
+@click.option("--hmac-key", default=None, help="Sign callbacks with this webhook HMAC key.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for task ids, latency jitter and fault draws.",
+)
+@pass_cli
+def simulate_command(
+    cli: CliContext,
+    host: str,
+    port: int,
+    api_key: str,
+    credits: int,
+    latency_scale: float,
+    faults_file: Path | None,
+    hmac_key: str | None,
+    seed: int,
+) -> None:
+    """Serve a local LiangXin simulator (same API, real files, optional faults).
 
-    @group.command("simulate")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-    @click.option(
-        "--port",
-        default=8787,
-        show_default=True,
-        type=click.IntRange(0, 65535),
-        help="Port to bind (0 picks a free one).",
+    Prints the base URL and the environment variables to export, then serves
+    until Ctrl-C. GET /_sim/ledger shows everything it saw; POST /_sim/top-up
+    with {"credits": N} adds credits.
+    """
+    from secrets import token_hex
+
+    from liangxin_batch.simulator import (
+        FaultProfile,
+        SimConfig,
+        load_fault_profile,
+        run_simulator,
     )
-    @click.option(
-        "--api-key",
-        default=DEFAULT_SIM_KEY,
-        show_default=True,
-        envvar="LIANGXIN_SIM_API_KEY",
-        help="The key clients must send (env LIANGXIN_SIM_API_KEY).",
+
+    faults = load_fault_profile(faults_file) if faults_file else FaultProfile()
+    if not api_key:
+        raise ConfigError("--api-key must not be empty")
+    config = SimConfig(
+        api_key=api_key,
+        credits=credits,
+        latency_scale=latency_scale,
+        faults=faults,
+        hmac_key=hmac_key or None,
+        seed=seed,
+        id_salt=token_hex(8),  # a restarted simulator never reuses a taskId
     )
-    @click.option(
-        "--credits",
-        type=click.IntRange(min=0),
-        default=1_000_000,
-        show_default=True,
-        help="Starting credit balance.",
-    )
-    @click.option(
-        "--latency-scale",
-        type=click.FloatRange(min=0),
-        default=1.0,
-        show_default=True,
-        help="Multiply each model's typical latency.",
-    )
-    @click.option(
-        "--faults",
-        "faults_file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Fault profile file (YAML/JSON; FaultProfile field names).",
-    )
-    @click.option("--hmac-key", default=None, help="Sign callbacks with this webhook HMAC key.")
-    @click.option(
-        "--seed",
-        type=int,
-        default=0,
-        show_default=True,
-        help="Seed for task ids, latency jitter and fault draws.",
-    )
-    @pass_cli
-    def simulate(
-        cli: CliContext,
-        host: str,
-        port: int,
-        api_key: str,
-        credits: int,
-        latency_scale: float,
-        faults_file: Path | None,
-        hmac_key: str | None,
-        seed: int,
-    ) -> None:
-        """Serve a local LiangXin simulator (same API, real files, optional faults).
 
-        Prints the base URL and the environment variables to export, then serves
-        until Ctrl-C. GET /_sim/ledger shows everything it saw; POST /_sim/top-up
-        with {"credits": N} adds credits.
-        """
-        from secrets import token_hex
+    default = FaultProfile()
+    changed = {
+        f.name: getattr(faults, f.name)
+        for f in fields(FaultProfile)
+        if getattr(faults, f.name) != getattr(default, f.name)
+    }
 
-        from liangxin_batch.simulator import (
-            FaultProfile,
-            SimConfig,
-            load_fault_profile,
-            run_simulator,
-        )
+    def ready(base_url: str) -> None:
+        click.echo(f"LiangXin simulator listening on {base_url}")
+        click.echo("Point liangxin-batch at it with:")
+        click.echo(f"  export LIANGXIN_BASE_URL={base_url}")
+        click.echo(f"  export LIANGXIN_API_KEY={api_key}")
+        if changed:
+            click.echo("Faults: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+        click.echo("Press Ctrl-C to stop.")
 
-        faults = load_fault_profile(faults_file) if faults_file else FaultProfile()
-        if not api_key:
-            raise ConfigError("--api-key must not be empty")
-        config = SimConfig(
-            api_key=api_key,
-            credits=credits,
-            latency_scale=latency_scale,
-            faults=faults,
-            hmac_key=hmac_key or None,
-            seed=seed,
-            id_salt=token_hex(8),  # a restarted simulator never reuses a taskId
-        )
-
-        default = FaultProfile()
-        changed = {
-            f.name: getattr(faults, f.name)
-            for f in fields(FaultProfile)
-            if getattr(faults, f.name) != getattr(default, f.name)
-        }
-
-        def ready(base_url: str) -> None:
-            click.echo(f"LiangXin simulator listening on {base_url}")
-            click.echo("Point liangxin-batch at it with:")
-            click.echo(f"  export LIANGXIN_BASE_URL={base_url}")
-            click.echo(f"  export LIANGXIN_API_KEY={api_key}")
-            if changed:
-                click.echo("Faults: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
-            click.echo("Press Ctrl-C to stop.")
-
-        try:
-            run_simulator(config, host, port, on_ready=ready, catalog=cli.catalog)
-        except OSError as err:
-            raise ConfigError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
-        except KeyboardInterrupt:
-            # uvicorn re-raises the captured SIGINT after its graceful shutdown.
-            pass
-        click.echo("simulator stopped")
+    try:
+        run_simulator(config, host, port, on_ready=ready, catalog=cli.catalog)
+    except OSError as err:
+        raise ConfigError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+    except KeyboardInterrupt:
+        # uvicorn re-raises the captured SIGINT after its graceful shutdown.
+        pass
+    click.echo("simulator stopped")

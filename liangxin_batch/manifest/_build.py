@@ -38,7 +38,14 @@ from liangxin_batch.manifest._guards import (
     placeholder_host,
     written,
 )
-from liangxin_batch.manifest._read import TABULAR_SUFFIXES, CellRow, read_tabular
+from liangxin_batch.manifest._read import (
+    BLOCK_ROWS,
+    TABULAR_SUFFIXES,
+    CellRow,
+    CellRows,
+    read_tabular,
+    read_tabular_blocks,
+)
 from liangxin_batch.manifest._yaml import read_yaml
 
 if TYPE_CHECKING:
@@ -51,7 +58,7 @@ _ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
-_BLOCK = 1024  # rows counted together by validate
+_BLOCK = BLOCK_ROWS  # rows counted together by validate, as the CSV reader makes them
 _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _COERCE_CACHE_MAX = 50_000
@@ -118,29 +125,40 @@ class JobBuilder:
     # ---- the stream ------------------------------------------------------------------------
 
     def run_records(
-        self, records: Iterable[CellRow | RawJob | Problem], display: str
+        self, records: Iterable[CellRows | CellRow | RawJob | Problem], display: str
     ) -> Iterator[Job | Problem]:
         fast: FastRows | None = None
         block: list[CellRow] = []  # counting: rows checked a column at a time
         for item in records:
+            if isinstance(item, CellRows):  # counting: a block as the reader made it
+                yield from self._tally(self._rows_block(fast, block))
+                block = []
+                if fast is None or fast.header is not item.header:
+                    fast = FastRows(item.header, self.catalog, self.default_model)
+                if self.counter is not None:
+                    yield from self._tally(self._block(fast, item.cells, item.lines))
+                else:
+                    for row in item.each():
+                        yield from self._tally(self._row(fast, row))
+                continue
             if isinstance(item, CellRow):
                 if fast is None or fast.header is not item.header:
-                    yield from self._tally(self._block(fast, block))
+                    yield from self._tally(self._rows_block(fast, block))
                     block = []
                     fast = FastRows(item.header, self.catalog, self.default_model)
                 if self.counter is not None:
                     block.append(item)
                     if len(block) == _BLOCK:
-                        yield from self._tally(self._block(fast, block))
+                        yield from self._tally(self._rows_block(fast, block))
                         block = []
                     continue
                 built = self._row(fast, item)
             else:
-                yield from self._tally(self._block(fast, block))
+                yield from self._tally(self._rows_block(fast, block))
                 block = []
                 built = [item] if isinstance(item, Problem) else self._build(item)
             yield from self._tally(built)
-        yield from self._tally(self._block(fast, block))
+        yield from self._tally(self._rows_block(fast, block))
         for first, count in self._pending.values():
             self.problems += 1
             yield replace(first, count=count) if count > 1 else first
@@ -165,31 +183,37 @@ class JobBuilder:
         # None: something to report; the general path says what and where.
         return self._checked_row(row, *checked) if checked else self._build(row.raw())
 
-    def _block(self, fast: FastRows | None, rows: list[CellRow]) -> Iterator[Job | Problem]:
+    def _rows_block(self, fast: FastRows | None, rows: list[CellRow]) -> Iterator[Job | Problem]:
+        if fast is not None and rows:
+            yield from self._block(fast, [r.cells for r in rows], [r.line for r in rows])
+
+    def _block(
+        self, fast: FastRows, cells: list[list[str]], lines: list[int]
+    ) -> Iterator[Job | Problem]:
         """Counting (validate): a block of rows proven valid column by column is counted
         up to its first id seen before; every other row is checked on its own."""
         counter = self.counter
-        if fast is None or not rows or counter is None:
+        if counter is None:
             return
-        block = check_block(fast, rows)
+        block = check_block(fast, cells)
         done = 0
+        header = fast.header
         if block is not None:
             if block.spec.id not in counter.per_model:
                 # The model's first job is built: it is the counter's example.
-                yield from self._row(fast, rows[0])
+                yield from self._row(fast, CellRow(header, cells[0], lines[0]))
                 done = 1
             if block.spec.id in counter.per_model:
-                file_no = self._file_no(fast.header.file)
-                keys = [hash(i.lower()) for i in block.ids[done:]]
-                lines = [(file_no << 40) | row.line for row in rows[done:]]
-                end = done + self._ids.claim_all(keys, lines)
+                tag = self._file_no(header.file) << 40
+                keys = list(map(hash, map(str.lower, block.ids[done:])))
+                end = done + self._ids.claim_all(keys, [tag | n for n in lines[done:]])
                 for data, n in block.price_groups(done, end):
                     counter.count(block.spec, data, n)
                 self.records += end - done
                 self.index += end - done
                 done = end
-        for row in rows[done:]:
-            yield from self._row(fast, row)
+        for at in range(done, len(cells)):
+            yield from self._row(fast, CellRow(header, cells[at], lines[at]))
 
     def _build(self, rec: RawJob) -> list[Job | Problem]:
         try:
@@ -204,7 +228,7 @@ class JobBuilder:
         if path.is_dir():
             raise ConfigError(f"{display} is a directory; give a manifest file")
         suffix = path.suffix.lower()
-        records: Iterable[CellRow | RawJob | Problem]
+        records: Iterable[CellRows | CellRow | RawJob | Problem]
         if suffix in _YAML_SUFFIXES:
             records = read_yaml(
                 path,
@@ -214,7 +238,9 @@ class JobBuilder:
                 allow_outside=self.allow_outside,
             )
         elif suffix in TABULAR_SUFFIXES:
-            records = read_tabular(path, display)
+            # Counting (validate) takes CSV rows a block at a time, straight from the reader.
+            reader = read_tabular if self.counter is None else read_tabular_blocks
+            records = reader(path, display)
         else:
             raise ConfigError(
                 f"{display}: unknown manifest format {suffix or '(no suffix)'!r}; "

@@ -18,8 +18,8 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from liangxin_batch.catalog._catalog import check_field, coerce_text, price_inputs
-from liangxin_batch.manifest._guards import CONTROL
-from liangxin_batch.manifest._read import CellRow, TabularHeader
+from liangxin_batch.manifest._guards import CONTROL, has_control
+from liangxin_batch.manifest._read import TabularHeader
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
@@ -204,17 +204,15 @@ class Block:
     """Rows that are all valid jobs of one model, each with a given id (ids not yet
     checked for duplicates): what `validate` counts without looking at rows one by one."""
 
-    __slots__ = ("ids", "price_columns", "rows", "spec")
+    __slots__ = ("ids", "price_columns", "spec")
 
     def __init__(
         self,
         spec: ModelSpec,
-        rows: list[CellRow],
         ids: list[str],
         price_columns: list[tuple[str, _Column, list[str]]],
     ) -> None:
         self.spec = spec
-        self.rows = rows
         self.ids = ids
         self.price_columns = price_columns
 
@@ -235,15 +233,14 @@ class Block:
         return groups
 
 
-def check_block(fast: FastRows, rows: list[CellRow]) -> Block | None:
-    """`rows` as a Block when C-level checks over whole columns prove every row valid,
-    or None (then each row is checked on its own, and the problems found)."""
+def check_block(fast: FastRows, cells: list[list[str]]) -> Block | None:
+    """Rows (as cells) as a Block when C-level checks over whole columns prove every row
+    valid, or None (then each row is checked on its own, and the problems found)."""
     if not fast.enabled or fast.id_at is None:
         return None
-    cells = [row.cells for row in rows]
     if set(map(len, cells)) != {fast.width}:
         return None
-    if CONTROL.search("\n".join(map("\t".join, cells))) is not None:
+    if has_control("\n".join(map("\t".join, cells))):
         return None
     ids = list(map(itemgetter(fast.id_at), cells))
     if not _ID_BLOCK.fullmatch("\x00".join(ids)):
@@ -283,4 +280,4 @@ def check_block(fast: FastRows, rows: list[CellRow]) -> Block | None:
     if any(name not in present for name in plan.always):
         return None
     prices = [(name, *by_name[name]) for name in price_inputs(plan.spec) if name in by_name]
-    return Block(plan.spec, rows, ids, prices)
+    return Block(plan.spec, ids, prices)
