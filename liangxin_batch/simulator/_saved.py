@@ -119,11 +119,19 @@ class TaskJournal:
         self._fd: int | None = None
 
     def load(self) -> Saved:
-        saved, whole = _read(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size > whole:
-            os.ftruncate(self._fd, whole)  # a torn last line: the next one starts clean
+        try:
+            # Another simulator may live on this file (a concurrent `run --simulate` on
+            # the same folder starts one before the run lock refuses it): what it appends
+            # while this one reads is whole lines, never a torn one to cut.
+            alone = _lock(self._fd)
+            saved, whole = _read(self.path)
+            if alone and os.fstat(self._fd).st_size > whole:
+                os.ftruncate(self._fd, whole)  # a torn last line: the next one starts clean
+        except BaseException:
+            self.close()
+            raise
         return saved
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -152,6 +160,20 @@ class TaskJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _lock(fd: int) -> bool:
+    """Hold the file for this simulator's life (released when `fd` closes): False when
+    another one holds it. Where there is no flock (Windows), as if alone."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def saved_ledger(out_dir: Path | str) -> Ledger:
