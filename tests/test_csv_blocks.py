@@ -115,3 +115,17 @@ def test_rows_before_bytes_that_are_not_utf8_are_kept(
     got = _plain(read_csv(path, "m.csv"))
     assert got == _plain(_row_by_row(path, "m.csv"))
     assert isinstance(got[-1], Problem) and len(got) > 1
+
+
+@pytest.mark.parametrize("block", [1, 1024])
+def test_a_cr_ending_one_cell_and_a_lf_starting_the_next_are_two_line_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    # `"p\r","\nq"`: the file breaks a line after p and again after the comma; joined
+    # without the delimiter the cells read as one \r\n.
+    monkeypatch.setattr(_read, "BLOCK_ROWS", block)
+    path = tmp_path / "m.csv"
+    path.write_bytes(b'id,prompt,note\n1,"p\r","\nq"\n2,second,x\n')
+    got = _plain(read_csv(path, "m.csv"))
+    assert got == _plain(_row_by_row(path, "m.csv"))
+    assert [line for *_, line in got] == [2, 5]
