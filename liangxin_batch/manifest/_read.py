@@ -347,8 +347,11 @@ def _row_lines(rows: list[list[str]], before: int, end: int | None) -> tuple[lis
     for cells in rows:
         starts.append(before + 1)
         # The file's lines end at \n, \r or \r\n (newline=""); a quoted cell keeps them.
-        text = "".join(cells)
-        before += 1 + text.count("\n") + text.count("\r") - text.count("\r\n")
+        # Cell by cell: a \r ending one cell and a \n starting the next are two breaks.
+        for text in cells:
+            if "\n" in text or "\r" in text:
+                before += text.count("\n") + text.count("\r") - text.count("\r\n")
+        before += 1
     return starts, before
 
 
