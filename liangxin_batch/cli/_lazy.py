@@ -57,6 +57,19 @@ class LazyGroup(click.Group):
             self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:
+            # click suggests close names from the commands loaded (none yet, usually):
+            # from every command instead, as before they loaded lazily.
+            name = getattr(err, "command_name", None)
+            if not isinstance(name, str) or not hasattr(err, "possibilities"):
+                raise
+            raise type(err)(name, possibilities=self.list_commands(ctx), ctx=ctx) from None  # type: ignore[call-arg]
+
     def help_line(self, name: str, limit: int) -> str:
         """A command's line in the listing, as click would write it, without loading it."""
         # A stand-in with the same help gives click's own shortening, whatever the version.
