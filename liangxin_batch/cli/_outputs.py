@@ -88,11 +88,15 @@ def export_command(
     target = out_path or out_dir / f"export.{fmt}"
     store = _open(out_dir)
     try:
+        count = None
         if fmt == "csv" and not status and not models:  # results.csv's table: its cache
             from liangxin_batch.outputs._segments import write_results_by_segments
 
-            count = write_results_by_segments(out_dir, store, target=target, csv_safe=csv_safe)
-        else:
+            try:
+                count = write_results_by_segments(out_dir, store, target=target, csv_safe=csv_safe)
+            except OSError:  # DIR cannot be written (its cache lives there): the walk
+                count = None
+        if count is None:
             count = export(
                 out_dir,
                 store,
