@@ -147,3 +147,24 @@ def test_a_durable_write_inside_a_bookkeeping_transaction_is_refused(tmp_path: P
     job = store.get("j00000")
     assert job is not None and job.state is JobState.PENDING  # rolled back
     store.close()
+
+
+def test_a_read_only_open_skips_the_integrity_scan_but_refuses_garbage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PRAGMA quick_check` reads every page: 8 s of a million-job `export` or `report`,
+    which send nothing. Only a run (it may pay) scans the file first; a reader still
+    refuses a file that is not a state."""
+    import liangxin_batch.state._checks as checks
+
+    scanned: list[Path] = []
+    real = checks._check_integrity
+    monkeypatch.setattr(checks, "_check_integrity", lambda p: (scanned.append(p), real(p)))
+    StateStore.in_dir(tmp_path).close()
+    StateStore.in_dir(tmp_path).close()
+    assert len(scanned) == 1, "the writer's open of an existing state is scanned"
+    StateStore.in_dir(tmp_path, readonly=True).close()
+    assert len(scanned) == 1, "a reader's open is not"
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="cannot use this state file"):
+        StateStore.in_dir(tmp_path, readonly=True)

@@ -19,9 +19,9 @@ _RUN_TRACES = ("outputs", "results.csv", "report.html", BATCH_ID_FILE)
 
 
 def refuse_untrusted(path: Path, out_dir: Path, *, readonly: bool) -> None:
-    """StateError (nothing changed) for a damaged state, or an empty or missing one in a
-    folder where a run already left something; an empty file in a clean folder is removed
-    (a failed first write) so the state starts clean."""
+    """StateError (nothing changed) for a damaged state (when opened to write), or an
+    empty or missing one in a folder where a run already left something; an empty file
+    in a clean folder is removed (a failed first write) so the state starts clean."""
     fresh = not path.exists() or path.stat().st_size == 0
     if fresh and not readonly:
         traces = [name for name in _RUN_TRACES if _nonempty(out_dir / name)]
@@ -35,7 +35,9 @@ def refuse_untrusted(path: Path, out_dir: Path, *, readonly: bool) -> None:
             )
         if path.exists():
             path.unlink()
-    if not fresh:
+    if not fresh and not readonly:
+        # Only before a run (it may pay): the scan reads every page, seconds at a million
+        # jobs, and a reader that meets a bad page gets SQLite's error, having sent nothing.
         _check_integrity(path)
 
 
