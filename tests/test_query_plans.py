@@ -137,3 +137,28 @@ def test_report_summary_and_segments_walk_their_indexes(tmp_path: Path) -> None:
     assert segment and all(
         "jobs_by_position (in_manifest=? AND idx>? AND idx<?)" in p for p in segment
     )
+
+
+def test_the_summary_names_unknown_jobs_by_their_state_not_by_a_walk(tmp_path: Path) -> None:
+    """`job_ids(UNKNOWN)` (every run's summary) walked the manifest's order looking for
+    an unknown job: 0.44 s at a million jobs, most of a Ctrl-C's way out."""
+    store = populated(tmp_path)
+    seen = traced(store)
+    store.job_ids(JobState.UNKNOWN)
+    query = next(q for q in seen if q.startswith("SELECT job_id FROM jobs"))
+    assert "USING INDEX jobs_by_state (state=?)" in plan(store.db, query), plan(store.db, query)
+    store.close()
+
+
+def test_a_walk_of_one_state_in_the_manifest_goes_by_that_state(tmp_path: Path) -> None:
+    """The submitter's walk of pending jobs went along the manifest's whole order
+    (jobs_by_position) to find them: 0.56 s before a million-job resume's first create."""
+    store = populated(tmp_path)
+    seen = traced(store)
+    list(store.iter_jobs([JobState.PENDING], in_manifest=True))
+    list(store.iter_report_jobs([JobState.DONE, JobState.FAILED]))
+    queries = [q for q in seen if q.startswith("SELECT")]
+    assert queries
+    for query in queries:
+        assert "jobs_by_state (state=?" in plan(store.db, query), plan(store.db, query)
+    store.close()

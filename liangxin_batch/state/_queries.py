@@ -118,6 +118,9 @@ class StoreQueries:
         wanted = None if states is None else [JobState(s).value for s in dict.fromkeys(states)]
         if wanted is None:
             return self._walk(select, manifest, [], convert)
+        # By the state's index, membership only filtered (`+`): the planner otherwise
+        # walks the whole manifest's order for the few pending jobs of a finished batch.
+        manifest = manifest.replace("in_manifest", "+in_manifest")
         if len(wanted) == 1:  # the runner's walks: one state, by its index
             return self._walk(select, f"state = ? AND {manifest}", wanted, convert)
         # reports: manifest order, one index walk per state, merged
@@ -155,10 +158,12 @@ class StoreQueries:
             last = (rows[-1][1], rows[-1][0])
 
     def job_ids(self, state: JobState, *, in_manifest: bool = True, limit: int = 50) -> list[str]:
+        # `+in_manifest`: by state (few rows, already in order), never along the whole
+        # manifest's order looking for them (0.44 s at a million jobs).
         return [
             r[0]
             for r in self.db.execute(
-                "SELECT job_id FROM jobs WHERE state = ? AND in_manifest = ?"
+                "SELECT job_id FROM jobs WHERE state = ? AND +in_manifest = ?"
                 " ORDER BY idx, job_id LIMIT ?",
                 (state.value, int(in_manifest), limit),
             )
