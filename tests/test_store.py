@@ -159,7 +159,11 @@ def test_a_read_only_open_skips_the_integrity_scan_but_refuses_garbage(
 
     scanned: list[Path] = []
     real = checks._check_integrity
-    monkeypatch.setattr(checks, "_check_integrity", lambda p: (scanned.append(p), real(p)))
+    def counting(path: Path) -> None:
+        scanned.append(path)
+        real(path)
+
+    monkeypatch.setattr(checks, "_check_integrity", counting)
     StateStore.in_dir(tmp_path).close()
     StateStore.in_dir(tmp_path).close()
     assert len(scanned) == 1, "the writer's open of an existing state is scanned"
