@@ -174,7 +174,15 @@ def _row_chunks(
 ) -> Iterator[list[list[Any]]]:
     chunk: list[list[Any]] = []
     names, known, complete = header.names, header.known, header.complete
-    jobs = report_jobs(store, status=status, model=model, out_dir=check, positions=positions)
+    # Only `each` (report.html's cards) shows a job's input: the rows never do.
+    jobs = report_jobs(
+        store,
+        status=status,
+        model=model,
+        out_dir=check,
+        positions=positions,
+        inputs=each is not None,
+    )
     for job, kept, lost in jobs:
         shown = as_lost(job, lost)
         if each is not None:

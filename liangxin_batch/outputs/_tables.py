@@ -104,10 +104,20 @@ def nanoseconds(column: Iterable[float | None]) -> list[int | None]:
     return [None if at is None else round(at * 1_000_000) * 1000 for at in column]
 
 
+def _stamps(pa: Any, compute: Any, column: Iterable[float | None], kind: Any) -> Any:
+    """`nanoseconds` in Arrow: seconds * 10**6 rounded half to even (as `round`), then
+    * 1000 as int64, as `kind` (a timestamp type)."""
+    seconds = pa.array(column, pa.float64())
+    micros = compute.round(compute.multiply(seconds, 1_000_000.0), round_mode="half_to_even")
+    nanos = compute.multiply_checked(micros.cast(pa.int64()), 1000)
+    return nanos.cast(kind)
+
+
 def write_parquet(
     pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: TypedChunks
 ) -> int:
     parquet = importlib.import_module("pyarrow.parquet")
+    compute = importlib.import_module("pyarrow.compute")
     schema = parquet_schema(pa, header, types)
     fields = list(schema)
     stamps = {i for i, kind in enumerate(types) if kind == "timestamp"}
@@ -117,7 +127,9 @@ def write_parquet(
             # Column by column straight to Arrow (a row group per chunk, as before): a
             # pandas frame of the rows on the way cost as much as building them.
             columns = [
-                pa.array(nanoseconds(column) if i in stamps else column, fields[i].type)
+                _stamps(pa, compute, column, fields[i].type)
+                if i in stamps
+                else pa.array(column, fields[i].type)
                 for i, column in enumerate(zip(*chunk, strict=True))
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
