@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from liangxin_batch.outputs._columns import ColumnType, iso_precise
 
 __all__ = [
     "Chunks",
+    "ColumnChunks",
     "TypedChunks",
     "defuse",
     "defused",
@@ -40,6 +41,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 Chunks = Iterable[list[list[str]]]
 #: Chunks of typed rows.
 TypedChunks = Iterable[list[list[Any]]]
+#: Chunks of typed columns (`_columns.typed_columns`: each column of the header, in order).
+ColumnChunks = Iterable[list[Sequence[Any]]]
 
 
 def defused(chunks: Chunks) -> Iterator[list[list[str]]]:
@@ -114,8 +117,9 @@ def _stamps(pa: Any, compute: Any, column: Iterable[float | None], kind: Any) ->
 
 
 def write_parquet(
-    pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: TypedChunks
+    pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: ColumnChunks
 ) -> int:
+    """A row group per chunk of columns."""
     parquet = importlib.import_module("pyarrow.parquet")
     compute = importlib.import_module("pyarrow.compute")
     schema = parquet_schema(pa, header, types)
@@ -124,16 +128,16 @@ def write_parquet(
     count = 0
     with parquet.ParquetWriter(str(tmp), schema) as writer:
         for chunk in chunks:
-            # Column by column straight to Arrow (a row group per chunk, as before): a
-            # pandas frame of the rows on the way cost as much as building them.
+            # Column by column straight to Arrow: a pandas frame of the rows on the way
+            # cost as much as building them.
             columns = [
                 _stamps(pa, compute, column, fields[i].type)
                 if i in stamps
                 else pa.array(column, fields[i].type)
-                for i, column in enumerate(zip(*chunk, strict=True))
+                for i, column in enumerate(chunk)
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-            count += len(chunk)
+            count += len(columns[0]) if columns else 0
         if count == 0:
             writer.write_table(schema.empty_table())
     return count
