@@ -2,7 +2,8 @@
 
 A row is a list of cells in the header's order: text for csv and xlsx, typed for jsonl
 and parquet (`_columns.typed_cells`: a timestamp as epoch seconds, None for nothing, and
-the column types given beside the header). Every writer writes `tmp` (the caller
+the column types given beside the header). parquet takes the same typed cells as chunks
+of columns instead (`_columns.typed_columns`). Every writer writes `tmp` (the caller
 replaces the target with it) and returns the number of rows.
 """
 
