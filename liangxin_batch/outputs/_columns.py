@@ -31,6 +31,7 @@ __all__ = [
     "result_cells",
     "text_cells",
     "typed_cells",
+    "typed_columns",
 ]
 
 #: How a column is typed in parquet, jsonl and `results()` (results.csv is all text).
@@ -216,3 +217,37 @@ def typed_cells(job: ReportJob, kept: Sequence[_FileLike], names: Sequence[str])
         None if seconds is None else round(seconds, 3),  # milliseconds, as results.csv
     ]
     return row
+
+
+def typed_columns(
+    jobs: Sequence[ReportJob], kept: Sequence[Sequence[_FileLike]], names: Sequence[str]
+) -> list[Sequence[Cell]]:
+    """`typed_cells` of a chunk of jobs (`kept`: the files of each), column by column (the
+    parquet export builds Arrow columns: no row is made, nor turned into columns)."""
+    cols = [job.columns for job in jobs]
+    table: list[Sequence[Cell]] = [
+        [None if (v := c.get(name)) is None else str(v) for c in cols] for name in names
+    ]
+    fields = list(zip(*jobs, strict=True)) if jobs else [()] * len(ReportJob._fields)
+    paths = [(_joined(k) if k else (None, None)) for k in kept]
+    credits, estimated = fields[9], fields[10]
+    seconds = [generation_seconds(job) for job in jobs]
+    labels = REPORT_LABELS
+    table += [
+        fields[0],
+        fields[2],
+        [labels[state] for state in fields[3]],
+        [v or None for v in fields[4]],
+        fields[5],
+        [v or None for v in fields[6]],
+        [v or None for v in fields[7]],
+        [p for p, _ in paths],
+        [s for _, s in paths],
+        [";".join(urls) or None for urls in fields[8]],
+        credits,
+        [e if c is None else None for c, e in zip(credits, estimated, strict=True)],
+        fields[12],
+        fields[13],
+        [None if s is None else round(s, 3) for s in seconds],
+    ]
+    return table

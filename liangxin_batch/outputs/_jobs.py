@@ -40,14 +40,16 @@ def report_jobs(
     model: Collection[str] | None = None,
     out_dir: Path | None = None,
     positions: tuple[int, int] | None = None,
+    inputs: bool = True,
 ) -> Iterator[tuple[ReportJob, list[ReportFile], Lost]]:
     """Manifest jobs in manifest order, each with its current files (those of its current
     result URLs, by number); with `out_dir`, whether a done job's file is gone or has
     another size (`as_lost` shows the job as the report does). `positions`: only the
-    jobs of lo <= idx < hi (a segment of results.csv)."""
+    jobs of lo <= idx < hi (a segment of results.csv); `inputs=False`: the jobs'
+    `input_json` is not read (left '')."""
     with _folder(out_dir) as base:
         done = JobState.DONE
-        for job in store.iter_report_jobs(_states(status), positions=positions):
+        for job in store.iter_report_jobs(_states(status), positions=positions, inputs=inputs):
             if model and job.model not in model:
                 continue
             if not job.files:

@@ -2,7 +2,8 @@
 
 A row is a list of cells in the header's order: text for csv and xlsx, typed for jsonl
 and parquet (`_columns.typed_cells`: a timestamp as epoch seconds, None for nothing, and
-the column types given beside the header). Every writer writes `tmp` (the caller
+the column types given beside the header). parquet takes the same typed cells as chunks
+of columns instead (`_columns.typed_columns`). Every writer writes `tmp` (the caller
 replaces the target with it) and returns the number of rows.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from liangxin_batch.outputs._columns import ColumnType, iso_precise
 
 __all__ = [
     "Chunks",
+    "ColumnChunks",
     "TypedChunks",
     "defuse",
     "defused",
@@ -40,6 +42,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 Chunks = Iterable[list[list[str]]]
 #: Chunks of typed rows.
 TypedChunks = Iterable[list[list[Any]]]
+#: Chunks of typed columns (`_columns.typed_columns`: each column of the header, in order).
+ColumnChunks = Iterable[list[Sequence[Any]]]
 
 
 def defused(chunks: Chunks) -> Iterator[list[list[str]]]:
@@ -104,24 +108,37 @@ def nanoseconds(column: Iterable[float | None]) -> list[int | None]:
     return [None if at is None else round(at * 1_000_000) * 1000 for at in column]
 
 
+def _stamps(pa: Any, compute: Any, column: Iterable[float | None], kind: Any) -> Any:
+    """`nanoseconds` in Arrow: seconds * 10**6 rounded half to even (as `round`), then
+    * 1000 as int64, as `kind` (a timestamp type)."""
+    seconds = pa.array(column, pa.float64())
+    micros = compute.round(compute.multiply(seconds, 1_000_000.0), round_mode="half_to_even")
+    nanos = compute.multiply_checked(micros.cast(pa.int64()), 1000)
+    return nanos.cast(kind)
+
+
 def write_parquet(
-    pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: TypedChunks
+    pa: Any, tmp: Path, header: list[str], types: list[ColumnType], chunks: ColumnChunks
 ) -> int:
+    """A row group per chunk of columns."""
     parquet = importlib.import_module("pyarrow.parquet")
+    compute = importlib.import_module("pyarrow.compute")
     schema = parquet_schema(pa, header, types)
     fields = list(schema)
     stamps = {i for i, kind in enumerate(types) if kind == "timestamp"}
     count = 0
     with parquet.ParquetWriter(str(tmp), schema) as writer:
         for chunk in chunks:
-            # Column by column straight to Arrow (a row group per chunk, as before): a
-            # pandas frame of the rows on the way cost as much as building them.
+            # Column by column straight to Arrow: a pandas frame of the rows on the way
+            # cost as much as building them.
             columns = [
-                pa.array(nanoseconds(column) if i in stamps else column, fields[i].type)
-                for i, column in enumerate(zip(*chunk, strict=True))
+                _stamps(pa, compute, column, fields[i].type)
+                if i in stamps
+                else pa.array(column, fields[i].type)
+                for i, column in enumerate(chunk)
             ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-            count += len(chunk)
+            count += len(columns[0]) if columns else 0
         if count == 0:
             writer.write_table(schema.empty_table())
     return count

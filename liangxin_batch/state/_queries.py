@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
 from liangxin_batch.state._rows import (
+    EXPORT_JOB_SELECT,
     FILE_COLUMNS,
     JOB_COLUMNS,
     REPORT_JOB_SELECT,
@@ -29,7 +30,7 @@ from liangxin_batch.state._rows import (
     ReportFile,
     ReportJob,
     row_to_job,
-    row_to_report_job,
+    rows_to_report_jobs,
 )
 
 __all__ = ["StoreQueries", "marks"]
@@ -84,20 +85,22 @@ class StoreQueries:
         *,
         in_manifest: bool | None = True,
         positions: tuple[int, int] | None = None,
+        inputs: bool = True,
     ) -> Iterator[ReportJob]:
         """`iter_jobs`, as the light rows results.csv, exports and report.html read, each
         with its files (`ReportJob.files`); `positions`: only jobs of lo <= idx < hi (a
-        segment of results.csv)."""
+        segment of results.csv); `inputs=False`: `input_json` is left '' (not read)."""
+        select = REPORT_JOB_SELECT if inputs else EXPORT_JOB_SELECT
         if positions is None:
-            return self._walks(states, in_manifest, REPORT_JOB_SELECT, self._report_page)
+            return self._walks(states, in_manifest, select, self._report_page)
         if states is not None or in_manifest is not True:
             raise ValueError("a segment holds every job of the manifest in its positions")
         # A range of jobs_by_position (in_manifest, idx, job_id), paged as any walk.
         where = "in_manifest = 1 AND jobs.idx >= ? AND jobs.idx < ? AND"
-        return self._walk(REPORT_JOB_SELECT, where, list(positions), self._report_page)
+        return self._walk(select, where, list(positions), self._report_page)
 
     def _report_page(self, rows: list[Any]) -> list[ReportJob]:
-        jobs = [row_to_report_job(r) for r in rows]
+        jobs = rows_to_report_jobs(rows)
         several = [j.job_id for j in jobs if len(j.result_urls) > 1]
         if not several:
             return jobs

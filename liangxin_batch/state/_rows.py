@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from liangxin_batch.core._states import JobState
 
 __all__ = [
+    "EXPORT_JOB_SELECT",
     "FILE_COLUMNS",
     "JOB_COLUMNS",
     "REPORT_JOB_SELECT",
@@ -22,6 +23,7 @@ __all__ = [
     "ReportJob",
     "row_to_job",
     "row_to_report_job",
+    "rows_to_report_jobs",
 ]
 
 
@@ -184,6 +186,9 @@ REPORT_JOB_SELECT = (
     " columns_json, input_json, f.url, f.path, f.sha256, f.size"
     " FROM jobs LEFT JOIN files f ON f.job_id = jobs.job_id AND f.n = 0"
 )
+#: `REPORT_JOB_SELECT` less the input JSON (read as ''), for the walks that show no job's
+#: input (the exports): a million prompts not copied out of SQLite.
+EXPORT_JOB_SELECT = REPORT_JOB_SELECT.replace(" input_json,", " '',")
 _STATE_OF = {s.value: s for s in JobState}  # a dict lookup: JobState(value) costs 5x more
 _raw_decode = json.JSONDecoder().raw_decode
 _new = tuple.__new__
@@ -224,3 +229,66 @@ def row_to_report_job(row: Sequence[Any]) -> ReportJob:
             (_new(ReportFile, (row[0], 0, *row[16:20])),) if file_0 else (),
         ),
     )
+
+
+def _loads_all(texts: list[str]) -> list[Any]:
+    """Each JSON text decoded, in one decoder call for the lot (a call per text cost as
+    much as the decoding); text by text where the lot does not read as one array."""
+    try:
+        values = _raw_decode(f"[{','.join(texts)}]")[0]
+    except ValueError:
+        values = None
+    if type(values) is not list or len(values) != len(texts):
+        return [_loads(t) for t in texts]
+    return values
+
+
+def _urls(text: str | None) -> tuple[str, ...]:
+    """result_urls: one URL without escapes (the usual case) as is, else decoded."""
+    if not text:
+        return ()
+    one = text[2:-2]
+    if (
+        len(text) > 3
+        and text[:2] == '["'
+        and text[-2:] == '"]'
+        and '"' not in one
+        and "\\" not in one
+    ):
+        return (one,)
+    return tuple(_loads(text))
+
+
+def rows_to_report_jobs(rows: Sequence[Sequence[Any]]) -> list[ReportJob]:
+    """`row_to_report_job` of each row of a page, the columns JSON decoded at once."""
+    columns = _loads_all([row[14] for row in rows])
+    jobs: list[ReportJob] = []
+    append = jobs.append
+    for row, cols in zip(rows, columns, strict=True):
+        urls = _urls(row[8])
+        file_0 = row[16] is not None and len(urls) == 1
+        append(
+            _new(
+                ReportJob,
+                (
+                    row[0],
+                    row[1],
+                    row[2],
+                    _STATE_OF[row[3]],
+                    row[4],
+                    row[5],
+                    row[6],
+                    row[7],
+                    urls,
+                    row[9],
+                    row[10],
+                    row[11],
+                    row[12],
+                    row[13],
+                    cols,
+                    row[15],
+                    (_new(ReportFile, (row[0], 0, *row[16:20])),) if file_0 else (),
+                ),
+            )
+        )
+    return jobs
