@@ -159,6 +159,7 @@ def test_a_read_only_open_skips_the_integrity_scan_but_refuses_garbage(
 
     scanned: list[Path] = []
     real = checks._check_integrity
+
     def counting(path: Path) -> None:
         scanned.append(path)
         real(path)
