@@ -36,6 +36,7 @@ from liangxin_batch.outputs._report import (
     report_status,
 )
 from liangxin_batch.outputs._segments import write_results_by_segments
+from liangxin_batch.state._status import removed_line
 from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
 logger = logging.getLogger("liangxin_batch")
@@ -446,10 +447,7 @@ def credit_notes(store: StateStore) -> list[str]:
     removed = store.removed_count()
     if removed:
         spent = store.credits(in_manifest=False)
-        notes.append(
-            f"{removed} job{'' if removed == 1 else 's'} no longer in the manifest "
-            f"({spent.total + spent.estimated:,.1f} credits) not counted"
-        )
+        notes.append(removed_line(removed, spent.total + spent.estimated))
     return notes
 
 

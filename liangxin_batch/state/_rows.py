@@ -22,7 +22,6 @@ __all__ = [
     "ReportFile",
     "ReportJob",
     "row_to_job",
-    "row_to_report_job",
     "rows_to_report_jobs",
 ]
 
@@ -202,35 +201,6 @@ def _loads(text: str) -> Any:
         return json.loads(text)  # leading blanks: as json.loads reads them
 
 
-def row_to_report_job(row: Sequence[Any]) -> ReportJob:
-    """A row of `REPORT_JOB_SELECT`; `files` is left empty for a job of several result
-    URLs (the caller reads them)."""
-    urls = tuple(_loads(row[8])) if row[8] else ()
-    file_0 = row[16] is not None and len(urls) == 1
-    return _new(  # ReportJob(...) without its __new__'s Python frame
-        ReportJob,
-        (
-            row[0],
-            row[1],
-            row[2],
-            _STATE_OF[row[3]],
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            urls,
-            row[9],
-            row[10],
-            row[11],
-            row[12],
-            row[13],
-            _loads(row[14]),
-            row[15],
-            (_new(ReportFile, (row[0], 0, *row[16:20])),) if file_0 else (),
-        ),
-    )
-
-
 def _loads_all(texts: list[str]) -> list[Any]:
     """Each JSON text decoded, in one decoder call for the lot (a call per text cost as
     much as the decoding); text by text where the lot does not read as one array."""
@@ -260,7 +230,8 @@ def _urls(text: str | None) -> tuple[str, ...]:
 
 
 def rows_to_report_jobs(rows: Sequence[Sequence[Any]]) -> list[ReportJob]:
-    """`row_to_report_job` of each row of a page, the columns JSON decoded at once."""
+    """The ReportJobs of a page of `REPORT_JOB_SELECT` rows, the columns JSON decoded at
+    once; `files` is left empty for a job of several result URLs (the caller reads them)."""
     columns = _loads_all([row[14] for row in rows])
     jobs: list[ReportJob] = []
     append = jobs.append

@@ -11,7 +11,7 @@ from liangxin_batch.core._states import report_counts
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._store import STATE_FILE, StateStore
 
-__all__ = ["StatusReport", "credits_line", "format_status", "read_status"]
+__all__ = ["StatusReport", "credits_line", "format_status", "read_status", "removed_line"]
 
 
 def credits_line(total: float, estimated: float, when: str = "") -> str:
@@ -20,6 +20,14 @@ def credits_line(total: float, estimated: float, when: str = "") -> str:
     if estimated:
         line += f" (of which estimated: {estimated:,.1f}; the service did not report them)"
     return line
+
+
+def removed_line(jobs: int, credits: float) -> str:
+    """The jobs that left the manifest, said apart from the batch's counts and credits."""
+    return (
+        f"{jobs} job{'' if jobs == 1 else 's'} no longer in the manifest "
+        f"({credits:,.1f} credits): kept, not counted above"
+    )
 
 
 @dataclass
@@ -101,11 +109,7 @@ def format_status(report: StatusReport) -> str:
         lines.append(f"  {model}: {parts}")
     lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
     if report.removed_jobs:
-        n = report.removed_jobs
-        lines.append(
-            f"{n} job{'' if n == 1 else 's'} no longer in the manifest "
-            f"({report.removed_credits:,.1f} credits): kept, not counted above"
-        )
+        lines.append(removed_line(report.removed_jobs, report.removed_credits))
     if report.finished_by:
         lines.append(
             "finished by: " + ", ".join(f"{k} {v}" for k, v in sorted(report.finished_by.items()))
