@@ -56,3 +56,28 @@ def test_status_counts_the_batch_the_same_way(tmp_path: Path) -> None:
     assert status.removed_credits == summary.removed_credits > 0
     said = format_status(status)
     assert "1 job no longer in the manifest" in said and "not counted" in said
+
+
+def test_a_removed_jobs_estimated_credits_are_counted_once(tmp_path: Path) -> None:
+    """The removed jobs' credits were `total + estimated`, and `total` already holds the
+    estimate: a job the service did not bill for showed twice its estimate."""
+    import json
+
+    from liangxin_batch import read_status
+    from liangxin_batch.core._states import JobState
+    from liangxin_batch.outputs._gallery import credit_notes
+    from liangxin_batch.state._store import StateStore
+    from tests.state_support import drive
+
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(
+        [(j, i, "z-image", json.dumps({"prompt": j}), "{}", j) for i, j in enumerate("ab")]
+    )
+    drive(store, "b", JobState.DONE, task_id="t-b", credits=None, credits_estimated=2.0)
+    store.start_membership()
+    store.mark_seen(["a"])
+    assert store.end_membership() == 1  # b left the manifest
+    notes = credit_notes(store)
+    store.close()
+    assert read_status(tmp_path).removed_credits == 2.0
+    assert any("(2.0 credits)" in note for note in notes), notes

@@ -447,7 +447,7 @@ def credit_notes(store: StateStore) -> list[str]:
     removed = store.removed_count()
     if removed:
         spent = store.credits(in_manifest=False)
-        notes.append(removed_line(removed, spent.total + spent.estimated))
+        notes.append(removed_line(removed, spent.total))
     return notes
 
 

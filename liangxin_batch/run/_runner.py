@@ -270,6 +270,6 @@ class Runner:
             tasks_finished=self._poller.finished_tasks,
             finished_by_callback=self._poller.finished_by_callback,
             removed_jobs=self.store.removed_count(),
-            removed_credits=removed.total + removed.estimated,
+            removed_credits=removed.total,
             downloads=downloads,
         )

@@ -81,7 +81,7 @@ def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusRepor
             finished_by=store.finished_by_counts(),
             manifest=store.get_meta("manifest"),
             removed_jobs=store.removed_count(),
-            removed_credits=removed.total + removed.estimated,
+            removed_credits=removed.total,
         )
 
 
