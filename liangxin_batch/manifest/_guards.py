@@ -129,36 +129,34 @@ class IdTable:
 
     def setdefault(self, key: int, value: int) -> int | None:
         """Insert and return None, or return the value already stored for `key`."""
-        if self.claim_all([key], [value]):
-            return None
-        key = key or 1
-        i = key & self._mask
-        while self._keys[i] != key:  # there: claim_all just found it
-            i = (i + 1) & self._mask
-        return self._vals[i]
+        return self._claim_one(key, value)
 
     def claim_all(self, keys: list[int], values: list[int]) -> int:
         """Insert keys in order up to the first one already present (in the table or
         earlier in `keys`); return how many were inserted."""
         if len(keys) >= _BULK and self._size >= _BULK_AFTER and _claim_bulk(self, keys, values):
             return len(keys)
-        return self._claim_each(keys, values)
-
-    def _claim_each(self, keys: list[int], values: list[int]) -> int:
+        claim = self._claim_one
         for n, (key, value) in enumerate(zip(keys, values, strict=True)):
-            key = key or 1  # 0 marks an empty slot
-            slots, mask = self._keys, self._mask
-            i = key & mask
-            while slots[i]:
-                if slots[i] == key:
-                    return n
-                i = (i + 1) & mask
-            slots[i] = key
-            self._vals[i] = value
-            self._size += 1
-            if self._size * 2 > mask:
-                self._grow()
+            if claim(key, value) is not None:
+                return n
         return len(keys)
+
+    def _claim_one(self, key: int, value: int) -> int | None:
+        """Insert (None), or the value already stored for `key` (nothing changed)."""
+        key = key or 1  # 0 marks an empty slot
+        slots, mask = self._keys, self._mask
+        i = key & mask
+        while slots[i]:
+            if slots[i] == key:
+                return self._vals[i]
+            i = (i + 1) & mask
+        slots[i] = key
+        self._vals[i] = value
+        self._size += 1
+        if self._size * 2 > mask:
+            self._grow()
+        return None
 
     def _grow(self) -> None:
         old_keys, old_vals = self._keys, self._vals
