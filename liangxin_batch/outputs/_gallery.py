@@ -262,8 +262,10 @@ class _Tally:
         self.credits = charged / 1_000_000
         self.credits_estimated = estimated / 1_000_000
         models = {m for m, _ in self.jobs_by}
-        self.p50 = {m: store.generation_percentile(m, 50) for m in models}
-        self.p95 = {m: store.generation_percentile(m, 95) for m in models}
+        self.p50: dict[str, float | None] = {}
+        self.p95: dict[str, float | None] = {}
+        for m in models:
+            self.p50[m], self.p95[m] = store.generation_percentiles(m, (50, 95))
         self._store = store
 
     def span(self) -> float | None:

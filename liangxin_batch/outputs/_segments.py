@@ -18,6 +18,7 @@ the result is byte for byte the file the walk of every job writes (tests/test_se
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -53,6 +54,7 @@ class _Entry:
         return f"seg-{seg:06d}-{self.version}-{self.key}.csv"
 
 
+@functools.cache  # the sources do not change under a running process
 def _code_digest() -> str:
     """The code that makes a row and writes it: another version of it (a column added,
     a cell formatted anew) makes every cached segment stale."""

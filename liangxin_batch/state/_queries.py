@@ -230,6 +230,10 @@ class StoreQueries:
         """Nearest-rank percentile (p in 0..100) of the generation times of the manifest's
         jobs of `model` whose generation succeeded; None when there are none. An index
         search and an offset (jobs_report_seconds), not a read of the jobs."""
+        return self.generation_percentiles(model, (p,))[0]
+
+    def generation_percentiles(self, model: str, ps: Sequence[float]) -> list[float | None]:
+        """`generation_percentile` of each of `ps`, the model's jobs counted once."""
         # INDEXED BY: the planner would take jobs_by_model_state (then read and sort every
         # job of the model) where its statistics are thin; this index answers both.
         where = (
@@ -238,14 +242,18 @@ class StoreQueries:
             f" AND {REPORT_SECONDS} IS NOT NULL"
         )
         (count,) = self.db.execute(f"SELECT COUNT(*) {where}", (model,)).fetchone()
-        if not count:
-            return None
-        rank = max(0, math.ceil(p / 100 * count) - 1)
-        row = self.db.execute(
-            f"SELECT {REPORT_SECONDS} {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
-            (model, rank),
-        ).fetchone()
-        return None if row is None else float(row[0])
+        found: list[float | None] = []
+        for p in ps:
+            if not count:
+                found.append(None)
+                continue
+            rank = max(0, math.ceil(p / 100 * count) - 1)
+            row = self.db.execute(
+                f"SELECT {REPORT_SECONDS} {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
+                (model, rank),
+            ).fetchone()
+            found.append(None if row is None else float(row[0]))
+        return found
 
     def result_segments(self) -> dict[int, tuple[int, bool]]:
         """(version, dirty) of each segment of results.csv (state/_migrations.py
