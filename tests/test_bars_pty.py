@@ -95,7 +95,7 @@ def test_a_resumed_runs_bars_start_from_the_state_and_agree_at_the_end(tmp_path:
     status = subprocess.run(
         cli("status", "o"), cwd=tmp_path, capture_output=True, text=True, timeout=60
     ).stdout
-    assert "10" in status
+    assert "succeeded: 10" in status, status  # the bars' last figures, as status says them
 
 
 def test_the_ctrl_c_line_is_drawn_above_the_bars_not_across_one(tmp_path: Path) -> None:

@@ -69,8 +69,8 @@ def test_the_summary_from_the_state_is_the_walks(
 ) -> None:
     store = random_state(tmp_path, seed)
     out = tmp_path if check_files else None
-    if check_files:  # the seeds do lose files of done jobs: the check is exercised
-        assert sum(lost_jobs(store, tmp_path).by_model.values()) or seed
+    if check_files:  # seeds 0-4 lose files of done jobs (the check is exercised), 5 none
+        assert (sum(lost_jobs(store, tmp_path).by_model.values()) > 0) == (seed != 5)
     assert from_state(store, out) == walked(store, out)
     store.close()
 

@@ -42,5 +42,6 @@ def test_a_second_simulator_keeps_what_a_live_one_appends_while_it_reads(
     Simulator(SimConfig(id_salt="other", state_path=path), clock=clock)  # the refused run's
     monkeypatch.undo()
 
+    assert len(late) == 1, "the second simulator read the journal (the race was staged)"
     created = [e.task_id for e in saved_ledger(tmp_path).events if e.kind == "create"]
     assert created == [first, *late], "a task the live simulator answered left the journal"
