@@ -337,6 +337,8 @@ def main() -> None:
         "--light", action="store_true", help="no state: only --help CPU and validate"
     )
     args = parser.parse_args()
+    # Figures move with what else runs on the machine: say what did.
+    print("load average at the start  " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     if args.light:
         light(args.jobs)
         return

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import tempfile
@@ -288,6 +289,7 @@ def report(sc: Scenario, r: dict[str, Any]) -> None:
     run_cpu = r["cpu"] - r["cpu_start"] - r["cpu_end"]
     per_job_overhead = (1000 * run_cpu - per_mb * r["megabytes"]) / sc.jobs
     print(f"== {sc.name}: {sc.jobs} jobs, {r['counts']}")
+    print("load average at the end       " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     basis = "limit" if limit <= cap_rate else "in-flight cap's rate"
     print(
         f"create rate / {basis:<20} {achieved / bound_rate:.3f}  "
