@@ -142,7 +142,6 @@ def report_rows(
 
 #: Called with every job as the report shows it (files checked) and its current files:
 #: report.html is gathered in the walk that writes results.csv.
-EachJob = Callable[[ReportJob, list[ReportFile]], None]
 
 
 class _Header:
@@ -174,7 +173,6 @@ def _row_chunks(
     *,
     check: Path | None,
     check_files: bool,
-    each: EachJob | None,
     status: Collection[str] | None,
     model: Collection[str] | None,
     positions: tuple[int, int] | None = None,
@@ -185,24 +183,14 @@ def _row_chunks(
     chunk_jobs: list[ReportJob] = []
     chunk_files: list[list[ReportFile]] = []
     names, known, complete = header.names, header.known, header.complete
-    # Only `each` (report.html's cards) shows a job's input: the rows never do.
+    # The rows never show a job's input: it is not read.
     jobs = report_jobs(
-        store,
-        status=status,
-        model=model,
-        out_dir=check,
-        positions=positions,
-        inputs=each is not None,
+        store, status=status, model=model, out_dir=check, positions=positions, inputs=False
     )
     for job, kept, lost in jobs:
         shown = as_lost(job, lost)
-        if each is not None:
-            each(shown, kept)
         if not complete and not job.columns.keys() <= known:
-            header.missed = True  # the rows are written again: only `each` wants the rest
-            if each is not None:
-                for later, files, gone in jobs:
-                    each(as_lost(later, gone), files)
+            header.missed = True  # the rows are written again, with the whole header
             return
         if columns is None:
             chunk.append(cells(shown if check_files else job, kept, names))
@@ -234,7 +222,6 @@ def typed_table(
         typed_cells,
         check=out_dir,
         check_files=True,
-        each=None,
         status=None,
         model=None,
     )
@@ -250,15 +237,14 @@ def write_results_csv(
     *,
     check_files: bool = False,
     csv_safe: bool = False,
-    each: EachJob | None = None,
 ) -> Path:
     """`DIR/results.csv`, every manifest job; call at the end of every run.
 
     `check_files`: a done job whose file is gone is shown as download_failed (`report`).
-    `csv_safe`, `each`: see `export`.
+    `csv_safe`: see `export`.
     """
     path = out_dir / RESULTS_CSV
-    export(out_dir, store, "csv", path, check_files=check_files, csv_safe=csv_safe, each=each)
+    export(out_dir, store, "csv", path, check_files=check_files, csv_safe=csv_safe)
     return path
 
 
@@ -272,7 +258,6 @@ def export(
     model: Collection[str] | None = None,
     check_files: bool = False,
     csv_safe: bool = False,
-    each: EachJob | None = None,
 ) -> int:
     """Write the results table as csv/jsonl/parquet/xlsx (default `DIR/export.<fmt>`);
     returns the number of rows written. `check_files`: see `write_results_csv`.
@@ -280,10 +265,7 @@ def export(
     `csv_safe` (csv only): a cell that a spreadsheet would run as a formula (it starts with
     = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice), for people
     who open the CSV in Excel. Without it the CSV keeps the values as written: it is data.
-    xlsx needs no such care: every cell is stored as text.
-
-    `each`: called with every job written, as the report shows it (its files checked
-    whatever `check_files` says), so report.html is made in the same walk."""
+    xlsx needs no such care: every cell is stored as text."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
     _extra(fmt)  # a missing package fails before any walk
@@ -295,14 +277,10 @@ def export(
     whole = bool(status or model)
     header = _Header(store.column_names(None if whole else _GUESS), complete=whole)
     with _no_cyclic_gc():
-        count = _write(
-            out_dir, store, fmt, target, header, check_files, csv_safe, each, status, model
-        )
+        count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, status, model)
         if header.missed:
             header = _Header(store.column_names(), complete=True)
-            count = _write(
-                out_dir, store, fmt, target, header, check_files, csv_safe, None, None, None
-            )
+            count = _write(out_dir, store, fmt, target, header, check_files, csv_safe, None, None)
     return count
 
 
@@ -314,7 +292,6 @@ def _write(
     header: _Header,
     check_files: bool,
     csv_safe: bool,
-    each: EachJob | None,
     status: Collection[str] | None,
     model: Collection[str] | None,
 ) -> int:
@@ -325,9 +302,8 @@ def _write(
         store,
         header,
         typed_cells if typed else text_cells,
-        check=out_dir if check_files or each is not None else None,
+        check=out_dir if check_files else None,
         check_files=check_files,
-        each=each,
         status=status,
         model=model,
         columns=typed_columns if fmt == "parquet" else None,

@@ -200,7 +200,6 @@ def _make(
         text_cells,
         check=out_dir if check_files else None,
         check_files=check_files,
-        each=None,
         status=None,
         model=None,
         positions=_positions(seg),
