@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._local_files import LocalFile
+
 __all__ = [
     "GOT_MAX",
     "Job",
@@ -101,6 +103,8 @@ class Job:
     index: int  # 0-based order in the manifest
     content_hash: str  # sha256 over model + canonical input: detects changed jobs on resume
     source: SourceRef
+    # Local input files, named in `input` by file tokens (core/_local_files.py).
+    local_files: tuple[LocalFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

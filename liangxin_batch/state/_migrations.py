@@ -312,6 +312,34 @@ def _m008_result_segments(db: sqlite3.Connection) -> None:
     )
 
 
+def _m009_local_inputs(db: sqlite3.Connection) -> None:
+    """Local files as model inputs (core/_local_files.py). `local_files`: the bytes a
+    job's file token names, and where the manifest last said they are (a job's input
+    holds only the token, so a moved file is the same job). `uploads`: the latest upload
+    of those bytes per account, with the URL the service gave and when it stops serving
+    it; one row per content, so 300 jobs on one photo share one upload."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE local_files (
+            sha256      TEXT PRIMARY KEY,
+            path        TEXT NOT NULL,     -- absolute: what is uploaded
+            written     TEXT NOT NULL,     -- as the manifest wrote it: what reports show
+            size        INTEGER NOT NULL,
+            media_type  TEXT NOT NULL      -- sniffed from the bytes
+        );
+        CREATE TABLE uploads (
+            sha256       TEXT NOT NULL,
+            account      TEXT NOT NULL,    -- which key and upload host (never the key)
+            url          TEXT NOT NULL,    -- the answer's downloadUrl: what a task is given
+            uploaded_at  REAL NOT NULL,
+            expires_at   REAL NOT NULL,    -- the answer's expiresAt, or uploaded_at + lifetime
+            PRIMARY KEY (sha256, account)
+        );
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -322,6 +350,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("006_tallies", _m006_tallies),
     ("007_report_seconds", _m007_report_seconds),
     ("008_result_segments", _m008_result_segments),
+    ("009_local_inputs", _m009_local_inputs),
 )
 
 
