@@ -75,6 +75,11 @@ class FieldSpec:
     required_unless: str | None = None  # required unless this boolean field is true
     default_if: ConditionalDefault | None = None
     item_fields: Mapping[str, FieldSpec] | None = None  # object_list: the keys of each item
+    # url_list fields that take images: which media types (sniffed from the bytes) a local
+    # file may have, and its largest size in MB of 10**6 bytes (the docs' "10 MB" read the
+    # strict way). None: the field takes URLs only, no local files.
+    file_types: tuple[str, ...] | None = None
+    max_file_mb: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
