@@ -6,9 +6,14 @@ import math
 import re
 from dataclasses import dataclass
 
+from liangxin_batch.core._uploads import DEFAULT_UPLOAD_LIFETIME, DEFAULT_UPLOAD_MARGIN
 from liangxin_batch.errors import ConfigError
 
-__all__ = ["RunSettings", "parse_size"]
+__all__ = ["UPLOAD_METHODS", "RunSettings", "parse_duration", "parse_size"]
+
+#: How a local file is sent to the upload host: multipart streamed from disk (any size,
+#: flat memory), or a JSON body of base64 (the whole file in memory: small files only).
+UPLOAD_METHODS = ("stream", "base64")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +84,20 @@ class RunSettings:
     #: Our seconds per second of the service: below 1 against a simulator whose latencies
     #: and windows are scaled down (every poll delay and learned time is scaled by it).
     poll_scale: float = 1.0
+    #: Local input files (core/_uploads.py): how long an upload serves when the answer
+    #: gives no expiry, and how much of that must be left for a createTask to use it
+    #: (at most half the lifetime, so a fresh upload is always usable).
+    upload_lifetime: float = DEFAULT_UPLOAD_LIFETIME
+    upload_margin: float = DEFAULT_UPLOAD_MARGIN
+    #: Uploads in progress at once, and their own rate (never createTask's places).
+    upload_concurrency: int = 4
+    upload_limit: int = 10
+    upload_window: float = 1.0
+    upload_method: str = "stream"
+    #: Uploads are idempotent (named by content): tries of one upload (5xx, timeouts,
+    #: dropped connections) and the total time they may take, with jittered backoff.
+    upload_retries: int = 5
+    upload_retry_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,10 +111,21 @@ class RunSettings:
             "stop_after_alike",
             "call_retries",
             "max_download_backlog",
+            "upload_concurrency",
+            "upload_limit",
+            "upload_retries",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("create_window", "poll_window", "image_timeout", "video_timeout"):
+        for name in (
+            "create_window",
+            "poll_window",
+            "image_timeout",
+            "video_timeout",
+            "upload_window",
+            "upload_lifetime",
+            "upload_retry_timeout",
+        ):
             if not getattr(self, name) > 0:  # `not >` also refuses NaN
                 raise ValueError(f"{name} must be positive")
         if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
@@ -106,6 +136,14 @@ class RunSettings:
             raise ValueError("poll_scale must be a positive, finite factor")
         if self.task_timeout is not None and not 0 < self.task_timeout < math.inf:
             raise ValueError("task_timeout must be a positive number of seconds")
+        if not 0 <= self.upload_margin <= self.upload_lifetime / 2:
+            raise ValueError(
+                f"--upload-margin ({self.upload_margin:g}s) must be zero or more and at most "
+                f"half of --upload-lifetime ({self.upload_lifetime:g}s): a URL uploaded just "
+                "now must be fresh enough to use"
+            )
+        if self.upload_method not in UPLOAD_METHODS:
+            raise ValueError(f"upload_method must be one of {', '.join(UPLOAD_METHODS)}")
 
     def timeout_for(self, kind: str) -> float:
         if self.task_timeout is not None:
@@ -123,3 +161,14 @@ def parse_size(text: str, *, flag: str = "--max-file-size", minimum: int = 1) ->
     if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < minimum:
         raise ConfigError(f"{flag}: expected a size like 500MB or 2GiB, got {text!r}")
     return int(float(match[1]) * _UNITS[match[2]])
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, *, flag: str) -> float:
+    """A duration flag: "24h", "90m", "3d", "45s", "3600" (seconds); ConfigError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match[2] not in _DURATION_UNITS:
+        raise ConfigError(f"{flag}: expected a duration like 24h, 90m or 3600s, got {text!r}")
+    return float(match[1]) * _DURATION_UNITS[match[2]]

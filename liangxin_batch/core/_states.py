@@ -7,7 +7,8 @@ pending ─submit─> submitting ─created─> submitted ─task_succeeded─> 
   │                  │ │ └─ create_refused (400/422) ─> failed                └─ download_failed
   │                  │ └─── create_gave_up (its retries used up) ─> failed        ─> download_failed
   │                  └───── create_ambiguous / interrupted_submit ─> unknown
-  └── retry (--retry-failed / --resubmit-unknown) and content_changed (--allow-changed)
+  └── retry (--retry-failed / --resubmit-unknown), content_changed (--allow-changed), and
+      input_refresh (failed -> pending, once: a task could not fetch an uploaded input)
 ```
 `succeeded` means generation succeeded (and was billed); `done` means its files are on
 disk and verified. The store changes a job's state only through `TRANSITIONS`: each event
@@ -89,6 +90,7 @@ class Event(StrEnum):
     RETRY_DOWNLOAD = "retry_download"  # --retry-failed on a paid result: fetch only
     RETRY = "retry"  # --retry-failed / --resubmit-unknown: a new task
     CONTENT_CHANGED = "content_changed"  # --allow-changed: the new content starts over
+    INPUT_REFRESH = "input_refresh"  # its task could not fetch a local input: upload again
 
 
 _S = JobState
@@ -135,6 +137,10 @@ TRANSITIONS: tuple[tuple[JobState, JobState, Event], ...] = (
     (_S.DONE, _S.PENDING, _E.CONTENT_CHANGED),
     (_S.FAILED, _S.PENDING, _E.CONTENT_CHANGED),
     (_S.DOWNLOAD_FAILED, _S.PENDING, _E.CONTENT_CHANGED),
+    # The one automatic resubmission of a failed task: the service could not fetch an
+    # uploaded local input (expired, say). A failed task is not billed, so sending the job
+    # again with fresh uploads costs nothing twice; once per job (core/_uploads.py).
+    (_S.FAILED, _S.PENDING, _E.INPUT_REFRESH),
 )
 
 

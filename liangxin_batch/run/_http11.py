@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-__all__ = ["Body", "Conn", "framing", "read_head", "readable", "request_bytes"]
+__all__ = ["Body", "Conn", "framing", "read_head", "readable", "request_bytes", "request_head"]
 
 #: The most a response head may take: larger is a broken or hostile peer.
 MAX_HEAD = 64 * 1024
@@ -27,7 +27,18 @@ _DIGITS = re.compile(rb"[0-9]{1,19}")
 class Conn(asyncio.Protocol):
     """One TCP (or TLS) connection: bytes in a buffer, and a waiter for more."""
 
-    __slots__ = ("buffer", "closed", "error", "fd", "idle_since", "paused", "transport", "waiter")
+    __slots__ = (
+        "buffer",
+        "closed",
+        "drain_waiter",
+        "error",
+        "fd",
+        "idle_since",
+        "paused",
+        "transport",
+        "waiter",
+        "write_paused",
+    )
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -38,6 +49,9 @@ class Conn(asyncio.Protocol):
         self.paused = False
         self.fd = -1
         self.idle_since = 0.0
+        #: The transport's write buffer is full (a streamed request body waits).
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
 
     # -- protocol callbacks ------------------------------------------------------------
 
@@ -64,10 +78,17 @@ class Conn(asyncio.Protocol):
         self.error = exc
         self._wake()
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
+
     def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in (self.waiter, self.drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     # -- used by the transport ---------------------------------------------------------
 
@@ -109,6 +130,21 @@ class Conn(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
+    async def drain(self, timeout: float | None) -> None:
+        """Wait while the write buffer is over its high mark (a streamed body is written
+        no faster than the peer reads it: memory stays flat); httpx.WriteTimeout after
+        `timeout`. Returns at once when the connection closed (the caller looks)."""
+        loop = asyncio.get_running_loop()
+        while self.write_paused and not self.closed:
+            waiter = self.drain_waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire_write, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+                if timer is not None:
+                    timer.cancel()
+
     def _closed_error(self) -> httpx.HTTPError:
         if self.error is not None:
             return httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
@@ -129,6 +165,37 @@ def readable(fd: int) -> bool:
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(httpx.ReadTimeout("timed out waiting for the server"))
+
+
+def _expire_write(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.WriteTimeout("timed out writing the request body"))
+
+
+def request_head(request: httpx.Request) -> tuple[bytes, bool]:
+    """The request line and headers of a request whose body is streamed (written as it is
+    read: a file upload), and whether the body goes as chunks: with a Content-Length it
+    goes as it is; without, chunked (httpx says so for a stream of unknown length; added
+    when nothing says). The same refusals as `request_bytes`, before anything is written."""
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    length = coding = None
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+        lower = name.lower()
+        if lower == b"content-length":
+            length = value
+        elif lower == b"transfer-encoding":
+            coding = value if coding is None else coding + b"," + value
+    if coding is not None and (coding.strip().lower() != b"chunked" or length is not None):
+        raise httpx.LocalProtocolError(
+            f"unsupported request framing: Transfer-Encoding {coding!r}"
+            + (" with Content-Length" if length is not None else "")
+        )
+    chunked = length is None
+    if chunked and coding is None:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked
 
 
 def request_bytes(request: httpx.Request, body: bytes) -> bytes:

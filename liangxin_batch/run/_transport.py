@@ -38,7 +38,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from liangxin_batch.run._http11 import Body, Conn, framing, read_head, request_bytes
+from liangxin_batch.run._http11 import (
+    Body,
+    Conn,
+    framing,
+    read_head,
+    request_bytes,
+    request_head,
+)
 
 __all__ = ["LeanTransport", "any_env_proxy", "env_proxied"]
 
@@ -107,7 +114,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         host = url.raw_host.decode("ascii")  # IDNA, for DNS and SNI (as httpcore)
         port = url.port or (443 if scheme == b"https" else 80)
         timeouts = request.extensions.get("timeout", {})
-        payload = request_bytes(request, await request.aread())  # may refuse: not sent
+        # A body already in memory goes with the head in one write; a stream (a file
+        # upload) is written as it is read, the peer's pace holding it back (flat memory).
+        streamed = not isinstance(request.stream, httpx.ByteStream)
+        if streamed:
+            payload, chunked = request_head(request)  # may refuse: not sent
+        else:
+            payload = request_bytes(request, await request.aread())  # may refuse: not sent
         await self._gate.acquire()  # released with the response (or below, on failure)
         conn: Conn | None = None
         try:
@@ -120,12 +133,41 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.ConnectError("the connection closed before the request was sent")
             assert conn.transport is not None
             conn.transport.write(payload)
+            if streamed:
+                await self._write_body(conn, request, chunked, timeouts.get("write"))
             return await self._response(conn, origin_key=key, request=request)
         except BaseException:
             if conn is not None:
                 conn.close()
             self._gate.release()
             raise
+
+    @staticmethod
+    async def _write_body(
+        conn: Conn, request: httpx.Request, chunked: bool, timeout: float | None
+    ) -> None:
+        """A streamed body, piece by piece, each written once the last has drained. A
+        peer that closes meanwhile (an early answer, a refusal) ends the writing: what it
+        said, if anything, is read next."""
+        stream = request.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        transport = conn.transport
+        assert transport is not None
+        async for piece in stream:
+            if conn.closed:
+                break
+            if not piece:
+                continue
+            if chunked:
+                transport.write(b"%X\r\n" % len(piece))
+                transport.write(piece)
+                transport.write(b"\r\n")
+            else:
+                transport.write(piece)
+            await conn.drain(timeout)
+        else:
+            if chunked and not conn.closed:
+                transport.write(b"0\r\n\r\n")
 
     async def _connection(self, key: _Key, timeout: float | None) -> Conn:
         stack = self._pool.get(key)

@@ -50,6 +50,7 @@ from liangxin_batch.state._rows import (
 )
 from liangxin_batch.state._sessions import SESSIONS_KEY, SessionTimes, begun, ended, times
 from liangxin_batch.state._tx import Transaction
+from liangxin_batch.state._uploads import UploadStore
 
 __all__ = [
     "MIGRATIONS",
@@ -95,7 +96,7 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore(StoreQueries):
+class StateStore(UploadStore, StoreQueries):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
