@@ -171,6 +171,7 @@ def run_from_cli(
     quiet: bool,
     callbacks: CallbackOptions | None = None,
     allow_outside: bool = False,
+    upload_base_url: str | None = None,
 ) -> RunSummary:
     observer = BarsObserver(enabled=False if quiet else None)  # quiet: messages to the log
     with contextlib.ExitStack() as stack:
@@ -198,5 +199,6 @@ def run_from_cli(
             base_url=base_url,
             observer=observer,
             callbacks=callbacks,
+            upload_base_url=upload_base_url,
         )
         return _run_with_signals(lambda handle: start(handle=handle), observer.notice)

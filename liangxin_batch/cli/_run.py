@@ -189,6 +189,47 @@ def _callback_options(
     "(no poll per task; the signature does not cover the body, so whoever relays the "
     "callback could swap the URLs). Needs --webhook-hmac-key.",
 )
+@click.option(
+    "--upload-base-url",
+    envvar="LIANGXIN_UPLOAD_BASE_URL",
+    metavar="URL",
+    help="LiangXin's file upload host, where local input files are uploaded (no public "
+    "default; needed only when the manifest names local files) "
+    "[env LIANGXIN_UPLOAD_BASE_URL].",
+)
+@click.option(
+    "--upload-lifetime",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long an upload serves when the host does not say (its expiresAt).",
+)
+@click.option(
+    "--upload-margin",
+    default="6h",
+    show_default=True,
+    metavar="DURATION",
+    help="Upload again before a createTask when less than this is left (at most half "
+    "the lifetime).",
+)
+@click.option(
+    "--upload-concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Local files uploaded at once (each tried up to 5 times within 5 minutes).",
+)
+@click.option(
+    "--upload-rate", default="10/s", show_default=True, help="Uploads started per second."
+)
+@click.option(
+    "--upload-method",
+    type=click.Choice(["stream", "base64"]),
+    default="stream",
+    show_default=True,
+    help="stream: multipart read from disk as it is sent (any size); base64: a JSON body "
+    "holding the whole file (small files only).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
     "--csv-safe",
@@ -224,6 +265,12 @@ def run_command(
     listen: str | None,
     webhook_hmac_key: str | None,
     trust_signed_callbacks: bool,
+    upload_base_url: str | None,
+    upload_lifetime: str,
+    upload_margin: str,
+    upload_concurrency: int,
+    upload_rate: str,
+    upload_method: str,
     quiet: bool,
     csv_safe: bool,
     allow_outside: bool,
@@ -235,8 +282,17 @@ def run_command(
     create_limit, create_window = parse_rate_flag(rate, "--rate")
     poll_limit, poll_window = parse_rate_flag(poll_rate, "--poll-rate")
     stall_bytes, stall_window = _parse_stall(download_stall)
-    from liangxin_batch.core._settings import RunSettings, parse_size
+    upload_limit, upload_window = parse_rate_flag(upload_rate, "--upload-rate")
+    from liangxin_batch.core._settings import RunSettings, parse_duration, parse_size
 
+    lifetime = parse_duration(upload_lifetime, flag="--upload-lifetime")
+    margin = parse_duration(upload_margin, flag="--upload-margin")
+    if not 0 < lifetime or margin > lifetime / 2:
+        raise ConfigError(
+            f"--upload-margin {upload_margin} is more than half of --upload-lifetime "
+            f"{upload_lifetime}: an upload made just now would already count as stale. "
+            "Lower the margin or raise the lifetime"
+        )
     settings = RunSettings(
         create_limit=create_limit,
         create_window=create_window,
@@ -257,6 +313,12 @@ def run_command(
         min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
+        upload_lifetime=lifetime,
+        upload_margin=margin,
+        upload_concurrency=upload_concurrency,
+        upload_limit=upload_limit,
+        upload_window=upload_window,
+        upload_method=upload_method,
     )
     from liangxin_batch.cli._launch import format_summary, run_from_cli
 
@@ -272,6 +334,7 @@ def run_command(
         quiet=quiet,
         callbacks=callbacks,
         allow_outside=allow_outside,
+        upload_base_url=upload_base_url,
     )
     click.echo(format_summary(summary, out_dir))
     sys.exit(summary.exit_code)

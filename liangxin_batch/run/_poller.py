@@ -67,6 +67,10 @@ class PollScheduler(RunPart):
         #: The jobs that lingering waits for: parked `unknown` in this run, with a
         #: callback that may still reconcile them. Once none is left the run ends.
         self._reconcilable: set[str] = set()
+        #: A failed task whose input could not be fetched: True when it was taken back to
+        #: be sent again with fresh uploads, keeping its slot (the submitter's, set only
+        #: for a batch with local files).
+        self.refresh_inputs: Callable[[Flight, TaskRecord], bool] | None = None
 
     # -- tasks joining ----------------------------------------------------------------
 
@@ -366,6 +370,11 @@ class PollScheduler(RunPart):
             if self._on_succeeded is not None:  # the downloader reads the job afresh
                 self._on_succeeded(flight.job)
         elif record.state is TaskState.FAIL:
+            if self.refresh_inputs is not None and self.refresh_inputs(flight, record):
+                self._book.remove(flight.task_id)  # its slot goes on to the new attempt
+                self._queue.discard(flight.task_id)
+                self.finished_tasks += 1
+                return
             await self._finish(
                 flight,
                 Event.TASK_FAILED,

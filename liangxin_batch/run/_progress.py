@@ -28,6 +28,10 @@ class Observer(Protocol):
     def submitted(self, job_id: str) -> None: ...
     def finished(self, job_id: str, state: str) -> None: ...
     def downloaded(self, job_id: str) -> None: ...
+    def uploading(self, path: str, size: int) -> None:
+        """A local input file starts uploading (`path` as the manifest wrote it)."""
+
+    def uploaded(self, path: str, size: int) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
 
@@ -47,6 +51,12 @@ class NullObserver:
     def downloaded(self, job_id: str) -> None:
         pass
 
+    def uploading(self, path: str, size: int) -> None:
+        pass
+
+    def uploaded(self, path: str, size: int) -> None:
+        pass
+
     def message(self, text: str) -> None:
         logger.info(text)
 
@@ -55,7 +65,9 @@ class NullObserver:
 
 
 class BarsObserver(NullObserver):
-    """Three bars: submitted, finished, downloaded. Off when stderr is not a terminal."""
+    """Three bars: submitted, finished, downloaded; a fourth, uploaded, once a local
+    input file is uploaded (its total grows as uploads start). Off when stderr is not a
+    terminal."""
 
     def __init__(self, *, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -98,6 +110,29 @@ class BarsObserver(NullObserver):
     def downloaded(self, job_id: str) -> None:
         if self._bars:
             self._bars[2].update()
+
+    def uploading(self, path: str, size: int) -> None:
+        if not self._bars:
+            return
+        if len(self._bars) == 3:  # (tqdm takes its own lock; the ticker sees it next)
+            self._bars.append(
+                tqdm(
+                    total=0,
+                    desc="uploaded  ",
+                    position=3,
+                    unit="file",
+                    dynamic_ncols=True,
+                    leave=True,
+                    file=sys.stderr,
+                )
+            )
+        bar = self._bars[3]
+        bar.total = (bar.total or 0) + 1
+        bar.refresh()
+
+    def uploaded(self, path: str, size: int) -> None:
+        if len(self._bars) > 3:
+            self._bars[3].update()
 
     def message(self, text: str) -> None:
         logger.info(text)

@@ -40,6 +40,11 @@ from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._runner import Interrupt, Runner
+from liangxin_batch.run._upload_client import (
+    ENV_UPLOAD_BASE_URL,
+    UploadClient,
+    upload_base_url_from,
+)
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import COLUMNS_KEY, FINGERPRINT_KEY, SyncReport, sync_jobs
@@ -227,8 +232,15 @@ async def run_batch_async(
     receiver_ready: Callable[[Any], None] | None = None,
     download_transport: httpx.AsyncBaseTransport | None = None,
     allow_outside: bool = False,
+    upload_base_url: str | None = None,
+    upload_transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
+
+    Local input files are uploaded to `upload_base_url` (default
+    `$LIANGXIN_UPLOAD_BASE_URL`; no public default) just before their jobs are sent;
+    a batch that has some and no upload host is refused before anything is sent.
+    `upload_transport` serves the upload host in tests.
 
     With `callbacks`, a receiver listens for the service's callbacks for the life of the
     run; polling continues, slower, as the safety net. `receiver_ready` is called with
@@ -270,6 +282,7 @@ async def run_batch_async(
         client = LiangXinClient(
             api_key=api_key, base_url=base_url, transport=transport, settings=settings
         )
+        upload_url = upload_base_url_from(upload_base_url)
     except BaseException:
         if jobs is not None:
             jobs.close()
@@ -278,6 +291,15 @@ async def run_batch_async(
         if jobs is not None:
             stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
+        uploads = None
+        if upload_url is not None:
+            uploads = UploadClient(
+                upload_base_url=upload_url,
+                api_key=api_key,
+                settings=settings,
+                transport=upload_transport,
+            )
+            stack.push_async_callback(uploads.aclose)
         _make_folder(out)  # what is wrong here locally is said before any network wait
         await client.check_reachable()  # a wrong base URL: said in seconds, nothing sent
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
@@ -303,6 +325,8 @@ async def run_batch_async(
                 fingerprint=with_models(fingerprint, catalog, spool.models),
                 column_names=lambda: spool.column_names,
             )
+        if upload_url is None:
+            _refuse_local_files_without_host(store, settings)
         _remember_manifest(store, manifest, observer, sync)
         _remember_billing(store, catalog)
         _set_aside_superseded(out, sync, observer)
@@ -337,6 +361,7 @@ async def run_batch_async(
             interrupt=interrupt,
             # A deleted or changed file is fetched again, found in the background.
             output_check=downloader.lost_outputs,
+            upload_client=uploads,
         )
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
             handle.attach(runner)
@@ -546,6 +571,25 @@ def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) ->
             f"the jobs still to submit are estimated at {todo:,.1f} credits, more than "
             f"--max-credits {settings.max_credits:,.1f}; nothing was sent. Raise the cap or "
             "run a smaller manifest."
+        )
+
+
+def _refuse_local_files_without_host(store: StateStore, settings: RunSettings) -> None:
+    """Jobs to send name local files, and no upload host is set: say what to set before
+    anything is sent (a batch whose local-file jobs are all finished needs no host)."""
+    states = [
+        JobState.PENDING,
+        *retry_states(
+            retry_failed=settings.retry_failed, resubmit_unknown=settings.resubmit_unknown
+        ),
+    ]
+    waiting = store.local_inputs_to_send(states)
+    if waiting:
+        raise ConfigError(
+            f"{waiting:,} job(s) to send name local files, which are uploaded first, but no "
+            f"upload host is configured: set {ENV_UPLOAD_BASE_URL}=https://<your LiangXin "
+            "upload host> (from the LiangXin docs or console) or pass --upload-base-url; "
+            "nothing was sent"
         )
 
 

@@ -36,6 +36,8 @@ from liangxin_batch.run._control import Interrupt, LoopClock, RunControl, RunPar
 from liangxin_batch.run._poller import PollScheduler
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
+from liangxin_batch.run._upload_client import UploadClient
+from liangxin_batch.run._uploader import Uploader
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = ["FinishHook", "Interrupt", "RunSummary", "Runner"]
@@ -61,6 +63,7 @@ class Runner:
         interrupt: Interrupt | None = None,
         clock: Clock | None = None,
         output_check: OutputCheck | None = None,
+        upload_client: UploadClient | None = None,
     ) -> None:
         self.store = store
         self._output_check = output_check
@@ -88,7 +91,25 @@ class Runner:
             # With callbacks on, polls are the safety net only.
             stretch=SAFETY_NET_STRETCH if callback_url_for is not None else 1.0,
         )
-        self._submitter = Submitter(parts, poller=self._poller, callback_url_for=callback_url_for)
+        #: Local input files are looked for only in a batch that has any (one probe).
+        self.uploader = (
+            Uploader(
+                client=upload_client,
+                store=store,
+                settings=settings,
+                clock=self._clock,
+                observer=self.observer,
+                spawn=self._control.spawn,
+            )
+            if upload_client is not None and store.has_local_files()
+            else None
+        )
+        self._submitter = Submitter(
+            parts,
+            poller=self._poller,
+            callback_url_for=callback_url_for,
+            uploader=self.uploader,
+        )
         self._prepared = False
 
     # -- public controls ------------------------------------------------------------

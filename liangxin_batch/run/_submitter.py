@@ -10,15 +10,21 @@ repeated unless the user asks. What a failure means is decided in the pure core
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from liangxin_batch.catalog._catalog import ModelSpec
+from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import CreateVerdict, Event, JobState, decide_create_failure
+from liangxin_batch.core._uploads import should_refresh_inputs, with_upload_urls
 from liangxin_batch.errors import APIError, LiangXinError
 from liangxin_batch.run._client import CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
+from liangxin_batch.run._flight import Flight, write_outcome
 from liangxin_batch.run._poller import PollScheduler
 from liangxin_batch.run._progress import logger
+from liangxin_batch.run._upload_client import LocalFileChanged
+from liangxin_batch.run._uploader import Uploader
 from liangxin_batch.state._store import JobRow, TransitionRefused
 
 __all__ = ["CallbackUrlFor", "Submitter"]
@@ -42,9 +48,14 @@ class Submitter(RunPart):
         *,
         poller: PollScheduler,
         callback_url_for: CallbackUrlFor | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         super().__init__(parts)
         self._poller = poller
+        #: Only for a batch with local files (None: no job is looked at for them).
+        self._uploader = uploader
+        if uploader is not None:
+            poller.refresh_inputs = self.refresh_inputs
         self._callback_url_for = callback_url_for
         #: (what, code) of the last jobs that ended badly at createTask, for "all alike".
         self._alike: list[tuple[str, str]] = []
@@ -67,20 +78,122 @@ class Submitter(RunPart):
             left -= 1
             if not await control.take_slot(self._running, recheck=self._recheck):
                 break
+            last_wave = left < self._settings.create_limit
+            files = self._uploader.files_of(job.input) if self._uploader is not None else None
+            if files:  # uploads first, in a call of its own: no createTask place held
+                control.spawn(self._upload_then_submit(job, files, last_wave=last_wave))
+                continue
             turn = await control.cancellable(self._client.create_turn())
             if not isinstance(turn, CreateTurn) or control.stopping:
                 if isinstance(turn, CreateTurn):
                     turn.release()
                 await control.give_slot()
                 break
-            last_wave = left < self._settings.create_limit
             control.spawn(self._submit_one(job, turn, last_wave=last_wave))
 
-    async def _submit_one(self, job: JobRow, turn: CreateTurn, *, last_wave: bool) -> None:
+    async def _upload_then_submit(self, job: JobRow, files: list[str], *, last_wave: bool) -> None:
+        """A job with local files (holding its slot): a fresh upload of each (made or
+        reused), then a createTask turn, then the send with the upload URLs in place of
+        the file tokens. Nothing is committed for the job before its URLs are known."""
+        control = self._control
+        uploader = self._uploader
+        assert uploader is not None
+        try:
+            urls = await control.cancellable(uploader.urls_for(files))
+        except (LiangXinError, LocalFileChanged) as err:
+            await control.give_slot()
+            self._upload_failed(job, err)
+            return
+        if urls is STOPPED or control.stopping:
+            await control.give_slot()
+            return
+        assert isinstance(urls, dict)
+        body = with_upload_urls(job.input, urls)
+        turn = await control.cancellable(self._client.create_turn())
+        if not isinstance(turn, CreateTurn) or control.stopping:
+            if isinstance(turn, CreateTurn):
+                turn.release()
+            await control.give_slot()
+            return
+        await self._submit_one(job, turn, last_wave=last_wave, body=body)
+
+    def _upload_failed(self, job: JobRow, err: LiangXinError | LocalFileChanged) -> None:
+        """An upload this job needs failed: the job stays pending (nothing was sent for
+        it). The account refused (401...) or the upload host failing past its retries
+        stops submission; a refused or changed file leaves only its jobs unsent."""
+        if isinstance(err, LiangXinError) and (
+            (isinstance(err, APIError) and err.fatal) or err.retryable
+        ):
+            self._control.stop_submitting(f"uploading local inputs: {err}")
+            return
+        message = f"{job.job_id}: not submitted: {err}"
+        logger.info(message)
+        self._observer.message(message)
+
+    def refresh_inputs(self, flight: Flight, record: TaskRecord) -> bool:
+        """A task failed: when its failure says an input could not be fetched and its job
+        has local files, record the failure and take the job back to pending in one
+        transaction (once per job: `should_refresh_inputs`), drop the uploads the task
+        was given, and send the job again with fresh ones, in the slot the task held.
+        False (nothing done) otherwise: the caller records the failure as usual.
+        Synchronous: the poller drops the flight right after, with nothing in between."""
+        uploader = self._uploader
+        job = flight.job
+        files = uploader.files_of(job.input) if uploader is not None else []
+        if uploader is None or not files or self._control.stopping:
+            return False
+        if not should_refresh_inputs(
+            fail_code=record.fail_code,
+            fail_msg=record.fail_msg,
+            has_local_files=True,
+            refreshes_before=self._store.input_refreshes(job.job_id),
+            credits_consumed=record.credits_consumed,
+        ):
+            return False
+        why = record.fail_msg or record.fail_code or "input could not be fetched"
+        note = (
+            f"task {flight.task_id} could not fetch its input ({why}): uploads refreshed, "
+            "sent again once (a failed task is not billed)"
+        )
+        with self._store.transaction():
+            write_outcome(
+                self._store,
+                flight,
+                Event.TASK_FAILED,
+                record=record,
+                finished_by=None,
+                error_code=record.fail_code or "fail",
+                error_message=record.fail_msg or "generation failed",
+                catalog=self._catalog,
+                wall=self._clock.wall(),
+            )
+            moved = self._store.transition(job.job_id, Event.INPUT_REFRESH, message=note)
+        if not moved:  # pragma: no cover - the flight owned the job until now
+            return False
+        # The uploads this task was given were made before it was sent; one made since
+        # (another job's refresh) is fresh already.
+        sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
+        uploader.forget(files, uploaded_before=sent_wall)
+        logger.info("%s: %s", job.job_id, note)
+        self._observer.message(f"{job.job_id}: {note}")
+        fresh = self._store.get(job.job_id)
+        assert fresh is not None
+        self._control.spawn(self._upload_then_submit(fresh, files, last_wave=False))
+        return True
+
+    async def _submit_one(
+        self,
+        job: JobRow,
+        turn: CreateTurn,
+        *,
+        last_wave: bool,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
         """Send one job, with its own retries of provably-not-created answers.
 
         Holds the createTask turn it was given (one of a couple of POST places, already
-        admitted by the rate limiter); every retry waits for a new turn.
+        admitted by the rate limiter); every retry waits for a new turn. `body`: the
+        input as sent, when it differs from the stored one (upload URLs for file tokens).
         """
         control = self._control
         spec = self._catalog.get(job.model)
@@ -94,7 +207,8 @@ class Submitter(RunPart):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
                 callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
-                task_id = await turn.create(job.model, job.input, callback)
+                sent = job.input if body is None else body
+                task_id = await turn.create(job.model, sent, callback)
             except LiangXinError as err:
                 failure: LiangXinError | None = err
             else:
