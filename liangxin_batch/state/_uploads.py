@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from liangxin_batch.core._local_files import TOKEN_PREFIX, LocalFile
+from liangxin_batch.core._local_files import TOKEN_PREFIX
 from liangxin_batch.core._states import JobState
 from liangxin_batch.core._uploads import Upload
 
@@ -33,15 +33,7 @@ class UploadStore:
 
         def transaction(self, *, durable: bool = True) -> Transaction: ...
 
-    # -- local files (written by the manifest's sync) -----------------------------------
-
-    def local_file(self, sha256: str) -> LocalFile | None:
-        """Where the manifest last said these bytes are (None: not known)."""
-        row = self.db.execute(
-            "SELECT sha256, size, media_type, path, written FROM local_files WHERE sha256 = ?",
-            (sha256,),
-        ).fetchone()
-        return LocalFile(*row) if row else None
+    # -- local files (written by the manifest's sync: state/_local_files.py) ----------
 
     def has_local_files(self) -> bool:
         """Whether any job ever named a local file (one index probe: a batch without any
