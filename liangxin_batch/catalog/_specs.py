@@ -110,3 +110,11 @@ class ModelSpec:
     outputs_per_task: int = 1
     doubt: str | None = None
     source: str = "builtin"
+
+    def image_field(self) -> str | None:
+        """The model's list of input images: its one top-level url_list field that takes
+        local files (`file_types`). A manifest's model-neutral `images` key maps onto it,
+        so one manifest can give the same inputs to several models. None when the model
+        has no such field (or several, and `images` could mean either)."""
+        found = [f.name for f in self.fields.values() if f.type == "url_list" and f.file_types]
+        return found[0] if len(found) == 1 else None

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from liangxin_batch.core._local_files import token_sha256
 from liangxin_batch.core._records import got_text as _got
 
 if TYPE_CHECKING:
@@ -193,18 +194,35 @@ def _check_items(
         if not isinstance(item, str):
             out.append(FieldProblem(where, "a string", _got(item)))
             continue
-        if spec.type == "url_list" and not _URL.match(item.strip()):
-            out.append(
-                FieldProblem(
-                    where, "an http(s) URL", _got(item), "upload the file first and give its URL"
-                )
-            )
+        if (
+            spec.type == "url_list"
+            and not _URL.match(item.strip())
+            # A local file, read and checked by the manifest reader, named by its bytes.
+            and not (spec.file_types and token_sha256(item) is not None)
+        ):
+            out.append(FieldProblem(where, "an http(s) URL", _got(item), _url_hint(item)))
         if spec.item_max_length is not None and len(item) > spec.item_max_length:
             out.append(
                 FieldProblem(
                     where, f"at most {spec.item_max_length} characters", f"{len(item)} characters"
                 )
             )
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".heic", ".tif", ".tiff")
+
+
+def _url_hint(item: str) -> str:
+    """What to do about a non-URL item of a URL-only field."""
+    text = item.strip()
+    local = "://" not in text or text.lower().startswith("file:")
+    if local and (
+        text.lower().startswith(("file:", "/", "./", "../", "~"))
+        or "\\" in text
+        or text.lower().endswith(_IMAGE_SUFFIXES)
+    ):
+        return "this field takes URLs only: upload the file first and give its URL"
+    return "upload the file first and give its URL"
 
 
 def _is_true(values: Mapping[str, Any], name: str) -> bool:

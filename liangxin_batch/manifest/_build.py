@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from liangxin_batch.catalog._catalog import coerce_text as _coerce_text
 from liangxin_batch.catalog._catalog import validate_input
 from liangxin_batch.catalog._yaml12 import resolve_plain
+from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._records import (
     Job,
     Problem,
@@ -38,6 +39,7 @@ from liangxin_batch.manifest._guards import (
     placeholder_host,
     written,
 )
+from liangxin_batch.manifest._local_inputs import LocalInputs
 from liangxin_batch.manifest._read import (
     BLOCK_ROWS,
     TABULAR_SUFFIXES,
@@ -63,6 +65,8 @@ _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are 
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
+#: The model-neutral key for a model's list of input images (`ModelSpec.image_field`).
+IMAGES_KEY = "images"
 
 
 class JobCounter(Protocol):
@@ -121,6 +125,9 @@ class JobBuilder:
         self.problems = 0
         self.duplicates = 0
         self.repeated = 0
+        self.local = LocalInputs()
+        #: The distinct local files of the valid jobs: sha256 -> size.
+        self.local_sizes: dict[str, int] = {}
 
     # ---- the stream ------------------------------------------------------------------------
 
@@ -306,38 +313,60 @@ class JobBuilder:
         fields = spec.fields
         data: dict[str, Any] = {}
         failed: set[str] = set()
+        keys: dict[str, str] = {}  # a field -> the key it was written under (`images`)
         for key, value in values.items():
             if key == "id" or key == "model":
                 continue
             fs = fields.get(key)
-            if fs is None:
+            name = key
+            if fs is None and key == IMAGES_KEY:
+                if isinstance(value, str) and (not value or value.isspace()):
+                    continue  # empty means "not given" (a text model's row of a fan-out)
+                target = self._images_field(spec, values, rec, out)
+                if target is None:
+                    bad = True
+                    continue
+                name, fs = target, fields[target]
+                keys[name] = key
+            elif fs is None:
                 bad = True
                 self._unknown_field(key, spec, at(rec, key), rec, out)
                 continue
             if isinstance(value, str) and (not value or value.isspace()):
                 continue  # empty means "not given"
             try:
-                data[key] = self._convert(fs, value)
+                data[name] = self._convert(fs, value)
             except ValueError as err:
                 bad = True
-                failed.add(key)
+                failed.add(name)
                 p = Problem(at(rec, key), key, str(err), got_text(value))
                 self._emit(out, p, self._same_key(p, rec))
         for key, value in data.items():  # lists and objects decoded from a cell (JSON)
-            if not isinstance(value, list | dict) or not isinstance(values.get(key), str):
+            wkey = keys.get(key, key)
+            if not isinstance(value, list | dict) or not isinstance(values.get(wkey), str):
                 continue  # not decoded from text: checked as written above
-            if control_char(values.get(key)) is not None:
+            if control_char(values.get(wkey)) is not None:
                 continue  # already reported as written
             control = control_char(value)
             if control is not None:
                 bad = True
                 failed.add(key)
                 p = Problem(
-                    at(rec, key),
-                    key,
+                    at(rec, wkey),
+                    wkey,
                     _CLEAN_TEXT,
                     control,
                 )
+                self._emit(out, p, self._same_key(p, rec))
+        local: dict[str, LocalFile] = {}
+        for name, fs in self.local.fields_of(spec):
+            if name not in data or name in failed:
+                continue
+            key = keys.get(name, name)
+            where = at(rec, key)
+            for label, fault in self.local.tokenize(fs, data, name, key, where.file, local):
+                bad = True
+                p = Problem(where, label, fault.expected, fault.got, fault.suggestion)
                 self._emit(out, p, self._same_key(p, rec))
         for fp in validate_input(spec, data):
             base = fp.field.split("[", 1)[0].split(".", 1)[0]
@@ -345,9 +374,10 @@ class JobBuilder:
                 continue  # already reported as a conversion problem
             bad = True
             missing = fp.got == "nothing"
+            wbase = keys.get(base, base)
             p = Problem(
-                at(rec, base) if base in values else SourceRef(src.file, src.line, base),
-                fp.field,
+                at(rec, wbase) if wbase in values else SourceRef(src.file, src.line, base),
+                wbase + fp.field[len(base) :],
                 fp.expected,
                 fp.got,
                 fp.suggestion,
@@ -362,8 +392,42 @@ class JobBuilder:
             return out
         self._placeholders(spec, data, rec)
         columns = rec.columns if rec.columns is not None else {}
-        self._identify(out, spec, data, job_id, src, columns, rec.repeat, rec)
+        self._identify(
+            out, spec, data, job_id, src, columns, rec.repeat, rec, tuple(local.values())
+        )
         return out
+
+    # ---- local files ---------------------------------------------------------------------
+
+    def _images_field(
+        self, spec: ModelSpec, values: Mapping[str, Any], rec: RawJob, out: list[Job | Problem]
+    ) -> str | None:
+        """The field the model-neutral `images` key stands for here (None: reported)."""
+        target = spec.image_field()
+        where = self._at(rec, IMAGES_KEY)
+        if target is None:
+            p = Problem(
+                where,
+                IMAGES_KEY,
+                "a model that takes input images",
+                f"{spec.id}, which takes none",
+                "leave images empty for this model, or choose an image-editing model",
+            )
+            ckey = ("noimages", where.file, spec.id) if rec.keyed else self._same_key(p, rec)
+            self._emit(out, p, ckey)
+            return None
+        given = values.get(target)
+        if given is not None and not (isinstance(given, str) and (not given or given.isspace())):
+            p = Problem(
+                where,
+                IMAGES_KEY,
+                f"the input images in one place: images or {target}",
+                "both",
+                f"keep one of them ({spec.id} calls its images {target})",
+            )
+            self._emit(out, p, self._same_key(p, rec))
+            return None
+        return target
 
     def _checked_row(
         self, row: CellRow, spec: ModelSpec, data: dict[str, Any], job_id: str | None
@@ -397,6 +461,7 @@ class JobBuilder:
         columns: Mapping[str, str],
         n: int,
         rec: RawJob | None = None,
+        local_files: tuple[LocalFile, ...] = (),
     ) -> None:
         """Ids (given or derived from the content hash), duplicates, and the jobs."""
         try:
@@ -441,9 +506,12 @@ class JobBuilder:
                     self.index,
                     content_hash,
                     src,
+                    local_files,
                 )
             )
             self.index += 1
+            for f in local_files:
+                self.local_sizes[f.sha256] = f.size
 
     def _placeholders(self, spec: ModelSpec, data: Mapping[str, Any], rec: RawJob) -> None:
         """Warnings (not problems) for input URLs on placeholder hosts."""

@@ -37,6 +37,7 @@ __all__ = [
     "iter_jobs",
     "jobs_from_records",
     "load_jobs",
+    "local_files_text",
     "model_slug",
     "validate_manifest",
 ]
@@ -104,6 +105,13 @@ class ValidationReport:
     #: Valid, but probably not meant (an image URL on example.com): the first 50.
     warnings: tuple[Problem, ...] = ()
     total_warnings: int = 0
+    #: Distinct local input files (by content) of the valid jobs, and their total bytes:
+    #: what a run would upload.
+    local_files: int = 0
+    local_bytes: int = 0
+    #: Every local file read, by absolute path: (size, mtime_ns) as it was hashed (a
+    #: resumed run compares them to know whether the manifest is unchanged).
+    local_stats: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def warning_lines(self) -> list[str]:
         """`warning: FILE:LINE [field] ...` per warning, and how many more there were."""
@@ -126,11 +134,20 @@ class ValidationReport:
         text = f"OK: {self.jobs:,} jobs ({parts})" if parts else f"OK: {self.jobs:,} jobs"
         if self.repeated:
             text += f"; {self.repeated:,} of them are repeats"
-        return text
+        local = local_files_text(self.local_files, self.local_bytes)
+        return f"{text}\n{local}" if local else text
 
     def raise_for_problems(self) -> None:
         if self.total_problems:
             raise ManifestError(self.problems, total=self.total_problems)
+
+
+def local_files_text(files: int, size: int) -> str | None:
+    """'20 local files to upload (31.4 MB)', or None when there are none."""
+    if not files:
+        return None
+    noun = "local file" if files == 1 else "local files"
+    return f"{files:,} {noun} to upload ({size / 1e6:,.1f} MB)"
 
 
 def iter_jobs(
@@ -200,6 +217,9 @@ def validate_manifest(
         total_warnings=builder.warning_count,
         repeated=builder.repeated,
         examples=tally.examples,
+        local_files=len(builder.local_sizes),
+        local_bytes=sum(builder.local_sizes.values()),
+        local_stats=dict(builder.local.stats),
     )
 
 

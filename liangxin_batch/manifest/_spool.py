@@ -14,12 +14,18 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._records import Job, SourceRef
 
 __all__ = ["JobSpool"]
 
 #: Written in pieces: one write per job would cost a system call each.
 _FLUSH_AT = 1 << 20
+
+
+def astuple_of(f: LocalFile) -> tuple[str, int, str, str, str]:
+    """A LocalFile's fields in order (as `LocalFile(*fields)` takes them back)."""
+    return (f.sha256, f.size, f.media_type, f.path, f.written)
 
 
 class JobSpool:
@@ -35,22 +41,26 @@ class JobSpool:
         self.column_names: set[str] = set()
         #: The catalog ids the jobs use (what the manifest's fingerprint covers).
         self.models: set[str] = set()
+        #: The local files the manifest's jobs read, by absolute path: (size, mtime_ns)
+        #: as hashed (the loader sets it from the validation; the fingerprint keeps it).
+        self.local_stats: dict[str, tuple[int, int]] = {}
 
     def add(self, job: Job) -> None:
         src = job.source
-        line = self._encode(
-            [
-                job.job_id,
-                job.index,
-                job.model,
-                job.input,
-                job.columns,
-                job.content_hash,
-                src.file,
-                src.line,
-                src.column,
-            ]
-        )
+        record: list[object] = [
+            job.job_id,
+            job.index,
+            job.model,
+            job.input,
+            job.columns,
+            job.content_hash,
+            src.file,
+            src.line,
+            src.column,
+        ]
+        if job.local_files:  # only jobs with local inputs pay for the extra field
+            record.append([list(astuple_of(f)) for f in job.local_files])
+        line = self._encode(record)
         data = line.encode("utf-8") + b"\n"
         self._buffer.append(data)
         self._buffered += len(data)
@@ -71,7 +81,8 @@ class JobSpool:
         self._flush()
         self._file.seek(0)
         for raw in self._file:
-            job_id, index, model, values, columns, digest, file, line, column = json.loads(raw)
+            record = json.loads(raw)
+            job_id, index, model, values, columns, digest, file, line, column = record[:9]
             yield Job(
                 job_id=job_id,
                 model=model,
@@ -80,6 +91,7 @@ class JobSpool:
                 index=index,
                 content_hash=digest,
                 source=SourceRef(file, line, column),
+                local_files=tuple(LocalFile(*f) for f in record[9]) if len(record) > 9 else (),
             )
 
     def close(self) -> None:

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from liangxin_batch.errors import ConfigError, ManifestError
-from liangxin_batch.manifest._manifest import Job, JobTally, Problem, ValidationReport
+from liangxin_batch.manifest._manifest import (
+    Job,
+    JobTally,
+    Problem,
+    ValidationReport,
+    local_files_text,
+)
 from liangxin_batch.outputs._layout import Layout
 
 if TYPE_CHECKING:
@@ -89,6 +95,8 @@ class Plan:
     slowest_model: str | None
     out_dir: str
     round_up: bool = False  # some model's tasks are billed in whole credits, rounded up
+    local_files: int = 0  # distinct local input files (by content): what would be uploaded
+    local_bytes: int = 0
 
 
 def _example_ext(spec: ModelSpec, example: Job | None) -> str:
@@ -102,10 +110,11 @@ def _example_ext(spec: ModelSpec, example: Job | None) -> str:
 
 def _tally(
     jobs: Iterable[Job | Problem], catalog: Catalog
-) -> tuple[dict[str, int], dict[str, float], dict[str, Job]]:
+) -> tuple[dict[str, int], dict[str, float], dict[str, Job], dict[str, int]]:
     tally = JobTally(catalog)
     problems: list[Problem] = []
     total = 0
+    files: dict[str, int] = {}  # sha256 -> size
     for item in jobs:
         if isinstance(item, Problem):
             total += 1
@@ -113,9 +122,11 @@ def _tally(
                 problems.append(item)
         else:
             tally.add(item)
+            for f in item.local_files:
+                files[f.sha256] = f.size
     if total:
         raise ManifestError(problems, total=total)
-    return tally.per_model, tally.credits, tally.examples
+    return tally.per_model, tally.credits, tally.examples, files
 
 
 def _bound(submit: float, slowest: ModelPlan | None, by_rate: float, by_slots: float) -> str:
@@ -151,8 +162,10 @@ def make_plan(
         credits: Mapping[str, float] = report.credits
         examples: Mapping[str, Job] = report.examples
         manifest = manifest or report.path
+        local_files, local_bytes = report.local_files, report.local_bytes
     else:
-        counts, credits, examples = _tally(jobs_or_report, catalog)
+        counts, credits, examples, files = _tally(jobs_or_report, catalog)
+        local_files, local_bytes = len(files), sum(files.values())
     template = Layout.parse(layout)
     out = str(out_dir)
     usd_rate = catalog.credit_usd
@@ -209,6 +222,8 @@ def make_plan(
         round_up=round_up,
         slowest_model=slowest.model if slowest is not None else None,
         out_dir=out,
+        local_files=local_files,
+        local_bytes=local_bytes,
     )
 
 
@@ -250,6 +265,9 @@ def format_plan(plan: Plan) -> str:
     for m in plan.models:
         lines.append(f"  {m.model:<{width}}  {m.jobs:>9,}  {m.credits:>12,.1f}{_money(m.usd)}")
     lines.append(f"  {'total':<{width}}  {plan.jobs:>9,}  {plan.credits:>12,.1f}{_money(plan.usd)}")
+    local = local_files_text(plan.local_files, plan.local_bytes)
+    if local:
+        lines += ["", local]
     rate = f"{plan.create_limit}/{plan.create_window:g}s"
     slowest = next((m for m in plan.models if m.model == plan.slowest_model), None)
     latency = (

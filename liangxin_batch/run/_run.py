@@ -29,6 +29,7 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, ManifestError
 from liangxin_batch.manifest._fingerprint import (
     manifest_fingerprint,
+    same_manifest,
     stored_models,
     with_models,
 )
@@ -148,6 +149,7 @@ def load_manifest_jobs(
             )
             if report.problems:
                 raise ManifestError(report.problems, total=report.total_problems)
+            spool.local_stats = dict(report.local_stats)
         else:
             records = _records(source)
             for job in _manifest.jobs_from_records(
@@ -270,7 +272,7 @@ async def run_batch_async(
         )
     # The state already holds what an unchanged manifest would give: no validation and
     # no sync (checked again under the run lock, below).
-    unchanged = fingerprint is not None and stored == fingerprint
+    unchanged = same_manifest(stored, fingerprint)
     jobs = None if unchanged else load()
     try:
         file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
@@ -306,7 +308,7 @@ async def run_batch_async(
         store = StateStore.in_dir(out)
         stack.callback(store.close)
         stack.enter_context(_run_log(out))
-        if jobs is None and store.get_meta(FINGERPRINT_KEY) != fingerprint:
+        if jobs is None and not same_manifest(store.get_meta(FINGERPRINT_KEY), fingerprint):
             jobs = load()  # another run synced another manifest in between
             stack.callback(jobs.close)
         # Every check that can refuse the run happens inside the sync's transaction: a
@@ -322,7 +324,7 @@ async def run_batch_async(
                 jobs,
                 allow_changed=settings.allow_changed,
                 check=lambda: _check_budget(store, catalog, settings),
-                fingerprint=with_models(fingerprint, catalog, spool.models),
+                fingerprint=with_models(fingerprint, catalog, spool.models, spool.local_stats),
                 column_names=lambda: spool.column_names,
             )
         if upload_url is None:

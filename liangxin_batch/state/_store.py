@@ -31,6 +31,7 @@ from liangxin_batch.core._states import (
 )
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._checks import BATCH_ID_FILE, refuse_untrusted
+from liangxin_batch.state._local_files import LocalFileStore
 from liangxin_batch.state._migrations import (
     MIGRATIONS,
     applied_migrations,
@@ -96,7 +97,7 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore(UploadStore, StoreQueries):
+class StateStore(UploadStore, LocalFileStore, StoreQueries):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a

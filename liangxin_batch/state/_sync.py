@@ -1,7 +1,9 @@
 """Bring a state file in line with the manifest it runs (pure decisions, store writes).
 
-New jobs are added as pending; a known id whose content changed is an error unless the
-user allows it; jobs that left the manifest stay in the state and are reported.
+New jobs are added as pending, and the local files their inputs name (by file token)
+are recorded with the path the manifest gives them now; a known id whose content changed
+is an error unless the user allows it; jobs that left the manifest stay in the state and
+are reported.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._store import StateStore
 
@@ -38,6 +41,8 @@ class JobLike(Protocol):
     def columns(self) -> Mapping[str, str]: ...
     @property
     def content_hash(self) -> str: ...
+    # A `Job` also has `local_files` (the files its file tokens name); a JobLike without
+    # it has none.
 
 
 @dataclass
@@ -118,8 +123,12 @@ def _apply(
     store.mark_seen(ids)
     known = store.existing_hashes(ids)
     rows = []
+    files: dict[str, LocalFile] = {}
     for job in batch:
         report.total += 1
+        local: tuple[LocalFile, ...] = getattr(job, "local_files", ())
+        for f in local:  # every job, unchanged ones too: a file may have moved
+            files.setdefault(f.sha256, f)
         input_json = json.dumps(dict(job.input), sort_keys=True, ensure_ascii=False)
         columns_json = json.dumps(dict(job.columns), ensure_ascii=False)
         previous = known.get(job.job_id)
@@ -149,3 +158,4 @@ def _apply(
         )
     if rows:
         store.upsert_jobs(rows)
+    store.record_local_files(files.values())

@@ -1,0 +1,71 @@
+"""The state's record of local input files: which bytes a file token names, and where.
+
+A job's input holds a file token (`file:sha256:<hex>`) where its manifest gave a local
+path (core/_local_files.py). The sync writes each distinct file here, keyed by its
+sha256, with the path the manifest last gave for those bytes; whoever uploads before a
+createTask asks here what a token names (`local_file`, `local_files_of`). A moved or
+renamed file is the same job (same bytes): its row's path simply follows the manifest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from liangxin_batch.core._local_files import LocalFile, tokens_in
+from liangxin_batch.state._tx import Transaction
+
+__all__ = ["LocalFileStore"]
+
+_COLUMNS = "sha256, size, media_type, path, written"
+_CHUNK = 500  # sha256s per IN (...) query: well under SQLite's variable limit
+
+
+class LocalFileStore:
+    """`StateStore`'s local-file rows (a mixin over its one connection)."""
+
+    db: sqlite3.Connection
+
+    def transaction(self, *, durable: bool = True) -> Transaction:  # pragma: no cover
+        raise NotImplementedError  # StateStore's
+
+    def record_local_files(self, files: Iterable[LocalFile]) -> None:
+        """Insert each file, or bring a known one's path up to date (the bytes decide
+        the row: size and media type cannot differ for one sha256)."""
+        rows = [(f.sha256, f.path, f.written, f.size, f.media_type) for f in files]
+        if not rows:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO local_files (sha256, path, written, size, media_type)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(sha256) DO UPDATE SET path = excluded.path,"
+                " written = excluded.written",
+                rows,
+            )
+
+    def local_file(self, sha256: str) -> LocalFile | None:
+        """The file a token's sha256 names, as the last sync found it; None if unknown."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM local_files WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return LocalFile(*row) if row else None
+
+    def local_files_of(self, job_input: Mapping[str, Any]) -> list[LocalFile]:
+        """The distinct files a job's input names by file token, in the order it names
+        them. A token no sync recorded is left out (the caller compares counts)."""
+        wanted = list(dict.fromkeys(tokens_in(job_input)))
+        found: dict[str, LocalFile] = {}
+        for at in range(0, len(wanted), _CHUNK):
+            part = wanted[at : at + _CHUNK]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(
+                f"SELECT {_COLUMNS} FROM local_files WHERE sha256 IN ({marks})", part
+            ):
+                found[row[0]] = LocalFile(*row)
+        return [found[sha] for sha in wanted if sha in found]
+
+    def local_file_count(self) -> int:
+        """How many distinct local files the state knows."""
+        return int(self.db.execute("SELECT COUNT(*) FROM local_files").fetchone()[0])
