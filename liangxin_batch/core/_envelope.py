@@ -211,7 +211,7 @@ def check_envelope(
     effective = code if code != 200 else http_status
     raise api_error_for(
         effective,
-        str(message)[:SNIPPET] or f"HTTP {http_status}",
+        redact(str(message), redact_with)[:SNIPPET] or f"HTTP {http_status}",
         http_status=http_status,
         retry_after=retry_after,
         path=path,
