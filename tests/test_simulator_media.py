@@ -99,16 +99,22 @@ def test_simulate_prints_the_exports_and_builds_the_config(
             "0.5",
             "--seed",
             "3",
+            "--upload-lifetime",
+            "600",
+            "--foreign-inputs",
+            "fail",
         ],
         monkeypatch,
     )
     assert result.exit_code == 0, result.output
     assert "export LIANGXIN_BASE_URL=http://127.0.0.1:9999" in result.output
     assert "export LIANGXIN_API_KEY=sk-from-env" in result.output
+    assert "export LIANGXIN_UPLOAD_BASE_URL=http://127.0.0.1:9999/upload-host" in result.output
     assert "Faults: fail=0.1" in result.output
     config: SimConfig = seen["config"]
     assert (config.api_key, config.credits, config.latency_scale) == ("sk-from-env", 50, 0.5)
     assert (config.hmac_key, config.seed, config.faults.fail) == ("h", 3, 0.1)
+    assert (config.upload_lifetime_seconds, config.foreign_inputs) == (600, "fail")
 
 
 def test_simulate_rejects_a_bad_fault_profile(

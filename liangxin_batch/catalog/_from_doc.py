@@ -18,6 +18,7 @@ from liangxin_batch.catalog._specs import (
     ModelSpec,
     PriceRule,
 )
+from liangxin_batch.core._local_files import EXTENSIONS
 from liangxin_batch.errors import CatalogError
 
 __all__ = ["model_from_doc"]
@@ -29,6 +30,30 @@ _TYPE_CHECK: dict[str, Any] = {
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
 }
+
+
+def _check_file_limits(name: str, doc: Any, where: str) -> None:
+    """`file_types` and `max_file_mb`: only on a url_list, known media types, a size > 0."""
+    if (doc.file_types is not None or doc.max_file_mb is not None) and doc.type != "url_list":
+        raise CatalogError(
+            f"{where}: field {name!r}: file_types and max_file_mb only fit type url_list"
+        )
+    known = ", ".join(EXTENSIONS)
+    for media_type in doc.file_types or ():
+        if media_type not in EXTENSIONS:
+            raise CatalogError(
+                f"{where}: field {name!r}: file_types: {media_type!r} is not a media type "
+                f"local files may have; use {known}"
+            )
+    if doc.file_types is not None and not doc.file_types:
+        raise CatalogError(
+            f"{where}: field {name!r}: file_types is empty; leave it out for a URL-only "
+            f"field, or list some of {known}"
+        )
+    if doc.max_file_mb is not None and not doc.max_file_mb > 0:
+        raise CatalogError(
+            f"{where}: field {name!r}: max_file_mb must be > 0; got {doc.max_file_mb!r}"
+        )
 
 
 def _field_from_doc(name: str, doc: Any, where: str) -> FieldSpec:
@@ -44,6 +69,7 @@ def _field_from_doc(name: str, doc: Any, where: str) -> FieldSpec:
         raise CatalogError(f"{where}: field {name!r}: default {doc.default!r} is not in its enum")
     if doc.item_fields is not None and kind != "object_list":
         raise CatalogError(f"{where}: field {name!r}: item_fields only fit type object_list")
+    _check_file_limits(name, doc, where)
     cond = doc.default_if
     items = None
     if doc.item_fields is not None:
@@ -58,6 +84,7 @@ def _field_from_doc(name: str, doc: Any, where: str) -> FieldSpec:
     }
     values.update(
         enum=tuple(doc.enum) if doc.enum is not None else None,
+        file_types=tuple(doc.file_types) if doc.file_types is not None else None,
         description=doc.description.strip(),
         doubt=doc.doubt.strip() if doc.doubt else None,
         default_if=ConditionalDefault(cond.field, cond.value, cond.default) if cond else None,

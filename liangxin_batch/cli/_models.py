@@ -82,7 +82,13 @@ def field_limits(f: FieldSpec) -> str:
     if f.item_max_length is not None:
         parts.append(f"each <= {f.item_max_length} chars")
     if f.type == "url_list":
-        parts.append("http(s) URLs")
+        parts.append("http(s) URLs" + (" or local files" if f.file_types else ""))
+    if f.file_types:
+        kinds = "/".join(t.removeprefix("image/") for t in f.file_types)
+        size = f", <= {f.max_file_mb:g} MB each" if f.max_file_mb is not None else ""
+        parts.append(f"files: {kinds}{size}")
+    elif f.max_file_mb is not None:
+        parts.append(f"files <= {f.max_file_mb:g} MB each")
     return "; ".join(parts)
 
 

@@ -59,6 +59,20 @@ DEFAULT_SIM_KEY = "sk-sim-local"
     show_default=True,
     help="Seed for task ids, latency jitter and fault draws.",
 )
+@click.option(
+    "--upload-lifetime",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds an uploaded file is served before it expires.",
+)
+@click.option(
+    "--foreign-inputs",
+    type=click.Choice(["accept", "fail"]),
+    default="accept",
+    show_default=True,
+    help="Input URLs on other hosts: accept them, or fail the task as if unreachable.",
+)
 @pass_cli
 def simulate_command(
     cli: CliContext,
@@ -70,12 +84,15 @@ def simulate_command(
     faults_file: Path | None,
     hmac_key: str | None,
     seed: int,
+    upload_lifetime: float,
+    foreign_inputs: str,
 ) -> None:
     """Serve a local LiangXin simulator (same API, real files, optional faults).
 
     Prints the base URL and the environment variables to export, then serves
     until Ctrl-C. GET /_sim/ledger shows everything it saw; POST /_sim/top-up
-    with {"credits": N} adds credits.
+    with {"credits": N} adds credits. The upload host is served under
+    /upload-host (its base URL is printed too).
     """
     from secrets import token_hex
 
@@ -84,6 +101,7 @@ def simulate_command(
         SimConfig,
         load_fault_profile,
         run_simulator,
+        upload_base_url,
     )
 
     faults = load_fault_profile(faults_file) if faults_file else FaultProfile()
@@ -97,6 +115,8 @@ def simulate_command(
         hmac_key=hmac_key or None,
         seed=seed,
         id_salt=token_hex(8),  # a restarted simulator never reuses a taskId
+        upload_lifetime_seconds=upload_lifetime,
+        foreign_inputs=foreign_inputs,
     )
 
     default = FaultProfile()
@@ -111,6 +131,7 @@ def simulate_command(
         click.echo("Point liangxin-batch at it with:")
         click.echo(f"  export LIANGXIN_BASE_URL={base_url}")
         click.echo(f"  export LIANGXIN_API_KEY={api_key}")
+        click.echo(f"  export LIANGXIN_UPLOAD_BASE_URL={upload_base_url(base_url)}")
         if changed:
             click.echo("Faults: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
         click.echo("Press Ctrl-C to stop.")

@@ -40,6 +40,7 @@ from ._core import INVALID_JSON, Simulator
 from ._files import FileServe
 from ._reply import NO_ACCESS, Reply, wire_body
 from ._tasks import envelope
+from ._upload_app import upload_routes
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
@@ -203,6 +204,7 @@ async def ledger(request: Request) -> Response:
     data = {
         "balance": sim.balance(),
         "duplicates": sim.ledger.duplicates(),
+        "uploads_by_sha256": sim.ledger.upload_counts_by_sha256(),
         "events": [e.to_json() for e in sim.ledger.events[since:]],
     }
     return JSONResponse(envelope(200, "success", data))
@@ -246,6 +248,7 @@ def create_app(
         Route("/files/{task_id}/{name}", get_file, methods=["GET"]),
         Route("/_sim/top-up", top_up, methods=["POST"]),
         Route("/_sim/ledger", ledger, methods=["GET"]),
+        *upload_routes(sim.config.upload_prefix),
     ]
     app = SimulatorApp(
         routes=routes,

@@ -29,7 +29,35 @@ import yaml
 
 from liangxin_batch.errors import ConfigError
 
-__all__ = ["ERROR_STYLES", "QUIRKS", "FaultProfile", "SimConfig", "load_fault_profile"]
+__all__ = [
+    "ERROR_STYLES",
+    "FOREIGN_INPUTS",
+    "QUIRKS",
+    "UPLOAD_ANSWERS",
+    "UPLOAD_PREFIX",
+    "FaultProfile",
+    "SimConfig",
+    "load_fault_profile",
+    "upload_base_url",
+]
+
+#: Where the upload host's endpoints live on the simulator's server by default: a path
+#: of its own, so a client configured with a separate upload base URL exercises it.
+UPLOAD_PREFIX = "/upload-host"
+
+
+def upload_base_url(base_url: str, prefix: str = UPLOAD_PREFIX) -> str:
+    """The simulator's upload host base URL, given its API base URL (the server's root):
+    what a client takes as its upload base URL (LIANGXIN_UPLOAD_BASE_URL)."""
+    return base_url.rstrip("/") + prefix
+
+
+#: The two documented shapes of an upload answer's `data` (`SimConfig.upload_answer`):
+#: "download_url" {fileName, filePath, downloadUrl, fileSize, mimeType, uploadedAt};
+#: "file_url" {fileId, fileName, filePath, fileUrl, fileSize, mimeType, uploadedAt, expiresAt}.
+UPLOAD_ANSWERS = ("download_url", "file_url")
+#: What a task does with an input URL on another host (`SimConfig.foreign_inputs`).
+FOREIGN_INPUTS = ("accept", "fail")
 
 _SHARES = (
     "create_500",
@@ -344,6 +372,20 @@ class SimConfig:
     #: later simulator given the same file carries on with them, its id salt and balance
     #: (see `_saved.py`). `run --simulate` keeps it in the output folder.
     state_path: Path | None = None
+    #: The upload host's path prefix on this server: its base URL is the server's plus
+    #: this (`upload_base_url`). Endpoints: <prefix>/api/file-stream-upload etc.
+    upload_prefix: str = UPLOAD_PREFIX
+    #: How long an uploaded file is served (simulator clock seconds); the docs say 24 h
+    #: in most places, 3 days in one.
+    upload_lifetime_seconds: float = 24 * 3600.0
+    upload_max_bytes: int = 100_000_000  # one upload's largest size (the URL upload's)
+    upload_answer: str = "download_url"  # one of UPLOAD_ANSWERS
+    #: Input URLs on other hosts: "accept" (tests use example URLs) or "fail" the task
+    #: as a service that cannot reach them would.
+    foreign_inputs: str = "accept"
+    #: Where uploaded bytes are kept; None: beside `state_path` (uploads/), else a
+    #: temporary folder removed with the simulator.
+    uploads_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -365,3 +407,27 @@ class SimConfig:
             raise ConfigError("latency_drift: (creates >= 0, factor > 0)")
         if self.credits < 0:
             raise ConfigError(f"credits must be >= 0, got {self.credits!r}")
+        if not self.upload_prefix.startswith("/") or self.upload_prefix.endswith("/"):
+            raise ConfigError(
+                f"upload_prefix must start with / and not end with one, got {self.upload_prefix!r}"
+            )
+        if not self.upload_lifetime_seconds > 0:
+            raise ConfigError(
+                f"upload_lifetime_seconds must be > 0, got {self.upload_lifetime_seconds!r}"
+            )
+        if not self.upload_max_bytes > 0:
+            raise ConfigError(f"upload_max_bytes must be > 0, got {self.upload_max_bytes!r}")
+        if self.upload_answer not in UPLOAD_ANSWERS:
+            raise ConfigError(
+                f"upload_answer must be one of {', '.join(UPLOAD_ANSWERS)}, "
+                f"got {self.upload_answer!r}"
+            )
+        if self.foreign_inputs not in FOREIGN_INPUTS:
+            raise ConfigError(
+                f"foreign_inputs must be one of {', '.join(FOREIGN_INPUTS)}, "
+                f"got {self.foreign_inputs!r}"
+            )
+
+    def upload_base_url(self, base_url: str) -> str:
+        """The upload host's base URL on a server whose API base URL is `base_url`."""
+        return upload_base_url(base_url, self.upload_prefix)

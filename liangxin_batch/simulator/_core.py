@@ -40,8 +40,9 @@ from ._files import FILE_PATH, FileServe, FileStore
 from ._ledger import EventKind, Ledger, LedgerEvent
 from ._limits import SlidingWindow
 from ._reply import ERROR_MESSAGES, Reply, gateway_page, injected_error, rate_limited
-from ._saved import Saved, TaskJournal
-from ._tasks import SimTask, output_shape, unit
+from ._saved import Saved, TaskJournal, upload_event
+from ._tasks import _WAITING_END, SimTask, output_shape, unit
+from ._uploads import UploadRecord, UploadStore, input_problem
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog, ModelSpec
@@ -109,6 +110,14 @@ class Simulator:
         self.ledger = Ledger()
         self.sleep = sleep or asyncio.sleep  # slow downloads pace themselves with this
         self.files = FileStore(self.config)
+        uploads_dir = config.uploads_dir
+        if uploads_dir is None and config.state_path is not None:
+            uploads_dir = config.state_path.parent / "uploads"
+        self.uploads = UploadStore(
+            uploads_dir,
+            max_bytes=config.upload_max_bytes,
+            lifetime=config.upload_lifetime_seconds,
+        )
         self._lock = threading.RLock()  # uvicorn's thread and a test thread both call in
         self._balance = self.config.credits
         self._tasks: dict[str, SimTask] = {}
@@ -135,8 +144,10 @@ class Simulator:
     def _restore(self, saved: Saved) -> None:
         """Take over an earlier simulator's tasks: charged as they were, failed ones
         refunded when their end is passed (by `_settle`, as if it had run all along)."""
-        for event in saved.creates:
+        for event in saved.events:  # its creates and uploads, in order
             self.ledger.record(event)
+        for upload in saved.uploads:
+            self.uploads.add(upload)
         self._balance += saved.top_ups
         for task in saved.tasks:
             self._tasks[task.task_id] = task
@@ -244,7 +255,16 @@ class Simulator:
                 self._log_create(now, "402", body, 200, credits=price)
                 return Reply(402, _NO_CREDITS)
             earlier = next(reversed(self._tasks), None)  # the task created just before
-            task = self._new_task(spec, body, base_url, now, price)
+            # Inputs are fetched as generation starts: at create, on this clock.
+            problem = input_problem(
+                spec,
+                body["input"],
+                self.uploads,
+                now=now,
+                netloc=urlsplit(base_url).netloc,
+                foreign=self.config.foreign_inputs,
+            )
+            task = self._new_task(spec, body, base_url, now, price, problem)
             answered_id = task.task_id
             outcome: str
             status: int | None
@@ -300,7 +320,13 @@ class Simulator:
         return "; ".join(parts) or None
 
     def _new_task(
-        self, spec: ModelSpec, body: dict[str, Any], base_url: str, now: float, price: int
+        self,
+        spec: ModelSpec,
+        body: dict[str, Any],
+        base_url: str,
+        now: float,
+        price: int,
+        problem: str | None = None,
     ) -> SimTask:
         seed = self.config.seed
         salt = f"{self.config.id_salt}|" if self.config.id_salt else ""
@@ -318,6 +344,8 @@ class Simulator:
         drift = self.config.latency_drift
         if drift is not None and self._created > drift[0]:
             seconds *= drift[1]
+        if problem is not None:  # an input it cannot fetch: it fails as it leaves waiting
+            seconds *= _WAITING_END
         task = SimTask(
             task_id=task_id,
             model=spec.id,
@@ -334,6 +362,8 @@ class Simulator:
             ext=ext,
             aspect_ratio=aspect,
         )
+        if problem is not None:
+            task.fails, task.fail_code, task.fail_msg = True, "400", problem
         self._tasks[task_id] = task
         heapq.heappush(self._unsettled, (task.done_at, task_id))
         self._balance -= price  # reserved now: kept on success, refunded on fail
@@ -448,6 +478,31 @@ class Simulator:
             self._log(now, "download_url", "ok", task.task_id)
             return Reply(200, "success", self.files.signed_url(task, index, now))
 
+    # -- uploads (the upload host: `_upload_app.py`, `_uploads.py`) ---------------------
+
+    def record_upload(self, record: UploadRecord) -> None:
+        """A stored upload: journalled (a saved simulator), named, ledgered."""
+        with self._lock:
+            if self._journal is not None:
+                self._journal.append_upload(record)
+            self.uploads.add(record)
+            self.ledger.record(upload_event(record))
+
+    def log_upload(self, endpoint: str, status: int) -> None:
+        """A refused upload request (401, 400, 413)."""
+        event = LedgerEvent(
+            kind="upload",
+            at=self.clock(),
+            outcome=str(status),
+            http_status=status,
+            endpoint=endpoint,
+        )
+        self.ledger.record(event)
+
+    def upload_base_url(self, base_url: str) -> str:
+        """The upload host's base URL on the server whose API base URL is `base_url`."""
+        return self.config.upload_base_url(base_url)
+
     # -- files -----------------------------------------------------------------------
 
     def serve_file(self, task_id: str, name: str, query: str) -> FileServe:
@@ -509,3 +564,5 @@ class Simulator:
         with self._lock:
             if self._journal is not None:
                 self._journal.close()
+        # The uploads' temporary folder (if any) goes with the simulator object: an app
+        # may be served again after a shutdown.

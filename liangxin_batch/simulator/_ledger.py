@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 __all__ = ["CREATED_OUTCOMES", "EventKind", "Ledger", "LedgerEvent", "canonical_job_key"]
 
-EventKind = Literal["create", "poll", "file", "callback", "download_url", "top_up"]
+EventKind = Literal["create", "poll", "file", "callback", "download_url", "top_up", "upload"]
 
 # createTask outcomes after which a task exists (and is billed).
 CREATED_OUTCOMES = frozenset(
@@ -39,18 +39,20 @@ class LedgerEvent:
     at: float  # simulator clock (unix seconds)
     #: create: created/lost_reply/gateway_500/gateway_502/duplicate_task_id (all created) or
     #: 429/402/422/400/500/455/...; poll: state ("success (garbled)") or code;
-    #: file: complete/broken/short/error; ...
+    #: file: complete/broken/short/error; upload: "ok" or the error code ("400", "401",
+    #: "413"); ...
     outcome: str
     task_id: str | None = None
     model: str | None = None
     input: Mapping[str, Any] | None = None  # createTask input as received
     http_status: int | None = None  # what went on the wire (None: nothing did)
-    path: str | None = None  # file path or callback URL
-    sha256: str | None = None  # files: digest of the whole file
-    size: int | None = None  # files: full size in bytes
+    path: str | None = None  # file path, callback URL, or upload's uploadPath/fileName
+    sha256: str | None = None  # files and uploads: digest of the whole file
+    size: int | None = None  # files and uploads: full size in bytes
     bytes_sent: int | None = None  # files: bytes actually written
     complete: bool | None = None  # files: False for a broken (truncated) serve
     credits: int | None = None  # create: price charged; top_up: amount
+    endpoint: str | None = None  # upload: stream | base64 | url
 
     @property
     def created(self) -> bool:
@@ -116,6 +118,19 @@ class Ledger:
 
     def callbacks(self) -> list[LedgerEvent]:
         return self._of("callback")
+
+    def upload_attempts(self) -> list[LedgerEvent]:
+        """Every upload request (authenticated or not), whatever its outcome."""
+        return self._of("upload")
+
+    def uploads(self) -> list[LedgerEvent]:
+        """Uploads that stored a file (outcome "ok"), in order."""
+        return [e for e in self._of("upload") if e.outcome == "ok"]
+
+    def upload_counts_by_sha256(self) -> dict[str, int]:
+        """Stored uploads per sha256 of their bytes: any value > 1 is the same bytes
+        uploaded again (a refresh, or a wasted upload)."""
+        return dict(Counter(e.sha256 or "" for e in self.uploads()))
 
     def to_json(self) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.events]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from liangxin_batch.errors import ConfigError
 
 from ._ledger import Ledger, LedgerEvent
 from ._tasks import SimTask
+from ._uploads import UploadRecord
 
 __all__ = ["SAVED_FILE", "Saved", "TaskJournal", "saved_ledger"]
 
@@ -38,6 +39,10 @@ _TASK_FIELDS = (
     "task_id", "model", "kind", "body", "callback_url", "base_url", "created_at",
     "duration", "fails", "price", "outputs", "ext", "aspect_ratio",
 )  # fmt: skip
+#: Written only when they differ from SimTask's defaults (a failed input fetch).
+_TASK_EXTRAS = ("fail_code", "fail_msg")
+_DEFAULT_EXTRAS = {f.name: f.default for f in fields(SimTask) if f.name in _TASK_EXTRAS}
+_UPLOAD_FIELDS = tuple(f.name for f in fields(UploadRecord))
 
 
 @dataclass
@@ -51,10 +56,15 @@ class Saved:
     base_url: str | None = None
     tasks: list[SimTask] = field(default_factory=list)
     creates: list[LedgerEvent] = field(default_factory=list)
+    #: Every upload in order (a later one of the same name replaces an earlier one).
+    uploads: list[UploadRecord] = field(default_factory=list)
+    #: The ledger's create and upload events, in the order they happened.
+    events: list[LedgerEvent] = field(default_factory=list)
 
 
 def _task(record: dict[str, Any]) -> tuple[SimTask, LedgerEvent]:
     values = {name: record[name] for name in _TASK_FIELDS}
+    values.update((name, record[name]) for name in _TASK_EXTRAS if name in record)
     body = values["body"]
     task = SimTask(input=body["input"], **values)
     event = LedgerEvent(
@@ -101,7 +111,12 @@ def _take(saved: Saved, raw: bytes, path: Path, number: int) -> None:
             task, event = _task(record)
             saved.tasks.append(task)
             saved.creates.append(event)
+            saved.events.append(event)
             saved.base_url = task.base_url
+        elif kind == "upload":
+            upload = UploadRecord(**{name: record[name] for name in _UPLOAD_FIELDS})
+            saved.uploads.append(upload)
+            saved.events.append(upload_event(upload))
         else:
             raise ValueError(f"unknown record {kind!r}")
     except (ValueError, KeyError, TypeError) as err:
@@ -150,9 +165,15 @@ class TaskJournal:
     def append_top_up(self, credits: int, at: float) -> None:
         self._append({"record": "top_up", "credits": credits, "at": at})
 
+    def append_upload(self, upload: UploadRecord) -> None:
+        self._append({"record": "upload", **upload.to_json()})
+
     def append_task(self, task: SimTask, outcome: str, http_status: int | None) -> None:
         record: dict[str, Any] = {"record": "task"}
         record.update((name, getattr(task, name)) for name in _TASK_FIELDS)
+        extras = {name: getattr(task, name) for name in _TASK_EXTRAS}
+        if extras != _DEFAULT_EXTRAS:
+            record.update(extras)
         record.update(outcome=outcome, http_status=http_status)
         self._append(record)
 
@@ -176,11 +197,25 @@ def _lock(fd: int) -> bool:
     return True
 
 
+def upload_event(upload: UploadRecord) -> LedgerEvent:
+    """The ledger's event for a stored upload."""
+    return LedgerEvent(
+        kind="upload",
+        at=upload.uploaded_at,
+        outcome="ok",
+        http_status=200,
+        path=upload.file_path,
+        sha256=upload.sha256,
+        size=upload.size,
+        endpoint=upload.endpoint,
+    )
+
+
 def saved_ledger(out_dir: Path | str) -> Ledger:
-    """The createTask events a `--simulate` run's simulators made over every session of
-    the output folder `out_dir` (from its saved tasks), in order: for checks like "no
-    job was created twice" across a resume."""
+    """The createTask and stored-upload events a `--simulate` run's simulators made over
+    every session of the output folder `out_dir` (from its saved tasks), in order: for
+    checks like "no job was created twice" or "each file uploaded once" across a resume."""
     ledger = Ledger()
-    for event in _read(Path(out_dir) / SAVED_FILE)[0].creates:
+    for event in _read(Path(out_dir) / SAVED_FILE)[0].events:
         ledger.record(event)
     return ledger

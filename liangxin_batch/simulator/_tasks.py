@@ -61,6 +61,10 @@ class SimTask:
     ext: str  # "png" | "jpg" | "mp4"
     aspect_ratio: str | None
     refunded: bool = field(default=False)
+    #: A failed task's failCode and failMsg: an injected generation failure by default;
+    #: "400" and the fetch message for inputs the service could not use (`_uploads`).
+    fail_code: str = "500"
+    fail_msg: str = "Internal error during generation (simulated)"
 
     @property
     def done_at(self) -> float:
@@ -113,8 +117,8 @@ class SimTask:
             "resultJson": (
                 json.dumps({"resultUrls": self.result_urls()}) if state == "success" else ""
             ),
-            "failCode": "500" if state == "fail" else "",
-            "failMsg": "Internal error during generation (simulated)" if state == "fail" else "",
+            "failCode": self.fail_code if state == "fail" else "",
+            "failMsg": self.fail_msg if state == "fail" else "",
             "costTime": _ms(self.duration) if terminal else None,
             "createTime": _ms(self.created_at),
             "updateTime": _ms(self._changed_at(now)),
