@@ -46,6 +46,8 @@ def run_batch(
     simulate: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     download_transport: httpx.AsyncBaseTransport | None = None,
+    upload_base_url: str | None = None,
+    upload_transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir` and return the summary; call it again
     with the same arguments to resume. The key and URL default to `LIANGXIN_API_KEY` and
@@ -54,6 +56,9 @@ def run_batch(
     `await run_batch_async(...)`, which takes the same arguments except `simulate`.
     `transport` and `download_transport` replace the HTTP transports (tests run the real
     client against an app without a socket); the file host never gets the API key.
+    Local input files go to `upload_base_url` (default `LIANGXIN_UPLOAD_BASE_URL`; the
+    simulator's own upload host with `simulate=True`); `upload_transport` serves it in
+    tests.
     """
     try:
         asyncio.get_running_loop()
@@ -77,6 +82,9 @@ def run_batch(
                 )
             )
             settings = _simulated(settings)
+            from liangxin_batch.simulator import upload_base_url as sim_upload_url
+
+            upload_base_url = sim_upload_url(base_url)
         return asyncio.run(
             run_batch_async(
                 manifest,
@@ -91,6 +99,8 @@ def run_batch(
                 allow_outside=allow_outside,
                 transport=transport,
                 download_transport=download_transport,
+                upload_base_url=upload_base_url,
+                upload_transport=upload_transport,
             )
         )
 

@@ -117,6 +117,7 @@ def test_the_request_is_what_the_upload_host_documents(tmp_path: Path) -> None:
     head = seen.heads[0].decode()
     assert head.startswith("POST /api/file-stream-upload HTTP/1.1\r\n")
     assert f"Authorization: Bearer {KEY}" in head
+    assert re.search(r"(?i)\r\nhost: 127\.0\.0\.1:\d+\r\n", head)  # HTTP/1.1 wants it
     agent = re.search(r"(?i)user-agent: *(.+)\r\n", head)
     assert agent is not None and agent[1].startswith("liangxin-batch/")
     boundary = re.search(r"boundary=(\w+)", head)
@@ -209,6 +210,14 @@ def test_400_names_the_local_file(tmp_path: Path) -> None:
     assert isinstance(result, BadRequestError)
     assert "photos/shoe.png" in str(result) and "uploadPath" in str(result)
     assert len(seen.heads) == 1
+
+
+def test_a_bare_400_names_the_local_file_too(tmp_path: Path) -> None:
+    result, _seen, _file = _upload_and_see(
+        tmp_path, b"z" * 10, lambda n, h, b: (400, b"Invalid HTTP request received.")
+    )
+    assert isinstance(result, BadRequestError)
+    assert str(result).startswith("the upload host refused photos/shoe.png (HTTP 400")
 
 
 def test_a_success_without_a_url_is_not_taken(tmp_path: Path) -> None:

@@ -185,6 +185,9 @@ def run_from_cli(
                 local_simulator(latency_scale=sim_latency_scale, hmac_key=hmac_key, out_dir=out_dir)
             )
             settings = dataclasses.replace(settings, poll_scale=max(sim_latency_scale, 0.01))
+            from liangxin_batch.simulator import upload_base_url as sim_upload_url
+
+            upload_base_url = sim_upload_url(base_url)  # its own upload host, on its server
             click.echo(f"simulator listening on {base_url}", err=True)
         log_retries()
         start = functools.partial(

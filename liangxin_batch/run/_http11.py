@@ -178,6 +178,8 @@ def request_head(request: httpx.Request) -> tuple[bytes, bool]:
     goes as it is; without, chunked (httpx says so for a stream of unknown length; added
     when nothing says). The same refusals as `request_bytes`, before anything is written."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    if "host" not in request.headers:  # httpx sets it only for bodies it encodes itself
+        parts.append(b"Host: " + request.url.netloc + b"\r\n")
     length = coding = None
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")

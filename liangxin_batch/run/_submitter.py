@@ -126,9 +126,7 @@ class Submitter(RunPart):
         ):
             self._control.stop_submitting(f"uploading local inputs: {err}")
             return
-        message = f"{job.job_id}: not submitted: {err}"
-        logger.info(message)
-        self._observer.message(message)
+        self._observer.message(f"{job.job_id}: not submitted: {err}")
 
     def refresh_inputs(self, flight: Flight, record: TaskRecord) -> bool:
         """A task failed: when its failure says an input could not be fetched and its job

@@ -56,6 +56,7 @@ from liangxin_batch.run._transport import LeanTransport, env_proxied
 __all__ = [
     "BASE64_PATH",
     "ENV_UPLOAD_BASE_URL",
+    "FileRefusedError",
     "STREAM_PATH",
     "LocalFileChanged",
     "UploadAnswer",
@@ -342,18 +343,28 @@ class UploadClient:
         return f"{path}: {type(err).__name__}: {detail}"
 
 
-def file_refusal(err: APIError, file: LocalFile) -> BadRequestError | None:
+class FileRefusedError(BadRequestError):
+    """The upload host refused a local file itself (400, 413, 415, 422): said with the
+    file's name as the manifest wrote it, with the host's answer as evidence."""
+
+    def __init__(self, file: LocalFile, err: APIError) -> None:
+        super().__init__(
+            err.message,
+            code=err.api_code,
+            http_status=err.http_status,
+            envelope=err.envelope,
+            path=err.path,
+            snippet=err.snippet,
+        )
+        self.args = (
+            f"the upload host refused {file.written} ({err}); check the file (its type "
+            "and size) or leave it out",
+        )
+
+
+def file_refusal(err: APIError, file: LocalFile) -> FileRefusedError | None:
     """A refusal of the file itself, said with the local file's name (None: not one)."""
     status = err.api_code if err.envelope else err.http_status
     if status not in _FILE_REFUSED:
         return None
-    what = err.message if err.envelope else str(err)
-    return BadRequestError(
-        f"the upload host refused {file.written} ({what}); check the file "
-        "(type, size) or leave it out",
-        code=400,
-        http_status=err.http_status,
-        envelope=err.envelope,
-        path=err.path,
-        snippet=err.snippet,
-    )
+    return FileRefusedError(file, err)
