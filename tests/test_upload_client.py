@@ -223,7 +223,7 @@ def test_a_bare_400_names_the_local_file_too(tmp_path: Path) -> None:
 def test_a_success_without_a_url_is_not_taken(tmp_path: Path) -> None:
     body = json.dumps({"code": 200, "msg": "ok", "data": {"fileName": "x"}}).encode()
     with stamina.set_testing(True, attempts=2):
-        result, seen, _file = _upload_and_see(tmp_path, b"z" * 10, lambda n, h, b: (200, body))
+        result, _seen, _file = _upload_and_see(tmp_path, b"z" * 10, lambda n, h, b: (200, body))
     assert "without a download URL" in str(result) and "photos/shoe.png" in str(result)
 
 
@@ -235,7 +235,7 @@ def test_a_file_changed_since_validation_is_not_uploaded_whole(tmp_path: Path) -
     async def client(base: str, seen: Seen) -> Any:
         uploads = _client(base)
         try:
-            with pytest.raises(LocalFileChanged, match="photos/shoe.png"):
+            with pytest.raises(LocalFileChanged, match=r"photos/shoe\.png"):
                 await uploads.upload(file)
         finally:
             await uploads.aclose()
@@ -253,7 +253,7 @@ def test_a_missing_file_is_said_with_its_name(tmp_path: Path) -> None:
     async def client(base: str, seen: Seen) -> Any:
         uploads = _client(base, upload_method="base64")
         try:
-            with pytest.raises(LocalFileChanged, match="photos/shoe.png.*cannot be read"):
+            with pytest.raises(LocalFileChanged, match=r"photos/shoe\.png.*cannot be read"):
                 await uploads.upload(file)
         finally:
             await uploads.aclose()

@@ -287,7 +287,7 @@ def run_command(
 
     lifetime = parse_duration(upload_lifetime, flag="--upload-lifetime")
     margin = parse_duration(upload_margin, flag="--upload-margin")
-    if not 0 < lifetime or margin > lifetime / 2:
+    if not lifetime > 0 or margin > lifetime / 2:
         raise ConfigError(
             f"--upload-margin {upload_margin} is more than half of --upload-lifetime "
             f"{upload_lifetime}: an upload made just now would already count as stale. "

@@ -56,8 +56,8 @@ from liangxin_batch.run._transport import LeanTransport, env_proxied
 __all__ = [
     "BASE64_PATH",
     "ENV_UPLOAD_BASE_URL",
-    "FileRefusedError",
     "STREAM_PATH",
+    "FileRefusedError",
     "LocalFileChanged",
     "UploadAnswer",
     "UploadClient",
