@@ -94,27 +94,35 @@ class Submitter(RunPart):
     async def _upload_then_submit(self, job: JobRow, files: list[str], *, last_wave: bool) -> None:
         """A job with local files (holding its slot): a fresh upload of each (made or
         reused), then a createTask turn, then the send with the upload URLs in place of
-        the file tokens. Nothing is committed for the job before its URLs are known."""
+        the file tokens. Nothing is committed for the job before its URLs are known.
+
+        The wait for a turn can be long (a slow --rate, a full window): when a URL is no
+        longer fresh once the turn comes, the turn goes back unused and the uploads are
+        made again first; no createTask place is ever held while uploading."""
         control = self._control
         uploader = self._uploader
         assert uploader is not None
-        try:
-            urls = await control.cancellable(uploader.urls_for(files))
-        except (LiangXinError, LocalFileChanged) as err:
-            await control.give_slot()
-            self._upload_failed(job, err)
-            return
-        if urls is STOPPED or control.stopping:
-            await control.give_slot()
-            return
-        assert isinstance(urls, dict)
+        while True:
+            try:
+                urls = await control.cancellable(uploader.urls_for(files))
+            except (LiangXinError, LocalFileChanged) as err:
+                await control.give_slot()
+                self._upload_failed(job, err)
+                return
+            if urls is STOPPED or control.stopping:
+                await control.give_slot()
+                return
+            assert isinstance(urls, dict)
+            turn = await control.cancellable(self._client.create_turn())
+            if not isinstance(turn, CreateTurn) or control.stopping:
+                if isinstance(turn, CreateTurn):
+                    turn.release()
+                await control.give_slot()
+                return
+            if uploader.still_fresh(urls):
+                break
+            turn.release()
         body = with_upload_urls(job.input, urls)
-        turn = await control.cancellable(self._client.create_turn())
-        if not isinstance(turn, CreateTurn) or control.stopping:
-            if isinstance(turn, CreateTurn):
-                turn.release()
-            await control.give_slot()
-            return
         await self._submit_one(job, turn, last_wave=last_wave, body=body)
 
     def _upload_failed(self, job: JobRow, err: LiangXinError | LocalFileChanged) -> None:

@@ -122,6 +122,17 @@ class Uploader:
         self._observer.uploaded(file.written, file.size)
         return answer.url
 
+    def still_fresh(self, urls: Mapping[str, str]) -> bool:
+        """Are these URLs (by sha256) still the stored uploads, with more than the margin
+        left now? Asked again right before a createTask, after the wait for its turn."""
+        now = self._clock.wall()
+        margin = self._settings.upload_margin
+        for sha, url in urls.items():
+            stored = self._store.upload_for(sha, self.account)
+            if stored is None or stored.url != url or not is_fresh(stored, now=now, margin=margin):
+                return False
+        return True
+
     def forget(self, shas: Iterable[str], *, uploaded_before: float) -> int:
         """A task could not fetch these files: their uploads made before it was sent go,
         so the next use uploads again (one made since is already fresh). How many went."""

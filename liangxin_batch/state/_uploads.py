@@ -77,12 +77,12 @@ class UploadStore:
         self, sha256: str, account: str, *, uploaded_before: float | None = None
     ) -> bool:
         """Drop a stored upload so the next use uploads again (a task could not fetch it).
-        `uploaded_before`: only an upload older than that (one made after the failed task
+        `uploaded_before`: only an upload made no later (one made after the failed task
         was sent is already fresh). True when a row went."""
         sql = "DELETE FROM uploads WHERE sha256 = ? AND account = ?"
         params: list[object] = [sha256, account]
         if uploaded_before is not None:
-            sql += " AND uploaded_at < ?"
+            sql += " AND uploaded_at <= ?"
             params.append(uploaded_before)
         with self.transaction() as db:
             return db.execute(sql, params).rowcount > 0

@@ -1,0 +1,356 @@
+"""Local input files through a whole run, against the simulator's upload host: uploaded
+once by content, given to createTask as upload URLs (never paths or tokens), uploaded
+again before they go stale, refreshed and resent once when a task could not fetch them,
+and refused up front when no upload host is set. The key stays out of the state."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.cli._exit import exit_code_for
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.run._control import LoopClock
+from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
+from liangxin_batch.run._runner import Runner
+from liangxin_batch.run._upload_client import UploadClient
+from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
+from tests.sim_support import sim_of
+from tests.virtual_time import run_virtual
+
+KEY = "sk-upload-run-7777"
+#: The in-process simulator's address, with an explicit port: its upload answers build
+#: the download URL from the ASGI scope's (host, port), which is (sim, None) without one.
+SIM_URL = "http://sim:8000"
+EDIT = "google/nano-banana-edit"
+COLOURS = [
+    "red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white",
+    "gray", "cyan", "magenta", "navy", "olive", "teal", "maroon", "lime", "gold", "silver",
+]  # fmt: skip
+
+
+def _png(colour: str, size: int = 16) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def _photos(folder: Path, n: int) -> list[str]:
+    """`n` distinct images, plus the first five again under a second name: the paths
+    as a manifest in `folder` writes them."""
+    (folder / "photos").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        data = _png(COLOURS[i % len(COLOURS)], 16 + i // len(COLOURS))
+        (folder / "photos" / f"p{i:02d}.png").write_bytes(data)
+        paths.append(f"photos/p{i:02d}.png")
+        if i < 5:
+            (folder / "photos" / f"copy-of-p{i:02d}.png").write_bytes(data)
+            paths.append(f"photos/copy-of-p{i:02d}.png")
+    return paths
+
+
+def _manifest(folder: Path, jobs: int, paths: Sequence[str], *, name: str = "m.csv") -> Path:
+    path = folder / name
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "model", "prompt", "image_urls"])
+        for i in range(jobs):
+            images = [paths[i % len(paths)]]
+            if i % 3 == 0:  # some jobs take two images
+                images.append(paths[(i + 7) % len(paths)])
+            out.writerow([f"j{i:03d}", EDIT, f"edit number {i}", "|".join(images)])
+    return path
+
+
+def _shas(folder: Path) -> set[str]:
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "photos").iterdir()}
+
+
+def _image_inputs(creates: Sequence[Any]) -> list[str]:
+    return [url for e in creates for url in (e.input or {}).get("image_urls", [])]
+
+
+def _assert_no_key(out: Path) -> None:
+    for name in ("state.db", "state.db-wal", "run.log", "results.csv", "report.html"):
+        path = out / name
+        if path.exists():
+            assert KEY.encode() not in path.read_bytes(), name
+
+
+# -- over real sockets ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_200_edit_jobs_over_20_files_upload_each_file_once_and_send_only_urls(
+    tmp_path: Path,
+) -> None:
+    paths = _photos(tmp_path, 20)
+    manifest = _manifest(tmp_path, 200, paths)
+    config = SimConfig(
+        api_key=KEY,
+        latency_scale=0.005,
+        create_limit=400,
+        create_window=1.0,
+        poll_limit=400,
+        poll_window=1.0,
+    )
+    app = create_app(config)
+    sim = sim_of(app)
+    settings = RunSettings(
+        create_limit=400,
+        create_window=1.0,
+        poll_limit=400,
+        poll_window=1.0,
+        max_in_flight=200,
+        poll_scale=0.005,
+    )
+    out = tmp_path / "out"
+    with serve_in_thread(app) as base_url:
+        summary = asyncio.run(
+            run_batch_async(
+                manifest,
+                out_dir=out,
+                settings=settings,
+                api_key=KEY,
+                base_url=base_url,
+                upload_base_url=upload_base_url(base_url),
+            )
+        )
+    assert summary.counts.get("succeeded") == 200, summary.counts
+    # The simulator's ledger: 20 distinct files, each uploaded exactly once (five of
+    # them under two names in the manifest).
+    counts = sim.ledger.upload_counts_by_sha256()
+    assert counts == dict.fromkeys(_shas(tmp_path), 1)
+    assert len(counts) == 20
+    creates = sim.ledger.creates()
+    assert len(creates) == 200
+    urls = _image_inputs(creates)
+    assert len(urls) == 200 + 67  # one image each, a second for every third job
+    assert all(u.startswith(f"{base_url}/tempfile/") for u in urls), urls[:3]
+    sent = json.dumps([dict(e.input or {}) for e in creates])
+    assert "file:sha256:" not in sent and "photos/" not in sent and str(tmp_path) not in sent
+    # The stored inputs keep the tokens; the uploads table holds the URLs, not the key.
+    db = sqlite3.connect(out / "state.db")
+    stored = [json.loads(r[0]) for r in db.execute("SELECT input_json FROM jobs")]
+    assert all(u.startswith("file:sha256:") for s in stored for u in s["image_urls"])
+    uploads = db.execute("SELECT url, account FROM uploads").fetchall()
+    db.close()
+    assert len(uploads) == 20 and all(KEY not in url + account for url, account in uploads)
+    _assert_no_key(out)
+
+
+@pytest.mark.slow
+def test_local_files_without_an_upload_host_exit_2_and_send_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIANGXIN_UPLOAD_BASE_URL", raising=False)
+    manifest = _manifest(tmp_path, 4, _photos(tmp_path, 2))
+    app = create_app(SimConfig(api_key=KEY, latency_scale=0.01))
+    sim = sim_of(app)
+    with serve_in_thread(app) as base_url, pytest.raises(ConfigError) as caught:
+        asyncio.run(
+            run_batch_async(manifest, out_dir=tmp_path / "out", api_key=KEY, base_url=base_url)
+        )
+    message = str(caught.value)
+    assert "LIANGXIN_UPLOAD_BASE_URL" in message and "--upload-base-url" in message
+    assert "4 job(s)" in message and "nothing was sent" in message
+    assert exit_code_for(caught.value) == 2
+    assert sim.ledger.events == []  # no request of any kind
+
+
+# -- in virtual time (the simulator in process, its clock the loop's) ------------------
+
+
+class Batch:
+    """A manifest's jobs run by the real Runner against an in-process simulator whose
+    clock is the virtual loop's; the runner's wall clock follows it too."""
+
+    def __init__(self, config: SimConfig, *, upload_host: str = SIM_URL) -> None:
+        self.upload_host = upload_host
+        self.loop = asyncio.get_running_loop()
+        started = time.time() - self.loop.time()
+        #: Unix time that moves with the virtual loop: the simulator's clock, the
+        #: runner's and the state's.
+        self.wall = lambda: started + self.loop.time()
+        self.app = create_app(config, clock=self.wall)
+        self.sim = sim_of(self.app)
+        self.key = config.api_key
+
+    async def run(self, manifest: Path, out: Path, settings: RunSettings) -> RunSummary:
+        from liangxin_batch.run._client import LiangXinClient
+
+        catalog = default_catalog()
+        spool = load_manifest_jobs(manifest, catalog=catalog)
+        store = StateStore.in_dir(out, wall_clock=self.wall)  # one clock for all
+        try:
+            sync_jobs(store, spool, allow_changed=False)
+        finally:
+            spool.close()
+        client = LiangXinClient(
+            api_key=self.key,
+            base_url=SIM_URL,
+            transport=httpx.ASGITransport(app=self.app),
+            settings=settings,
+        )
+        uploads = UploadClient(
+            upload_base_url=upload_base_url(self.upload_host),
+            api_key=self.key,
+            settings=settings,
+            transport=httpx.ASGITransport(app=self.app),
+        )
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=catalog,
+            settings=settings,
+            clock=LoopClock(wall=self.wall),
+            upload_client=uploads,
+        )
+        try:
+            return await runner.run()
+        finally:
+            await client.aclose()
+            await uploads.aclose()
+            store.close()
+
+
+def _events(out: Path, job_id: str) -> list[tuple[str, str]]:
+    db = sqlite3.connect(out / "state.db")
+    rows = db.execute(
+        "SELECT event, detail FROM events WHERE job_id = ? AND event IS NOT NULL ORDER BY id",
+        (job_id,),
+    ).fetchall()
+    db.close()
+    return [(e, d) for e, d in rows]
+
+
+@pytest.mark.slow
+def test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time(
+    tmp_path: Path,
+) -> None:
+    """Uploads live 5 (virtual) minutes; the batch submits for about 10. No task fails
+    for an expired input, and the ledger shows the files uploaded again."""
+    paths = _photos(tmp_path, 3)[:3]  # p00, copy-of-p00, p01: two distinct files
+    manifest = _manifest(tmp_path, 60, paths)
+    settings = RunSettings(
+        create_limit=1,
+        create_window=10.0,  # one create per 10 s: 60 jobs over ~10 minutes
+        upload_lifetime=300.0,
+        upload_margin=60.0,
+    )
+    out = tmp_path / "out"
+
+    async def main() -> tuple[RunSummary, Batch]:
+        batch = Batch(SimConfig(api_key=KEY, upload_lifetime_seconds=300.0, seed=5))
+        return await batch.run(manifest, out, settings), batch
+
+    summary, batch = run_virtual(main)
+    assert summary.counts.get("succeeded") == 60, summary.counts
+    assert not summary.counts.get("failed")
+    assert not any(e == "input_refresh" for j in range(60) for e, _ in _events(out, f"j{j:03d}"))
+    counts = batch.sim.ledger.upload_counts_by_sha256()
+    assert len(counts) == 2 and all(n >= 2 for n in counts.values()), counts
+    # Every create named a URL still live at the time (the simulator would fail it).
+    assert len(batch.sim.ledger.creates()) == 60
+    _assert_no_key(out)
+
+
+def _two_runs(tmp_path: Path) -> tuple[Path, Batch, RunSummary, RunSummary]:
+    """A first batch uploads a file; 10 virtual minutes later a second batch uses the
+    same file, whose upload the client still takes as fresh (it plans for 24 h) while
+    the simulator dropped it after 5 minutes."""
+    paths = _photos(tmp_path, 1)[:1]
+    first = _manifest(tmp_path, 1, paths, name="first.csv")
+    out = tmp_path / "out"
+    settings = RunSettings()
+
+    async def main() -> tuple[Batch, RunSummary, RunSummary]:
+        batch = Batch(SimConfig(api_key=KEY, upload_lifetime_seconds=300.0, seed=2))
+        one = await batch.run(first, out, settings)
+        await asyncio.sleep(600)
+        second = tmp_path / "second.csv"
+        second.write_text(
+            first.read_text() + f"late,{EDIT},a later edit,{paths[0]}\n", encoding="utf-8"
+        )
+        two = await batch.run(second, out, settings)
+        return batch, one, two
+
+    batch, one, two = run_virtual(main)
+    return out, batch, one, two
+
+
+@pytest.mark.slow
+def test_a_task_that_could_not_fetch_its_input_is_refreshed_and_resent_once(
+    tmp_path: Path,
+) -> None:
+    out, batch, one, two = _two_runs(tmp_path)
+    assert one.counts.get("succeeded") == 1
+    assert two.counts.get("succeeded") == 2, two.counts
+    (sha,) = _shas(tmp_path)
+    assert batch.sim.ledger.upload_counts_by_sha256() == {sha: 2}  # the refresh's upload
+    late = [e for e in batch.sim.ledger.creates() if e.input and "later" in e.input["prompt"]]
+    assert len(late) == 2  # the failed task and its one resend
+    events = [e for e, _ in _events(out, "late")]
+    assert events.count("input_refresh") == 1
+    assert events == [
+        "submit",
+        "created",
+        "task_failed",
+        "input_refresh",
+        "submit",
+        "created",
+        "task_succeeded",
+    ]
+    refresh = dict(_events(out, "late"))["input_refresh"]
+    assert "Failed to fetch input image" in refresh and "sent again once" in refresh
+
+
+@pytest.mark.slow
+def test_the_refresh_happens_once_only(tmp_path: Path) -> None:
+    """Uploads the service can never fetch (the upload host's URLs are on a host it does
+    not reach): the task fails to fetch, the job is refreshed and resent once, the
+    resent task fails alike, and the job then stays failed (no third task)."""
+    paths = _photos(tmp_path, 1)[:1]
+    manifest = _manifest(tmp_path, 1, paths)
+    out = tmp_path / "out"
+
+    async def main() -> tuple[Batch, RunSummary]:
+        config = SimConfig(api_key=KEY, seed=2, foreign_inputs="fail")
+        batch = Batch(config, upload_host="http://elsewhere:9000")
+        return batch, await batch.run(manifest, out, RunSettings())
+
+    batch, summary = run_virtual(main)
+    assert summary.counts == {"failed": 1}
+    creates = batch.sim.ledger.creates()
+    assert len(creates) == 2
+    events = _events(out, "j000")
+    assert [e for e, _ in events] == [
+        "submit",
+        "created",
+        "task_failed",
+        "input_refresh",
+        "submit",
+        "created",
+        "task_failed",
+    ]
+    assert "host not reachable" in events[-1][1]
+    (sha,) = _shas(tmp_path)
+    assert batch.sim.ledger.upload_counts_by_sha256() == {sha: 2}  # the one refresh
