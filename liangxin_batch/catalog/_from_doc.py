@@ -58,6 +58,7 @@ def _field_from_doc(name: str, doc: Any, where: str) -> FieldSpec:
     }
     values.update(
         enum=tuple(doc.enum) if doc.enum is not None else None,
+        file_types=tuple(doc.file_types) if doc.file_types is not None else None,
         description=doc.description.strip(),
         doubt=doc.doubt.strip() if doc.doubt else None,
         default_if=ConditionalDefault(cond.field, cond.value, cond.default) if cond else None,

@@ -65,6 +65,7 @@ FieldDoc = _derive(
     "FieldDoc",
     skip=frozenset({"name"}),  # the key it is written under
     enum=list[Any] | None,
+    file_types=list[str] | None,
     default_if=CondDefaultDoc | None,
     item_fields=_optional_dict_of("FieldDoc"),  # recursive: resolved just below
 )

@@ -41,6 +41,7 @@ class JobLike(Protocol):
     def columns(self) -> Mapping[str, str]: ...
     @property
     def content_hash(self) -> str: ...
+
     # A `Job` also has `local_files` (the files its file tokens name); a JobLike without
     # it has none.
 
