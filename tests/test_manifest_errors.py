@@ -116,8 +116,8 @@ def test_too_many_images_and_a_bad_url(tmp_path: Path) -> None:
     )
     assert [(where(p), p.expected) for p in problems] == [
         (("m.csv", 2, "image_urls"), "at most 10 item(s)"),
+        (("m.csv", 3, "image_urls"), "an image file (jpeg/png/webp) ≤ 10 MB"),  # a path
         (("m.csv", 3, "image_urls[0]"), "an http(s) URL"),
-        (("m.csv", 3, "image_urls[1]"), "an http(s) URL"),
     ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "FileFault",
     "LocalInputs",
     "expected_text",
+    "is_path",
     "is_url",
     "sniff_media_type",
     "type_names",
@@ -47,10 +49,22 @@ _READ_TRIES = 3  # a file that changes while it is read is read again, this many
 _NO_FILE = file_token("0" * 64)
 
 
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def is_url(item: str) -> bool:
     """An http(s) URL (the service fetches it), as opposed to a local path."""
     head = item[:8].lower()
     return head.startswith(("http://", "https://"))
+
+
+def is_path(item: str) -> bool:
+    """A local path or a file:// URL: not http(s), nor a URL of another scheme (ftp://,
+    which the field's own check refuses as not http(s))."""
+    if is_url(item) or not item.strip():
+        return False
+    scheme = _SCHEME.match(item)
+    return scheme is None or scheme.group(1).lower() == "file"
 
 
 def sniff_media_type(head: bytes) -> str | None:
@@ -303,13 +317,13 @@ class LocalInputs:
     ) -> list[Any]:
         """`items` with each local path replaced by its file token (the same list when
         every item is a URL: the common case costs a look at each item)."""
-        if all(not isinstance(i, str) or is_url(i) for i in items):
+        if not any(isinstance(i, str) and is_path(i) for i in items):
             return items
         types = fs.file_types or ()
         expected = expected_text(types, fs.max_file_mb)
         new: list[Any] = []
         for item in items:
-            if not isinstance(item, str) or is_url(item) or not item.strip():
+            if not isinstance(item, str) or not is_path(item):
                 new.append(item)  # validate_input has its say about these
                 continue
             found = self.resolve(item, base_dir, types, fs.max_file_mb)

@@ -272,7 +272,7 @@ async def run_batch_async(
         )
     # The state already holds what an unchanged manifest would give: no validation and
     # no sync (checked again under the run lock, below).
-    unchanged = same_manifest(stored, fingerprint)
+    unchanged = fingerprint is not None and same_manifest(stored, fingerprint)
     jobs = None if unchanged else load()
     try:
         file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
