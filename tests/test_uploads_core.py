@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from liangxin_batch.core._local_files import file_token
+from liangxin_batch.core._settings import RunSettings, parse_duration
+from liangxin_batch.core._states import TRANSITIONS, Event, JobState, sources_of, target_of
 from liangxin_batch.core._uploads import (
     DEFAULT_UPLOAD_LIFETIME,
     DEFAULT_UPLOAD_MARGIN,
@@ -20,6 +22,7 @@ from liangxin_batch.core._uploads import (
     should_refresh_inputs,
     with_upload_urls,
 )
+from liangxin_batch.errors import ConfigError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -111,6 +114,16 @@ def test_with_upload_urls_replaces_tokens_and_leaves_the_rest() -> None:
 @pytest.mark.parametrize(
     ("code", "msg"),
     [
+        # The simulator's (liangxin_batch/simulator/_uploads.py, failCode "400"):
+        (
+            "400",
+            "Failed to fetch input image: https://h/tempfile/a/b.png (HTTP 403: file "
+            "expired or not found)",
+        ),
+        (
+            "400",
+            "Failed to fetch input image: https://x/a.png (host not reachable from the service)",
+        ),
         (None, "Failed to download image from url"),
         ("500", "failed to fetch input image: HTTP 403"),
         (None, "Unable to retrieve the input file"),
@@ -148,6 +161,17 @@ def test_fetch_failures_are_recognised(code: str | None, msg: str | None) -> Non
         (None, "upload your photo again for better results"),  # no failure to fetch
         (None, "The output file could not be saved"),
         ("422", "image_urls: expected at most 10 items"),
+        # The simulator's input refusals a fresh upload cannot cure:
+        (
+            "400",
+            "Unsupported input image type: https://h/tempfile/a/x.webp is image/webp; "
+            "image_urls takes image/jpeg, image/png",
+        ),
+        (
+            "400",
+            "Input image too large: https://h/tempfile/a/x.png is 12000000 bytes; "
+            "image_urls takes at most 10 MB per image",
+        ),
     ],
 )
 def test_other_failures_are_not(code: str | None, msg: str | None) -> None:
@@ -168,3 +192,30 @@ def test_refresh_once_only_for_unbilled_fetch_failures_of_jobs_with_local_files(
     assert not should_refresh_inputs(**{**base, "has_local_files": False})  # type: ignore[arg-type]
     assert not should_refresh_inputs(**{**base, "credits_consumed": 4.0})  # type: ignore[arg-type]
     assert not should_refresh_inputs(**{**base, "fail_msg": "NSFW"})  # type: ignore[arg-type]
+
+
+def test_input_refresh_leaves_only_failed_and_goes_only_to_pending() -> None:
+    assert sources_of(Event.INPUT_REFRESH) == {JobState.FAILED}
+    assert target_of(Event.INPUT_REFRESH) is JobState.PENDING
+    back = {e for a, b, e in TRANSITIONS if a is JobState.FAILED and b is JobState.PENDING}
+    assert back == {Event.RETRY, Event.CONTENT_CHANGED, Event.INPUT_REFRESH}
+
+
+def test_upload_settings_refuse_a_margin_over_half_the_lifetime() -> None:
+    RunSettings(upload_lifetime=24 * 3600, upload_margin=12 * 3600)
+    with pytest.raises(ValueError, match="--upload-margin"):
+        RunSettings(upload_lifetime=24 * 3600, upload_margin=12 * 3600 + 1)
+    with pytest.raises(ValueError, match="upload_method"):
+        RunSettings(upload_method="ftp")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("24h", 86400.0), ("90m", 5400.0), ("3d", 259200.0), ("45", 45.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, flag="--upload-lifetime") == seconds
+
+
+def test_a_bad_duration_names_its_flag() -> None:
+    with pytest.raises(ConfigError, match="--upload-margin"):
+        parse_duration("soon", flag="--upload-margin")
