@@ -109,7 +109,7 @@ class Uploader:
                 f"no local file is recorded for sha256 {sha[:12]}...: run again so the "
                 "manifest is read anew"
             )
-        self._observer.uploading(file.written, file.size)
+        _tell(self._observer, "uploading", file.written, file.size)
         started = self._clock.wall()  # the expiry counts from before the bytes left
         answer = await self.client.upload(file)
         expires = expiry_of(
@@ -119,7 +119,7 @@ class Uploader:
         self._store.record_upload(Upload(sha, self.account, answer.url, started, expires))
         self.uploads += 1
         logger.info("uploaded %s (%d bytes)", file.written, file.size)
-        self._observer.uploaded(file.written, file.size)
+        _tell(self._observer, "uploaded", file.written, file.size)
         return answer.url
 
     def still_fresh(self, urls: Mapping[str, str]) -> bool:
@@ -146,6 +146,14 @@ def err_retryable_later(err: LiangXinBatchError) -> bool:
     """An upload error another job may try again in this run: the service's own trouble
     (retries used up on 5xx or timeouts), not a refusal of the file or the account."""
     return isinstance(err, LiangXinError) and err.retryable
+
+
+def _tell(observer: Observer, what: str, path: str, size: int) -> None:
+    """Tell the bars about an upload; an observer written before uploads existed (a
+    caller's own, without these methods) is simply not told."""
+    method = getattr(observer, what, None)
+    if method is not None:
+        method(path, size)
 
 
 def _retrieved(future: asyncio.Future[str]) -> None:
