@@ -39,7 +39,7 @@ from liangxin_batch.manifest._guards import (
     placeholder_host,
     written,
 )
-from liangxin_batch.manifest._local_inputs import LocalInputs
+from liangxin_batch.manifest._local_inputs import LocalInputs, has_local
 from liangxin_batch.manifest._read import (
     BLOCK_ROWS,
     TABULAR_SUFFIXES,
@@ -65,6 +65,7 @@ _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are 
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _COERCE_CACHE_MAX = 50_000
 _MISS = object()
+_NO_KEYS: dict[str, str] = {}  # never written to: a fresh dict is made when one is needed
 #: The model-neutral key for a model's list of input images (`ModelSpec.image_field`).
 IMAGES_KEY = "images"
 
@@ -313,7 +314,7 @@ class JobBuilder:
         fields = spec.fields
         data: dict[str, Any] = {}
         failed: set[str] = set()
-        keys: dict[str, str] = {}  # a field -> the key it was written under (`images`)
+        keys: dict[str, str] = _NO_KEYS  # a field -> the key it was written under (`images`)
         for key, value in values.items():
             if key == "id" or key == "model":
                 continue
@@ -327,7 +328,7 @@ class JobBuilder:
                     bad = True
                     continue
                 name, fs = target, fields[target]
-                keys[name] = key
+                keys = {name: key}
             elif fs is None:
                 bad = True
                 self._unknown_field(key, spec, at(rec, key), rec, out)
@@ -342,8 +343,10 @@ class JobBuilder:
                 p = Problem(at(rec, key), key, str(err), got_text(value))
                 self._emit(out, p, self._same_key(p, rec))
         for key, value in data.items():  # lists and objects decoded from a cell (JSON)
-            wkey = keys.get(key, key)
-            if not isinstance(value, list | dict) or not isinstance(values.get(wkey), str):
+            if not isinstance(value, list | dict):
+                continue
+            wkey = keys.get(key, key) if keys else key
+            if not isinstance(values.get(wkey), str):
                 continue  # not decoded from text: checked as written above
             if control_char(values.get(wkey)) is not None:
                 continue  # already reported as written
@@ -360,7 +363,12 @@ class JobBuilder:
                 self._emit(out, p, self._same_key(p, rec))
         local: dict[str, LocalFile] = {}
         for name, fs in self.local.fields_of(spec):
-            if name not in data or name in failed:
+            value = data.get(name)
+            if value is None or (
+                fs.type == "url_list" and type(value) is list and not has_local(value)
+            ):
+                continue  # not given, or http(s) URLs only: the common case
+            if name in failed:
                 continue
             key = keys.get(name, name)
             where = at(rec, key)
@@ -393,7 +401,15 @@ class JobBuilder:
         self._placeholders(spec, data, rec)
         columns = rec.columns if rec.columns is not None else {}
         self._identify(
-            out, spec, data, job_id, src, columns, rec.repeat, rec, tuple(local.values())
+            out,
+            spec,
+            data,
+            job_id,
+            src,
+            columns,
+            rec.repeat,
+            rec,
+            tuple(local.values()) if local else (),
         )
         return out
 
