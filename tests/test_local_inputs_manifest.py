@@ -295,15 +295,17 @@ def test_object_list_items_take_local_files(tmp_path: Path) -> None:
 
 
 def test_a_url_only_field_says_so_for_a_local_path(tmp_path: Path) -> None:
-    png(tmp_path / "a.png")
+    # Kling's video element is URL-only (file_types None): local videos are not uploaded.
+    (tmp_path / "a.mp4").write_bytes(b"not uploaded")
+    element = '{"name": "e", "description": "d", "element_input_video_urls": ["./a.mp4"]}'
     m = _csv(
         tmp_path,
-        [{"id": "v", "model": "kling-3.0/video", "prompt": "go", "image_urls": "a.png"}],
+        [{"id": "v", "model": "kling-3.0/video", "prompt": "go", "kling_elements": f"[{element}]"}],
     )
     p = only_problem(read(m)[1])
     assert p.format() == (
-        f"{m}:2 [image_urls[0]] expected an http(s) URL; got 'a.png'; this field takes URLs "
-        "only: upload the file first and give its URL"
+        f"{m}:2 [kling_elements[0].element_input_video_urls[0]] expected an http(s) URL; "
+        "got './a.mp4'; this field takes URLs only: upload the file first and give its URL"
     )
 
 
