@@ -127,10 +127,10 @@ def test_the_checks_can_pass_so_the_count_above_means_something(
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"OK: 1 jobs ({FLUX}: 1)",
-        "1 local file to upload (0.0 MB)",
+        "1 local file to upload (0.0 KB)",
     ]
     plan = CliRunner().invoke(main, ["plan", str(manifest)], env=child_env(url, KEY))
-    assert plan.exit_code == 0 and "1 local file to upload (0.0 MB)" in plan.stdout
+    assert plan.exit_code == 0 and "1 local file to upload (0.0 KB)" in plan.stdout
     assert counting.requests == []
     balance = CliRunner().invoke(
         main, ["plan", str(manifest), "--check-balance"], env=child_env(url, KEY)

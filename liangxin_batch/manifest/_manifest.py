@@ -147,7 +147,8 @@ def local_files_text(files: int, size: int) -> str | None:
     if not files:
         return None
     noun = "local file" if files == 1 else "local files"
-    return f"{files:,} {noun} to upload ({size / 1e6:,.1f} MB)"
+    shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} KB"
+    return f"{files:,} {noun} to upload ({shown})"
 
 
 def iter_jobs(
