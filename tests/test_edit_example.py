@@ -21,6 +21,7 @@ def test_the_edit_example_uploads_each_photo_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = run_batch(EXAMPLE, out_dir=out, simulate=True)
     assert summary.succeeded == 7
+    assert (summary.uploads, summary.upload_bytes) == (3, 5047 + 1167 + 1298)
     photos = sorted((EXAMPLE.parent / "photos").iterdir())
     distinct = {hashlib.sha256(p.read_bytes()).hexdigest() for p in photos}
     assert len(photos) == 4 and len(distinct) == 3  # the example shows the dedupe

@@ -70,7 +70,14 @@ def assert_located(result: Result, path: Path) -> None:
 
 def test_shipped_manifests_are_found() -> None:
     names = {p.name for p in SHIPPED}
-    assert {"quickstart.yaml", "edit.yaml", "jobs.csv", "jobs.tsv", "jobs.yaml", "jobs.jsonl"} <= names
+    assert {
+        "quickstart.yaml",
+        "edit.yaml",
+        "jobs.csv",
+        "jobs.tsv",
+        "jobs.yaml",
+        "jobs.jsonl",
+    } <= names
     assert len([p for p in SHIPPED if p.parent.name == "manifests"]) >= 6
 
 

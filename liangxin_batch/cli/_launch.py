@@ -19,6 +19,7 @@ import click
 
 from liangxin_batch.cli._exit import EXIT_INTERRUPTED
 from liangxin_batch.cli._options import log_retries
+from liangxin_batch.core._local_files import bytes_text
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._progress import BarsObserver
@@ -67,7 +68,12 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         f"{_unfinished(summary)} not finished "
         f"(of {summary.total}); " + credits_line(summary.credits, summary.credits_estimated),
         f"polls: {summary.polls}; tasks finished by callback: {summary.finished_by_callback}, "
-        f"by polling: {summary.tasks_finished - summary.finished_by_callback}",
+        f"by polling: {summary.tasks_finished - summary.finished_by_callback}"
+        + (
+            f"; local files uploaded: {summary.uploads} ({bytes_text(summary.upload_bytes)})"
+            if summary.uploads
+            else ""
+        ),
     ]
     if summary.stopped_reason:
         lines.append(f"Stopped early: {summary.stopped_reason}")

@@ -23,6 +23,7 @@ __all__ = [
     "EXTENSIONS",
     "TOKEN_PREFIX",
     "LocalFile",
+    "bytes_text",
     "file_token",
     "token_sha256",
     "tokens_in",
@@ -82,3 +83,8 @@ def tokens_in(value: Any) -> Iterator[str]:
 def upload_name(sha256: str, media_type: str) -> str:
     """The deterministic name an upload is given: a retried upload overwrites itself."""
     return f"{sha256}.{EXTENSIONS.get(media_type, 'bin')}"
+
+
+def bytes_text(size: int) -> str:
+    """'31.4 MB', or '7.5 KB' below 0.1 MB (a few small photos are not "0.0 MB")."""
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} KB"

@@ -35,6 +35,10 @@ class RunSummary:
     removed_credits: float = 0.0
     callbacks_received: int = 0
     credits_estimated: float = 0.0
+    #: Local input files uploaded in this run (a file uploaded again before its expiry,
+    #: or after a fetch failure, counts again), and their bytes.
+    uploads: int = 0
+    upload_bytes: int = 0
 
     #: Whether the run downloads outputs; without, a generated job is counted `succeeded`
     #: (see `report_counts`).

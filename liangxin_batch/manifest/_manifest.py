@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liangxin_batch.catalog._catalog import estimate_credits, price_inputs
+from liangxin_batch.core._local_files import bytes_text
 from liangxin_batch.core._records import Job, Problem, SourceRef, got_text, model_slug
 from liangxin_batch.errors import ConfigError, ManifestError
 from liangxin_batch.manifest._build import SUFFIXES, JobBuilder
@@ -147,8 +148,7 @@ def local_files_text(files: int, size: int) -> str | None:
     if not files:
         return None
     noun = "local file" if files == 1 else "local files"
-    shown = f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} KB"
-    return f"{files:,} {noun} to upload ({shown})"
+    return f"{files:,} {noun} to upload ({bytes_text(size)})"
 
 
 def iter_jobs(

@@ -293,4 +293,6 @@ class Runner:
             removed_jobs=self.store.removed_count(),
             removed_credits=removed.total,
             downloads=downloads,
+            uploads=self.uploader.uploads if self.uploader is not None else 0,
+            upload_bytes=self.uploader.upload_bytes if self.uploader is not None else 0,
         )

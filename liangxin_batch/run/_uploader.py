@@ -57,6 +57,7 @@ class Uploader:
         self._refused: dict[str, LiangXinBatchError] = {}
         #: Uploads made in this run (tests and the summary read it).
         self.uploads = 0
+        self.upload_bytes = 0
 
     @staticmethod
     def files_of(input: Mapping[str, Any]) -> list[str]:
@@ -118,6 +119,7 @@ class Uploader:
         # Durable before the URL is used: a kill from here on costs no upload again.
         self._store.record_upload(Upload(sha, self.account, answer.url, started, expires))
         self.uploads += 1
+        self.upload_bytes += file.size
         logger.info("uploaded %s (%d bytes)", file.written, file.size)
         _tell(self._observer, "uploaded", file.written, file.size)
         return answer.url
