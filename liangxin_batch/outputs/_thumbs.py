@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def make_thumbs(
     (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
     items = list(thumbs.items())
     results = run_thumbnail_tasks(
-        [lambda rel=rel, src=src: _make_thumb(src, out_dir / rel, max_pixels) for rel, src in items]
+        [partial(_make_thumb, src, out_dir / rel, max_pixels) for rel, src in items]
     )
     return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
 
