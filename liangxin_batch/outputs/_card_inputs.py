@@ -18,18 +18,32 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from liangxin_batch.core._local_files import TOKEN_PREFIX, LocalFile, token_sha256, tokens_in
+from liangxin_batch.core._local_files import (
+    TOKEN_PREFIX,
+    LocalFile,
+    file_token,
+    token_sha256,
+    tokens_in,
+)
+from liangxin_batch.outputs._thumbs import (
+    MAX_THUMB_PIXELS,
+    THUMBS_DIR,
+    make_thumb_file,
+    run_thumbnail_tasks,
+)
 from liangxin_batch.state._store import StateStore
 
 __all__ = [
     "INPUT_THUMB_SIZE",
     "CardInputs",
     "InputImage",
+    "Resolved",
     "input_thumb_name",
     "same_bytes",
 ]
@@ -67,6 +81,15 @@ def same_bytes(path: Path, sha256: str, size: int) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A card's input as the report shows it."""
+
+    inputs: Mapping[str, Any]  # file tokens replaced by the paths as written
+    images: tuple[InputImage, ...]  # its local input images, in the order it names them
+    error: str  # upload URLs of its files replaced by the paths as written
+
+
 class CardInputs:
     """The local inputs of the report's cards, read from the state as cards ask."""
 
@@ -78,17 +101,15 @@ class CardInputs:
         #: Thumbnails to make: name relative to `DIR/thumbs/` -> the input it shows.
         self.wanted: dict[str, LocalFile] = {}
 
-    def resolve(
-        self, input_json: str, inputs: Mapping[str, Any]
-    ) -> tuple[Mapping[str, Any], tuple[InputImage, ...]]:
-        """`inputs` with every file token replaced by its path as written, and the
-        card's input images in the order the input names them."""
+    def resolve(self, input_json: str, inputs: Mapping[str, Any], error: str) -> Resolved:
+        """A card's input (`inputs`, decoded from `input_json`) and error as shown."""
         if not self.enabled or TOKEN_PREFIX not in input_json:
-            return inputs, ()
+            return Resolved(inputs, (), error)
         shas = list(dict.fromkeys(tokens_in(inputs)))
         missing = [s for s in shas if s not in self._files]
         if missing:
-            found = {f.sha256: f for f in self._store.local_files_of({"files": missing})}
+            asked = {"files": [file_token(s) for s in missing]}
+            found = {f.sha256: f for f in self._store.local_files_of(asked)}
             self._files.update((s, found.get(s)) for s in missing)
         images = []
         for sha in shas:
@@ -96,17 +117,42 @@ class CardInputs:
             if known is None:
                 images.append(InputImage(UNRECORDED, None))
                 continue
-            name = input_thumb_name(sha)
+            name = f"{THUMBS_DIR}/{input_thumb_name(sha)}"
             self.wanted[name] = known
             images.append(InputImage(known.written, name))
-        return _written(inputs, self._files), tuple(images)
+            if error and sha in error:
+                error = _url_as_path(error, sha, known.written)
+        return Resolved(_written(inputs, self._files), tuple(images), error)
 
-    def error(self, text: str, images: Sequence[InputImage], shas: Sequence[str]) -> str:
-        """An error message with each upload URL of the job's files (named by their
-        sha256, `upload_name`) shown as the path as written."""
-        for sha, image in zip(shas, images, strict=False):
-            text = re.sub(rf"\S*{sha}\.[A-Za-z0-9]+\S*?(?=[\s)\],;]|$)", image.written, text)
-        return text
+    def make_thumbs(self, out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS) -> set[str]:
+        """Make the wanted input thumbnails not made yet (each distinct file decoded
+        once); the set of those that exist afterwards."""
+        if not self.wanted:
+            return set()
+        (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
+        items = list(self.wanted.items())
+        done = run_thumbnail_tasks(
+            [partial(_input_thumb, f, out_dir / rel, max_pixels) for rel, f in items]
+        )
+        return {rel for (rel, _), ok in zip(items, done, strict=True) if ok}
+
+
+def _input_thumb(file: LocalFile, target: Path, max_pixels: int) -> bool:
+    """A thumbnail of the bytes a job used: made once (its name is its content), and
+    not of a file that has changed since."""
+    if target.exists():
+        return True
+    source = Path(file.path)
+    if not same_bytes(source, file.sha256, file.size):
+        return False
+    return make_thumb_file(source, target, max_pixels, INPUT_THUMB_SIZE)
+
+
+def _url_as_path(text: str, sha256: str, written: str) -> str:
+    """`text` with every URL of an upload of `sha256` (uploads are named `<sha256>.<ext>`,
+    `upload_name`) as the path written in the manifest."""
+    url = rf"[^\s\"'(]*{sha256}\.[A-Za-z0-9]+(?:\?[^\s\"')]*)?"
+    return re.sub(url, lambda _: written, text)
 
 
 def _written(value: Any, files: Mapping[str, LocalFile | None]) -> Any:

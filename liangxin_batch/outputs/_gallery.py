@@ -3,8 +3,10 @@
 A summary band (counts by status, success rate, credits, wall time, per-model p50/p95
 generation time), filters by model and status, and a card per manifest job: thumbnail
 (Pillow, cached in `DIR/thumbs/`) or a playable `<video>`, job id, model, prompt,
-parameters, and the error of jobs that did not succeed. Prompts are user text: the
-jinja2 environment autoescapes everything.
+parameters, and the error of jobs that did not succeed. A job given local input files
+shows their paths as the manifest wrote them (never the file token or the temporary
+upload URL) and small thumbnails of them beside its output (`_card_inputs`). Prompts
+are user text: the jinja2 environment autoescapes everything.
 
 Filters can be preset from the address: `report.html#status=failed,unknown&model=x`.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from liangxin_batch.core._states import BILLED_STATES, JobState
+from liangxin_batch.outputs._card_inputs import CardInputs, InputImage
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import (
@@ -89,6 +92,7 @@ class Card:
     media: tuple[Media, ...]
     seconds: str
     credits: str
+    inputs: tuple[InputImage, ...] = ()  # its local input images (paths as written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +250,19 @@ class _Tally:
         }
 
 
-def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Media]) -> Card:
+def _card(
+    job: ReportJob,
+    status: str,
+    seconds: float | None,
+    media: Sequence[Media],
+    local: CardInputs | None = None,
+) -> Card:
     error = ": ".join(x for x in (job.error_code, job.error_message) if x)
     inputs = json.loads(job.input_json)  # only here: the cards are capped, the jobs not
+    images: tuple[InputImage, ...] = ()
+    if local is not None:  # file tokens shown as the paths written in the manifest
+        shown = local.resolve(job.input_json, inputs, error)
+        inputs, images, error = shown.inputs, shown.images, shown.error
     return Card(
         job_id=job.job_id,
         model=job.model,
@@ -259,6 +273,7 @@ def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Me
         media=tuple(media),
         seconds=_duration(seconds) if seconds is not None else "",
         credits=f"{job.credits:.10g}" if job.credits else "",
+        inputs=images,
     )
 
 
@@ -270,17 +285,21 @@ class _Gallery:
         self.max_cards = max_cards
         self.cards: list[Card] = []
         self.thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> its image
+        self.local: CardInputs | None = None  # the cards' local inputs, if the state has any
 
     def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
         """One job as the report shows it (`as_lost`) with its current files."""
         status = report_status(job.state)
         media = _media(job, kept, self.out_dir)
         self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
-        self.cards.append(_card(job, status, generation_seconds(job), [m for m, _ in media]))
+        shown = [m for m, _ in media]
+        self.cards.append(_card(job, status, generation_seconds(job), shown, self.local))
 
     def add_cards(self, store: StateStore) -> None:
         """The first `max_cards` jobs in manifest order, their files checked: a walk of
         those jobs only."""
+        local = CardInputs(store)
+        self.local = local if local.enabled else None
         jobs = report_jobs(store, out_dir=self.out_dir)  # its folder descriptor is closed
         for job, kept, lost in itertools.islice(jobs, self.max_cards):  # when it is dropped
             self.add(as_lost(job, lost), kept)
@@ -296,6 +315,8 @@ class _Gallery:
     ) -> Path:
         out_dir = self.out_dir
         made = make_thumbs(self.thumbs, out_dir, max_pixels)
+        if self.local is not None:
+            made |= self.local.make_thumbs(out_dir, max_pixels)
         summary = tally.context(wall_seconds, sessions)
         context = {
             **summary,
@@ -393,4 +414,7 @@ def _with_thumbs(card: Card, made: set[str]) -> Card:
         Media(m.kind, quote(m.href), quote(m.thumb) if m.thumb in made else None)
         for m in card.media
     )
-    return replace(card, media=media)
+    inputs = tuple(
+        InputImage(i.written, quote(i.thumb) if i.thumb in made else None) for i in card.inputs
+    )
+    return replace(card, media=media, inputs=inputs)

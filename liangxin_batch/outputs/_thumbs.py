@@ -26,6 +26,7 @@ __all__ = [
     "MAX_THUMB_PIXELS",
     "THUMBS_DIR",
     "THUMB_SIZE",
+    "make_thumb_file",
     "make_thumbnail",
     "make_thumbs",
     "run_thumbnail_tasks",
@@ -130,6 +131,11 @@ def make_thumbs(
         [partial(_make_thumb, src, out_dir / rel, max_pixels) for rel, src in items]
     )
     return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
+
+
+def make_thumb_file(source: Path, target: Path, max_pixels: int, size: int) -> bool:
+    """A `size` px JPEG thumbnail of an image file (False: unreadable or too large)."""
+    return _make_thumb(source, target, max_pixels, size)
 
 
 def run_thumbnail_tasks(tasks: Sequence[Callable[[], bool]]) -> list[bool]:
