@@ -3,23 +3,22 @@
 A summary band (counts by status, success rate, credits, wall time, per-model p50/p95
 generation time), filters by model and status, and a card per manifest job: thumbnail
 (Pillow, cached in `DIR/thumbs/`) or a playable `<video>`, job id, model, prompt,
-parameters, and the error of jobs that did not succeed. Prompts are user text: the
-jinja2 environment autoescapes everything.
+parameters, and the error of jobs that did not succeed. A job given local input files
+shows their paths as the manifest wrote them (never the file token or the temporary
+upload URL) and small thumbnails of them beside its output (`_card_inputs`). Prompts
+are user text: the jinja2 environment autoescapes everything.
 
 Filters can be preset from the address: `report.html#status=failed,unknown&model=x`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -27,8 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from liangxin_batch.core._states import BILLED_STATES, JobState
+from liangxin_batch.outputs._card_inputs import CardInputs, InputImage
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
-from liangxin_batch.outputs._layout import slugify
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import (
     RESULTS_CSV,
@@ -36,16 +35,30 @@ from liangxin_batch.outputs._report import (
     report_status,
 )
 from liangxin_batch.outputs._segments import write_results_by_segments
+from liangxin_batch.outputs._thumbs import (
+    IMAGE_EXT,
+    MAX_THUMB_PIXELS,
+    THUMB_SIZE,
+    THUMBS_DIR,
+    _make_thumb,
+    make_thumbnail,
+    make_thumbs,
+    thumb_name,
+    thumbnail_from,
+)
 from liangxin_batch.state._status import removed_line
 from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
-logger = logging.getLogger("liangxin_batch")
-
 __all__ = [
     "CREDITS_ROUND_UP_KEY",
+    "MAX_THUMB_PIXELS",
     "REPORT_HTML",
     "THUMBS_DIR",
+    "THUMB_SIZE",
+    "_make_thumb",
+    "make_thumbnail",
     "percentile",
+    "thumbnail_from",
     "write_report_html",
     "write_reports",
 ]
@@ -54,10 +67,7 @@ REPORT_HTML = "report.html"
 #: State meta, set by each run: "1" when some model of the batch is billed in whole
 #: credits per task, rounded up (the catalog says which).
 CREDITS_ROUND_UP_KEY = "credits_round_up"
-THUMBS_DIR = "thumbs"
-THUMB_SIZE = 320
 MAX_CARDS = 2000  # a browser stays quick; results.csv has every row
-_IMAGE_EXT = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff", ".avif"})
 _VIDEO_EXT = frozenset({".mp4", ".mov", ".webm", ".mkv"})
 _STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
 _PARAM_CHARS = 120
@@ -82,6 +92,7 @@ class Card:
     media: tuple[Media, ...]
     seconds: str
     credits: str
+    inputs: tuple[InputImage, ...] = ()  # its local input images (paths as written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,84 +142,6 @@ def _params(inputs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _thumb_name(job_id: str, n: int) -> str:
-    name = slugify(job_id)
-    if name != job_id.lower():  # distinct ids stay distinct, even on a case-blind disk
-        name += "-" + hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:8]
-    return f"{name}.jpg" if n == 0 else f"{name}_{n + 1}.jpg"
-
-
-#: Pixels an image may have for a thumbnail (after JPEG's reduced decode): a 10,000 x
-#: 10,000 PNG would take ~400 MB to decode. A larger image is kept (it was paid for) and
-#: shown without a preview.
-MAX_THUMB_PIXELS = 40_000_000
-
-
-def _make_thumb(source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS) -> bool:
-    """Write a JPEG thumbnail unless an up-to-date one exists; False if unreadable or over
-    `max_pixels` (decoding it would cost more memory than a preview is worth)."""
-    from PIL import Image  # imported when a report is written, not at CLI start
-
-    try:
-        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
-            return True
-        with Image.open(source) as img:  # reads the header only
-            img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
-            width, height = img.size
-            if width * height > max_pixels:
-                logger.info(
-                    "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
-                    source.name,
-                    width,
-                    height,
-                    f"{max_pixels:,}",
-                )
-                return False
-            _shrink_to(img, target)
-        return True
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
-
-
-def _shrink_to(img: Any, target: Path) -> None:
-    from PIL import ImageOps
-
-    # Shrink first: transposing or converting the full image would copy it.
-    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    small = ImageOps.exif_transpose(img).convert("RGB")
-    tmp = target.with_name(f".{target.name}.tmp")
-    small.save(tmp, "JPEG", quality=82, optimize=True)
-    os.replace(tmp, target)
-
-
-def thumbnail_from(img: Any, out_dir: Path, job_id: str, n: int) -> bool:
-    """The report's thumbnail of a job's file `n` from the image the download check has
-    just decoded (a PIL image, changed in place): the file is not decoded again. False
-    when it cannot be made now (`make_thumbnail` tries from the file later)."""
-    from PIL import Image
-
-    if img.width * img.height > MAX_THUMB_PIXELS:
-        return False
-    try:
-        (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-        _shrink_to(img, out_dir / THUMBS_DIR / _thumb_name(job_id, n))
-        return True
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
-
-
-def make_thumbnail(
-    out_dir: Path, job_id: str, n: int, source: Path, max_pixels: int = MAX_THUMB_PIXELS
-) -> bool:
-    """The report's thumbnail of a job's file `n`, made as soon as the file is on disk
-    (the downloader calls this in a worker thread), so the report at the end finds it
-    made and only checks its date. False when the file is no image or unreadable."""
-    if source.suffix.lower() not in _IMAGE_EXT:
-        return False
-    (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-    return _make_thumb(source, out_dir / THUMBS_DIR / _thumb_name(job_id, n), max_pixels)
-
-
 def _media(job: ReportJob, kept: Sequence[ReportFile], out_dir: Path) -> list[tuple[Media, Path]]:
     """Media of a card (`kept`: the job's current files), each with the file it shows
     (thumbnails are made afterwards)."""
@@ -216,8 +149,8 @@ def _media(job: ReportJob, kept: Sequence[ReportFile], out_dir: Path) -> list[tu
     for f in kept:
         assert f.path is not None
         suffix = PurePosixPath(f.path).suffix.lower()
-        kind = "image" if suffix in _IMAGE_EXT else "video" if suffix in _VIDEO_EXT else "file"
-        thumb = f"{THUMBS_DIR}/{_thumb_name(job.job_id, f.n)}" if kind == "image" else None
+        kind = "image" if suffix in IMAGE_EXT else "video" if suffix in _VIDEO_EXT else "file"
+        thumb = f"{THUMBS_DIR}/{thumb_name(job.job_id, f.n)}" if kind == "image" else None
         out.append((Media(kind, f.path, thumb), out_dir / f.path))
     return out
 
@@ -317,9 +250,19 @@ class _Tally:
         }
 
 
-def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Media]) -> Card:
+def _card(
+    job: ReportJob,
+    status: str,
+    seconds: float | None,
+    media: Sequence[Media],
+    local: CardInputs | None = None,
+) -> Card:
     error = ": ".join(x for x in (job.error_code, job.error_message) if x)
     inputs = json.loads(job.input_json)  # only here: the cards are capped, the jobs not
+    images: tuple[InputImage, ...] = ()
+    if local is not None:  # file tokens shown as the paths written in the manifest
+        shown = local.resolve(job.input_json, inputs, error)
+        inputs, images, error = shown.inputs, shown.images, shown.error
     return Card(
         job_id=job.job_id,
         model=job.model,
@@ -330,6 +273,7 @@ def _card(job: ReportJob, status: str, seconds: float | None, media: Sequence[Me
         media=tuple(media),
         seconds=_duration(seconds) if seconds is not None else "",
         credits=f"{job.credits:.10g}" if job.credits else "",
+        inputs=images,
     )
 
 
@@ -341,17 +285,21 @@ class _Gallery:
         self.max_cards = max_cards
         self.cards: list[Card] = []
         self.thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> its image
+        self.local: CardInputs | None = None  # the cards' local inputs, if the state has any
 
     def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
         """One job as the report shows it (`as_lost`) with its current files."""
         status = report_status(job.state)
         media = _media(job, kept, self.out_dir)
         self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
-        self.cards.append(_card(job, status, generation_seconds(job), [m for m, _ in media]))
+        shown = [m for m, _ in media]
+        self.cards.append(_card(job, status, generation_seconds(job), shown, self.local))
 
     def add_cards(self, store: StateStore) -> None:
         """The first `max_cards` jobs in manifest order, their files checked: a walk of
         those jobs only."""
+        local = CardInputs(store)
+        self.local = local if local.enabled else None
         jobs = report_jobs(store, out_dir=self.out_dir)  # its folder descriptor is closed
         for job, kept, lost in itertools.islice(jobs, self.max_cards):  # when it is dropped
             self.add(as_lost(job, lost), kept)
@@ -366,7 +314,9 @@ class _Gallery:
         credit_notes: Sequence[str] = (),
     ) -> Path:
         out_dir = self.out_dir
-        made = _make_thumbs(self.thumbs, out_dir, max_pixels)
+        made = make_thumbs(self.thumbs, out_dir, max_pixels)
+        if self.local is not None:
+            made |= self.local.make_thumbs(out_dir, max_pixels)
         summary = tally.context(wall_seconds, sessions)
         context = {
             **summary,
@@ -458,27 +408,13 @@ def _rank(status: str) -> tuple[int, str]:
     return order, status
 
 
-def _make_thumbs(
-    thumbs: Mapping[str, Path], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
-) -> set[str]:
-    """Make the thumbnails (cached); the set of those that exist afterwards."""
-    if not thumbs:
-        return set()
-    (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-    items = list(thumbs.items())
-    # Pillow releases the GIL while decoding and resizing: threads do scale here.
-    # Few workers: each may hold one decoded image (up to --max-image-pixels) at a time.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
-        results = list(
-            pool.map(lambda item: _make_thumb(item[1], out_dir / item[0], max_pixels), items)
-        )
-    return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
-
-
 def _with_thumbs(card: Card, made: set[str]) -> Card:
     """Links made relative to report.html; an unreadable image shows a placeholder."""
     media = tuple(
         Media(m.kind, quote(m.href), quote(m.thumb) if m.thumb in made else None)
         for m in card.media
     )
-    return replace(card, media=media)
+    inputs = tuple(
+        InputImage(i.written, quote(i.thumb) if i.thumb in made else None) for i in card.inputs
+    )
+    return replace(card, media=media, inputs=inputs)

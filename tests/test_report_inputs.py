@@ -1,0 +1,284 @@
+"""Issue 16 in the report: a card of a job given local files shows their paths as the
+manifest wrote them (never the file token, never the temporary upload URL) and small
+thumbnails of them beside its output, cached by the file's sha256; results.csv keeps
+the manifest's cells as written, the `input` JSON column included."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.core._local_files import file_token
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.outputs._card_inputs import INPUT_THUMB_SIZE, CardInputs, input_thumb_name
+from liangxin_batch.outputs._gallery import write_report_html
+from liangxin_batch.outputs._report import write_results_csv
+from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
+from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import sync_jobs
+from tests.sim_support import sim_of
+from tests.test_gallery import browse, chromium  # noqa: F401  (a fixture)
+
+EDIT = "google/nano-banana-edit"
+KEY = "sk-report-inputs-4242"
+CATALOG = default_catalog()
+
+
+def _png(path: Path, colour: str, size: tuple[int, int] = (400, 300)) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    path.write_bytes(out.getvalue())
+    return hashlib.sha256(out.getvalue()).hexdigest()
+
+
+def _manifest(folder: Path, rows: Sequence[tuple[str, str]]) -> Path:
+    path = folder / "m.csv"
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "model", "prompt", "image_urls"])
+        for job_id, images in rows:
+            out.writerow([job_id, EDIT, f"brighter {job_id}", images])
+    return path
+
+
+def _synced(manifest: Path, out: Path) -> StateStore:
+    """The state `run` makes of a manifest before it sends anything."""
+    store = StateStore.in_dir(out)
+    with load_manifest_jobs(manifest, catalog=CATALOG) as jobs:
+        sync_jobs(store, jobs, allow_changed=False)
+    return store
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> dict[str, str]:
+    """Three distinct images, one of them under a second name: path as written -> sha."""
+    shas = {
+        "photos/red.png": _png(tmp_path / "photos/red.png", "red"),
+        "photos/blue.png": _png(tmp_path / "photos/blue.png", "blue", (300, 900)),
+        "photos/green.png": _png(tmp_path / "photos/green.png", "green"),
+    }
+    shutil.copy(tmp_path / "photos/red.png", tmp_path / "photos/red-again.png")
+    shas["photos/red-again.png"] = shas["photos/red.png"]
+    return shas
+
+
+@pytest.fixture
+def three_hundred(tmp_path: Path, photos: dict[str, str]) -> Iterator[StateStore]:
+    """300 jobs on one photo, then jobs on the others (one of them two images, one the
+    first photo's bytes under another name)."""
+    rows = [(f"j{i:03d}", "photos/red.png") for i in range(300)]
+    rows += [("blue", "photos/blue.png"), ("two", "photos/green.png|photos/blue.png")]
+    rows += [("alias", "photos/red-again.png")]  # red's bytes under another name
+    store = _synced(_manifest(tmp_path, rows), tmp_path / "out")
+    yield store
+    store.close()
+
+
+def _written(store: StateStore, sha256: str) -> str:
+    known = store.local_file(sha256)
+    assert known is not None
+    return known.written
+
+
+def _input_thumbs(out: Path) -> dict[str, Path]:
+    return {p.name: p for p in (out / "thumbs").glob("input-*.jpg")}
+
+
+def test_one_thumbnail_per_distinct_file_decoded_once_and_cached(
+    tmp_path: Path,
+    photos: dict[str, str],
+    three_hundred: StateStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "out"
+    opened: list[str] = []
+    real_open = Image.open
+
+    def counting_open(fp: Any, *args: Any, **kw: Any) -> Any:
+        opened.append(Path(fp).name if isinstance(fp, str | Path) else "?")
+        return real_open(fp, *args, **kw)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    write_report_html(out, three_hundred)
+    thumbs = _input_thumbs(out)
+    # Three distinct files (red under two names): three thumbnails, named by sha256.
+    assert sorted(thumbs) == sorted(input_thumb_name(s) for s in set(photos.values()))
+    assert sorted(opened) == ["blue.png", "green.png", "red.png"]  # each decoded once
+    for path in thumbs.values():
+        with real_open(path) as img:
+            assert max(img.size) == INPUT_THUMB_SIZE and img.format == "JPEG"
+    stamps = {name: p.stat().st_mtime_ns for name, p in thumbs.items()}
+    opened.clear()
+    write_report_html(out, three_hundred)
+    assert opened == []  # the next report finds them made: nothing decoded again
+    assert {n: p.stat().st_mtime_ns for n, p in _input_thumbs(out).items()} == stamps
+
+
+def _cards(html: str) -> dict[str, str]:
+    """Each card's markup by its job id."""
+    found = re.findall(r'<article class="card.*?</article>', html, flags=re.S)
+    return {re.search(r'class="id" title="([^"]+)"', c).group(1): c for c in found}  # type: ignore[union-attr]
+
+
+def test_cards_show_the_paths_as_written_and_the_input_thumbnails(
+    tmp_path: Path, photos: dict[str, str], three_hundred: StateStore
+) -> None:
+    html = write_report_html(tmp_path / "out", three_hundred).read_text("utf-8")
+    assert "file:sha256:" not in html
+    cards = _cards(html)
+    assert len(cards) == 303
+    two = cards["two"]
+    assert "<b>image_urls</b> [&#34;photos/green.png&#34;, &#34;photos/blue.png&#34;]" in two
+    green, blue, red = (photos[f"photos/{c}.png"] for c in ("green", "blue", "red"))
+    thumbs = re.findall(r'<img class="input" src="([^"]+)" alt="([^"]+)"', two)
+    assert thumbs == [
+        (f"thumbs/{input_thumb_name(green)}", "photos/green.png"),
+        (f"thumbs/{input_thumb_name(blue)}", "photos/blue.png"),
+    ]
+    assert f'src="thumbs/{input_thumb_name(red)}" alt="photos/red.png"' in cards["j299"]
+    # The same bytes under two names are one file, shown by the name the state keeps
+    # for them (one path per sha256): still a path, with the same thumbnail.
+    red_as = _written(three_hundred, red)
+    assert red_as in ("photos/red.png", "photos/red-again.png")
+    assert f'src="thumbs/{input_thumb_name(red)}" alt="{red_as}"' in cards["alias"]
+
+
+def test_a_missing_or_changed_file_shows_its_path_alone(
+    tmp_path: Path, photos: dict[str, str], three_hundred: StateStore
+) -> None:
+    (tmp_path / "photos/blue.png").unlink()
+    _png(tmp_path / "photos/green.png", "yellow")  # other bytes than the job used
+    html = write_report_html(tmp_path / "out", three_hundred).read_text("utf-8")
+    cards = _cards(html)
+    assert '<span class="path" title="photos/blue.png">photos/blue.png</span>' in cards["blue"]
+    assert '<img class="input"' not in cards["blue"]
+    assert '<span class="path" title="photos/green.png">photos/green.png</span>' in cards["two"]
+    assert '<img class="input"' not in cards["two"]
+    assert 'alt="photos/red.png"' in cards["j000"]  # the others still shown
+    assert sorted(_input_thumbs(tmp_path / "out")) == [input_thumb_name(photos["photos/red.png"])]
+
+
+def test_an_error_shows_the_path_in_place_of_the_upload_url(
+    tmp_path: Path, photos: dict[str, str], three_hundred: StateStore
+) -> None:
+    blue = photos["photos/blue.png"]
+    inputs = {"prompt": "x", "image_urls": [file_token(blue)]}
+    error = (
+        f"400: Failed to fetch input image: http://127.0.0.1:9/tempfile/liangxin-batch/{blue}.png"
+        " (HTTP 403: file expired or not found)"
+    )
+    shown = CardInputs(three_hundred).resolve(json.dumps(inputs), inputs, error)
+    assert shown.error == (
+        "400: Failed to fetch input image: photos/blue.png (HTTP 403: file expired or not found)"
+    )
+    assert shown.inputs == {"prompt": "x", "image_urls": ["photos/blue.png"]}
+    assert [i.written for i in shown.images] == ["photos/blue.png"]
+
+
+def test_a_batch_without_local_files_reads_none(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt\na,google/nano-banana,a fox\n")
+    store = _synced(manifest, tmp_path / "out")
+    try:
+        assert CardInputs(store).enabled is False  # no per-card work at all
+        html = write_report_html(tmp_path / "out", store).read_text("utf-8")
+        assert 'class="inputs"' not in html and not (tmp_path / "out/thumbs").exists()
+    finally:
+        store.close()
+
+
+def test_results_csv_keeps_an_input_json_cell_as_written(
+    tmp_path: Path, photos: dict[str, str]
+) -> None:
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "model", "prompt", "input"])
+        out.writerow(["a", EDIT, "brighter", json.dumps({"image_urls": ["photos/red.png"]})])
+    store = _synced(manifest, tmp_path / "out")
+    try:
+        stored = json.loads(store.db.execute("SELECT input_json FROM jobs").fetchone()[0])
+        assert stored["image_urls"] == [file_token(photos["photos/red.png"])]  # a token...
+        with write_results_csv(tmp_path / "out", store).open(encoding="utf-8-sig") as fh:
+            row = next(csv.DictReader(fh))
+        assert json.loads(row["input"]) == {"image_urls": ["photos/red.png"]}  # ...shown as written
+    finally:
+        store.close()
+
+
+# -- a whole run, and a real browser ----------------------------------------------------
+
+#: Appended to a copy of report.html: after load, each input thumbnail's decoded width.
+_PROBE = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.querySelectorAll("img.input"));
+  document.body.setAttribute("data-input-widths",
+    imgs.map(function (i) { return i.naturalWidth; }).join(","));
+  document.body.setAttribute("data-text", document.body.innerText);
+});
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first run may install chromium
+def test_report_of_a_run_on_local_files_in_headless_chromium(
+    chromium: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    shas = {
+        "photos/a.png": _png(tmp_path / "photos/a.png", "#d9480f"),
+        "photos/b.png": _png(tmp_path / "photos/b.png", "#1c7ed6", (200, 600)),
+    }
+    rows = [(f"j{i}", "photos/a.png" if i % 2 else "photos/b.png") for i in range(6)]
+    rows.append(("both", "photos/a.png|photos/b.png"))
+    manifest = _manifest(tmp_path, rows)
+    app = create_app(SimConfig(api_key=KEY, latency_scale=0.005))
+    settings = RunSettings(poll_scale=0.005)
+    out = tmp_path / "out"
+    with serve_in_thread(app) as base_url:
+        summary = asyncio.run(
+            run_batch_async(
+                manifest,
+                out_dir=out,
+                settings=settings,
+                api_key=KEY,
+                base_url=base_url,
+                upload_base_url=upload_base_url(base_url),
+            )
+        )
+    assert summary.counts.get("succeeded") == 7, summary.counts
+    assert len(sim_of(app).ledger.upload_counts_by_sha256()) == 2  # the run did upload
+
+    html = (out / "report.html").read_text("utf-8")
+    probe = out / "probe.html"  # beside report.html: the same relative links
+    probe.write_text(
+        html.replace(' loading="lazy"', "").replace("</body>", _PROBE + "</body>"), "utf-8"
+    )
+    raw = browse(chromium, tmp_path, probe.resolve().as_uri(), "--dump-dom")
+    widths = re.search(r'data-input-widths="([^"]*)"', raw)
+    assert widths is not None, raw[-2000:]
+    loaded = [int(w) for w in widths.group(1).split(",")]
+    assert len(loaded) == 8 and all(w > 0 for w in loaded), loaded  # 6 + 2 inputs, all shown
+    text = re.search(r'data-text="([^"]*)"', raw, flags=re.S)
+    assert text is not None
+    page = text.group(1)
+    assert "photos/a.png" in page and "photos/b.png" in page
+    assert "file:sha256:" not in page and "/tempfile/" not in page
+    assert "file:sha256:" not in html and "/tempfile/" not in html
+    thumbs = sorted(p.name for p in (out / "thumbs").glob("input-*.jpg"))
+    assert thumbs == sorted(input_thumb_name(s) for s in shas.values())
