@@ -172,13 +172,12 @@ def _expire_write(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(httpx.WriteTimeout("timed out writing the request body"))
 
 
-def request_head(request: httpx.Request) -> tuple[bytes, bool]:
-    """The request line and headers of a request whose body is streamed (written as it is
-    read: a file upload), and whether the body goes as chunks: with a Content-Length it
-    goes as it is; without, chunked (httpx says so for a stream of unknown length; added
-    when nothing says). The same refusals as `request_bytes`, before anything is written."""
+def _head(request: httpx.Request, *, host: bool) -> tuple[list[bytes], bytes | None, bytes | None]:
+    """The request line and headers (a Host added when `host` and none is set), with the
+    Content-Length and Transfer-Encoding they say. Any transfer coding but chunked alone
+    is refused here, before anything is written (httpx.LocalProtocolError)."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    if "host" not in request.headers:  # httpx sets it only for bodies it encodes itself
+    if host and "host" not in request.headers:
         parts.append(b"Host: " + request.url.netloc + b"\r\n")
     length = coding = None
     for name, value in request.headers.raw:
@@ -193,6 +192,15 @@ def request_head(request: httpx.Request) -> tuple[bytes, bool]:
             f"unsupported request framing: Transfer-Encoding {coding!r}"
             + (" with Content-Length" if length is not None else "")
         )
+    return parts, length, coding
+
+
+def request_head(request: httpx.Request) -> tuple[bytes, bool]:
+    """The request line and headers of a request whose body is streamed (written as it is
+    read: a file upload), and whether the body goes as chunks: with a Content-Length it
+    goes as it is; without, chunked (httpx says so for a stream of unknown length; added
+    when nothing says). httpx sets Host only for bodies it encodes itself: added here."""
+    parts, length, coding = _head(request, host=True)
     chunked = length is None
     if chunked and coding is None:
         parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -203,23 +211,10 @@ def request_head(request: httpx.Request) -> tuple[bytes, bool]:
 def request_bytes(request: httpx.Request, body: bytes) -> bytes:
     """The request line, headers and body, framed as the headers say: httpx sets Host,
     and Content-Length, or Transfer-Encoding: chunked for a stream of unknown length
-    (read whole by now: sent as one chunk). Any other transfer coding is refused here,
-    before anything is written (httpx.LocalProtocolError)."""
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    length = coding = None
-    for name, value in request.headers.raw:
-        parts += (name, b": ", value, b"\r\n")
-        lower = name.lower()
-        if lower == b"content-length":
-            length = value
-        elif lower == b"transfer-encoding":
-            coding = value if coding is None else coding + b"," + value
+    (read whole by now: sent as one chunk). Any other transfer coding is refused
+    (`_head`), before anything is written."""
+    parts, length, coding = _head(request, host=False)
     if coding is not None:
-        if coding.strip().lower() != b"chunked" or length is not None:
-            raise httpx.LocalProtocolError(
-                f"unsupported request framing: Transfer-Encoding {coding!r}"
-                + (" with Content-Length" if length is not None else "")
-            )
         if body:
             body = b"%X\r\n%s\r\n" % (len(body), body)
         body += b"0\r\n\r\n"
