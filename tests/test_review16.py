@@ -37,3 +37,64 @@ def test_an_answer_expiry_inside_the_margin_does_not_upload_forever(tmp_path: Pa
     batch = run_virtual(main)
     uploads = sum(batch.sim.ledger.upload_counts_by_sha256().values())
     assert uploads <= 2, f"{uploads} uploads of one file in one virtual hour"
+
+
+def _state_steps(tmp_path: Path, manifest: Path) -> tuple[str | None, str | None]:
+    """Sync once as `run` does; then the fingerprint a resumed run would compare."""
+    from tests.test_local_inputs_state import _fingerprint, _sync
+
+    from liangxin_batch.state._store import StateStore
+    from liangxin_batch.state._sync import FINGERPRINT_KEY
+
+    store = StateStore.in_dir(tmp_path / "out")
+    try:
+        _sync(store, manifest)
+        stored = store.get_meta(FINGERPRINT_KEY)
+    finally:
+        store.close()
+    return stored, _fingerprint(manifest, stored)
+
+
+def test_a_symlinked_folder_pointed_at_other_photos_is_read_again(tmp_path: Path) -> None:
+    """The fingerprint lists each file by its *resolved* path: `photos -> shoot-1` then
+    `photos -> shoot-2` (other bytes under the same names) still stats shoot-1, so the
+    resume skips validation and sends the old photos."""
+    import os
+
+    from tests.local_inputs_support import png
+    from tests.test_local_inputs_state import _manifest as state_manifest
+
+    from liangxin_batch.manifest._fingerprint import same_manifest
+
+    png(tmp_path / "shoot-1" / "shoe.png")
+    png(tmp_path / "shoot-2" / "shoe.png", b"a different shoot of the shoe, longer")
+    os.symlink("shoot-1", tmp_path / "photos")
+    manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    stored, _ = _state_steps(tmp_path, manifest)
+    os.remove(tmp_path / "photos")
+    os.symlink("shoot-2", tmp_path / "photos")
+    from tests.test_local_inputs_state import _fingerprint
+
+    assert not same_manifest(stored, _fingerprint(manifest, stored))
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None:
+    """Same size, mtime put back (cp -p, rsync -t, touch -r): the fingerprint's
+    (size, mtime_ns) match, validation is skipped, and the upload then refuses the file
+    as changed ("run again so the manifest is read anew") on every run: stuck."""
+    import os
+
+    from tests.local_inputs_support import png
+    from tests.test_local_inputs_state import _fingerprint
+    from tests.test_local_inputs_state import _manifest as state_manifest
+
+    from liangxin_batch.manifest._fingerprint import same_manifest
+
+    photo = png(tmp_path / "photos" / "shoe.png", b"version one of the shoe")
+    manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    stored, _ = _state_steps(tmp_path, manifest)
+    before = os.stat(photo)
+    png(photo, b"version two of the shoe")  # same length
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(photo).st_size == before.st_size
+    assert not same_manifest(stored, _fingerprint(manifest, stored))
