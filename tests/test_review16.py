@@ -1,0 +1,104 @@
+"""Review of issue 16: failing tests that demonstrate defects found in review."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from liangxin_batch.catalog._catalog import default_catalog
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.manifest._fingerprint import same_manifest
+from liangxin_batch.manifest._manifest import validate_manifest
+from liangxin_batch.simulator import SimConfig
+from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import FINGERPRINT_KEY
+from tests.local_inputs_support import png
+from tests.test_local_inputs_state import _fingerprint, _sync
+from tests.test_local_inputs_state import _manifest as state_manifest
+from tests.test_uploads_run import KEY, Batch, _manifest, _photos
+from tests.virtual_time import run_virtual
+
+
+@pytest.mark.slow
+def test_an_answer_expiry_inside_the_margin_does_not_upload_forever(tmp_path: Path) -> None:
+    """The host's own expiresAt (5 minutes here; e.g. 24 h against a user's 30 h margin
+    for a 3 d lifetime) is closer than the margin: a fresh upload is never `fresh`, so
+    _upload_then_submit uploads, takes a turn, finds it stale, gives the turn back and
+    uploads again, without end. It must end (use it, or refuse with a message)."""
+    manifest = _manifest(tmp_path, 1, _photos(tmp_path, 1)[:1])
+    out = tmp_path / "out"
+
+    async def main() -> Batch:
+        config = SimConfig(
+            api_key=KEY, upload_lifetime_seconds=300.0, upload_answer="file_url", seed=3
+        )
+        batch = Batch(config)
+        try:
+            async with asyncio.timeout(3600):  # one virtual hour
+                await batch.run(manifest, out, RunSettings())
+        except TimeoutError:
+            pass
+        return batch
+
+    batch = run_virtual(main)
+    uploads = sum(batch.sim.ledger.upload_counts_by_sha256().values())
+    assert uploads <= 2, f"{uploads} uploads of one file in one virtual hour"
+
+
+def _stored_fingerprint(tmp_path: Path, manifest: Path) -> str | None:
+    """Sync once as `run` does: the fingerprint it stores."""
+    store = StateStore.in_dir(tmp_path / "out")
+    try:
+        _sync(store, manifest)
+        return store.get_meta(FINGERPRINT_KEY)
+    finally:
+        store.close()
+
+
+def test_a_symlinked_folder_pointed_at_other_photos_is_read_again(tmp_path: Path) -> None:
+    """The fingerprint lists each file by its *resolved* path: `photos -> shoot-1` then
+    `photos -> shoot-2` (other bytes under the same names) still stats shoot-1, so the
+    resume skips validation and sends the old photos."""
+    png(tmp_path / "shoot-1" / "shoe.png")
+    png(tmp_path / "shoot-2" / "shoe.png", b"a different shoot of the shoe, longer")
+    os.symlink("shoot-1", tmp_path / "photos")
+    manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    stored = _stored_fingerprint(tmp_path, manifest)
+    os.remove(tmp_path / "photos")
+    os.symlink("shoot-2", tmp_path / "photos")
+    assert not same_manifest(stored, _fingerprint(manifest, stored))
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None:
+    """Same size, mtime put back (cp -p, rsync -t, touch -r): the fingerprint's
+    (size, mtime_ns) match, validation is skipped, and the upload then refuses the file
+    as changed ("run again so the manifest is read anew") on every run: stuck."""
+    photo = png(tmp_path / "photos" / "shoe.png", b"version one of the shoe")
+    manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    stored = _stored_fingerprint(tmp_path, manifest)
+    before = os.stat(photo)
+    png(photo, b"version two of the shoe")  # same length
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(photo).st_size == before.st_size
+    assert not same_manifest(stored, _fingerprint(manifest, stored))
+
+
+@pytest.mark.slow
+def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """The size limit is checked after the whole file is hashed: an 8 GiB (sparse) file
+    for a 10 MB field takes ~20 s to refuse (a 100 GB disk image: minutes). st_size says
+    it at once."""
+    big = tmp_path / "big.png"
+    with big.open("wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.truncate(8 << 30)
+    manifest = state_manifest(tmp_path, [("big", "big.png")])
+    started = time.monotonic()
+    report = validate_manifest(manifest, catalog=default_catalog())
+    took = time.monotonic() - started
+    assert report.total_problems and "MB" in str(report.problems[0])
+    assert took < 2.0, f"{took:.1f}s to refuse a file by its size"
