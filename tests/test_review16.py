@@ -11,6 +11,7 @@ import pytest
 
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.manifest._manifest import validate_manifest
 from liangxin_batch.simulator import SimConfig
@@ -102,3 +103,33 @@ def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path
     took = time.monotonic() - started
     assert report.total_problems and "MB" in str(report.problems[0])
     assert took < 2.0, f"{took:.1f}s to refuse a file by its size"
+
+
+@pytest.mark.slow
+def test_uploads_that_go_stale_at_every_turn_leave_the_job_pending_not_looping(
+    tmp_path: Path,
+) -> None:
+    """Uploads live 5 minutes and the rate lets one createTask through every 10: each
+    time the second job's turn comes its upload is stale, the turn goes back unused and
+    the file is uploaded again. However that comes about, the uploads a job makes for
+    one createTask are bounded: the job is left pending with a message, the run ends."""
+    paths = _photos(tmp_path, 2)
+    manifest = _manifest(tmp_path, 2, [paths[0], paths[2]])  # p00, p01: distinct
+    out = tmp_path / "out"
+    settings = RunSettings(
+        create_limit=1, create_window=600.0, upload_lifetime=300.0, upload_margin=60.0
+    )
+
+    async def main() -> tuple[Batch, RunSummary | None]:
+        batch = Batch(SimConfig(api_key=KEY, upload_lifetime_seconds=300.0, seed=4))
+        try:
+            async with asyncio.timeout(6 * 3600):  # six virtual hours
+                return batch, await batch.run(manifest, out, settings)
+        except TimeoutError:
+            return batch, None
+
+    batch, summary = run_virtual(main)
+    uploads = batch.sim.ledger.upload_counts_by_sha256()
+    assert summary is not None, f"still uploading after six virtual hours: {uploads}"
+    assert max(uploads.values()) <= 3, uploads
+    assert summary.counts.get("pending") == 1, summary.counts

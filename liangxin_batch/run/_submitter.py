@@ -33,6 +33,8 @@ __all__ = ["CallbackUrlFor", "Submitter"]
 CallbackUrlFor = Callable[[JobRow, int], str | None]
 
 _BASE_URL_ENV = "LIANGXIN_BASE_URL"
+#: Upload rounds (upload, wait for a turn, find the URLs stale) one createTask may take.
+_UPLOAD_ROUNDS = 3
 
 
 def _code_of(err: LiangXinError) -> str | None:
@@ -98,11 +100,25 @@ class Submitter(RunPart):
 
         The wait for a turn can be long (a slow --rate, a full window): when a URL is no
         longer fresh once the turn comes, the turn goes back unused and the uploads are
-        made again first; no createTask place is ever held while uploading."""
+        made again first; no createTask place is ever held while uploading. That happens
+        at most `_UPLOAD_ROUNDS` times for one createTask: uploads that are stale by the
+        time every turn comes (a lifetime shorter than the wait for a turn) leave the job
+        pending with a message, rather than uploading without end."""
         control = self._control
         uploader = self._uploader
         assert uploader is not None
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds > _UPLOAD_ROUNDS:
+                await control.give_slot()
+                self._observer.message(
+                    f"{job.job_id}: not submitted: its uploads were stale {_UPLOAD_ROUNDS} "
+                    "times by the time its createTask turn came (they expire sooner than "
+                    "a turn comes: raise --rate, or lower --upload-margin); run again to "
+                    "retry it"
+                )
+                return
             try:
                 urls = await control.cancellable(uploader.urls_for(files))
             except (LiangXinError, LocalFileChanged) as err:
