@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from liangxin_batch.catalog._catalog import default_catalog
@@ -14,13 +15,16 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.manifest._manifest import validate_manifest
-from liangxin_batch.simulator import SimConfig
+from liangxin_batch.run._control import LoopClock
+from liangxin_batch.run._runner import Runner
+from liangxin_batch.run._upload_client import UploadClient
+from liangxin_batch.simulator import SimConfig, upload_base_url
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import FINGERPRINT_KEY
 from tests.local_inputs_support import png
 from tests.test_local_inputs_state import _fingerprint, _sync
 from tests.test_local_inputs_state import _manifest as state_manifest
-from tests.test_uploads_run import KEY, Batch, _manifest, _photos
+from tests.test_uploads_run import KEY, SIM_URL, Batch, _manifest, _photos
 from tests.virtual_time import run_virtual
 
 
@@ -133,3 +137,57 @@ def test_uploads_that_go_stale_at_every_turn_leave_the_job_pending_not_looping(
     assert summary is not None, f"still uploading after six virtual hours: {uploads}"
     assert max(uploads.values()) <= 3, uploads
     assert summary.counts.get("pending") == 1, summary.counts
+
+
+def test_a_file_found_changed_at_upload_makes_the_next_run_read_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """The sync stored a fingerprint; the photo changes before its upload (the upload
+    refuses it: "run again so the manifest is read anew"). The stored fingerprint must
+    go, or the next run would skip reading the manifest and be refused again."""
+    photo = png(tmp_path / "photos" / "shoe.png", b"version one of the shoe")
+    manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    out = tmp_path / "out"
+
+    async def main() -> tuple[RunSummary, str | None]:
+        from liangxin_batch.run._client import LiangXinClient
+
+        batch = Batch(SimConfig(api_key=KEY, seed=6))
+        store = StateStore.in_dir(out, wall_clock=batch.wall)
+        try:
+            _sync(store, manifest)
+            assert store.get_meta(FINGERPRINT_KEY) is not None
+            png(photo, b"version two of the shoe, edited after the sync")
+            settings = RunSettings()
+            client = LiangXinClient(
+                api_key=KEY,
+                base_url=SIM_URL,
+                transport=httpx.ASGITransport(app=batch.app),
+                settings=settings,
+            )
+            uploads = UploadClient(
+                upload_base_url=upload_base_url(SIM_URL),
+                api_key=KEY,
+                settings=settings,
+                transport=httpx.ASGITransport(app=batch.app),
+            )
+            runner = Runner(
+                store=store,
+                client=client,
+                catalog=default_catalog(),
+                settings=settings,
+                clock=LoopClock(wall=batch.wall),
+                upload_client=uploads,
+            )
+            try:
+                summary = await runner.run()
+            finally:
+                await client.aclose()
+                await uploads.aclose()
+            return summary, store.get_meta(FINGERPRINT_KEY)
+        finally:
+            store.close()
+
+    summary, fingerprint = run_virtual(main)
+    assert summary.counts.get("pending") == 1, summary.counts
+    assert fingerprint is None

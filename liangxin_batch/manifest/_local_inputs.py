@@ -10,8 +10,10 @@ input names it by a file token (`file:sha256:<hex>`), so its identity follows th
 bytes, never the path or an upload URL.
 
 Hashing is the one costly step, so its outcome is kept per absolute path and keyed by
-the file's (st_dev, st_ino, st_size, st_mtime_ns): a million rows over 20 photos read
-20 photos, and a file edited in the middle of a validation is read again.
+the file's stamp (`file_stamp`: st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a
+million rows over 20 photos read 20 photos, and a file edited in the middle of a
+validation is read again. The ctime is what catches an edit that puts the size and the
+mtime back (`cp -p`, `rsync -t`, `touch -r`): no user call can set it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "FileFault",
     "LocalInputs",
     "expected_text",
+    "file_stamp",
     "has_local",
     "is_path",
     "is_url",
@@ -118,7 +121,16 @@ class _Facts:
     path: str  # absolute
 
 
-_StatKey = tuple[int, int, int, int]
+#: What says a file is as it was: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
+FileStamp = tuple[int, int, int, int, int]
+_StatKey = FileStamp
+
+
+def file_stamp(info: os.stat_result) -> FileStamp:
+    """A file's stamp: which file (device and inode: a symlink pointed elsewhere, or a
+    file replaced under its name, is another file) and its version (size, mtime, and
+    ctime, which no `touch`, `cp -p` or `rsync -t` can put back)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _kind(mode: int) -> str:
@@ -154,9 +166,10 @@ class LocalInputs:
     def __init__(self) -> None:
         self._facts: dict[str, tuple[_StatKey, _Facts | FileFault]] = {}
         self._fields: dict[str, tuple[tuple[str, FieldSpec], ...]] = {}
-        #: Every file read, by absolute path: (size, mtime_ns) as hashed (what a resumed
-        #: run compares to know whether the file changed since).
-        self.stats: dict[str, tuple[int, int]] = {}
+        #: Every file read, by its absolute path as written (not resolved: a symlink
+        #: pointed elsewhere must show): its stamp as hashed (what a resumed run compares
+        #: to know whether the file changed since).
+        self.stats: dict[str, FileStamp] = {}
 
     @staticmethod
     def absolute(written: str, base_dir: str) -> str | None:
@@ -219,7 +232,7 @@ class LocalInputs:
             return FileFault(f"{shown}: cannot be looked at ({err.strerror or err})", "check it")
         if not stat.S_ISREG(info.st_mode):
             return FileFault(f"{shown}: {_kind(info.st_mode)}", "name an image file")
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        key = file_stamp(info)
         hit = self._facts.get(path)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -231,7 +244,7 @@ class LocalInputs:
             return found
         facts, key = found
         self._facts[path] = (key, facts)
-        self.stats[facts.path] = (key[2], key[3])
+        self.stats[path] = key
         return facts
 
     def _hash(self, path: str, shown: str, key: _StatKey) -> tuple[_Facts, _StatKey] | FileFault:
@@ -254,7 +267,7 @@ class LocalInputs:
                 )
             except OSError as err:
                 return FileFault(f"{shown}: cannot be read ({err.strerror or err})", "check it")
-            now = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns)
+            now = file_stamp(after)
             if now == key and size == key[2]:
                 real = os.path.realpath(path)
                 return _Facts(digest.hexdigest(), size, sniff_media_type(head[:_HEAD]), real), key

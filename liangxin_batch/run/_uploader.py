@@ -26,6 +26,7 @@ from liangxin_batch.errors import LiangXinBatchError, LiangXinError
 from liangxin_batch.run._progress import Observer, logger
 from liangxin_batch.run._upload_client import LocalFileChanged, UploadClient
 from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import FINGERPRINT_KEY
 
 __all__ = ["Uploader"]
 
@@ -97,6 +98,11 @@ class Uploader:
         except (LiangXinError, LocalFileChanged) as err:
             if not err_retryable_later(err):
                 self._refused[sha] = err
+            if isinstance(err, LocalFileChanged):
+                # The stored fingerprint says the manifest's files are as validated; they
+                # are not: the next run must read the manifest anew (what the message
+                # tells the user to do), not skip it and be refused again.
+                self._store.delete_meta(FINGERPRINT_KEY)
             result.set_exception(err)
         else:
             result.set_result(url)
