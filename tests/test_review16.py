@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -191,3 +192,35 @@ def test_a_file_found_changed_at_upload_makes_the_next_run_read_the_manifest(
     summary, fingerprint = run_virtual(main)
     assert summary.counts.get("pending") == 1, summary.counts
     assert fingerprint is None
+
+
+@pytest.mark.slow
+def test_the_simulator_fetches_inputs_as_a_task_leaves_waiting_not_at_create(
+    tmp_path: Path,
+) -> None:
+    """The service fetches a task's inputs when it starts (after it waited), not when it
+    is created. Without a margin, URLs given in the last seconds of their life expire
+    before their tasks fetch them: the simulator must fail those tasks (with the margin,
+    test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time, none)."""
+    paths = _photos(tmp_path, 3)[:3]
+    manifest = _manifest(tmp_path, 60, paths)
+    settings = RunSettings(
+        create_limit=1, create_window=10.0, upload_lifetime=300.0, upload_margin=0.0
+    )
+    out = tmp_path / "out"
+
+    async def main() -> RunSummary:
+        config = SimConfig(
+            api_key=KEY, upload_lifetime_seconds=300.0, latency_range={"*": (150.0, 150.0)}, seed=5
+        )
+        return await Batch(config).run(manifest, out, settings)
+
+    run_virtual(main)
+    db = sqlite3.connect(out / "state.db")
+    try:
+        (refreshed,) = db.execute(
+            "SELECT COUNT(*) FROM events WHERE event = 'input_refresh'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert refreshed > 0
