@@ -224,3 +224,19 @@ def test_the_simulator_fetches_inputs_as_a_task_leaves_waiting_not_at_create(
     finally:
         db.close()
     assert refreshed > 0
+
+
+def test_counting_a_jobs_input_refreshes_walks_only_its_refresh_events(tmp_path: Path) -> None:
+    """Asked for every failed task of a batch with local files: it must look at that
+    job's refresh events only (a partial index), not at every `pending` event."""
+    store = StateStore.in_dir(tmp_path)
+    try:
+        seen: list[str] = []
+        store.db.set_trace_callback(seen.append)
+        assert store.input_refreshes("j00001") == 0
+        store.db.set_trace_callback(None)
+        (sql,) = [s for s in seen if "events" in s]
+        plan = "\n".join(r[3] for r in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "events_input_refresh" in plan, plan
+    finally:
+        store.close()

@@ -16,7 +16,11 @@ from typing import Any
 from liangxin_batch.catalog._catalog import ModelSpec
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import CreateVerdict, Event, JobState, decide_create_failure
-from liangxin_batch.core._uploads import should_refresh_inputs, with_upload_urls
+from liangxin_batch.core._uploads import (
+    input_fetch_failed,
+    should_refresh_inputs,
+    with_upload_urls,
+)
 from liangxin_batch.errors import APIError, LiangXinError
 from liangxin_batch.run._client import CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
@@ -163,6 +167,10 @@ class Submitter(RunPart):
         job = flight.job
         files = uploader.files_of(job.input) if uploader is not None else []
         if uploader is None or not files or self._control.stopping:
+            return False
+        # The failure's own words first: the count of the job's refreshes (a query) is
+        # asked only for a task that could not fetch its input.
+        if not input_fetch_failed(record.fail_code, record.fail_msg):
             return False
         if not should_refresh_inputs(
             fail_code=record.fail_code,
