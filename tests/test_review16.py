@@ -240,3 +240,48 @@ def test_counting_a_jobs_input_refreshes_walks_only_its_refresh_events(tmp_path:
         assert "events_input_refresh" in plan, plan
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_a_refresh_and_the_forgetting_of_its_uploads_commit_together(tmp_path: Path) -> None:
+    """A task could not fetch its input: the refresh (the job's one) and the dropping of
+    the upload it was given must commit as one. A write that fails at the drop (standing
+    in for a kill there: a trigger in the state refuses it) must not leave the refresh
+    spent and the old upload kept, which the resend would reuse."""
+    paths = _photos(tmp_path, 1)[:1]
+    first = _manifest(tmp_path, 1, paths, name="first.csv")
+    second = tmp_path / "second.csv"
+    second.write_text(
+        first.read_text() + f"late,google/nano-banana-edit,a later edit,{paths[0]}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+
+    async def main() -> BaseException | None:
+        batch = Batch(SimConfig(api_key=KEY, upload_lifetime_seconds=300.0, seed=2))
+        await batch.run(first, out, RunSettings())
+        await asyncio.sleep(600)  # the simulator dropped the upload; the state keeps it
+        db = sqlite3.connect(out / "state.db")
+        db.execute(
+            "CREATE TRIGGER no_forget BEFORE DELETE ON uploads"
+            " BEGIN SELECT RAISE(ABORT, 'killed while forgetting'); END"
+        )
+        db.commit()
+        db.close()
+        try:
+            await batch.run(second, out, RunSettings())
+        except Exception as err:  # the refused write ends the run
+            return err
+        return None
+
+    err = run_virtual(main)
+    assert err is not None and "killed while forgetting" in str(err)
+    db = sqlite3.connect(out / "state.db")
+    try:
+        refreshes = db.execute(
+            "SELECT COUNT(*) FROM events WHERE job_id = 'late' AND event = 'input_refresh'"
+        ).fetchone()[0]
+        kept = db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
+    finally:
+        db.close()
+    assert (refreshes, kept) == (0, 1), "the refresh was spent and the old upload kept"

@@ -198,12 +198,13 @@ class Submitter(RunPart):
                 wall=self._clock.wall(),
             )
             moved = self._store.transition(job.job_id, Event.INPUT_REFRESH, message=note)
-        if not moved:  # pragma: no cover - the flight owned the job until now
-            return False
-        # The uploads this task was given were made before it was sent; one made since
-        # (another job's refresh) is fresh already.
-        sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
-        uploader.forget(files, uploaded_before=sent_wall)
+            if not moved:  # pragma: no cover - the flight owned the job until now
+                return False
+            # The uploads this task was given were made before it was sent; one made
+            # since (another job's refresh) is fresh already. In the same transaction: a
+            # kill must not leave the one refresh spent with the old uploads kept.
+            sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
+            uploader.forget(files, uploaded_before=sent_wall)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
         fresh = self._store.get(job.job_id)
