@@ -285,3 +285,71 @@ def test_a_refresh_and_the_forgetting_of_its_uploads_commit_together(tmp_path: P
     finally:
         db.close()
     assert (refreshes, kept) == (0, 1), "the refresh was spent and the old upload kept"
+
+
+def _hostile_upload_host(answer: dict[str, object]) -> httpx.MockTransport:
+    """An upload host (not ours: a stand-in for a misbehaving one) that answers every
+    upload with `answer` as its data."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"success": True, "code": 200, "msg": "ok", "data": answer})
+
+    return httpx.MockTransport(handle)
+
+
+def _run_with_upload_host(tmp_path: Path, jobs: int, upload: httpx.MockTransport) -> RunSummary:
+    """A run of `jobs` edit jobs over one local file, uploads going to `upload`."""
+    manifest = _manifest(tmp_path, jobs, _photos(tmp_path, 1)[:1])
+    out = tmp_path / "out"
+
+    async def main() -> RunSummary:
+        from liangxin_batch.run._client import LiangXinClient
+
+        batch = Batch(SimConfig(api_key=KEY, seed=7))
+        store = StateStore.in_dir(out, wall_clock=batch.wall)
+        _sync(store, manifest)
+        settings = RunSettings()
+        client = LiangXinClient(
+            api_key=KEY,
+            base_url=SIM_URL,
+            transport=httpx.ASGITransport(app=batch.app),
+            settings=settings,
+        )
+        uploads = UploadClient(
+            upload_base_url="http://uploads.example",
+            api_key=KEY,
+            settings=settings,
+            transport=upload,
+        )
+        runner = Runner(
+            store=store,
+            client=client,
+            catalog=default_catalog(),
+            settings=settings,
+            clock=LoopClock(wall=batch.wall),
+            upload_client=uploads,
+        )
+        try:
+            async with asyncio.timeout(3600):
+                return await runner.run()
+        finally:
+            await client.aclose()
+            await uploads.aclose()
+            store.close()
+
+    return run_virtual(main)
+
+
+def test_an_upload_url_holding_the_key_stops_submitting_with_a_clear_reason(
+    tmp_path: Path,
+) -> None:
+    """The host answers a URL with the API key in it: the upload is refused (the URL
+    neither stored nor sent), the run stops submitting and says why; every job waiting
+    for that upload is told (no run ending on "unexpected ConfigError", no wait left
+    unresolved), and nothing is created."""
+    host = _hostile_upload_host({"downloadUrl": f"https://files.example/x.png?key={KEY}"})
+    summary = _run_with_upload_host(tmp_path, 3, host)
+    assert summary.counts == {"pending": 3}, summary.counts
+    assert summary.stopped_reason is not None
+    assert "holds the API key" in summary.stopped_reason
+    assert KEY not in summary.stopped_reason

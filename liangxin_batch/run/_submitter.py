@@ -21,7 +21,7 @@ from liangxin_batch.core._uploads import (
     should_refresh_inputs,
     with_upload_urls,
 )
-from liangxin_batch.errors import APIError, LiangXinError
+from liangxin_batch.errors import APIError, ConfigError, LiangXinError
 from liangxin_batch.run._client import CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import Flight, write_outcome
@@ -125,7 +125,7 @@ class Submitter(RunPart):
                 return
             try:
                 urls = await control.cancellable(uploader.urls_for(files))
-            except (LiangXinError, LocalFileChanged) as err:
+            except (LiangXinError, LocalFileChanged, ConfigError) as err:
                 await control.give_slot()
                 self._upload_failed(job, err)
                 return
@@ -145,12 +145,16 @@ class Submitter(RunPart):
         body = with_upload_urls(job.input, urls)
         await self._submit_one(job, turn, last_wave=last_wave, body=body)
 
-    def _upload_failed(self, job: JobRow, err: LiangXinError | LocalFileChanged) -> None:
+    def _upload_failed(
+        self, job: JobRow, err: LiangXinError | LocalFileChanged | ConfigError
+    ) -> None:
         """An upload this job needs failed: the job stays pending (nothing was sent for
-        it). The account refused (401...) or the upload host failing past its retries
+        it). The account refused (401...), the upload host failing past its retries, or
+        a host answering what must not be used (a URL holding the key: ConfigError)
         stops submission; a refused or changed file leaves only its jobs unsent."""
-        if isinstance(err, LiangXinError) and (
-            (isinstance(err, APIError) and err.fatal) or err.retryable
+        if isinstance(err, ConfigError) or (
+            isinstance(err, LiangXinError)
+            and ((isinstance(err, APIError) and err.fatal) or err.retryable)
         ):
             self._control.stop_submitting(f"uploading local inputs: {err}")
             return

@@ -22,7 +22,7 @@ from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._local_files import tokens_in
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._uploads import Upload, expiry_of, is_fresh
-from liangxin_batch.errors import LiangXinBatchError, LiangXinError
+from liangxin_batch.errors import ConfigError, LiangXinBatchError, LiangXinError
 from liangxin_batch.run._progress import Observer, logger
 from liangxin_batch.run._upload_client import LocalFileChanged, UploadClient
 from liangxin_batch.state._store import StateStore
@@ -95,7 +95,9 @@ class Uploader:
         except asyncio.CancelledError:
             result.cancel()
             raise
-        except (LiangXinError, LocalFileChanged) as err:
+        except (LiangXinError, LocalFileChanged, ConfigError) as err:
+            # ConfigError: the host answered a URL holding the key (neither stored nor
+            # used); the submitter stops on it.
             if not err_retryable_later(err):
                 self._refused[sha] = err
             if isinstance(err, LocalFileChanged):
@@ -104,6 +106,12 @@ class Uploader:
                 # tells the user to do), not skip it and be refused again.
                 self._store.delete_meta(FINGERPRINT_KEY)
             result.set_exception(err)
+        except BaseException as err:
+            # Anything else still ends the run as before, but no job is left waiting on
+            # an upload that will never be resolved.
+            if not result.done():
+                result.set_exception(err if isinstance(err, Exception) else RuntimeError(err))
+            raise
         else:
             result.set_result(url)
         finally:
