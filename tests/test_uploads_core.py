@@ -46,6 +46,14 @@ def test_expiry_is_upload_time_plus_lifetime_without_one() -> None:
     assert expiry_of(T0, expires_at=T0, lifetime=3600) == T0 + 3600
 
 
+def test_an_absurd_expiry_is_not_believed() -> None:
+    """A host saying its temporary file lives for years (a misread unit, a placeholder
+    year 9999) is not taken at its word: the configured lifetime applies."""
+    assert expiry_of(T0, expires_at=T0 + 10 * 365 * 86400, lifetime=86400) == T0 + 86400
+    assert expiry_of(T0, expires_at=253402300799.0, lifetime=86400) == T0 + 86400
+    assert expiry_of(T0, expires_at=T0 + 30 * 86400, lifetime=86400) == T0 + 30 * 86400
+
+
 def test_defaults_plan_for_24_hours_with_a_6_hour_margin() -> None:
     assert DEFAULT_UPLOAD_LIFETIME == 24 * 3600
     assert DEFAULT_UPLOAD_MARGIN == 6 * 3600

@@ -21,6 +21,7 @@ from ._local_files import token_sha256
 __all__ = [
     "DEFAULT_UPLOAD_LIFETIME",
     "DEFAULT_UPLOAD_MARGIN",
+    "MAX_ANSWER_LIFE",
     "Upload",
     "account_fingerprint",
     "effective_margin",
@@ -88,11 +89,17 @@ def parse_expires_at(value: Any) -> float | None:
     return seconds if seconds > 0 else None
 
 
+#: The longest life an answer's own expiresAt is believed for: the service's files are
+#: temporary (hours or days); a year or more is a misread unit or a placeholder date.
+MAX_ANSWER_LIFE = 366 * 86400.0
+
+
 def expiry_of(uploaded_at: float, *, expires_at: float | None, lifetime: float) -> float:
     """When an upload stops serving: the answer's own expiry when it gave a usable one
-    (one at or before the upload time is a clock or format we misread: ignored), else
-    the upload time plus the configured lifetime."""
-    if expires_at is None or expires_at <= uploaded_at:
+    (one at or before the upload time, or more than `MAX_ANSWER_LIFE` after it, is a
+    clock, unit or format we misread: ignored), else the upload time plus the
+    configured lifetime."""
+    if expires_at is None or not uploaded_at < expires_at <= uploaded_at + MAX_ANSWER_LIFE:
         return uploaded_at + lifetime
     return expires_at
 
