@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -353,3 +355,72 @@ def test_an_upload_url_holding_the_key_stops_submitting_with_a_clear_reason(
     assert summary.stopped_reason is not None
     assert "holds the API key" in summary.stopped_reason
     assert KEY not in summary.stopped_reason
+
+
+class _Answer(httpx.AsyncByteStream):
+    """An upload host's answer body: `pieces` of `piece`, `pause` (virtual) seconds
+    apart; counts what it gave."""
+
+    def __init__(self, head: bytes, piece: bytes, pieces: int, tail: bytes, pause: float) -> None:
+        self.head, self.piece, self.pieces, self.tail, self.pause = head, piece, pieces, tail, pause
+        self.given = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in (self.head, *([self.piece] * self.pieces), self.tail):
+            if self.pause:
+                await asyncio.sleep(self.pause)
+            self.given += len(part)
+            yield part
+
+
+def _upload_against(tmp_path: Path, answer: _Answer) -> tuple[BaseException | None, float]:
+    """One upload of a small PNG to a host answering `answer`: its error, and how long
+    it took (virtual seconds)."""
+    from liangxin_batch.core._local_files import LocalFile
+
+    data = png(tmp_path / "shoe.png").read_bytes()
+    file = LocalFile(
+        hashlib.sha256(data).hexdigest(), len(data), "image/png", str(tmp_path / "shoe.png"), "x"
+    )
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, stream=answer)
+
+    async def main() -> tuple[BaseException | None, float]:
+        client = UploadClient(
+            upload_base_url="http://uploads.example",
+            api_key=KEY,
+            settings=RunSettings(upload_retries=1),
+            transport=httpx.MockTransport(handle),
+        )
+        started = asyncio.get_running_loop().time()
+        try:
+            await client.upload(file)
+        except Exception as err:
+            return err, asyncio.get_running_loop().time() - started
+        finally:
+            await client.aclose()
+        return None, asyncio.get_running_loop().time() - started
+
+    return run_virtual(main)
+
+
+_OK_HEAD = b'{"success": true, "code": 200, "msg": "ok", "data": {"downloadUrl": '
+_OK_HEAD += b'"https://files.example/x.png", "pad": "'
+
+
+def test_an_upload_answer_is_read_up_to_a_mebibyte_only(tmp_path: Path) -> None:
+    """A host answering 64 MiB: the answer is refused after at most a couple of MiB
+    read, not taken into memory whole."""
+    answer = _Answer(_OK_HEAD, b"x" * (1 << 20), 64, b'"}}', 0.0)
+    err, _ = _upload_against(tmp_path, answer)
+    assert err is not None and "MiB" in str(err), err
+    assert answer.given <= 3 << 20, answer.given
+
+
+def test_an_upload_answer_dripped_slowly_is_given_up_on(tmp_path: Path) -> None:
+    """A host giving its answer a byte every 30 s (each read within the read timeout)
+    is given up on by the attempt's own deadline, not waited on for hours."""
+    answer = _Answer(_OK_HEAD, b"x", 2000, b'"}}', 30.0)
+    err, took = _upload_against(tmp_path, answer)
+    assert err is not None and took < 900, (err, took)
