@@ -222,24 +222,31 @@ def test_a_moved_file_is_the_same_job(tmp_path: Path) -> None:
     assert edited.content_hash != first.content_hash and edited.job_id != first.job_id
 
 
-def test_each_file_is_read_once_per_version(tmp_path: Path) -> None:
-    """Known by (device, inode, size, mtime): bytes changed behind an unchanged stat are
-    not read again (the proof that they were not), a new mtime is."""
+def test_each_file_is_read_again_when_its_stamp_moves(tmp_path: Path) -> None:
+    """Known by (device, inode, size, mtime, ctime): bytes changed with the size and
+    the mtime put back (`cp -p`, `rsync -t`) still move the ctime, and are read again;
+    so is a new mtime."""
     a = png(tmp_path / "a.png", b"one")
     inputs = LocalInputs()
     types = ("image/png",)
     first = inputs.resolve("a.png", str(tmp_path), types, 10)
     assert isinstance(first, LocalFile) and first.sha256 == sha(a)
+    same = inputs.resolve("a.png", str(tmp_path), types, 10)
+    assert isinstance(same, LocalFile) and same.sha256 == first.sha256
     info = a.stat()
     with a.open("r+b") as fh:  # same inode, same size
         fh.seek(-3, os.SEEK_END)
         fh.write(b"two")
     os.utime(a, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert a.stat().st_ctime_ns != info.st_ctime_ns
     again = inputs.resolve("a.png", str(tmp_path), types, 10)
-    assert isinstance(again, LocalFile) and again.sha256 == first.sha256  # from the memo
+    assert isinstance(again, LocalFile) and again.sha256 == sha(a) != first.sha256
+    with a.open("r+b") as fh:
+        fh.seek(-3, os.SEEK_END)
+        fh.write(b"six")
     os.utime(a, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
     edited = inputs.resolve("a.png", str(tmp_path), types, 10)
-    assert isinstance(edited, LocalFile) and edited.sha256 == sha(a) != first.sha256
+    assert isinstance(edited, LocalFile) and edited.sha256 == sha(a) != again.sha256
 
 
 def test_sniffing_reads_bytes_not_names() -> None:

@@ -15,6 +15,7 @@ from liangxin_batch.core._uploads import (
     DEFAULT_UPLOAD_MARGIN,
     Upload,
     account_fingerprint,
+    effective_margin,
     expiry_of,
     input_fetch_failed,
     is_fresh,
@@ -43,6 +44,14 @@ def test_expiry_is_upload_time_plus_lifetime_without_one() -> None:
     # An expiry at or before the upload is a misread clock or format: the lifetime.
     assert expiry_of(T0, expires_at=T0 - 5, lifetime=3600) == T0 + 3600
     assert expiry_of(T0, expires_at=T0, lifetime=3600) == T0 + 3600
+
+
+def test_an_absurd_expiry_is_not_believed() -> None:
+    """A host saying its temporary file lives for years (a misread unit, a placeholder
+    year 9999) is not taken at its word: the configured lifetime applies."""
+    assert expiry_of(T0, expires_at=T0 + 10 * 365 * 86400, lifetime=86400) == T0 + 86400
+    assert expiry_of(T0, expires_at=253402300799.0, lifetime=86400) == T0 + 86400
+    assert expiry_of(T0, expires_at=T0 + 30 * 86400, lifetime=86400) == T0 + 30 * 86400
 
 
 def test_defaults_plan_for_24_hours_with_a_6_hour_margin() -> None:
@@ -79,6 +88,18 @@ def test_fresh_only_with_more_than_the_margin_left() -> None:
     assert not is_fresh(_upload(expires), now=expires - margin, margin=margin)
     assert not is_fresh(_upload(expires), now=expires + 1, margin=margin)
     assert not is_fresh(None, now=T0, margin=margin)
+
+
+def test_a_life_shorter_than_the_margin_leaves_a_just_made_upload_fresh() -> None:
+    """The host's own expiresAt (24 h) inside a 30 h margin: half its life applies."""
+    margin = 30 * 3600.0
+    expires = T0 + 24 * 3600
+    assert effective_margin(_upload(expires), margin) == 12 * 3600
+    assert is_fresh(_upload(expires), now=T0 + 1, margin=margin)
+    assert is_fresh(_upload(expires), now=expires - 12 * 3600 - 1, margin=margin)
+    assert not is_fresh(_upload(expires), now=expires - 12 * 3600, margin=margin)
+    # A margin shorter than half the life is the margin.
+    assert effective_margin(_upload(expires), 3600.0) == 3600.0
 
 
 def test_account_fingerprint_is_stable_short_and_does_not_hold_the_key() -> None:

@@ -259,7 +259,13 @@ def test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time(
     out = tmp_path / "out"
 
     async def main() -> tuple[RunSummary, Batch]:
-        batch = Batch(SimConfig(api_key=KEY, upload_lifetime_seconds=300.0, seed=5))
+        # Tasks wait 15 s before they fetch their inputs (a tenth of 150 s), longer
+        # than a create comes (10 s): a URL given with less than that left expires
+        # before its task fetches it. The margin (60 s) is what keeps them all fetched.
+        config = SimConfig(
+            api_key=KEY, upload_lifetime_seconds=300.0, latency_range={"*": (150.0, 150.0)}, seed=5
+        )
+        batch = Batch(config)
         return await batch.run(manifest, out, settings), batch
 
     summary, batch = run_virtual(main)

@@ -21,8 +21,10 @@ from ._local_files import token_sha256
 __all__ = [
     "DEFAULT_UPLOAD_LIFETIME",
     "DEFAULT_UPLOAD_MARGIN",
+    "MAX_ANSWER_LIFE",
     "Upload",
     "account_fingerprint",
+    "effective_margin",
     "expiry_of",
     "input_fetch_failed",
     "is_fresh",
@@ -87,19 +89,38 @@ def parse_expires_at(value: Any) -> float | None:
     return seconds if seconds > 0 else None
 
 
+#: The longest life an answer's own expiresAt is believed for: the service's files are
+#: temporary (hours or days); a year or more is a misread unit or a placeholder date.
+MAX_ANSWER_LIFE = 366 * 86400.0
+
+
 def expiry_of(uploaded_at: float, *, expires_at: float | None, lifetime: float) -> float:
     """When an upload stops serving: the answer's own expiry when it gave a usable one
-    (one at or before the upload time is a clock or format we misread: ignored), else
-    the upload time plus the configured lifetime."""
-    if expires_at is None or expires_at <= uploaded_at:
+    (one at or before the upload time, or more than `MAX_ANSWER_LIFE` after it, is a
+    clock, unit or format we misread: ignored), else the upload time plus the
+    configured lifetime."""
+    if expires_at is None or not uploaded_at < expires_at <= uploaded_at + MAX_ANSWER_LIFE:
         return uploaded_at + lifetime
     return expires_at
 
 
+def effective_margin(upload: Upload, margin: float) -> float:
+    """The margin that applies to this upload: the configured one, but never more than
+    half of the upload's own life (expires_at - uploaded_at).
+
+    The settings keep --upload-margin at most half of --upload-lifetime, but the host's
+    own `expiresAt` may give a shorter life than the margin (24 h against a 30 h margin
+    chosen for a 3-day lifetime). With the full margin such an upload would be stale the
+    moment it was made, and every createTask turn would upload it again, without end.
+    Half its life keeps the margin's purpose (a URL with most of its life left when the
+    task is sent) and makes an upload made just now always usable."""
+    return min(margin, (upload.expires_at - upload.uploaded_at) / 2)
+
+
 def is_fresh(upload: Upload | None, *, now: float, margin: float) -> bool:
     """May this stored upload be given to a createTask made `now`? Only with more than
-    `margin` seconds left before it expires."""
-    return upload is not None and upload.expires_at - now > margin
+    the margin left before it expires (`effective_margin`: at most half its life)."""
+    return upload is not None and upload.expires_at - now > effective_margin(upload, margin)
 
 
 def with_upload_urls(value: Any, urls: Mapping[str, str]) -> Any:

@@ -8,10 +8,12 @@ catalog, with the same options that change what validation builds, by the same v
 of this package.
 
 Local input files (images named by path) are part of what the jobs are: the stored
-fingerprint lists each one's (absolute path, size, mtime_ns) as it was hashed, and a
-manifest whose files are not all as listed is read again (a stat per distinct file:
-a photo edited in place gives its job a new content hash, and the usual rules for a
-changed job apply).
+fingerprint lists each one's absolute path as written (not resolved: a symlinked folder
+pointed at other photos must show) with its stamp as it was hashed (device, inode,
+size, mtime_ns, ctime_ns: an edit that puts the size and mtime back still moves the
+ctime), and a manifest whose files are not all as listed is read again (a stat per
+distinct file: a photo edited in place gives its job a new content hash, and the usual
+rules for a changed job apply).
 
 Only a tabular manifest (CSV, TSV, JSONL, XLSX, Parquet) has one: it is all its jobs. A
 YAML or JSON manifest may name other files (`jobs_from`) whose bytes it does not hold,
@@ -27,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.manifest._local_inputs import FileStamp, file_stamp
 from liangxin_batch.manifest._read import TABULAR_SUFFIXES
 
 __all__ = [
@@ -107,25 +110,26 @@ def with_models(
     fingerprint: str | None,
     catalog: Catalog,
     models: Iterable[str],
-    local_files: Mapping[str, tuple[int, int]] | None = None,
+    local_files: Mapping[str, FileStamp] | None = None,
 ) -> str | None:
     """`fingerprint` (made before the manifest was read, so a later edit of the file is
     never taken for what was read) with its catalog digest narrowed to `models`, and
-    the local files the jobs read (path -> (size, mtime_ns) as hashed), if any."""
+    the local files the jobs read (path -> `file_stamp` as hashed), if any."""
     if fingerprint is None:
         return None
     doc = json.loads(fingerprint)
     doc["models"] = sorted(set(models))
     doc["catalog"] = catalog_digest(catalog, doc["models"])
     if local_files:
-        doc[_LOCAL_KEY] = sorted([path, size, mtime] for path, (size, mtime) in local_files.items())
+        doc[_LOCAL_KEY] = sorted([path, *stamp] for path, stamp in local_files.items())
     return json.dumps(doc, sort_keys=True)
 
 
 def same_manifest(stored: str | None, fingerprint: str | None) -> bool:
     """Whether the manifest that made `fingerprint` (now, before reading it) is the one
     a sync stored as `stored`: the same file and settings, and every local file it read
-    still of the size and mtime it had when it was hashed."""
+    still the same file (stat of the path as written) with the stamp it had when it was
+    hashed."""
     if stored is None or fingerprint is None:
         return False
     if stored == fingerprint:
@@ -135,9 +139,8 @@ def same_manifest(stored: str | None, fingerprint: str | None) -> bool:
         files = doc.pop(_LOCAL_KEY)
         if doc != json.loads(fingerprint):
             return False
-        for path, size, mtime_ns in files:
-            info = os.stat(path)
-            if (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+        for path, *stamp in files:
+            if list(file_stamp(os.stat(path))) != stamp:
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False  # gone, unreadable, or not a fingerprint of ours: read it again

@@ -10,8 +10,10 @@ input names it by a file token (`file:sha256:<hex>`), so its identity follows th
 bytes, never the path or an upload URL.
 
 Hashing is the one costly step, so its outcome is kept per absolute path and keyed by
-the file's (st_dev, st_ino, st_size, st_mtime_ns): a million rows over 20 photos read
-20 photos, and a file edited in the middle of a validation is read again.
+the file's stamp (`file_stamp`: st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a
+million rows over 20 photos read 20 photos, and a file edited in the middle of a
+validation is read again. The ctime is what catches an edit that puts the size and the
+mtime back (`cp -p`, `rsync -t`, `touch -r`): no user call can set it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "FileFault",
     "LocalInputs",
     "expected_text",
+    "file_stamp",
     "has_local",
     "is_path",
     "is_url",
@@ -118,7 +121,16 @@ class _Facts:
     path: str  # absolute
 
 
-_StatKey = tuple[int, int, int, int]
+#: What says a file is as it was: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
+FileStamp = tuple[int, int, int, int, int]
+_StatKey = FileStamp
+
+
+def file_stamp(info: os.stat_result) -> FileStamp:
+    """A file's stamp: which file (device and inode: a symlink pointed elsewhere, or a
+    file replaced under its name, is another file) and its version (size, mtime, and
+    ctime, which no `touch`, `cp -p` or `rsync -t` can put back)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _kind(mode: int) -> str:
@@ -135,6 +147,45 @@ def _kind(mode: int) -> str:
 
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+def _too_big(shown: str, size: int, max_file_mb: float) -> FileFault:
+    return FileFault(
+        f"{shown}: {_mb(size)}",
+        f"make it smaller than {max_file_mb:g} MB (resize or recompress it)",
+    )
+
+
+def _wrong_type(
+    shown: str, media_type: str | None, size: int, file_types: tuple[str, ...]
+) -> FileFault:
+    what = (
+        f"a {type_names((media_type,))} image"
+        if media_type is not None
+        else ("an empty file" if size == 0 else "bytes that are not an image")
+    )
+    return FileFault(
+        f"{shown}: {what}",
+        f"give a {type_names(file_types)} image (its bytes decide, not its name)",
+    )
+
+
+def _unreadable(shown: str, err: OSError) -> FileFault:
+    if isinstance(err, PermissionError):
+        return FileFault(
+            f"{shown}: not readable (permission denied)",
+            "make it readable (chmod a+r) or copy it somewhere readable",
+        )
+    return FileFault(f"{shown}: cannot be read ({err.strerror or err})", "check it")
+
+
+def _head(path: str, shown: str) -> bytes | FileFault:
+    """The first bytes of a file: enough to sniff its type."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_HEAD)
+    except OSError as err:
+        return _unreadable(shown, err)
 
 
 def type_names(types: tuple[str, ...]) -> str:
@@ -154,9 +205,10 @@ class LocalInputs:
     def __init__(self) -> None:
         self._facts: dict[str, tuple[_StatKey, _Facts | FileFault]] = {}
         self._fields: dict[str, tuple[tuple[str, FieldSpec], ...]] = {}
-        #: Every file read, by absolute path: (size, mtime_ns) as hashed (what a resumed
-        #: run compares to know whether the file changed since).
-        self.stats: dict[str, tuple[int, int]] = {}
+        #: Every file read, by its absolute path as written (not resolved: a symlink
+        #: pointed elsewhere must show): its stamp as hashed (what a resumed run compares
+        #: to know whether the file changed since).
+        self.stats: dict[str, FileStamp] = {}
 
     @staticmethod
     def absolute(written: str, base_dir: str) -> str | None:
@@ -185,28 +237,25 @@ class LocalInputs:
                 f"{shown}: a file:// URL of another machine",
                 "give a path on this machine, or an http(s) URL",
             )
-        facts = self._read(path, shown, base_dir)
+        info = self._stat(path, shown, base_dir)
+        if isinstance(info, FileFault):
+            return info
+        # The stat and the first bytes are looked at before the file is hashed: a 100 GB
+        # disk image named in a 10 MB field, or a video named .png, is refused at once.
+        if max_file_mb is not None and info.st_size > max_file_mb * 10**6:
+            return _too_big(shown, info.st_size, max_file_mb)
+        facts = self._read(path, shown, info, file_types)
         if isinstance(facts, FileFault):
             return facts
-        allowed = type_names(file_types)
         if facts.media_type is None or facts.media_type not in file_types:
-            what = (
-                f"a {type_names((facts.media_type,))} image"
-                if facts.media_type is not None
-                else ("an empty file" if facts.size == 0 else "bytes that are not an image")
-            )
-            return FileFault(
-                f"{shown}: {what}",
-                f"give a {allowed} image (its bytes decide, not its name)",
-            )
+            return _wrong_type(shown, facts.media_type, facts.size, file_types)
         if max_file_mb is not None and facts.size > max_file_mb * 10**6:
-            return FileFault(
-                f"{shown}: {_mb(facts.size)}",
-                f"make it smaller than {max_file_mb:g} MB (resize or recompress it)",
-            )
+            return _too_big(shown, facts.size, max_file_mb)  # grew since the stat
         return LocalFile(facts.sha256, facts.size, facts.media_type, facts.path, shown)
 
-    def _read(self, path: str, shown: str, base_dir: str) -> _Facts | FileFault:
+    @staticmethod
+    def _stat(path: str, shown: str, base_dir: str) -> os.stat_result | FileFault:
+        """The stat of a regular file, or why the path names none."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -219,10 +268,24 @@ class LocalInputs:
             return FileFault(f"{shown}: cannot be looked at ({err.strerror or err})", "check it")
         if not stat.S_ISREG(info.st_mode):
             return FileFault(f"{shown}: {_kind(info.st_mode)}", "name an image file")
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        return info
+
+    def _read(
+        self, path: str, shown: str, info: os.stat_result, file_types: tuple[str, ...]
+    ) -> _Facts | FileFault:
+        """What the file holds (from the memo while its stamp is unchanged). A file whose
+        first bytes are no type the field takes is not hashed: its facts then have no
+        sha256, and the caller refuses it by its type."""
+        key = file_stamp(info)
         hit = self._facts.get(path)
         if hit is not None and hit[0] == key:
             return hit[1]
+        head = _head(path, shown)
+        if isinstance(head, FileFault):
+            return head
+        media_type = sniff_media_type(head)
+        if media_type is None or media_type not in file_types:
+            return _Facts("", info.st_size, media_type, path)
         found = self._hash(path, shown, key)
         if len(self._facts) >= _MAX_CACHED:
             self._facts.clear()
@@ -231,7 +294,7 @@ class LocalInputs:
             return found
         facts, key = found
         self._facts[path] = (key, facts)
-        self.stats[facts.path] = (key[2], key[3])
+        self.stats[path] = key
         return facts
 
     def _hash(self, path: str, shown: str, key: _StatKey) -> tuple[_Facts, _StatKey] | FileFault:
@@ -247,14 +310,9 @@ class LocalInputs:
                         digest.update(chunk)
                         size += len(chunk)
                     after = os.fstat(fh.fileno())
-            except PermissionError:
-                return FileFault(
-                    f"{shown}: not readable (permission denied)",
-                    "make it readable (chmod a+r) or copy it somewhere readable",
-                )
             except OSError as err:
-                return FileFault(f"{shown}: cannot be read ({err.strerror or err})", "check it")
-            now = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns)
+                return _unreadable(shown, err)
+            now = file_stamp(after)
             if now == key and size == key[2]:
                 real = os.path.realpath(path)
                 return _Facts(digest.hexdigest(), size, sniff_media_type(head[:_HEAD]), real), key

@@ -24,6 +24,7 @@ from liangxin_batch.core._local_files import bytes_text
 from liangxin_batch.core._records import Job, Problem, SourceRef, got_text, model_slug
 from liangxin_batch.errors import ConfigError, ManifestError
 from liangxin_batch.manifest._build import SUFFIXES, JobBuilder
+from liangxin_batch.manifest._local_inputs import FileStamp
 from liangxin_batch.manifest._read import object_record
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class ValidationReport:
     local_bytes: int = 0
     #: Every local file read, by absolute path: (size, mtime_ns) as it was hashed (a
     #: resumed run compares them to know whether the manifest is unchanged).
-    local_stats: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    local_stats: Mapping[str, FileStamp] = field(default_factory=dict)
 
     def warning_lines(self) -> list[str]:
         """`warning: FILE:LINE [field] ...` per warning, and how many more there were."""

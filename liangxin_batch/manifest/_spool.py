@@ -16,6 +16,7 @@ from typing import IO
 
 from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._records import Job, SourceRef
+from liangxin_batch.manifest._local_inputs import FileStamp
 
 __all__ = ["JobSpool"]
 
@@ -43,7 +44,7 @@ class JobSpool:
         self.models: set[str] = set()
         #: The local files the manifest's jobs read, by absolute path: (size, mtime_ns)
         #: as hashed (the loader sets it from the validation; the fingerprint keeps it).
-        self.local_stats: dict[str, tuple[int, int]] = {}
+        self.local_stats: dict[str, FileStamp] = {}
 
     def add(self, job: Job) -> None:
         src = job.source

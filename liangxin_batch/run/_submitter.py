@@ -16,8 +16,12 @@ from typing import Any
 from liangxin_batch.catalog._catalog import ModelSpec
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import CreateVerdict, Event, JobState, decide_create_failure
-from liangxin_batch.core._uploads import should_refresh_inputs, with_upload_urls
-from liangxin_batch.errors import APIError, LiangXinError
+from liangxin_batch.core._uploads import (
+    input_fetch_failed,
+    should_refresh_inputs,
+    with_upload_urls,
+)
+from liangxin_batch.errors import APIError, ConfigError, LiangXinError
 from liangxin_batch.run._client import CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import Flight, write_outcome
@@ -33,6 +37,8 @@ __all__ = ["CallbackUrlFor", "Submitter"]
 CallbackUrlFor = Callable[[JobRow, int], str | None]
 
 _BASE_URL_ENV = "LIANGXIN_BASE_URL"
+#: Upload rounds (upload, wait for a turn, find the URLs stale) one createTask may take.
+_UPLOAD_ROUNDS = 3
 
 
 def _code_of(err: LiangXinError) -> str | None:
@@ -98,14 +104,28 @@ class Submitter(RunPart):
 
         The wait for a turn can be long (a slow --rate, a full window): when a URL is no
         longer fresh once the turn comes, the turn goes back unused and the uploads are
-        made again first; no createTask place is ever held while uploading."""
+        made again first; no createTask place is ever held while uploading. That happens
+        at most `_UPLOAD_ROUNDS` times for one createTask: uploads that are stale by the
+        time every turn comes (a lifetime shorter than the wait for a turn) leave the job
+        pending with a message, rather than uploading without end."""
         control = self._control
         uploader = self._uploader
         assert uploader is not None
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds > _UPLOAD_ROUNDS:
+                await control.give_slot()
+                self._observer.message(
+                    f"{job.job_id}: not submitted: its uploads were stale {_UPLOAD_ROUNDS} "
+                    "times by the time its createTask turn came (they expire sooner than "
+                    "a turn comes: raise --rate, or lower --upload-margin); run again to "
+                    "retry it"
+                )
+                return
             try:
                 urls = await control.cancellable(uploader.urls_for(files))
-            except (LiangXinError, LocalFileChanged) as err:
+            except (LiangXinError, LocalFileChanged, ConfigError) as err:
                 await control.give_slot()
                 self._upload_failed(job, err)
                 return
@@ -125,12 +145,16 @@ class Submitter(RunPart):
         body = with_upload_urls(job.input, urls)
         await self._submit_one(job, turn, last_wave=last_wave, body=body)
 
-    def _upload_failed(self, job: JobRow, err: LiangXinError | LocalFileChanged) -> None:
+    def _upload_failed(
+        self, job: JobRow, err: LiangXinError | LocalFileChanged | ConfigError
+    ) -> None:
         """An upload this job needs failed: the job stays pending (nothing was sent for
-        it). The account refused (401...) or the upload host failing past its retries
+        it). The account refused (401...), the upload host failing past its retries, or
+        a host answering what must not be used (a URL holding the key: ConfigError)
         stops submission; a refused or changed file leaves only its jobs unsent."""
-        if isinstance(err, LiangXinError) and (
-            (isinstance(err, APIError) and err.fatal) or err.retryable
+        if isinstance(err, ConfigError) or (
+            isinstance(err, LiangXinError)
+            and ((isinstance(err, APIError) and err.fatal) or err.retryable)
         ):
             self._control.stop_submitting(f"uploading local inputs: {err}")
             return
@@ -147,6 +171,10 @@ class Submitter(RunPart):
         job = flight.job
         files = uploader.files_of(job.input) if uploader is not None else []
         if uploader is None or not files or self._control.stopping:
+            return False
+        # The failure's own words first: the count of the job's refreshes (a query) is
+        # asked only for a task that could not fetch its input.
+        if not input_fetch_failed(record.fail_code, record.fail_msg):
             return False
         if not should_refresh_inputs(
             fail_code=record.fail_code,
@@ -174,12 +202,13 @@ class Submitter(RunPart):
                 wall=self._clock.wall(),
             )
             moved = self._store.transition(job.job_id, Event.INPUT_REFRESH, message=note)
-        if not moved:  # pragma: no cover - the flight owned the job until now
-            return False
-        # The uploads this task was given were made before it was sent; one made since
-        # (another job's refresh) is fresh already.
-        sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
-        uploader.forget(files, uploaded_before=sent_wall)
+            if not moved:  # pragma: no cover - the flight owned the job until now
+                return False
+            # The uploads this task was given were made before it was sent; one made
+            # since (another job's refresh) is fresh already. In the same transaction: a
+            # kill must not leave the one refresh spent with the old uploads kept.
+            sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
+            uploader.forget(files, uploaded_before=sent_wall)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
         fresh = self._store.get(job.job_id)

@@ -75,6 +75,14 @@ CHUNK = 256 * 1024
 UPLOAD_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=None)
 #: HTTP statuses that refuse the file itself (not the account or the service).
 _FILE_REFUSED = frozenset({400, 413, 415, 422})
+#: The most of an upload answer read: a JSON envelope of a few hundred bytes; a host
+#: answering more is not taken into memory whole.
+ANSWER_LIMIT = 1 << 20
+#: One upload attempt's deadline: this long, plus the file's size at this many bytes per
+#: second (a slow link still gets its time). The httpx timeouts bound each read; this
+#: bounds a host that drips its answer a byte at a time, each read within them.
+ATTEMPT_BASE_SECONDS = 120.0
+ATTEMPT_MIN_RATE = 50_000.0
 
 
 def upload_base_url_from(value: str | None) -> str | None:
@@ -161,6 +169,19 @@ def _read_checked(file: LocalFile) -> Any:
                 yield piece
     except OSError as err:
         raise _changed(file, f"cannot be read ({err.strerror or err})") from None
+
+
+async def _read_limited(response: httpx.Response, path: str) -> bytes:
+    """The answer's body, up to ANSWER_LIMIT bytes (AmbiguousError past it)."""
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) > ANSWER_LIMIT:
+            raise AmbiguousError(
+                f"{path}: an answer of more than {ANSWER_LIMIT >> 20} MiB; not read further",
+                path=path,
+            )
+    return bytes(body)
 
 
 def _retry_hook(exc: Exception) -> bool | float:
@@ -288,7 +309,14 @@ class UploadClient:
             )
         if self._on_request is not None:
             self._on_request(path)
-        data = await self._send(request, path)
+        deadline = ATTEMPT_BASE_SECONDS + file.size / ATTEMPT_MIN_RATE
+        try:
+            async with asyncio.timeout(deadline):
+                data = await self._send(request, path)
+        except TimeoutError:
+            raise AmbiguousError(
+                f"{path}: no whole answer within {deadline:.0f}s for {file.written}", path=path
+            ) from None
         return self._answer(data, file, path)
 
     async def _send(self, request: httpx.Request, path: str) -> Any:
@@ -298,7 +326,7 @@ class UploadClient:
             else:
                 response = await self._http.send(request, stream=True)
             try:
-                await response.aread()
+                content = await _read_limited(response, path)
             finally:
                 await response.aclose()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
@@ -309,7 +337,7 @@ class UploadClient:
         try:
             return check_envelope(
                 response.status_code,
-                response.content,
+                content,
                 retry_after=retry_after,
                 path=path,
                 redact_with=self._key.reveal(),

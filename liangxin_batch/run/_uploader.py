@@ -22,10 +22,11 @@ from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._local_files import tokens_in
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._uploads import Upload, expiry_of, is_fresh
-from liangxin_batch.errors import LiangXinBatchError, LiangXinError
+from liangxin_batch.errors import ConfigError, LiangXinBatchError, LiangXinError
 from liangxin_batch.run._progress import Observer, logger
 from liangxin_batch.run._upload_client import LocalFileChanged, UploadClient
 from liangxin_batch.state._store import StateStore
+from liangxin_batch.state._sync import FINGERPRINT_KEY
 
 __all__ = ["Uploader"]
 
@@ -94,10 +95,23 @@ class Uploader:
         except asyncio.CancelledError:
             result.cancel()
             raise
-        except (LiangXinError, LocalFileChanged) as err:
+        except (LiangXinError, LocalFileChanged, ConfigError) as err:
+            # ConfigError: the host answered a URL holding the key (neither stored nor
+            # used); the submitter stops on it.
             if not err_retryable_later(err):
                 self._refused[sha] = err
+            if isinstance(err, LocalFileChanged):
+                # The stored fingerprint says the manifest's files are as validated; they
+                # are not: the next run must read the manifest anew (what the message
+                # tells the user to do), not skip it and be refused again.
+                self._store.delete_meta(FINGERPRINT_KEY)
             result.set_exception(err)
+        except BaseException as err:
+            # Anything else still ends the run as before, but no job is left waiting on
+            # an upload that will never be resolved.
+            if not result.done():
+                result.set_exception(err if isinstance(err, Exception) else RuntimeError(err))
+            raise
         else:
             result.set_result(url)
         finally:

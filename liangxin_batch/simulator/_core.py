@@ -255,16 +255,19 @@ class Simulator:
                 self._log_create(now, "402", body, 200, credits=price)
                 return Reply(402, _NO_CREDITS)
             earlier = next(reversed(self._tasks), None)  # the task created just before
-            # Inputs are fetched as generation starts: at create, on this clock.
-            problem = input_problem(
-                spec,
-                body["input"],
-                self.uploads,
-                now=now,
-                netloc=urlsplit(base_url).netloc,
-                foreign=self.config.foreign_inputs,
-            )
-            task = self._new_task(spec, body, base_url, now, price, problem)
+            netloc = urlsplit(base_url).netloc
+
+            def fetch_problem(fetched_at: float) -> str | None:
+                return input_problem(
+                    spec,
+                    body["input"],
+                    self.uploads,
+                    now=fetched_at,
+                    netloc=netloc,
+                    foreign=self.config.foreign_inputs,
+                )
+
+            task = self._new_task(spec, body, base_url, now, price, fetch_problem)
             answered_id = task.task_id
             outcome: str
             status: int | None
@@ -326,8 +329,10 @@ class Simulator:
         base_url: str,
         now: float,
         price: int,
-        problem: str | None = None,
+        fetch_problem: Callable[[float], str | None] | None = None,
     ) -> SimTask:
+        """A new task, its whole life fixed now. `fetch_problem(t)`: why its inputs
+        could not be fetched at time t (None: they could)."""
         seed = self.config.seed
         salt = f"{self.config.id_salt}|" if self.config.id_salt else ""
         task_id = hashlib.sha256(f"task|{seed}|{salt}{self._created}".encode()).hexdigest()[:32]
@@ -344,6 +349,13 @@ class Simulator:
         drift = self.config.latency_drift
         if drift is not None and self._created > drift[0]:
             seconds *= drift[1]
+        # The service fetches the inputs as the task leaves its waiting phase, not at
+        # create: an upload that expires in between fails the task (what the client's
+        # --upload-margin is for). The uploads are looked at as they stand now; one
+        # renewed under the same name before the fetch is not seen (stricter than the
+        # service, which would serve the new file).
+        fetched_at = now + seconds * self.config.latency_scale * _WAITING_END
+        problem = fetch_problem(fetched_at) if fetch_problem is not None else None
         if problem is not None:  # an input it cannot fetch: it fails as it leaves waiting
             seconds *= _WAITING_END
         task = SimTask(

@@ -1,5 +1,6 @@
 """The simulated upload host's files: stored by content, named by (uploadPath, fileName),
-served until they expire, and checked when a task names them as inputs.
+served until they expire, and checked when a task fetches them as inputs (as it leaves
+its waiting phase).
 
 Bytes live on disk, content-addressed (`<folder>/<sha256>`): an overwrite never changes a
 blob another name (or a download in flight) still reads, a blob is written whole before
@@ -234,7 +235,8 @@ def input_problem(
     netloc: str,
     foreign: str,
 ) -> str | None:
-    """Why a task created at `now` could not use its inputs (its failMsg), or None.
+    """Why a task fetching its inputs at `now` (as it leaves its waiting phase) could
+    not use them (its failMsg), or None.
 
     This server's upload links must name a live file (not expired at `now`) of a type and
     size the field takes; links to other hosts fail only with `foreign == "fail"`."""

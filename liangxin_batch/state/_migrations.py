@@ -317,7 +317,8 @@ def _m009_local_inputs(db: sqlite3.Connection) -> None:
     job's file token names, and where the manifest last said they are (a job's input
     holds only the token, so a moved file is the same job). `uploads`: the latest upload
     of those bytes per account, with the URL the service gave and when it stops serving
-    it; one row per content, so 300 jobs on one photo share one upload."""
+    it; one row per content, so 300 jobs on one photo share one upload.
+    `events_input_refresh`: a job's input refreshes, counted by an index probe."""
     _run_script(
         db,
         """
@@ -336,6 +337,9 @@ def _m009_local_inputs(db: sqlite3.Connection) -> None:
             expires_at   REAL NOT NULL,    -- the answer's expiresAt, or uploaded_at + lifetime
             PRIMARY KEY (sha256, account)
         );
+        -- How often a job's uploads were refreshed (asked for each failed task of a
+        -- batch with local files): that job's few refresh events, never a walk.
+        CREATE INDEX events_input_refresh ON events (job_id) WHERE event = 'input_refresh';
         """,
     )
 

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from liangxin_batch.core._local_files import TOKEN_PREFIX
-from liangxin_batch.core._states import JobState
+from liangxin_batch.core._states import Event, JobState
 from liangxin_batch.core._uploads import Upload
 
 if TYPE_CHECKING:
     from liangxin_batch.state._tx import Transaction
 
 __all__ = ["UploadStore"]
+
+_REFRESH = Event.INPUT_REFRESH.value
 
 
 class UploadStore:
@@ -89,9 +91,10 @@ class UploadStore:
 
     def input_refreshes(self, job_id: str) -> int:
         """How often this job's uploads were refreshed after a task could not fetch its
-        input (its `input_refresh` events; kind `pending`, an index search)."""
+        input: its `input_refresh` events, through their partial index (the literal
+        `event = 'input_refresh'` is what lets SQLite use it; a bound value would not)."""
         (n,) = self.db.execute(
-            "SELECT COUNT(*) FROM events WHERE kind = ? AND job_id = ? AND event = ?",
-            (JobState.PENDING.value, job_id, "input_refresh"),
+            f"SELECT COUNT(*) FROM events WHERE job_id = ? AND event = '{_REFRESH}'",
+            (job_id,),
         ).fetchone()
         return int(n)
