@@ -240,3 +240,18 @@ def test_durations(text: str, seconds: float) -> None:
 def test_a_bad_duration_names_its_flag() -> None:
     with pytest.raises(ConfigError, match="--upload-margin"):
         parse_duration("soon", flag="--upload-margin")
+
+
+def test_a_zero_upload_lifetime_is_refused_for_what_it_is(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from liangxin_batch.cli import main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,model,prompt,aspect_ratio\nj,z-image,cat,1:1\n")
+    args = ["run", str(manifest), "--out", str(tmp_path / "out"), "--upload-lifetime", "0"]
+    result = CliRunner().invoke(main, args, env={"LIANGXIN_API_KEY": "sk-x"})
+    assert result.exit_code == 2, result.output
+    assert "--upload-lifetime 0: an upload must live longer than zero" in result.output
+    assert "margin" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -287,7 +287,12 @@ def run_command(
 
     lifetime = parse_duration(upload_lifetime, flag="--upload-lifetime")
     margin = parse_duration(upload_margin, flag="--upload-margin")
-    if not lifetime > 0 or margin > lifetime / 2:
+    if not lifetime > 0:
+        raise ConfigError(
+            f"--upload-lifetime {upload_lifetime}: an upload must live longer than zero; "
+            "give how long the upload host keeps a file (24h unless it says otherwise)"
+        )
+    if margin > lifetime / 2:
         raise ConfigError(
             f"--upload-margin {upload_margin} is more than half of --upload-lifetime "
             f"{upload_lifetime}: an upload made just now would already count as stale. "
