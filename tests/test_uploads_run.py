@@ -26,6 +26,7 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.run._control import LoopClock
+from liangxin_batch.run._progress import NullObserver
 from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
 from liangxin_batch.run._runner import Runner
 from liangxin_batch.run._upload_client import UploadClient
@@ -194,7 +195,9 @@ class Batch:
         self.sim = sim_of(self.app)
         self.key = config.api_key
 
-    async def run(self, manifest: Path, out: Path, settings: RunSettings) -> RunSummary:
+    async def run(
+        self, manifest: Path, out: Path, settings: RunSettings, observer: Any = None
+    ) -> RunSummary:
         from liangxin_batch.run._client import LiangXinClient
 
         catalog = default_catalog()
@@ -223,6 +226,7 @@ class Batch:
             settings=settings,
             clock=LoopClock(wall=self.wall),
             upload_client=uploads,
+            **({"observer": observer} if observer is not None else {}),
         )
         try:
             return await runner.run()
@@ -279,7 +283,22 @@ def test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time(
     _assert_no_key(out)
 
 
-def _two_runs(tmp_path: Path) -> tuple[Path, Batch, RunSummary, RunSummary]:
+class _SubmittedBar(NullObserver):
+    """What the bars' "submitted" bar would show: jobs past their createTask."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def submitted(self, job_id: str) -> None:
+        self.count += 1
+
+    def taken_back(self, job_id: str) -> None:
+        self.count -= 1
+
+
+def _two_runs(
+    tmp_path: Path, bar: _SubmittedBar | None = None
+) -> tuple[Path, Batch, RunSummary, RunSummary]:
     """A first batch uploads a file; 10 virtual minutes later a second batch uses the
     same file, whose upload the client still takes as fresh (it plans for 24 h) while
     the simulator dropped it after 5 minutes."""
@@ -296,7 +315,7 @@ def _two_runs(tmp_path: Path) -> tuple[Path, Batch, RunSummary, RunSummary]:
         second.write_text(
             first.read_text() + f"late,{EDIT},a later edit,{paths[0]}\n", encoding="utf-8"
         )
-        two = await batch.run(second, out, settings)
+        two = await batch.run(second, out, settings, bar)
         return batch, one, two
 
     batch, one, two = run_virtual(main)
@@ -307,9 +326,11 @@ def _two_runs(tmp_path: Path) -> tuple[Path, Batch, RunSummary, RunSummary]:
 def test_a_task_that_could_not_fetch_its_input_is_refreshed_and_resent_once(
     tmp_path: Path,
 ) -> None:
-    out, batch, one, two = _two_runs(tmp_path)
+    bar = _SubmittedBar()
+    out, batch, one, two = _two_runs(tmp_path, bar)
     assert one.counts.get("succeeded") == 1
     assert two.counts.get("succeeded") == 2, two.counts
+    assert bar.count == 1  # the late job, once: its refresh took it back before resending
     (sha,) = _shas(tmp_path)
     assert batch.sim.ledger.upload_counts_by_sha256() == {sha: 2}  # the refresh's upload
     late = [e for e in batch.sim.ledger.creates() if e.input and "later" in e.input["prompt"]]

@@ -26,6 +26,10 @@ class Observer(Protocol):
         """The batch's size and how far the state says it already is (a resume)."""
 
     def submitted(self, job_id: str) -> None: ...
+    def taken_back(self, job_id: str) -> None:
+        """A submitted job went back to pending to be sent again (its task could not
+        fetch its input: an input refresh), so it is not counted as submitted twice."""
+
     def finished(self, job_id: str, state: str) -> None: ...
     def downloaded(self, job_id: str) -> None: ...
     def uploading(self, path: str, size: int) -> None:
@@ -43,6 +47,9 @@ class NullObserver:
         pass
 
     def submitted(self, job_id: str) -> None:
+        pass
+
+    def taken_back(self, job_id: str) -> None:
         pass
 
     def finished(self, job_id: str, state: str) -> None:
@@ -102,6 +109,10 @@ class BarsObserver(NullObserver):
     def submitted(self, job_id: str) -> None:
         if self._bars:
             self._bars[0].update()
+
+    def taken_back(self, job_id: str) -> None:
+        if self._bars:
+            self._bars[0].update(-1)
 
     def finished(self, job_id: str, state: str) -> None:
         if self._bars:

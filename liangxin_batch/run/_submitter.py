@@ -211,6 +211,10 @@ class Submitter(RunPart):
             uploader.forget(files, uploaded_before=sent_wall)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
+        # An observer written before refreshes existed (a caller's own) is not told.
+        taken_back = getattr(self._observer, "taken_back", None)
+        if taken_back is not None:
+            taken_back(job.job_id)
         fresh = self._store.get(job.job_id)
         assert fresh is not None
         self._control.spawn(self._upload_then_submit(fresh, files, last_wave=False))
