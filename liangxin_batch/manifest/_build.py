@@ -1,10 +1,11 @@
 """Raw manifest records -> validated jobs: model lookup, conversion, validation, identity.
 
 The pure core of manifest reading (`_manifest` is the public face). One row is held at a
-time; duplicate ids are found through `IdTable`, 8 bytes of hash per id, so a
-1,000,000-row manifest checks in bounded memory. Problems that stand for many jobs (a
-column the model does not take, a bad default shared by every expanded job) collapse into
-one with a count, emitted after the jobs.
+time; duplicate ids are found through `IdClaims` (`_claims`), 8 bytes of hash per id,
+so a 1,000,000-row manifest checks in bounded memory; values are typed by
+`ValueConverter` (`_convert`). Problems that stand for many jobs (a column the model
+does not take, a bad default shared by every expanded job) collapse into one with a
+count, emitted after the jobs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from liangxin_batch.catalog._catalog import coerce_text as _coerce_text
 from liangxin_batch.catalog._catalog import validate_input
-from liangxin_batch.catalog._yaml12 import resolve_plain
 from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._records import (
     Job,
@@ -31,9 +30,10 @@ from liangxin_batch.core._records import (
     slug_id,
 )
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._claims import IdClaims
+from liangxin_batch.manifest._convert import ValueConverter
 from liangxin_batch.manifest._fast import ID_PATTERN, FastRows, check_block
 from liangxin_batch.manifest._guards import (
-    IdTable,
     control_char,
     may_have_control,
     placeholder_host,
@@ -51,7 +51,7 @@ from liangxin_batch.manifest._read import (
 from liangxin_batch.manifest._yaml import read_yaml
 
 if TYPE_CHECKING:
-    from liangxin_batch.catalog._catalog import Catalog, FieldSpec, ModelSpec
+    from liangxin_batch.catalog._catalog import Catalog, ModelSpec
 
 #: Manifest formats by lower-case file suffix.
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
@@ -63,8 +63,6 @@ _CANON = json.JSONEncoder(
 _BLOCK = BLOCK_ROWS  # rows counted together by validate, as the CSV reader makes them
 _MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
-_COERCE_CACHE_MAX = 50_000
-_MISS = object()
 _NO_KEYS: dict[str, str] = {}  # never written to: a fresh dict is made when one is needed
 #: The model-neutral key for a model's list of input images (`ModelSpec.image_field`).
 IMAGES_KEY = "images"
@@ -76,13 +74,6 @@ class JobCounter(Protocol):
     per_model: dict[str, int]
 
     def count(self, spec: ModelSpec, data: Mapping[str, Any], times: int = 1) -> None: ...
-
-
-class _Bad:
-    __slots__ = ("expected",)
-
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
 
 
 def _too_deep(source: SourceRef) -> Problem:
@@ -114,10 +105,8 @@ class JobBuilder:
         self.counter = counter
         self.catalog = catalog
         self.default_model = default_model.strip() if default_model else None
-        self._coerced: dict[tuple[int, str], Any] = {}
-        self._ids = IdTable()
-        self._files: dict[str, int] = {}
-        self._file_names: list[str] = []
+        self._values = ValueConverter()
+        self._claims = IdClaims()
         self._pending: dict[tuple[Any, ...], list[Any]] = {}
         self.warnings: list[Problem] = []  # the first _MAX_WARNINGS; the jobs stay valid
         self.warning_count = 0
@@ -212,9 +201,9 @@ class JobBuilder:
                 yield from self._row(fast, CellRow(header, cells[0], lines[0]))
                 done = 1
             if block.spec.id in counter.per_model:
-                tag = self._file_no(header.file) << 40
+                tag = self._claims.tag(header.file)
                 keys = list(map(hash, map(str.lower, block.ids[done:])))
-                end = done + self._ids.claim_all(keys, [tag | n for n in lines[done:]])
+                end = done + self._claims.ids.claim_all(keys, [tag | n for n in lines[done:]])
                 for data, n in block.price_groups(done, end):
                     counter.count(block.spec, data, n)
                 self.records += end - done
@@ -336,7 +325,7 @@ class JobBuilder:
             if isinstance(value, str) and (not value or value.isspace()):
                 continue  # empty means "not given"
             try:
-                data[name] = self._convert(fs, value)
+                data[name] = self._values.convert(fs, value)
             except ValueError as err:
                 bad = True
                 failed.add(name)
@@ -455,7 +444,7 @@ class JobBuilder:
             counter is not None
             and job_id is not None
             and spec.id in counter.per_model
-            and self._claim_at(job_id, row.header.file, row.line) is None
+            and self._claims.claim_at(job_id, row.header.file, row.line) is None
         ):
             # Counting only (validate): no Job, no content hash, just the id and the tally.
             counter.count(spec, data)
@@ -490,7 +479,7 @@ class JobBuilder:
         base_id = job_id if job_id is not None else f"{model_slug(spec.id)}-{content_hash[:12]}"
         for r in range(1, n + 1):
             final = f"{base_id}-r{r}" if n > 1 else base_id
-            first = self._claim(final, src)
+            first = self._claims.claim(final, src)
             if first is not None:
                 self.duplicates += 1
                 if explicit:
@@ -634,75 +623,11 @@ class JobBuilder:
         ckey = ("unknown", where.file, spec.id, key) if rec.keyed else self._same_key(p, rec)
         self._emit(out, p, ckey)
 
-    def _convert(self, fs: FieldSpec, value: Any) -> Any:
-        """A written value -> the field's type; ValueError(expected) when it cannot be."""
-        if isinstance(value, str):
-            if fs.type == "string":
-                return str(value)  # also drops the PlainText marker
-            if fs.type in ("integer", "number", "boolean") and len(value) <= 64:
-                # Short scalar cells repeat a lot (seed, true/false): convert each text once.
-                ckey = (id(fs), value)
-                hit = self._coerced.get(ckey, _MISS)
-                if hit is _MISS:
-                    try:
-                        hit = _coerce_text(fs, str(value))
-                    except ValueError as err:
-                        hit = _Bad(str(err))
-                    if len(self._coerced) >= _COERCE_CACHE_MAX:
-                        self._coerced.clear()
-                    self._coerced[ckey] = hit
-                if isinstance(hit, _Bad):
-                    raise ValueError(hit.expected)
-                return hit
-            return _coerce_text(fs, str(value))
-        if isinstance(value, bool | float):
-            return value
-        if isinstance(value, int):
-            return str(value) if fs.type == "string" else value  # JSON 5 for a "5" field
-        if isinstance(value, list):
-            if fs.type == "object_list":
-                return [self._item(fs, v) for v in value]
-            return [str(v) if isinstance(v, str) else resolve_plain(v) for v in value]
-        return resolve_plain(value)
-
-    def _item(self, fs: FieldSpec, item: Any) -> Any:
-        if not isinstance(item, dict):
-            return resolve_plain(item)
-        out: dict[str, Any] = {}
-        for k, v in item.items():
-            sub = fs.item_fields.get(str(k)) if fs.item_fields else None
-            if sub is None:
-                out[str(k)] = resolve_plain(v)
-                continue
-            try:
-                out[str(k)] = self._convert(sub, v)
-            except ValueError:
-                out[str(k)] = str(v)  # validate_input names the item and what it expected
-        return out
-
     # ---- identity -------------------------------------------------------------------------------
-
-    def _claim(self, job_id: str, src: SourceRef) -> str | None:
-        """Record an id; return where it was first used if it already was."""
-        return self._claim_at(job_id, src.file, src.line)
-
-    def _file_no(self, file: str) -> int:
-        file_no = self._files.get(file)
-        if file_no is None:
-            file_no = self._files[file] = len(self._file_names)
-            self._file_names.append(file)
-        return file_no
-
-    def _claim_at(self, job_id: str, file: str, line: int) -> str | None:
-        file_no = self._file_no(file)
-        prev = self._ids.setdefault(hash(job_id.lower()), (file_no << 40) | line)
-        if prev is None:
-            return None
-        return f"{self._file_names[prev >> 40]}:{prev & ((1 << 40) - 1)}"
 
     def _register_ids(self, job_id: str | bool | None, rec: RawJob) -> None:
         """An invalid job's explicit ids still count, so duplicates show up in the same pass."""
         if isinstance(job_id, str):
             n = rec.repeat
             for r in range(1, n + 1):
-                self._claim(f"{job_id}-r{r}" if n > 1 else job_id, rec.source)
+                self._claims.claim(f"{job_id}-r{r}" if n > 1 else job_id, rec.source)
