@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -188,7 +189,7 @@ def held_sim() -> Iterator[tuple[str, Simulator, threading.Event]]:
             hold.clear()  # before the server stops: it must not wait on a held response
 
 
-def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
+def test_two_ctrl_c_during_a_download_leave_a_state_the_next_run_finishes(
     tmp_path: Path,
     held_sim: tuple[str, Simulator, threading.Event],
     start: Callable[[list[str], str, Path], Run],
@@ -204,8 +205,9 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
     wait_for(lambda: "interrupted: finishing" in first.stderr, "the first Ctrl-C to be handled")
     # The first Ctrl-C lets creates and polls in progress finish but cancels the held
     # download (an interrupted run exits within seconds, whatever a file host does); the
-    # second, if it lands before that checkpoint is over, exits at once. Either way: 130,
-    # no traceback, and a state the next run finishes from.
+    # second, if it lands before that checkpoint is over, exits at once (the test above
+    # holds a create so that only the second can end the run). Either way: 130, no
+    # traceback, and a state the next run finishes from.
     first.proc.send_signal(signal.SIGINT)
     assert first.wait(15) == 130, first.stderr
     assert "Traceback" not in first.stderr
@@ -233,6 +235,54 @@ def test_second_sigint_exits_at_once_with_130_and_the_state_stays_usable(
             assert task_id in created, job_id
     for f in files_in(out):
         assert hashlib.sha256((out / (f.path or "")).read_bytes()).hexdigest() == f.sha256
+
+
+class HoldCreates:
+    """The simulator behind a gate: while `hold` is set, a createTask request waits before
+    it reaches the simulator (its answer held, no task made yet), as a slow service's
+    would. `held` counts the createTask requests that came to the gate."""
+
+    def __init__(self, app: Any, hold: threading.Event) -> None:
+        self.app, self.hold, self.held = app, hold, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/createTask"):
+            self.held += 1
+            while self.hold.is_set():  # the server's own wait, not the test's
+                await asyncio.sleep(0.01)
+        await self.app(scope, receive, send)
+
+
+def test_a_second_ctrl_c_exits_at_once_while_the_first_waits_on_a_create(
+    tmp_path: Path, start: Callable[[list[str], str, Path], Run]
+) -> None:
+    """The first Ctrl-C lets a createTask in flight finish (it may have made a task); its
+    answer is held here, so the run could only end on its own when the client's read
+    timeout (30 s) gives up. The second Ctrl-C ends it at once: 130, no traceback, and
+    the job whose create was in flight is left `submitting` (intent kept: the next run
+    asks the service about it before anything is sent again)."""
+    hold = threading.Event()
+    hold.set()
+    gate = HoldCreates(
+        create_app(SimConfig(api_key=KEY, create_window=1.0, latency_scale=0.02, seed=13)), hold
+    )
+    write_manifest(tmp_path / "m.csv")
+    out = tmp_path / "out"
+    with serve_in_thread(gate) as url:
+        try:
+            first = start(command(tmp_path, out), url, tmp_path / "first")
+            wait_for(lambda: gate.held > 0, "a createTask to reach the held gate")
+            first.proc.send_signal(signal.SIGINT)
+            wait_for(lambda: "interrupted: finishing" in first.stderr, "the first Ctrl-C")
+            assert first.proc.poll() is None  # still waiting on the held create
+            first.proc.send_signal(signal.SIGINT)
+            assert first.wait(10) == 130, first.stderr
+            assert "Traceback" not in first.stderr
+        finally:
+            hold.clear()  # before the server stops: it must not wait on a held request
+    states = Counter(s for s, _ in jobs_in(out).values())
+    assert states["submitting"] == gate.held, states  # each held create: intent kept
+    assert states["pending"] == N_JOBS - gate.held, states
 
 
 def test_the_first_ctrl_c_cancels_a_dripping_download_and_removes_its_part_file(
