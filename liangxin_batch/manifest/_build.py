@@ -3,9 +3,10 @@
 The pure core of manifest reading (`_manifest` is the public face). One row is held at a
 time; duplicate ids are found through `IdClaims` (`_claims`), 8 bytes of hash per id,
 so a 1,000,000-row manifest checks in bounded memory; values are typed by
-`ValueConverter` (`_convert`). Problems that stand for many jobs (a column the model
-does not take, a bad default shared by every expanded job) collapse into one with a
-count, emitted after the jobs.
+`ValueConverter` (`_convert`); a record's model, id and keys are checked by `KeyChecks`
+(`_build_keys`). Problems that stand for many jobs (a column the model does not take, a
+bad default shared by every expanded job) collapse into one with a count
+(`ProblemSink`), emitted after the jobs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,15 +24,20 @@ from liangxin_batch.core._records import (
     Problem,
     RawJob,
     SourceRef,
-    close_match,
     got_text,
     model_slug,
-    slug_id,
 )
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.manifest._build_keys import (
+    IMAGES_KEY,
+    KeyChecks,
+    ProblemSink,
+    same_key,
+    written_at,
+)
 from liangxin_batch.manifest._claims import IdClaims
 from liangxin_batch.manifest._convert import ValueConverter
-from liangxin_batch.manifest._fast import ID_PATTERN, FastRows, check_block
+from liangxin_batch.manifest._fast import FastRows, check_block
 from liangxin_batch.manifest._guards import (
     control_char,
     may_have_control,
@@ -56,16 +61,12 @@ if TYPE_CHECKING:
 #: Manifest formats by lower-case file suffix.
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is read as YAML, for line numbers
 SUFFIXES = (*TABULAR_SUFFIXES, *_YAML_SUFFIXES)
-_ID_EXPECTED = "1-100 letters, digits, '.', '_' or '-', not starting with '.'"
 _CANON = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
 _BLOCK = BLOCK_ROWS  # rows counted together by validate, as the CSV reader makes them
-_MAX_PENDING = 10_000  # distinct collapsed problems kept; beyond that they are reported one by one
 _MAX_WARNINGS = 50  # warnings kept; beyond that they are only counted
 _NO_KEYS: dict[str, str] = {}  # never written to: a fresh dict is made when one is needed
-#: The model-neutral key for a model's list of input images (`ModelSpec.image_field`).
-IMAGES_KEY = "images"
 
 
 class JobCounter(Protocol):
@@ -107,7 +108,8 @@ class JobBuilder:
         self.default_model = default_model.strip() if default_model else None
         self._values = ValueConverter()
         self._claims = IdClaims()
-        self._pending: dict[tuple[Any, ...], list[Any]] = {}
+        self._sink = ProblemSink()
+        self._keys = KeyChecks(self._sink, catalog, self.default_model)
         self.warnings: list[Problem] = []  # the first _MAX_WARNINGS; the jobs stay valid
         self.warning_count = 0
         self.records = 0
@@ -156,9 +158,9 @@ class JobBuilder:
                 built = [item] if isinstance(item, Problem) else self._build(item)
             yield from self._tally(built)
         yield from self._tally(self._rows_block(fast, block))
-        for first, count in self._pending.values():
+        for collapsed in self._sink.collapsed():
             self.problems += 1
-            yield replace(first, count=count) if count > 1 else first
+            yield collapsed
         if self.records == 0 and self.problems == 0:
             self.problems += 1
             yield Problem(
@@ -245,28 +247,6 @@ class JobBuilder:
             )
         yield from self.run_records(records, display)
 
-    def _emit(
-        self, out: list[Job | Problem], problem: Problem, key: tuple[Any, ...] | None
-    ) -> None:
-        if key is None:
-            out.append(problem)
-            return
-        slot = self._pending.get(key)
-        if slot is not None:
-            slot[1] += 1
-        elif len(self._pending) < _MAX_PENDING:
-            self._pending[key] = [problem, 1]
-        else:
-            out.append(problem)
-
-    @staticmethod
-    def _same_key(problem: Problem, rec: RawJob) -> tuple[Any, ...] | None:
-        """Identical problems from shared places (defaults, matrix, one YAML job) collapse."""
-        src = problem.source
-        if rec.shared or src.line != rec.source.line or src.file != rec.source.file:
-            return ("same", src.file, src.line, problem.field, problem.expected, problem.got)
-        return None
-
     # ---- one record -------------------------------------------------------------------------
 
     def build(self, rec: RawJob) -> list[Job | Problem]:
@@ -274,28 +254,27 @@ class JobBuilder:
         out: list[Job | Problem] = []
         src = rec.source
         values = rec.values
-        at = self._at
         bad = False
         for p in rec.problems or ():
             bad = True
-            self._emit(out, p, self._same_key(p, rec))
+            self._sink.emit(out, p, same_key(p, rec))
         for key, value in written(rec) if may_have_control(rec) else ():
             control = control_char(value)
             if control is not None:  # every format, every text field: never sent
                 bad = True
                 p = Problem(
-                    at(rec, key),
+                    written_at(rec, key),
                     key,
                     _CLEAN_TEXT,
                     control,
                     "remove it: such characters are usually debris from a copy or an export",
                 )
-                self._emit(out, p, self._same_key(p, rec))
+                self._sink.emit(out, p, same_key(p, rec))
 
-        given = self._given_id(values.get("id"), rec, out)
+        given = self._keys.given_id(values.get("id"), rec, out)
         job_id = given if isinstance(given, str) else None
         bad = bad or given is False
-        spec = self._model(values.get("model"), rec, out)
+        spec = self._keys.model(values.get("model"), rec, out)
         if spec is None:
             self._register_ids(job_id, rec)
             return out
@@ -312,7 +291,7 @@ class JobBuilder:
             if fs is None and key == IMAGES_KEY:
                 if isinstance(value, str) and (not value or value.isspace()):
                     continue  # empty means "not given" (a text model's row of a fan-out)
-                target = self._images_field(spec, values, rec, out)
+                target = self._keys.images_field(spec, values, rec, out)
                 if target is None:
                     bad = True
                     continue
@@ -320,7 +299,7 @@ class JobBuilder:
                 keys = {name: key}
             elif fs is None:
                 bad = True
-                self._unknown_field(key, spec, at(rec, key), rec, out)
+                self._keys.unknown_field(key, spec, written_at(rec, key), rec, out)
                 continue
             if isinstance(value, str) and (not value or value.isspace()):
                 continue  # empty means "not given"
@@ -329,8 +308,8 @@ class JobBuilder:
             except ValueError as err:
                 bad = True
                 failed.add(name)
-                p = Problem(at(rec, key), key, str(err), got_text(value))
-                self._emit(out, p, self._same_key(p, rec))
+                p = Problem(written_at(rec, key), key, str(err), got_text(value))
+                self._sink.emit(out, p, same_key(p, rec))
         for key, value in data.items():  # lists and objects decoded from a cell (JSON)
             if not isinstance(value, list | dict):
                 continue
@@ -344,12 +323,12 @@ class JobBuilder:
                 bad = True
                 failed.add(key)
                 p = Problem(
-                    at(rec, wkey),
+                    written_at(rec, wkey),
                     wkey,
                     _CLEAN_TEXT,
                     control,
                 )
-                self._emit(out, p, self._same_key(p, rec))
+                self._sink.emit(out, p, same_key(p, rec))
         local: dict[str, LocalFile] = {}
         for name, fs in self.local.fields_of(spec):
             value = data.get(name)
@@ -360,11 +339,11 @@ class JobBuilder:
             if name in failed:
                 continue
             key = keys.get(name, name)
-            where = at(rec, key)
+            where = written_at(rec, key)
             for label, fault in self.local.tokenize(fs, data, name, key, where.file, local):
                 bad = True
                 p = Problem(where, label, fault.expected, fault.got, fault.suggestion)
-                self._emit(out, p, self._same_key(p, rec))
+                self._sink.emit(out, p, same_key(p, rec))
         for fp in validate_input(spec, data):
             base = fp.field.split("[", 1)[0].split(".", 1)[0]
             if base in failed:
@@ -373,7 +352,7 @@ class JobBuilder:
             missing = fp.got == "nothing"
             wbase = keys.get(base, base)
             p = Problem(
-                at(rec, wbase) if wbase in values else SourceRef(src.file, src.line, base),
+                written_at(rec, wbase) if wbase in values else SourceRef(src.file, src.line, base),
                 wbase + fp.field[len(base) :],
                 fp.expected,
                 fp.got,
@@ -382,8 +361,8 @@ class JobBuilder:
             if missing and rec.header is not None and base not in rec.header:
                 ckey: tuple[Any, ...] | None = ("missing", src.file, spec.id, fp.field, fp.expected)
             else:
-                ckey = self._same_key(p, rec)
-            self._emit(out, p, ckey)
+                ckey = same_key(p, rec)
+            self._sink.emit(out, p, ckey)
         if bad:
             self._register_ids(job_id, rec)
             return out
@@ -403,36 +382,6 @@ class JobBuilder:
         return out
 
     # ---- local files ---------------------------------------------------------------------
-
-    def _images_field(
-        self, spec: ModelSpec, values: Mapping[str, Any], rec: RawJob, out: list[Job | Problem]
-    ) -> str | None:
-        """The field the model-neutral `images` key stands for here (None: reported)."""
-        target = spec.image_field()
-        where = self._at(rec, IMAGES_KEY)
-        if target is None:
-            p = Problem(
-                where,
-                IMAGES_KEY,
-                "a model that takes input images",
-                f"{spec.id}, which takes none",
-                "leave images empty for this model, or choose an image-editing model",
-            )
-            ckey = ("noimages", where.file, spec.id) if rec.keyed else self._same_key(p, rec)
-            self._emit(out, p, ckey)
-            return None
-        given = values.get(target)
-        if given is not None and not (isinstance(given, str) and (not given or given.isspace())):
-            p = Problem(
-                where,
-                IMAGES_KEY,
-                f"the input images in one place: images or {target}",
-                "both",
-                f"keep one of them ({spec.id} calls its images {target})",
-            )
-            self._emit(out, p, self._same_key(p, rec))
-            return None
-        return target
 
     def _checked_row(
         self, row: CellRow, spec: ModelSpec, data: dict[str, Any], job_id: str | None
@@ -472,7 +421,9 @@ class JobBuilder:
         try:
             canonical = _CANON.encode([spec.id, data])
         except (TypeError, ValueError) as err:
-            self._emit(out, Problem(src, None, "input that can be written as JSON", str(err)), None)
+            self._sink.emit(
+                out, Problem(src, None, "input that can be written as JSON", str(err)), None
+            )
             return
         content_hash = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         explicit = job_id is not None
@@ -498,7 +449,7 @@ class JobBuilder:
                         f"the same model and input as {first} (no id given)",
                         "remove one, give each an id, or use repeat: N for deliberate copies",
                     )
-                self._emit(out, p, self._same_key(p, rec) if rec is not None else None)
+                self._sink.emit(out, p, same_key(p, rec) if rec is not None else None)
                 continue
             if r > 1:
                 self.repeated += 1
@@ -532,7 +483,7 @@ class JobBuilder:
                 if len(self.warnings) < _MAX_WARNINGS:
                     self.warnings.append(
                         Problem(
-                            self._at(rec, key),
+                            written_at(rec, key),
                             key,
                             "an image URL the service can fetch",
                             got_text(url),
@@ -540,88 +491,6 @@ class JobBuilder:
                             "real address (the task would fail, and may be charged)",
                         )
                     )
-
-    @staticmethod
-    def _at(rec: RawJob, key: str) -> SourceRef:
-        """Where a key's value was written: its own place (YAML) or the row."""
-        if rec.origins is not None:
-            found = rec.origins.get(key)
-            if found is not None:
-                return found
-        return SourceRef(rec.source.file, rec.source.line, key)
-
-    def _given_id(self, raw: Any, rec: RawJob, out: list[Job | Problem]) -> str | bool | None:
-        """The given id, None when there is none, False when it is unusable (reported)."""
-        if raw is None:
-            return None
-        text = (
-            str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else None
-        )
-        if text is None or not ID_PATTERN.fullmatch(text):
-            slug = (slug_id(str(raw))[:100] or "job") if text is not None else None
-            p = Problem(
-                self._at(rec, "id"),
-                "id",
-                f"an id of {_ID_EXPECTED}",
-                got_text(raw),
-                f"use {slug!r}" if slug else "give text, or leave it out for a derived id",
-            )
-            self._emit(out, p, self._same_key(p, rec))
-            return False
-        return text
-
-    def _model(self, raw: Any, rec: RawJob, out: list[Job | Problem]) -> ModelSpec | None:
-        given = raw is not None
-        if not given:
-            raw = self.default_model
-        if isinstance(raw, str):
-            spec = self.catalog.get(raw.strip())
-            if spec is not None:  # the common case: nothing else to do
-                return spec
-        # Problems only from here: work out where the model was (or should be) written.
-        src = rec.source
-        where = self._at(rec, "model") if given else SourceRef(src.file, src.line, "model")
-        if raw is None:
-            p = Problem(
-                where,
-                "model",
-                "a model: a 'model' column or key, defaults: model, or --model",
-                "nothing",
-                "see `liangxin-batch models` for the ids",
-            )
-            key = ("nomodel", src.file) if rec.keyed else self._same_key(p, rec)
-        elif not isinstance(raw, str):
-            p = Problem(where, "model", "a model id (text)", got_text(raw))
-            key = self._same_key(p, rec)
-        else:
-            name = raw.strip()
-            near = self.catalog.suggest(name)
-            hint = (
-                f"did you mean {near[0]!r}?" if near else "see `liangxin-batch models` for the ids"
-            )
-            p = Problem(where, "model", "a model in the catalog", got_text(raw), hint)
-            key = ("badmodel", src.file, name) if rec.keyed else self._same_key(p, rec)
-        self._emit(out, p, key)
-        return None
-
-    def _unknown_field(
-        self, key: str, spec: ModelSpec, where: SourceRef, rec: RawJob, out: list[Job | Problem]
-    ) -> None:
-        takes = ", ".join(spec.fields)
-        guess = close_match(key, spec.fields)
-        column = rec.header is not None
-        if key.startswith("(column "):
-            hint = "give the column a header, or remove it"
-        elif guess:
-            hint = f"did you mean {got_text(guess)}?"
-        else:
-            hint = f"{spec.id} takes: {takes}"
-            if column:
-                hint += "; remove the column, or start its name with _ to keep it as a note"
-        what = f"{'column' if column else 'key'} {got_text(key)}"
-        p = Problem(where, key, f"a field of {spec.id}", what, hint)
-        ckey = ("unknown", where.file, spec.id, key) if rec.keyed else self._same_key(p, rec)
-        self._emit(out, p, ckey)
 
     # ---- identity -------------------------------------------------------------------------------
 
