@@ -61,6 +61,8 @@ class ProblemSink:
         self.pending: dict[tuple[Any, ...], list[Any]] = {}
 
     def emit(self, out: list[Job | Problem], problem: Problem, key: tuple[Any, ...] | None) -> None:
+        """`problem` into `out` now (no key), or counted under `key` for the end; past
+        _MAX_PENDING distinct keys, problems go out one by one (memory stays bounded)."""
         if key is None:
             out.append(problem)
             return
