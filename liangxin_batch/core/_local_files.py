@@ -25,6 +25,7 @@ __all__ = [
     "LocalFile",
     "bytes_text",
     "file_token",
+    "sniff_media_type",
     "token_sha256",
     "tokens_in",
     "upload_name",
@@ -50,6 +51,29 @@ class LocalFile:
     media_type: str  # sniffed from the bytes: a key of EXTENSIONS
     path: str  # absolute, resolved against the manifest's folder: what is uploaded
     written: str  # as the manifest wrote it (relative paths stay relative): what reports show
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """The image type a file's first bytes (16 are enough) say, or None for none we know.
+
+    The one place these magic numbers live: the manifest's checks, the simulator's upload
+    host and the download verification all ask here. Types no model takes (gif, bmp,
+    tiff, heic, avif) are named too, so a refusal can say what the file is."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head.startswith(b"BM"):
+        return "image/bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "image/tiff"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "image/heic" if b"avif" not in head[4:12] else "image/avif"
+    return None
 
 
 def file_token(sha256: str) -> str:

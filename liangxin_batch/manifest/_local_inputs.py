@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from liangxin_batch.core._local_files import LocalFile, file_token
+from liangxin_batch.core._local_files import LocalFile, file_token, sniff_media_type
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
@@ -81,25 +81,6 @@ def is_path(item: str) -> bool:
         return False
     scheme = _SCHEME.match(item)
     return scheme is None or scheme.group(1).lower() == "file"
-
-
-def sniff_media_type(head: bytes) -> str | None:
-    """The image type the first bytes of a file say, or None when they are none we know."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head.startswith(b"BM"):
-        return "image/bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "image/heic" if b"avif" not in head[4:12] else "image/avif"
-    return None
 
 
 @dataclass(frozen=True, slots=True)

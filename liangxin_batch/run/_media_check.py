@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from liangxin_batch.core._local_files import sniff_media_type
+
 __all__ = ["check_media"]
 
 _IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
@@ -68,15 +70,19 @@ def check_media(
         return f"cannot read the file: {err.strerror or err}"
 
 
+#: The formats a downloaded image is verified as, by sniffed media type (Pillow's names).
+_PILLOW_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+}
+
+
 def _sniff_image(head: bytes) -> str | None:
     """The image format the first bytes announce, named as Pillow names it."""
-    if head.startswith(_PNG_SIG):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
+    kind = sniff_media_type(head)
+    return _PILLOW_FORMATS.get(kind) if kind is not None else None
 
 
 def _check_image(

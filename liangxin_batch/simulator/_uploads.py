@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
+from liangxin_batch.core._local_files import EXTENSIONS
+from liangxin_batch.core._local_files import sniff_media_type as sniff_image
+
 if TYPE_CHECKING:
     from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
 
@@ -57,14 +60,10 @@ _GONE = "HTTP 403: file expired or not found"
 
 
 def sniff_media_type(head: bytes) -> str | None:
-    """image/jpeg, image/png or image/webp from a file's first bytes; None otherwise."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    """image/jpeg, image/png or image/webp from a file's first bytes (what the upload
+    host accepts); None otherwise."""
+    kind = sniff_image(head)
+    return kind if kind in EXTENSIONS else None
 
 
 class TooLarge(ValueError):
@@ -176,7 +175,7 @@ class UploadStore:
 
 def new_file_name(media_type: str) -> str:
     """The random name the host picks when an upload gives none."""
-    ext = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}[media_type]
+    ext = EXTENSIONS[media_type]
     return f"{secrets.token_hex(8)}.{ext}"
 
 
