@@ -57,7 +57,10 @@ __all__ = [
     "LiangXinClient",
     "PollTurn",
     "Secret",
+    "read_envelope",
     "resolve_settings",
+    "retry_hook",
+    "wire_error",
 ]
 
 #: Explicit timeouts: `pool=None` because callers gate concurrency themselves, so waiting
@@ -99,13 +102,34 @@ def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
     )
 
 
-def _retry_hook(exc: Exception) -> bool | float:
+def retry_hook(exc: Exception) -> bool | float:
     """stamina's `on=`: True to retry with backoff, a float to wait exactly that long."""
     if isinstance(exc, APIError):
         if not exc.retryable:
             return False
         return min(exc.retry_after, MAX_RETRY_AFTER) if exc.retry_after is not None else True
     return isinstance(exc, TransportError)
+
+
+def wire_error(path: str, err: httpx.HTTPError, key: str) -> NotSentError | AmbiguousError:
+    """What a failed exchange with a LiangXin host means for money: NotSentError when
+    the request provably never left (no connection), AmbiguousError otherwise (a read
+    timeout, a dropped or undecodable answer: the host may have acted on it). The key
+    is redacted from the evidence."""
+    detail = redact(str(err) or type(err).__name__, key)
+    text = f"{path}: {type(err).__name__}: {detail}"
+    if isinstance(err, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return NotSentError(text, path=path)
+    return AmbiguousError(text, path=path)
+
+
+def read_envelope(response: httpx.Response, content: bytes, *, path: str, key: str) -> Any:
+    """A LiangXin answer's `data`, or the APIError its status and envelope say (with the
+    answer's Retry-After, the key redacted)."""
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+    return check_envelope(
+        response.status_code, content, retry_after=retry_after, path=path, redact_with=key
+    )
 
 
 def _hold(err: APIError, window: float) -> float:
@@ -341,7 +365,7 @@ class LiangXinClient:
         """recordInfo for one task, retried on transport errors, 429, 455 and 5xx within
         the settings' bounds; every attempt takes a turn (the place, then the limiter)."""
         async for attempt in stamina.retry_context(
-            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+            on=retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
                 turn = await self.poll_turn()
@@ -412,7 +436,7 @@ class LiangXinClient:
     async def _idempotent(self, method: str, path: str, **kwargs: Any) -> Any:
         """credit and download-url (recordInfo has its own turns: `get_task`)."""
         async for attempt in stamina.retry_context(
-            on=_retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
+            on=retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
                 try:
@@ -463,19 +487,6 @@ class LiangXinClient:
             self._on_request(path)
         try:
             response = await self._send(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            raise NotSentError(self._describe(path, err), path=path) from None
-        except httpx.HTTPError as err:  # a read timeout, a dropped or undecodable answer
-            raise AmbiguousError(self._describe(path, err), path=path) from None
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-        return check_envelope(
-            response.status_code,
-            response.content,
-            retry_after=retry_after,
-            path=path,
-            redact_with=self._key.reveal(),
-        )
-
-    def _describe(self, path: str, err: Exception) -> str:
-        detail = redact(str(err) or type(err).__name__, self._key.reveal())
-        return f"{path}: {type(err).__name__}: {detail}"
+        except httpx.HTTPError as err:
+            raise wire_error(path, err, self._key.reveal()) from None
+        return read_envelope(response, response.content, path=path, key=self._key.reveal())

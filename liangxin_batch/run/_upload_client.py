@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ import httpx
 import stamina
 
 from liangxin_batch._version import package_version
-from liangxin_batch.core._envelope import check_envelope, parse_retry_after
 from liangxin_batch.core._local_files import LocalFile, upload_name
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._uploads import account_fingerprint, parse_expires_at
@@ -45,10 +43,9 @@ from liangxin_batch.errors import (
     BadRequestError,
     ConfigError,
     LiangXinBatchError,
-    NotSentError,
     TransportError,
-    redact,
 )
+from liangxin_batch.run._client import read_envelope, retry_hook, wire_error
 from liangxin_batch.run._credentials import ENV_API_KEY, Secret
 from liangxin_batch.run._ratelimit import SlidingWindowLimiter
 from liangxin_batch.run._transport import LeanTransport, env_proxied
@@ -184,14 +181,6 @@ async def _read_limited(response: httpx.Response, path: str) -> bytes:
     return bytes(body)
 
 
-def _retry_hook(exc: Exception) -> bool | float:
-    if isinstance(exc, APIError):
-        if not exc.retryable:
-            return False
-        return min(exc.retry_after, 120.0) if exc.retry_after is not None else True
-    return isinstance(exc, TransportError)
-
-
 class UploadClient:
     """Uploads local files to LiangXin's upload host, within its own limits.
 
@@ -252,7 +241,7 @@ class UploadClient:
         """
         try:
             async for attempt in stamina.retry_context(
-                on=_retry_hook,
+                on=retry_hook,
                 attempts=self.settings.upload_retries,
                 timeout=self.settings.upload_retry_timeout,
             ):
@@ -329,19 +318,10 @@ class UploadClient:
                 content = await _read_limited(response, path)
             finally:
                 await response.aclose()
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            raise NotSentError(self._describe(path, err), path=path) from None
-        except httpx.HTTPError as err:  # a timeout, a dropped or undecodable answer
-            raise AmbiguousError(self._describe(path, err), path=path) from None
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        except httpx.HTTPError as err:
+            raise wire_error(path, err, self._key.reveal()) from None
         try:
-            return check_envelope(
-                response.status_code,
-                content,
-                retry_after=retry_after,
-                path=path,
-                redact_with=self._key.reveal(),
-            )
+            return read_envelope(response, content, path=path, key=self._key.reveal())
         except ValueError as err:  # a 2xx we could not read: the upload is retried
             raise TransportError(f"unreadable answer from {path}: {err}", path=path) from None
 
@@ -365,10 +345,6 @@ class UploadClient:
                 "it is neither stored nor used"
             )
         return UploadAnswer(url=url, expires_at=expires)
-
-    def _describe(self, path: str, err: Exception) -> str:
-        detail = redact(str(err) or type(err).__name__, self._key.reveal())
-        return f"{path}: {type(err).__name__}: {detail}"
 
 
 class FileRefusedError(BadRequestError):
