@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from liangxin_batch.catalog import _catalog as _catalog_module
 from liangxin_batch.catalog._catalog import (
     Catalog,
     FieldProblem,
@@ -870,3 +872,15 @@ def test_the_builtin_file_read_without_the_schema_gives_what_the_schema_gives() 
     trusted = _parse_file(text, "builtin", {}, trusted=True)
     assert repr(trusted) == repr(checked)
     assert trusted == checked
+
+
+def test_the_builtin_catalog_writes_no_key_twice() -> None:
+    """YAML keeps the last of two equal keys without a word; the built-in catalog is read
+    without pydantic, so only this can see a key written twice (a merge left four)."""
+    import yaml
+
+    from liangxin_batch.manifest._yaml_doc import duplicate_keys
+
+    path = Path(_catalog_module.__file__).parent / "catalog.yaml"
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    assert [p.format() for p in duplicate_keys(root, path.name)] == []
