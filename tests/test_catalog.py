@@ -883,4 +883,5 @@ def test_the_builtin_catalog_writes_no_key_twice() -> None:
 
     path = Path(_catalog_module.__file__).parent / "catalog.yaml"
     root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    assert root is not None
     assert [p.format() for p in duplicate_keys(root, path.name)] == []
