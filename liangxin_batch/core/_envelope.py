@@ -66,6 +66,12 @@ class TaskRecord:
     #: The callBackUrl the task was created with (from `param`), to reconcile lost replies.
     callback_url: str | None = None
 
+    @property
+    def failure(self) -> tuple[str, str]:
+        """The (error_code, error_message) a failed task is recorded with: the service's,
+        or words of ours when it gave none."""
+        return self.fail_code or "fail", self.fail_msg or "generation failed"
+
 
 def _text(value: object) -> str | None:
     if value is None:

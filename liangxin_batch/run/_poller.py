@@ -371,8 +371,7 @@ class PollScheduler(RunPart):
                 self._on_succeeded(flight.job)
         elif record.state is TaskState.FAIL:
             if self.refresh_inputs is not None and self.refresh_inputs(flight, record):
-                self._book.remove(flight.task_id)  # its slot goes on to the new attempt
-                self._queue.discard(flight.task_id)
+                self._drop(flight)  # its slot goes on to the new attempt
                 self.finished_tasks += 1
                 return
             await self._finish(
@@ -380,8 +379,8 @@ class PollScheduler(RunPart):
                 Event.TASK_FAILED,
                 record=record,
                 finished_by=finished_by,
-                error_code=record.fail_code or "fail",
-                error_message=record.fail_msg or "generation failed",
+                error_code=record.failure[0],
+                error_message=record.failure[1],
             )
         elif now >= flight.deadline:
             await self._finish(
@@ -406,8 +405,7 @@ class PollScheduler(RunPart):
         error_message: str | None = None,
     ) -> None:
         """Record how a task ended and give its slot back."""
-        self._book.remove(flight.task_id)
-        self._queue.discard(flight.task_id)
+        self._drop(flight)
         write_outcome(
             self._store,
             flight,
@@ -432,3 +430,8 @@ class PollScheduler(RunPart):
             self.finished_by_callback += 1
         self._observer.finished(flight.job_id, target_of(event).value)
         await self._control.give_slot()
+
+    def _drop(self, flight: Flight) -> None:
+        """The task is finished with: no longer in flight, polled or ranked."""
+        self._book.remove(flight.task_id)
+        self._queue.discard(flight.task_id)

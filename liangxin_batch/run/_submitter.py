@@ -89,13 +89,22 @@ class Submitter(RunPart):
             if files:  # uploads first, in a call of its own: no createTask place held
                 control.spawn(self._upload_then_submit(job, files, last_wave=last_wave))
                 continue
-            turn = await control.cancellable(self._client.create_turn())
-            if not isinstance(turn, CreateTurn) or control.stopping:
-                if isinstance(turn, CreateTurn):
-                    turn.release()
-                await control.give_slot()
+            turn = await self._turn()
+            if turn is None:
                 break
             control.spawn(self._submit_one(job, turn, last_wave=last_wave))
+
+    async def _turn(self) -> CreateTurn | None:
+        """A createTask turn for a job holding its slot; None when the run stops first
+        (the turn, if one came, and the slot given back)."""
+        control = self._control
+        turn = await control.cancellable(self._client.create_turn())
+        if not isinstance(turn, CreateTurn) or control.stopping:
+            if isinstance(turn, CreateTurn):
+                turn.release()
+            await control.give_slot()
+            return None
+        return turn
 
     async def _upload_then_submit(self, job: JobRow, files: list[str], *, last_wave: bool) -> None:
         """A job with local files (holding its slot): a fresh upload of each (made or
@@ -133,11 +142,8 @@ class Submitter(RunPart):
                 await control.give_slot()
                 return
             assert isinstance(urls, dict)
-            turn = await control.cancellable(self._client.create_turn())
-            if not isinstance(turn, CreateTurn) or control.stopping:
-                if isinstance(turn, CreateTurn):
-                    turn.release()
-                await control.give_slot()
+            turn = await self._turn()
+            if turn is None:
                 return
             if uploader.still_fresh(urls):
                 break
@@ -196,8 +202,8 @@ class Submitter(RunPart):
                 Event.TASK_FAILED,
                 record=record,
                 finished_by=None,
-                error_code=record.fail_code or "fail",
-                error_message=record.fail_msg or "generation failed",
+                error_code=record.failure[0],
+                error_message=record.failure[1],
                 catalog=self._catalog,
                 wall=self._clock.wall(),
             )
