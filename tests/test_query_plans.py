@@ -84,7 +84,7 @@ def walks(tmp_path: Path) -> list[str]:
     export(tmp_path, store, "jsonl", tmp_path / "x.jsonl")
     write_reports(tmp_path, store, check_files=True)  # report.html: tallies, an index
     write_results_by_segments(tmp_path, store)  # results.csv: a walk of each segment
-    store.generation_percentile("z-image", 95)
+    store.generation_percentiles("z-image", (95,))
     store.db.set_trace_callback(None)
     store.close()
     return [s for s in seen if s.lstrip().upper().startswith("SELECT")]
@@ -125,7 +125,7 @@ def test_report_summary_and_segments_walk_their_indexes(tmp_path: Path) -> None:
     of jobs_by_position (never a scan of every job for one segment)."""
     store = populated(tmp_path)
     seen = traced(store)
-    store.generation_percentile("z-image", 50)
+    store.generation_percentiles("z-image", (50,))
     write_results_by_segments(tmp_path, store)
     store.db.set_trace_callback(None)
     store.close()

@@ -24,6 +24,7 @@ __all__ = [
     "TOKEN_PREFIX",
     "LocalFile",
     "bytes_text",
+    "distinct_tokens",
     "file_token",
     "sniff_media_type",
     "token_sha256",
@@ -102,6 +103,11 @@ def tokens_in(value: Any) -> Iterator[str]:
     elif isinstance(value, Mapping):
         for item in value.values():
             yield from tokens_in(item)
+
+
+def distinct_tokens(value: Any) -> list[str]:
+    """The sha256 of each file an input names, once each, in the order it first names it."""
+    return list(dict.fromkeys(tokens_in(value)))
 
 
 def upload_name(sha256: str, media_type: str) -> str:

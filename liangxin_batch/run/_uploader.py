@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from liangxin_batch.core._clock import Clock
-from liangxin_batch.core._local_files import tokens_in
+from liangxin_batch.core._local_files import distinct_tokens
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._uploads import Upload, expiry_of, is_fresh
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, LiangXinError
@@ -63,7 +63,7 @@ class Uploader:
     @staticmethod
     def files_of(input: Mapping[str, Any]) -> list[str]:
         """The sha256 of every local file a job's input names, each once, in order."""
-        return list(dict.fromkeys(tokens_in(input)))
+        return distinct_tokens(input)
 
     async def urls_for(self, shas: Iterable[str]) -> dict[str, str]:
         """A URL with more than the margin left for each of these files, uploading

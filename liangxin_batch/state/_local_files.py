@@ -10,10 +10,11 @@ renamed file is the same job (same bytes): its row's path simply follows the man
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from liangxin_batch.core._local_files import LocalFile, tokens_in
+from liangxin_batch.core._local_files import TOKEN_PREFIX, LocalFile, distinct_tokens
+from liangxin_batch.core._states import JobState
 from liangxin_batch.state._tx import Transaction
 
 __all__ = ["LocalFileStore"]
@@ -55,7 +56,7 @@ class LocalFileStore:
     def local_files_of(self, job_input: Mapping[str, Any]) -> list[LocalFile]:
         """The distinct files a job's input names by file token, in the order it names
         them. A token no sync recorded is left out (the caller compares counts)."""
-        wanted = list(dict.fromkeys(tokens_in(job_input)))
+        wanted = distinct_tokens(job_input)
         found: dict[str, LocalFile] = {}
         for at in range(0, len(wanted), _CHUNK):
             part = wanted[at : at + _CHUNK]
@@ -65,6 +66,23 @@ class LocalFileStore:
             ):
                 found[row[0]] = LocalFile(*row)
         return [found[sha] for sha in wanted if sha in found]
+
+    def has_local_files(self) -> bool:
+        """Whether any job ever named a local file (one index probe: a batch without any
+        pays nothing more)."""
+        return self.db.execute("SELECT 1 FROM local_files LIMIT 1").fetchone() is not None
+
+    def local_inputs_to_send(self, states: Sequence[JobState]) -> int:
+        """Jobs of the manifest in `states` whose input holds a file token, counted (a
+        walk of those jobs: asked only when the batch has local files at all)."""
+        if not states or not self.has_local_files():
+            return 0
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE in_manifest = 1"
+            f" AND state IN ({','.join('?' * len(states))}) AND instr(input_json, ?) > 0",
+            [*(s.value for s in states), TOKEN_PREFIX],
+        ).fetchone()
+        return int(n)
 
     def local_file_count(self) -> int:
         """How many distinct local files the state knows."""

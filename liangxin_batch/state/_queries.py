@@ -226,14 +226,11 @@ class StoreQueries:
             if n
         ]
 
-    def generation_percentile(self, model: str, p: float) -> float | None:
-        """Nearest-rank percentile (p in 0..100) of the generation times of the manifest's
-        jobs of `model` whose generation succeeded; None when there are none. An index
-        search and an offset (jobs_report_seconds), not a read of the jobs."""
-        return self.generation_percentiles(model, (p,))[0]
-
     def generation_percentiles(self, model: str, ps: Sequence[float]) -> list[float | None]:
-        """`generation_percentile` of each of `ps`, the model's jobs counted once."""
+        """Nearest-rank percentiles (each of `ps` in 0..100) of the generation times of the
+        manifest's jobs of `model` whose generation succeeded; None when there are none.
+        The jobs counted once, then an index search and an offset per percentile
+        (jobs_report_seconds), not a read of the jobs."""
         # INDEXED BY: the planner would take jobs_by_model_state (then read and sort every
         # job of the model) where its statistics are thin; this index answers both.
         where = (
