@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from tqdm import tqdm
 
-__all__ = ["BarsObserver", "NullObserver", "Observer", "logger"]
+__all__ = ["BarsObserver", "NullObserver", "Observer", "logger", "tell"]
 
 logger = logging.getLogger("liangxin_batch")
 
@@ -38,6 +38,14 @@ class Observer(Protocol):
     def uploaded(self, path: str, size: int) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
+
+
+def tell(observer: Observer, method: str, *args: Any) -> None:
+    """Call one of the Observer methods added since callers began writing their own
+    (uploads, `taken_back`): an observer without it is simply not told."""
+    found = getattr(observer, method, None)
+    if found is not None:
+        found(*args)
 
 
 class NullObserver:

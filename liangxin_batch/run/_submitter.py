@@ -26,7 +26,7 @@ from liangxin_batch.run._client import CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import Flight, write_outcome
 from liangxin_batch.run._poller import PollScheduler
-from liangxin_batch.run._progress import logger
+from liangxin_batch.run._progress import logger, tell
 from liangxin_batch.run._upload_client import LocalFileChanged
 from liangxin_batch.run._uploader import Uploader
 from liangxin_batch.state._store import JobRow, TransitionRefused
@@ -217,10 +217,7 @@ class Submitter(RunPart):
             uploader.forget(files, uploaded_before=sent_wall)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
-        # An observer written before refreshes existed (a caller's own) is not told.
-        taken_back = getattr(self._observer, "taken_back", None)
-        if taken_back is not None:
-            taken_back(job.job_id)
+        tell(self._observer, "taken_back", job.job_id)
         fresh = self._store.get(job.job_id)
         assert fresh is not None
         self._control.spawn(self._upload_then_submit(fresh, files, last_wave=False))

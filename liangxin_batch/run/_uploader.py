@@ -23,7 +23,7 @@ from liangxin_batch.core._local_files import distinct_tokens
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._uploads import Upload, expiry_of, is_fresh
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, LiangXinError
-from liangxin_batch.run._progress import Observer, logger
+from liangxin_batch.run._progress import Observer, logger, tell
 from liangxin_batch.run._upload_client import LocalFileChanged, UploadClient
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import FINGERPRINT_KEY
@@ -124,7 +124,7 @@ class Uploader:
                 f"no local file is recorded for sha256 {sha[:12]}...: run again so the "
                 "manifest is read anew"
             )
-        _tell(self._observer, "uploading", file.written, file.size)
+        tell(self._observer, "uploading", file.written, file.size)
         started = self._clock.wall()  # the expiry counts from before the bytes left
         answer = await self.client.upload(file)
         expires = expiry_of(
@@ -135,7 +135,7 @@ class Uploader:
         self.uploads += 1
         self.upload_bytes += file.size
         logger.info("uploaded %s (%d bytes)", file.written, file.size)
-        _tell(self._observer, "uploaded", file.written, file.size)
+        tell(self._observer, "uploaded", file.written, file.size)
         return answer.url
 
     def still_fresh(self, urls: Mapping[str, str]) -> bool:
@@ -162,14 +162,6 @@ def err_retryable_later(err: LiangXinBatchError) -> bool:
     """An upload error another job may try again in this run: the service's own trouble
     (retries used up on 5xx or timeouts), not a refusal of the file or the account."""
     return isinstance(err, LiangXinError) and err.retryable
-
-
-def _tell(observer: Observer, what: str, path: str, size: int) -> None:
-    """Tell the bars about an upload; an observer written before uploads existed (a
-    caller's own, without these methods) is simply not told."""
-    method = getattr(observer, what, None)
-    if method is not None:
-        method(path, size)
 
 
 def _retrieved(future: asyncio.Future[str]) -> None:
