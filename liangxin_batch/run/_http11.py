@@ -122,7 +122,11 @@ class Conn(asyncio.Protocol):
             raise self._closed_error()
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        timer = (
+            loop.call_later(timeout, _expire, waiter, httpx.ReadTimeout, _READ_LATE)
+            if timeout is not None
+            else None
+        )
         try:
             await waiter
         finally:
@@ -137,7 +141,11 @@ class Conn(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         while self.write_paused and not self.closed:
             waiter = self.drain_waiter = loop.create_future()
-            timer = loop.call_later(timeout, _expire_write, waiter) if timeout is not None else None
+            timer = (
+                loop.call_later(timeout, _expire, waiter, httpx.WriteTimeout, _WRITE_LATE)
+                if timeout is not None
+                else None
+            )
             try:
                 await waiter
             finally:
@@ -162,14 +170,15 @@ def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout("timed out waiting for the server"))
+_READ_LATE = "timed out waiting for the server"
+_WRITE_LATE = "timed out writing the request body"
 
 
-def _expire_write(waiter: asyncio.Future[None]) -> None:
+def _expire(waiter: asyncio.Future[None], error: type[httpx.TimeoutException], text: str) -> None:
+    """A wait's deadline: the waiter fails with `error(text)` unless it is done already
+    (the error is made only when the deadline comes: most waits end before)."""
     if not waiter.done():
-        waiter.set_exception(httpx.WriteTimeout("timed out writing the request body"))
+        waiter.set_exception(error(text))
 
 
 def _head(request: httpx.Request, *, host: bool) -> tuple[list[bytes], bytes | None, bytes | None]:
