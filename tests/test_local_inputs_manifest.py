@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from liangxin_batch.catalog._catalog import Catalog
-from liangxin_batch.core._local_files import LocalFile, file_token
-from liangxin_batch.manifest._local_inputs import LocalInputs, sniff_media_type
+from liangxin_batch.core._local_files import LocalFile, file_token, sniff_media_type
+from liangxin_batch.manifest._local_inputs import LocalInputs
 from liangxin_batch.manifest._manifest import Job, Problem, iter_jobs, validate_manifest
 from tests.local_inputs_support import jpeg, png, sha, webp
 from tests.manifest_support import CATALOG, only_problem, read, write

@@ -129,16 +129,12 @@ class JobBuilder:
         fast: FastRows | None = None
         block: list[CellRow] = []  # counting: rows checked a column at a time
         for item in records:
-            if isinstance(item, CellRows):  # counting: a block as the reader made it
+            if isinstance(item, CellRows):  # counting (validate): a block as the reader made it
                 yield from self._tally(self._rows_block(fast, block))
                 block = []
                 if fast is None or fast.header is not item.header:
                     fast = FastRows(item.header, self.catalog, self.default_model)
-                if self.counter is not None:
-                    yield from self._tally(self._block(fast, item.cells, item.lines))
-                else:
-                    for row in item.each():
-                        yield from self._tally(self._row(fast, row))
+                yield from self._tally(self._block(fast, item.cells, item.lines))
                 continue
             if isinstance(item, CellRow):
                 if fast is None or fast.header is not item.header:
@@ -192,8 +188,7 @@ class JobBuilder:
         """Counting (validate): a block of rows proven valid column by column is counted
         up to its first id seen before; every other row is checked on its own."""
         counter = self.counter
-        if counter is None:
-            return
+        assert counter is not None, "blocks are read only when counting (validate)"
         block = check_block(fast, cells)
         done = 0
         header = fast.header
@@ -381,7 +376,7 @@ class JobBuilder:
         )
         return out
 
-    # ---- local files ---------------------------------------------------------------------
+    # ---- identity -------------------------------------------------------------------------------
 
     def _checked_row(
         self, row: CellRow, spec: ModelSpec, data: dict[str, Any], job_id: str | None
@@ -491,8 +486,6 @@ class JobBuilder:
                             "real address (the task would fail, and may be charged)",
                         )
                     )
-
-    # ---- identity -------------------------------------------------------------------------------
 
     def _register_ids(self, job_id: str | bool | None, rec: RawJob) -> None:
         """An invalid job's explicit ids still count, so duplicates show up in the same pass."""

@@ -127,23 +127,20 @@ class IdTable:
         self._mask = capacity - 1
         self._size = 0
 
-    def setdefault(self, key: int, value: int) -> int | None:
-        """Insert and return None, or return the value already stored for `key`."""
-        return self._claim_one(key, value)
-
     def claim_all(self, keys: list[int], values: list[int]) -> int:
         """Insert keys in order up to the first one already present (in the table or
         earlier in `keys`); return how many were inserted."""
         if len(keys) >= _BULK and self._size >= _BULK_AFTER and _claim_bulk(self, keys, values):
             return len(keys)
-        claim = self._claim_one
+        claim = self.setdefault
         for n, (key, value) in enumerate(zip(keys, values, strict=True)):
             if claim(key, value) is not None:
                 return n
         return len(keys)
 
-    def _claim_one(self, key: int, value: int) -> int | None:
-        """Insert (None), or the value already stored for `key` (nothing changed)."""
+    def setdefault(self, key: int, value: int) -> int | None:
+        """Insert and return None, or return the value already stored for `key` (nothing
+        changed)."""
         key = key or 1  # 0 marks an empty slot
         slots, mask = self._keys, self._mask
         i = key & mask

@@ -32,17 +32,7 @@ from liangxin_batch.core._local_files import LocalFile, file_token, sniff_media_
 if TYPE_CHECKING:
     from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
 
-__all__ = [
-    "FileFault",
-    "LocalInputs",
-    "expected_text",
-    "file_stamp",
-    "has_local",
-    "is_path",
-    "is_url",
-    "sniff_media_type",
-    "type_names",
-]
+__all__ = ["FileStamp", "LocalInputs", "file_stamp", "has_local"]
 
 _CHUNK = 1 << 20
 _HEAD = 16  # bytes enough to tell the types below apart
@@ -56,13 +46,12 @@ _NO_FILE = file_token("0" * 64)
 _SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+_HTTP = re.compile(r"https?://", re.IGNORECASE).match
+
+
 def is_url(item: str) -> bool:
     """An http(s) URL (the service fetches it), as opposed to a local path."""
-    head = item[:8].lower()
-    return head.startswith(("http://", "https://"))
-
-
-_HTTP = re.compile(r"https?://", re.IGNORECASE).match
+    return _HTTP(item) is not None
 
 
 def has_local(items: list[Any]) -> bool:
@@ -104,7 +93,6 @@ class _Facts:
 
 #: What says a file is as it was: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
 FileStamp = tuple[int, int, int, int, int]
-_StatKey = FileStamp
 
 
 def file_stamp(info: os.stat_result) -> FileStamp:
@@ -184,7 +172,7 @@ class LocalInputs:
     """Turns local paths into LocalFiles, reading each distinct file once per version."""
 
     def __init__(self) -> None:
-        self._facts: dict[str, tuple[_StatKey, _Facts | FileFault]] = {}
+        self._facts: dict[str, tuple[FileStamp, _Facts | FileFault]] = {}
         self._fields: dict[str, tuple[tuple[str, FieldSpec], ...]] = {}
         #: Every file read, by its absolute path as written (not resolved: a symlink
         #: pointed elsewhere must show): its stamp as hashed (what a resumed run compares
@@ -228,7 +216,7 @@ class LocalInputs:
         facts = self._read(path, shown, info, file_types)
         if isinstance(facts, FileFault):
             return facts
-        if facts.media_type is None or facts.media_type not in file_types:
+        if facts.media_type not in file_types:
             return _wrong_type(shown, facts.media_type, facts.size, file_types)
         if max_file_mb is not None and facts.size > max_file_mb * 10**6:
             return _too_big(shown, facts.size, max_file_mb)  # grew since the stat
@@ -265,7 +253,7 @@ class LocalInputs:
         if isinstance(head, FileFault):
             return head
         media_type = sniff_media_type(head)
-        if media_type is None or media_type not in file_types:
+        if media_type not in file_types:
             return _Facts("", info.st_size, media_type, path)
         found = self._hash(path, shown, key)
         if len(self._facts) >= _MAX_CACHED:
@@ -278,7 +266,7 @@ class LocalInputs:
         self.stats[path] = key
         return facts
 
-    def _hash(self, path: str, shown: str, key: _StatKey) -> tuple[_Facts, _StatKey] | FileFault:
+    def _hash(self, path: str, shown: str, key: FileStamp) -> tuple[_Facts, FileStamp] | FileFault:
         """Read the file once, streamed; again if it changed while it was read."""
         for _ in range(_READ_TRIES):
             digest = hashlib.sha256()

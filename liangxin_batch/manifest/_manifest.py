@@ -111,7 +111,7 @@ class ValidationReport:
     #: what a run would upload.
     local_files: int = 0
     local_bytes: int = 0
-    #: Every local file read, by absolute path: (size, mtime_ns) as it was hashed (a
+    #: Every local file read, by absolute path: its `file_stamp` as it was hashed (a
     #: resumed run compares them to know whether the manifest is unchanged).
     local_stats: Mapping[str, FileStamp] = field(default_factory=dict)
 

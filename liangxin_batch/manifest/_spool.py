@@ -42,7 +42,7 @@ class JobSpool:
         self.column_names: set[str] = set()
         #: The catalog ids the jobs use (what the manifest's fingerprint covers).
         self.models: set[str] = set()
-        #: The local files the manifest's jobs read, by absolute path: (size, mtime_ns)
+        #: The local files the manifest's jobs read, by absolute path: their `file_stamp`
         #: as hashed (the loader sets it from the validation; the fingerprint keeps it).
         self.local_stats: dict[str, FileStamp] = {}
 

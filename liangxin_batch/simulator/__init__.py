@@ -68,7 +68,7 @@ from ._saved import SAVED_FILE, saved_ledger
 from ._server import local_simulator, run_simulator, serve_in_thread
 from ._tasks import SimTask
 from ._upload_app import AUTH_FAILED
-from ._uploads import FETCH_FAILED, UploadRecord, sniff_media_type
+from ._uploads import FETCH_FAILED, UploadRecord, accepted_media_type
 
 __all__ = [
     "AUTH_FAILED",
@@ -91,6 +91,7 @@ __all__ = [
     "Simulator",
     "SimulatorApp",
     "UploadRecord",
+    "accepted_media_type",
     "canonical_job_key",
     "create_app",
     "load_fault_profile",
@@ -99,7 +100,6 @@ __all__ = [
     "saved_ledger",
     "serve_in_thread",
     "sign_callback",
-    "sniff_media_type",
     "upload_base_url",
     "webhook_signature",
 ]

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from liangxin_batch.core._local_files import EXTENSIONS
-from liangxin_batch.core._local_files import sniff_media_type as sniff_image
+from liangxin_batch.core._local_files import EXTENSIONS, sniff_media_type
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
@@ -43,13 +42,13 @@ __all__ = [
     "UploadRecord",
     "UploadStore",
     "UploadWriter",
+    "accepted_media_type",
     "clean_upload_path",
     "download_url",
     "fetch_failed",
     "input_problem",
     "new_file_name",
     "own_file_path",
-    "sniff_media_type",
 ]
 
 #: Where uploaded files are served: `<server root>/tempfile/<uploadPath>/<fileName>`.
@@ -59,10 +58,10 @@ FETCH_FAILED = "Failed to fetch input image: "
 _GONE = "HTTP 403: file expired or not found"
 
 
-def sniff_media_type(head: bytes) -> str | None:
+def accepted_media_type(head: bytes) -> str | None:
     """image/jpeg, image/png or image/webp from a file's first bytes (what the upload
     host accepts); None otherwise."""
-    kind = sniff_image(head)
+    kind = sniff_media_type(head)
     return kind if kind in EXTENSIONS else None
 
 
@@ -116,7 +115,7 @@ class UploadWriter:
 
     @property
     def media_type(self) -> str | None:
-        return sniff_media_type(self._head)
+        return accepted_media_type(self._head)
 
     def finish(self) -> str:
         """The blob's sha256, once it is in place under that name."""
