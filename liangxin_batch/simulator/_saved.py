@@ -55,7 +55,6 @@ class Saved:
     #: Where the latest task was created: the port whose result URLs a client may hold.
     base_url: str | None = None
     tasks: list[SimTask] = field(default_factory=list)
-    creates: list[LedgerEvent] = field(default_factory=list)
     #: Every upload in order (a later one of the same name replaces an earlier one).
     uploads: list[UploadRecord] = field(default_factory=list)
     #: The ledger's create and upload events, in the order they happened.
@@ -110,7 +109,6 @@ def _take(saved: Saved, raw: bytes, path: Path, number: int) -> None:
         elif kind == "task":
             task, event = _task(record)
             saved.tasks.append(task)
-            saved.creates.append(event)
             saved.events.append(event)
             saved.base_url = task.base_url
         elif kind == "upload":
@@ -153,10 +151,9 @@ class TaskJournal:
         if self._fd is None:
             raise RuntimeError("the saved-tasks journal is not open")
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        before = os.fstat(self._fd).st_size
         written = os.write(self._fd, data)  # one write: a whole line, or ...
         if written != len(data):  # ... a full disk's part of one: take it back
-            os.ftruncate(self._fd, before)
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
             raise OSError(f"{self.path}: only {written} of {len(data)} bytes written")
 
     def append_account(self, id_salt: str, credits: int) -> None:
