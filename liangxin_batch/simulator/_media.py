@@ -81,7 +81,7 @@ def _picture(prompt: str, label: str, size: tuple[int, int]) -> Image.Image:
     line_height = text_size + text_size // 4
     max_lines = max(1, (height - 2 * margin - line_height) // line_height)
     shown = spell_missing(prompt or "(no prompt)", text_size)
-    lines = wrap(shown, text.length, width - 2 * margin)
+    lines = wrap(shown, text.length, width - 2 * margin, most=max_lines)
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], lines[max_lines - 1] + " …"]
     y = margin

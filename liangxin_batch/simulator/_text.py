@@ -133,12 +133,18 @@ class TextStyle:
             x += font.getlength(run)
 
 
-def wrap(text: str, measure: Callable[[str], float], width: float) -> list[str]:
-    """Lines of `text` no wider than `width` (words kept whole where they fit)."""
+def wrap(
+    text: str, measure: Callable[[str], float], width: float, *, most: int | None = None
+) -> list[str]:
+    """Lines of `text` no wider than `width` (words kept whole where they fit). With
+    `most`, wrapping stops once there are more lines than that (the caller shows `most`
+    and marks the rest as cut): a long prompt is not measured to its end."""
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
         line = ""
         for word in paragraph.split():
+            if most is not None and len(lines) > most:
+                return lines
             candidate = f"{line} {word}" if line else word
             if measure(candidate) <= width:
                 line = candidate
@@ -146,12 +152,26 @@ def wrap(text: str, measure: Callable[[str], float], width: float) -> list[str]:
             if line:
                 lines.append(line)
             # A word longer than the line (a CJK sentence has no spaces) is cut by character.
-            while measure(word) > width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and measure(word[:cut]) > width:
-                    cut -= 1
+            while len(word) > 1 and measure(word) > width:
+                cut = _longest_fit(word, measure, width)
                 lines.append(word[:cut])
                 word = word[cut:]
+                if most is not None and len(lines) > most:
+                    return lines
             line = word
         lines.append(line)
     return lines
+
+
+def _longest_fit(word: str, measure: Callable[[str], float], width: float) -> int:
+    """The most characters of `word` (at least one) whose width fits: a bisection, as a
+    prefix only widens as it grows (measuring each shorter prefix in turn was quadratic
+    in a long unspaced CJK prompt)."""
+    low, high = 1, len(word)  # word[:low] is taken even when it does not fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if measure(word[:mid]) <= width:
+            low = mid
+        else:
+            high = mid - 1
+    return low
