@@ -320,7 +320,8 @@ def report(sc: Scenario, r: dict[str, Any]) -> None:
         )
     print(
         f"client CPU per job            {cpu_job:.2f} ms = {per_job_overhead:.2f} ms per-job "
-        f"overhead + {per_mb:.1f} ms/MB x {r['megabytes'] / sc.jobs:.3f} MB"
+        f"overhead + {per_mb:.1f} ms/MB x {r['megabytes'] / sc.jobs:.3f} MB + "
+        f"{1000 * (r['cpu_start'] + r['cpu_end']) / sc.jobs:.2f} ms start-up and reports"
     )
     print(
         f"  of which start-up {r['cpu_start']:.2f}s CPU, the run {run_cpu:.2f}s, "
