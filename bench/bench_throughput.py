@@ -219,7 +219,7 @@ def per_mb_cpu_ms(sample_dir: Path) -> float:
     import hashlib
 
     from liangxin_batch.core._settings import RunSettings
-    from liangxin_batch.outputs._gallery import make_thumbnail, thumbnail_from
+    from liangxin_batch.outputs._thumbs import make_thumbnail, thumbnail_from
     from liangxin_batch.run._media_check import check_media
 
     max_pixels = RunSettings().max_image_pixels

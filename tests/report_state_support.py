@@ -4,7 +4,9 @@ what the report and results.csv tests compare a fast path with the full walk on.
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from liangxin_batch.core._states import Event, JobState
@@ -106,3 +108,12 @@ def leave(store: StateStore, job_ids: list[str]) -> None:
     gone = set(job_ids)
     store.mark_seen([j.job_id for j in store.iter_jobs(in_manifest=True) if j.job_id not in gone])
     store.end_membership()
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of unsorted values; None when empty: the
+    oracle the report's percentiles (a search of the state's index) are checked on."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]

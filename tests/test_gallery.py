@@ -17,8 +17,10 @@ import pytest
 from PIL import Image
 
 from liangxin_batch.core._states import JobState
-from liangxin_batch.outputs._gallery import THUMB_SIZE, percentile, write_report_html
+from liangxin_batch.outputs._gallery import write_report_html
+from liangxin_batch.outputs._thumbs import THUMB_SIZE
 from liangxin_batch.state._store import FileRow, StateStore
+from tests.report_state_support import percentile
 from tests.state_support import drive
 
 T0 = 1_750_000_000.0

@@ -14,7 +14,7 @@ import httpx
 from PIL import Image
 
 from liangxin_batch.core._states import JobState
-from liangxin_batch.outputs._gallery import _make_thumb
+from liangxin_batch.outputs._thumbs import _make_thumb
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.state._store import StateStore
 from tests.test_download import PNG, FakeSource, add_job, leftovers, state_of

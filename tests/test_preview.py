@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch.outputs._gallery import THUMBS_DIR, thumbnail_from
+from liangxin_batch.outputs._thumbs import THUMBS_DIR, thumbnail_from
 from liangxin_batch.run._fetch import DownloadLimits, FileFetcher, Saved, Transient
 
 

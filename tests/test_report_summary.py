@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from liangxin_batch.core._states import BILLED_STATES
-from liangxin_batch.outputs._gallery import _Tally, percentile
+from liangxin_batch.outputs._gallery import _Tally
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import generation_seconds, report_status
 from liangxin_batch.state._store import StateStore
-from tests.report_state_support import random_state
+from tests.report_state_support import percentile, random_state
 
 
 def walked(store: StateStore, out: Path | None) -> dict[str, Any]:

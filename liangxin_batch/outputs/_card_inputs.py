@@ -20,7 +20,6 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from liangxin_batch.core._local_files import (
 from liangxin_batch.outputs._thumbs import (
     MAX_THUMB_PIXELS,
     THUMBS_DIR,
-    make_thumb_file,
-    run_thumbnail_tasks,
+    _make_thumb,
+    make_thumbs,
 )
 from liangxin_batch.state._store import StateStore
 
@@ -127,14 +126,7 @@ class CardInputs:
     def make_thumbs(self, out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS) -> set[str]:
         """Make the wanted input thumbnails not made yet (each distinct file decoded
         once); the set of those that exist afterwards."""
-        if not self.wanted:
-            return set()
-        (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-        items = list(self.wanted.items())
-        done = run_thumbnail_tasks(
-            [partial(_input_thumb, f, out_dir / rel, max_pixels) for rel, f in items]
-        )
-        return {rel for (rel, _), ok in zip(items, done, strict=True) if ok}
+        return make_thumbs(self.wanted, out_dir, max_pixels, make=_input_thumb)
 
 
 def _input_thumb(file: LocalFile, target: Path, max_pixels: int) -> bool:
@@ -145,7 +137,7 @@ def _input_thumb(file: LocalFile, target: Path, max_pixels: int) -> bool:
     source = Path(file.path)
     if not same_bytes(source, file.sha256, file.size):
         return False
-    return make_thumb_file(source, target, max_pixels, INPUT_THUMB_SIZE)
+    return _make_thumb(source, target, max_pixels, INPUT_THUMB_SIZE)
 
 
 def _url_as_path(text: str, sha256: str, written: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from liangxin_batch.core._states import REPORT_LABELS
 from liangxin_batch.state._store import JobRow, ReportJob
@@ -219,6 +219,10 @@ def typed_cells(job: ReportJob, kept: Sequence[_FileLike], names: Sequence[str])
     return row
 
 
+#: Where each ReportJob field is among a chunk's columns: `typed_columns` picks them by name.
+_FIELD_AT = {name: at for at, name in enumerate(ReportJob._fields)}
+
+
 def typed_columns(
     jobs: Sequence[ReportJob], kept: Sequence[Sequence[_FileLike]], names: Sequence[str]
 ) -> list[Sequence[Cell]]:
@@ -229,25 +233,29 @@ def typed_columns(
         [None if (v := c.get(name)) is None else str(v) for c in cols] for name in names
     ]
     fields = list(zip(*jobs, strict=True)) if jobs else [()] * len(ReportJob._fields)
+
+    def values_of(name: str) -> Sequence[Any]:
+        return fields[_FIELD_AT[name]]
+
     paths = [(_joined(k) if k else (None, None)) for k in kept]
-    credits, estimated = fields[9], fields[10]
+    credits, estimated = values_of("credits"), values_of("credits_estimated")
     seconds = [generation_seconds(job) for job in jobs]
     labels = REPORT_LABELS
     table += [
-        fields[0],
-        fields[2],
-        [labels[state] for state in fields[3]],
-        [v or None for v in fields[4]],
-        fields[5],
-        [v or None for v in fields[6]],
-        [v or None for v in fields[7]],
+        values_of("job_id"),
+        values_of("model"),
+        [labels[state] for state in values_of("state")],
+        [v or None for v in values_of("task_id")],
+        values_of("sends"),
+        [v or None for v in values_of("error_code")],
+        [v or None for v in values_of("error_message")],
         [p for p, _ in paths],
         [s for _, s in paths],
-        [";".join(urls) or None for urls in fields[8]],
+        [";".join(urls) or None for urls in values_of("result_urls")],
         credits,
         [e if c is None else None for c, e in zip(credits, estimated, strict=True)],
-        fields[12],
-        fields[13],
+        values_of("submitted_at"),
+        values_of("completed_at"),
         [None if s is None else round(s, 3) for s in seconds],
     ]
     return table

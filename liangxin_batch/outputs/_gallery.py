@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -38,27 +37,16 @@ from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.outputs._thumbs import (
     IMAGE_EXT,
     MAX_THUMB_PIXELS,
-    THUMB_SIZE,
     THUMBS_DIR,
-    _make_thumb,
-    make_thumbnail,
     make_thumbs,
     thumb_name,
-    thumbnail_from,
 )
 from liangxin_batch.state._status import removed_line
 from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
 
 __all__ = [
     "CREDITS_ROUND_UP_KEY",
-    "MAX_THUMB_PIXELS",
     "REPORT_HTML",
-    "THUMBS_DIR",
-    "THUMB_SIZE",
-    "_make_thumb",
-    "make_thumbnail",
-    "percentile",
-    "thumbnail_from",
     "write_report_html",
     "write_reports",
 ]
@@ -102,14 +90,6 @@ class ModelStats:
     succeeded: int
     p50: str
     p95: str
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100) of unsorted values; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _duration(seconds: float | None) -> str:

@@ -117,17 +117,28 @@ def as_lost(job: ReportJob, lost: Lost) -> ReportJob:
     )
 
 
-def _lost_file(out_dir: int | str, files: Sequence[ReportFile]) -> str | None:
-    """`out_dir`: a descriptor of the folder (paths are looked up from it, as a join
-    with it would: a pathlib join and stat cost 3x more), or its path."""
+def _lost_file(base: int | str, files: Sequence[ReportFile]) -> str | None:
+    """Why the first of `files` that is not as recorded is not (None: all are)."""
     for f in files:
-        try:
-            if isinstance(out_dir, int):
-                size = os.stat(f.path or "", dir_fd=out_dir).st_size
-            else:
-                size = os.stat(os.path.join(out_dir, f.path or "")).st_size
-        except OSError:
-            return f"{f.path} is missing on disk"
-        if f.size is not None and size != f.size:
-            return f"{f.path} changed on disk ({size:,} bytes, recorded {f.size:,})"
+        lost = _file_lost(base, f.path or "", f.size)
+        if lost is not None:
+            return lost
+    return None
+
+
+def _file_lost(base: int | str, path: str, size: int | None) -> str | None:
+    """Why the file at `path` is not as recorded: missing, or of another size than
+    `size` (None: it is). `base`: what `_folder` yields, a descriptor of the folder
+    (paths are looked up from it, as a join with it would: a pathlib join and stat cost
+    3x more), or its path. `_lost_file` and outputs/_lost.py's check of every done job
+    decide alike by it."""
+    try:
+        if isinstance(base, int):
+            on_disk = os.stat(path, dir_fd=base).st_size
+        else:
+            on_disk = os.stat(os.path.join(base, path)).st_size
+    except OSError:
+        return f"{path} is missing on disk"
+    if size is not None and on_disk != size:
+        return f"{path} changed on disk ({on_disk:,} bytes, recorded {size:,})"
     return None

@@ -140,10 +140,6 @@ def report_rows(
 # -- reading the state ----------------------------------------------------------------
 
 
-#: Called with every job as the report shows it (files checked) and its current files:
-#: report.html is gathered in the walk that writes results.csv.
-
-
 class _Header:
     """The manifest columns of the table, and whether every job's are known to be in it."""
 
@@ -172,13 +168,14 @@ def _row_chunks(
     cells: RowCells,
     *,
     check: Path | None,
-    check_files: bool,
     status: Collection[str] | None,
     model: Collection[str] | None,
     positions: tuple[int, int] | None = None,
     columns: ChunkColumns | None = None,
 ) -> Iterator[list[Any]]:
-    """Chunks of rows by `cells`; with `columns`, each chunk as columns by it instead."""
+    """Chunks of rows by `cells`; with `columns`, each chunk as columns by it instead.
+    With `check` (the output folder), a done job whose file is lost is shown as
+    download_failed (`as_lost`)."""
     chunk: list[list[Any]] = []
     chunk_jobs: list[ReportJob] = []
     chunk_files: list[list[ReportFile]] = []
@@ -193,12 +190,12 @@ def _row_chunks(
             header.missed = True  # the rows are written again, with the whole header
             return
         if columns is None:
-            chunk.append(cells(shown if check_files else job, kept, names))
+            chunk.append(cells(shown, kept, names))
             if len(chunk) == _CHUNK:
                 yield chunk
                 chunk = []
             continue
-        chunk_jobs.append(shown if check_files else job)
+        chunk_jobs.append(shown)
         chunk_files.append(kept)
         if len(chunk_jobs) == _CHUNK:
             yield columns(chunk_jobs, chunk_files, names)
@@ -221,7 +218,6 @@ def typed_table(
         header,
         typed_cells,
         check=out_dir,
-        check_files=True,
         status=None,
         model=None,
     )
@@ -303,7 +299,6 @@ def _write(
         header,
         typed_cells if typed else text_cells,
         check=out_dir if check_files else None,
-        check_files=check_files,
         status=status,
         model=model,
         columns=typed_columns if fmt == "parquet" else None,

@@ -199,7 +199,6 @@ def _make(
         header,
         text_cells,
         check=out_dir if check_files else None,
-        check_files=check_files,
         status=None,
         model=None,
         positions=_positions(seg),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from liangxin_batch.outputs._layout import slugify
 
@@ -26,7 +26,6 @@ __all__ = [
     "MAX_THUMB_PIXELS",
     "THUMBS_DIR",
     "THUMB_SIZE",
-    "make_thumb_file",
     "make_thumbnail",
     "make_thumbs",
     "run_thumbnail_tasks",
@@ -119,23 +118,40 @@ def make_thumbnail(
     return _make_thumb(source, out_dir / THUMBS_DIR / thumb_name(job_id, n), max_pixels)
 
 
+_Source = TypeVar("_Source")
+
+
+@overload
 def make_thumbs(
     thumbs: Mapping[str, Path], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
+) -> set[str]: ...
+@overload
+def make_thumbs(
+    thumbs: Mapping[str, _Source],
+    out_dir: Path,
+    max_pixels: int = MAX_THUMB_PIXELS,
+    *,
+    make: Callable[[_Source, Path, int], bool],
+) -> set[str]: ...
+def make_thumbs(
+    thumbs: Mapping[str, Any],
+    out_dir: Path,
+    max_pixels: int = MAX_THUMB_PIXELS,
+    *,
+    make: Callable[[Any, Path, int], bool] = _make_thumb,
 ) -> set[str]:
-    """Make the thumbnails (cached); the set of those that exist afterwards."""
+    """Make the thumbnails `thumbs` (name relative to `out_dir` -> what it shows), on a
+    few threads, each by `make(source, target, max_pixels)` (by default of an image
+    file, cached by date; `_card_inputs` makes its input thumbnails by its own); the set
+    of those that exist afterwards."""
     if not thumbs:
         return set()
     (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
     items = list(thumbs.items())
     results = run_thumbnail_tasks(
-        [partial(_make_thumb, src, out_dir / rel, max_pixels) for rel, src in items]
+        [partial(make, src, out_dir / rel, max_pixels) for rel, src in items]
     )
     return {rel for (rel, _), ok in zip(items, results, strict=True) if ok}
-
-
-def make_thumb_file(source: Path, target: Path, max_pixels: int, size: int) -> bool:
-    """A `size` px JPEG thumbnail of an image file (False: unreadable or too large)."""
-    return _make_thumb(source, target, max_pixels, size)
 
 
 def run_thumbnail_tasks(tasks: Sequence[Callable[[], bool]]) -> list[bool]:

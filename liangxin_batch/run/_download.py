@@ -35,8 +35,8 @@ import httpx
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
-from liangxin_batch.outputs._gallery import make_thumbnail, thumbnail_from
 from liangxin_batch.outputs._layout import Layout, PathClaims
+from liangxin_batch.outputs._thumbs import make_thumbnail, thumbnail_from
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
     FILE_TIMEOUT,
