@@ -26,9 +26,9 @@ from typing import Any
 from liangxin_batch.core._local_files import (
     TOKEN_PREFIX,
     LocalFile,
+    distinct_tokens,
     file_token,
     token_sha256,
-    tokens_in,
 )
 from liangxin_batch.outputs._thumbs import (
     MAX_THUMB_PIXELS,
@@ -95,7 +95,7 @@ class CardInputs:
     def __init__(self, store: StateStore) -> None:
         self._store = store
         #: Off for a batch without local files: cards then cost what they always did.
-        self.enabled = store.local_file_count() > 0
+        self.enabled = store.has_local_files()
         self._files: dict[str, LocalFile | None] = {}
         #: Thumbnails to make: name relative to `DIR/thumbs/` -> the input it shows.
         self.wanted: dict[str, LocalFile] = {}
@@ -104,7 +104,7 @@ class CardInputs:
         """A card's input (`inputs`, decoded from `input_json`) and error as shown."""
         if not self.enabled or TOKEN_PREFIX not in input_json:
             return Resolved(inputs, (), error)
-        shas = list(dict.fromkeys(tokens_in(inputs)))
+        shas = distinct_tokens(inputs)
         missing = [s for s in shas if s not in self._files]
         if missing:
             asked = {"files": [file_token(s) for s in missing]}
