@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["KEY", "child_env", "cli", "fast_catalog", "write_manifest"]
+__all__ = ["KEY", "child_env", "cli", "fast_catalog", "wait_for", "write_manifest"]
 
 KEY = "sk-cli-test-0123456789"
 
@@ -53,3 +55,12 @@ def child_env(url: str, key: str = KEY, **extra: str) -> dict[str, str]:
 def cli(*args: str) -> list[str]:
     """The command line of `liangxin-batch ARGS` with this interpreter."""
     return [sys.executable, "-m", "liangxin_batch", *args]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll a condition until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling a condition with a deadline, not timing
