@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
-import io
 import json
 import sqlite3
 import time
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.cli._exit import exit_code_for
@@ -33,6 +31,7 @@ from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
+from tests.local_inputs_support import image_png
 from tests.sim_support import sim_of
 from tests.virtual_time import run_virtual
 
@@ -47,19 +46,13 @@ COLOURS = [
 ]  # fmt: skip
 
 
-def _png(colour: str, size: int = 16) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(out, "PNG")
-    return out.getvalue()
-
-
 def _photos(folder: Path, n: int) -> list[str]:
     """`n` distinct images, plus the first five again under a second name: the paths
     as a manifest in `folder` writes them."""
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
-        data = _png(COLOURS[i % len(COLOURS)], 16 + i // len(COLOURS))
+        data = image_png(COLOURS[i % len(COLOURS)], 16 + i // len(COLOURS))
         (folder / "photos" / f"p{i:02d}.png").write_bytes(data)
         paths.append(f"photos/p{i:02d}.png")
         if i < 5:
