@@ -18,16 +18,13 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.manifest._manifest import validate_manifest
-from liangxin_batch.run._control import LoopClock
-from liangxin_batch.run._runner import Runner
 from liangxin_batch.run._upload_client import UploadClient
-from liangxin_batch.simulator import SimConfig, upload_base_url
+from liangxin_batch.simulator import SimConfig
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import FINGERPRINT_KEY
-from tests.local_inputs_support import png
-from tests.test_local_inputs_state import _fingerprint, _sync
-from tests.test_local_inputs_state import _manifest as state_manifest
-from tests.test_uploads_run import KEY, SIM_URL, Batch, _manifest, _photos
+from tests.local_inputs_support import edit_manifest as state_manifest
+from tests.local_inputs_support import png, run_fingerprint, sync_as_run
+from tests.uploads_support import KEY, Batch, photo_files, photos_manifest
 from tests.virtual_time import run_virtual
 
 
@@ -37,7 +34,7 @@ def test_an_answer_expiry_inside_the_margin_does_not_upload_forever(tmp_path: Pa
     for a 3 d lifetime) is closer than the margin: a fresh upload is never `fresh`, so
     _upload_then_submit uploads, takes a turn, finds it stale, gives the turn back and
     uploads again, without end. It must end (use it, or refuse with a message)."""
-    manifest = _manifest(tmp_path, 1, _photos(tmp_path, 1)[:1])
+    manifest = photos_manifest(tmp_path, 1, photo_files(tmp_path, 1)[:1])
     out = tmp_path / "out"
 
     async def main() -> Batch:
@@ -61,7 +58,7 @@ def _stored_fingerprint(tmp_path: Path, manifest: Path) -> str | None:
     """Sync once as `run` does: the fingerprint it stores."""
     store = StateStore.in_dir(tmp_path / "out")
     try:
-        _sync(store, manifest)
+        sync_as_run(store, manifest)
         return store.get_meta(FINGERPRINT_KEY)
     finally:
         store.close()
@@ -78,7 +75,7 @@ def test_a_symlinked_folder_pointed_at_other_photos_is_read_again(tmp_path: Path
     stored = _stored_fingerprint(tmp_path, manifest)
     os.remove(tmp_path / "photos")
     os.symlink("shoot-2", tmp_path / "photos")
-    assert not same_manifest(stored, _fingerprint(manifest, stored))
+    assert not same_manifest(stored, run_fingerprint(manifest, stored))
 
 
 def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None:
@@ -92,7 +89,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None
     png(photo, b"version two of the shoe")  # same length
     os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(photo).st_size == before.st_size
-    assert not same_manifest(stored, _fingerprint(manifest, stored))
+    assert not same_manifest(stored, run_fingerprint(manifest, stored))
 
 
 @pytest.mark.slow
@@ -120,8 +117,8 @@ def test_uploads_that_go_stale_at_every_turn_leave_the_job_pending_not_looping(
     time the second job's turn comes its upload is stale, the turn goes back unused and
     the file is uploaded again. However that comes about, the uploads a job makes for
     one createTask are bounded: the job is left pending with a message, the run ends."""
-    paths = _photos(tmp_path, 2)
-    manifest = _manifest(tmp_path, 2, [paths[0], paths[2]])  # p00, p01: distinct
+    paths = photo_files(tmp_path, 2)
+    manifest = photos_manifest(tmp_path, 2, [paths[0], paths[2]])  # p00, p01: distinct
     out = tmp_path / "out"
     settings = RunSettings(
         create_limit=1, create_window=600.0, upload_lifetime=300.0, upload_margin=60.0
@@ -153,40 +150,13 @@ def test_a_file_found_changed_at_upload_makes_the_next_run_read_the_manifest(
     out = tmp_path / "out"
 
     async def main() -> tuple[RunSummary, str | None]:
-        from liangxin_batch.run._client import LiangXinClient
-
         batch = Batch(SimConfig(api_key=KEY, seed=6))
         store = StateStore.in_dir(out, wall_clock=batch.wall)
         try:
-            _sync(store, manifest)
+            sync_as_run(store, manifest)
             assert store.get_meta(FINGERPRINT_KEY) is not None
             png(photo, b"version two of the shoe, edited after the sync")
-            settings = RunSettings()
-            client = LiangXinClient(
-                api_key=KEY,
-                base_url=SIM_URL,
-                transport=httpx.ASGITransport(app=batch.app),
-                settings=settings,
-            )
-            uploads = UploadClient(
-                upload_base_url=upload_base_url(SIM_URL),
-                api_key=KEY,
-                settings=settings,
-                transport=httpx.ASGITransport(app=batch.app),
-            )
-            runner = Runner(
-                store=store,
-                client=client,
-                catalog=default_catalog(),
-                settings=settings,
-                clock=LoopClock(wall=batch.wall),
-                upload_client=uploads,
-            )
-            try:
-                summary = await runner.run()
-            finally:
-                await client.aclose()
-                await uploads.aclose()
+            summary = await batch.run_store(store, RunSettings())
             return summary, store.get_meta(FINGERPRINT_KEY)
         finally:
             store.close()
@@ -204,8 +174,8 @@ def test_the_simulator_fetches_inputs_as_a_task_leaves_waiting_not_at_create(
     is created. Without a margin, URLs given in the last seconds of their life expire
     before their tasks fetch them: the simulator must fail those tasks (with the margin,
     test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time, none)."""
-    paths = _photos(tmp_path, 3)[:3]
-    manifest = _manifest(tmp_path, 60, paths)
+    paths = photo_files(tmp_path, 3)[:3]
+    manifest = photos_manifest(tmp_path, 60, paths)
     settings = RunSettings(
         create_limit=1, create_window=10.0, upload_lifetime=300.0, upload_margin=0.0
     )
@@ -250,8 +220,8 @@ def test_a_refresh_and_the_forgetting_of_its_uploads_commit_together(tmp_path: P
     the upload it was given must commit as one. A write that fails at the drop (standing
     in for a kill there: a trigger in the state refuses it) must not leave the refresh
     spent and the old upload kept, which the resend would reuse."""
-    paths = _photos(tmp_path, 1)[:1]
-    first = _manifest(tmp_path, 1, paths, name="first.csv")
+    paths = photo_files(tmp_path, 1)[:1]
+    first = photos_manifest(tmp_path, 1, paths, name="first.csv")
     second = tmp_path / "second.csv"
     second.write_text(
         first.read_text() + f"late,google/nano-banana-edit,a later edit,{paths[0]}\n",
@@ -301,42 +271,22 @@ def _hostile_upload_host(answer: dict[str, object]) -> httpx.MockTransport:
 
 def _run_with_upload_host(tmp_path: Path, jobs: int, upload: httpx.MockTransport) -> RunSummary:
     """A run of `jobs` edit jobs over one local file, uploads going to `upload`."""
-    manifest = _manifest(tmp_path, jobs, _photos(tmp_path, 1)[:1])
+    manifest = photos_manifest(tmp_path, jobs, photo_files(tmp_path, 1)[:1])
     out = tmp_path / "out"
 
     async def main() -> RunSummary:
-        from liangxin_batch.run._client import LiangXinClient
-
         batch = Batch(SimConfig(api_key=KEY, seed=7))
         store = StateStore.in_dir(out, wall_clock=batch.wall)
-        _sync(store, manifest)
-        settings = RunSettings()
-        client = LiangXinClient(
-            api_key=KEY,
-            base_url=SIM_URL,
-            transport=httpx.ASGITransport(app=batch.app),
-            settings=settings,
-        )
-        uploads = UploadClient(
-            upload_base_url="http://uploads.example",
-            api_key=KEY,
-            settings=settings,
-            transport=upload,
-        )
-        runner = Runner(
-            store=store,
-            client=client,
-            catalog=default_catalog(),
-            settings=settings,
-            clock=LoopClock(wall=batch.wall),
-            upload_client=uploads,
-        )
+        sync_as_run(store, manifest)
         try:
             async with asyncio.timeout(3600):
-                return await runner.run()
+                return await batch.run_store(
+                    store,
+                    RunSettings(),
+                    upload_base="http://uploads.example",
+                    upload_transport=upload,
+                )
         finally:
-            await client.aclose()
-            await uploads.aclose()
             store.close()
 
     return run_virtual(main)
