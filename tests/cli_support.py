@@ -34,13 +34,14 @@ def write_manifest(
     return ids
 
 
-def fast_catalog(folder: Path, typical_seconds: float = 0.1) -> Path:
-    """A user catalog that tells the poll schedule the simulator runs fast (it patches
-    one field of a built-in model)."""
+def fast_catalog(
+    folder: Path, typical_seconds: float = 0.1, *, model: str = "google/nano-banana"
+) -> Path:
+    """A user catalog (fast.yaml in `folder`) that tells the poll schedule the simulator
+    runs fast: it patches one field, typical_seconds, of the built-in `model`."""
     path = folder / "fast.yaml"
     path.write_text(
-        "models:\n  - id: google/nano-banana\n    patch: true\n"
-        f"    typical_seconds: {typical_seconds}\n"
+        f"models:\n  - id: {model}\n    patch: true\n    typical_seconds: {typical_seconds}\n"
     )
     return path
 
