@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -263,15 +263,23 @@ def resume(base_url: str, manifest: Path, out: Path, *, interrupt: str | None) -
     }
 
 
-def _peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a command, measured by /usr/bin/time."""
+class Measured(NamedTuple):
+    """What one run of a command cost: wall seconds, peak RSS (MB), user+system CPU s."""
+
+    wall: float
+    rss_mb: float
+    cpu: float
+
+
+def _measure(args: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run a command under /usr/bin/time: its wall time, peak RSS and CPU."""
     t0 = time.perf_counter()
     done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *args], env=env, capture_output=True, text=True
+        ["/usr/bin/time", "-f", "%M %U %S", *args], env=env, capture_output=True, text=True
     )
     wall = time.perf_counter() - t0
-    rss = int(done.stderr.strip().splitlines()[-1]) / 1024
-    return wall, rss
+    rss, user, system = done.stderr.strip().splitlines()[-1].split()
+    return Measured(wall, int(rss) / 1024, float(user) + float(system))
 
 
 def _cpu_seconds(args: list[str], times: int = 5) -> float:
@@ -296,17 +304,10 @@ def help_cpu() -> None:
 
 def validate(manifest: Path) -> None:
     """Wall, CPU (less moved by other work on the machine) and peak RSS of `validate`."""
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M %U %S", *EXE, "validate", str(manifest)],
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - t0
-    rss, user, system = done.stderr.strip().splitlines()[-1].split()
+    m = _measure([*EXE, "validate", str(manifest)])
     print(
-        f"validate the manifest             {wall:.1f}s ({float(user) + float(system):.1f}s CPU),"
-        f" peak RSS {int(rss) / 1024:.0f} MB (load average {os.getloadavg()[0]:.1f})",
+        f"validate the manifest             {m.wall:.1f}s ({m.cpu:.1f}s CPU),"
+        f" peak RSS {m.rss_mb:.0f} MB (load average {os.getloadavg()[0]:.1f})",
         flush=True,
     )
 
@@ -376,7 +377,7 @@ def main() -> None:
         )
         env = os.environ | {"LIANGXIN_API_KEY": KEY, "LIANGXIN_BASE_URL": base_url}
         target = _fresh(out, work)
-        wall, rss = _peak_rss_mb(
+        wall, rss, _cpu = _measure(
             [
                 *EXE,
                 "run",

@@ -1,6 +1,6 @@
 """Upload benchmark: local input files to the simulator's upload host, streamed.
 
-    .venv/bin/python bench/bench_uploads.py                  # 100 x 2 MB, 20 x 10 MB, 7 x 30 MB
+    .venv/bin/python bench/bench_uploads.py                  # 100 x 2 MB, 20 x 10 MB, 6 x 30 MB
     .venv/bin/python bench/bench_uploads.py --sizes 2 --files 100
 
 The simulator runs in a process of its own and the uploads in another, so the peak RSS

@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["KEY", "child_env", "cli", "fast_catalog", "write_manifest"]
+__all__ = ["KEY", "child_env", "cli", "fast_catalog", "wait_for", "write_manifest"]
 
 KEY = "sk-cli-test-0123456789"
 
@@ -32,13 +34,14 @@ def write_manifest(
     return ids
 
 
-def fast_catalog(folder: Path, typical_seconds: float = 0.1) -> Path:
-    """A user catalog that tells the poll schedule the simulator runs fast (it patches
-    one field of a built-in model)."""
+def fast_catalog(
+    folder: Path, typical_seconds: float = 0.1, *, model: str = "google/nano-banana"
+) -> Path:
+    """A user catalog (fast.yaml in `folder`) that tells the poll schedule the simulator
+    runs fast: it patches one field, typical_seconds, of the built-in `model`."""
     path = folder / "fast.yaml"
     path.write_text(
-        "models:\n  - id: google/nano-banana\n    patch: true\n"
-        f"    typical_seconds: {typical_seconds}\n"
+        f"models:\n  - id: {model}\n    patch: true\n    typical_seconds: {typical_seconds}\n"
     )
     return path
 
@@ -53,3 +56,12 @@ def child_env(url: str, key: str = KEY, **extra: str) -> dict[str, str]:
 def cli(*args: str) -> list[str]:
     """The command line of `liangxin-batch ARGS` with this interpreter."""
     return [sys.executable, "-m", "liangxin_batch", *args]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll a condition until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling a condition with a deadline, not timing

@@ -14,58 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._local_files import file_token
 from liangxin_batch.errors import StateError
-from liangxin_batch.manifest._fingerprint import (
-    manifest_fingerprint,
-    same_manifest,
-    stored_models,
-    with_models,
-)
+from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.run._run import load_manifest_jobs
 from liangxin_batch.state._store import StateStore
-from liangxin_batch.state._sync import FINGERPRINT_KEY, SyncReport, sync_jobs
-from tests.local_inputs_support import jpeg, png, sha
-
-EDIT = "seedream/4.5-edit"
-CATALOG = default_catalog()
-
-
-def _manifest(tmp: Path, rows: list[tuple[str, str]], name: str = "m.csv") -> Path:
-    path = tmp / name
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "model", "prompt", "image_urls", "aspect_ratio", "quality", "_note"])
-        for job_id, images in rows:
-            w.writerow([job_id, EDIT, "brighter", images, "1:1", "basic", "mine"])
-    return path
-
-
-def _fingerprint(manifest: Path, stored: str | None = None) -> str | None:
-    """The fingerprint `run` makes before reading the manifest (of the catalog as far as
-    the stored one says the batch uses it)."""
-    return manifest_fingerprint(
-        manifest,
-        catalog=CATALOG,
-        default_model=None,
-        allow_outside=False,
-        version="t",
-        models=stored_models(stored),
-    )
-
-
-def _sync(store: StateStore, manifest: Path, *, allow_changed: bool = False) -> SyncReport:
-    """What `run` does between reading the manifest and running it."""
-    fingerprint = _fingerprint(manifest)
-    with load_manifest_jobs(manifest, catalog=CATALOG) as jobs:
-        return sync_jobs(
-            store,
-            jobs,
-            allow_changed=allow_changed,
-            fingerprint=with_models(fingerprint, CATALOG, jobs.models, jobs.local_stats),
-        )
+from liangxin_batch.state._sync import FINGERPRINT_KEY, sync_jobs
+from tests.local_inputs_support import (
+    CATALOG,
+    EDIT_MODEL,
+    edit_manifest,
+    jpeg,
+    png,
+    run_fingerprint,
+    sha,
+    sync_as_run,
+)
 
 
 def test_the_sync_records_each_distinct_file_once(tmp_path: Path) -> None:
@@ -75,7 +40,7 @@ def test_the_sync_records_each_distinct_file_once(tmp_path: Path) -> None:
     rows = [("j1", "a.png|b.jpg"), ("j2", "same-as-a.png"), ("j3", "https://cdn.shop.com/x.png")]
     store = StateStore.in_dir(tmp_path / "out")
     try:
-        _sync(store, _manifest(tmp_path, rows))
+        sync_as_run(store, edit_manifest(tmp_path, rows))
         assert store.local_file_count() == 2
         got = store.local_file(sha(a))
         assert got is not None
@@ -94,7 +59,7 @@ def test_the_sync_records_each_distinct_file_once(tmp_path: Path) -> None:
         (tmp_path / "moved").mkdir()
         os.rename(a, tmp_path / "moved" / "a.png")
         os.remove(tmp_path / "same-as-a.png")
-        report = _sync(store, _manifest(tmp_path, [("j1", "moved/a.png|b.jpg")]))
+        report = sync_as_run(store, edit_manifest(tmp_path, [("j1", "moved/a.png|b.jpg")]))
         assert (report.added, report.changed) == (0, [])
         moved = store.local_file(sha(tmp_path / "moved" / "a.png"))
         assert moved is not None and moved.written == "moved/a.png"
@@ -104,47 +69,47 @@ def test_the_sync_records_each_distinct_file_once(tmp_path: Path) -> None:
 
 def test_a_photo_edited_between_runs_makes_its_job_changed(tmp_path: Path) -> None:
     photo = png(tmp_path / "photos" / "shoe.png")
-    manifest = _manifest(tmp_path, [("shoe", "photos/shoe.png")])
+    manifest = edit_manifest(tmp_path, [("shoe", "photos/shoe.png")])
     store = StateStore.in_dir(tmp_path / "out")
     try:
-        _sync(store, manifest)
+        sync_as_run(store, manifest)
         first = store.get("shoe")
         assert first is not None
         stored = store.get_meta(FINGERPRINT_KEY)
         # Nothing touched: the resume skips validation and sync.
-        assert same_manifest(stored, _fingerprint(manifest, stored))
+        assert same_manifest(stored, run_fingerprint(manifest, stored))
         # Edited in place, the manifest itself untouched.
         png(photo, b"the same shoe, retouched")
-        assert not same_manifest(stored, _fingerprint(manifest, stored))
+        assert not same_manifest(stored, run_fingerprint(manifest, stored))
         with pytest.raises(StateError, match="different content: shoe"):
-            _sync(store, manifest)
+            sync_as_run(store, manifest)
         again = store.get("shoe")
         assert again is not None and again.content_hash == first.content_hash  # rolled back
-        report = _sync(store, manifest, allow_changed=True)
+        report = sync_as_run(store, manifest, allow_changed=True)
         assert report.changed == ["shoe"]
         changed = store.get("shoe")
         assert changed is not None and changed.content_hash != first.content_hash
         assert changed.input["image_urls"] == [file_token(sha(photo))]
         assert same_manifest(
-            stored := store.get_meta(FINGERPRINT_KEY), _fingerprint(manifest, stored)
+            stored := store.get_meta(FINGERPRINT_KEY), run_fingerprint(manifest, stored)
         )
         # A listed file that is gone: read the manifest again (it says what is wrong).
         photo.unlink()
         assert not same_manifest(
-            stored := store.get_meta(FINGERPRINT_KEY), _fingerprint(manifest, stored)
+            stored := store.get_meta(FINGERPRINT_KEY), run_fingerprint(manifest, stored)
         )
     finally:
         store.close()
 
 
 def test_a_manifest_without_local_files_keeps_its_plain_fingerprint(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, [("u", "https://cdn.shop.com/x.png")])
+    manifest = edit_manifest(tmp_path, [("u", "https://cdn.shop.com/x.png")])
     store = StateStore.in_dir(tmp_path / "out")
     try:
-        _sync(store, manifest)
+        sync_as_run(store, manifest)
         stored = store.get_meta(FINGERPRINT_KEY)
         assert stored is not None and "local_files" not in stored
-        assert same_manifest(stored, _fingerprint(manifest, stored))
+        assert same_manifest(stored, run_fingerprint(manifest, stored))
     finally:
         store.close()
 
@@ -161,13 +126,14 @@ def test_results_csv_shows_the_paths_as_written(tmp_path: Path) -> None:
     out = tmp_path / "out"
     store = StateStore.in_dir(out)
     try:
-        _sync(store, _manifest(tmp_path, [("c1", "photos/a.png|photos/b.jpg")]))
+        sync_as_run(store, edit_manifest(tmp_path, [("c1", "photos/a.png|photos/b.jpg")]))
         assert _results(out, store)["c1"]["image_urls"] == "photos/a.png|photos/b.jpg"
     finally:
         store.close()
     yaml = tmp_path / "m.yaml"
     yaml.write_text(
-        f"jobs:\n  - id: y1\n    model: {EDIT}\n    prompt: brighter\n    aspect_ratio: '1:1'\n"
+        f"jobs:\n  - id: y1\n    model: {EDIT_MODEL}\n"
+        "    prompt: brighter\n    aspect_ratio: '1:1'\n"
         "    quality: basic\n    image_urls: [photos/a.png, photos/b.jpg]\n"
     )
     out2 = tmp_path / "out2"

@@ -1,4 +1,6 @@
-"""Review of issue 16: failing tests that demonstrate defects found in review."""
+"""Review of issue 16: regression tests for the defects the review found (each failed
+before its fix). Each test's docstring says what it guards against: the defect it once
+caught."""
 
 from __future__ import annotations
 
@@ -18,26 +20,24 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.manifest._manifest import validate_manifest
-from liangxin_batch.run._control import LoopClock
-from liangxin_batch.run._runner import Runner
 from liangxin_batch.run._upload_client import UploadClient
-from liangxin_batch.simulator import SimConfig, upload_base_url
+from liangxin_batch.simulator import SimConfig
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import FINGERPRINT_KEY
-from tests.local_inputs_support import png
-from tests.test_local_inputs_state import _fingerprint, _sync
-from tests.test_local_inputs_state import _manifest as state_manifest
-from tests.test_uploads_run import KEY, SIM_URL, Batch, _manifest, _photos
+from tests.local_inputs_support import edit_manifest as state_manifest
+from tests.local_inputs_support import png, run_fingerprint, sync_as_run
+from tests.uploads_support import KEY, Batch, photo_files, photos_manifest
 from tests.virtual_time import run_virtual
 
 
 @pytest.mark.slow
 def test_an_answer_expiry_inside_the_margin_does_not_upload_forever(tmp_path: Path) -> None:
-    """The host's own expiresAt (5 minutes here; e.g. 24 h against a user's 30 h margin
-    for a 3 d lifetime) is closer than the margin: a fresh upload is never `fresh`, so
-    _upload_then_submit uploads, takes a turn, finds it stale, gives the turn back and
-    uploads again, without end. It must end (use it, or refuse with a message)."""
-    manifest = _manifest(tmp_path, 1, _photos(tmp_path, 1)[:1])
+    """Guards against uploading one file forever when the host's own expiresAt (5
+    minutes here; e.g. 24 h against a user's 30 h margin for a 3 d lifetime) is closer
+    than the margin: a fresh upload was never `fresh`, so _upload_then_submit uploaded,
+    took a turn, found it stale, gave the turn back and uploaded again, without end. It
+    must end (use it, or refuse with a message)."""
+    manifest = photos_manifest(tmp_path, 1, photo_files(tmp_path, 1)[:1])
     out = tmp_path / "out"
 
     async def main() -> Batch:
@@ -61,16 +61,16 @@ def _stored_fingerprint(tmp_path: Path, manifest: Path) -> str | None:
     """Sync once as `run` does: the fingerprint it stores."""
     store = StateStore.in_dir(tmp_path / "out")
     try:
-        _sync(store, manifest)
+        sync_as_run(store, manifest)
         return store.get_meta(FINGERPRINT_KEY)
     finally:
         store.close()
 
 
 def test_a_symlinked_folder_pointed_at_other_photos_is_read_again(tmp_path: Path) -> None:
-    """The fingerprint lists each file by its *resolved* path: `photos -> shoot-1` then
-    `photos -> shoot-2` (other bytes under the same names) still stats shoot-1, so the
-    resume skips validation and sends the old photos."""
+    """Guards against a fingerprint that listed each file by its *resolved* path:
+    `photos -> shoot-1` then `photos -> shoot-2` (other bytes under the same names)
+    still statted shoot-1, so the resume skipped validation and sent the old photos."""
     png(tmp_path / "shoot-1" / "shoe.png")
     png(tmp_path / "shoot-2" / "shoe.png", b"a different shoot of the shoe, longer")
     os.symlink("shoot-1", tmp_path / "photos")
@@ -78,13 +78,14 @@ def test_a_symlinked_folder_pointed_at_other_photos_is_read_again(tmp_path: Path
     stored = _stored_fingerprint(tmp_path, manifest)
     os.remove(tmp_path / "photos")
     os.symlink("shoot-2", tmp_path / "photos")
-    assert not same_manifest(stored, _fingerprint(manifest, stored))
+    assert not same_manifest(stored, run_fingerprint(manifest, stored))
 
 
 def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None:
-    """Same size, mtime put back (cp -p, rsync -t, touch -r): the fingerprint's
-    (size, mtime_ns) match, validation is skipped, and the upload then refuses the file
-    as changed ("run again so the manifest is read anew") on every run: stuck."""
+    """Guards against an edit the fingerprint did not see: same size, mtime put back
+    (cp -p, rsync -t, touch -r), the fingerprint's (size, mtime_ns) matched, validation
+    was skipped, and the upload then refused the file as changed ("run again so the
+    manifest is read anew") on every run: stuck."""
     photo = png(tmp_path / "photos" / "shoe.png", b"version one of the shoe")
     manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
     stored = _stored_fingerprint(tmp_path, manifest)
@@ -92,14 +93,14 @@ def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path: Path) -> None
     png(photo, b"version two of the shoe")  # same length
     os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(photo).st_size == before.st_size
-    assert not same_manifest(stored, _fingerprint(manifest, stored))
+    assert not same_manifest(stored, run_fingerprint(manifest, stored))
 
 
 @pytest.mark.slow
 def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path) -> None:
-    """The size limit is checked after the whole file is hashed: an 8 GiB (sparse) file
-    for a 10 MB field takes ~20 s to refuse (a 100 GB disk image: minutes). st_size says
-    it at once."""
+    """Guards against checking the size limit only after hashing the whole file: an
+    8 GiB (sparse) file for a 10 MB field took ~20 s to refuse (a 100 GB disk image:
+    minutes). st_size says it at once."""
     big = tmp_path / "big.png"
     with big.open("wb") as fh:
         fh.write(b"\x89PNG\r\n\x1a\n")
@@ -116,12 +117,13 @@ def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path
 def test_uploads_that_go_stale_at_every_turn_leave_the_job_pending_not_looping(
     tmp_path: Path,
 ) -> None:
-    """Uploads live 5 minutes and the rate lets one createTask through every 10: each
-    time the second job's turn comes its upload is stale, the turn goes back unused and
-    the file is uploaded again. However that comes about, the uploads a job makes for
-    one createTask are bounded: the job is left pending with a message, the run ends."""
-    paths = _photos(tmp_path, 2)
-    manifest = _manifest(tmp_path, 2, [paths[0], paths[2]])  # p00, p01: distinct
+    """Guards against a job that uploaded without end: uploads live 5 minutes and the
+    rate lets one createTask through every 10, so each time the second job's turn comes
+    its upload is stale, the turn goes back unused and the file is uploaded again.
+    However that comes about, the uploads a job makes for one createTask are bounded:
+    the job is left pending with a message, the run ends."""
+    paths = photo_files(tmp_path, 2)
+    manifest = photos_manifest(tmp_path, 2, [paths[0], paths[2]])  # p00, p01: distinct
     out = tmp_path / "out"
     settings = RunSettings(
         create_limit=1, create_window=600.0, upload_lifetime=300.0, upload_margin=60.0
@@ -145,48 +147,22 @@ def test_uploads_that_go_stale_at_every_turn_leave_the_job_pending_not_looping(
 def test_a_file_found_changed_at_upload_makes_the_next_run_read_the_manifest(
     tmp_path: Path,
 ) -> None:
-    """The sync stored a fingerprint; the photo changes before its upload (the upload
-    refuses it: "run again so the manifest is read anew"). The stored fingerprint must
-    go, or the next run would skip reading the manifest and be refused again."""
+    """Guards against a stored fingerprint that outlived a refused upload: the sync
+    stored a fingerprint; the photo changes before its upload (the upload refuses it:
+    "run again so the manifest is read anew"). The stored fingerprint must go, or the
+    next run skips reading the manifest and is refused again."""
     photo = png(tmp_path / "photos" / "shoe.png", b"version one of the shoe")
     manifest = state_manifest(tmp_path, [("shoe", "photos/shoe.png")])
     out = tmp_path / "out"
 
     async def main() -> tuple[RunSummary, str | None]:
-        from liangxin_batch.run._client import LiangXinClient
-
         batch = Batch(SimConfig(api_key=KEY, seed=6))
         store = StateStore.in_dir(out, wall_clock=batch.wall)
         try:
-            _sync(store, manifest)
+            sync_as_run(store, manifest)
             assert store.get_meta(FINGERPRINT_KEY) is not None
             png(photo, b"version two of the shoe, edited after the sync")
-            settings = RunSettings()
-            client = LiangXinClient(
-                api_key=KEY,
-                base_url=SIM_URL,
-                transport=httpx.ASGITransport(app=batch.app),
-                settings=settings,
-            )
-            uploads = UploadClient(
-                upload_base_url=upload_base_url(SIM_URL),
-                api_key=KEY,
-                settings=settings,
-                transport=httpx.ASGITransport(app=batch.app),
-            )
-            runner = Runner(
-                store=store,
-                client=client,
-                catalog=default_catalog(),
-                settings=settings,
-                clock=LoopClock(wall=batch.wall),
-                upload_client=uploads,
-            )
-            try:
-                summary = await runner.run()
-            finally:
-                await client.aclose()
-                await uploads.aclose()
+            summary = await batch.run_store(store, RunSettings())
             return summary, store.get_meta(FINGERPRINT_KEY)
         finally:
             store.close()
@@ -200,12 +176,13 @@ def test_a_file_found_changed_at_upload_makes_the_next_run_read_the_manifest(
 def test_the_simulator_fetches_inputs_as_a_task_leaves_waiting_not_at_create(
     tmp_path: Path,
 ) -> None:
-    """The service fetches a task's inputs when it starts (after it waited), not when it
-    is created. Without a margin, URLs given in the last seconds of their life expire
-    before their tasks fetch them: the simulator must fail those tasks (with the margin,
+    """Guards against a simulator that fetched inputs at createTask: the service
+    fetches a task's inputs when it starts (after it waited). Without a margin, URLs
+    given in the last seconds of their life expire before their tasks fetch them: the
+    simulator must fail those tasks (with the margin,
     test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time, none)."""
-    paths = _photos(tmp_path, 3)[:3]
-    manifest = _manifest(tmp_path, 60, paths)
+    paths = photo_files(tmp_path, 3)[:3]
+    manifest = photos_manifest(tmp_path, 60, paths)
     settings = RunSettings(
         create_limit=1, create_window=10.0, upload_lifetime=300.0, upload_margin=0.0
     )
@@ -229,8 +206,9 @@ def test_the_simulator_fetches_inputs_as_a_task_leaves_waiting_not_at_create(
 
 
 def test_counting_a_jobs_input_refreshes_walks_only_its_refresh_events(tmp_path: Path) -> None:
-    """Asked for every failed task of a batch with local files: it must look at that
-    job's refresh events only (a partial index), not at every `pending` event."""
+    """Guards against a count that walked every `pending` event: asked for every failed
+    task of a batch with local files, it must look at that job's refresh events only
+    (a partial index)."""
     store = StateStore.in_dir(tmp_path)
     try:
         seen: list[str] = []
@@ -246,12 +224,13 @@ def test_counting_a_jobs_input_refreshes_walks_only_its_refresh_events(tmp_path:
 
 @pytest.mark.slow
 def test_a_refresh_and_the_forgetting_of_its_uploads_commit_together(tmp_path: Path) -> None:
-    """A task could not fetch its input: the refresh (the job's one) and the dropping of
-    the upload it was given must commit as one. A write that fails at the drop (standing
+    """Guards against a refresh committed apart from the forgetting of its upload: a
+    task could not fetch its input; the refresh (the job's one) and the dropping of the
+    upload it was given must commit as one. A write that fails at the drop (standing
     in for a kill there: a trigger in the state refuses it) must not leave the refresh
     spent and the old upload kept, which the resend would reuse."""
-    paths = _photos(tmp_path, 1)[:1]
-    first = _manifest(tmp_path, 1, paths, name="first.csv")
+    paths = photo_files(tmp_path, 1)[:1]
+    first = photos_manifest(tmp_path, 1, paths, name="first.csv")
     second = tmp_path / "second.csv"
     second.write_text(
         first.read_text() + f"late,google/nano-banana-edit,a later edit,{paths[0]}\n",
@@ -301,42 +280,22 @@ def _hostile_upload_host(answer: dict[str, object]) -> httpx.MockTransport:
 
 def _run_with_upload_host(tmp_path: Path, jobs: int, upload: httpx.MockTransport) -> RunSummary:
     """A run of `jobs` edit jobs over one local file, uploads going to `upload`."""
-    manifest = _manifest(tmp_path, jobs, _photos(tmp_path, 1)[:1])
+    manifest = photos_manifest(tmp_path, jobs, photo_files(tmp_path, 1)[:1])
     out = tmp_path / "out"
 
     async def main() -> RunSummary:
-        from liangxin_batch.run._client import LiangXinClient
-
         batch = Batch(SimConfig(api_key=KEY, seed=7))
         store = StateStore.in_dir(out, wall_clock=batch.wall)
-        _sync(store, manifest)
-        settings = RunSettings()
-        client = LiangXinClient(
-            api_key=KEY,
-            base_url=SIM_URL,
-            transport=httpx.ASGITransport(app=batch.app),
-            settings=settings,
-        )
-        uploads = UploadClient(
-            upload_base_url="http://uploads.example",
-            api_key=KEY,
-            settings=settings,
-            transport=upload,
-        )
-        runner = Runner(
-            store=store,
-            client=client,
-            catalog=default_catalog(),
-            settings=settings,
-            clock=LoopClock(wall=batch.wall),
-            upload_client=uploads,
-        )
+        sync_as_run(store, manifest)
         try:
             async with asyncio.timeout(3600):
-                return await runner.run()
+                return await batch.run_store(
+                    store,
+                    RunSettings(),
+                    upload_base="http://uploads.example",
+                    upload_transport=upload,
+                )
         finally:
-            await client.aclose()
-            await uploads.aclose()
             store.close()
 
     return run_virtual(main)
@@ -345,10 +304,10 @@ def _run_with_upload_host(tmp_path: Path, jobs: int, upload: httpx.MockTransport
 def test_an_upload_url_holding_the_key_stops_submitting_with_a_clear_reason(
     tmp_path: Path,
 ) -> None:
-    """The host answers a URL with the API key in it: the upload is refused (the URL
-    neither stored nor sent), the run stops submitting and says why; every job waiting
-    for that upload is told (no run ending on "unexpected ConfigError", no wait left
-    unresolved), and nothing is created."""
+    """Guards against a run that ended on "unexpected ConfigError" (or left a wait
+    unresolved) when the host answers a URL with the API key in it: the upload is
+    refused (the URL neither stored nor sent), the run stops submitting and says why,
+    every job waiting for that upload is told, and nothing is created."""
     host = _hostile_upload_host({"downloadUrl": f"https://files.example/x.png?key={KEY}"})
     summary = _run_with_upload_host(tmp_path, 3, host)
     assert summary.counts == {"pending": 3}, summary.counts
@@ -410,8 +369,8 @@ _OK_HEAD += b'"https://files.example/x.png", "pad": "'
 
 
 def test_an_upload_answer_is_read_up_to_a_mebibyte_only(tmp_path: Path) -> None:
-    """A host answering 64 MiB: the answer is refused after at most a couple of MiB
-    read, not taken into memory whole."""
+    """Guards against taking an upload answer into memory whole: a host answering
+    64 MiB is refused after at most a couple of MiB read."""
     answer = _Answer(_OK_HEAD, b"x" * (1 << 20), 64, b'"}}', 0.0)
     err, _ = _upload_against(tmp_path, answer)
     assert err is not None and "MiB" in str(err), err
@@ -419,8 +378,9 @@ def test_an_upload_answer_is_read_up_to_a_mebibyte_only(tmp_path: Path) -> None:
 
 
 def test_an_upload_answer_dripped_slowly_is_given_up_on(tmp_path: Path) -> None:
-    """A host giving its answer a byte every 30 s (each read within the read timeout)
-    is given up on by the attempt's own deadline, not waited on for hours."""
+    """Guards against waiting hours on a dripped answer: a host giving its answer a
+    byte every 30 s (each read within the read timeout) is given up on by the attempt's
+    own deadline."""
     answer = _Answer(_OK_HEAD, b"x", 2000, b'"}}', 30.0)
     err, took = _upload_against(tmp_path, answer)
     assert err is not None and took < 900, (err, took)

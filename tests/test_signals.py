@@ -10,7 +10,6 @@ import hashlib
 import signal
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from liangxin_batch.outputs._report import report_status
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app, serve_in_thread
 from liangxin_batch.state._store import StateStore
 from tests import cli_support
+from tests.cli_support import wait_for
 from tests.sim_support import sim_of
 from tests.state_support import files_in
 from tests.state_support import jobs_in as read_jobs
@@ -33,15 +33,6 @@ pytestmark = pytest.mark.slow
 KEY = "sk-signals-0123456789abcdef"
 N_JOBS = 60
 FINAL = {"done", "failed", "unknown", "download_failed"}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll a condition until it holds; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a condition with a deadline, not timing
 
 
 def write_manifest(path: Path) -> list[str]:

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from liangxin_batch.state._store import JobRow
-from tests.cli_support import child_env, cli, write_manifest
+from tests.cli_support import child_env, cli, wait_for, write_manifest
 from tests.state_support import jobs_in
 
 pytestmark = pytest.mark.slow
 
 N_JOBS = 12
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a condition with a deadline, not timing
 
 
 def _jobs(out: Path) -> dict[str, JobRow]:
@@ -50,8 +40,10 @@ def test_an_interrupted_simulated_run_resumes_with_its_tasks(tmp_path: Path) -> 
     env = child_env("http://127.0.0.1:9", PYTHONUNBUFFERED="1")
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(
-            lambda: sum(1 for j in _jobs(out).values() if j.task_id) >= 2, "two tasks created"
+        wait_for(
+            lambda: sum(1 for j in _jobs(out).values() if j.task_id) >= 2,
+            "two tasks created",
+            timeout=60.0,
         )
         first.send_signal(signal.SIGINT)
         stdout, stderr = first.communicate(timeout=60)

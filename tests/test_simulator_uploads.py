@@ -34,18 +34,13 @@ from liangxin_batch.simulator import (
     serve_in_thread,
     upload_base_url,
 )
+from tests.local_inputs_support import image_png
 from tests.sim_support import AUTH, CREATE, RECORD, sim_of
 
 STREAM = "/api/file-stream-upload"
 BASE64 = "/api/file-base64-upload"
 URL = "/api/file-url-upload"
 EDIT = "google/nano-banana-edit"  # image_urls: required, 10 images, 10 MB, jpeg/png/webp
-
-
-def png(colour: str = "red", size: int = 8) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(out, "PNG")
-    return out.getvalue()
 
 
 def webp() -> bytes:
@@ -105,7 +100,7 @@ def host(tmp_path: Path | None = None, **settings: Any) -> Iterator[Host]:
 
 @pytest.mark.slow
 def test_stream_upload_answers_the_documented_shape_and_serves_the_file() -> None:
-    data = png()
+    data = image_png()
     with host() as h:
         assert str(h.upload.base_url).rstrip("/") == h.base_url + UPLOAD_PREFIX
         reply = h.stream(data, "shoe.png", "images/user-uploads")
@@ -150,7 +145,7 @@ def test_without_a_file_name_the_host_picks_one_with_the_sniffed_extension() -> 
 
 @pytest.mark.slow
 def test_base64_upload_takes_raw_base64_and_data_urls() -> None:
-    data = png("green")
+    data = image_png("green")
     raw = base64.b64encode(data).decode()
     with host() as h:
         for name, text in (("raw.png", raw), ("url.png", "data:image/png;base64," + raw)):
@@ -183,7 +178,7 @@ def test_bad_base64_is_refused(text: str) -> None:
 
 @pytest.mark.slow
 def test_url_upload_fetches_own_and_loopback_urls_only() -> None:
-    data = png("purple")
+    data = image_png("purple")
     with host() as h, host() as other:
         first = h.stored(data, "first.png")
         reply = h.upload.post(URL, json={"fileUrl": first["downloadUrl"], "uploadPath": "copy"})
@@ -191,12 +186,12 @@ def test_url_upload_fetches_own_and_loopback_urls_only() -> None:
         copy = reply.json()["data"]
         assert copy["filePath"].startswith("copy/") and copy["fileSize"] == len(data)
         # Another loopback server's file, fetched over the socket.
-        theirs = other.stored(png("teal"), "t.png")["downloadUrl"]
+        theirs = other.stored(image_png("teal"), "t.png")["downloadUrl"]
         reply = h.upload.post(
             URL, json={"fileUrl": theirs, "uploadPath": "copy", "fileName": "t.png"}
         )
         assert reply.status_code == 200, reply.text
-        assert h.api.get(reply.json()["data"]["downloadUrl"]).content == png("teal")
+        assert h.api.get(reply.json()["data"]["downloadUrl"]).content == image_png("teal")
         refused = h.upload.post(URL, json={"fileUrl": "https://example.com/a.png"})
         assert refused.status_code == 400
         assert "loopback URLs only" in refused.json()["msg"]
@@ -208,7 +203,7 @@ def test_url_upload_fetches_own_and_loopback_urls_only() -> None:
 @pytest.mark.slow
 def test_the_other_answer_shape_gives_file_url_and_expiry() -> None:
     with host(upload_answer="file_url", upload_lifetime_seconds=3600) as h:
-        got = h.stored(png())
+        got = h.stored(image_png())
         assert "downloadUrl" not in got
         assert {"fileId", "fileUrl", "expiresAt", "fileName", "fileSize", "mimeType"} <= set(got)
         assert got["fileUrl"] == f"{h.base_url}/tempfile/in/x/a.png"
@@ -224,7 +219,7 @@ def test_every_endpoint_wants_the_api_key() -> None:
                 base_url=upload_base_url(h.base_url), headers=headers, timeout=10
             ) as anon:
                 for path, kwargs in (
-                    (STREAM, {"data": {"uploadPath": "x"}, "files": {"file": png()}}),
+                    (STREAM, {"data": {"uploadPath": "x"}, "files": {"file": image_png()}}),
                     (BASE64, {"json": {"base64Data": "aGk=", "uploadPath": "x"}}),
                     (URL, {"json": {"fileUrl": "http://127.0.0.1/x.png"}}),
                 ):
@@ -242,7 +237,7 @@ def test_every_endpoint_wants_the_api_key() -> None:
 @pytest.mark.slow
 def test_missing_upload_path_and_file_are_named() -> None:
     with host() as h:
-        reply = h.upload.post(STREAM, files={"file": ("a.png", png())})
+        reply = h.upload.post(STREAM, files={"file": ("a.png", image_png())})
         assert (reply.status_code, reply.json()["msg"]) == (
             400,
             "Missing required parameter: uploadPath",
@@ -251,7 +246,7 @@ def test_missing_upload_path_and_file_are_named() -> None:
         assert reply.json()["msg"] == "Missing required parameter: uploadPath"
         reply = h.upload.post(STREAM, data={"uploadPath": "x"}, files={"other": ("a", b"x")})
         assert reply.json()["msg"] == "Missing required parameter: file"
-        reply = h.stream(png(), "a.png", "../up")
+        reply = h.stream(image_png(), "a.png", "../up")
         assert reply.status_code == 400 and "Invalid uploadPath" in reply.json()["msg"]
 
 
@@ -287,7 +282,7 @@ def test_uploads_over_the_size_limit_are_refused() -> None:
 
 @pytest.mark.slow
 def test_reusing_a_file_name_overwrites() -> None:
-    old, new = png("red"), png("blue")
+    old, new = image_png("red"), image_png("blue")
     with host() as h:
         url = h.stored(old, "same.png")["downloadUrl"]
         h.clock.advance(60)
@@ -302,21 +297,21 @@ def test_reusing_a_file_name_overwrites() -> None:
 @pytest.mark.slow
 def test_uploads_expire_on_the_simulator_clock_and_an_upload_renews() -> None:
     with host(upload_lifetime_seconds=300) as h:
-        url = h.stored(png())["downloadUrl"]
+        url = h.stored(image_png())["downloadUrl"]
         h.clock.advance(299.9)
         assert h.api.get(url).status_code == 200
         h.clock.advance(0.1)
         gone = h.api.get(url)
         assert (gone.status_code, gone.text) == (403, "Forbidden: file expired or not found")
         assert h.api.get(f"{h.base_url}/tempfile/in/x/never.png").status_code == 403
-        h.stored(png())  # the same name again: a fresh lifetime
+        h.stored(image_png())  # the same name again: a fresh lifetime
         h.clock.advance(299)
         assert h.api.get(url).status_code == 200
 
 
 @pytest.mark.slow
 def test_the_ledger_counts_uploads_by_content_over_http_too() -> None:
-    a, b = png("red"), png("blue")
+    a, b = image_png("red"), image_png("blue")
     with host() as h:
         for data, name in ((a, "a.png"), (a, "a-copy.png"), (b, "b.png"), (a, "a.png")):
             h.stored(data, name)
@@ -331,7 +326,7 @@ def test_the_ledger_counts_uploads_by_content_over_http_too() -> None:
 @pytest.mark.slow
 def test_a_task_whose_upload_expired_or_never_was_fails_with_the_fetch_message() -> None:
     with host(upload_lifetime_seconds=600) as h:
-        url = h.stored(png())["downloadUrl"]
+        url = h.stored(image_png())["downloadUrl"]
         live = h.create(EDIT, {"prompt": "make it blue", "image_urls": [url]})
         assert h.finish(live)["state"] == "success"
         h.clock.advance(600)
@@ -351,7 +346,7 @@ def test_a_task_whose_upload_expired_or_never_was_fails_with_the_fetch_message()
 @pytest.mark.slow
 def test_object_list_inputs_are_checked_too_and_kling_takes_no_webp() -> None:
     with host(upload_lifetime_seconds=600) as h:
-        jpeg_ok = h.stored(png(), "frame.png")["downloadUrl"]
+        jpeg_ok = h.stored(image_png(), "frame.png")["downloadUrl"]
         webp_url = h.stored(webp(), "frame.webp")["downloadUrl"]
         task_id = h.create("kling-3.0/video", {"prompt": "go", "image_urls": [webp_url]})
         data = h.finish(task_id)
@@ -480,7 +475,7 @@ def test_uploads_survive_a_restarted_saved_simulator(tmp_path: Path) -> None:
 
     state = tmp_path / SAVED_FILE
     clock = ManualClock()
-    data = png("orange")
+    data = image_png("orange")
 
     def config(salt: str) -> SimConfig:
         return SimConfig(
@@ -524,7 +519,7 @@ def test_uploads_survive_a_restarted_saved_simulator(tmp_path: Path) -> None:
         with httpx.Client(headers=AUTH, timeout=10) as c:
             reply = c.post(
                 upload_base_url(url) + BASE64,
-                json={"base64Data": base64.b64encode(png()).decode(), "uploadPath": "in"},
+                json={"base64Data": base64.b64encode(image_png()).decode(), "uploadPath": "in"},
             )
             assert reply.status_code == 200, reply.text
     assert len(saved_ledger(tmp_path).uploads()) == 2

@@ -55,6 +55,24 @@ def _ok(url: str = "https://tempfile.example/u/x.png", **data: Any) -> tuple[int
     return 200, json.dumps(body).encode()
 
 
+def _on_loopback(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    client_side: Callable[[str], Awaitable[Any]],
+) -> Any:
+    """Serve `handler` on 127.0.0.1 (a free port) while `client_side(base_url)` runs in
+    a fresh event loop; its result, the server closed however it ends."""
+
+    async def main() -> Any:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await client_side(f"http://127.0.0.1:{port}")
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
 def _serve(answer: Answer, client_side: Callable[[str, Seen], Awaitable[Any]]) -> Any:
     seen = Seen()
 
@@ -77,15 +95,7 @@ def _serve(answer: Answer, client_side: Callable[[str, Seen], Awaitable[Any]]) -
         finally:
             writer.close()
 
-    async def main() -> Any:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return await client_side(f"http://127.0.0.1:{port}", seen)
-        finally:
-            server.close()
-
-    return asyncio.run(main())
+    return _on_loopback(handler, lambda base: client_side(base, seen))
 
 
 def _client(base: str, **settings: Any) -> UploadClient:
@@ -316,12 +326,4 @@ def _serve_unbuffered(answer: Answer, client_side: Callable[[str, Seen], Awaitab
         finally:
             writer.close()
 
-    async def main() -> Any:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return await client_side(f"http://127.0.0.1:{port}", seen)
-        finally:
-            server.close()
-
-    return asyncio.run(main())
+    return _on_loopback(handler, lambda base: client_side(base, seen))

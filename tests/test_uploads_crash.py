@@ -48,9 +48,7 @@ def _manifest(folder: Path, names: list[str]) -> Path:
     for i in range(JOBS):
         rows.append(f"k{i:03d},google/nano-banana-edit,crash upload {i},{names[i % FILES]}")
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "fast.yaml").write_text(
-        "models:\n  - id: google/nano-banana-edit\n    patch: true\n    typical_seconds: 0.2\n"
-    )
+    cli_support.fast_catalog(folder, 0.2, model="google/nano-banana-edit")
     return path
 
 

@@ -6,79 +6,25 @@ and refused up front when no upload host is set. The key stays out of the state.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from PIL import Image
 
-from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.cli._exit import exit_code_for
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError
-from liangxin_batch.run._control import LoopClock
 from liangxin_batch.run._progress import NullObserver
-from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
-from liangxin_batch.run._runner import Runner
-from liangxin_batch.run._upload_client import UploadClient
+from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
-from liangxin_batch.state._store import StateStore
-from liangxin_batch.state._sync import sync_jobs
 from tests.sim_support import sim_of
+from tests.uploads_support import EDIT, KEY, Batch, photo_files, photos_manifest
 from tests.virtual_time import run_virtual
-
-KEY = "sk-upload-run-7777"
-#: The in-process simulator's address, with an explicit port: its upload answers build
-#: the download URL from the ASGI scope's (host, port), which is (sim, None) without one.
-SIM_URL = "http://sim:8000"
-EDIT = "google/nano-banana-edit"
-COLOURS = [
-    "red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white",
-    "gray", "cyan", "magenta", "navy", "olive", "teal", "maroon", "lime", "gold", "silver",
-]  # fmt: skip
-
-
-def _png(colour: str, size: int = 16) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(out, "PNG")
-    return out.getvalue()
-
-
-def _photos(folder: Path, n: int) -> list[str]:
-    """`n` distinct images, plus the first five again under a second name: the paths
-    as a manifest in `folder` writes them."""
-    (folder / "photos").mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        data = _png(COLOURS[i % len(COLOURS)], 16 + i // len(COLOURS))
-        (folder / "photos" / f"p{i:02d}.png").write_bytes(data)
-        paths.append(f"photos/p{i:02d}.png")
-        if i < 5:
-            (folder / "photos" / f"copy-of-p{i:02d}.png").write_bytes(data)
-            paths.append(f"photos/copy-of-p{i:02d}.png")
-    return paths
-
-
-def _manifest(folder: Path, jobs: int, paths: Sequence[str], *, name: str = "m.csv") -> Path:
-    path = folder / name
-    with path.open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["id", "model", "prompt", "image_urls"])
-        for i in range(jobs):
-            images = [paths[i % len(paths)]]
-            if i % 3 == 0:  # some jobs take two images
-                images.append(paths[(i + 7) % len(paths)])
-            out.writerow([f"j{i:03d}", EDIT, f"edit number {i}", "|".join(images)])
-    return path
 
 
 def _shas(folder: Path) -> set[str]:
@@ -103,8 +49,8 @@ def _assert_no_key(out: Path) -> None:
 def test_200_edit_jobs_over_20_files_upload_each_file_once_and_send_only_urls(
     tmp_path: Path,
 ) -> None:
-    paths = _photos(tmp_path, 20)
-    manifest = _manifest(tmp_path, 200, paths)
+    paths = photo_files(tmp_path, 20)
+    manifest = photos_manifest(tmp_path, 200, paths)
     config = SimConfig(
         api_key=KEY,
         latency_scale=0.005,
@@ -163,7 +109,7 @@ def test_local_files_without_an_upload_host_exit_2_and_send_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("LIANGXIN_UPLOAD_BASE_URL", raising=False)
-    manifest = _manifest(tmp_path, 4, _photos(tmp_path, 2))
+    manifest = photos_manifest(tmp_path, 4, photo_files(tmp_path, 2))
     app = create_app(SimConfig(api_key=KEY, latency_scale=0.01))
     sim = sim_of(app)
     with serve_in_thread(app) as base_url, pytest.raises(ConfigError) as caught:
@@ -178,62 +124,6 @@ def test_local_files_without_an_upload_host_exit_2_and_send_nothing(
 
 
 # -- in virtual time (the simulator in process, its clock the loop's) ------------------
-
-
-class Batch:
-    """A manifest's jobs run by the real Runner against an in-process simulator whose
-    clock is the virtual loop's; the runner's wall clock follows it too."""
-
-    def __init__(self, config: SimConfig, *, upload_host: str = SIM_URL) -> None:
-        self.upload_host = upload_host
-        self.loop = asyncio.get_running_loop()
-        started = time.time() - self.loop.time()
-        #: Unix time that moves with the virtual loop: the simulator's clock, the
-        #: runner's and the state's.
-        self.wall = lambda: started + self.loop.time()
-        self.app = create_app(config, clock=self.wall)
-        self.sim = sim_of(self.app)
-        self.key = config.api_key
-
-    async def run(
-        self, manifest: Path, out: Path, settings: RunSettings, observer: Any = None
-    ) -> RunSummary:
-        from liangxin_batch.run._client import LiangXinClient
-
-        catalog = default_catalog()
-        spool = load_manifest_jobs(manifest, catalog=catalog)
-        store = StateStore.in_dir(out, wall_clock=self.wall)  # one clock for all
-        try:
-            sync_jobs(store, spool, allow_changed=False)
-        finally:
-            spool.close()
-        client = LiangXinClient(
-            api_key=self.key,
-            base_url=SIM_URL,
-            transport=httpx.ASGITransport(app=self.app),
-            settings=settings,
-        )
-        uploads = UploadClient(
-            upload_base_url=upload_base_url(self.upload_host),
-            api_key=self.key,
-            settings=settings,
-            transport=httpx.ASGITransport(app=self.app),
-        )
-        runner = Runner(
-            store=store,
-            client=client,
-            catalog=catalog,
-            settings=settings,
-            clock=LoopClock(wall=self.wall),
-            upload_client=uploads,
-            **({"observer": observer} if observer is not None else {}),
-        )
-        try:
-            return await runner.run()
-        finally:
-            await client.aclose()
-            await uploads.aclose()
-            store.close()
 
 
 def _events(out: Path, job_id: str) -> list[tuple[str, str]]:
@@ -252,8 +142,8 @@ def test_uploads_that_expire_during_a_long_batch_are_uploaded_again_in_time(
 ) -> None:
     """Uploads live 5 (virtual) minutes; the batch submits for about 10. No task fails
     for an expired input, and the ledger shows the files uploaded again."""
-    paths = _photos(tmp_path, 3)[:3]  # p00, copy-of-p00, p01: two distinct files
-    manifest = _manifest(tmp_path, 60, paths)
+    paths = photo_files(tmp_path, 3)[:3]  # p00, copy-of-p00, p01: two distinct files
+    manifest = photos_manifest(tmp_path, 60, paths)
     settings = RunSettings(
         create_limit=1,
         create_window=10.0,  # one create per 10 s: 60 jobs over ~10 minutes
@@ -302,8 +192,8 @@ def _two_runs(
     """A first batch uploads a file; 10 virtual minutes later a second batch uses the
     same file, whose upload the client still takes as fresh (it plans for 24 h) while
     the simulator dropped it after 5 minutes."""
-    paths = _photos(tmp_path, 1)[:1]
-    first = _manifest(tmp_path, 1, paths, name="first.csv")
+    paths = photo_files(tmp_path, 1)[:1]
+    first = photos_manifest(tmp_path, 1, paths, name="first.csv")
     out = tmp_path / "out"
     settings = RunSettings()
 
@@ -355,8 +245,8 @@ def test_the_refresh_happens_once_only(tmp_path: Path) -> None:
     """Uploads the service can never fetch (the upload host's URLs are on a host it does
     not reach): the task fails to fetch, the job is refreshed and resent once, the
     resent task fails alike, and the job then stays failed (no third task)."""
-    paths = _photos(tmp_path, 1)[:1]
-    manifest = _manifest(tmp_path, 1, paths)
+    paths = photo_files(tmp_path, 1)[:1]
+    manifest = photos_manifest(tmp_path, 1, paths)
     out = tmp_path / "out"
 
     async def main() -> tuple[Batch, RunSummary]:
