@@ -61,7 +61,7 @@ def _start(manifest: Path, out: Path, base_url: str) -> subprocess.Popen[bytes]:
         "--out",
         str(out),
         "--rate",
-        "20/1s",
+        "5/1s",
         "--upload-base-url",
         upload_base_url(base_url),
         "--upload-concurrency",
@@ -103,7 +103,11 @@ def test_sigkill_during_uploads_then_resume_uploads_no_file_for_nothing_twice(
     states = {j: job.state.value for j, job in jobs_in(out).items()}
     # A kill between a job's intent and its taskId parks it unknown (never sent again).
     assert set(states.values()) <= {"done", "unknown"}, states
-    assert list(states.values()).count("done") >= JOBS - kills
+    # A kill may catch as many creates in flight as the client keeps POSTs going at once:
+    # two (run/_places.py's floor; at 5/s it grows only past 320 ms round trips). One per
+    # kill was too tight a bound: the test failed now and then, two caught by one kill.
+    in_flight = kills * 2
+    assert list(states.values()).count("done") >= JOBS - in_flight
     # Uploads: each file once, plus at most the uploads in flight at each kill (their
     # answers never reached the state), never one the state already had.
     counts = sim.ledger.upload_counts_by_sha256()
@@ -113,4 +117,4 @@ def test_sigkill_during_uploads_then_resume_uploads_no_file_for_nothing_twice(
     assert all(n <= 1 + kills for n in counts.values()), counts
     # No createTask twice.
     prompts = [(e.input or {}).get("prompt") for e in sim.ledger.creates()]
-    assert len(prompts) == len(set(prompts)) >= JOBS - kills
+    assert len(prompts) == len(set(prompts)) >= JOBS - in_flight
