@@ -191,3 +191,29 @@ def test_a_failure_while_making_a_segment_leaves_the_old_file(
     write_results_by_segments(tmp_path, store)
     assert (tmp_path / RESULTS_CSV).read_bytes() == walked(tmp_path, store, csv_safe=False)
     store.close()
+
+
+def test_the_report_segments_are_versioned_apart_and_a_preview_bumps_only_them(
+    tmp_path: Path,
+) -> None:
+    """Migration 010: the report's shards keep their own versions (a run refreshes the
+    report without writing results.csv), bumped by the same changes and by a preview."""
+    rnd = random.Random(5)
+    store = random_state(tmp_path, 5, moves=60, stride=STRIDE)
+    results = store.clean_result_segments(store.result_segments())
+    report = store.clean_report_segments(store.report_segments())
+    assert results.keys() == report.keys() and len(report) == 23
+    move(store, tmp_path, "j00005", rnd)  # segment 1
+    assert store.report_segments()[1] == (report[1] + 1, True)
+    assert store.result_segments()[1] == (results[1] + 1, True)
+    store.clean_report_segments([1])
+    store.clean_result_segments([1])
+    done = next(f for f in store.all_files() if f.path is not None)
+    seg = next(j.idx for j in store.iter_jobs() if j.job_id == done.job_id) // SEGMENT_JOBS
+    before_results, before_report = store.result_segments(), store.report_segments()
+    store.set_preview(done.job_id, done.n, thumb="thumbs/x.jpg", width=640, height=480)
+    assert store.report_segments()[seg] == (before_report[seg][0] + 1, True)
+    assert store.result_segments() == before_results, "results.csv does not show previews"
+    (again,) = [f for f in store.files_of(done.job_id) if f.n == done.n]
+    assert (again.thumb, again.width, again.height) == ("thumbs/x.jpg", 640, 480)
+    store.close()

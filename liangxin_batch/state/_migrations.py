@@ -3,6 +3,8 @@ records it (append only: a state file records which it has had)."""
 
 from __future__ import annotations
 
+import functools
+
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -252,13 +254,13 @@ _ROW_COLUMNS = (
 )
 
 
-def _bump(segment: str) -> str:
+def _bump(segment: str, table: str = "result_segments") -> str:
     """One trigger statement: segment `segment` (an SQL expression) has changed. Only a
     clean segment is written (made dirty, its version raised): the changes that follow,
     until results.csv is written again, leave the row and its page as they are (a page
     of the WAL per transaction of a run was 9% of the bytes a job wrote)."""
     return f"""
-        INSERT INTO result_segments (seg, version, dirty)
+        INSERT INTO {table} (seg, version, dirty)
             SELECT {segment}, 1, 1 WHERE {segment} IS NOT NULL
         ON CONFLICT (seg) DO UPDATE SET version = version + 1, dirty = 1 WHERE dirty = 0;"""
 
@@ -344,6 +346,57 @@ def _m009_local_inputs(db: sqlite3.Connection) -> None:
     )
 
 
+def _m010_report_data(db: sqlite3.Connection) -> None:
+    """The report's data files (outputs/_report_data.py) are kept by segments too, with
+    versions of their own: `report_segments` is `result_segments` for report.html's
+    shards, bumped by the same changes and also by a file's preview. The shards and
+    results.csv are written apart (a run refreshes the report while it runs), so each
+    cache marks its own segments clean.
+
+    `files.width`/`height`: the pixels of an output image, from the download check (the
+    grid lays out cards by aspect without opening a file). `files.thumb`: its preview,
+    relative to DIR; '' when none can be made (not an image, unreadable, too large);
+    NULL when not tried yet (made by the next report)."""
+    n = SEGMENT_JOBS
+    bump = functools.partial(_bump, table="report_segments")
+    _run_script(
+        db,
+        f"""
+        ALTER TABLE files ADD COLUMN width INTEGER;
+        ALTER TABLE files ADD COLUMN height INTEGER;
+        ALTER TABLE files ADD COLUMN thumb TEXT;
+        CREATE TABLE report_segments (
+            seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
+            version INTEGER NOT NULL,
+            dirty   INTEGER NOT NULL      -- changed since the report's writer read it
+        );
+        INSERT INTO report_segments SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
+        CREATE TRIGGER jobs_report_insert AFTER INSERT ON jobs BEGIN
+            {bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_report_delete AFTER DELETE ON jobs BEGIN
+            {bump(f"OLD.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_report_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
+            {bump(f"OLD.idx / {n}")}
+            {bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER files_report_insert AFTER INSERT ON files BEGIN
+            {bump(_of_job("NEW"))}
+        END;
+        CREATE TRIGGER files_report_delete AFTER DELETE ON files BEGIN
+            {bump(_of_job("OLD"))}
+        END;
+        CREATE TRIGGER files_report_update
+            AFTER UPDATE OF job_id, n, url, path, sha256, size, width, height, thumb
+            ON files BEGIN
+            {bump(_of_job("OLD"))}
+            {bump(_of_job("NEW"))}
+        END;
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -355,6 +408,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("007_report_seconds", _m007_report_seconds),
     ("008_result_segments", _m008_result_segments),
     ("009_local_inputs", _m009_local_inputs),
+    ("010_report_data", _m010_report_data),
 )
 
 

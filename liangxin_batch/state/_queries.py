@@ -263,6 +263,16 @@ class StoreQueries:
             )
         }
 
+    def report_segments(self) -> dict[int, tuple[int, bool]]:
+        """(version, dirty) of each segment of the report's data files, as
+        `result_segments` for results.csv (migration 010)."""
+        return {
+            seg: (version, bool(dirty))
+            for seg, version, dirty in self.db.execute(
+                "SELECT seg, version, dirty FROM report_segments"
+            )
+        }
+
     def report_span(self) -> tuple[float | None, float | None]:
         """The manifest's first submission and last completion (0 counts as unset). Reads
         every job: asked only of a state without a record of its sessions."""
@@ -414,7 +424,7 @@ class StoreQueries:
         for i in range(0, len(job_ids), 500):  # an older SQLite allows 999 variables
             chunk = job_ids[i : i + 500]
             for row in self.db.execute(
-                "SELECT job_id, n, url, path, sha256, size FROM files"
+                "SELECT job_id, n, url, path, sha256, size, width, height, thumb FROM files"
                 f" WHERE job_id IN ({marks(chunk)}) ORDER BY job_id, n",
                 chunk,
             ):
@@ -439,7 +449,7 @@ class StoreQueries:
             " ORDER BY f.job_id, f.n LIMIT ?",
             (*after, limit),
         ).fetchall()
-        return [(FileRow(*r[:7]), int(r[7])) for r in rows]
+        return [(FileRow(*r[:-1]), int(r[-1])) for r in rows]
 
     def done_current_files(
         self, after: tuple[str, int] = ("", -1), limit: int = 1000

@@ -66,6 +66,11 @@ class FileRow:
     sha256: str | None
     size: int | None
     mtime_ns: int | None = None
+    #: An image's pixels (from the download check), and its preview relative to DIR:
+    #: '' when none can be made, None when not tried yet (migration 010).
+    width: int | None = None
+    height: int | None = None
+    thumb: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,7 @@ JOB_COLUMNS = (
     "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
     "cost_time, finished_by, credits_estimated, sends, in_manifest, generation_seconds"
 )
-FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns"
+FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns, width, height, thumb"
 
 
 def row_to_job(row: Sequence[Any]) -> JobRow:
@@ -175,6 +180,9 @@ class ReportFile(NamedTuple):
     path: str | None
     sha256: str | None
     size: int | None
+    width: int | None = None  # an image's pixels, when the download check saw them
+    height: int | None = None
+    thumb: str | None = None  # its preview, relative to DIR; '' none can be made
 
 
 #: A page of report rows: each job with its file 0 (a job of several result URLs has its
@@ -182,7 +190,7 @@ class ReportFile(NamedTuple):
 REPORT_JOB_SELECT = (
     "SELECT jobs.job_id, jobs.idx, model, state, task_id, sends, error_code, error_message,"
     " result_urls, credits, credits_estimated, cost_time, submitted_at, completed_at,"
-    " columns_json, input_json, f.url, f.path, f.sha256, f.size"
+    " columns_json, input_json, f.url, f.path, f.sha256, f.size, f.width, f.height, f.thumb"
     " FROM jobs LEFT JOIN files f ON f.job_id = jobs.job_id AND f.n = 0"
 )
 #: `REPORT_JOB_SELECT` less the input JSON (read as ''), for the walks that show no job's
@@ -258,7 +266,7 @@ def rows_to_report_jobs(rows: Sequence[Sequence[Any]]) -> list[ReportJob]:
                     row[13],
                     cols,
                     row[15],
-                    (_new(ReportFile, (row[0], 0, *row[16:20])),) if file_0 else (),
+                    (_new(ReportFile, (row[0], 0, *row[16:23])),) if file_0 else (),
                 ),
             )
         )

@@ -217,12 +217,17 @@ class StateStore(UploadStore, LocalFileStore, StoreQueries):
     def clean_result_segments(self, segs: Iterable[int]) -> dict[int, int]:
         """Mark these segments of results.csv clean, before their rows are read: any
         change from here on makes one dirty at a higher version. Their versions."""
+        return self._clean_segments("result_segments", segs)
+
+    def clean_report_segments(self, segs: Iterable[int]) -> dict[int, int]:
+        """`clean_result_segments` for the report's data files (migration 010)."""
+        return self._clean_segments("report_segments", segs)
+
+    def _clean_segments(self, table: str, segs: Iterable[int]) -> dict[int, int]:
         wanted = list(segs)
         with self.transaction(durable=False) as db:  # lost in a crash: they stay dirty
-            db.executemany(
-                "UPDATE result_segments SET dirty = 0 WHERE seg = ?", [(s,) for s in wanted]
-            )
-            found = dict(db.execute("SELECT seg, version FROM result_segments"))
+            db.executemany(f"UPDATE {table} SET dirty = 0 WHERE seg = ?", [(s,) for s in wanted])
+            found = dict(db.execute(f"SELECT seg, version FROM {table}"))
         return {seg: int(found[seg]) for seg in wanted if seg in found}
 
     # -- meta -----------------------------------------------------------------------
@@ -352,11 +357,24 @@ class StateStore(UploadStore, LocalFileStore, StoreQueries):
         with self.transaction(durable=False) as db:  # the file is checked again on resume
             db.execute(
                 f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}, path_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     *(row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
+                    *(row.width, row.height, row.thumb),
                     row.path.casefold() if row.path is not None else None,
                 ),
+            )
+
+    def set_preview(
+        self, job_id: str, n: int, *, thumb: str, width: int | None, height: int | None
+    ) -> None:
+        """File `n`'s preview (relative to DIR; '' none can be made) and pixels, once
+        made: the report then neither opens nor decodes that file again."""
+        with self.transaction(durable=False) as db:  # lost: the next report makes it again
+            db.execute(
+                "UPDATE files SET thumb = ?, width = coalesce(?, width),"
+                " height = coalesce(?, height) WHERE job_id = ? AND n = ?",
+                (thumb, width, height, job_id, n),
             )
 
     def finish_download(self, job_id: str, files: int, *, result_urls: Sequence[str]) -> bool:
