@@ -4,7 +4,6 @@ records it (append only: a state file records which it has had)."""
 from __future__ import annotations
 
 import functools
-
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
