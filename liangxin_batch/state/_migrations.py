@@ -396,6 +396,26 @@ def _m010_report_data(db: sqlite3.Connection) -> None:
     )
 
 
+def _m011_manifest_sources(db: sqlite3.Connection) -> None:
+    """Where each job was written: the manifest file (`manifest_sources`, one row per
+    distinct file name, so a million jobs hold a small integer each, not a path) and the
+    line in it (CSV: the row's first line). Each output's provenance sidecar names them
+    (outputs/_sidecars.py).
+
+    Jobs synced before this have none: the manifest's fingerprint is forgotten so the
+    next run reads the manifest once more and records where each job came from (a job
+    whose sources were written is then skipped again, as an unchanged job is)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE manifest_sources (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+        ALTER TABLE jobs ADD COLUMN source_id INTEGER;
+        ALTER TABLE jobs ADD COLUMN source_line INTEGER;
+        DELETE FROM meta WHERE key = 'manifest_fingerprint';
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -408,6 +428,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("008_result_segments", _m008_result_segments),
     ("009_local_inputs", _m009_local_inputs),
     ("010_report_data", _m010_report_data),
+    ("011_manifest_sources", _m011_manifest_sources),
 )
 
 

@@ -38,6 +38,7 @@ from liangxin_batch.state._migrations import (
     check_migrations,
     migrate,
 )
+from liangxin_batch.state._provenance import ProvenanceStore
 from liangxin_batch.state._queries import StoreQueries, marks
 from liangxin_batch.state._rows import (
     FILE_COLUMNS,
@@ -97,7 +98,7 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore(UploadStore, LocalFileStore, StoreQueries):
+class StateStore(UploadStore, LocalFileStore, ProvenanceStore, StoreQueries):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
@@ -264,17 +265,20 @@ class StateStore(UploadStore, LocalFileStore, StoreQueries):
 
     # -- jobs: manifest sync ----------------------------------------------------------
 
-    def existing_hashes(self, job_ids: Sequence[str]) -> dict[str, tuple[str, int, str, int]]:
-        """content_hash, idx, columns_json and in_manifest of the given ids that exist."""
-        out: dict[str, tuple[str, int, str, int]] = {}
+    def existing_hashes(
+        self, job_ids: Sequence[str]
+    ) -> dict[str, tuple[str, int, str, int, int | None, int | None]]:
+        """content_hash, idx, columns_json, in_manifest, source_id and source_line of the
+        given ids that exist."""
+        out: dict[str, tuple[str, int, str, int, int | None, int | None]] = {}
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i : i + 500]
-            for job_id, h, idx, columns, member in self.db.execute(
-                "SELECT job_id, content_hash, idx, columns_json, in_manifest FROM jobs"
-                f" WHERE job_id IN ({marks(chunk)})",
+            for job_id, *known in self.db.execute(
+                "SELECT job_id, content_hash, idx, columns_json, in_manifest, source_id,"
+                f" source_line FROM jobs WHERE job_id IN ({marks(chunk)})",
                 chunk,
             ):
-                out[job_id] = (h, idx, columns, member)
+                out[job_id] = tuple(known)
         return out
 
     def start_membership(self) -> None:
@@ -299,17 +303,37 @@ class StateStore(UploadStore, LocalFileStore, StoreQueries):
         self.db.execute("DELETE FROM temp.sync_seen")
         return self.removed_count()
 
-    def upsert_jobs(self, rows: Iterable[tuple[str, int, str, str, str, str]]) -> None:
+    def upsert_jobs(
+        self,
+        rows: Iterable[tuple[str, int, str, str, str, str]],
+        *,
+        sources: Sequence[tuple[int | None, int | None]] | None = None,
+    ) -> None:
         """Insert new jobs (job_id, idx, model, input_json, columns_json, hash) as pending;
-        for known ids refresh order and columns (content changes are handled by the caller)."""
+        for known ids refresh order and columns (content changes are handled by the caller).
+
+        `sources`: each row's (manifest source id, line) (`source_ids`), written in the
+        same statement; without it a known job keeps the sources it had."""
         now = self._now()
         with self.transaction() as db:
+            if sources is None:
+                db.executemany(
+                    "INSERT INTO jobs (job_id, idx, model, input_json, columns_json,"
+                    " content_hash, state, updated_at, in_manifest)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, 1)"
+                    " ON CONFLICT(job_id) DO UPDATE SET idx = excluded.idx,"
+                    " columns_json = excluded.columns_json, in_manifest = 1",
+                    [(*r, now) for r in rows],
+                )
+                return
             db.executemany(
                 "INSERT INTO jobs (job_id, idx, model, input_json, columns_json, content_hash,"
-                " state, updated_at, in_manifest) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, 1)"
+                " source_id, source_line, state, updated_at, in_manifest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, 1)"
                 " ON CONFLICT(job_id) DO UPDATE SET idx = excluded.idx,"
-                " columns_json = excluded.columns_json, in_manifest = 1",
-                [(*r, now) for r in rows],
+                " columns_json = excluded.columns_json, source_id = excluded.source_id,"
+                " source_line = excluded.source_line, in_manifest = 1",
+                [(*r, *src, now) for r, src in zip(rows, sources, strict=True)],
             )
 
     def replace_content(

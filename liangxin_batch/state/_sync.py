@@ -9,6 +9,7 @@ are reported.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -82,12 +83,13 @@ def sync_jobs(
         store.delete_meta(FINGERPRINT_KEY)
         store.start_membership()
         batch: list[JobLike] = []
+        sources: dict[str, int] = {}
         for job in jobs:
             batch.append(job)
             if len(batch) >= _BATCH:
-                _apply(store, batch, allow_changed, report)
+                _apply(store, batch, allow_changed, report, sources)
                 batch = []
-        _apply(store, batch, allow_changed, report)
+        _apply(store, batch, allow_changed, report, sources)
         report.removed = store.end_membership()
         _refuse_changed(store, report, allow_changed)
         if check is not None:
@@ -115,18 +117,39 @@ def _refuse_changed(store: StateStore, report: SyncReport, allow_changed: bool) 
         )
 
 
+def _source_of(job: JobLike) -> tuple[str, int] | None:
+    """The manifest file (absolute where it is a path) and line that wrote the job."""
+    src = getattr(job, "source", None)
+    if src is None:
+        return None
+    name = src.file
+    if not (name.startswith("<") and name.endswith(">")):  # "<records>": not a file
+        name = os.path.abspath(name)
+    return name, src.line
+
+
 def _apply(
-    store: StateStore, batch: list[JobLike], allow_changed: bool, report: SyncReport
+    store: StateStore,
+    batch: list[JobLike],
+    allow_changed: bool,
+    report: SyncReport,
+    source_ids: dict[str, int],
 ) -> None:
     if not batch:
         return
     ids = [j.job_id for j in batch]
     store.mark_seen(ids)
     known = store.existing_hashes(ids)
+    places = [_source_of(job) for job in batch]
+    new_names = {p[0] for p in places if p is not None and p[0] not in source_ids}
+    if new_names:
+        source_ids.update(store.source_ids(new_names))
     rows = []
+    sources: list[tuple[int | None, int | None]] = []
     files: dict[str, LocalFile] = {}
-    for job in batch:
+    for job, place in zip(batch, places, strict=True):
         report.total += 1
+        source = (source_ids[place[0]], place[1]) if place is not None else (None, None)
         local: tuple[LocalFile, ...] = getattr(job, "local_files", ())
         for f in local:  # every job, unchanged ones too: a file may have moved
             files.setdefault(f.sha256, f)
@@ -135,7 +158,12 @@ def _apply(
         previous = known.get(job.job_id)
         if previous is None:
             report.added += 1
-        elif previous[0] == job.content_hash and previous[1:] == (job.index, columns_json, 1):
+        elif previous[0] == job.content_hash and previous[1:] == (
+            job.index,
+            columns_json,
+            1,
+            *source,
+        ):
             continue  # nothing to write: the same job at the same place
         elif previous[0] != job.content_hash:
             report.changed.append(job.job_id)
@@ -157,6 +185,7 @@ def _apply(
                 job.content_hash,
             )
         )
+        sources.append(source)
     if rows:
-        store.upsert_jobs(rows)
+        store.upsert_jobs(rows, sources=sources)
     store.record_local_files(files.values())
