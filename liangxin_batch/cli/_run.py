@@ -127,6 +127,14 @@ def _callback_options(
     "(fields: job_id, model, index, task_id, date, any manifest column).",
 )
 @click.option(
+    "--embed-metadata",
+    is_flag=True,
+    envvar="LIANGXIN_EMBED_METADATA",
+    help="Also write a copy of each output image with its prompt and parameters inside "
+    "(PNG 'parameters' text, JPEG/WebP EXIF UserComment) under DIR/with-metadata/; the "
+    "originals are never rewritten [env LIANGXIN_EMBED_METADATA].",
+)
+@click.option(
     "--max-file-size",
     default="500MB",
     show_default=True,
@@ -255,6 +263,7 @@ def run_command(
     simulate: bool,
     sim_latency_scale: float,
     layout: str | None,
+    embed_metadata: bool,
     max_file_size: str,
     min_free_disk: str,
     download_concurrency: int,
@@ -310,6 +319,7 @@ def run_command(
         allow_changed=allow_changed,
         max_credits=max_credits,
         layout=layout,
+        embed_metadata=embed_metadata,
         max_file_size=parse_size(max_file_size),
         min_free_disk=parse_size(min_free_disk, flag="--min-free-disk", minimum=0),
         download_concurrency=download_concurrency,

@@ -65,6 +65,10 @@ class RunSettings:
     max_credits: float | None = None
     #: Output file names under DIR/outputs/ (see _layout.py); None = {model}/{job_id}.
     layout: str | None = None
+    #: Also write a copy of each output image with its prompt and parameters inside
+    #: (PNG text chunk, JPEG/WebP EXIF UserComment) under DIR/with-metadata/; the
+    #: originals are never rewritten (outputs/_embed.py).
+    embed_metadata: bool = False
     max_file_size: int = 500 * 1024 * 1024
     #: Downloads stop (the run ends, exit 3) rather than leave less than this many bytes
     #: free on the disk under DIR: the state's own commits, a taskId just paid for above

@@ -15,12 +15,15 @@ never add a path segment. The template's own text is checked when it is parsed (
 anything is sent): no absolute paths, drive letters, backslashes, `..`, empty segments,
 hidden segments or characters outside `[A-Za-z0-9._-/]`.
 
-Two jobs never share a path. A template without `{job_id}` or `{task_id}` gets
-`-<job_id>` appended to its file name, so paths differ by construction; where they still
-meet (ids that slugify alike, `a` file 2 against job `a_2`, `A` and `a` on a
-case-insensitive disk) `PathClaims` gives the later claimant a path with a short hash of
-its job id and file number. The downloader seeds it from the `files` table, so a path
-recorded by one run is never handed to another job by the next.
+Two jobs never share a path, nor a path less its extension (its *stem*): each output
+`NAME.ext` has a provenance sidecar `NAME.json` beside it (outputs/_sidecars.py), so
+`x.png` of one job and `x.mp4` of another would share one. A template without
+`{job_id}` or `{task_id}` gets `-<job_id>` appended to its file name, so paths differ by
+construction; where they still meet (ids that slugify alike, `a` file 2 against job
+`a_2`, `A` and `a` on a case-insensitive disk, a template that names different jobs'
+files alike but for the extension) `PathClaims` gives the later claimant a path with a
+short hash of its job id and file number. The downloader seeds it from the `files`
+table, so a stem recorded by one run is never handed to another job by the next.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+from liangxin_batch.core._provenance import stem_key
 from liangxin_batch.errors import ConfigError
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "PathClaims",
     "extension_for",
     "slugify",
+    "stem_key",
 ]
 
 OUTPUTS_DIR = "outputs"
@@ -260,12 +265,13 @@ def _assert_inside(path: str) -> None:
         raise AssertionError(f"layout produced an unsafe path: {path!r}")
 
 
-#: (job_id, file number) of the files recorded at a path (compared casefolded).
+#: (job_id, file number) of the files recorded at a path of the same stem (`stem_key`).
 Recorded = Callable[[str], Sequence[tuple[str, int]]]
 
 
 class PathClaims:
-    """Who owns which output path: (job_id, file number), compared case-insensitively.
+    """Who owns which output stem (`stem_key`: the path less its extension, compared
+    case-insensitively): (job_id, file number). Owning the stem owns `NAME.json` too.
 
     Paths recorded in the state are asked of it (`recorded`, an index search), so memory
     holds only the claims of downloads this process has not recorded yet: `release`
@@ -284,7 +290,7 @@ class PathClaims:
             self._owner.pop(key, None)
 
     def _held_by_other(self, candidate: str, owner: tuple[str, int]) -> bool:
-        key = candidate.casefold()
+        key = stem_key(candidate)
         if self._owner.get(key, owner) != owner:
             return True
         if self._recorded is None:
@@ -306,5 +312,5 @@ class PathClaims:
         while self._held_by_other(candidate, owner):
             tries += 1
             candidate = Layout.disambiguate(path, f"{job_id}#{n}#{tries}")
-        self._take(candidate.casefold(), owner)
+        self._take(stem_key(candidate), owner)
         return candidate

@@ -54,6 +54,7 @@ from liangxin_batch.run._fetch import (
     short_url,
 )
 from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._provenance import Provenance
 from liangxin_batch.run._transport import LeanTransport, any_env_proxy
 from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
@@ -98,6 +99,7 @@ class Downloader:
         stopping: Callable[[], bool] = lambda: False,
         wall_clock: Callable[[], float] = time.time,
         thumbnails: bool = False,
+        embed_metadata: bool = False,
     ) -> None:
         if concurrency < 1 or max_file_size < 1 or retries < 0:
             raise ConfigError("downloads need concurrency >= 1, max_file_size >= 1, retries >= 0")
@@ -141,6 +143,8 @@ class Downloader:
         #: Make the report's thumbnails as files arrive (in a worker thread, after the job
         #: is recorded done), not all at the end of the run.
         self._thumbnails = thumbnails
+        #: Provenance sidecars before a job is done; `--embed-metadata` copies after.
+        self._provenance = Provenance(store=store, out_dir=out_dir, embed=embed_metadata)
         self._claims: PathClaims | None = None
         self._active: set[str] = set()  # jobs being handled: a second hook call is a no-op
 
@@ -214,9 +218,14 @@ class Downloader:
             )
             assert self._claims is not None
             self._claims.release(job.job_id, n)  # the state answers for it from now on
+        why = await self._provenance.before_done(job.job_id)  # done => sidecars exist
+        if why is not None:
+            self._fail(job, why)
+            return
         self.store.finish_download(job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
+        await self._provenance.after_done(job.job_id)
         if self._thumbnails and len(previewed) < len(urls):
             await self._thumbnail(job, previewed)
 
@@ -299,6 +308,8 @@ class Downloader:
             after = (page[-1][0].job_id, page[-1][0].n)
             wanted = [rec for rec, urls in page if rec.n < urls]
             suspects = await asyncio.to_thread(self._unverified, wanted)
+            refetched = {rec.job_id for rec in suspects}  # their sidecars come with them
+            await self._provenance.repair([r for r in wanted if r.job_id not in refetched])
             moved: set[str] = set()
             for rec in suspects:
                 if stop():  # a suspect may cost a whole file's sha256: look between them

@@ -350,6 +350,7 @@ async def run_batch_async(
             limits=DownloadLimits.from_settings(settings),
             stopping=lambda: interrupt.requested,
             thumbnails=True,
+            embed_metadata=settings.embed_metadata,
         )
         link = _callback_link(store, client, callbacks, receiver_ready)
         runner = Runner(

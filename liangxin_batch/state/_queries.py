@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from liangxin_batch.core._provenance import stem_key
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
 from liangxin_batch.state._rows import (
@@ -469,11 +470,16 @@ class StoreQueries:
         ).fetchall()
 
     def path_holders(self, path: str) -> list[tuple[str, int]]:
-        """(job_id, n) of the files recorded at `path`, compared casefolded (an index
-        search: files_by_path_key)."""
+        """(job_id, n) of the files recorded at `path` or at its stem with any other
+        extension (`NAME.*`: they would share the sidecar `NAME.json`), compared
+        casefolded: one range search of the index files_by_path_key."""
+        stem = stem_key(path.casefold())
         return [
             (job_id, n)
-            for job_id, n in self.db.execute(
-                "SELECT job_id, n FROM files WHERE path_key = ?", (path.casefold(),)
+            for job_id, n, key in self.db.execute(
+                "SELECT job_id, n, path_key FROM files WHERE path_key >= ? AND path_key < ?",
+                # '/' follows '.': every key that starts with "stem." and nothing else.
+                (stem + ".", stem + "/"),
             )
+            if stem_key(key) == stem
         ]

@@ -1,0 +1,119 @@
+"""Provenance sidecars: `NAME.json` beside each output `NAME.ext` (what it says:
+outputs/_provenance.py).
+
+Names. The layout's claims own an output's stem (outputs/_layout.py `PathClaims`), so
+no two outputs share `NAME.json`, and an output never ends in `.json`. Files recorded
+by an earlier version, before claims covered stems, may share one (`x.png` of one job,
+`x.mp4` of another): each of those gets `NAME.ext.json` instead (`legacy_sidecar_path`),
+decided by one index search of the state per file (`path_holders`).
+
+Writing. A sidecar is written to a temporary name beside it and renamed into place, so
+it is whole or absent; the downloader writes the sidecars of a job after every file of
+the task is verified and before the job is recorded `done` (done means its sidecars
+were written). It is not fsynced: a sidecar lost to a power cut is found missing (or
+empty) by the next run's walk of the done files and written again (`missing_sidecars`,
+one stat per file in the walk that already stats each output).
+
+Reads of the state happen where the store lives (the event loop's thread): `read_job`
+hands a `JobProvenance` to `write_sidecars`, which a worker thread runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liangxin_batch._version import package_version
+from liangxin_batch.core._local_files import LocalFile, distinct_tokens, file_token
+from liangxin_batch.core._provenance import legacy_sidecar_path, sidecar_path
+from liangxin_batch.outputs._provenance import provenance_record
+from liangxin_batch.state._store import FileRow, StateStore
+
+__all__ = ["JobProvenance", "missing_sidecars", "read_job", "sidecar_of", "write_sidecars"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobProvenance:
+    """A job's record and where each of its files' sidecars goes."""
+
+    job_id: str
+    record: dict[str, Any]
+    #: (output path, its sidecar path), both relative to DIR, in file order.
+    targets: tuple[tuple[str, str], ...]
+
+
+def sidecar_of(store: StateStore, rec: FileRow) -> str:
+    """The sidecar path of a recorded output (`NAME.json`, or `NAME.ext.json` when an
+    earlier version recorded another output of the same stem)."""
+    assert rec.path is not None
+    others = [h for h in store.path_holders(rec.path) if h != (rec.job_id, rec.n)]
+    return legacy_sidecar_path(rec.path) if others else sidecar_path(rec.path)
+
+
+def read_job(store: StateStore, job_id: str) -> JobProvenance | None:
+    """What the sidecars of a job say (None: no such job, or no file recorded)."""
+    job = store.get(job_id)
+    if job is None:
+        return None
+    count = len(job.result_urls)
+    files = [f for f in store.files_of(job_id) if f.n < count and f.path]
+    if not files:
+        return None
+    local: dict[str, LocalFile | None] = {}
+    shas = distinct_tokens(job.input)
+    if shas:  # a job of URLs alone asks nothing more
+        found = {f.sha256: f for f in store.local_files_of({"f": [file_token(s) for s in shas]})}
+        local = {s: found.get(s) for s in shas}
+    record = provenance_record(
+        job,
+        files,
+        local_files=local,
+        source=store.job_source(job_id),
+        tool_version=package_version(),
+    )
+    targets = tuple((f.path, sidecar_of(store, f)) for f in files if f.path)
+    return JobProvenance(job_id, record, targets)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with temp.open("wb") as fh:
+            fh.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        with suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def write_sidecars(out_dir: Path, job: JobProvenance) -> None:
+    """Write each file's sidecar (in a worker thread). OSError as a file write's."""
+    for n, (path, side) in enumerate(job.targets):
+        record = {**job.record, "file": {"n": n + 1, "path": path}}
+        data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+        _write_atomic(out_dir / side, data)
+
+
+def missing_sidecars(out_dir: Path, records: Iterable[FileRow]) -> set[str]:
+    """Job ids among `records` (verified outputs) whose sidecar is missing or empty:
+    a stat each, in the walk's worker thread. A legacy `NAME.ext.json` counts too."""
+    out: set[str] = set()
+    for rec in records:
+        if not rec.path or rec.job_id in out:
+            continue
+        for name in (sidecar_path(rec.path), legacy_sidecar_path(rec.path)):
+            try:
+                if os.stat(out_dir / name).st_size > 0:
+                    break
+            except OSError:
+                continue
+        else:
+            out.add(rec.job_id)
+    return out

@@ -1,0 +1,117 @@
+"""The downloader's provenance step: sidecars before a job is done, `--embed-metadata`
+copies after, and the resume's repair of sidecars found missing.
+
+- `before_done(job_id)`: every file of the task is verified and recorded; the sidecars
+  are written (in a worker thread) before the downloader records the job `done`, so a
+  done job has them. A full disk raises DiskFullError (the run stops, the job stays
+  `succeeded`, and the next run writes them); any other write error is the job's
+  download failure, as a file's would be.
+- `after_done(job_id)`: the `with-metadata/` copies (outputs/_embed.py), in a worker
+  thread; whatever goes wrong is a note in the log, never the job's failure.
+- `repair(records)`: the walk of done jobs' files (the downloader's `lost_outputs`)
+  hands each page of verified outputs here; one stat per file (in a worker thread)
+  finds a missing sidecar (a state from before sidecars, a deleted one, one lost to a
+  power cut), and only those jobs are read and written. A batch whose sidecars all
+  exist costs that stat and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from liangxin_batch.errors import DiskFullError
+from liangxin_batch.outputs._embed import EMBED_DIR, copy_path, embed_copy, embeddable
+from liangxin_batch.outputs._sidecars import (
+    JobProvenance,
+    missing_sidecars,
+    read_job,
+    write_sidecars,
+)
+from liangxin_batch.run._fetch import write_error
+from liangxin_batch.state._store import FileRow, StateStore
+
+__all__ = ["EMBED_DIR", "Provenance"]
+
+logger = logging.getLogger("liangxin_batch")
+
+
+class Provenance:
+    """Sidecars (always) and metadata copies (`embed`) of one output folder's jobs."""
+
+    def __init__(self, *, store: StateStore, out_dir: Path, embed: bool = False) -> None:
+        self.store = store
+        self.out_dir = out_dir
+        self.embed = embed
+
+    async def before_done(self, job_id: str) -> str | None:
+        """Write the job's sidecars: None when written (or nothing to write), else why
+        not (the job's download failure). DiskFullError on a full disk."""
+        job = read_job(self.store, job_id)
+        if job is None:
+            return None
+        try:
+            await asyncio.to_thread(write_sidecars, self.out_dir, job)
+        except OSError as err:
+            failure = write_error(self.out_dir, job.targets[0][1], err)
+            if isinstance(failure, DiskFullError):
+                raise failure from None
+            return f"provenance sidecar: {failure}"
+        return None
+
+    async def after_done(self, job_id: str) -> None:
+        """The job's `--embed-metadata` copies (when on); never raises."""
+        if not self.embed:
+            return
+        job = read_job(self.store, job_id)
+        if job is not None:
+            await asyncio.to_thread(self._copies, job)
+
+    def _copies(self, job: JobProvenance) -> None:
+        for path, _ in job.targets:
+            if not embeddable(path):
+                continue
+            try:
+                embed_copy(self.out_dir, path, job.record)
+            except Exception as err:  # a copy is a convenience: never a job's failure
+                logger.info("%s: no metadata copy of %s (%s)", job.job_id, path, err)
+
+    async def repair(self, records: Sequence[FileRow]) -> int:
+        """Write the sidecars (and copies, when on) that the given verified outputs of
+        done jobs lack; returns how many jobs needed them. DiskFullError on a full disk;
+        any other write error is logged (the job stays done, its files are fine)."""
+        sidecars, copies = await asyncio.to_thread(self._owed, records)
+        for job_id in sorted(sidecars | copies):
+            job = read_job(self.store, job_id)
+            if job is None:
+                continue
+            if job_id in sidecars:
+                try:
+                    await asyncio.to_thread(write_sidecars, self.out_dir, job)
+                except OSError as err:
+                    failure = write_error(self.out_dir, job.targets[0][1], err)
+                    if isinstance(failure, DiskFullError):
+                        raise failure from None
+                    logger.warning("%s: provenance sidecar not written: %s", job_id, failure)
+            if job_id in copies:
+                await asyncio.to_thread(self._copies, job)
+        return len(sidecars)
+
+    def _owed(self, records: Sequence[FileRow]) -> tuple[set[str], set[str]]:
+        """Jobs whose sidecars are missing; jobs whose copies are (only with `embed`:
+        a copy that cannot be made, e.g. a JPEG whose text exceeds EXIF, is tried again
+        by each run)."""
+        copies: set[str] = set()
+        if self.embed:
+            for rec in records:
+                if (
+                    rec.path
+                    and embeddable(rec.path)
+                    and rec.job_id not in copies
+                    and not os.path.exists(self.out_dir / copy_path(rec.path))
+                ):
+                    copies.add(rec.job_id)
+        return missing_sidecars(self.out_dir, records), copies

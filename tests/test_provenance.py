@@ -1,0 +1,270 @@
+"""Provenance sidecars and `--embed-metadata` copies: real runs over the simulator (a CSV
+manifest, local input files uploaded to its upload host, files downloaded and verified),
+the sidecars read back and checked against the state and the bytes on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from liangxin_batch import RunSettings, RunSummary, run_batch_async
+from liangxin_batch.core._local_files import token_sha256
+from liangxin_batch.core._provenance import sidecar_path
+from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.outputs._embed import EMBED_DIR, copy_path
+from liangxin_batch.outputs._provenance import record_parameters
+from liangxin_batch.simulator import SimConfig, create_app, upload_base_url
+from liangxin_batch.state._store import FileRow, JobRow, StateStore
+from tests.local_inputs_support import image_png
+from tests.virtual_time import run_virtual
+
+KEY = "sk-provenance-4242"
+SIM_URL = "http://sim:8000"
+MODEL = "nano-banana-2"  # prompts up to 20,000 characters, png or jpg, local inputs
+
+#: Quotes, CJK, emoji, the control characters a manifest may hold, and length.
+HOSTILE = [
+    'say "hi", it\'s <b>bold</b> & {braces}: a, b',
+    "猫が座っている 🐈‍⬛ 😀 mañana\tcafé\nsecond line\r\nthird",
+    ("长" * 3000 + "😀" * 3000 + "ab, c: d\n" * 1000)[:20000],
+]
+
+
+def write_manifest(folder: Path) -> Path:
+    (folder / "photos").mkdir(parents=True, exist_ok=True)
+    (folder / "photos" / "cat.png").write_bytes(image_png("red", 24))
+    path = folder / "prompts.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "model", "prompt", "output_format", "image_input", "_subject"])
+        out.writerow(["p-quotes", MODEL, HOSTILE[0], "png", "", "quotes"])
+        out.writerow(["j-cjk", MODEL, HOSTILE[1], "jpg", "", "cjk"])
+        out.writerow(["p-long", MODEL, HOSTILE[2], "png", "", "long"])
+        out.writerow(["p-local", MODEL, "the cat, in blue", "png", "photos/cat.png", "local"])
+    return path
+
+
+def run(manifest: Path, out: Path, **settings: Any) -> RunSummary:
+    async def main() -> RunSummary:
+        loop = asyncio.get_running_loop()
+        started = time.time() - loop.time()
+        app = create_app(SimConfig(api_key=KEY, seed=4), clock=lambda: started + loop.time())
+        transport = httpx.ASGITransport(app=app)
+        return await run_batch_async(
+            manifest,
+            out_dir=out,
+            settings=RunSettings(**settings),
+            api_key=KEY,
+            base_url=SIM_URL,
+            transport=transport,
+            download_transport=transport,
+            upload_base_url=upload_base_url(SIM_URL),
+            upload_transport=transport,
+        )
+
+    return run_virtual(main)
+
+
+def state(out: Path) -> tuple[dict[str, JobRow], dict[str, list[FileRow]]]:
+    store = StateStore.in_dir(out, readonly=True)
+    try:
+        jobs = {j.job_id: j for j in store.iter_jobs()}
+        return jobs, {j: store.files_of(j) for j in jobs}
+    finally:
+        store.close()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def line_of(manifest: Path, job_id: str) -> int:
+    """The physical line a job's row starts on (a quoted cell may span lines)."""
+    text = manifest.read_text(encoding="utf-8")
+    return text[: text.index(f"\n{job_id},") + 1].count("\n") + 1
+
+
+def test_every_output_has_a_sidecar_true_to_the_state_and_the_bytes(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    summary = run(manifest, out)
+    assert summary.counts == {"succeeded": 4}, summary.counts
+    jobs, files = state(out)
+    seen = 0
+    for job_id, job in jobs.items():
+        assert job.state is JobState.DONE
+        assert files[job_id]
+        for f in files[job_id]:
+            assert f.path is not None
+            side = out / sidecar_path(f.path)
+            record = json.loads(side.read_text(encoding="utf-8"))
+            seen += 1
+            assert record["job_id"] == job_id and record["model"] == MODEL
+            assert record["task_id"] == job.task_id and record["attempt"] == job.attempt
+            assert record["file"] == {"n": f.n + 1, "path": f.path}
+            assert [
+                (x["path"], x["sha256"], x["size"]) for x in record["files"]
+            ] == [(g.path, sha256_file(out / (g.path or "")), (out / (g.path or "")).stat().st_size)
+                  for g in files[job_id]]  # fmt: skip
+            assert [x["sha256"] for x in record["files"]] == [g.sha256 for g in files[job_id]]
+            assert record["manifest"]["file"] == str(manifest.resolve())
+            assert record["manifest"]["line"] == line_of(manifest, job_id)
+            assert record["manifest"]["index"] == job.idx
+            assert record["manifest"]["columns"]["_subject"] == job.columns["_subject"]
+            timings = record["timings"]
+            assert timings["submitted_at"].endswith("Z") and timings["completed_at"]
+            assert timings["cost_time_ms"] == job.cost_time
+            assert timings["generation_seconds"] == job.generation_seconds
+            charged = job.credits is not None
+            assert record["credits"] == {
+                "amount": job.credits if charged else job.credits_estimated,
+                "basis": "charged" if charged else "estimated",
+            }
+            assert record["credits"]["amount"] is not None
+            sent = {k: v for k, v in job.input.items() if k != "image_input"}
+            assert {k: v for k, v in record["input"].items() if k != "image_input"} == sent
+    assert seen == 4
+    # The hostile prompts come back exactly, through JSON.
+    prompts = {}
+    for job_id in jobs:
+        (f,) = files[job_id]
+        prompts[job_id] = json.loads((out / sidecar_path(f.path or "")).read_text())
+    assert [prompts[j]["input"]["prompt"] for j in ("p-quotes", "j-cjk", "p-long")] == HOSTILE
+    # A local input: the path as the manifest wrote it, and its sha256; never the
+    # temporary upload URL, nor the key anywhere.
+    local = prompts["p-local"]
+    token = jobs["p-local"].input["image_input"][0]
+    sha = token_sha256(token)
+    assert local["input"]["image_input"] == ["photos/cat.png"]
+    assert local["local_inputs"] == [
+        {
+            "sha256": sha,
+            "path": "photos/cat.png",
+            "size": (tmp_path / "photos/cat.png").stat().st_size,
+            "media_type": "image/png",
+        }
+    ]
+    assert sha256_file(tmp_path / "photos/cat.png") == sha
+    for side in out.rglob("*.json"):
+        text = side.read_text(encoding="utf-8")
+        assert KEY not in text and "/upload" not in text, side
+    # Off by default: no copies.
+    assert not (out / EMBED_DIR).exists()
+    assert not list(out.rglob("*.part"))
+
+
+def test_a_run_killed_between_its_files_and_their_sidecar_writes_it_on_resume(
+    tmp_path: Path,
+) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    run(manifest, out)
+    _, files = state(out)
+    (killed,) = files["p-quotes"]
+    (deleted,) = files["j-cjk"]
+    # What a kill between the file and its sidecar leaves: the job `succeeded`, its file
+    # recorded and on disk, no sidecar (done comes only after the sidecars).
+    store = StateStore.in_dir(out)
+    assert store.transition("p-quotes", Event.OUTPUT_MISSING, message="test: the kill")
+    store.close()
+    os.unlink(out / sidecar_path(killed.path or ""))
+    # A done job's sidecar deleted by hand (or made by a version before sidecars).
+    os.unlink(out / sidecar_path(deleted.path or ""))
+    untouched = out / sidecar_path(files["p-long"][0].path or "")
+    before = untouched.stat().st_mtime_ns
+    output = out / (killed.path or "")
+    output_stat = output.stat()
+
+    summary = run(manifest, out)
+
+    assert summary.exit_code == 0
+    jobs, _ = state(out)
+    assert all(j.state is JobState.DONE for j in jobs.values())
+    for f in (killed, deleted):
+        record = json.loads((out / sidecar_path(f.path or "")).read_text(encoding="utf-8"))
+        assert record["files"][0]["sha256"] == f.sha256 == sha256_file(out / (f.path or ""))
+    # The file was verified, not fetched again; an existing sidecar was not rewritten.
+    assert output.stat().st_mtime_ns == output_stat.st_mtime_ns
+    assert untouched.stat().st_mtime_ns == before
+
+
+def test_embed_metadata_writes_copies_and_never_touches_the_originals(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    summary = run(manifest, out, embed_metadata=True)
+    assert summary.counts == {"succeeded": 4}
+    jobs, files = state(out)
+    for job_id in jobs:
+        (f,) = files[job_id]
+        path = f.path or ""
+        original = out / path
+        # The original: the bytes and mtime the download recorded.
+        assert sha256_file(original) == f.sha256
+        assert original.stat().st_mtime_ns == f.mtime_ns
+        record = json.loads((out / sidecar_path(path)).read_text(encoding="utf-8"))
+        want = record_parameters(record)
+        assert record["input"]["prompt"] in want
+        copy = out / copy_path(path)
+        assert copy.relative_to(out).parts[0] == EMBED_DIR
+        assert copy.relative_to(out / EMBED_DIR) == original.relative_to(out / "outputs")
+        with Image.open(copy) as image, Image.open(original) as plain:
+            assert image.size == plain.size
+            if path.endswith(".png"):
+                assert image.text["parameters"] == want  # type: ignore[attr-defined]
+                whole = json.loads(image.text["liangxin-batch"])  # type: ignore[attr-defined]
+                assert whole["job_id"] == job_id and whole["files"] == record["files"]
+            else:
+                comment = image.getexif().get_ifd(0x8769)[0x9286]
+                assert comment[:8] == b"UNICODE\x00"
+                assert comment[8:].decode("utf-16-be") == want
+            image.load()
+            plain.load()
+            assert image.tobytes() == plain.tobytes()  # the same pixels: not re-encoded
+    assert "p-long" in jobs and "j-cjk" in jobs
+
+
+def test_an_embed_copy_deleted_is_made_again_by_the_next_run(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    run(manifest, out, embed_metadata=True)
+    _, files = state(out)
+    copy = out / copy_path(files["p-quotes"][0].path or "")
+    copy.unlink()
+    run(manifest, out, embed_metadata=True)
+    with Image.open(copy) as image:
+        assert image.text["parameters"].startswith(HOSTILE[0])  # type: ignore[attr-defined]
+
+
+def test_sidecars_are_written_off_the_event_loop(tmp_path: Path) -> None:
+    """The write happens in a worker thread: the loop's thread never opens a sidecar."""
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    opened: list[tuple[str, bool]] = []
+    original_open = Path.open
+
+    def watching(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name.endswith(".part") and ".json." in self.name:  # a sidecar's temp
+            try:
+                asyncio.get_running_loop()
+                on_loop = True
+            except RuntimeError:
+                on_loop = False
+            opened.append((self.name, on_loop))
+        return original_open(self, *args, **kwargs)
+
+    Path.open = watching  # type: ignore[method-assign]
+    try:
+        run(manifest, out)
+    finally:
+        Path.open = original_open  # type: ignore[method-assign]
+    assert len(opened) == 4
+    assert not any(on_loop for _, on_loop in opened), opened
