@@ -7,6 +7,7 @@ order of writes is what is under test, not the clock.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from liangxin_batch.core._provenance import sidecar_path
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
 from tests import cli_support
 from tests.sim_support import sim_of
-from tests.state_support import jobs_in
+from tests.state_support import files_in, jobs_in, saved
 
 KEY = "sk-crash-test-0001"
 N_JOBS = 80
@@ -109,3 +111,8 @@ def test_sigkill_at_random_moments_never_creates_a_job_twice(
             assert task_id in created_ids, job_id
     if lost_reply:
         assert any(s == "unknown" for s, _ in states.values())
+    # Done means its sidecars were written, whenever the kills came.
+    for f in files_in(out):
+        if states[f.job_id][0] == "done":
+            record = json.loads((out / sidecar_path(saved(f.path))).read_text(encoding="utf-8"))
+            assert (record["job_id"], record["files"][f.n]["sha256"]) == (f.job_id, f.sha256)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liangxin_batch.core._provenance import sidecar_path, stem_key
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.outputs._layout import Layout, PathClaims, extension_for, slugify
 
@@ -16,13 +17,15 @@ T0 = 1_750_000_000.0  # 2025-06-15 UTC
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
-def path(layout: Layout, job_id: str = "j1", index: int = 1, **columns: str) -> str:
+def path(
+    layout: Layout, job_id: str = "j1", index: int = 1, ext: str = ".png", **columns: str
+) -> str:
     return layout.relative_path(
         job_id=job_id,
         model="google/nano-banana",
         task_id="t" + job_id,
         index=index,
-        ext=".png",
+        ext=ext,
         completed_at=T0,
         columns=columns,
     )
@@ -161,14 +164,18 @@ def test_any_value_stays_inside_outputs(values: list[str], index: int) -> None:
 def test_two_jobs_never_share_a_path(ids: list[str], subject: str) -> None:
     # Any ids at all: ones that slugify alike ("a b", "a-b"), differ only by case, or
     # mimic another job's file number ("a" file 2 against job "a_2").
+    # Nor a stem: the files of one job are images, of the next videos ("a" file 2 as
+    # a_2.png against job "a_2" as a_2.mp4), and each has a sidecar NAME.json.
     for template in (None, "{subject}", "{subject}/{model}", "{task_id}", "fixed/name"):
         layout, claims = Layout.parse(template), PathClaims()
         paths = [
-            claims.claim(path(layout, job_id, index=i, subject=subject), job_id, i)
-            for job_id in ids
+            claims.claim(path(layout, job_id, i, ext, subject=subject), job_id, i)
+            for k, job_id in enumerate(ids)
             for i in (1, 2)
+            for ext in [(".png", ".mp4")[k % 2]]
         ]
         assert len({p.casefold() for p in paths}) == len(paths), template
+        assert len({sidecar_path(p).casefold() for p in paths}) == len(paths), template
 
 
 def test_claims_are_stable_and_seeded_from_the_state() -> None:
@@ -176,8 +183,8 @@ def test_claims_are_stable_and_seeded_from_the_state() -> None:
     memory holds only the claims not recorded yet."""
     state: dict[str, list[tuple[str, int]]] = {"outputs/m/a-b.png": [("a b", 0)]}
 
-    def recorded(path: str) -> list[tuple[str, int]]:
-        return state.get(path.casefold(), [])
+    def recorded(path: str) -> list[tuple[str, int]]:  # as the state's: any extension
+        return [h for p, hs in state.items() if stem_key(p) == stem_key(path) for h in hs]
 
     claims = PathClaims(recorded)
     assert claims.claim("outputs/m/a-b.png", "a b", 0) == "outputs/m/a-b.png"
@@ -188,9 +195,11 @@ def test_claims_are_stable_and_seeded_from_the_state() -> None:
     assert claims.claim("outputs/m/a-b.jpg", "a b", 0) == "outputs/m/a-b.jpg"
     state["outputs/m/a-b.jpg"] = state.pop("outputs/m/a-b.png")
     claims.release("a b", 0)
-    assert claims.claim("outputs/m/a-b.png", "c", 0) == "outputs/m/a-b.png"
-    # A claim not recorded yet holds its path against everyone else.
-    assert claims.claim("outputs/m/a-b.png", "d", 0) != "outputs/m/a-b.png"
+    # Its stem stays taken (a-b.json is its sidecar): another job's a-b.png gets a tag.
+    assert claims.claim("outputs/m/a-b.png", "c", 0) != "outputs/m/a-b.png"
+    assert claims.claim("outputs/m/c.png", "c", 0) == "outputs/m/c.png"
+    # A claim not recorded yet holds its stem against everyone else.
+    assert claims.claim("outputs/m/c.webp", "d", 0) != "outputs/m/c.webp"
 
 
 def test_disambiguate_keeps_the_extension() -> None:

@@ -268,3 +268,63 @@ def test_sidecars_are_written_off_the_event_loop(tmp_path: Path) -> None:
         Path.open = original_open  # type: ignore[method-assign]
     assert len(opened) == 4
     assert not any(on_loop for _, on_loop in opened), opened
+
+
+def test_the_state_answers_for_a_stem_under_any_extension(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    try:
+        store.upsert_jobs([(j, i, MODEL, "{}", "{}", "h") for i, j in enumerate("abc")])
+        store.record_file(FileRow("a", 0, "http://x/a", "outputs/m/X.png", "0", 1, 1))
+        store.record_file(FileRow("b", 0, "http://x/b", "outputs/m/x.b.png", "0", 1, 1))
+        store.record_file(FileRow("c", 0, "http://x/c", "outputs/m/x/y.png", "0", 1, 1))
+        assert store.path_holders("outputs/m/x.mp4") == [("a", 0)]
+        assert store.path_holders("outputs/M/X.PNG") == [("a", 0)]
+        assert store.path_holders("outputs/m/x.b.webp") == [("b", 0)]
+        # "x/y.png" is inside a folder x: not a holder of the stem x.
+        assert store.path_holders("outputs/m/x.json") == [("a", 0)]
+    finally:
+        store.close()
+
+
+def test_outputs_an_earlier_version_named_alike_get_a_sidecar_each(tmp_path: Path) -> None:
+    """Recorded before claims covered stems, x.png (job a) and x.mp4 (job b) would
+    share x.json: each gets its whole name plus .json instead."""
+    from liangxin_batch.outputs._sidecars import read_job, write_sidecars
+
+    store = StateStore.in_dir(tmp_path)
+    try:
+        store.upsert_jobs([(j, i, MODEL, '{"prompt": "p"}', "{}", "h") for i, j in enumerate("ab")])
+        for job_id, ext in (("a", ".png"), ("b", ".mp4")):
+            rel = f"outputs/m/x{ext}"
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_bytes(job_id.encode())
+            store.update(job_id, result_urls=json.dumps([f"http://x/{job_id}"]))
+            sha = hashlib.sha256(job_id.encode()).hexdigest()
+            store.record_file(FileRow(job_id, 0, f"http://x/{job_id}", rel, sha, 1, 1))
+        for job_id in "ab":
+            job = read_job(store, job_id)
+            assert job is not None
+            write_sidecars(tmp_path, job)
+    finally:
+        store.close()
+    assert not (tmp_path / "outputs/m/x.json").exists()
+    png = json.loads((tmp_path / "outputs/m/x.png.json").read_text())
+    mp4 = json.loads((tmp_path / "outputs/m/x.mp4.json").read_text())
+    assert (png["job_id"], mp4["job_id"]) == ("a", "b")
+
+
+def test_a_sidecar_that_cannot_be_written_fails_its_job_like_a_file(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    StateStore.in_dir(out).close()
+    # Something the user left where p-quotes's sidecar goes: a folder.
+    (out / "outputs" / MODEL / "p-quotes.json").mkdir(parents=True)
+    summary = run(manifest, out)
+    jobs, files = state(out)
+    assert jobs["p-quotes"].state is JobState.DOWNLOAD_FAILED
+    message = jobs["p-quotes"].error_message or ""
+    assert "provenance sidecar" in message and "p-quotes.json" in message, message
+    assert files["p-quotes"]  # its file is fine and kept
+    assert all(jobs[j].state is JobState.DONE for j in ("j-cjk", "p-long", "p-local"))
+    assert summary.exit_code != 0
+    assert not list(out.rglob("*.part"))
