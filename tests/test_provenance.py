@@ -328,3 +328,24 @@ def test_a_sidecar_that_cannot_be_written_fails_its_job_like_a_file(tmp_path: Pa
     assert all(jobs[j].state is JobState.DONE for j in ("j-cjk", "p-long", "p-local"))
     assert summary.exit_code != 0
     assert not list(out.rglob("*.part"))
+
+
+def test_a_changed_job_sets_its_sidecar_aside_with_its_file(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    run(manifest, out, embed_metadata=True)
+    _, files = state(out)
+    rel = files["p-quotes"][0].path or ""
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace("{braces}", "{new braces}"), encoding="utf-8"
+    )
+    summary = run(manifest, out, allow_changed=True)
+    assert summary.exit_code == 0
+    kept = out / "superseded" / "p-quotes" / "attempt-1"
+    old = json.loads((kept / Path(sidecar_path(rel)).name).read_text(encoding="utf-8"))
+    assert old["input"]["prompt"] == HOSTILE[0]
+    assert (kept / EMBED_DIR / Path(rel).name).is_file()
+    _, files = state(out)
+    new = json.loads((out / sidecar_path(files["p-quotes"][0].path or "")).read_text("utf-8"))
+    assert new["input"]["prompt"] == HOSTILE[0].replace("{braces}", "{new braces}")
+    assert (old["attempt"], new["attempt"]) == (1, 2)

@@ -21,8 +21,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
+from liangxin_batch.core._provenance import legacy_sidecar_path, sidecar_path
 from liangxin_batch.errors import DiskFullError
 from liangxin_batch.outputs._embed import EMBED_DIR, copy_path, embed_copy, embeddable
 from liangxin_batch.outputs._sidecars import (
@@ -34,7 +36,7 @@ from liangxin_batch.outputs._sidecars import (
 from liangxin_batch.run._fetch import write_error
 from liangxin_batch.state._store import FileRow, StateStore
 
-__all__ = ["EMBED_DIR", "Provenance"]
+__all__ = ["EMBED_DIR", "Provenance", "set_aside_provenance"]
 
 logger = logging.getLogger("liangxin_batch")
 
@@ -115,3 +117,17 @@ class Provenance:
                 ):
                     copies.add(rec.job_id)
         return missing_sidecars(self.out_dir, records), copies
+
+
+def set_aside_provenance(out: Path, rel: str, kept: Path) -> None:
+    """--allow-changed set output `rel` aside in `kept`: its sidecar and its metadata
+    copy go with it (they describe the old content, not what comes next)."""
+    for extra, target in (
+        (sidecar_path(rel), kept / Path(sidecar_path(rel)).name),
+        (legacy_sidecar_path(rel), kept / Path(legacy_sidecar_path(rel)).name),
+        (copy_path(rel), kept / EMBED_DIR / Path(rel).name),
+    ):
+        if (out / extra).is_file():
+            with suppress(OSError):  # left in place: the new content's overwrites it
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(out / extra, target)

@@ -40,6 +40,7 @@ from liangxin_batch.outputs._report import RESULTS_CSV
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._provenance import set_aside_provenance
 from liangxin_batch.run._runner import Interrupt, Runner
 from liangxin_batch.run._upload_client import (
     ENV_UPLOAD_BASE_URL,
@@ -418,15 +419,17 @@ def _set_aside_superseded(out: Path, sync: SyncReport, observer: Observer) -> No
     """--allow-changed starts finished jobs over: keep their old files, out of the way."""
     moved = 0
     for job_id, attempt, paths in sync.superseded:
+        kept = out / SUPERSEDED_DIR / job_id / f"attempt-{attempt}"
         for rel in paths:
             source = out / rel
-            target = out / SUPERSEDED_DIR / job_id / f"attempt-{attempt}" / Path(rel).name
+            target = kept / Path(rel).name
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
                 moved += 1
             except OSError as err:
                 observer.message(f"{job_id}: could not set aside {rel} ({err}); it may be replaced")
+            set_aside_provenance(out, rel, kept)
     if moved:
         observer.message(
             f"{moved} file(s) of jobs whose content changed kept under {SUPERSEDED_DIR}/"
