@@ -116,6 +116,31 @@ def refresh(out: Path, manifest: Path) -> None:
     took = _sync(manifest, out)  # migrations first, as opening the store does
     if took > 1:
         print(f"  the base re-validated and re-synced (a changed catalog) in {took:.1f}s")
+    _sidecars(out)
+
+
+def _sidecars(out: Path) -> None:
+    """Each done job's provenance sidecar, as a finished run leaves them (a base built
+    before sidecars gets them once here: no resume below is meant to write them)."""
+    from liangxin_batch.core._states import JobState
+    from liangxin_batch.outputs._sidecars import read_job, write_sidecars
+    from liangxin_batch.state._store import StateStore
+
+    first = next((out / "outputs" / MODEL.replace("/", "-")).glob("*.json"), None)
+    if first is not None:
+        return
+    t0 = time.perf_counter()
+    store = StateStore.in_dir(out)
+    written = 0
+    try:
+        for done in list(store.iter_jobs([JobState.DONE])):
+            job = read_job(store, done.job_id)
+            if job is not None:
+                write_sidecars(out, job)
+                written += 1
+    finally:
+        store.close()
+    print(f"  {written:,} provenance sidecars written in {time.perf_counter() - t0:.1f}s")
 
 
 def write_manifest(manifest: Path, jobs: int) -> None:
@@ -169,6 +194,7 @@ def build(base: Path, jobs: int) -> tuple[Path, Path]:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     print(f"  {done:,} jobs done with a file each in {time.perf_counter() - t0:.1f}s", flush=True)
+    _sidecars(out)
     _cli(["report", str(out)], check=True)  # thumbnails cached from here on
     (base / "built").write_text("ok")
     print(f"  report (thumbnails made) after {time.perf_counter() - t0:.1f}s", flush=True)

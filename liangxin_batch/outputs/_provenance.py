@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from liangxin_batch.core._local_files import LocalFile, distinct_tokens, token_sha256
+from liangxin_batch.core._local_files import LocalFile, token_sha256
 from liangxin_batch.core._provenance import parameters_text
 from liangxin_batch.state._store import FileRow, JobRow
 
@@ -71,18 +71,17 @@ def provenance_record(
     tool_version: str,
 ) -> dict[str, Any]:
     """The record of a done (or about to be done) job; `files` are the task's files (n
-    below its number of result URLs), `local_files` what its file tokens name."""
-    local = []
-    for sha in distinct_tokens(job.input):
-        known = local_files.get(sha)
-        local.append(
-            {
-                "sha256": sha,
-                "path": known.written if known is not None else None,
-                "size": known.size if known is not None else None,
-                "media_type": known.media_type if known is not None else None,
-            }
-        )
+    below its number of result URLs), `local_files` what each of its file tokens names
+    (None: no sync recorded it), in the order the input first names them."""
+    local = [
+        {
+            "sha256": sha,
+            "path": known.written if known is not None else None,
+            "size": known.size if known is not None else None,
+            "media_type": known.media_type if known is not None else None,
+        }
+        for sha, known in local_files.items()
+    ]
     submitted, completed = job.submitted_at, job.completed_at
     return {
         "schema": SCHEMA,
