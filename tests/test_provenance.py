@@ -349,3 +349,35 @@ def test_a_changed_job_sets_its_sidecar_aside_with_its_file(tmp_path: Path) -> N
     new = json.loads((out / sidecar_path(files["p-quotes"][0].path or "")).read_text("utf-8"))
     assert new["input"]["prompt"] == HOSTILE[0].replace("{braces}", "{new braces}")
     assert (old["attempt"], new["attempt"]) == (1, 2)
+
+
+def test_a_state_from_before_migration_011_reads_its_manifest_once_more(tmp_path: Path) -> None:
+    """Its jobs have no manifest line yet: the fingerprint is forgotten, so the next run
+    syncs the manifest again and records where each job came from."""
+    import sqlite3
+
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    run(manifest, out)
+    db = sqlite3.connect(out / "state.db")
+    with db:  # the state as version 010 left it
+        db.execute("ALTER TABLE jobs DROP COLUMN source_id")
+        db.execute("ALTER TABLE jobs DROP COLUMN source_line")
+        db.execute("DROP TABLE manifest_sources")
+        db.execute("DELETE FROM _migrations WHERE name = '011_manifest_sources'")
+    assert db.execute("SELECT 1 FROM meta WHERE key = 'manifest_fingerprint'").fetchone()
+    db.close()
+
+    store = StateStore.in_dir(out)
+    try:
+        assert store.get_meta("manifest_fingerprint") is None
+        assert store.job_source("p-quotes") is None
+    finally:
+        store.close()
+    run(manifest, out)
+    store = StateStore.in_dir(out, readonly=True)
+    try:
+        assert store.job_source("p-quotes") == (str(manifest.resolve()), 2)
+        assert store.get_meta("manifest_fingerprint") is not None
+    finally:
+        store.close()
