@@ -73,11 +73,12 @@ def test_allow_changed_runs_the_new_content_and_reports_removed_jobs(tmp_path: P
     assert f"({second.removed_credits:g} credits)" in said and "not counted above" in said
     prompts = sorted(e.input["prompt"] for e in ledger.creates())
     assert prompts == ["B!", "a", "b", "c"], "j1 ran again with its new prompt; j2 ran once"
-    # The image paid for with the old prompt is kept, out of the way of the new one.
-    kept = list((tmp_path / "superseded" / "j1" / "attempt-1").iterdir())
-    assert [f.suffix for f in kept] == [".png"]
-    current = list((tmp_path / "outputs").rglob("j1*"))
-    assert len(current) == 1 and current[0].read_bytes() != kept[0].read_bytes()
+    # The image paid for with the old prompt is kept, out of the way of the new one,
+    # with its provenance sidecar.
+    kept = sorted((tmp_path / "superseded" / "j1" / "attempt-1").iterdir())
+    assert [f.suffix for f in kept] == [".json", ".png"]
+    current = [p for p in (tmp_path / "outputs").rglob("j1*") if p.suffix != ".json"]
+    assert len(current) == 1 and current[0].read_bytes() != kept[1].read_bytes()
 
 
 def test_allow_changed_waits_for_a_result_not_yet_downloaded(tmp_path: Path) -> None:

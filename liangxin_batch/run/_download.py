@@ -309,7 +309,7 @@ class Downloader:
             wanted = [rec for rec, urls in page if rec.n < urls]
             suspects = await asyncio.to_thread(self._unverified, wanted)
             refetched = {rec.job_id for rec in suspects}  # their sidecars come with them
-            await self._provenance.repair([r for r in wanted if r.job_id not in refetched])
+            await self._provenance.repair([r for r in wanted if r.job_id not in refetched], stop)
             moved: set[str] = set()
             for rec in suspects:
                 if stop():  # a suspect may cost a whole file's sha256: look between them

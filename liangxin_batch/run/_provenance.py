@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -81,12 +81,16 @@ class Provenance:
             except Exception as err:  # a copy is a convenience: never a job's failure
                 logger.info("%s: no metadata copy of %s (%s)", job.job_id, path, err)
 
-    async def repair(self, records: Sequence[FileRow]) -> int:
+    async def repair(
+        self, records: Sequence[FileRow], stop: Callable[[], bool] = lambda: False
+    ) -> int:
         """Write the sidecars (and copies, when on) that the given verified outputs of
         done jobs lack; returns how many jobs needed them. DiskFullError on a full disk;
         any other write error is logged (the job stays done, its files are fine)."""
         sidecars, copies = await asyncio.to_thread(self._owed, records)
         for job_id in sorted(sidecars | copies):
+            if stop():  # a Ctrl-C: the next run's walk finds the rest
+                break
             job = read_job(self.store, job_id)
             if job is None:
                 continue
