@@ -22,13 +22,15 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from liangxin_batch.cli import main
-from liangxin_batch.outputs._datasets import IMAGE_EXTENSIONS, MARKER
+from liangxin_batch.outputs._datasets import IMAGE_EXTENSIONS, MARKER, export_dataset
 from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.state._store import StateStore
 from tests.dataset_support import as_text, build_batch, iso_as_text
 
 #: How a results.csv column is named in a dataset where it clashes with the dataset's
 #: own (`image`) or would be loaded as an image by imagefolder (`*_file_name`).
+pq: Any = pytest.importorskip("pyarrow.parquet")  # the parquet extra (in dev)
+
 RENAMED = {"image": "manifest_image", "mask_file_name": "mask_file_name_text"}
 TIMESTAMPS = ("submitted_at", "completed_at")
 
@@ -183,6 +185,30 @@ def test_parquet_with_embedded_images_reads_back_as_an_image_feature(
     for got, (_row, _n, path) in zip(raw, expected, strict=True):
         assert got["image"]["bytes"] == (out / path).read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_embedded_parquet_row_groups_are_cut_by_the_bytes_of_their_images(
+    batch: tuple[Path, dict[str, Any], Expected], tmp_path: Path
+) -> None:
+    out, _kinds, expected = batch
+    sizes = [(out / path).stat().st_size for _row, _n, path in expected]
+    target = tmp_path / "e.parquet"
+    store = StateStore.in_dir(out, readonly=True)
+    try:
+        done = export_dataset(out, store, "parquet", target, row_group_bytes=2 * max(sizes))
+    finally:
+        store.close()
+    assert done.images == len(expected)
+    meta = pq.ParquetFile(target).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(groups) == len(expected)
+    assert 1 < len(groups) < len(expected)
+    assert max(groups) <= 2 * max(sizes) // min(sizes) + 1
+    table = pq.read_table(target)
+    assert table.column("image").to_pylist()[0]["bytes"] == (out / expected[0][2]).read_bytes()
+    features = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "Image"}
+    assert list(features) == table.schema.names
 
 
 def _webdataset(monkeypatch: pytest.MonkeyPatch) -> ModuleType:

@@ -250,6 +250,7 @@ def export_dataset(
     link: bool = False,
     overwrite: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    row_group_bytes: int | None = None,
 ) -> DatasetSummary:
     """Write the images of DIR's succeeded jobs and their rows to `target`: a folder for
     `hf` (imagefolder: images/ and metadata.parquet) and `webdataset` (tar shards), one
@@ -266,7 +267,10 @@ def export_dataset(
         tmp = target.with_name(f".{target.name}.tmp")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            writers.write_embedded_parquet(pa, out_dir, samples, tmp, header, summary)
+            group = row_group_bytes or writers.GROUP_BYTES
+            writers.write_embedded_parquet(
+                pa, out_dir, samples, tmp, header, summary, group_bytes=group
+            )
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
