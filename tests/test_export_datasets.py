@@ -359,3 +359,21 @@ def test_the_table_exports_are_as_before(
         assert _export(str(out), "--out", str(named), "--format", fmt).exit_code == 0
         assert given.read_bytes() == named.read_bytes()
     assert "OUT" in _export(str(out), str(given), "--out", str(named)).stderr
+
+
+def test_model_filters_a_dataset_as_it_filters_a_table(
+    batch: tuple[Path, dict[str, Any], Expected], tmp_path: Path
+) -> None:
+    out, _kinds, expected = batch
+    target = tmp_path / "wds"
+    result = _export(str(out), str(target), "--format", "webdataset", "--model", "flux-2")
+    assert result.exit_code == 0, result.output
+    with tarfile.open(target / "shard-000000.tar") as tar:
+        rows = [
+            json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+            for member in tar.getmembers()
+            if member.name.endswith(".json")
+        ]
+    wanted = [(row["job_id"], n) for row, n, _path in expected if row["model_id"] == "flux-2"]
+    assert [(row["job_id"], row["image_index"]) for row in rows] == wanted
+    assert wanted and len(wanted) < len(expected)
