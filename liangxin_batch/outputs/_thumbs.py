@@ -38,7 +38,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, overload
 
-from liangxin_batch.outputs._layout import slugify
+from liangxin_batch.outputs._layout import OUTPUTS_DIR, slugify
 from liangxin_batch.state._previews import PreviewUpdate
 from liangxin_batch.state._store import StateStore
 
@@ -337,15 +337,19 @@ def ensure_previews(
     files of the manifest's done jobs), on `workers` threads, a keyset page of files at
     a time (bounded memory), each page recorded in one transaction. In a folder whose
     previews are all recorded it opens no file (an empty index is all it reads). If
-    `DIR/thumbs/` is gone, the previews made there are forgotten first and made again.
+    `DIR/thumbs/` is gone, the previews made there are forgotten first and made again
+    (one walk of the files' rows, only then).
 
     `store` must be writable and used from this thread only (the workers never touch
     it)."""
     counts = PreviewCounts()
-    prefix = f"{THUMBS_DIR}/"
-    if not (out_dir / THUMBS_DIR).is_dir() and store.has_made_previews(prefix):
-        counts.forgotten = store.forget_made_previews(prefix)
-        logger.info("%s is gone: %d preview(s) made again", THUMBS_DIR, counts.forgotten)
+    thumbs = out_dir / THUMBS_DIR
+    if not thumbs.is_dir():  # deleted (or never made): a walk of the files, this once
+        counts.forgotten = store.forget_made_previews(f"{THUMBS_DIR}/")
+        if counts.forgotten:
+            logger.info("%s is gone: %d preview(s) made again", THUMBS_DIR, counts.forgotten)
+        if (out_dir / OUTPUTS_DIR).is_dir():
+            thumbs.mkdir(exist_ok=True)  # so a folder of videos is not walked every time
     workers = workers or min(4, os.cpu_count() or 2)
     after = ("", -1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -73,14 +73,6 @@ class PreviewStore:
                 rows,
             )
 
-    def has_made_previews(self, prefix: str) -> bool:
-        """Whether any file's preview is a file made under `prefix` (e.g. 'thumbs/')."""
-        found = self.db.execute(
-            "SELECT 1 FROM files WHERE thumb >= ? AND thumb < ? LIMIT 1",
-            (prefix, _after_prefix(prefix)),
-        ).fetchone()
-        return found is not None
-
     def forget_made_previews(self, prefix: str) -> int:
         """Forget every preview made under `prefix` (its folder is gone): the next
         `ensure_previews` makes them again. How many were forgotten."""
