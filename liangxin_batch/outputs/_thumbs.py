@@ -33,6 +33,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -349,7 +350,8 @@ def ensure_previews(
         if counts.forgotten:
             logger.info("%s is gone: %d preview(s) made again", THUMBS_DIR, counts.forgotten)
         if (out_dir / OUTPUTS_DIR).is_dir():
-            thumbs.mkdir(exist_ok=True)  # so a folder of videos is not walked every time
+            with suppress(OSError):  # so a folder of videos is not walked every time
+                thumbs.mkdir()
     workers = workers or min(4, os.cpu_count() or 2)
     after = ("", -1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
