@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib.resources
 import io
 import random
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +29,7 @@ from liangxin_batch.state._rows import FileRow
 from liangxin_batch.state._store import StateStore
 from tests.report_state_support import job_rows
 from tests.state_support import drive
-from tests.test_download import add_job, scripted, simulated, state_of
+from tests.test_download import Handler, add_job, scripted, simulated, state_of
 
 VIDEO = (importlib.resources.files("liangxin_batch.simulator") / "placeholder.mp4").read_bytes()
 
@@ -43,7 +43,7 @@ def image(size: tuple[int, int], fmt: str = "PNG", *, seed: int = 0, **save: obj
     return buf.getvalue()
 
 
-def served(bodies: dict[str, tuple[str, bytes]]):  # type: ignore[no-untyped-def]
+def served(bodies: dict[str, tuple[str, bytes]]) -> Handler:
     async def handler(request: httpx.Request) -> httpx.Response:
         kind, body = bodies[request.url.path]
         return httpx.Response(200, content=body, headers={"content-type": kind})
@@ -172,20 +172,17 @@ def old_style_state(out: Path, jobs: int = 12) -> StateStore:
 
 
 @pytest.fixture
-def opened() -> Iterator[list[str]]:
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every file PIL's Image.open is asked to open (a wrapper on PIL itself)."""
     seen: list[str] = []
     original = Image.open
 
-    def counting(fp, *args, **kw):  # type: ignore[no-untyped-def]
+    def counting(fp: Any, *args: Any, **kw: Any) -> Any:
         seen.append(str(fp))
         return original(fp, *args, **kw)
 
-    Image.open = counting  # type: ignore[assignment]
-    try:
-        yield seen
-    finally:
-        Image.open = original  # type: ignore[assignment]
+    monkeypatch.setattr(Image, "open", counting)
+    return seen
 
 
 def _all(store: StateStore) -> list[FileRow]:
@@ -216,6 +213,7 @@ def test_ensure_previews_fills_an_old_state_and_a_rebuild_decodes_nothing(
         if f.path:
             target = tmp_path / f.path
             target.write_bytes(b"\0" * target.stat().st_size)
+    assert len(opened) == 7  # the images; a video is not opened (the wrapper does see)
     opened.clear()
     again = ensure_previews(store, tmp_path)
     assert again.looked_at == 0 and opened == []
