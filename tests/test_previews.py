@@ -195,6 +195,7 @@ def test_ensure_previews_fills_an_old_state_and_a_rebuild_decodes_nothing(
     store = old_style_state(tmp_path)
     store.clean_report_segments(list(store.report_segments()))  # as the report's writer
     counts = ensure_previews(store, tmp_path, workers=3, page=4)  # several pages
+    assert len(opened) == 9  # each image once, junk included; no video (the wrapper sees)
     # 11 current files: 5 made (400x300, 1000x500), 2 own (40x40), 2 videos + 2 junk.
     assert (counts.made, counts.own, counts.none, counts.later) == (5, 2, 4, 0)
     rows = {f.job_id: f for f in _all(store)}
@@ -213,7 +214,6 @@ def test_ensure_previews_fills_an_old_state_and_a_rebuild_decodes_nothing(
         if f.path:
             target = tmp_path / f.path
             target.write_bytes(b"\0" * target.stat().st_size)
-    assert len(opened) == 7  # the images; a video is not opened (the wrapper does see)
     opened.clear()
     again = ensure_previews(store, tmp_path)
     assert again.looked_at == 0 and opened == []
