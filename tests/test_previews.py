@@ -246,3 +246,31 @@ def test_a_thumbnail_that_cannot_be_written_is_tried_again(tmp_path: Path) -> No
     (tmp_path / THUMBS_DIR).unlink()
     assert ensure_previews(store, tmp_path).made == 1
     store.close()
+
+
+def test_the_report_command_makes_the_missing_previews_unless_a_run_holds_the_folder(
+    tmp_path: Path,
+) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from liangxin_batch.cli import CliContext
+    from liangxin_batch.cli._outputs import report_command
+    from liangxin_batch.state._lock import RunLock
+
+    old_style_state(tmp_path, jobs=6).close()
+    group = click.Group("main")
+    group.add_command(report_command)
+    with RunLock(tmp_path):  # a run is going: it makes its own; the report only reads
+        result = CliRunner().invoke(group, ["report", str(tmp_path)], obj=CliContext())
+        assert result.exit_code == 0, result.output
+    store = StateStore.in_dir(tmp_path)
+    assert [f.thumb for f in _all(store)] == [None] * 6
+    store.close()
+
+    result = CliRunner().invoke(group, ["report", str(tmp_path)], obj=CliContext())
+    assert result.exit_code == 0, result.output
+    assert "previews: 2 made, 3 recorded as is" in result.output
+    store = StateStore.in_dir(tmp_path)
+    assert [f.thumb is None for f in _all(store)] == [True] + [False] * 5  # j00000 not done
+    store.close()
