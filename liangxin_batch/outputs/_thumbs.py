@@ -118,8 +118,10 @@ def _make_thumb(
 def _shrink_to(img: Any, target: Path, size: int = THUMB_SIZE) -> None:
     from PIL import Image, ImageOps
 
-    # Shrink first: transposing or converting the full image would copy it.
-    img.thumbnail((size, size))
+    # Shrink first: transposing or converting the full image would copy it. A box
+    # reduction to within 1.5x of the size, then bicubic: half the time of Pillow's
+    # default (2x) on a 1024 px PNG, and a 320 px preview looks the same.
+    img.thumbnail((size, size), reducing_gap=1.5)
     small = ImageOps.exif_transpose(img)
     if small.mode in ("RGBA", "LA", "PA") or "transparency" in small.info:
         rgba = small.convert("RGBA")  # transparent pixels on white, not on their junk RGB
@@ -224,6 +226,8 @@ class Previewed:
 def shown_size(img: Any) -> tuple[int, int]:
     """An image's (width, height) as a browser shows it: EXIF orientations 5-8 turn it."""
     width, height = img.size
+    if "exif" not in img.info:  # else a PNG's getexif() would decode it all, unbounded
+        return width, height
     try:
         turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
     except Exception:  # a damaged EXIF block is no reason to lose the size
