@@ -248,6 +248,7 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
 
     store = _open(out_dir)
     try:
+        _make_previews(out_dir, max_image_pixels)
         csv_path, html_path = write_reports(
             out_dir, store, check_files=True, csv_safe=csv_safe, max_pixels=max_image_pixels
         )
@@ -255,3 +256,29 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
         store.close()
     click.echo(f"results: {csv_path}")
     click.echo(f"report:  {html_path}")
+
+
+def _make_previews(out_dir: Path, max_pixels: int) -> None:
+    """The previews a run left unmade (a state from before they were recorded, a run
+    stopped early), made and recorded before the report reads them. The one write
+    `report` makes to the state, under the run lock: while a run holds the folder it is
+    skipped (the run makes its own), and a folder that cannot be written keeps none."""
+    from liangxin_batch.errors import ConfigError
+    from liangxin_batch.outputs._thumbs import ensure_previews
+    from liangxin_batch.state._lock import RunLock
+    from liangxin_batch.state._store import StateStore
+
+    try:
+        with RunLock(out_dir):
+            store = StateStore.in_dir(out_dir)
+            try:
+                counts = ensure_previews(store, out_dir, max_pixels=max_pixels)
+            finally:
+                store.close()
+    except ConfigError:
+        return  # a run is using the folder: it makes the previews
+    except (StateError, OSError) as err:
+        click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
+        return
+    if counts.looked_at:
+        click.echo(f"previews: {counts.made} made, {counts.own + counts.none} recorded as is")
