@@ -351,7 +351,7 @@ def test_a_changed_job_sets_its_sidecar_aside_with_its_file(tmp_path: Path) -> N
     assert (old["attempt"], new["attempt"]) == (1, 2)
 
 
-def test_a_state_from_before_migration_011_reads_its_manifest_once_more(tmp_path: Path) -> None:
+def test_a_state_from_before_migration_012_reads_its_manifest_once_more(tmp_path: Path) -> None:
     """Its jobs have no manifest line yet: the fingerprint is forgotten, so the next run
     syncs the manifest again and records where each job came from."""
     import sqlite3
@@ -360,11 +360,11 @@ def test_a_state_from_before_migration_011_reads_its_manifest_once_more(tmp_path
     out = tmp_path / "out"
     run(manifest, out)
     db = sqlite3.connect(out / "state.db")
-    with db:  # the state as version 010 left it
+    with db:  # the state as version 011 left it
         db.execute("ALTER TABLE jobs DROP COLUMN source_id")
         db.execute("ALTER TABLE jobs DROP COLUMN source_line")
         db.execute("DROP TABLE manifest_sources")
-        db.execute("DELETE FROM _migrations WHERE name = '011_manifest_sources'")
+        db.execute("DELETE FROM _migrations WHERE name = '012_manifest_sources'")
     assert db.execute("SELECT 1 FROM meta WHERE key = 'manifest_fingerprint'").fetchone()
     db.close()
 

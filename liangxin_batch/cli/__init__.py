@@ -35,7 +35,8 @@ _COMMANDS = {
     "export": Lazy(
         _CLI + "_outputs",
         "export_command",
-        "Write the results table of DIR as csv, jsonl, parquet or xlsx.",
+        "Write the results of DIR as a table (csv, jsonl, parquet, xlsx) or a dataset "
+        "(hf, webdataset, parquet --embed-images) at OUT.",
     ),
     "models": Lazy(
         _CLI + "_models",

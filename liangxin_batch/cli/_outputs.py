@@ -9,7 +9,7 @@ import click
 
 from liangxin_batch.cli._options import max_image_pixels_opt
 from liangxin_batch.core._states import REPORT_STATUSES
-from liangxin_batch.errors import StateError
+from liangxin_batch.errors import ConfigError, StateError
 from liangxin_batch.outputs._formats import EXPORT_FORMATS
 
 if TYPE_CHECKING:  # the state and the writers load when a command runs, not for --help
@@ -50,19 +50,23 @@ csv_safe_opt = click.option(
 
 @click.command("export")
 @_DIR
+@click.argument("target", required=False, type=click.Path(path_type=Path), metavar="[OUT]")
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(EXPORT_FORMATS),
     default="csv",
     show_default=True,
-    help="parquet needs liangxin-batch[parquet], xlsx needs liangxin-batch[xlsx].",
+    help="A table (csv, jsonl, parquet, xlsx: a row per manifest job), or a dataset folder "
+    "of the succeeded jobs' images (hf: imagefolder for `datasets`; webdataset: tar "
+    "shards). parquet and hf need liangxin-batch[parquet], xlsx liangxin-batch[xlsx].",
 )
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write [default: DIR/export.<format>].",
+    type=click.Path(path_type=Path),
+    help="Where to write (as OUT) [default: DIR/export.<format>, DIR/export-<format>/ "
+    "for hf and webdataset].",
 )
 @click.option(
     "--status",
@@ -72,20 +76,68 @@ csv_safe_opt = click.option(
 )
 @click.option("--model", "models", multiple=True, help="Only jobs of this model (repeatable).")
 @csv_safe_opt
+@click.option(
+    "--embed-images",
+    is_flag=True,
+    help="parquet: one row per image of the succeeded jobs, the image's bytes in the file "
+    "(an `image` column `datasets` reads as an Image).",
+)
+@click.option(
+    "--link",
+    is_flag=True,
+    help="hf: hard-link the images into OUT instead of copying them (a copy where a link "
+    "cannot be made). The originals are never moved or rewritten.",
+)
+@click.option(
+    "--shard-size",
+    default="1GB",
+    show_default=True,
+    help="webdataset: the size a tar shard stays under (e.g. 500MB, 2GB).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="hf, webdataset: replace OUT when an earlier export wrote it (never another folder).",
+)
 @click.pass_obj
 def export_command(
     cli: Any,
     out_dir: Path,
+    target: Path | None,
     fmt: str,
     out_path: Path | None,
     status: tuple[str, ...],
     models: tuple[str, ...],
     csv_safe: bool,
+    embed_images: bool,
+    link: bool,
+    shard_size: str,
+    overwrite: bool,
 ) -> None:
-    """Write the results table of DIR as csv, jsonl, parquet or xlsx."""
+    """Write the results of DIR as a table (csv, jsonl, parquet, xlsx) or a dataset
+    (hf, webdataset, parquet --embed-images) at OUT."""
+    from liangxin_batch.outputs._formats import DATASET_FORMATS
+
+    if target is not None and out_path is not None and target != out_path:
+        raise ConfigError(f"OUT {target} and --out {out_path}: give one of them")
+    target = target or out_path
+    dataset = fmt in DATASET_FORMATS or (fmt == "parquet" and embed_images)
+    _check_options(
+        fmt,
+        dataset=dataset,
+        embed=embed_images,
+        link=link,
+        overwrite=overwrite,
+        shard_size=shard_size,
+        status=status,
+        csv_safe=csv_safe,
+    )
+    if dataset:
+        _export_dataset(cli, out_dir, fmt, target, models, link, overwrite, shard_size)
+        return
     from liangxin_batch.outputs._report import export
 
-    target = out_path or out_dir / f"export.{fmt}"
+    target = target or out_dir / f"export.{fmt}"
     store = _open(out_dir)
     try:
         count = None
@@ -111,6 +163,81 @@ def export_command(
     click.echo(f"{count} row(s) written to {target}")
 
 
+def _check_options(
+    fmt: str,
+    *,
+    dataset: bool,
+    embed: bool,
+    link: bool,
+    overwrite: bool,
+    shard_size: str,
+    status: tuple[str, ...],
+    csv_safe: bool,
+) -> None:
+    """An option that does nothing for this format is refused, not ignored."""
+    wrong = [
+        (embed and fmt != "parquet", "--embed-images", "parquet"),
+        (link and fmt != "hf", "--link", "hf"),
+        (overwrite and fmt not in ("hf", "webdataset"), "--overwrite", "hf and webdataset"),
+        (shard_size != "1GB" and fmt != "webdataset", "--shard-size", "webdataset"),
+        (csv_safe and fmt != "csv", "--csv-safe", "csv"),
+    ]
+    for bad, option, formats in wrong:
+        if bad:
+            raise ConfigError(f"{option}: only for --format {formats}; got --format {fmt}")
+    if dataset and status:
+        raise ConfigError(
+            f"--status: a dataset holds the images of succeeded jobs only; got --status "
+            f"{' '.join(status)} with --format {fmt}{' --embed-images' if embed else ''}"
+        )
+
+
+def _export_dataset(
+    cli: Any,
+    out_dir: Path,
+    fmt: str,
+    target: Path | None,
+    models: tuple[str, ...],
+    link: bool,
+    overwrite: bool,
+    shard_size: str,
+) -> None:
+    from liangxin_batch.outputs._datasets import export_dataset, parse_size
+
+    size = parse_size(shard_size)
+    if target is None:
+        target = out_dir / ("export.parquet" if fmt == "parquet" else f"export-{fmt}")
+    store = _open(out_dir)
+    try:
+        done = export_dataset(
+            out_dir,
+            store,
+            fmt,
+            target,
+            model=_resolve_models(cli, models) or None,
+            link=link,
+            overwrite=overwrite,
+            shard_size=size,
+        )
+    finally:
+        store.close()
+    how = f", {done.linked:,} hard-linked" if link else ""
+    shards = f" in {done.shards:,} shard(s)" if fmt == "webdataset" else ""
+    click.echo(
+        f"{done.images:,} image(s) of {done.jobs:,} succeeded job(s) written to "
+        f"{done.target}{shards}{how}"
+    )
+    if done.not_images:
+        click.echo(f"skipped: {done.not_images:,} file(s) that are not images (videos)", err=True)
+    if done.missing_jobs:
+        click.echo(
+            f"skipped: {done.missing_jobs:,} succeeded job(s) whose file is missing or changed "
+            f"on disk (first: {done.missing_example}); `liangxin-batch report {out_dir}` "
+            "lists them, and running the batch again downloads them again",
+            err=True,
+        )
+
+
 @click.command("report")
 @_DIR
 @csv_safe_opt
@@ -121,6 +248,7 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
 
     store = _open(out_dir)
     try:
+        _make_previews(out_dir, max_image_pixels)
         csv_path, html_path = write_reports(
             out_dir, store, check_files=True, csv_safe=csv_safe, max_pixels=max_image_pixels
         )
@@ -128,3 +256,29 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
         store.close()
     click.echo(f"results: {csv_path}")
     click.echo(f"report:  {html_path}")
+
+
+def _make_previews(out_dir: Path, max_pixels: int) -> None:
+    """The previews a run left unmade (a state from before they were recorded, a run
+    stopped early), made and recorded before the report reads them. The one write
+    `report` makes to the state, under the run lock: while a run holds the folder it is
+    skipped (the run makes its own), and a folder that cannot be written keeps none."""
+    from liangxin_batch.errors import ConfigError
+    from liangxin_batch.outputs._thumbs import ensure_previews
+    from liangxin_batch.state._lock import RunLock
+    from liangxin_batch.state._store import StateStore
+
+    try:
+        with RunLock(out_dir):
+            store = StateStore.in_dir(out_dir)
+            try:
+                counts = ensure_previews(store, out_dir, max_pixels=max_pixels)
+            finally:
+                store.close()
+    except ConfigError:
+        return  # a run is using the folder: it makes the previews
+    except (StateError, OSError) as err:
+        click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
+        return
+    if counts.looked_at:
+        click.echo(f"previews: {counts.made} made, {counts.own + counts.none} recorded as is")

@@ -69,11 +69,14 @@ class _FileLike(Protocol):
     def sha256(self) -> str | None: ...
 
 
-def plan_header(column_names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+def plan_header(
+    column_names: Iterable[str], *, reserved: Iterable[str] = ()
+) -> tuple[list[str], dict[str, str]]:
     """(header, rename): manifest columns in first-seen order under their own names,
-    then RESULT_COLUMNS; only a manifest column named like a tool column is renamed
-    (`manifest_<name>`, again while that is taken too)."""
-    taken = set(RESULT_COLUMNS)
+    then RESULT_COLUMNS; only a manifest column named like a tool column (or one of
+    `reserved`: the dataset exports' own) is renamed (`manifest_<name>`, again while
+    that is taken too)."""
+    taken = {*RESULT_COLUMNS, *reserved}
     rename: dict[str, str] = {}
     for name in column_names:
         if name in rename:

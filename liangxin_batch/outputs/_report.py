@@ -39,7 +39,7 @@ from liangxin_batch.outputs._columns import (
     typed_cells,
     typed_columns,
 )
-from liangxin_batch.outputs._formats import EXPORT_FORMATS
+from liangxin_batch.outputs._formats import EXPORT_FORMATS, TABLE_FORMATS
 from liangxin_batch.outputs._jobs import as_lost, current_files, report_jobs
 from liangxin_batch.outputs._tables import defused as _defused
 from liangxin_batch.outputs._tables import write_csv as _write_csv
@@ -262,8 +262,8 @@ def export(
     = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice), for people
     who open the CSV in Excel. Without it the CSV keeps the values as written: it is data.
     xlsx needs no such care: every cell is stored as text."""
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(EXPORT_FORMATS)}")
+    if fmt not in TABLE_FORMATS:  # hf and webdataset are folders: _datasets.export_dataset
+        raise ConfigError(f"unknown export format {fmt!r}; one of: {', '.join(TABLE_FORMATS)}")
     _extra(fmt)  # a missing package fails before any walk
     target = path or out_dir / f"export.{fmt}"
     # The header is known only after a walk of every job's columns: a second walk as

@@ -36,7 +36,12 @@ from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
 from liangxin_batch.outputs._layout import Layout, PathClaims
-from liangxin_batch.outputs._thumbs import make_thumbnail, thumbnail_from
+from liangxin_batch.outputs._thumbs import (
+    Previewed,
+    known_preview,
+    preview_from_decoded,
+    preview_of_file,
+)
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
     FILE_TIMEOUT,
@@ -145,6 +150,9 @@ class Downloader:
         self._thumbnails = thumbnails
         #: Provenance sidecars before a job is done; `--embed-metadata` copies after.
         self._provenance = Provenance(store=store, out_dir=out_dir, embed=embed_metadata)
+        #: Previews made from the check's decode (in its worker thread), by (job, n),
+        #: until their file is recorded.
+        self._seen: dict[tuple[str, int], Previewed] = {}
         self._claims: PathClaims | None = None
         self._active: set[str] = set()  # jobs being handled: a second hook call is a no-op
 
@@ -188,18 +196,22 @@ class Downloader:
             logger.exception("download of %s failed unexpectedly", job.job_id)
         finally:
             self._active.discard(job.job_id)
+            for key in [k for k in self._seen if k[0] == job.job_id]:
+                del self._seen[key]  # a job that stopped half-way
 
     async def _handle(self, job: JobRow) -> None:
         urls = job.result_urls or await self._urls_again(job)
         if not urls:
             return
         known = {f.n: f for f in self.store.files_of(job.job_id)}
-        previewed: set[int] = set()  # made from the check's decode: not again below
+        later: list[tuple[int, str]] = []  # previews to make from the file, once done
         for n, url in enumerate(urls):
             if self.stopping():
                 return
             rec = known.get(n)
             if rec is not None and rec.url == url and await self._verified(rec):
+                if rec.thumb is None and rec.path:
+                    later.append((n, rec.path))
                 continue
             async with self._gate:
                 if self.stopping():
@@ -211,10 +223,18 @@ class Downloader:
                 except Failed as err:
                     self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
-            if saved.previewed:
-                previewed.add(n)
+            seen = self._seen.pop((job.job_id, n), None) if saved.previewed else None
+            width, height = (seen.width, seen.height) if seen else (None, None)
+            thumb = seen.thumb if seen and seen.thumb else None
+            if thumb is None:  # '' no image; itself when small; None: made from the file
+                thumb = known_preview(saved.path, saved.size, width, height)
+            if thumb is None:
+                later.append((n, saved.path))
             self.store.record_file(
-                FileRow(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns)
+                FileRow(
+                    *(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns),
+                    *(width, height, thumb),
+                )
             )
             assert self._claims is not None
             self._claims.release(job.job_id, n)  # the state answers for it from now on
@@ -226,25 +246,22 @@ class Downloader:
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
         await self._provenance.after_done(job.job_id)
-        if self._thumbnails and len(previewed) < len(urls):
-            await self._thumbnail(job, previewed)
+        if self._thumbnails and later:
+            await self._thumbnail(job, later)
 
-    async def _thumbnail(self, job: JobRow, previewed: set[int]) -> None:
-        """The report's previews not made with the download, made now that the files are
-        here. The job is done whatever happens: a preview that cannot be made is made (or
-        skipped) later."""
-        for rec in self.store.files_of(job.job_id):
-            if rec.path is None or rec.n in previewed:
-                continue
+    async def _thumbnail(self, job: JobRow, files: list[tuple[int, str]]) -> None:
+        """The report's previews not made with the download (file n at path), made from
+        the files now that the job is done, in a worker thread, and recorded. The job is
+        done whatever happens: a preview not made now is made by `ensure_previews`."""
+        for n, path in files:
             try:
-                await asyncio.to_thread(
-                    make_thumbnail,
-                    self.out_dir,
-                    job.job_id,
-                    rec.n,
-                    self.out_dir / rec.path,
-                    self.limits.max_image_pixels,
+                made = await asyncio.to_thread(
+                    preview_of_file, self.out_dir, job.job_id, n, path, self.limits.max_image_pixels
                 )
+                if made.thumb is not None:
+                    self.store.set_preview(
+                        job.job_id, n, thumb=made.thumb, width=made.width, height=made.height
+                    )
             except Exception as err:  # a preview is a cache: never a job's failure
                 logger.info("%s: no preview now (%s: %s)", job.job_id, type(err).__name__, err)
 
@@ -437,12 +454,18 @@ class Downloader:
                 await asyncio.sleep(delay)
 
     def _preview_for(self, job: JobRow, n: int) -> Preview | None:
-        """The report's thumbnail of file `n`, made from the image the download check
-        decodes (in its worker thread): one decode per file, not two."""
+        """The report's preview of file `n`, made from the image the download check
+        decodes (in its worker thread): one decode per file, not two. Kept in `_seen`
+        until the file is recorded (its pixels too, even when it is its own preview)."""
         if not self._thumbnails:
             return None
-        out_dir = self.out_dir
-        return lambda image: thumbnail_from(image, out_dir, job.job_id, n)
+        out_dir, seen, key = self.out_dir, self._seen, (job.job_id, n)
+
+        def preview(image: object) -> bool:
+            seen[key] = preview_from_decoded(image, out_dir, job.job_id, n)
+            return True
+
+        return preview
 
     def _path_for(self, job: JobRow, n: int, ext: str) -> str:
         assert self._claims is not None

@@ -396,7 +396,15 @@ def _m010_report_data(db: sqlite3.Connection) -> None:
     )
 
 
-def _m011_manifest_sources(db: sqlite3.Connection) -> None:
+def _m011_preview_todo(db: sqlite3.Connection) -> None:
+    """The files whose preview is not made yet (`thumb IS NULL`), found by a partial
+    index: a report rebuild asks for them every time, and in a finished folder there are
+    none, so the question costs an empty index, not a walk of a million files. A file
+    recorded with its preview (the common path of a run) never enters it."""
+    db.execute("CREATE INDEX files_preview_todo ON files (job_id, n) WHERE thumb IS NULL")
+
+
+def _m012_manifest_sources(db: sqlite3.Connection) -> None:
     """Where each job was written: the manifest file (`manifest_sources`, one row per
     distinct file name, so a million jobs hold a small integer each, not a path) and the
     line in it (CSV: the row's first line). Each output's provenance sidecar names them
@@ -428,7 +436,8 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("008_result_segments", _m008_result_segments),
     ("009_local_inputs", _m009_local_inputs),
     ("010_report_data", _m010_report_data),
-    ("011_manifest_sources", _m011_manifest_sources),
+    ("011_preview_todo", _m011_preview_todo),
+    ("012_manifest_sources", _m012_manifest_sources),
 )
 
 

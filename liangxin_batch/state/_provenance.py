@@ -3,7 +3,7 @@
 A provenance sidecar (outputs/_sidecars.py) names the manifest file and row a job came
 from. The sync writes them with the job rows (`upsert_jobs(..., sources=...)`, in the
 same statement: no second pass over a million jobs); a file name is stored once, in
-`manifest_sources`, and each job holds its small integer id (migration 011).
+`manifest_sources`, and each job holds its small integer id (migration 012).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ProvenanceStore:
 
     def job_source(self, job_id: str) -> tuple[str, int] | None:
         """(manifest file, line) that wrote the job; None when no sync recorded it (a
-        job synced by a version before migration 011, until the next sync)."""
+        job synced by a version before migration 012, until the next sync)."""
         row = self.db.execute(
             "SELECT s.name, j.source_line FROM jobs j"
             " JOIN manifest_sources s ON s.id = j.source_id WHERE j.job_id = ?",

@@ -38,6 +38,7 @@ from liangxin_batch.state._migrations import (
     check_migrations,
     migrate,
 )
+from liangxin_batch.state._previews import PreviewStore, PreviewTodo, PreviewUpdate
 from liangxin_batch.state._provenance import ProvenanceStore
 from liangxin_batch.state._queries import StoreQueries, marks
 from liangxin_batch.state._rows import (
@@ -61,6 +62,8 @@ __all__ = [
     "EventRow",
     "FileRow",
     "JobRow",
+    "PreviewTodo",
+    "PreviewUpdate",
     "ReportFile",
     "ReportJob",
     "SessionTimes",
@@ -98,7 +101,7 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore(UploadStore, LocalFileStore, ProvenanceStore, StoreQueries):
+class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, StoreQueries):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
