@@ -1,0 +1,330 @@
+"""report.html's data files: `DIR/report/data/*.js`, kept by segments of the state.
+
+A page opened from the file system may not `fetch` files beside it, but it may load
+scripts: each data file is a script that hands its JSON to the page's loader
+(`LX.meta(...)`, `LX.index(...)`, `LX.rows(...)`, `LX.long(...)`). There are:
+
+- one meta file (`meta-<digest>.js`): the dictionaries and counts the filters start
+  from (models, statuses, failure reasons, manifest columns with few values) and the
+  list of the other files; report.html names it;
+- per segment of SEGMENT_JOBS jobs (state/_migrations.py): an index (`idx-…`: the
+  grid's columns, loaded first), heavy rows in sub-shards of SUB_JOBS jobs (`row-…`:
+  loaded when a job is opened) and, if any prompt is longer than the index keeps, its
+  long prompts (`txt-…`: loaded by a search). Built by outputs/_report_shards.py.
+
+Caching follows results.csv's (outputs/_segments.py): the state raises a segment's
+version in `report_segments` whenever one of its jobs or their files changes (a preview
+included); a segment's files are made again only when their version is not the state's
+or the code or options that made them changed. Every file name carries its version and
+a key, and files are written to a temporary name and renamed: a page never reads a
+half-written file, nor one of another version than its meta names. Files no longer
+named by the last two metas are removed after the new meta and report.html are in
+place (a page opened on the previous one can still open its jobs).
+
+`ReportData.steps()` does the work a few hundred jobs at a time, so a run can refresh
+the report beside its event loop (run/_run.py `--report-every`); `refresh()` does it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liangxin_batch.core._states import REPORT_STATUSES
+from liangxin_batch.outputs import _card_inputs, _report_shards
+from liangxin_batch.outputs._card_inputs import CardInputs
+from liangxin_batch.outputs._report_shards import FACET_MAX, SUB_JOBS, SegmentData, build_segment
+from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
+from liangxin_batch.state._migrations import SEGMENT_JOBS
+from liangxin_batch.state._store import StateStore
+
+__all__ = ["DATA_DIR", "ReportData", "SegmentFiles"]
+
+DATA_DIR = "report/data"
+_CACHE = "cache.json"
+#: The layout of the data files (the page's loader reads this one).
+_FORMAT = 1
+
+
+@dataclass(slots=True)
+class SegmentFiles:
+    """A segment's files as cached, and the counts the meta sums."""
+
+    version: int
+    key: str
+    jobs: int
+    index: str
+    rows: list[str]
+    long: str | None
+    models: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, int] | None] = field(default_factory=dict)
+    cached: bool = True  # False: made for one report only (a reader's dirty segment)
+
+    def names(self) -> list[str]:
+        return [self.index, *self.rows, *([self.long] if self.long else [])]
+
+
+@functools.cache  # the sources do not change under a running process
+def _code_digest() -> str:
+    """The code that makes a segment's files: another version of it makes them stale."""
+    digest = hashlib.sha256()
+    for module in (_report_shards, _card_inputs):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _script(call: str, *args: Any) -> bytes:
+    """A data file: `LX.<call>(<args as JSON>);` (JSON is JavaScript; loaded by a
+    script tag, so no `</script>` can end it early)."""
+    body = ",".join(json.dumps(a, ensure_ascii=False, separators=(",", ":")) for a in args)
+    return f"LX.{call}({body});\n".encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ReportData:
+    """The data files of one report of `store`, in `out_dir/report/data/`."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        store: StateStore,
+        *,
+        lost_positions: set[int] | frozenset[int] = frozenset(),
+        max_pixels: int = MAX_THUMB_PIXELS,
+    ) -> None:
+        self.out_dir = out_dir
+        self.store = store
+        self.folder = out_dir / DATA_DIR
+        #: Positions (`idx`) of done jobs whose files are gone (`report`'s check): their
+        #: segments are made with the files checked, and keyed by them.
+        self.lost = {idx // SEGMENT_JOBS: set[int]() for idx in lost_positions}
+        for idx in lost_positions:
+            self.lost[idx // SEGMENT_JOBS].add(idx)
+        self.max_pixels = max_pixels
+        self.local: CardInputs | None = None
+        self.cache: dict[int, SegmentFiles] = {}
+        self.metas: list[list[str]] = []  # files named by the last metas, newest first
+        self.meta_name = ""
+        self._made = 0  # files made for one report only (names kept apart)
+
+    # -- the cache ------------------------------------------------------------------
+
+    def _key(self, seg: int) -> str:
+        lost = sorted(self.lost.get(seg, ()))
+        local = self.local is not None
+        text = json.dumps([_FORMAT, SEGMENT_JOBS, SUB_JOBS, lost, local, _code_digest()])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _load(self) -> None:
+        try:
+            raw = json.loads((self.folder / _CACHE).read_text("utf-8"))
+            self.cache = {int(s): SegmentFiles(**e) for s, e in raw["segments"].items()}
+            self.metas = [list(m) for m in raw.get("metas", [])][:2]
+        except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable
+            self.cache, self.metas = {}, []
+
+    def _save(self) -> None:
+        kept = {str(s): asdict(e) for s, e in sorted(self.cache.items()) if e.cached}
+        data = json.dumps({"segments": kept, "metas": self.metas}).encode()
+        _write_atomic(self.folder / _CACHE, data)
+
+    def _fresh(self, seg: int, version: int, dirty: bool) -> bool:
+        entry = self.cache.get(seg)
+        return (
+            entry is not None
+            and entry.cached
+            and not dirty
+            and entry.version == version
+            and entry.key == self._key(seg)
+            and all((self.folder / name).exists() for name in entry.names())
+        )
+
+    # -- the work -------------------------------------------------------------------
+
+    def steps(self, *, max_segments: int | None = None) -> Iterator[None]:
+        """Bring the data files up to date, a sub-shard of jobs per step (a None is
+        yielded between steps); then write the meta file (`self.meta_name`).
+
+        `max_segments`: make at most this many stale segments now (a refresh during a
+        run); the others keep their previous files, or are left out until made."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._load()
+        self.local = CardInputs(self.store)
+        if not self.local.enabled:
+            self.local = None
+        found = self.store.report_segments()
+        stale = [s for s, (v, d) in sorted(found.items()) if not self._fresh(s, v, d)]
+        if max_segments is not None:
+            stale = stale[:max_segments]
+        versions = {s: v for s, (v, _) in found.items()}
+        dirty = {s for s in stale if found[s][1]}
+        if dirty and not self.store.readonly:  # clean before reading (migration 010)
+            versions.update(self.store.clean_report_segments(sorted(dirty)))
+            dirty = set()
+        for seg in stale:
+            data: SegmentData | None = None
+            for data in build_segment(
+                self.store,
+                self.out_dir,
+                seg,
+                (seg * SEGMENT_JOBS, (seg + 1) * SEGMENT_JOBS),
+                check_files=seg in self.lost,
+                local=self.local,
+            ):
+                if data is None:
+                    yield None
+            assert data is not None
+            # A dirty segment seen by a reader may change again at the same version: its
+            # files serve this report only (never cached).
+            self.cache[seg] = self._write_segment(data, versions[seg], cached=seg not in dirty)
+            yield None
+        self.cache = {s: e for s, e in self.cache.items() if s in found}
+        self._write_meta()
+
+    def refresh(self, *, max_segments: int | None = None) -> str:
+        """`steps` run to the end; the meta file's name."""
+        for _ in self.steps(max_segments=max_segments):
+            pass
+        return self.meta_name
+
+    def _write_segment(self, data: SegmentData, version: int, *, cached: bool) -> SegmentFiles:
+        seg = data.seg
+        key = self._key(seg)
+        tag = f"{seg:05d}-{version}-{key}"
+        if not cached:
+            self._made += 1
+            tag += f"-r{os.getpid()}-{self._made}"
+        if self.local is not None:
+            self._input_thumbs(data)
+        rows = []
+        for sub, part in enumerate(data.rows):
+            name = f"row-{tag}-{sub}.js"
+            _write_atomic(self.folder / name, _script("rows", seg, sub, part))
+            rows.append(name)
+        long = None
+        if data.long_prompts:
+            long = f"txt-{tag}.js"
+            texts = {str(k): v for k, v in data.long_prompts.items()}
+            _write_atomic(self.folder / long, _script("long", seg, texts))
+        index = f"idx-{tag}.js"
+        _write_atomic(self.folder / index, _script("index", seg, data.index))
+        return SegmentFiles(
+            version=version,
+            key=key,
+            jobs=data.jobs,
+            index=index,
+            rows=rows,
+            long=long,
+            models=dict(data.models),
+            statuses=dict(data.statuses),
+            reasons=dict(data.reasons),
+            groups=data.groups,
+            cached=cached,
+        )
+
+    def _input_thumbs(self, data: SegmentData) -> None:
+        """Thumbnails of the segment's local input images (each distinct file decoded
+        once, ever: named by its bytes); an input without one shows its path alone."""
+        assert self.local is not None
+        made = self.local.make_thumbs(self.out_dir, self.max_pixels)
+        self.local.wanted.clear()
+        for part in data.rows:
+            for row in part:
+                for image in row.get("inputs", ()):
+                    if image[1] not in made:
+                        image[1] = None
+
+    # -- the meta file -----------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """What the page starts from: dictionaries with counts, and the files to load."""
+        models: Counter[str] = Counter()
+        statuses: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        groups: dict[str, Counter[str] | None] = {}
+        segs = []
+        for seg, entry in sorted(self.cache.items()):
+            models.update(entry.models)
+            statuses.update(entry.statuses)
+            reasons.update(entry.reasons)
+            for name, counts in entry.groups.items():
+                have = groups.get(name, Counter())
+                if counts is None or have is None:
+                    groups[name] = None
+                    continue
+                have.update(counts)
+                groups[name] = have if len(have) <= FACET_MAX else None
+            segs.append(
+                {
+                    "seg": seg,
+                    "n": entry.jobs,
+                    "index": entry.index,
+                    "rows": entry.rows,
+                    "long": entry.long,
+                }
+            )
+        facets = [
+            {"name": name, "values": sorted(counts, key=lambda v: (-counts[v], v))}
+            for name, counts in groups.items()
+            if counts is not None and len(counts) > 1
+        ]
+        return {
+            "format": _FORMAT,
+            "sub": SUB_JOBS,
+            "segs": segs,
+            "statuses": list(REPORT_STATUSES),
+            "models": sorted(models),
+            "reasons": sorted(reasons, key=lambda r: (-reasons[r], r)),
+            "facets": facets,
+            # Columns the compare view may group by: every segment kept its values.
+            "groupable": sorted(
+                n for n in groups if all(n in e.groups for e in self.cache.values())
+            ),
+            "counts": {
+                "models": dict(models),
+                "statuses": dict(statuses),
+                "reasons": dict(reasons),
+            },
+        }
+
+    def _write_meta(self) -> None:
+        body = _script("meta", self.meta())
+        self.meta_name = f"meta-{hashlib.sha256(body).hexdigest()[:16]}.js"
+        path = self.folder / self.meta_name
+        if not path.exists():
+            _write_atomic(path, body)
+        named = [self.meta_name, *(n for e in self.cache.values() for n in e.names())]
+        self.metas = [named, *(m for m in self.metas if m and m[0] != self.meta_name)][:2]
+        self._save()
+
+    def sweep(self) -> None:
+        """Remove the files no longer named by the last two metas (call once the new
+        report.html is in place). A reader (`report` beside a run) removes nothing."""
+        if self.store.readonly:
+            return
+        wanted = {name for names in self.metas for name in names} | {_CACHE}
+        with contextlib.suppress(OSError):
+            for path in self.folder.iterdir():
+                if path.name not in wanted and not path.name.startswith("."):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
