@@ -1,0 +1,90 @@
+"""report.html in a real headless Chromium (Debian's, driven by Playwright: no browser
+download), as the browser tests of the report open it: from the file system."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@contextmanager
+def report_page(chromium: str, html: Path, hash_: str = "", *, width: int = 1400) -> Iterator[Any]:
+    """A page showing `html` (with `#hash_`), its data loaded; page errors fail the test."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium or shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(html.resolve().as_uri() + (f"#{hash_}" if hash_ else ""))
+            page.wait_for_selector("body[data-loaded]", state="attached", timeout=60_000)
+            yield page
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def cards(page: Any) -> list[dict[str, str]]:
+    """The grid's cards in the DOM, in view order: id, status, model, prompt text."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('.card'))
+          .sort((a, b) => a.dataset.index - b.dataset.index)
+          .map(c => ({id: c.dataset.id, status: c.dataset.status,
+                      model: c.querySelector('.model').textContent,
+                      prompt: (c.querySelector('.prompt') || {}).textContent || ''}))"""
+    )
+
+
+def shown(page: Any) -> str:
+    return str(page.text_content("#shown"))
+
+
+def chip(page: Any, facet: str, value: str) -> Any:
+    """A facet's chip (`facet`: model, status, reason or f.<column>), found by its value
+    however odd (compared in the page, not written into a selector)."""
+    at = page.evaluate(
+        """([f, v]) => Array.from(document.querySelectorAll('.facet'))
+          .filter(x => x.dataset.facet === f)
+          .flatMap(x => Array.from(x.querySelectorAll('.chip')))
+          .findIndex(c => c.dataset.value === v)""",
+        [facet, value],
+    )
+    assert at >= 0, (facet, value)
+    return page.locator(".facet .chip").nth(_offset(page, facet) + at)
+
+
+def _offset(page: Any, facet: str) -> int:
+    """How many chips come before the first of `facet`."""
+    return int(
+        page.evaluate(
+            """(f) => { let n = 0;
+              for (const x of document.querySelectorAll('.facet')) {
+                if (x.dataset.facet === f) { return n; }
+                n += x.querySelectorAll('.chip').length; }
+              return -1; }""",
+            facet,
+        )
+    )
+
+
+def chip_count(page: Any, facet: str, value: str) -> int:
+    """The count shown beside a facet's value."""
+    return int(chip(page, facet, value).locator(".n").text_content().replace(",", ""))
+
+
+def heap_mb(page: Any) -> float:
+    """The page's JS heap in use (CDP Runtime.getHeapUsage), MB."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        return float(cdp.send("Runtime.getHeapUsage")["usedSize"]) / 1e6
+    finally:
+        cdp.detach()
