@@ -126,6 +126,7 @@ class ReportData:
         self.metas: list[list[str]] = []  # files named by the last metas, newest first
         self.meta_name = ""
         self._made = 0  # files made for one report only (names kept apart)
+        self._saved = b""  # the cache file as last read or written
 
     # -- the cache ------------------------------------------------------------------
 
@@ -137,7 +138,8 @@ class ReportData:
 
     def _load(self) -> None:
         try:
-            raw = json.loads((self.folder / _CACHE).read_text("utf-8"))
+            self._saved = (self.folder / _CACHE).read_bytes()
+            raw = json.loads(self._saved)
             self.cache = {int(s): SegmentFiles(**e) for s, e in raw["segments"].items()}
             self.metas = [list(m) for m in raw.get("metas", [])][:2]
         except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable
@@ -146,7 +148,9 @@ class ReportData:
     def _save(self) -> None:
         kept = {str(s): asdict(e) for s, e in sorted(self.cache.items()) if e.cached}
         data = json.dumps({"segments": kept, "metas": self.metas}).encode()
-        _write_atomic(self.folder / _CACHE, data)
+        if data != self._saved:  # nothing changed: nothing written
+            _write_atomic(self.folder / _CACHE, data)
+            self._saved = data
 
     def _fresh(self, seg: int, version: int, dirty: bool) -> bool:
         entry = self.cache.get(seg)
