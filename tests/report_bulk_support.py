@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import StateStore
@@ -106,7 +107,7 @@ def build_big_state(out: Path, jobs: int, *, chunk: int = 20_000) -> float:
 _ON_DISK = 2000
 
 
-def _job(i: int) -> tuple[object, ...]:
+def _job(i: int) -> tuple[Any, ...]:
     """One row of `jobs` as a finished run leaves it."""
     job_id, model = f"b{i:07d}", MODELS[i % 3]
     subject, style = SUBJECTS[(i // 3) % 24], STYLES[(i // 72) % 5]
