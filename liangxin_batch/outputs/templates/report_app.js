@@ -230,6 +230,7 @@
     if (viewMode === "compare") { buildGroups(); }
     layout();
     timings.lastFilter = performance.now() - t0;
+    timings.query = query;
   }
 
   function sortView() {
@@ -751,10 +752,10 @@
     changed();
     // Long prompts are searched in full once their files are in (loaded on demand).
     var wanted = META.segs.filter(function (s) { return s.long && !longLoaded.has(s.seg); });
-    if (!wanted.length) { return; }
+    if (!wanted.length) { timings.longSearched = text; return; }
     Promise.all(wanted.map(function (s) { return load(s.long).catch(function () {}); })).then(function () {
       segs.forEach(function (d) { if (d) { d.lowerLong = null; } });
-      if (query === text) { changed(); }
+      if (query === text) { changed(); timings.longSearched = text; }
     });
   }
 
