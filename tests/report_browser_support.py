@@ -13,8 +13,10 @@ import pytest
 
 
 @contextmanager
-def report_page(chromium: str, html: Path, hash_: str = "", *, width: int = 1400) -> Iterator[Any]:
-    """A page showing `html` (with `#hash_`), its data loaded; page errors fail the test."""
+def launched(chromium: str) -> Iterator[Any]:
+    """Headless Chromium (Playwright driving Debian's chromium: `chromium` is
+    tests/test_gallery.py's fixture, which installs it). Playwright's sync API runs an
+    event loop while it is open: no `asyncio.run` in the meantime."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
@@ -22,15 +24,33 @@ def report_page(chromium: str, html: Path, hash_: str = "", *, width: int = 1400
             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
         )
         try:
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(html.resolve().as_uri() + (f"#{hash_}" if hash_ else ""))
-            page.wait_for_selector("body[data-loaded]", state="attached", timeout=60_000)
-            yield page
-            assert errors == [], errors
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    """One browser for a module's tests (per module: see `launched`)."""
+    with launched(chromium) as found:
+        yield found
+
+
+@contextmanager
+def report_page(browser: Any, html: Path, hash_: str = "", *, width: int = 1400) -> Iterator[Any]:
+    """A fresh page showing `html` (with `#hash_`), its data loaded; errors of the page's
+    script fail the test."""
+    context = browser.new_context(viewport={"width": width, "height": 1000})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(html.resolve().as_uri() + (f"#{hash_}" if hash_ else ""))
+        page.wait_for_selector("body[data-loaded]", state="attached", timeout=60_000)
+        yield page
+        assert errors == [], errors
+    finally:
+        context.close()
 
 
 def cards(page: Any) -> list[dict[str, str]]:

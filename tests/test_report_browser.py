@@ -17,9 +17,16 @@ from liangxin_batch.core._states import JobState
 from liangxin_batch.outputs._gallery import write_report_html
 from liangxin_batch.outputs._report_shards import SHORT
 from liangxin_batch.state._store import FileRow, StateStore
-from tests.report_browser_support import cards, chip, chip_count, report_page, shown
+from tests.report_browser_support import (  # noqa: F401  (browser: a fixture)
+    browser,
+    cards,
+    chip,
+    chip_count,
+    report_page,
+    shown,
+)
 from tests.state_support import drive
-from tests.test_gallery import XSS, chromium  # noqa: F401  (a fixture)
+from tests.test_gallery import XSS, chromium  # noqa: F401  (fixtures)
 
 QUOTES = 'He said "it\'s <b>bold</b>" & left; \\ backslash ${x} {{ y }} </script>'
 CJK = "一只猫在月光下 🐱🌕 — 東京の夜景 ✨👩‍🚀"
@@ -91,8 +98,8 @@ def pwned(page: Any) -> None:
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_the_grid_shows_every_job_as_text(chromium: str, report: Path) -> None:  # noqa: F811
-    with report_page(chromium, report) as page:
+def test_the_grid_shows_every_job_as_text(browser: Any, report: Path) -> None:  # noqa: F811
+    with report_page(browser, report) as page:
         shown_cards = cards(page)
         assert [c["id"] for c in shown_cards] == [job_id(p, m) for p in range(4) for m in range(3)]
         assert shown(page) == "12"
@@ -113,10 +120,10 @@ def test_the_grid_shows_every_job_as_text(chromium: str, report: Path) -> None: 
 
 
 def test_filters_count_each_other_and_live_in_the_address(
-    chromium: str,  # noqa: F811
+    browser: Any,  # noqa: F811
     report: Path,
 ) -> None:
-    with report_page(chromium, report) as page:
+    with report_page(browser, report) as page:
         assert chip_count(page, "status", "succeeded") == 10
         chip(page, "model", "z-image").click()
         assert shown(page) == "4"
@@ -130,10 +137,10 @@ def test_filters_count_each_other_and_live_in_the_address(
         address = page.evaluate("location.hash")
         assert "model=z-image" in address and "status=succeeded" in address
         pwned(page)
-    with report_page(chromium, report, address[1:]) as page:
+    with report_page(browser, report, address[1:]) as page:
         assert [c["id"] for c in cards(page)] == ["p2-c", "p3-c"]
         assert "on" in (chip(page, "model", "z-image").get_attribute("class") or "")
-    with report_page(chromium, report, "status=failed,unknown") as page:  # as before
+    with report_page(browser, report, "status=failed,unknown") as page:  # as before
         assert [c["status"] for c in cards(page)] == ["failed", "unknown"]
         assert chip_count(page, "reason", "422") == 1
         chip(page, "reason", "422").click()
@@ -149,8 +156,8 @@ def searched(page: Any, query: str, *, long: bool = False) -> None:
     )
 
 
-def test_search_and_sort(chromium: str, report: Path) -> None:  # noqa: F811
-    with report_page(chromium, report) as page:
+def test_search_and_sort(browser: Any, report: Path) -> None:  # noqa: F811
+    with report_page(browser, report) as page:
         page.keyboard.press("/")
         assert page.evaluate("document.activeElement.id") == "q"
         page.keyboard.type("p2-c")
@@ -179,8 +186,8 @@ def test_search_and_sort(chromium: str, report: Path) -> None:  # noqa: F811
         assert "sort=credits" in page.evaluate("location.hash")
 
 
-def test_the_compare_view(chromium: str, report: Path) -> None:  # noqa: F811
-    with report_page(chromium, report) as page:
+def test_the_compare_view(browser: Any, report: Path) -> None:  # noqa: F811
+    with report_page(browser, report) as page:
         page.click("#view-compare")
         rows = page.locator(".cmp-row")
         assert rows.count() == 4
@@ -205,13 +212,13 @@ def test_the_compare_view(chromium: str, report: Path) -> None:  # noqa: F811
         page.wait_for_selector("body[data-lightbox=p2-c]")
         address = page.evaluate("location.hash")
         assert "view=compare" in address and "by=_subject" in address
-    with report_page(chromium, report, address[1:]) as page:
+    with report_page(browser, report, address[1:]) as page:
         page.wait_for_selector("body[data-lightbox=p2-c]")
         assert page.locator(".cmp-row").count() == 2
 
 
-def test_the_lightbox_and_the_keys(chromium: str, report: Path) -> None:  # noqa: F811
-    with report_page(chromium, report) as page:
+def test_the_lightbox_and_the_keys(browser: Any, report: Path) -> None:  # noqa: F811
+    with report_page(browser, report) as page:
         page.locator('.card[data-id="p1-b"]').click()
         page.wait_for_selector("body[data-lightbox=p1-b]")
         info = page.locator("#lb-info")
@@ -259,10 +266,10 @@ def test_the_lightbox_and_the_keys(chromium: str, report: Path) -> None:  # noqa
         page.wait_for_selector("#lightbox", state="hidden")
 
 
-def test_a_permalink_opens_the_job(chromium: str, report: Path) -> None:  # noqa: F811
-    with report_page(chromium, report, "job=p2-a") as page:
+def test_a_permalink_opens_the_job(browser: Any, report: Path) -> None:  # noqa: F811
+    with report_page(browser, report, "job=p2-a") as page:
         page.wait_for_selector("body[data-lightbox=p2-a]")
         assert page.text_content("#lb-info .prompt-full") == CJK
         assert page.text_content("#lb-info h2") == "p2-a"
-    with report_page(chromium, report, "job=nope") as page:
+    with report_page(browser, report, "job=nope") as page:
         assert "job nope is not in this report" in page.text_content("#live")

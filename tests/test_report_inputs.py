@@ -29,7 +29,7 @@ from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
-from tests.report_browser_support import report_page
+from tests.report_browser_support import launched, report_page
 from tests.sim_support import sim_of
 from tests.test_gallery import _data, chromium  # noqa: F401  (a fixture)
 
@@ -259,7 +259,10 @@ def test_report_of_a_run_on_local_files_in_headless_chromium(
     assert len(sim_of(app).ledger.upload_counts_by_sha256()) == 2  # the run did upload
 
     _no_tokens(out)
-    with report_page(chromium, out / "report.html", "job=both") as page:
+    with (
+        launched(chromium) as browser,
+        report_page(browser, out / "report.html", "job=both") as page,
+    ):
         page.wait_for_selector("body[data-lightbox=both]")
         info = page.locator("#lb-info")
         assert info.locator(".path").all_text_contents() == ["photos/a.png", "photos/b.png"]

@@ -14,7 +14,7 @@ import pytest
 
 from liangxin_batch.outputs._gallery import write_report_html
 from liangxin_batch.state._store import StateStore
-from tests.report_browser_support import chip, heap_mb, report_page
+from tests.report_browser_support import browser, chip, heap_mb, report_page  # noqa: F401
 from tests.report_bulk_support import MODELS, build_big_state
 from tests.test_gallery import chromium  # noqa: F401  (a fixture)
 
@@ -66,7 +66,7 @@ def measure(page: Any, model: str) -> dict[str, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_hundred_thousand_jobs_open_filter_and_scroll_quickly(
-    chromium: str,  # noqa: F811
+    browser: Any,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "big"
@@ -79,7 +79,7 @@ def test_a_hundred_thousand_jobs_open_filter_and_scroll_quickly(
     finally:
         store.close()
     reported = time.perf_counter()
-    with report_page(chromium, html) as page:
+    with report_page(browser, html) as page:
         figures = measure(page, MODELS[1])
     print(
         f"\n100k: state {built - t0:.1f}s, report {reported - built:.1f}s, browser "
