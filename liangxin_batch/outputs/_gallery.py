@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -34,6 +34,7 @@ from liangxin_batch.state._store import SessionTimes, StateStore
 __all__ = [
     "CREDITS_ROUND_UP_KEY",
     "REPORT_HTML",
+    "LiveReport",
     "write_report_html",
     "write_reports",
 ]
@@ -235,6 +236,30 @@ def _finish_html(
     html = _write_html(data.out_dir, meta_name, summary, title, credit_notes(store), running)
     data.sweep()
     return html
+
+
+class LiveReport:
+    """report.html kept up to date while a run goes on: each `steps()` makes at most
+    `max_segments` changed segments' data files, a few hundred jobs per step (the run
+    hands control back to its event loop between steps), then the page itself."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        store: StateStore,
+        *,
+        max_pixels: int = MAX_THUMB_PIXELS,
+        max_segments: int = 2,
+    ) -> None:
+        self.data = ReportData(out_dir, store, max_pixels=max_pixels)
+        self.store = store
+        self.max_segments = max_segments
+
+    def steps(self, *, wall_seconds: float | None = None) -> Iterator[None]:
+        yield from self.data.steps(max_segments=self.max_segments)
+        _finish_html(
+            self.data, self.data.meta_name, self.store, wall_seconds, None, None, running=True
+        )
 
 
 def write_reports(
