@@ -108,3 +108,44 @@ def heap_mb(page: Any) -> float:
         return float(cdp.send("Runtime.getHeapUsage")["usedSize"]) / 1e6
     finally:
         cdp.detach()
+
+
+#: Scrolls the page to its end a screen at a time; the most cards the DOM held.
+SCROLL = """async () => {
+  let most = 0;
+  const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+  for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight * 40) {
+    window.scrollTo(0, y);
+    await frame(); await frame();
+    most = Math.max(most, document.querySelectorAll('.card').length);
+  }
+  window.scrollTo(0, document.body.scrollHeight);
+  await frame(); await frame();
+  most = Math.max(most, document.querySelectorAll('.card').length);
+  return most;
+}"""
+
+#: Clicks a chip and waits a frame: the milliseconds until the page could paint.
+TIMED_CLICK = """async (el) => {
+  const t = performance.now();
+  el.click();
+  await new Promise(r => requestAnimationFrame(() => r()));
+  return performance.now() - t;
+}"""
+
+
+def measure(page: Any, model: str) -> dict[str, float]:
+    """The figures of the issue, from the page's own timers."""
+    figures: dict[str, float] = {
+        "first_paint_ms": page.evaluate("window.__lx.firstPaint"),
+        "all_loaded_ms": page.evaluate("window.__lx.allLoaded"),
+    }
+    figures["filter_ms"] = page.evaluate(TIMED_CLICK, chip(page, "model", model).element_handle())
+    figures["filter_js_ms"] = page.evaluate("window.__lx.lastFilter")
+    figures["shown"] = float(page.text_content("#shown").replace(",", ""))
+    figures["max_cards"] = page.evaluate(SCROLL)
+    figures["last_id_end"] = page.evaluate(
+        "Math.max(...Array.from(document.querySelectorAll('.card')).map(c => +c.dataset.index))"
+    )
+    figures["heap_mb"] = heap_mb(page)
+    return figures

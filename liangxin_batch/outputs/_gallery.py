@@ -35,6 +35,7 @@ __all__ = [
     "CREDITS_ROUND_UP_KEY",
     "REPORT_HTML",
     "LiveReport",
+    "read_summary",
     "write_report_html",
     "write_reports",
 ]
@@ -66,7 +67,8 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def _render(context: Mapping[str, Any]) -> str:
+@cache  # compiled once per process (a run refreshes the page every --report-every)
+def _template() -> Any:
     import jinja2
 
     env = jinja2.Environment(
@@ -76,7 +78,11 @@ def _render(context: Mapping[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2").render(context)
+    return env.get_template("report.html.j2")
+
+
+def _render(context: Mapping[str, Any]) -> str:
+    return str(_template().render(context))
 
 
 class _Tally:
@@ -223,6 +229,23 @@ def write_report_html(
     return _finish_html(data, meta_name, store, wall_seconds, title, lost, running)
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The summary band and the credits notes, from the state's tallies and indexes."""
+
+    context: Mapping[str, Any]
+    credit_notes: Sequence[str]
+
+
+def read_summary(
+    store: StateStore, wall_seconds: float | None = None, lost: Mapping[str, int] | None = None
+) -> Summary:
+    """What the summary band shows (a few index searches per model: a run reads it on a
+    connection of its own in a worker thread, run/_live_report.py)."""
+    context = _Tally(store, lost).context(wall_seconds, store.session_times())
+    return Summary(context, credit_notes(store))
+
+
 def _finish_html(
     data: ReportData,
     meta_name: str,
@@ -231,9 +254,12 @@ def _finish_html(
     title: str | None,
     lost: Mapping[str, int] | None,
     running: bool,
+    summary: Summary | None = None,
 ) -> Path:
-    summary = _Tally(store, lost).context(wall_seconds, store.session_times())
-    html = _write_html(data.out_dir, meta_name, summary, title, credit_notes(store), running)
+    summary = summary or read_summary(store, wall_seconds, lost)
+    html = _write_html(
+        data.out_dir, meta_name, summary.context, title, summary.credit_notes, running
+    )
     data.sweep()
     return html
 
@@ -255,11 +281,12 @@ class LiveReport:
         self.store = store
         self.max_segments = max_segments
 
-    def steps(self, *, wall_seconds: float | None = None) -> Iterator[None]:
+    def steps(self, summary: Summary | None = None) -> Iterator[None]:
+        """`summary`: the band as read beforehand (None: read here)."""
         yield from self.data.steps(max_segments=self.max_segments)
-        _finish_html(
-            self.data, self.data.meta_name, self.store, wall_seconds, None, None, running=True
-        )
+        yield None
+        meta = self.data.meta_name
+        _finish_html(self.data, meta, self.store, None, None, None, True, summary)
 
 
 def write_reports(

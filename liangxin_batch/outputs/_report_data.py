@@ -127,6 +127,8 @@ class ReportData:
         self.meta_name = ""
         self._made = 0  # files made for one report only (names kept apart)
         self._saved = b""  # the cache file as last read or written
+        self._thumbs_tried: set[str] = set()  # input thumbnails asked for, and made
+        self._thumbs_made: set[str] = set()
 
     # -- the cache ------------------------------------------------------------------
 
@@ -186,8 +188,10 @@ class ReportData:
             versions.update(self.store.clean_report_segments(sorted(dirty)))
             dirty = set()
         for seg in stale:
-            data: SegmentData | None = None
-            for data in build_segment(
+            # A dirty segment seen by a reader may change again at the same version: its
+            # files serve this report only (never cached).
+            files = self._files_of(seg, versions[seg], cached=seg not in dirty)
+            for data, finished in build_segment(
                 self.store,
                 self.out_dir,
                 seg,
@@ -195,12 +199,11 @@ class ReportData:
                 check_files=seg in self.lost,
                 local=self.local,
             ):
-                if data is None:
+                self._write_rows(data, files, final=finished)  # a few at a time
+                if not finished:
                     yield None
-            assert data is not None
-            # A dirty segment seen by a reader may change again at the same version: its
-            # files serve this report only (never cached).
-            self.cache[seg] = self._write_segment(data, versions[seg], cached=seg not in dirty)
+            yield None
+            self.cache[seg] = self._write_index(data, files)
             yield None
         self.cache = {s: e for s, e in self.cache.items() if s in found}
         self._write_meta()
@@ -211,52 +214,57 @@ class ReportData:
             pass
         return self.meta_name
 
-    def _write_segment(self, data: SegmentData, version: int, *, cached: bool) -> SegmentFiles:
-        seg = data.seg
+    def _files_of(self, seg: int, version: int, *, cached: bool) -> SegmentFiles:
+        """The names of a segment's files about to be made (rows added as written)."""
         key = self._key(seg)
         tag = f"{seg:05d}-{version}-{key}"
         if not cached:
             self._made += 1
             tag += f"-r{os.getpid()}-{self._made}"
-        if self.local is not None:
-            self._input_thumbs(data)
-        rows = []
-        for sub, part in enumerate(data.rows):
-            name = f"row-{tag}-{sub}.js"
-            _write_atomic(self.folder / name, _script("rows", seg, sub, part))
-            rows.append(name)
-        long = None
-        if data.long_prompts:
-            long = f"txt-{tag}.js"
-            texts = {str(k): v for k, v in data.long_prompts.items()}
-            _write_atomic(self.folder / long, _script("long", seg, texts))
-        index = f"idx-{tag}.js"
-        _write_atomic(self.folder / index, _script("index", seg, data.index))
-        return SegmentFiles(
-            version=version,
-            key=key,
-            jobs=data.jobs,
-            index=index,
-            rows=rows,
-            long=long,
-            models=dict(data.models),
-            statuses=dict(data.statuses),
-            reasons=dict(data.reasons),
-            groups=data.groups,
-            cached=cached,
-        )
+        return SegmentFiles(version, key, 0, f"idx-{tag}.js", [], None, cached=cached)
 
-    def _input_thumbs(self, data: SegmentData) -> None:
-        """Thumbnails of the segment's local input images (each distinct file decoded
+    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> None:
+        """The heavy sub-shards completed since the last call (all, when `final`), each
+        written and then let go: a segment's rows are never all in memory."""
+        tag = files.index[len("idx-") : -len(".js")]
+        del final  # `data.rows` holds complete sub-shards, and the last once finished
+        for sub in range(len(files.rows), len(data.rows)):
+            part = data.rows[sub]
+            if self.local is not None:
+                self._input_thumbs(part)
+            name = f"row-{tag}-{sub}.js"
+            _write_atomic(self.folder / name, _script("rows", data.seg, sub, part))
+            files.rows.append(name)
+            data.rows[sub] = []
+
+    def _write_index(self, data: SegmentData, files: SegmentFiles) -> SegmentFiles:
+        seg = data.seg
+        tag = files.index[len("idx-") : -len(".js")]
+        if data.long_prompts:
+            files.long = f"txt-{tag}.js"
+            texts = {str(k): v for k, v in data.long_prompts.items()}
+            _write_atomic(self.folder / files.long, _script("long", seg, texts))
+        _write_atomic(self.folder / files.index, _script("index", seg, data.index))
+        files.jobs = data.jobs
+        files.models = dict(data.models)
+        files.statuses = dict(data.statuses)
+        files.reasons = dict(data.reasons)
+        files.groups = data.groups
+        return files
+
+    def _input_thumbs(self, part: list[dict[str, Any]]) -> None:
+        """Thumbnails of a sub-shard's local input images (each distinct file decoded
         once, ever: named by its bytes); an input without one shows its path alone."""
         assert self.local is not None
-        made = self.local.make_thumbs(self.out_dir, self.max_pixels)
-        self.local.wanted.clear()
-        for part in data.rows:
-            for row in part:
-                for image in row.get("inputs", ()):
-                    if image[1] not in made:
-                        image[1] = None
+        todo = {k: v for k, v in self.local.wanted.items() if k not in self._thumbs_tried}
+        self.local.wanted = todo
+        self._thumbs_made |= self.local.make_thumbs(self.out_dir, self.max_pixels)
+        self._thumbs_tried.update(todo)
+        self.local.wanted = {}
+        for row in part:
+            for image in row.get("inputs", ()):
+                if image[1] not in self._thumbs_made:
+                    image[1] = None
 
     # -- the meta file -----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from liangxin_batch.outputs._card_inputs import CardInputs
 from liangxin_batch.outputs._columns import generation_seconds
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._thumbs import IMAGE_EXT
+from liangxin_batch.state._rows import _loads_all
 from liangxin_batch.state._store import ReportFile, ReportJob, StateStore
 
 __all__ = [
@@ -162,14 +163,20 @@ class _Builder:
         self.base_time: float | None = None
         self.sub: list[dict[str, Any]] = []
 
-    def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
+    def add_all(self, chunk: list[tuple[ReportJob, list[ReportFile]]]) -> None:
+        """A chunk of jobs, their inputs decoded in one call (a call per job cost as much
+        as the decoding)."""
+        decoded = _loads_all([job.input_json or "{}" for job, _ in chunk])
+        for (job, kept), inputs in zip(chunk, decoded, strict=True):
+            self.add(job, kept, inputs)
+
+    def add(self, job: ReportJob, kept: list[ReportFile], inputs: dict[str, Any]) -> None:
         n = len(self.ids)
         status = REPORT_LABELS[job.state]
         data = self.data
         data.jobs += 1
         data.models[job.model] += 1
         data.statuses[status] += 1
-        inputs = json.loads(job.input_json) if job.input_json else {}
         error = ": ".join(x for x in (job.error_code, job.error_message) if x)
         images: list[list[str | None]] = []
         if self.local is not None:  # file tokens shown as the paths written
@@ -203,7 +210,7 @@ class _Builder:
         cols["k"].append(kind | (min(len(kept), 15) << 2))
         self._groups(n, job.columns)
         self.sub.append(
-            _heavy(job, status, prompt, inputs, kept, "" if status == "succeeded" else error)
+            _heavy(job, prompt, inputs, kept, "" if status == "succeeded" else error)
             | ({"inputs": images} if images else {})
         )
         if len(self.sub) == SUB_JOBS:
@@ -300,17 +307,14 @@ def _key(prompt: str) -> str:
 
 def _heavy(
     job: ReportJob,
-    status: str,
     prompt: str,
     inputs: Mapping[str, Any],
     kept: Sequence[ReportFile],
     error: str,
 ) -> dict[str, Any]:
     """What the lightbox shows of a job (full prompt, parameters, timings, files)."""
-    row: dict[str, Any] = {
+    row: dict[str, Any] = {  # its model and status are in the index
         "id": job.job_id,
-        "status": status,
-        "model": job.model,
         "prompt": prompt,
         "params": {k: v for k, v in inputs.items() if k not in ("prompt", "multi_prompt")},
         "task": job.task_id,
@@ -320,7 +324,8 @@ def _heavy(
         "seconds": generation_seconds(job),
         "credits": job.credits,
         "files": [[f.path, f.sha256, f.size, f.width, f.height, shown_thumb(f)] for f in kept],
-        "columns": dict(job.columns),
+        # The manifest row, less its prompt when that is the prompt shown above.
+        "columns": {k: v for k, v in job.columns.items() if k != "prompt" or v != prompt},
     }
     if job.credits is None and job.credits_estimated:
         row["estimated"] = job.credits_estimated
@@ -338,14 +343,20 @@ def build_segment(
     check_files: bool,
     local: CardInputs | None,
     step: int = SUB_JOBS,
-) -> Iterator[SegmentData | None]:
-    """The segment's data, built `step` jobs at a time: yields None after each step (a
-    caller running beside an event loop hands control back there) and the data last.
-    `check_files`: a done job whose file is gone shows as download_failed (`as_lost`)."""
+) -> Iterator[tuple[SegmentData, bool]]:
+    """The segment's data, built `step` jobs at a time: yields (the data so far, False)
+    after each step (a caller running beside an event loop hands control back there;
+    the heavy rows of `data.rows` may be written meanwhile, and emptied), and (the
+    data, True) last. `check_files`: a done job whose file is gone shows as
+    download_failed (`as_lost`)."""
     builder = _Builder(seg, out_dir, local)
     jobs = report_jobs(store, out_dir=out_dir if check_files else None, positions=positions)
-    for done, (job, kept, lost) in enumerate(jobs, 1):
-        builder.add(as_lost(job, lost), kept)
-        if done % step == 0:
-            yield None
-    yield builder.finish()
+    chunk: list[tuple[ReportJob, list[ReportFile]]] = []
+    for job, kept, lost in jobs:
+        chunk.append((as_lost(job, lost), kept))
+        if len(chunk) == step:
+            builder.add_all(chunk)
+            chunk = []
+            yield builder.data, False
+    builder.add_all(chunk)
+    yield builder.finish(), True

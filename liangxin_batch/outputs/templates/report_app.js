@@ -611,7 +611,8 @@
       }
       stage.appendChild(m);
     } else {
-      stage.appendChild(el("div", "none", row.status === "downloading" ? "no files yet" : "no output"));
+      var shownAs = META.statuses[status[lightboxAt]];
+      stage.appendChild(el("div", "none", shownAs === "downloading" ? "no files yet" : "no output"));
     }
     info.appendChild(el("div", "k", "prompt"));
     info.appendChild(el("div", "full prompt-full", row.prompt));
@@ -640,7 +641,6 @@
       item("size", f[2] !== null ? f[2].toLocaleString("en") + " bytes" + (f[3] ? " · " + f[3] + "×" + f[4] : "") : null);
     });
     Object.keys(row.columns || {}).forEach(function (k) {
-      if (k === "prompt") { return; }
       var v = row.columns[k];
       item("column " + k, typeof v === "string" ? v : JSON.stringify(v));
     });
