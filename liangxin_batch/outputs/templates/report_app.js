@@ -515,6 +515,11 @@
     cap.appendChild(el("span", "model", META.models[model[at]]));
     cap.appendChild(el("span", "pill s-" + s, label(s)));
     c.appendChild(cap);
+    var meta = el("div", "cap meta");
+    if (gsec[at] >= 0) { meta.appendChild(el("span", "sec", duration(gsec[at] / 10))); }
+    if (cred[at] >= 0) { var cr = cred[at] / 1000; meta.appendChild(el("span", "cr", cr + (cr === 1 ? " credit" : " credits"))); }
+    meta.appendChild(el("span", "id", jobId(at)));
+    c.appendChild(meta);
     if (lightboxAt === at || (selected >= 0 && view[selected] === at)) { c.classList.add("sel"); }
     return c;
   }
