@@ -160,6 +160,7 @@ class _Builder:
         self.group_values: dict[str, _Dict] = {}
         self.group_codes: dict[str, list[int]] = {}
         self.too_many: set[str] = set()
+        self.skip = set(_NOT_GROUPS)  # columns not grouped, and those with too many values
         self.base_time: float | None = None
         self.sub: list[dict[str, Any]] = []
 
@@ -174,19 +175,15 @@ class _Builder:
         n = len(self.ids)
         status = REPORT_LABELS[job.state]
         data = self.data
-        data.jobs += 1
-        data.models[job.model] += 1
-        data.statuses[status] += 1
-        error = ": ".join(x for x in (job.error_code, job.error_message) if x)
+        code, message = job.error_code, job.error_message
+        error = f"{code}: {message}" if code and message else code or message or ""
         images: list[list[str | None]] = []
         if self.local is not None:  # file tokens shown as the paths written
             shown = self.local.resolve(job.input_json, inputs, error)
             inputs, error = dict(shown.inputs), shown.error
             images = [[i.written, i.thumb] for i in shown.images]
         prompt = job_prompt(job.columns, inputs)
-        reason = failure_reason(job, status)
-        if reason:
-            data.reasons[reason] += 1
+        reason = failure_reason(job, status)  # the counts are made from the codes
         cols = self.cols
         self.ids.append(job.job_id)
         cols["m"].append(self.model.code(job.model))
@@ -209,10 +206,10 @@ class _Builder:
         kind = media_kind(first.path or "") if first is not None else KIND_NONE
         cols["k"].append(kind | (min(len(kept), 15) << 2))
         self._groups(n, job.columns)
-        self.sub.append(
-            _heavy(job, prompt, inputs, kept, "" if status == "succeeded" else error)
-            | ({"inputs": images} if images else {})
-        )
+        row = _heavy(job, prompt, inputs, kept, "" if status == "succeeded" else error)
+        if images:
+            row["inputs"] = images
+        self.sub.append(row)
         if len(self.sub) == SUB_JOBS:
             self.data.rows.append(self.sub)
             self.sub = []
@@ -242,23 +239,27 @@ class _Builder:
     def _groups(self, n: int, columns: Mapping[str, Any]) -> None:
         """Manifest columns with repeated values: codes per job (-1: not set), for the
         facets and the compare view; a column with too many values is dropped."""
+        group_values, skip = self.group_values, self.skip
         for name, value in columns.items():
-            if name in _NOT_GROUPS or name in self.too_many:
+            if name in skip:
                 continue
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            values = self.group_values.get(name)
+            text = value if type(value) is str else json.dumps(value, ensure_ascii=False)
+            values = group_values.get(name)
             if values is None:
-                values = self.group_values[name] = _Dict()
+                values = group_values[name] = _Dict()
                 self.group_codes[name] = [-1] * n
             codes = self.group_codes[name]
-            if len(text) > _GROUP_VALUE_CHARS or (
-                text not in values.codes and len(values.values) >= _GROUP_CAP
-            ):
-                self.too_many.add(name)
-                del self.group_values[name], self.group_codes[name]
-                continue
-            codes.extend([-1] * (n - len(codes)))
-            codes.append(values.code(text))
+            code = values.codes.get(text)
+            if code is None:
+                if len(text) > _GROUP_VALUE_CHARS or len(values.values) >= _GROUP_CAP:
+                    self.too_many.add(name)
+                    skip.add(name)
+                    del group_values[name], self.group_codes[name]
+                    continue
+                code = values.code(text)
+            if len(codes) < n:  # a column the jobs before did not have
+                codes.extend([-1] * (n - len(codes)))
+            codes.append(code)
 
     def finish(self) -> SegmentData:
         if self.sub:
@@ -266,6 +267,15 @@ class _Builder:
             self.sub = []
         n = len(self.ids)
         data = self.data
+        data.jobs = n
+        cols = self.cols
+        tallied: tuple[tuple[Counter[str], list[int], Sequence[str]], ...] = (
+            (data.models, cols["m"], self.model.values),
+            (data.statuses, cols["s"], REPORT_STATUSES),
+            (data.reasons, cols["r"], self.reason.values),
+        )
+        for tally, column, names in tallied:
+            tally.update({names[c]: k for c, k in Counter(column).items() if c >= 0})
         groups: dict[str, Any] = {}
         for name, values in list(self.group_values.items()):
             if len(values.values) > max(FACET_MAX, n // 2):  # about one job per value
