@@ -398,7 +398,9 @@
     $("empty").hidden = !(META && shownCount === 0 && timings.allLoaded !== null);
     if (viewMode === "compare") { vp.style.height = (order.length * (CMP_H + GAP)) + "px"; }
     else { var g = geometry(); vp.style.height = (Math.ceil(view.length / g.cols) * (CARD_H + GAP)) + "px"; }
-    draw(true);
+    // The grid keeps the cards that still show the same job (no flicker while the
+    // index files arrive); the compare view's rows are made again.
+    draw(viewMode === "compare" || pool.size && !(pool.values().next().value.classList.contains("card")));
   }
 
   function release(key) {
@@ -437,12 +439,14 @@
         card = free.pop() || el("article", "card");
         fillCard(card, view[x]);
         card.setAttribute("data-index", String(x));
-        card.style.width = g.w + "px";
-        card.style.height = CARD_H + "px";
-        card.style.transform = "translate(" + ((x % g.cols) * (g.w + GAP)) + "px," + (Math.floor(x / g.cols) * (CARD_H + GAP)) + "px)";
         pool.set(x, card);
         vp.appendChild(card);
+      } else if (Number(card.getAttribute("data-pos")) !== view[x]) {
+        fillCard(card, view[x]);  // another job at this place now (a filter, a sort)
       }
+      card.style.width = g.w + "px";
+      card.style.height = CARD_H + "px";
+      card.style.transform = "translate(" + ((x % g.cols) * (g.w + GAP)) + "px," + (Math.floor(x / g.cols) * (CARD_H + GAP)) + "px)";
       card.classList.toggle("sel", x === selected);
     }
   }
