@@ -1,4 +1,6 @@
-"""report.html: content, escaping, thumbnails, and a real headless Chromium rendering it."""
+"""report.html: its summary, its data files (content, caching by segment versions, the
+files check), and the `chromium` fixture the browser tests share
+(tests/test_report_browser.py drives the page)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,20 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from liangxin_batch.core._states import JobState
-from liangxin_batch.outputs._gallery import write_report_html
-from liangxin_batch.outputs._thumbs import THUMB_SIZE
+from liangxin_batch.outputs._gallery import write_report_html, write_reports
+from liangxin_batch.outputs._report_data import DATA_DIR
+from liangxin_batch.outputs._report_shards import SHORT
+from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import FileRow, StateStore
-from tests.report_state_support import percentile
+from tests.report_bulk_support import build_big_state
+from tests.report_state_support import job_rows, percentile
 from tests.state_support import drive
 
 T0 = 1_750_000_000.0
@@ -92,50 +97,163 @@ def run_dir(tmp_path: Path) -> Iterator[tuple[Path, StateStore]]:
     store.close()
 
 
-def test_report_content(run_dir: tuple[Path, StateStore]) -> None:
+def _data(out: Path) -> dict[str, Any]:
+    """The report's data files, decoded: meta, index and rows by segment, long prompts."""
+    folder = out / DATA_DIR
+    html = (out / "report.html").read_text("utf-8")
+    found = re.search(r'<script src="report/data/(meta-[0-9a-f]+\.js)"', html)
+    assert found, "report.html names its meta file"
+    meta = _call(folder / found.group(1), "meta")[0]
+    index = {s["seg"]: _call(folder / s["index"], "index")[1] for s in meta["segs"]}
+    rows = {
+        s["seg"]: [r for name in s["rows"] for r in _call(folder / name, "rows")[2]]
+        for s in meta["segs"]
+    }
+    return {"meta": meta, "index": index, "rows": rows}
+
+
+def _call(path: Path, name: str) -> list[Any]:
+    """The arguments of a data file's `LX.<name>(...)` call (JSON, as the page reads it)."""
+    text = path.read_text("utf-8")
+    head, tail = f"LX.{name}(", ");\n"
+    assert text.startswith(head) and text.endswith(tail), text[:80]
+    return list(json.loads(f"[{text[len(head) : -len(tail)]}]"))
+
+
+def test_report_summary_and_its_data(run_dir: tuple[Path, StateStore]) -> None:
     out, store = run_dir
     html = write_report_html(out, store, wall_seconds=75).read_text("utf-8")
-    assert html.count('<article class="card') == 7
-    # User text is escaped, never markup.
-    assert "&lt;script&gt;document.body.setAttribute(&#39;data-pwned&#39;" in html
-    assert "<script>document" not in html and "<img src=x" not in html
-    assert "a fox &amp; a hound" in html
-    # Self-contained: every link and source is relative to the report.
-    refs = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert refs and all(not re.match(r"[a-z]+:|/", r) for r in refs), refs
-    assert "<link" not in html and "@import" not in html
-    assert '<video controls muted preload="metadata" src="outputs/k/job-2.mp4">' in html
-    assert 'src="thumbs/job-1_2.jpg"' in html
     # Summary band: 4 of 7 done and verified, wall time, p50/p95 per model.
     assert re.search(r"Succeeded</div><div class=\"v\">4 <small>/ 7", html)
     assert "57.1%" in html and "1m 15s" in html
     assert re.search(r"<td>google/nano-banana</td><td class=\"num\">5</td>", html)
-    assert "Internal error during generation" in html
-    assert "the reply to createTask was lost" in html
-    assert "no files yet" in html  # generated, not downloaded yet
-    assert 'value="kling-3.0/video"' in html and 'value="download_failed"' not in html
+    # Self-contained: every link and source is relative to the report; no user text
+    # in the page itself (it is data, rendered by the script as text).
+    refs = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert refs and all(not re.match(r"[a-z]+:|/", r) for r in refs), refs
+    assert "<link" not in html and "@import" not in html and "data-pwned" not in html
+    data = _data(out)
+    meta, [index], [rows] = data["meta"], data["index"].values(), data["rows"].values()
+    assert meta["models"] == ["google/nano-banana", "kling-3.0/video", "z-image"]
+    assert meta["counts"]["statuses"] == {
+        "succeeded": 4,
+        "failed": 1,
+        "unknown": 1,
+        "downloading": 1,
+    }
+    assert index["id"] == [f"job-{i}" for i in range(7)]
+    assert [meta["statuses"][s] for s in index["s"]] == [
+        "succeeded", "succeeded", "succeeded", "failed", "unknown", "downloading", "succeeded"
+    ]  # fmt: skip
+    # The prompt whole in the heavy rows, its start in the index, as data.
+    assert rows[0]["prompt"] == XSS
+    assert index["P"][index["p"][0]] == XSS[:SHORT] and index["PL"] == [index["p"][0]]
+    assert rows[3]["error"] == "500: Internal error during generation"
+    assert rows[4]["error"] == "500: the reply to createTask was lost"
+    assert [f[0] for f in rows[1]["files"]] == ["outputs/z/job-1.png", "outputs/z/job-1_2.png"]
+    assert rows[2]["files"][0][0] == "outputs/k/job-2.mp4" and rows[5]["files"] == []
+    assert meta["reasons"] == ["500"] and rows[0]["task"] == "t0"
 
 
-def test_thumbnails_are_small_cached_and_optional(run_dir: tuple[Path, StateStore]) -> None:
+def test_thumbnails_come_from_the_state(run_dir: tuple[Path, StateStore]) -> None:
+    """A card shows the preview the state records; without one, a small image itself;
+    else a placeholder. The report opens no image (previews are made beforehand)."""
     out, store = run_dir
+    store.set_preview("job-1", 0, thumb="thumbs/job-1.jpg", width=600, height=800)
     write_report_html(out, store)
-    thumb = out / "thumbs" / "job-0.jpg"
-    with Image.open(thumb) as img:
-        assert max(img.size) == THUMB_SIZE and img.format == "JPEG"
-    assert (out / "thumbs" / "job-1_2.jpg").is_file()
-    assert not (out / "thumbs" / "job-6.jpg").exists()  # unreadable image: no thumbnail
-    stamp = thumb.stat().st_mtime_ns
-    html = write_report_html(out, store).read_text("utf-8")
-    assert thumb.stat().st_mtime_ns == stamp  # up to date: not made again
-    assert '<a class="none" href="outputs/nano/job-6.png">open file</a>' in html
+    index = next(iter(_data(out)["index"].values()))
+
+    def thumb(i: int) -> str:
+        if index["td"][i] < 0:
+            return ""
+        x = index["tx"][i]
+        name = index["id"][i] + index["TS"][x] if isinstance(x, int) else x
+        return f"{index['TD'][index['td'][i]]}/{name}"
+
+    assert thumb(1) == "thumbs/job-1.jpg" and index["a"][1] == 75
+    assert thumb(0) == "outputs/nano/job-0.png"  # small: shown itself
+    assert thumb(2) == "" and thumb(3) == ""  # a video, no file
+    assert not (out / "thumbs").exists()
 
 
-def test_cards_are_capped_but_the_summary_counts_all(run_dir: tuple[Path, StateStore]) -> None:
+def _files(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / DATA_DIR).iterdir()}
+
+
+def test_a_rebuild_writes_only_the_changed_segments(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(job_rows(6, stride=SEGMENT_JOBS // 2))  # three segments of two
+    write_report_html(tmp_path, store)
+    first = _files(tmp_path)
+    meta = _data(tmp_path)["meta"]
+    assert [s["seg"] for s in meta["segs"]] == [0, 1, 2]
+    write_report_html(tmp_path, store)
+    assert _files(tmp_path) == first, "nothing changed: nothing written"
+    drive(store, "j00003", JobState.FAILED, task_id="t3", error_code="422", error_message="no")
+    write_report_html(tmp_path, store)
+    second = _files(tmp_path)
+    made = sorted(set(second) - set(first))
+    assert [n.split("-")[0:2] for n in made if not n.startswith("meta")] == [
+        ["idx", "00001"], ["row", "00001"]
+    ]  # fmt: skip
+    assert set(first) <= set(second), "the previous meta's files stay for a page open on it"
+    assert _data(tmp_path)["rows"][1][1]["error"] == "422: no"
+    drive(store, "j00000", JobState.FAILED, task_id="t0", error_code="500", error_message="x")
+    write_report_html(tmp_path, store)
+    third = set(_files(tmp_path))
+    gone = set(first) - third
+    assert {n.split("-")[1] for n in gone if not n.startswith("meta")} == {"00001"}
+    assert set(made) <= third, "the files of the meta before stay, those of the one before go"
+    assert any(n.startswith("idx-00000-") for n in third - set(made) - {"cache.json"})
+    store.close()
+
+
+def test_a_lost_file_shows_as_download_failed(run_dir: tuple[Path, StateStore]) -> None:
     out, store = run_dir
-    html = write_report_html(out, store, max_cards=2).read_text("utf-8")
-    assert html.count('<article class="card') == 2
-    assert "Showing the first 2 of 7 jobs" in html
-    assert re.search(r"Succeeded</div><div class=\"v\">4 <small>/ 7", html)
+    (out / "outputs/nano/job-0.png").unlink()
+    write_reports(out, store, check_files=True)
+    index = next(iter(_data(out)["index"].values()))
+    meta = _data(out)["meta"]
+    assert meta["statuses"][index["s"][0]] == "download_failed"
+    assert "output_missing" in meta["reasons"]
+    write_reports(out, store)  # not checked (a run's end): as the state says
+    index = next(iter(_data(out)["index"].values()))
+    assert _data(out)["meta"]["statuses"][index["s"][0]] == "succeeded"
+
+
+def test_a_reader_beside_a_run_caches_only_clean_segments(tmp_path: Path) -> None:
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(job_rows(4, stride=SEGMENT_JOBS))
+    reader = StateStore.in_dir(tmp_path, readonly=True)
+    write_report_html(tmp_path, reader)  # every segment dirty: made for this report only
+    names = _files(tmp_path)
+    assert all("-r" in n for n in names if n.startswith(("idx", "row"))), names
+    write_report_html(tmp_path, store)  # the run's own: cached, the reader's kept a while
+    assert set(names) <= set(_files(tmp_path)), "a page open on the reader's still works"
+    drive(store, "j00001", JobState.FAILED, task_id="t1", error_code="500", error_message="x")
+    write_report_html(tmp_path, store)  # two metas on: the reader's files are swept
+    assert not any("-r" in n for n in _files(tmp_path) if n.startswith(("idx", "row")))
+    assert {s: d for s, (_v, d) in store.report_segments().items()} == dict.fromkeys(
+        range(4), False
+    )
+    reader.close()
+    store.close()
+
+
+def test_the_index_is_compact(tmp_path: Path) -> None:
+    """Bytes per job of what the page loads first (the index) and on demand (rows)."""
+    build_big_state(tmp_path, 20_000)
+    store = StateStore.in_dir(tmp_path)
+    write_report_html(tmp_path, store)
+    store.close()
+    folder = tmp_path / DATA_DIR
+    index = sum(p.stat().st_size for p in folder.glob("idx-*"))
+    rows = [p.stat().st_size for p in folder.glob("row-*")]
+    assert index / 20_000 < 80, index / 20_000  # ~69 bytes a job
+    assert max(rows) < 150_000, max(rows)  # opening one job loads ~100 KB
+    meta = _data(tmp_path)["meta"]
+    assert [f["name"] for f in meta["facets"]] == ["_subject", "style"]
+    assert meta["groupable"] == ["_subject", "style"]
 
 
 def test_percentile() -> None:
@@ -182,85 +300,3 @@ def chromium() -> str:
     if not found:
         pytest.skip("apt-get installed chromium but no chromium binary is on PATH")
     return found
-
-
-def browse(chromium: str, tmp: Path, url: str, *mode: str) -> str:
-    profile = tempfile.mkdtemp(dir=tmp)
-    args = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-        f"--user-data-dir={profile}", "--window-size=1400,1000", *mode, url,
-    ]  # fmt: skip
-    env = {**os.environ, "HOME": profile}
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-class _Dom(HTMLParser):
-    """Tags with their attributes, and the text of elements that have an id."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: dict[str, str] = {}
-        self._open: list[str | None] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        self._open.append(dict(attrs).get("id"))
-
-    def handle_data(self, data: str) -> None:
-        for ident in self._open[-1:]:
-            if ident:
-                self.text[ident] = self.text.get(ident, "") + data
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._open:
-            self._open.pop()
-
-
-def parse(html: str) -> _Dom:
-    dom = _Dom()
-    dom.feed(html)
-    return dom
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # the first run may install chromium
-def test_gallery_in_headless_chromium(
-    chromium: str, run_dir: tuple[Path, StateStore], tmp_path: Path
-) -> None:
-    out, store = run_dir
-    url = write_report_html(out, store).resolve().as_uri()
-
-    shot = tmp_path / "report.png"
-    browse(chromium, tmp_path, url, f"--screenshot={shot}")
-    with Image.open(shot) as img:
-        assert img.size == (1400, 1000)
-        colours = img.convert("RGB").getcolors(maxcolors=1 << 20) or []
-        assert len(colours) > 50  # rendered content, not a blank page
-
-    raw = browse(chromium, tmp_path, url, "--dump-dom")
-    dom = parse(raw)
-    body = next(attrs for tag, attrs in dom.tags if tag == "body")
-    assert body.get("data-ready") == "1"  # our script ran ...
-    assert "data-pwned" not in body  # ... and the prompt's did not
-    cards = [a for tag, a in dom.tags if tag == "article"]
-    assert len(cards) == 7 and not any("hidden" in (a.get("class") or "") for a in cards)
-    assert dom.text["shown"] == "7"
-    assert any(tag == "video" for tag, _ in dom.tags)
-    assert "&lt;script&gt;document.body.setAttribute" in raw  # shown as text
-    options = [a.get("value") for tag, a in dom.tags if tag == "option"]
-    assert options == ["", "google/nano-banana", "kling-3.0/video", "z-image"]
-
-    # Filters preset from the address hide every other card.
-    dom = parse(browse(chromium, tmp_path, url + "#status=failed,unknown", "--dump-dom"))
-    cards = [a for tag, a in dom.tags if tag == "article"]
-    visible = [a["data-status"] for a in cards if "hidden" not in (a.get("class") or "")]
-    assert visible == ["failed", "unknown"]
-    assert dom.text["shown"] == "2"
-    dom = parse(browse(chromium, tmp_path, url + "#model=z-image", "--dump-dom"))
-    assert dom.text["shown"] == "1"

@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,12 +24,14 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.outputs._card_inputs import INPUT_THUMB_SIZE, CardInputs, input_thumb_name
 from liangxin_batch.outputs._gallery import write_report_html
 from liangxin_batch.outputs._report import write_results_csv
+from liangxin_batch.outputs._report_data import DATA_DIR
 from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
+from tests.report_browser_support import launched, report_page
 from tests.sim_support import sim_of
-from tests.test_gallery import browse, chromium  # noqa: F401  (a fixture)
+from tests.test_gallery import _data, chromium  # noqa: F401  (a fixture)
 
 EDIT = "google/nano-banana-edit"
 KEY = "sk-report-inputs-4242"
@@ -128,33 +129,37 @@ def test_one_thumbnail_per_distinct_file_decoded_once_and_cached(
     assert {n: p.stat().st_mtime_ns for n, p in _input_thumbs(out).items()} == stamps
 
 
-def _cards(html: str) -> dict[str, str]:
-    """Each card's markup by its job id."""
-    found = re.findall(r'<article class="card.*?</article>', html, flags=re.S)
-    return {re.search(r'class="id" title="([^"]+)"', c).group(1): c for c in found}  # type: ignore[union-attr]
+def _rows(out: Path) -> dict[str, dict[str, Any]]:
+    """Each job's heavy row (what the lightbox shows) by its id."""
+    return {r["id"]: r for rows in _data(out)["rows"].values() for r in rows}
+
+
+def _no_tokens(out: Path) -> None:
+    for path in (out / DATA_DIR).glob("*.js"):
+        text = path.read_text("utf-8")
+        assert "file:sha256:" not in text and "/tempfile/" not in text, path.name
 
 
 def test_cards_show_the_paths_as_written_and_the_input_thumbnails(
     tmp_path: Path, photos: dict[str, str], three_hundred: StateStore
 ) -> None:
-    html = write_report_html(tmp_path / "out", three_hundred).read_text("utf-8")
-    assert "file:sha256:" not in html
-    cards = _cards(html)
-    assert len(cards) == 303
-    two = cards["two"]
-    assert "<b>image_urls</b> [&#34;photos/green.png&#34;, &#34;photos/blue.png&#34;]" in two
+    write_report_html(tmp_path / "out", three_hundred)
+    _no_tokens(tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 303
+    two = rows["two"]
+    assert two["params"]["image_urls"] == ["photos/green.png", "photos/blue.png"]
     green, blue, red = (photos[f"photos/{c}.png"] for c in ("green", "blue", "red"))
-    thumbs = re.findall(r'<img class="input" src="([^"]+)" alt="([^"]+)"', two)
-    assert thumbs == [
-        (f"thumbs/{input_thumb_name(green)}", "photos/green.png"),
-        (f"thumbs/{input_thumb_name(blue)}", "photos/blue.png"),
+    assert two["inputs"] == [
+        ["photos/green.png", f"thumbs/{input_thumb_name(green)}"],
+        ["photos/blue.png", f"thumbs/{input_thumb_name(blue)}"],
     ]
-    assert f'src="thumbs/{input_thumb_name(red)}" alt="photos/red.png"' in cards["j299"]
+    assert rows["j299"]["inputs"] == [["photos/red.png", f"thumbs/{input_thumb_name(red)}"]]
     # The same bytes under two names are one file, shown by the name the state keeps
     # for them (one path per sha256): still a path, with the same thumbnail.
     red_as = _written(three_hundred, red)
     assert red_as in ("photos/red.png", "photos/red-again.png")
-    assert f'src="thumbs/{input_thumb_name(red)}" alt="{red_as}"' in cards["alias"]
+    assert rows["alias"]["inputs"] == [[red_as, f"thumbs/{input_thumb_name(red)}"]]
 
 
 def test_a_missing_or_changed_file_shows_its_path_alone(
@@ -162,13 +167,11 @@ def test_a_missing_or_changed_file_shows_its_path_alone(
 ) -> None:
     (tmp_path / "photos/blue.png").unlink()
     _png(tmp_path / "photos/green.png", "yellow")  # other bytes than the job used
-    html = write_report_html(tmp_path / "out", three_hundred).read_text("utf-8")
-    cards = _cards(html)
-    assert '<span class="path" title="photos/blue.png">photos/blue.png</span>' in cards["blue"]
-    assert '<img class="input"' not in cards["blue"]
-    assert '<span class="path" title="photos/green.png">photos/green.png</span>' in cards["two"]
-    assert '<img class="input"' not in cards["two"]
-    assert 'alt="photos/red.png"' in cards["j000"]  # the others still shown
+    write_report_html(tmp_path / "out", three_hundred)
+    rows = _rows(tmp_path / "out")
+    assert rows["blue"]["inputs"] == [["photos/blue.png", None]]
+    assert rows["two"]["inputs"] == [["photos/green.png", None], ["photos/blue.png", None]]
+    assert rows["j000"]["inputs"][0][1] is not None  # the others still shown
     assert sorted(_input_thumbs(tmp_path / "out")) == [input_thumb_name(photos["photos/red.png"])]
 
 
@@ -195,8 +198,9 @@ def test_a_batch_without_local_files_reads_none(tmp_path: Path) -> None:
     store = _synced(manifest, tmp_path / "out")
     try:
         assert CardInputs(store).enabled is False  # no per-card work at all
-        html = write_report_html(tmp_path / "out", store).read_text("utf-8")
-        assert 'class="inputs"' not in html and not (tmp_path / "out/thumbs").exists()
+        write_report_html(tmp_path / "out", store)
+        assert not (tmp_path / "out/thumbs").exists()
+        assert "inputs" not in _rows(tmp_path / "out")["a"]
     finally:
         store.close()
 
@@ -221,16 +225,6 @@ def test_results_csv_keeps_an_input_json_cell_as_written(
 
 
 # -- a whole run, and a real browser ----------------------------------------------------
-
-#: Appended to a copy of report.html: after load, each input thumbnail's decoded width.
-_PROBE = """<script>
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.querySelectorAll("img.input"));
-  document.body.setAttribute("data-input-widths",
-    imgs.map(function (i) { return i.naturalWidth; }).join(","));
-  document.body.setAttribute("data-text", document.body.innerText);
-});
-</script>"""
 
 
 @pytest.mark.browser
@@ -264,21 +258,20 @@ def test_report_of_a_run_on_local_files_in_headless_chromium(
     assert summary.counts.get("succeeded") == 7, summary.counts
     assert len(sim_of(app).ledger.upload_counts_by_sha256()) == 2  # the run did upload
 
-    html = (out / "report.html").read_text("utf-8")
-    probe = out / "probe.html"  # beside report.html: the same relative links
-    probe.write_text(
-        html.replace(' loading="lazy"', "").replace("</body>", _PROBE + "</body>"), "utf-8"
-    )
-    raw = browse(chromium, tmp_path, probe.resolve().as_uri(), "--dump-dom")
-    widths = re.search(r'data-input-widths="([^"]*)"', raw)
-    assert widths is not None, raw[-2000:]
-    loaded = [int(w) for w in widths.group(1).split(",")]
-    assert len(loaded) == 8 and all(w > 0 for w in loaded), loaded  # 6 + 2 inputs, all shown
-    text = re.search(r'data-text="([^"]*)"', raw, flags=re.S)
-    assert text is not None
-    page = text.group(1)
-    assert "photos/a.png" in page and "photos/b.png" in page
-    assert "file:sha256:" not in page and "/tempfile/" not in page
-    assert "file:sha256:" not in html and "/tempfile/" not in html
+    _no_tokens(out)
+    with (
+        launched(chromium) as browser,
+        report_page(browser, out / "report.html", "job=both") as page,
+    ):
+        page.wait_for_selector("body[data-lightbox=both]")
+        info = page.locator("#lb-info")
+        assert info.locator(".path").all_text_contents() == ["photos/a.png", "photos/b.png"]
+        widths = page.evaluate(
+            """() => Promise.all(Array.from(document.querySelectorAll('#lb-info img.input'))
+              .map(i => i.decode().then(() => i.naturalWidth, () => 0)))"""
+        )
+        assert len(widths) == 2 and all(w > 0 for w in widths), widths  # both shown
+        text = page.evaluate("document.body.innerText")
+        assert "file:sha256:" not in text and "/tempfile/" not in text
     thumbs = sorted(p.name for p in (out / "thumbs").glob("input-*.jpg"))
     assert thumbs == sorted(input_thumb_name(s) for s in shas.values())

@@ -238,6 +238,14 @@ def _callback_options(
     help="stream: multipart read from disk as it is sent (any size); base64: a JSON body "
     "holding the whole file (small files only).",
 )
+@click.option(
+    "--report-every",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="Refresh report.html this often while the batch runs (open it to see what is "
+    "done so far); 0: only at the end.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
     "--csv-safe",
@@ -280,6 +288,7 @@ def run_command(
     upload_concurrency: int,
     upload_rate: str,
     upload_method: str,
+    report_every: str,
     quiet: bool,
     csv_safe: bool,
     allow_outside: bool,
@@ -328,6 +337,7 @@ def run_command(
         min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
+        report_every=parse_duration(report_every, flag="--report-every"),
         upload_lifetime=lifetime,
         upload_margin=margin,
         upload_concurrency=upload_concurrency,

@@ -85,6 +85,9 @@ class RunSettings:
     max_image_pixels: int = 40_000_000
     #: results.csv: prefix formula-like cells with ' (see `export`).
     csv_safe: bool = False
+    #: Seconds between refreshes of report.html while a run goes on (its changed data
+    #: files only, a few hundred jobs per turn of the event loop); 0: only at the end.
+    report_every: float = 30.0
     #: Our seconds per second of the service: below 1 against a simulator whose latencies
     #: and windows are scaled down (every poll delay and learned time is scaled by it).
     poll_scale: float = 1.0
@@ -134,6 +137,8 @@ class RunSettings:
                 raise ValueError(f"{name} must be positive")
         if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
             raise ValueError("create_margin must be zero or more seconds")
+        if not 0 <= self.report_every < math.inf:
+            raise ValueError("report_every must be zero or more seconds")
         if self.min_free_disk < 0:
             raise ValueError("min_free_disk must be zero or more bytes")
         if not 0 < self.poll_scale < math.inf:

@@ -1,52 +1,41 @@
-"""`DIR/report.html`: a self-contained gallery of a run (inline CSS and JS, no network).
+"""`DIR/report.html`: one page of a whole run, opened from the file system (no server,
+no network): a summary band (counts by status, success rate, credits, wall time,
+per-model p50/p95 generation time) rendered here from the state's tallies, and the
+browsing app (a virtual-scrolled grid, filters, search, sort, a compare view, a
+lightbox) that loads its data from `DIR/report/data/*.js` (outputs/_report_data.py).
 
-A summary band (counts by status, success rate, credits, wall time, per-model p50/p95
-generation time), filters by model and status, and a card per manifest job: thumbnail
-(Pillow, cached in `DIR/thumbs/`) or a playable `<video>`, job id, model, prompt,
-parameters, and the error of jobs that did not succeed. A job given local input files
-shows their paths as the manifest wrote them (never the file token or the temporary
-upload URL) and small thumbnails of them beside its output (`_card_inputs`). Prompts
-are user text: the jinja2 environment autoescapes everything.
-
-Filters can be preset from the address: `report.html#status=failed,unknown&model=x`.
+The page's script is `templates/report_app.js`, inlined; it builds every element
+from data with textContent (user text is never markup), and the jinja2 environment
+autoescapes the rest. Filters and the open job live in the address
+(`report.html#status=failed,unknown&model=x`, `#job=ID`).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from functools import cache
+from importlib import resources
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from liangxin_batch.core._states import BILLED_STATES, JobState
-from liangxin_batch.outputs._card_inputs import CardInputs, InputImage
-from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._lost import lost_jobs
-from liangxin_batch.outputs._report import (
-    RESULTS_CSV,
-    generation_seconds,
-    report_status,
-)
+from liangxin_batch.outputs._report import RESULTS_CSV, report_status
+from liangxin_batch.outputs._report_data import DATA_DIR, ReportData
 from liangxin_batch.outputs._segments import write_results_by_segments
-from liangxin_batch.outputs._thumbs import (
-    IMAGE_EXT,
-    MAX_THUMB_PIXELS,
-    THUMBS_DIR,
-    make_thumbs,
-    thumb_name,
-)
+from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
 from liangxin_batch.state._status import removed_line
-from liangxin_batch.state._store import ReportFile, ReportJob, SessionTimes, StateStore
+from liangxin_batch.state._store import SessionTimes, StateStore
 
 __all__ = [
     "CREDITS_ROUND_UP_KEY",
     "REPORT_HTML",
+    "LiveReport",
+    "read_summary",
     "write_report_html",
     "write_reports",
 ]
@@ -55,32 +44,8 @@ REPORT_HTML = "report.html"
 #: State meta, set by each run: "1" when some model of the batch is billed in whole
 #: credits per task, rounded up (the catalog says which).
 CREDITS_ROUND_UP_KEY = "credits_round_up"
-MAX_CARDS = 2000  # a browser stays quick; results.csv has every row
-_VIDEO_EXT = frozenset({".mp4", ".mov", ".webm", ".mkv"})
 _STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
-_PARAM_CHARS = 120
 _GENERATED = BILLED_STATES  # the generation succeeded (files fetched or not)
-
-
-@dataclass(frozen=True, slots=True)
-class Media:
-    kind: str  # "image" | "video" | "file"
-    href: str  # URL relative to report.html
-    thumb: str | None  # thumbnail URL, images only (None: no preview could be made)
-
-
-@dataclass(frozen=True, slots=True)
-class Card:
-    job_id: str
-    model: str
-    status: str
-    prompt: str
-    params: tuple[tuple[str, str], ...]
-    error: str
-    media: tuple[Media, ...]
-    seconds: str
-    credits: str
-    inputs: tuple[InputImage, ...] = ()  # its local input images (paths as written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,40 +67,8 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def _prompt(job: ReportJob, inputs: Mapping[str, Any]) -> str:
-    prompt = inputs.get("prompt")
-    if isinstance(prompt, str) and prompt:
-        return prompt
-    shots = inputs.get("multi_prompt")
-    if isinstance(shots, list) and shots and isinstance(shots[0], Mapping):
-        return " | ".join(str(s.get("prompt", "")) for s in shots if isinstance(s, Mapping))
-    return str(job.columns.get("prompt", ""))
-
-
-def _params(inputs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for key, value in inputs.items():
-        if key in ("prompt", "multi_prompt"):
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        out.append((key, text if len(text) <= _PARAM_CHARS else text[: _PARAM_CHARS - 1] + "…"))
-    return tuple(out)
-
-
-def _media(job: ReportJob, kept: Sequence[ReportFile], out_dir: Path) -> list[tuple[Media, Path]]:
-    """Media of a card (`kept`: the job's current files), each with the file it shows
-    (thumbnails are made afterwards)."""
-    out = []
-    for f in kept:
-        assert f.path is not None
-        suffix = PurePosixPath(f.path).suffix.lower()
-        kind = "image" if suffix in IMAGE_EXT else "video" if suffix in _VIDEO_EXT else "file"
-        thumb = f"{THUMBS_DIR}/{thumb_name(job.job_id, f.n)}" if kind == "image" else None
-        out.append((Media(kind, f.path, thumb), out_dir / f.path))
-    return out
-
-
-def _render(context: Mapping[str, Any]) -> str:
+@cache  # compiled once per process (a run refreshes the page every --report-every)
+def _template() -> Any:
     import jinja2
 
     env = jinja2.Environment(
@@ -145,7 +78,11 @@ def _render(context: Mapping[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2").render(context)
+    return env.get_template("report.html.j2")
+
+
+def _render(context: Mapping[str, Any]) -> str:
+    return str(_template().render(context))
 
 
 class _Tally:
@@ -230,87 +167,39 @@ class _Tally:
         }
 
 
-def _card(
-    job: ReportJob,
-    status: str,
-    seconds: float | None,
-    media: Sequence[Media],
-    local: CardInputs | None = None,
-) -> Card:
-    error = ": ".join(x for x in (job.error_code, job.error_message) if x)
-    inputs = json.loads(job.input_json)  # only here: the cards are capped, the jobs not
-    images: tuple[InputImage, ...] = ()
-    if local is not None:  # file tokens shown as the paths written in the manifest
-        shown = local.resolve(job.input_json, inputs, error)
-        inputs, images, error = shown.inputs, shown.images, shown.error
-    return Card(
-        job_id=job.job_id,
-        model=job.model,
-        status=status,
-        prompt=_prompt(job, inputs),
-        params=_params(inputs),
-        error="" if status == "succeeded" else error,
-        media=tuple(media),
-        seconds=_duration(seconds) if seconds is not None else "",
-        credits=f"{job.credits:.10g}" if job.credits else "",
-        inputs=images,
-    )
+@cache
+def _app_js() -> str:
+    """The page's script (inlined: report.html stays one file beside its data)."""
+    text = resources.files("liangxin_batch.outputs").joinpath("templates/report_app.js")
+    script = text.read_text("utf-8")
+    assert "</script" not in script.lower()
+    return script
 
 
-class _Gallery:
-    """report.html: the summary from the state's tallies, the cards of the first jobs."""
+def _write_html(
+    out_dir: Path,
+    meta_name: str,
+    summary: Mapping[str, Any],
+    title: str | None,
+    credit_notes: Sequence[str],
+    running: bool,
+) -> Path:
+    import markupsafe
 
-    def __init__(self, out_dir: Path, max_cards: int) -> None:
-        self.out_dir = out_dir
-        self.max_cards = max_cards
-        self.cards: list[Card] = []
-        self.thumbs: dict[str, Path] = {}  # thumbnail path relative to DIR -> its image
-        self.local: CardInputs | None = None  # the cards' local inputs, if the state has any
-
-    def add(self, job: ReportJob, kept: list[ReportFile]) -> None:
-        """One job as the report shows it (`as_lost`) with its current files."""
-        status = report_status(job.state)
-        media = _media(job, kept, self.out_dir)
-        self.thumbs.update((m.thumb, src) for m, src in media if m.thumb)
-        shown = [m for m, _ in media]
-        self.cards.append(_card(job, status, generation_seconds(job), shown, self.local))
-
-    def add_cards(self, store: StateStore) -> None:
-        """The first `max_cards` jobs in manifest order, their files checked: a walk of
-        those jobs only."""
-        local = CardInputs(store)
-        self.local = local if local.enabled else None
-        jobs = report_jobs(store, out_dir=self.out_dir)  # its folder descriptor is closed
-        for job, kept, lost in itertools.islice(jobs, self.max_cards):  # when it is dropped
-            self.add(as_lost(job, lost), kept)
-
-    def write(
-        self,
-        tally: _Tally,
-        wall_seconds: float | None,
-        title: str | None,
-        max_pixels: int,
-        sessions: SessionTimes | None = None,
-        credit_notes: Sequence[str] = (),
-    ) -> Path:
-        out_dir = self.out_dir
-        made = make_thumbs(self.thumbs, out_dir, max_pixels)
-        if self.local is not None:
-            made |= self.local.make_thumbs(out_dir, max_pixels)
-        summary = tally.context(wall_seconds, sessions)
-        context = {
-            **summary,
-            "credit_notes": credit_notes,
-            "title": title or f"liangxin-batch · {out_dir.resolve().name}",
-            "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cards": [_with_thumbs(c, made) for c in self.cards],
-            "capped": summary["total"] > len(self.cards),
-        }
-        target = out_dir / REPORT_HTML
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(_render(context), encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+    context = {
+        **summary,
+        "credit_notes": credit_notes,
+        "title": title or f"liangxin-batch · {out_dir.resolve().name}",
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "meta_src": f"{DATA_DIR}/{meta_name}",
+        "running": running,
+        "app_js": markupsafe.Markup(_app_js()),
+    }
+    target = out_dir / REPORT_HTML
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(_render(context), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
 
 
 def write_report_html(
@@ -318,26 +207,86 @@ def write_report_html(
     store: StateStore,
     *,
     wall_seconds: float | None = None,
-    max_cards: int = MAX_CARDS,
     title: str | None = None,
     max_pixels: int = MAX_THUMB_PIXELS,
     lost: Mapping[str, int] | None = None,
+    lost_positions: set[int] | frozenset[int] = frozenset(),
+    data: ReportData | None = None,
+    max_segments: int | None = None,
+    running: bool = False,
 ) -> Path:
-    """Write `DIR/report.html` (and thumbnails) from the state alone; returns its path.
+    """Write `DIR/report.html` and its data files from the state alone; returns its path.
 
-    No walk of every job: the summary comes from the state's tallies and an index, the
-    cards from the first `max_cards` jobs. `lost`: done jobs per model whose files were
-    found gone (outputs/_lost.py), counted as download_failed; None: not checked."""
-    gallery = _Gallery(out_dir, max_cards)
-    gallery.add_cards(store)
-    return gallery.write(
-        _Tally(store, lost),
-        wall_seconds,
-        title,
-        max_pixels,
-        store.session_times(),
-        credit_notes(store),
+    The summary comes from the state's tallies and an index (no walk of every job); the
+    data files of the segments that changed since the last report are made again
+    (`ReportData`; `data`: one kept between refreshes of a run, `max_segments`: at
+    most this many made now). `lost`: done jobs per model whose files were found gone
+    (outputs/_lost.py), counted as download_failed, `lost_positions` their places;
+    None: not checked. `running`: the page says the batch is still running."""
+    if data is None:
+        data = ReportData(out_dir, store, lost_positions=lost_positions, max_pixels=max_pixels)
+    meta_name = data.refresh(max_segments=max_segments)
+    return _finish_html(data, meta_name, store, wall_seconds, title, lost, running)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The summary band and the credits notes, from the state's tallies and indexes."""
+
+    context: Mapping[str, Any]
+    credit_notes: Sequence[str]
+
+
+def read_summary(
+    store: StateStore, wall_seconds: float | None = None, lost: Mapping[str, int] | None = None
+) -> Summary:
+    """What the summary band shows (a few index searches per model: a run reads it on a
+    connection of its own in a worker thread, run/_live_report.py)."""
+    context = _Tally(store, lost).context(wall_seconds, store.session_times())
+    return Summary(context, credit_notes(store))
+
+
+def _finish_html(
+    data: ReportData,
+    meta_name: str,
+    store: StateStore,
+    wall_seconds: float | None,
+    title: str | None,
+    lost: Mapping[str, int] | None,
+    running: bool,
+    summary: Summary | None = None,
+) -> Path:
+    summary = summary or read_summary(store, wall_seconds, lost)
+    html = _write_html(
+        data.out_dir, meta_name, summary.context, title, summary.credit_notes, running
     )
+    data.sweep()
+    return html
+
+
+class LiveReport:
+    """report.html kept up to date while a run goes on: each `steps()` makes at most
+    `max_segments` changed segments' data files, a few hundred jobs per step (the run
+    hands control back to its event loop between steps), then the page itself."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        store: StateStore,
+        *,
+        max_pixels: int = MAX_THUMB_PIXELS,
+        max_segments: int = 2,
+    ) -> None:
+        self.data = ReportData(out_dir, store, max_pixels=max_pixels)
+        self.store = store
+        self.max_segments = max_segments
+
+    def steps(self, summary: Summary | None = None) -> Iterator[None]:
+        """`summary`: the band as read beforehand (None: read here)."""
+        yield from self.data.steps(max_segments=self.max_segments)
+        yield None
+        meta = self.data.meta_name
+        _finish_html(self.data, meta, self.store, None, None, None, True, summary)
 
 
 def write_reports(
@@ -347,7 +296,6 @@ def write_reports(
     check_files: bool = False,
     csv_safe: bool = False,
     wall_seconds: float | None = None,
-    max_cards: int = MAX_CARDS,
     title: str | None = None,
     max_pixels: int = MAX_THUMB_PIXELS,
 ) -> tuple[Path, Path]:
@@ -362,10 +310,10 @@ def write_reports(
         out_dir,
         store,
         wall_seconds=wall_seconds,
-        max_cards=max_cards,
         title=title,
         max_pixels=max_pixels,
         lost=None if lost is None else lost.by_model,
+        lost_positions=frozenset(check),
     )
     return out_dir / RESULTS_CSV, html
 
@@ -386,15 +334,3 @@ def credit_notes(store: StateStore) -> list[str]:
 def _rank(status: str) -> tuple[int, str]:
     order = _STATUS_ORDER.index(status) if status in _STATUS_ORDER else len(_STATUS_ORDER)
     return order, status
-
-
-def _with_thumbs(card: Card, made: set[str]) -> Card:
-    """Links made relative to report.html; an unreadable image shows a placeholder."""
-    media = tuple(
-        Media(m.kind, quote(m.href), quote(m.thumb) if m.thumb in made else None)
-        for m in card.media
-    )
-    inputs = tuple(
-        InputImage(i.written, quote(i.thumb) if i.thumb in made else None) for i in card.inputs
-    )
-    return replace(card, media=media, inputs=inputs)

@@ -39,6 +39,7 @@ from liangxin_batch.outputs._layout import Layout
 from liangxin_batch.outputs._report import RESULTS_CSV
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
+from liangxin_batch.run._live_report import live_report
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._provenance import set_aside_provenance
 from liangxin_batch.run._runner import Interrupt, Runner
@@ -378,10 +379,11 @@ async def run_batch_async(
         store.begin_session()
         summary: RunSummary | None = None
         try:
-            if callbacks is None or link is None:
-                summary = await runner.run()
-            else:
-                summary = await _run_with_callbacks(runner, link, callbacks, observer)
+            async with live_report(out, store, settings, observer):
+                if callbacks is None or link is None:
+                    summary = await runner.run()
+                else:
+                    summary = await _run_with_callbacks(runner, link, callbacks, observer)
             return summary
         finally:
             await downloader.aclose()

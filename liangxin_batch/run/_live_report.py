@@ -1,0 +1,79 @@
+"""report.html refreshed while a batch runs (`--report-every`, default 30 s): open it
+during a long batch and reload to see what is done so far.
+
+Each refresh makes only the data files of segments that changed since the last one (at
+most two segments per refresh, outputs/_gallery.py `LiveReport`), a few hundred jobs at
+a time, handing control back to the event loop between those steps: submissions, polls
+and downloads go on meanwhile. A refresh that fails (a full disk) is said once and the
+run goes on without them; the end of the run writes the whole report as always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.errors import LiangXinBatchError
+from liangxin_batch.outputs._gallery import LiveReport, Summary, read_summary
+from liangxin_batch.run._progress import Observer
+from liangxin_batch.state._store import StateStore
+
+__all__ = ["live_report"]
+
+logger = logging.getLogger("liangxin_batch")
+
+
+@contextlib.asynccontextmanager
+async def live_report(
+    out: Path, store: StateStore, settings: RunSettings, observer: Observer
+) -> AsyncIterator[None]:
+    """Refresh the report every `settings.report_every` seconds inside this block."""
+    if not settings.report_every > 0:
+        yield
+        return
+    task = asyncio.create_task(_refresh_forever(out, store, settings, observer))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _refresh_forever(
+    out: Path, store: StateStore, settings: RunSettings, observer: Observer
+) -> None:
+    live = LiveReport(out, store, max_pixels=settings.max_image_pixels)
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(settings.report_every)
+        longest = 0.0
+        try:
+            # The summary's index searches grow with the batch (~0.3 s a model at a
+            # million jobs): read on a connection of their own, off the event loop.
+            summary = await asyncio.to_thread(_read_summary, out, time.monotonic() - started)
+            t0 = time.perf_counter()
+            for _ in live.steps(summary):
+                longest = max(longest, time.perf_counter() - t0)
+                await asyncio.sleep(0)  # the run's own work goes on between steps
+                t0 = time.perf_counter()
+            longest = max(longest, time.perf_counter() - t0)
+        except (OSError, LiangXinBatchError) as err:
+            observer.message(f"report.html is not refreshed during this run ({err})")
+            return
+        logger.debug("report.html refreshed; longest step %.1f ms", longest * 1000)
+
+
+def _read_summary(out: Path, wall_seconds: float) -> Summary:
+    """The summary band, read in a worker thread on a read-only connection (WAL: it
+    neither waits for nor blocks the run's writes)."""
+    reader = StateStore.in_dir(out, readonly=True)
+    try:
+        return read_summary(reader, wall_seconds)
+    finally:
+        reader.close()

@@ -1,0 +1,79 @@
+"""report.html while a batch runs (`--report-every`): opened mid-run it shows the jobs
+done so far and says the batch is still running; the end of the run writes it whole."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from liangxin_batch.core._settings import RunSettings
+from tests.runner_harness import SimEnv, in_virtual_time
+from tests.test_gallery import _data
+
+
+def rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"r{i:03d}", "model": "z-image", "prompt": f"p {i}", "aspect_ratio": "1:1"}
+        for i in range(n)
+    ]
+
+
+def snapshot(out: Path) -> tuple[int, bool] | None:
+    """(jobs shown as succeeded, whether the page says the batch still runs)."""
+    html = out / "report.html"
+    if not html.exists():
+        return None
+    data = _data(out)
+    succeeded = data["meta"]["counts"]["statuses"].get("succeeded", 0)
+    return succeeded, "the batch is still running" in html.read_text("utf-8")
+
+
+def test_the_report_shows_a_running_batch(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool] | None] = []
+
+    async def main() -> Any:
+        env = SimEnv()
+        settings = RunSettings(report_every=5.0)
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(5.0)
+                seen.append(snapshot(tmp_path))
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await env.run_library(tmp_path, rows(60), settings=settings)
+        finally:
+            watcher.cancel()
+
+    summary = in_virtual_time(main)
+    assert summary.counts == {"succeeded": 60}
+    during = [s for s in seen if s is not None and s[1]]
+    assert any(0 < done < 60 for done, _ in during), seen  # part of the batch, shown
+    assert snapshot(tmp_path) == (60, False)  # the end: every job, no longer running
+    html = (tmp_path / "report.html").read_text("utf-8")
+    assert re.search(r"Succeeded</div><div class=\"v\">60 <small>/ 60", html)
+
+
+def test_no_refresh_with_report_every_zero(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool] | None] = []
+
+    async def main() -> Any:
+        env = SimEnv()
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(5.0)
+                seen.append(snapshot(tmp_path))
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await env.run_library(tmp_path, rows(30), settings=RunSettings(report_every=0))
+        finally:
+            watcher.cancel()
+
+    in_virtual_time(main)
+    assert seen and all(s is None for s in seen[:-1]), seen
+    assert snapshot(tmp_path) == (30, False)
