@@ -270,7 +270,31 @@ def test_the_report_command_makes_the_missing_previews_unless_a_run_holds_the_fo
 
     result = CliRunner().invoke(group, ["report", str(tmp_path)], obj=CliContext())
     assert result.exit_code == 0, result.output
-    assert "previews: 2 made, 3 recorded as is" in result.output
+    assert "previews: 2 made, 3 recorded as found" in result.output
     store = StateStore.in_dir(tmp_path)
     assert [f.thumb is None for f in _all(store)] == [True] + [False] * 5  # j00000 not done
+    store.close()
+
+
+def test_an_older_folders_thumbnails_are_kept_not_made_again(tmp_path: Path) -> None:
+    """A folder from before previews were recorded has its thumbnails under thumbs/
+    already (the old downloader made them): the first report after the upgrade reads
+    each image's header for its pixels and keeps the thumbnail, no decode, no rewrite
+    (at a million jobs, hours of CPU otherwise)."""
+    store = old_style_state(tmp_path, jobs=5)
+    (tmp_path / THUMBS_DIR).mkdir()
+    old = {}
+    for f in _all(store):
+        if f.path and f.path.endswith((".jpg", ".png")) and f.job_id in ("j00001", "j00002"):
+            name = tmp_path / THUMBS_DIR / thumb_name(f.job_id, 0)
+            name.write_bytes(image((32, 16), "JPEG"))  # older thumbnails, newer than the files
+            old[f.job_id] = name.stat().st_ino, name.read_bytes()
+    counts = ensure_previews(store, tmp_path)
+    rows = {f.job_id: f for f in _all(store)}
+    assert rows["j00001"].thumb == f"{THUMBS_DIR}/{thumb_name('j00001', 0)}"
+    assert (rows["j00001"].width, rows["j00001"].height) == (1000, 500)  # from the header
+    for job_id, (ino, data) in old.items():
+        name = tmp_path / THUMBS_DIR / thumb_name(job_id, 0)
+        assert (name.stat().st_ino, name.read_bytes()) == (ino, data), job_id
+    assert counts.made == 0, "j00001's kept; j00002 is small: its own preview"
     store.close()

@@ -281,4 +281,5 @@ def _make_previews(out_dir: Path, max_pixels: int) -> None:
         click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
         return
     if counts.looked_at:
-        click.echo(f"previews: {counts.made} made, {counts.own + counts.none} recorded as is")
+        kept = counts.kept + counts.own + counts.none
+        click.echo(f"previews: {counts.made} made, {kept} recorded as found")

@@ -221,6 +221,8 @@ class Previewed:
     #: The pixels as shown (EXIF orientation applied); None when not an image or unread.
     width: int | None = None
     height: int | None = None
+    #: A thumbnail found made (by a version that did not record previews), kept.
+    kept: bool = False
 
 
 def shown_size(img: Any) -> tuple[int, int]:
@@ -264,7 +266,6 @@ def preview_from_decoded(img: Any, out_dir: Path, job_id: str, n: int) -> Previe
     width, height = shown_size(img)
     if max(width, height) <= THUMB_SIZE:
         return Previewed(None, width, height)
-    rel = f"{THUMBS_DIR}/{thumb_name(job_id, n)}"
     try:
         (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
         _shrink_to(img, out_dir / rel)
@@ -272,6 +273,13 @@ def preview_from_decoded(img: Any, out_dir: Path, job_id: str, n: int) -> Previe
         logger.info("%s: no preview now (%s)", job_id, err)
         return Previewed(None, width, height)
     return Previewed(rel, width, height)
+
+
+def _made_after(thumb: Path, source: Path) -> bool:
+    try:
+        return thumb.stat().st_mtime_ns >= source.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def preview_of_file(
@@ -294,6 +302,9 @@ def preview_of_file(
             own = known_preview(path, size, width, height)
             if own is not None:
                 return Previewed(own, width, height)
+            rel = f"{THUMBS_DIR}/{thumb_name(job_id, n)}"
+            if _made_after(out_dir / rel, source):  # an older version's: kept, no decode
+                return Previewed(rel, width, height, kept=True)
             img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
             if img.width * img.height > max_pixels:
                 logger.info(
@@ -305,7 +316,6 @@ def preview_of_file(
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         logger.info("%s: no preview (%s: %s)", path, type(err).__name__, err)
         return Previewed("", width, height)
-    rel = f"{THUMBS_DIR}/{thumb_name(job_id, n)}"
     try:
         (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
         _shrink_to(img, out_dir / rel)
@@ -320,6 +330,7 @@ class PreviewCounts:
     """What `ensure_previews` did."""
 
     made: int = 0  # thumbnails written
+    kept: int = 0  # thumbnails found made by an older version (newer than their file)
     own: int = 0  # small images that are their own preview
     none: int = 0  # no preview can be made ('' recorded): no image, too large, unreadable
     later: int = 0  # not made now (the thumbnail could not be written): left NULL
@@ -327,7 +338,7 @@ class PreviewCounts:
 
     @property
     def looked_at(self) -> int:
-        return self.made + self.own + self.none + self.later
+        return self.made + self.kept + self.own + self.none + self.later
 
 
 def ensure_previews(
@@ -373,6 +384,8 @@ def ensure_previews(
                     counts.none += 1
                 elif p.thumb == t.path:
                     counts.own += 1
+                elif p.kept:
+                    counts.kept += 1
                 else:
                     counts.made += 1
                 updates.append(PreviewUpdate(t.job_id, t.n, p.thumb, p.width, p.height))

@@ -37,6 +37,7 @@ from liangxin_batch.manifest._spool import JobSpool
 from liangxin_batch.outputs._gallery import CREDITS_ROUND_UP_KEY, REPORT_HTML, write_reports
 from liangxin_batch.outputs._layout import Layout
 from liangxin_batch.outputs._report import RESULTS_CSV
+from liangxin_batch.outputs._thumbs import ensure_previews
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._live_report import live_report
@@ -399,7 +400,14 @@ async def run_batch_async(
                 if summary is not None:
                     summary.reports_written = False
             else:
-                _write_reports(out, store, observer, time.monotonic() - started, settings)
+                _write_reports(
+                    out,
+                    store,
+                    observer,
+                    time.monotonic() - started,
+                    settings,
+                    previews=not interrupt.requested,
+                )
             observer.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -533,10 +541,26 @@ _REPORTS_KEY = "reports_stamp"
 
 
 def _write_reports(
-    out: Path, store: StateStore, observer: Observer, wall: float, settings: RunSettings
+    out: Path,
+    store: StateStore,
+    observer: Observer,
+    wall: float,
+    settings: RunSettings,
+    *,
+    previews: bool = True,
 ) -> None:
     """results.csv and report.html, unless nothing they show changed since they were
-    written (a resume of a finished batch: minutes at a million jobs, for nothing)."""
+    written (a resume of a finished batch: minutes at a million jobs, for nothing).
+
+    `previews`: first make the previews the downloader did not (a state from before
+    they were recorded, whose thumbnails are found made; a preview that failed to be
+    written): an empty index search when there are none. Not after a Ctrl-C, which
+    must not wait for thumbnails (the next report makes them)."""
+    try:
+        if previews:
+            ensure_previews(store, out, max_pixels=settings.max_image_pixels)
+    except (OSError, LiangXinBatchError) as err:
+        observer.message(f"previews not made ({err}); the report shows placeholders")
     stamp = json.dumps([store.change_stamp(), settings.csv_safe, settings.max_image_pixels])
     current = (out / RESULTS_CSV).exists() and (out / REPORT_HTML).exists()
     if current and store.get_meta(_REPORTS_KEY) == stamp:
