@@ -266,6 +266,7 @@ def preview_from_decoded(img: Any, out_dir: Path, job_id: str, n: int) -> Previe
     width, height = shown_size(img)
     if max(width, height) <= THUMB_SIZE:
         return Previewed(None, width, height)
+    rel = f"{THUMBS_DIR}/{thumb_name(job_id, n)}"
     try:
         (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
         _shrink_to(img, out_dir / rel)
