@@ -8,6 +8,7 @@ import pytest
 
 from liangxin_batch.core._states import JobState
 from liangxin_batch.errors import StateError
+from liangxin_batch.state import _checks as checks
 from liangxin_batch.state._store import MIGRATIONS, StateStore
 from tests.state_support import drive
 
@@ -173,3 +174,22 @@ def test_a_read_only_open_skips_the_integrity_scan_but_refuses_garbage(
     (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateError, match="cannot use this state file"):
         StateStore.in_dir(tmp_path, readonly=True)
+
+
+@pytest.mark.parametrize("name", ["p-r#1", "what?", "100%41", "a b&c=d"])
+def test_a_folder_named_with_uri_characters_opens_read_only_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The read-only open goes through an SQLite URI: `#` or `?` in the folder's path
+    cut it short (mode=ro dropped: SQLite created an empty file beside the folder) and
+    `%41` was read as an escape. status/report/export failed on a folder `run` used."""
+    monkeypatch.chdir(tmp_path)
+    out = Path(name) / "o"
+    out.mkdir(parents=True)
+    StateStore.in_dir(out).close()  # as a run leaves it
+    before = sorted(p.name for p in tmp_path.iterdir())
+    reader = StateStore.in_dir(out, readonly=True)
+    assert reader.counts() == {}
+    reader.close()
+    checks._check_integrity(out / "state.db")  # a damaged state's check, same URI
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing created"

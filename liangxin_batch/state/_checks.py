@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from liangxin_batch.errors import StateError
 
@@ -47,10 +48,17 @@ def _nonempty(path: Path) -> bool:
     return path.exists()
 
 
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens `path` read-only. The path is percent-encoded: a folder
+    named with `#` or `?` cut a bare URI short (mode=ro lost: SQLite created an empty
+    file), and `%41` was read as an escape."""
+    return f"file:{quote(str(path.absolute()))}?mode=ro"
+
+
 def _check_integrity(path: Path) -> None:
     """A damaged state (a bad page, a torn copy) is refused before anything is sent."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        db = sqlite3.connect(read_only_uri(path), uri=True, timeout=10.0)
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:

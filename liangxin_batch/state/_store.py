@@ -30,7 +30,7 @@ from liangxin_batch.core._states import (
     target_of,
 )
 from liangxin_batch.errors import StateError
-from liangxin_batch.state._checks import BATCH_ID_FILE, refuse_untrusted
+from liangxin_batch.state._checks import BATCH_ID_FILE, read_only_uri, refuse_untrusted
 from liangxin_batch.state._local_files import LocalFileStore
 from liangxin_batch.state._migrations import (
     MIGRATIONS,
@@ -122,7 +122,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
             if readonly:
                 if not path.exists() or path.stat().st_size == 0:
                     raise StateError(f"no state in {path} (missing or empty)")
-                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+                self.db = sqlite3.connect(read_only_uri(path), uri=True, timeout=10.0)
                 self.db.execute("PRAGMA busy_timeout=10000")
                 check_migrations(self.db, path, readonly=True)
                 self._tx = Transaction(self.db, path)
