@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 from liangxin_batch._version import package_version
 from liangxin_batch.core._local_files import LocalFile, distinct_tokens, file_token
 from liangxin_batch.core._provenance import legacy_sidecar_path, sidecar_path
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._provenance import provenance_record
 from liangxin_batch.state._store import FileRow, StateStore
 
@@ -84,24 +83,12 @@ def read_job(store: StateStore, job_id: str) -> JobProvenance | None:
     return JobProvenance(job_id, record, targets)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    try:
-        with temp.open("wb") as fh:
-            fh.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(OSError):
-            temp.unlink()
-        raise
-
-
 def write_sidecars(out_dir: Path, job: JobProvenance) -> None:
     """Write each file's sidecar (in a worker thread). OSError as a file write's."""
     for n, path, side in job.targets:
         record = {**job.record, "file": {"n": n + 1, "path": path}}
         data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        _write_atomic(out_dir / side, data)
+        write_atomic(out_dir / side, data)
 
 
 def without_sidecar(

@@ -56,13 +56,19 @@ class Provenance:
         job = read_job(self.store, job_id)
         if job is None:
             return None
+        failure = await self._write_sidecars(job)
+        return None if failure is None else f"provenance sidecar: {failure}"
+
+    async def _write_sidecars(self, job: JobProvenance) -> str | None:
+        """Write the job's sidecars in a worker thread: None when written, else why not
+        (a write error, as a file's would read). DiskFullError on a full disk."""
         try:
             await asyncio.to_thread(write_sidecars, self.out_dir, job)
         except OSError as err:
             failure = write_error(self.out_dir, job.targets[0][2], err)
             if isinstance(failure, DiskFullError):
                 raise failure from None
-            return f"provenance sidecar: {failure}"
+            return str(failure)
         return None
 
     async def after_done(self, job_id: str) -> None:
@@ -96,14 +102,8 @@ class Provenance:
             job = read_job(self.store, job_id)
             if job is None:
                 continue
-            if job_id in sidecars:
-                try:
-                    await asyncio.to_thread(write_sidecars, self.out_dir, job)
-                except OSError as err:
-                    failure = write_error(self.out_dir, job.targets[0][2], err)
-                    if isinstance(failure, DiskFullError):
-                        raise failure from None
-                    logger.warning("%s: provenance sidecar not written: %s", job_id, failure)
+            if job_id in sidecars and (failure := await self._write_sidecars(job)):
+                logger.warning("%s: provenance sidecar not written: %s", job_id, failure)
             if job_id in copies:
                 await asyncio.to_thread(self._copies, job)
         return len(sidecars)
