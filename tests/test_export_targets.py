@@ -106,7 +106,8 @@ def test_no_export_writes_over_what_the_tool_keeps_in_dir(
     for name in OWNED:
         for target in (batch / name, batch / name / "export"):
             _refused(batch, target, args, "the tool keeps it in DIR")
-    # the same path by another spelling
+    # the same path by another spelling, or in another case (a case-blind disk)
     _refused(batch, batch / OUTPUTS_DIR / ".." / STATE_FILE, args, "the tool keeps it")
+    _refused(batch, batch / STATE_FILE.upper(), args, "the tool keeps it")
     assert _tree(batch) == before
     assert not [p for p in batch.iterdir() if p.name.startswith(".export")]

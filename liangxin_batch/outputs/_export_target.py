@@ -42,6 +42,8 @@ OWNED = (
     "superseded",
 )
 
+_OWNED_FOLDED = frozenset(name.casefold() for name in OWNED)
+
 
 def where_written(target: Path) -> Path:
     """The path a write to `target` replaces: its folder resolved (links, '..'), its own
@@ -58,7 +60,7 @@ def check_export_target(out_dir: Path, target: Path, *, folder: bool) -> None:
     here, batch = where_written(target), out_dir.resolve()
     if here.is_relative_to(batch) and here != batch:
         top = here.relative_to(batch).parts[0]
-        if top in OWNED:
+        if top.casefold() in _OWNED_FOLDED:  # State.db is state.db on a case-blind disk
             raise ConfigError(
                 f"{where}: is {'' if here == batch / top else 'inside '}DIR/{top}, and the "
                 "tool keeps it in DIR; give a path beside those (the default is "
