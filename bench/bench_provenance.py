@@ -86,7 +86,7 @@ def main() -> None:
     jobs = parser.parse_args().jobs
 
     from liangxin_batch.outputs._embed import embed_copy
-    from liangxin_batch.outputs._sidecars import missing_sidecars, read_job, write_sidecars
+    from liangxin_batch.outputs._sidecars import read_job, without_sidecar, write_sidecars
 
     with tempfile.TemporaryDirectory(prefix="liangxin-bench-prov-") as tmp:
         out = Path(tmp) / "out"
@@ -105,13 +105,13 @@ def main() -> None:
         size = sum(f.stat().st_size for f in (out / "outputs" / MODEL).glob("*.json")) / jobs
         files = [f for page in _pages(store) for f in page]
         t0 = time.perf_counter()
-        assert not missing_sidecars(out, files)
+        assert not without_sidecar(out, files)
         checked = time.perf_counter() - t0
         few = records[: min(1000, jobs)]
         t0 = time.perf_counter()
         for rec in few:
             assert rec is not None
-            embed_copy(out, rec.targets[0][0], rec.record)
+            embed_copy(out, rec.targets[0][1], rec.record)
         copied = time.perf_counter() - t0
         store.close()
 

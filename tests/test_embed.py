@@ -154,6 +154,7 @@ def test_parameters_text_follows_the_a1111_convention() -> None:
 
 def test_sidecar_names() -> None:
     assert sidecar_path("outputs/m/a.b.png") == "outputs/m/a.b.json"
-    assert legacy_sidecar_path("outputs/m/a.png") == "outputs/m/a.png.json"
+    assert legacy_sidecar_path("outputs/m/a.png") == "outputs/m/a~png.json"
+    assert legacy_sidecar_path("outputs/m/a.b.png") != sidecar_path("outputs/m/a.b.png.mp4")
     assert stem_key("outputs/M/A.PNG") == stem_key("outputs/m/a.mp4") == "outputs/m/a"
     assert stem_key("outputs/m.d/x") == "outputs/m.d/x"  # a dot in a folder is no suffix

@@ -102,6 +102,13 @@ def _export(*args: str) -> Result:
     return CliRunner().invoke(main, ["export", *args])
 
 
+def _exported(batch_dir: Path, target: Path, *args: str) -> Result:
+    """`export DIR OUT ARGS`, which succeeds."""
+    result = _export(str(batch_dir), str(target), *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def _check_row(got: dict[str, Any], expected: tuple[dict[str, str], int, str]) -> None:
     """Every results.csv column equal (as results.csv writes it), and the image's own."""
     row, n, path = expected
@@ -116,6 +123,16 @@ def _same_image(got: Image.Image, original: Path) -> None:
     with Image.open(original) as want:
         assert got.size == want.size
         assert got.convert("RGB").tobytes() == want.convert("RGB").tobytes()
+
+
+def _check_dataset(hf: ModuleType, ds: Any, out: Path, expected: Expected) -> Any:
+    """Every row of `ds` is its results.csv row and its image the original's pixels;
+    returns the rows again with their images undecoded (a path or the bytes)."""
+    assert len(ds) == len(expected)
+    for got, want in zip(ds, expected, strict=True):
+        _check_row(got, want)
+        _same_image(got["image"], out / want[2])
+    return ds.cast_column("image", hf.Image(decode=False))
 
 
 def _check_summary(result: Result, kinds: dict[str, Any], expected: Expected) -> None:
@@ -153,11 +170,7 @@ def test_hf_imagefolder_reads_back_every_image_and_column(
     assert kinds_of["prompt"] == "string"
     assert kinds_of["image_index"] == "int64"
     assert kinds_of["mask_file_name_text"] == "string"  # not an image
-    assert len(ds) == len(expected)
-    for got, want in zip(ds, expected, strict=True):
-        _check_row(got, want)
-        _same_image(got["image"], out / want[2])
-    raw = ds.cast_column("image", hf.Image(decode=False))
+    raw = _check_dataset(hf, ds, out, expected)
     for got, (_row, _n, path) in zip(raw, expected, strict=True):
         assert Path(got["image"]["path"]).read_bytes() == (out / path).read_bytes()
         assert Path(got["image"]["path"]).suffix == Path(path).suffix  # .jpg stays .jpg
@@ -177,11 +190,7 @@ def test_parquet_with_embedded_images_reads_back_as_an_image_feature(
     )
     assert isinstance(ds.features["image"], hf.Image)
     assert ds.features["completed_at"].dtype == "timestamp[ns, tz=UTC]"
-    assert len(ds) == len(expected)
-    for got, want in zip(ds, expected, strict=True):
-        _check_row(got, want)
-        _same_image(got["image"], out / want[2])
-    raw = ds.cast_column("image", hf.Image(decode=False))
+    raw = _check_dataset(hf, ds, out, expected)
     for got, (_row, _n, path) in zip(raw, expected, strict=True):
         assert got["image"]["bytes"] == (out / path).read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
@@ -254,8 +263,7 @@ def test_webdataset_shards_are_cut_at_the_shard_size_and_keep_samples_whole(
 ) -> None:
     out, _kinds, expected = batch
     target = tmp_path / "wds"
-    result = _export(str(out), str(target), "--format", "webdataset", "--shard-size", "6KB")
-    assert result.exit_code == 0, result.output
+    result = _exported(out, target, "--format", "webdataset", "--shard-size", "6KB")
     shards = sorted(target.glob("shard-*.tar"))
     assert len(shards) > 3
     assert f"in {len(shards)} shard(s)" in result.stdout
@@ -278,8 +286,7 @@ def test_hf_with_link_hard_links_and_leaves_the_originals_as_they_were(
     out, _kinds, expected = batch
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "outputs").iterdir()}
     target = tmp_path / "ds"
-    result = _export(str(out), str(target), "--format", "hf", "--link")
-    assert result.exit_code == 0, result.output
+    result = _exported(out, target, "--format", "hf", "--link")
     assert f"{len(expected)} hard-linked" in result.stdout
     made = sorted((target / "images").rglob("*.*"))
     assert len(made) == len(expected)
@@ -317,10 +324,9 @@ def test_overwrite_replaces_an_earlier_export_whole(
 ) -> None:
     out, _kinds, expected = batch
     target = tmp_path / "wds"
-    assert _export(str(out), str(target), "--format", "webdataset").exit_code == 0
+    _exported(out, target, "--format", "webdataset")
     assert _export(str(out), str(target), "--format", "hf").exit_code == 2  # not empty
-    result = _export(str(out), str(target), "--format", "hf", "--overwrite")
-    assert result.exit_code == 0, result.output
+    _exported(out, target, "--format", "hf", "--overwrite")
     assert not list(target.glob("shard-*.tar"))
     assert (target / "metadata.parquet").is_file()
     assert len(list((target / "images").rglob("*.*"))) == len(expected)
@@ -354,8 +360,7 @@ def test_the_table_exports_are_as_before(
     out, _kinds, _expected = batch
     for fmt in ("csv", "parquet"):
         given, named = tmp_path / f"t.{fmt}", tmp_path / f"o.{fmt}"
-        result = _export(str(out), str(given), "--format", fmt)
-        assert result.exit_code == 0, result.output
+        _exported(out, given, "--format", fmt)
         assert _export(str(out), "--out", str(named), "--format", fmt).exit_code == 0
         assert given.read_bytes() == named.read_bytes()
     assert "OUT" in _export(str(out), str(given), "--out", str(named)).stderr
@@ -366,8 +371,7 @@ def test_model_filters_a_dataset_as_it_filters_a_table(
 ) -> None:
     out, _kinds, expected = batch
     target = tmp_path / "wds"
-    result = _export(str(out), str(target), "--format", "webdataset", "--model", "flux-2")
-    assert result.exit_code == 0, result.output
+    _exported(out, target, "--format", "webdataset", "--model", "flux-2")
     with tarfile.open(target / "shard-000000.tar") as tar:
         rows = [
             json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ never opened again."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import io
 import random
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from liangxin_batch.core._states import JobState
+from liangxin_batch.outputs._card_inputs import input_thumb_name
 from liangxin_batch.outputs._thumbs import (
     OWN_PREVIEW_BYTES,
     THUMB_SIZE,
@@ -298,3 +300,61 @@ def test_an_older_folders_thumbnails_are_kept_not_made_again(tmp_path: Path) -> 
         assert (name.stat().st_ino, name.read_bytes()) == (ino, data), job_id
     assert counts.made == 0, "j00001's kept; j00002 is small: its own preview"
     store.close()
+
+
+# -- thumbnail names ---------------------------------------------------------------------
+
+
+def test_thumbnail_names_of_different_files_never_collide() -> None:
+    """Not `x`'s second file and job `x_2`'s first (both were `x_2.jpg`), nor ids a slug
+    folds together, nor ids apart only by case (a case-blind disk)."""
+    ids = ["x", "x_2", "x_3", "X", "x-2", "a b", "a:b", "a-b", "A b", "x@2", "x~2", "é", "e"]
+    ids += [f"a-{hashlib.sha256(b'a!').hexdigest()[:8]}", "a!", "con", "." * 3]
+    names = [thumb_name(job_id, n).lower() for job_id in ids for n in range(4)]
+    assert len(set(names)) == len(names)
+    # nor a job's with a local input's (by its sha256), whatever the job's id
+    sha = hashlib.sha256(b"an input").hexdigest()
+    assert input_thumb_name(sha) not in {thumb_name(f"input-{sha}", n) for n in range(4)}
+
+
+def two_jobs_of_one_name(out: Path) -> StateStore:
+    """Job `x` of two images and job `x_2` of one, downloaded, their previews not
+    recorded (as a state from before previews were recorded leaves them)."""
+    store = StateStore.in_dir(out)
+    rows = job_rows(2)
+    store.upsert_jobs([("x", *rows[0][1:]), ("x_2", *rows[1][1:])])
+    for job_id, count in (("x", 2), ("x_2", 1)):
+        urls = [f"http://x/{job_id}/{n}.png" for n in range(count)]
+        drive(store, job_id, JobState.SUCCEEDED, task_id=f"t-{job_id}", result_urls=urls)
+        for n, url in enumerate(urls):
+            path = f"outputs/{job_id}_{n}.png"
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+            (out / path).write_bytes(image((400, 300), seed=len(job_id) * 10 + n))
+            store.record_file(FileRow(job_id, n, url, path, "ab" * 32, 1))
+        assert store.finish_download(job_id, count, result_urls=urls)
+    return store
+
+
+def _pixels_of(path: Path) -> bytes:
+    with Image.open(path) as img:
+        return img.convert("RGB").resize((8, 6)).tobytes()
+
+
+def test_one_jobs_card_never_shows_another_jobs_thumbnail(tmp_path: Path) -> None:
+    """An older version named job `x`'s second thumbnail `x_2.jpg`; job `x_2`'s own first
+    file must get its own thumbnail, not that one (kept for its newer date)."""
+    store = two_jobs_of_one_name(tmp_path)
+    (tmp_path / THUMBS_DIR).mkdir()
+    old = tmp_path / THUMBS_DIR / "x_2.jpg"  # the old scheme's name of x's file 1
+    Image.open(tmp_path / "outputs/x_1.png").convert("RGB").resize((320, 240)).save(old)
+    ensure_previews(store, tmp_path)
+    thumbs = {(f.job_id, f.n): f.thumb for f in _all(store)}
+    store.close()
+    assert len(set(thumbs.values())) == 3, thumbs
+    for (job_id, n), thumb in thumbs.items():
+        assert thumb is not None and thumb.startswith(f"{THUMBS_DIR}/")
+        shown, own = (
+            _pixels_of(tmp_path / thumb),
+            _pixels_of(tmp_path / f"outputs/{job_id}_{n}.png"),
+        )
+        assert sum(abs(a - b) for a, b in zip(shown, own, strict=True)) < 8 * len(own), job_id

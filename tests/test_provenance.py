@@ -288,7 +288,7 @@ def test_the_state_answers_for_a_stem_under_any_extension(tmp_path: Path) -> Non
 
 def test_outputs_an_earlier_version_named_alike_get_a_sidecar_each(tmp_path: Path) -> None:
     """Recorded before claims covered stems, x.png (job a) and x.mp4 (job b) would
-    share x.json: each gets its whole name plus .json instead."""
+    share x.json: each gets its name with its extension (x~png.json) instead."""
     from liangxin_batch.outputs._sidecars import read_job, write_sidecars
 
     store = StateStore.in_dir(tmp_path)
@@ -308,8 +308,8 @@ def test_outputs_an_earlier_version_named_alike_get_a_sidecar_each(tmp_path: Pat
     finally:
         store.close()
     assert not (tmp_path / "outputs/m/x.json").exists()
-    png = json.loads((tmp_path / "outputs/m/x.png.json").read_text())
-    mp4 = json.loads((tmp_path / "outputs/m/x.mp4.json").read_text())
+    png = json.loads((tmp_path / "outputs/m/x~png.json").read_text())
+    mp4 = json.loads((tmp_path / "outputs/m/x~mp4.json").read_text())
     assert (png["job_id"], mp4["job_id"]) == ("a", "b")
 
 
@@ -381,3 +381,96 @@ def test_a_state_from_before_migration_012_reads_its_manifest_once_more(tmp_path
         assert store.get_meta("manifest_fingerprint") is not None
     finally:
         store.close()
+
+
+def _recorded(store: StateStore, out: Path, files: dict[str, list[str | None]]) -> None:
+    """Jobs whose files are on disk and recorded at the given paths (None: a file of
+    the task recorded without a path)."""
+    store.upsert_jobs([(j, i, MODEL, '{"prompt": "p"}', "{}", "h") for i, j in enumerate(files)])
+    for job_id, paths in files.items():
+        urls = [f"http://x/{job_id}/{n}" for n in range(len(paths))]
+        store.update(job_id, result_urls=json.dumps(urls))
+        for n, rel in enumerate(paths):
+            if rel is None:
+                store.record_file(FileRow(job_id, n, urls[n], None, None, None))
+                continue
+            data = f"{job_id} {n}".encode()
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+            sha = hashlib.sha256(data).hexdigest()
+            store.record_file(FileRow(job_id, n, urls[n], rel, sha, len(data), 1))
+
+
+def _sidecars_by_job(out: Path) -> dict[str, list[str]]:
+    """job id -> the sidecars (relative to `out`) that say they are of its files."""
+    found: dict[str, list[str]] = {}
+    for side in sorted(out.rglob("*.json")):
+        record = json.loads(side.read_text(encoding="utf-8"))
+        found.setdefault(record["job_id"], []).append(str(side.relative_to(out)))
+    return found
+
+
+def test_a_shared_stems_sidecar_is_never_another_outputs(tmp_path: Path) -> None:
+    """x.png and x.mp4 (recorded by an earlier version) have a sidecar of their own each,
+    and neither is the sidecar x.png.json of the output x.png.mp4."""
+    from liangxin_batch.outputs._sidecars import read_job, write_sidecars
+
+    store = StateStore.in_dir(tmp_path)
+    try:
+        paths = {"a": "outputs/m/x.png", "b": "outputs/m/x.mp4", "c": "outputs/m/x.png.mp4"}
+        _recorded(store, tmp_path, {job_id: [rel] for job_id, rel in paths.items()})
+        for job_id in paths:
+            job = read_job(store, job_id)
+            assert job is not None
+            write_sidecars(tmp_path, job)
+    finally:
+        store.close()
+    sides = _sidecars_by_job(tmp_path)
+    assert sorted(sides) == ["a", "b", "c"], sides
+    assert sides["c"] == [sidecar_path(paths["c"])]
+    assert all(len(names) == 1 for names in sides.values()), sides
+
+
+def test_the_resume_repairs_a_missing_sidecar_another_outputs_name_does_not_hide(
+    tmp_path: Path,
+) -> None:
+    """a.png's sidecar is a.json; a.png.json is the sidecar of the output a.png.mp4, and
+    must not count as a.png's when a.json is gone."""
+    from liangxin_batch.outputs._sidecars import read_job, write_sidecars
+    from liangxin_batch.run._provenance import Provenance
+
+    store = StateStore.in_dir(tmp_path)
+    try:
+        _recorded(store, tmp_path, {"a": ["outputs/m/a.png"], "c": ["outputs/m/a.png.mp4"]})
+        for job_id in "ac":
+            job = read_job(store, job_id)
+            assert job is not None
+            write_sidecars(tmp_path, job)
+        (tmp_path / "outputs/m/a.json").unlink()
+        records = [f for j in "ac" for f in store.files_of(j)]
+        repaired = asyncio.run(Provenance(store=store, out_dir=tmp_path).repair(records))
+    finally:
+        store.close()
+    assert repaired == 1
+    assert _sidecars_by_job(tmp_path) == {
+        "a": ["outputs/m/a.json"],
+        "c": ["outputs/m/a.png.json"],
+    }
+
+
+def test_a_sidecar_names_its_files_own_number(tmp_path: Path) -> None:
+    """A file of the task recorded without a path has no sidecar; the next file's says
+    its own number (2), not its place among those written (1)."""
+    from liangxin_batch.outputs._sidecars import read_job, write_sidecars
+
+    store = StateStore.in_dir(tmp_path)
+    try:
+        _recorded(store, tmp_path, {"a": [None, "outputs/m/a_2.png"]})
+        job = read_job(store, "a")
+        assert job is not None
+        write_sidecars(tmp_path, job)
+    finally:
+        store.close()
+    record = json.loads((tmp_path / "outputs/m/a_2.json").read_text(encoding="utf-8"))
+    assert record["file"] == {"n": 2, "path": "outputs/m/a_2.png"}
+    assert [f["n"] for f in record["files"]] == [2]

@@ -96,7 +96,7 @@ def _written(store: StateStore, sha256: str) -> str:
 
 
 def _input_thumbs(out: Path) -> dict[str, Path]:
-    return {p.name: p for p in (out / "thumbs").glob("input-*.jpg")}
+    return {p.name: p for p in (out / "thumbs").glob("input~*.jpg")}
 
 
 def test_one_thumbnail_per_distinct_file_decoded_once_and_cached(
@@ -273,5 +273,5 @@ def test_report_of_a_run_on_local_files_in_headless_chromium(
         assert len(widths) == 2 and all(w > 0 for w in widths), widths  # both shown
         text = page.evaluate("document.body.innerText")
         assert "file:sha256:" not in text and "/tempfile/" not in text
-    thumbs = sorted(p.name for p in (out / "thumbs").glob("input-*.jpg"))
+    thumbs = sorted(p.name for p in (out / "thumbs").glob("input~*.jpg"))
     assert thumbs == sorted(input_thumb_name(s) for s in shas.values())

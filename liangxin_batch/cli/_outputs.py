@@ -132,12 +132,16 @@ def export_command(
         status=status,
         csv_safe=csv_safe,
     )
+    from liangxin_batch.outputs._export_target import check_export_target
+
+    folder = fmt in DATASET_FORMATS  # hf, webdataset: a folder; the others: a file
+    target = target or out_dir / (f"export-{fmt}" if folder else f"export.{fmt}")
+    check_export_target(out_dir, target, folder=folder)
     if dataset:
         _export_dataset(cli, out_dir, fmt, target, models, link, overwrite, shard_size)
         return
     from liangxin_batch.outputs._report import export
 
-    target = target or out_dir / f"export.{fmt}"
     store = _open(out_dir)
     try:
         count = None
@@ -196,7 +200,7 @@ def _export_dataset(
     cli: Any,
     out_dir: Path,
     fmt: str,
-    target: Path | None,
+    target: Path,
     models: tuple[str, ...],
     link: bool,
     overwrite: bool,
@@ -205,8 +209,6 @@ def _export_dataset(
     from liangxin_batch.outputs._datasets import export_dataset, parse_size
 
     size = parse_size(shard_size)
-    if target is None:
-        target = out_dir / ("export.parquet" if fmt == "parquet" else f"export-{fmt}")
     store = _open(out_dir)
     try:
         done = export_dataset(

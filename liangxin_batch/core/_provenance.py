@@ -51,10 +51,13 @@ def sidecar_path(path: str) -> str:
 
 
 def legacy_sidecar_path(path: str) -> str:
-    """`outputs/m/x.png.json`: the sidecar of an output that an earlier version recorded
+    """`outputs/m/x~png.json`: the sidecar of an output that an earlier version recorded
     beside another of the same stem (`x.png` and `x.mp4`, claimed before stems were):
-    each of the two keeps its whole name, so neither overwrites the other's."""
-    return path + SIDECAR_SUFFIX
+    each keeps its extension in the name, so neither overwrites the other's. The `~`
+    (never in an output's path: the layout writes only `[A-Za-z0-9._-/]`) keeps it
+    apart from every output's `NAME.json` (`x.png.json` is the output `x.png.mp4`'s)."""
+    stem = _stem(path)
+    return f"{stem}~{path[len(stem) + 1 :]}{SIDECAR_SUFFIX}"
 
 
 def _quote(value: Any) -> str:

@@ -62,8 +62,10 @@ class InputImage:
 
 
 def input_thumb_name(sha256: str) -> str:
-    """The cached thumbnail of an input, by its bytes (relative to `DIR/thumbs/`)."""
-    return f"input-{sha256}.jpg"
+    """The cached thumbnail of an input, by its bytes (relative to `DIR/thumbs/`). The
+    `~` keeps it apart from an output's (`_thumbs.thumb_name`: a job id
+    `input-<sha256>` is a name slugify keeps)."""
+    return f"input~{sha256}.jpg"
 
 
 def same_bytes(path: Path, sha256: str, size: int) -> bool:

@@ -38,6 +38,7 @@ from liangxin_batch.outputs._columns import (
     plan_header,
     typed_cells,
 )
+from liangxin_batch.outputs._export_target import check_export_target
 from liangxin_batch.outputs._jobs import report_jobs
 from liangxin_batch.state._store import StateStore
 
@@ -258,6 +259,7 @@ def export_dataset(
     from liangxin_batch.outputs import _dataset_writers as writers
 
     pa = _arrow(fmt)
+    check_export_target(out_dir, target, folder=fmt != "parquet")
     if fmt != "parquet":
         _check_target(out_dir, target, overwrite=overwrite)
     summary = DatasetSummary(target)

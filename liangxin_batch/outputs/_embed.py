@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from typing import Any
 
 from PIL import Image
 
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._layout import OUTPUTS_DIR
 from liangxin_batch.outputs._provenance import record_parameters
 
@@ -248,12 +248,5 @@ def embed_copy(out_dir: Path, rel: str, record: Mapping[str, Any]) -> str:
     target_rel = copy_path(rel)
     target = out_dir / target_rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(OSError):
-            temp.unlink()
-        raise
+    write_atomic(target, data)
     return target_rel

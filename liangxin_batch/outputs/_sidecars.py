@@ -4,15 +4,17 @@ outputs/_provenance.py).
 Names. The layout's claims own an output's stem (outputs/_layout.py `PathClaims`), so
 no two outputs share `NAME.json`, and an output never ends in `.json`. Files recorded
 by an earlier version, before claims covered stems, may share one (`x.png` of one job,
-`x.mp4` of another): each of those gets `NAME.ext.json` instead (`legacy_sidecar_path`),
-decided by one index search of the state per file (`path_holders`).
+`x.mp4` of another): each of those gets `NAME~ext.json` instead (`legacy_sidecar_path`,
+a name no output's sidecar has), decided by one index search of the state per file
+(`path_holders`). Each output has that one sidecar name, and only it is looked for.
 
 Writing. A sidecar is written to a temporary name beside it and renamed into place, so
 it is whole or absent; the downloader writes the sidecars of a job after every file of
 the task is verified and before the job is recorded `done` (done means its sidecars
 were written). It is not fsynced: a sidecar lost to a power cut is found missing (or
-empty) by the next run's walk of the done files and written again (`missing_sidecars`,
-one stat per file in the walk that already stats each output).
+empty) by the next run's walk of the done files and written again (`without_sidecar`,
+one stat per file in the walk that already stats each output; the state is asked which
+name is a file's only for the few whose `NAME.json` is missing).
 
 Reads of the state happen where the store lives (the event loop's thread): `read_job`
 hands a `JobProvenance` to `write_sidecars`, which a worker thread runs.
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,11 @@ from typing import Any
 from liangxin_batch._version import package_version
 from liangxin_batch.core._local_files import LocalFile, distinct_tokens, file_token
 from liangxin_batch.core._provenance import legacy_sidecar_path, sidecar_path
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._provenance import provenance_record
 from liangxin_batch.state._store import FileRow, StateStore
 
-__all__ = ["JobProvenance", "missing_sidecars", "read_job", "sidecar_of", "write_sidecars"]
+__all__ = ["JobProvenance", "read_job", "sidecar_of", "without_sidecar", "write_sidecars"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,13 @@ class JobProvenance:
 
     job_id: str
     record: dict[str, Any]
-    #: (output path, its sidecar path), both relative to DIR, in file order.
-    targets: tuple[tuple[str, str], ...]
+    #: (the file's number n, output path, its sidecar path), paths relative to DIR, in
+    #: file order.
+    targets: tuple[tuple[int, str, str], ...]
 
 
 def sidecar_of(store: StateStore, rec: FileRow) -> str:
-    """The sidecar path of a recorded output (`NAME.json`, or `NAME.ext.json` when an
+    """The sidecar path of a recorded output (`NAME.json`, or `NAME~ext.json` when an
     earlier version recorded another output of the same stem)."""
     assert rec.path is not None
     others = [h for h in store.path_holders(rec.path) if h != (rec.job_id, rec.n)]
@@ -77,43 +79,33 @@ def read_job(store: StateStore, job_id: str) -> JobProvenance | None:
         source=store.job_source(job_id),
         tool_version=package_version(),
     )
-    targets = tuple((f.path, sidecar_of(store, f)) for f in files if f.path)
+    targets = tuple((f.n, f.path, sidecar_of(store, f)) for f in files if f.path)
     return JobProvenance(job_id, record, targets)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    try:
-        with temp.open("wb") as fh:
-            fh.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(OSError):
-            temp.unlink()
-        raise
 
 
 def write_sidecars(out_dir: Path, job: JobProvenance) -> None:
     """Write each file's sidecar (in a worker thread). OSError as a file write's."""
-    for n, (path, side) in enumerate(job.targets):
+    for n, path, side in job.targets:
         record = {**job.record, "file": {"n": n + 1, "path": path}}
         data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        _write_atomic(out_dir / side, data)
+        write_atomic(out_dir / side, data)
 
 
-def missing_sidecars(out_dir: Path, records: Iterable[FileRow]) -> set[str]:
-    """Job ids among `records` (verified outputs) whose sidecar is missing or empty:
-    a stat each, in the walk's worker thread. A legacy `NAME.ext.json` counts too."""
-    out: set[str] = set()
+def without_sidecar(
+    out_dir: Path,
+    records: Iterable[FileRow],
+    name: Callable[[str], str] = sidecar_path,
+) -> list[FileRow]:
+    """Those of `records` (verified outputs) with no sidecar at `name(path)` (by default
+    `NAME.json`), or an empty one: a stat each, in the walk's worker thread."""
+    out: list[FileRow] = []
     for rec in records:
-        if not rec.path or rec.job_id in out:
+        if not rec.path:
             continue
-        for name in (sidecar_path(rec.path), legacy_sidecar_path(rec.path)):
-            try:
-                if os.stat(out_dir / name).st_size > 0:
-                    break
-            except OSError:
+        try:
+            if os.stat(out_dir / name(rec.path)).st_size > 0:
                 continue
-        else:
-            out.add(rec.job_id)
+        except OSError:
+            pass
+        out.append(rec)
     return out

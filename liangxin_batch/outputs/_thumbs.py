@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -75,10 +76,28 @@ OWN_PREVIEW_BYTES = 64 * 1024
 
 
 def thumb_name(job_id: str, n: int) -> str:
+    """The thumbnail of a job's file `n` in `DIR/thumbs/`: `{slug}[~{hash}][@{n+1}].jpg`.
+    The slug (`[A-Za-z0-9._-]` only) is the id itself where that is safe; an id the slug
+    changes (or that differs from it only by case: a case-blind disk) gets 16 hex of its
+    sha256 after `~`, and a file after the first its number after `@`: slugify writes
+    neither, so two files never share a name (an older scheme gave job `x`'s second file
+    and job `x_2`'s first both `x_2.jpg`)."""
     name = slugify(job_id)
-    if name != job_id.lower():  # distinct ids stay distinct, even on a case-blind disk
-        name += "-" + hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:8]
-    return f"{name}.jpg" if n == 0 else f"{name}_{n + 1}.jpg"
+    if name != job_id.lower():
+        name += "~" + hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:16]
+    return f"{name}.jpg" if n == 0 else f"{name}@{n + 1}.jpg"
+
+
+#: Names the scheme before `thumb_name`'s gave more than one file: `{slug}_{k}.jpg` was
+#: also a file after the first, `{slug}-{8 hex}.jpg` an id's hashed name. A thumbnail of
+#: such a name that an older version left is not taken for this file's (`preview_of_file`).
+_AMBIGUOUS_OLD = re.compile(r"(_[0-9]+|-[0-9a-f]{8})\.jpg$")
+
+
+def _unambiguous_old_name(name: str) -> bool:
+    """Whether an older version's thumbnail at `name` (a `thumb_name`) can only be of
+    the file the name is made for: a first file of an id the slug keeps as it is."""
+    return "~" not in name and "@" not in name and not _AMBIGUOUS_OLD.search(name)
 
 
 #: Pixels an image may have for a thumbnail (after JPEG's reduced decode): a 10,000 x
@@ -304,7 +323,8 @@ def preview_of_file(
             if own is not None:
                 return Previewed(own, width, height)
             rel = f"{THUMBS_DIR}/{thumb_name(job_id, n)}"
-            if _made_after(out_dir / rel, source):  # an older version's: kept, no decode
+            if _unambiguous_old_name(rel) and _made_after(out_dir / rel, source):
+                # an older version's thumbnail of this very file: kept, no decode
                 return Previewed(rel, width, height, kept=True)
             img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
             if img.width * img.height > max_pixels:

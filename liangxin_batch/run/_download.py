@@ -10,7 +10,9 @@ reason. A full disk is not a job's failure: it raises DiskFullError and the run 
 
 A done job's files are checked again on every run, in the background (`lost_outputs`,
 walked by the runner): one that is missing, or whose size or content changed, is fetched
-again.
+again. Beside it: the check of a recorded file and that walk (run/_output_check.py), the
+report's previews made as files arrive (run/_download_previews.py), and the provenance
+sidecars written before a job is done (run/_provenance.py).
 
 Files are fetched with their own httpx client, never the API client: the API key must
 not reach a file host. Expired or refused links (403/404/410) are traded for fresh ones
@@ -36,12 +38,7 @@ from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._states import Event, JobState, backoff
 from liangxin_batch.errors import ConfigError, DiskFullError, LiangXinError
 from liangxin_batch.outputs._layout import Layout, PathClaims
-from liangxin_batch.outputs._thumbs import (
-    Previewed,
-    known_preview,
-    preview_from_decoded,
-    preview_of_file,
-)
+from liangxin_batch.run._download_previews import DownloadPreviews
 from liangxin_batch.run._fetch import (
     DEFAULT_MAX_FILE_SIZE,
     FILE_TIMEOUT,
@@ -49,15 +46,14 @@ from liangxin_batch.run._fetch import (
     DownloadLimits,
     Failed,
     FileFetcher,
-    Preview,
     Refused,
     Saved,
     Stopped,
     Transient,
     parse_size,
-    sha256_of,
     short_url,
 )
+from liangxin_batch.run._output_check import OutputCheck
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._provenance import Provenance
 from liangxin_batch.run._transport import LeanTransport, any_env_proxy
@@ -145,14 +141,15 @@ class Downloader:
             direct=direct,
         )
         self._gate = asyncio.Semaphore(concurrency)
-        #: Make the report's thumbnails as files arrive (in a worker thread, after the job
-        #: is recorded done), not all at the end of the run.
-        self._thumbnails = thumbnails
+        #: The report's previews made as files arrive (`thumbnails`), not all at the end.
+        self._previews = DownloadPreviews(
+            store=store, out_dir=out_dir, on=thumbnails, max_pixels=self.limits.max_image_pixels
+        )
         #: Provenance sidecars before a job is done; `--embed-metadata` copies after.
         self._provenance = Provenance(store=store, out_dir=out_dir, embed=embed_metadata)
-        #: Previews made from the check's decode (in its worker thread), by (job, n),
-        #: until their file is recorded.
-        self._seen: dict[tuple[str, int], Previewed] = {}
+        self._check = OutputCheck(
+            store=store, out_dir=out_dir, provenance=self._provenance, observer=self.observer
+        )
         self._claims: PathClaims | None = None
         self._active: set[str] = set()  # jobs being handled: a second hook call is a no-op
 
@@ -196,8 +193,7 @@ class Downloader:
             logger.exception("download of %s failed unexpectedly", job.job_id)
         finally:
             self._active.discard(job.job_id)
-            for key in [k for k in self._seen if k[0] == job.job_id]:
-                del self._seen[key]  # a job that stopped half-way
+            self._previews.forget(job.job_id)  # a job that stopped half-way
 
     async def _handle(self, job: JobRow) -> None:
         urls = job.result_urls or await self._urls_again(job)
@@ -209,7 +205,7 @@ class Downloader:
             if self.stopping():
                 return
             rec = known.get(n)
-            if rec is not None and rec.url == url and await self._verified(rec):
+            if rec is not None and rec.url == url and await self._check.verified(rec):
                 if rec.thumb is None and rec.path:
                     later.append((n, rec.path))
                 continue
@@ -223,11 +219,7 @@ class Downloader:
                 except Failed as err:
                     self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
-            seen = self._seen.pop((job.job_id, n), None) if saved.previewed else None
-            width, height = (seen.width, seen.height) if seen else (None, None)
-            thumb = seen.thumb if seen and seen.thumb else None
-            if thumb is None:  # '' no image; itself when small; None: made from the file
-                thumb = known_preview(saved.path, saved.size, width, height)
+            width, height, thumb = self._previews.recorded(job.job_id, n, saved)
             if thumb is None:
                 later.append((n, saved.path))
             self.store.record_file(
@@ -246,24 +238,7 @@ class Downloader:
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
         await self._provenance.after_done(job.job_id)
-        if self._thumbnails and later:
-            await self._thumbnail(job, later)
-
-    async def _thumbnail(self, job: JobRow, files: list[tuple[int, str]]) -> None:
-        """The report's previews not made with the download (file n at path), made from
-        the files now that the job is done, in a worker thread, and recorded. The job is
-        done whatever happens: a preview not made now is made by `ensure_previews`."""
-        for n, path in files:
-            try:
-                made = await asyncio.to_thread(
-                    preview_of_file, self.out_dir, job.job_id, n, path, self.limits.max_image_pixels
-                )
-                if made.thumb is not None:
-                    self.store.set_preview(
-                        job.job_id, n, thumb=made.thumb, width=made.width, height=made.height
-                    )
-            except Exception as err:  # a preview is a cache: never a job's failure
-                logger.info("%s: no preview now (%s: %s)", job.job_id, type(err).__name__, err)
+        await self._previews.make_from_files(job.job_id, later)
 
     async def _urls_again(self, job: JobRow) -> tuple[str, ...]:
         """The task succeeded but its result URLs were unreadable: ask recordInfo again."""
@@ -288,81 +263,12 @@ class Downloader:
         )
         return ()
 
-    async def _verified(self, rec: FileRow) -> bool:
-        """The recorded file is on disk unchanged (size, then sha256 unless the mtime
-        says it was not touched since it was recorded)."""
-        if not rec.path or not rec.sha256 or rec.size is None:
-            return False
-        target = self.out_dir / rec.path
-        try:
-            info = target.stat()
-            if info.st_size != rec.size:
-                return False
-            if rec.mtime_ns is not None and info.st_mtime_ns == rec.mtime_ns:
-                return True
-            same = await asyncio.to_thread(sha256_of, target) == rec.sha256
-        except OSError:
-            return False
-        if same:
-            self.store.set_file_mtime(rec.job_id, rec.n, info.st_mtime_ns)
-        return same
-
     async def lost_outputs(self, stop: Callable[[], bool]) -> AsyncIterator[JobRow]:
-        """Done jobs whose files are gone or changed, moved back to be fetched again (the
-        URL is refreshed when it has expired), as they are found.
-
-        A walk of every done job's files: the runner does it in the background, so a
-        resume's first createTask does not wait for a million stats. Each page is looked
-        at in a worker thread; `stop()` ends the walk between pages.
-        """
+        """Done jobs whose files are gone or changed, moved back to be fetched again, as
+        the background walk of every done job's files finds them (`OutputCheck`)."""
         self.prepare()
-        lost = 0
-        after = ("", -1)
-        while not stop():
-            page = self.store.done_files(after)
-            if not page:
-                break
-            after = (page[-1][0].job_id, page[-1][0].n)
-            wanted = [rec for rec, urls in page if rec.n < urls]
-            suspects = await asyncio.to_thread(self._unverified, wanted)
-            refetched = {rec.job_id for rec in suspects}  # their sidecars come with them
-            await self._provenance.repair([r for r in wanted if r.job_id not in refetched], stop)
-            moved: set[str] = set()
-            for rec in suspects:
-                if stop():  # a suspect may cost a whole file's sha256: look between them
-                    break
-                if rec.job_id in moved or await self._verified(rec):
-                    continue
-                why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
-                if self.store.transition(
-                    rec.job_id,
-                    Event.OUTPUT_MISSING,
-                    message=f"{rec.path} is {why} on disk: fetching it again",
-                ):
-                    moved.add(rec.job_id)
-                    job = self.store.get(rec.job_id)
-                    if job is not None:
-                        lost += 1
-                        yield job
-        if lost:
-            self.observer.message(f"{lost} finished job(s) lost files on disk; fetching again")
-
-    def _unverified(self, records: list[FileRow]) -> list[FileRow]:
-        """The files whose size or mtime differ from the record (or are gone): only these
-        need a closer look (`_verified` hashes one whose mtime alone changed)."""
-        out = []
-        for rec in records:
-            if not rec.path or rec.size is None:
-                out.append(rec)
-                continue
-            try:
-                info = os.stat(self.out_dir / rec.path)
-            except OSError:
-                out.append(rec)
-                continue
-            if info.st_size != rec.size or info.st_mtime_ns != rec.mtime_ns:
-                out.append(rec)
-        return out
+        async for job in self._check.lost_outputs(stop):
+            yield job
 
     def _fail(self, job: JobRow, reason: str) -> None:
         message = f"download failed: {reason}"
@@ -439,7 +345,7 @@ class Downloader:
             tries += 1
             try:
                 return await self._fetcher.fetch(
-                    url, lambda ext: self._path_for(job, n, ext), self._preview_for(job, n)
+                    url, lambda ext: self._path_for(job, n, ext), self._previews.hook(job.job_id, n)
                 )
             except Transient as err:
                 if tries > self.retries:
@@ -452,20 +358,6 @@ class Downloader:
                     *(job.job_id, n + 1, err, tries, self.retries, delay),
                 )
                 await asyncio.sleep(delay)
-
-    def _preview_for(self, job: JobRow, n: int) -> Preview | None:
-        """The report's preview of file `n`, made from the image the download check
-        decodes (in its worker thread): one decode per file, not two. Kept in `_seen`
-        until the file is recorded (its pixels too, even when it is its own preview)."""
-        if not self._thumbnails:
-            return None
-        out_dir, seen, key = self.out_dir, self._seen, (job.job_id, n)
-
-        def preview(image: object) -> bool:
-            seen[key] = preview_from_decoded(image, out_dir, job.job_id, n)
-            return True
-
-        return preview
 
     def _path_for(self, job: JobRow, n: int, ext: str) -> str:
         assert self._claims is not None

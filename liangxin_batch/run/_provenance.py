@@ -29,8 +29,9 @@ from liangxin_batch.errors import DiskFullError
 from liangxin_batch.outputs._embed import EMBED_DIR, copy_path, embed_copy, embeddable
 from liangxin_batch.outputs._sidecars import (
     JobProvenance,
-    missing_sidecars,
     read_job,
+    sidecar_of,
+    without_sidecar,
     write_sidecars,
 )
 from liangxin_batch.run._fetch import write_error
@@ -55,13 +56,19 @@ class Provenance:
         job = read_job(self.store, job_id)
         if job is None:
             return None
+        failure = await self._write_sidecars(job)
+        return None if failure is None else f"provenance sidecar: {failure}"
+
+    async def _write_sidecars(self, job: JobProvenance) -> str | None:
+        """Write the job's sidecars in a worker thread: None when written, else why not
+        (a write error, as a file's would read). DiskFullError on a full disk."""
         try:
             await asyncio.to_thread(write_sidecars, self.out_dir, job)
         except OSError as err:
-            failure = write_error(self.out_dir, job.targets[0][1], err)
+            failure = write_error(self.out_dir, job.targets[0][2], err)
             if isinstance(failure, DiskFullError):
                 raise failure from None
-            return f"provenance sidecar: {failure}"
+            return str(failure)
         return None
 
     async def after_done(self, job_id: str) -> None:
@@ -73,7 +80,7 @@ class Provenance:
             await asyncio.to_thread(self._copies, job)
 
     def _copies(self, job: JobProvenance) -> None:
-        for path, _ in job.targets:
+        for _, path, _ in job.targets:
             if not embeddable(path):
                 continue
             try:
@@ -87,29 +94,42 @@ class Provenance:
         """Write the sidecars (and copies, when on) that the given verified outputs of
         done jobs lack; returns how many jobs needed them. DiskFullError on a full disk;
         any other write error is logged (the job stays done, its files are fine)."""
-        sidecars, copies = await asyncio.to_thread(self._owed, records)
+        unsure, copies = await asyncio.to_thread(self._owed, records)
+        sidecars = await self._missing(unsure)
         for job_id in sorted(sidecars | copies):
             if stop():  # a Ctrl-C: the next run's walk finds the rest
                 break
             job = read_job(self.store, job_id)
             if job is None:
                 continue
-            if job_id in sidecars:
-                try:
-                    await asyncio.to_thread(write_sidecars, self.out_dir, job)
-                except OSError as err:
-                    failure = write_error(self.out_dir, job.targets[0][1], err)
-                    if isinstance(failure, DiskFullError):
-                        raise failure from None
-                    logger.warning("%s: provenance sidecar not written: %s", job_id, failure)
+            if job_id in sidecars and (failure := await self._write_sidecars(job)):
+                logger.warning("%s: provenance sidecar not written: %s", job_id, failure)
             if job_id in copies:
                 await asyncio.to_thread(self._copies, job)
         return len(sidecars)
 
-    def _owed(self, records: Sequence[FileRow]) -> tuple[set[str], set[str]]:
-        """Jobs whose sidecars are missing; jobs whose copies are (only with `embed`:
-        a copy that cannot be made, e.g. a JPEG whose text exceeds EXIF, is tried again
-        by each run)."""
+    async def _missing(self, unsure: list[FileRow]) -> set[str]:
+        """Jobs whose sidecar is missing, of the outputs whose `NAME.json` is: the state
+        says which of those are named `NAME~ext.json` instead (an index search each: a
+        batch whose sidecars all exist asks none), and a stat looks for that name."""
+        missing: set[str] = set()
+        legacy: list[FileRow] = []
+        for rec in unsure:
+            if sidecar_of(self.store, rec) == sidecar_path(rec.path or ""):
+                missing.add(rec.job_id)
+            else:
+                legacy.append(rec)
+        if legacy:
+            lost = await asyncio.to_thread(
+                without_sidecar, self.out_dir, legacy, legacy_sidecar_path
+            )
+            missing.update(rec.job_id for rec in lost)
+        return missing
+
+    def _owed(self, records: Sequence[FileRow]) -> tuple[list[FileRow], set[str]]:
+        """The outputs whose `NAME.json` is missing; jobs whose copies are (only with
+        `embed`: a copy that cannot be made, e.g. a JPEG whose text exceeds EXIF, is
+        tried again by each run)."""
         copies: set[str] = set()
         if self.embed:
             for rec in records:
@@ -120,7 +140,7 @@ class Provenance:
                     and not os.path.exists(self.out_dir / copy_path(rec.path))
                 ):
                     copies.add(rec.job_id)
-        return missing_sidecars(self.out_dir, records), copies
+        return without_sidecar(self.out_dir, records), copies
 
 
 def set_aside_provenance(out: Path, rel: str, kept: Path) -> None:
