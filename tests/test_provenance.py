@@ -474,3 +474,25 @@ def test_a_sidecar_names_its_files_own_number(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "outputs/m/a_2.json").read_text(encoding="utf-8"))
     assert record["file"] == {"n": 2, "path": "outputs/m/a_2.png"}
     assert [f["n"] for f in record["files"]] == [2]
+
+
+def test_a_missing_sidecar_of_a_file_whose_mtime_changed_is_written_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """A folder copied without its times (or restored from a backup): the walk hashes the
+    files whose mtime changed, finds them the same, and must write their missing
+    sidecars then, not one run later (a tester's find: it took two runs)."""
+    manifest = write_manifest(tmp_path)
+    out = tmp_path / "out"
+    run(manifest, out)
+    _, files = state(out)
+    (f,) = files["p-quotes"]
+    os.unlink(out / sidecar_path(f.path or ""))
+    for recs in files.values():
+        for rec in recs:
+            os.utime(out / (rec.path or ""), ns=(1, 1_000_000_000))  # the bytes stay
+
+    assert run(manifest, out).exit_code == 0
+
+    record = json.loads((out / sidecar_path(f.path or "")).read_text(encoding="utf-8"))
+    assert record["files"][0]["sha256"] == f.sha256

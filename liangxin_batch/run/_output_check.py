@@ -73,10 +73,14 @@ class OutputCheck:
             refetched = {rec.job_id for rec in suspects}  # their sidecars come with them
             await self.provenance.repair([r for r in wanted if r.job_id not in refetched], stop)
             moved: set[str] = set()
+            same: list[FileRow] = []  # only their mtime changed: their sidecars now
             for rec in suspects:
                 if stop():  # a suspect may cost a whole file's sha256: look between them
                     break
-                if rec.job_id in moved or await self.verified(rec):
+                if rec.job_id in moved:
+                    continue
+                if await self.verified(rec):
+                    same.append(rec)
                     continue
                 why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
                 if self.store.transition(
@@ -89,6 +93,7 @@ class OutputCheck:
                     if job is not None:
                         lost += 1
                         yield job
+            await self.provenance.repair([r for r in same if r.job_id not in moved], stop)
         if lost:
             self.observer.message(f"{lost} finished job(s) lost files on disk; fetching again")
 
