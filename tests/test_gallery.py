@@ -256,6 +256,21 @@ def test_the_index_is_compact(tmp_path: Path) -> None:
     assert meta["groupable"] == ["_subject", "style"]
 
 
+def test_submit_times_keep_their_order_when_the_first_job_went_late(tmp_path: Path) -> None:
+    """The index's submit times are offsets from the segment's earliest, not its first
+    job's in manifest order (a retried first job was submitted after the others)."""
+    store = StateStore.in_dir(tmp_path)
+    for i in range(3):
+        add(store, tmp_path, i, JobState.FAILED, error="x")
+    drive(store, "job-0", JobState.FAILED, task_id="t0b", submitted_at=T0 + 86400,
+          error_code="500", error_message="x")  # fmt: skip
+    write_report_html(tmp_path, store)
+    store.close()
+    index = _data(tmp_path)["index"][0]
+    times = [index["t0"] + s for s in index["st"]]
+    assert times == [T0 + 86400, T0 + 1, T0 + 2], (index["t0"], index["st"])
+
+
 def test_percentile() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
