@@ -4,11 +4,15 @@ done so far and says the batch is still running; the end of the run writes it wh
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.run._live_report import live_report
+from liangxin_batch.run._progress import NullObserver
+from liangxin_batch.state._store import StateStore
 from tests.runner_harness import SimEnv, in_virtual_time
 from tests.test_gallery import _data
 
@@ -77,3 +81,33 @@ def test_no_refresh_with_report_every_zero(tmp_path: Path) -> None:
     in_virtual_time(main)
     assert seen and all(s is None for s in seen[:-1]), seen
     assert snapshot(tmp_path) == (30, False)
+
+
+class Said(NullObserver):
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.said.append(text)
+
+
+def test_an_unexpected_refresh_error_is_said_once_and_the_run_goes_on(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A refresh that fails on an error nobody expected (here a SQLite error: the store
+    it reads was closed under it) stops the refreshes, is said once and logged; the
+    block it ran beside ends as it would have."""
+    store = StateStore.in_dir(tmp_path)
+    store.close()
+    observer = Said()
+
+    async def main() -> str:
+        async with live_report(tmp_path, store, RunSettings(report_every=5.0), observer):
+            await asyncio.sleep(60.0)  # twelve refreshes' worth
+            return "the run's result"
+
+    with caplog.at_level(logging.WARNING, logger="liangxin_batch"):
+        assert in_virtual_time(main) == "the run's result"
+    assert len(observer.said) == 1, observer.said
+    assert "report.html is not refreshed during this run" in observer.said[0]
+    assert any("ProgrammingError" in r.getMessage() for r in caplog.records), caplog.text

@@ -5,7 +5,8 @@ Each refresh makes only the data files of segments that changed since the last o
 most two segments per refresh, outputs/_gallery.py `LiveReport`), a few hundred jobs at
 a time, handing control back to the event loop between those steps: submissions, polls
 and downloads go on meanwhile. A refresh that fails (a full disk) is said once and the
-run goes on without them; the end of the run writes the whole report as always.
+run goes on without them (any error: one nobody foresaw is logged too, and never takes
+the place of the run's result); the end of the run writes the whole report as always.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ async def _refresh_forever(
             longest = max(longest, time.perf_counter() - t0)
         except (OSError, LiangXinBatchError) as err:
             observer.message(f"report.html is not refreshed during this run ({err})")
+            return
+        except Exception as err:  # a fault nobody foresaw must not end the run
+            # Said now, not at the run's end in place of its result; the log keeps the
+            # traceback (our code's, with no key in it: the key is a header only).
+            logger.warning("report refresh failed: %s: %s", type(err).__name__, err, exc_info=True)
+            observer.message(
+                f"report.html is not refreshed during this run ({type(err).__name__}: {err}); "
+                "the end of the run writes it"
+            )
             return
         logger.debug("report.html refreshed; longest step %.1f ms", longest * 1000)
 
