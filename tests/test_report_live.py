@@ -9,6 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+from liangxin_batch.cli import main
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.run._live_report import live_report
 from liangxin_batch.run._progress import NullObserver
@@ -111,3 +115,20 @@ def test_an_unexpected_refresh_error_is_said_once_and_the_run_goes_on(
     assert len(observer.said) == 1, observer.said
     assert "report.html is not refreshed during this run" in observer.said[0]
     assert any("ProgrammingError" in r.getMessage() for r in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("every", ["0.0001", "0.5s", "0.9"])
+def test_report_every_below_a_second_is_refused(tmp_path: Path, every: str) -> None:
+    m = tmp_path / "m.csv"
+    m.write_text("id,model,prompt,aspect_ratio\na,z-image,fine,1:1\n")
+    env = {"LIANGXIN_API_KEY": "sk-test-000000", "LIANGXIN_BASE_URL": "http://127.0.0.1:9"}
+    args = ["run", str(m), "--out", str(tmp_path / "o"), "--report-every", every]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert "--report-every" in result.stderr and every in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o" / "state.db").exists()
+    with pytest.raises(ValueError, match="report_every"):
+        RunSettings(report_every=0.5)
+    assert RunSettings(report_every=0).report_every == 0  # only at the end
+    assert RunSettings(report_every=1).report_every == 1
