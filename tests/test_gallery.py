@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from liangxin_batch.core._states import JobState
-from liangxin_batch.outputs._gallery import write_report_html, write_reports
+from liangxin_batch.outputs._gallery import LiveReport, write_report_html, write_reports
 from liangxin_batch.outputs._report_data import DATA_DIR
 from liangxin_batch.outputs._report_shards import SHORT
 from liangxin_batch.state._migrations import SEGMENT_JOBS
@@ -205,6 +205,33 @@ def test_a_rebuild_writes_only_the_changed_segments(tmp_path: Path) -> None:
     assert {n.split("-")[1] for n in gone if not n.startswith("meta")} == {"00001"}
     assert set(made) <= third, "the files of the meta before stay, those of the one before go"
     assert any(n.startswith("idx-00000-") for n in third - set(made) - {"cache.json"})
+    store.close()
+
+
+def test_a_live_refresh_takes_the_segments_built_longest_ago_first(tmp_path: Path) -> None:
+    """Two segments per refresh: early segments that change every time must not starve
+    the later ones (never built, or built longest ago, go first)."""
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(job_rows(4, stride=SEGMENT_JOBS))  # one job in each of 4 segments
+
+    def change(*segs: int, why: str) -> None:
+        for seg in segs:
+            drive(store, f"j{seg:05d}", JobState.FAILED, task_id=f"t{seg}",
+                  error_code="500", error_message=why)  # fmt: skip
+
+    def refresh() -> list[str]:
+        before = set(_files(tmp_path)) if (tmp_path / DATA_DIR).exists() else set()
+        for _ in LiveReport(tmp_path, store, max_segments=2).steps():
+            pass
+        return sorted(n.split("-")[1] for n in set(_files(tmp_path)) - before if n[:4] == "idx-")
+
+    assert refresh() == ["00000", "00001"]  # none built yet: in order
+    assert refresh() == ["00002", "00003"]
+    change(0, 1, 2, 3, why="first")
+    assert refresh() == ["00000", "00001"]  # all stale: 0 and 1 were built longest ago
+    change(0, 1, why="second")
+    assert refresh() == ["00002", "00003"]  # stale since before 0 and 1 changed again
+    assert refresh() == ["00000", "00001"]
     store.close()
 
 

@@ -69,6 +69,7 @@ class SegmentFiles:
     reasons: dict[str, int] = field(default_factory=dict)
     groups: dict[str, dict[str, int] | None] = field(default_factory=dict)
     cached: bool = True  # False: made for one report only (a reader's dirty segment)
+    built: int = 0  # when made, in the order of this cache's builds (0: before it counted)
 
     def names(self) -> list[str]:
         return [self.index, *self.rows, *([self.long] if self.long else [])]
@@ -184,8 +185,8 @@ class ReportData:
             self.local = None
         found = self.store.report_segments()
         stale = [s for s, (v, d) in sorted(found.items()) if not self._fresh(s, v, d)]
-        if max_segments is not None:
-            stale = stale[:max_segments]
+        if max_segments is not None:  # fair: never built first, then built longest ago
+            stale = sorted(stale, key=self._age)[:max_segments]
         versions = {s: v for s, (v, _) in found.items()}
         dirty = {s for s in stale if found[s][1]}
         if dirty and not self.store.readonly:  # clean before reading (migration 010)
@@ -217,6 +218,12 @@ class ReportData:
         for _ in self.steps(max_segments=max_segments):
             pass
         return self.meta_name
+
+    def _age(self, seg: int) -> tuple[int, int]:
+        """Sort key of a stale segment: those never made, then those made longest ago
+        (segments that change at every refresh must not starve the others)."""
+        entry = self.cache.get(seg)
+        return (0, seg) if entry is None or not entry.cached else (1, entry.built)
 
     def _files_of(self, seg: int, version: int, *, cached: bool) -> SegmentFiles:
         """The names of a segment's files about to be made (rows added as written)."""
@@ -254,6 +261,7 @@ class ReportData:
         files.statuses = dict(data.statuses)
         files.reasons = dict(data.reasons)
         files.groups = data.groups
+        files.built = 1 + max((e.built for e in self.cache.values()), default=0)
         return files
 
     def _input_thumbs(self, part: list[dict[str, Any]]) -> None:
