@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liangxin_batch.cli import main
-
 from liangxin_batch.core._states import JobState
 from liangxin_batch.outputs._gallery import LiveReport, write_report_html, write_reports
 from liangxin_batch.outputs._report_data import DATA_DIR, READER_KEEP_SECONDS, ReportData
