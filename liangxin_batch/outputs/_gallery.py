@@ -25,7 +25,7 @@ from typing import Any
 from liangxin_batch.core._states import BILLED_STATES, JobState
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import RESULTS_CSV, report_status
-from liangxin_batch.outputs._report_data import DATA_DIR, ReportData
+from liangxin_batch.outputs._report_data import DATA_DIR, ReportData, Step
 from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
 from liangxin_batch.state._status import removed_line
@@ -285,7 +285,7 @@ class LiveReport:
         self.store = store
         self.max_segments = max_segments
 
-    def steps(self, summary: Summary | None = None) -> Iterator[None]:
+    def steps(self, summary: Summary | None = None) -> Iterator[Step]:
         """`summary`: the band as read beforehand (None: read here)."""
         yield from self.data.steps(max_segments=self.max_segments)
         yield None

@@ -29,6 +29,9 @@ READER_KEEP_SECONDS; a file the run removed before the reader linked it is made 
 
 `ReportData.steps()` does the work a few hundred jobs at a time, so a run can refresh
 the report beside its event loop (run/_run.py `--report-every`); `refresh()` does it all.
+Work that may take seconds (hashing and decoding local input images for their
+thumbnails) is not done in a step: it is yielded as an `OffLoop` job, which the run
+hands to a worker thread (run/_live_report.py) before it takes the next step.
 """
 
 from __future__ import annotations
@@ -48,15 +51,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._states import REPORT_STATUSES
 from liangxin_batch.outputs import _card_inputs, _report_shards
-from liangxin_batch.outputs._card_inputs import CardInputs
+from liangxin_batch.outputs._card_inputs import CardInputs, make_input_thumbs
 from liangxin_batch.outputs._report_shards import FACET_MAX, SUB_JOBS, SegmentData, build_segment
 from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
 from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import StateStore
 
-__all__ = ["DATA_DIR", "READER_KEEP_SECONDS", "ReportData", "SegmentFiles"]
+__all__ = ["DATA_DIR", "READER_KEEP_SECONDS", "OffLoop", "ReportData", "SegmentFiles", "Step"]
 
 DATA_DIR = "report/data"
 _CACHE = "cache.json"
@@ -87,6 +91,25 @@ class SegmentFiles:
 
     def names(self) -> list[str]:
         return [self.index, *self.rows, *([self.long] if self.long else [])]
+
+
+class OffLoop:
+    """Work of a refresh to run off the event loop (file work only: no state), before
+    the next step is taken; run where it stands if the caller did not."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self._work()
+            self.done = True
+
+
+#: What `ReportData.steps()` yields: None (a step is done: hand control back), or work
+#: to run off the event loop before the next step.
+Step = OffLoop | None
 
 
 @functools.cache  # the sources do not change under a running process
@@ -215,9 +238,10 @@ class ReportData:
 
     # -- the work -------------------------------------------------------------------
 
-    def steps(self, *, max_segments: int | None = None) -> Iterator[None]:
+    def steps(self, *, max_segments: int | None = None) -> Iterator[Step]:
         """Bring the data files up to date, a sub-shard of jobs per step (a None is
-        yielded between steps); then write the meta file (`self.meta_name`).
+        yielded between steps, an `OffLoop` for work to run off the event loop first);
+        then write the meta file (`self.meta_name`).
 
         `max_segments`: make at most this many stale segments now (a refresh during a
         run); the others keep their previous files, or are left out until made."""
@@ -254,7 +278,7 @@ class ReportData:
                 check_files=seg in self.lost,
                 local=self.local,
             ):
-                self._write_rows(data, files, final=finished)  # a few at a time
+                yield from self._write_rows(data, files, final=finished)  # a few at a time
                 if not finished:
                     yield None
             yield None
@@ -265,8 +289,9 @@ class ReportData:
 
     def refresh(self, *, max_segments: int | None = None) -> str:
         """`steps` run to the end; the meta file's name."""
-        for _ in self.steps(max_segments=max_segments):
-            pass
+        for step in self.steps(max_segments=max_segments):
+            if step is not None:
+                step()
         return self.meta_name
 
     def _age(self, seg: int) -> tuple[int, int]:
@@ -313,7 +338,7 @@ class ReportData:
             cached=False,
         )
 
-    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> None:
+    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> Iterator[Step]:
         """The heavy sub-shards completed since the last call (all, when `final`), each
         written and then let go: a segment's rows are never all in memory."""
         tag = files.index[len("idx-") : -len(".js")]
@@ -321,7 +346,7 @@ class ReportData:
         for sub in range(len(files.rows), len(data.rows)):
             part = data.rows[sub]
             if self.local is not None:
-                self._input_thumbs(part)
+                yield from self._input_thumbs(part)
             name = f"row-{tag}-{sub}.js"
             _write_atomic(self.folder / name, _script("rows", data.seg, sub, part))
             files.rows.append(name)
@@ -343,19 +368,25 @@ class ReportData:
         files.built = 1 + max((e.built for e in self.cache.values()), default=0)
         return files
 
-    def _input_thumbs(self, part: list[dict[str, Any]]) -> None:
+    def _input_thumbs(self, part: list[dict[str, Any]]) -> Iterator[Step]:
         """Thumbnails of a sub-shard's local input images (each distinct file decoded
-        once, ever: named by its bytes); an input without one shows its path alone."""
+        once, ever: named by its bytes), made by an `OffLoop` job (hashing and decoding
+        big photos takes seconds); an input without one shows its path alone."""
         assert self.local is not None
         todo = {k: v for k, v in self.local.wanted.items() if k not in self._thumbs_tried}
-        self.local.wanted = todo
-        self._thumbs_made |= self.local.make_thumbs(self.out_dir, self.max_pixels)
-        self._thumbs_tried.update(todo)
         self.local.wanted = {}
+        if todo:
+            job = OffLoop(functools.partial(self._make_input_thumbs, todo))
+            yield job
+            job()  # a no-op once the caller ran it
+            self._thumbs_tried.update(todo)
         for row in part:
             for image in row.get("inputs", ()):
                 if image[1] not in self._thumbs_made:
                     image[1] = None
+
+    def _make_input_thumbs(self, todo: dict[str, LocalFile]) -> None:
+        self._thumbs_made |= make_input_thumbs(todo, self.out_dir, self.max_pixels)
 
     # -- the meta file -----------------------------------------------------------------
 

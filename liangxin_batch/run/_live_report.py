@@ -70,9 +70,12 @@ class LiveRefresh:
                 # million jobs): read on a connection of their own, off the event loop.
                 summary = await asyncio.to_thread(_read_summary, out, time.monotonic() - started)
                 t0 = time.perf_counter()
-                for _ in live.steps(summary):
+                for step in live.steps(summary):
                     longest = max(longest, time.perf_counter() - t0)
-                    await asyncio.sleep(0)  # the run's own work goes on between steps
+                    if step is not None:  # input thumbnails: hashing, decoding
+                        await asyncio.to_thread(step)
+                    else:
+                        await asyncio.sleep(0)  # the run's own work goes on between steps
                     t0 = time.perf_counter()
                 longest = max(longest, time.perf_counter() - t0)
             except (OSError, LiangXinBatchError) as err:
