@@ -83,9 +83,11 @@ def main() -> None:
     live, longest, steps = LiveReport(out, store), 0.0, 0
     summary = read_summary(store)  # a run reads it in a worker thread (_live_report.py)
     t0 = time.perf_counter()
-    for _ in live.steps(summary):
+    for step in live.steps(summary):
         longest = max(longest, time.perf_counter() - t0)
         steps += 1
+        if step is not None:  # a run does this in a worker thread: not a step
+            step()
         t0 = time.perf_counter()
     longest = max(longest, time.perf_counter() - t0)
     write_report_html(out, store)  # as the end of the run leaves it

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from liangxin_batch.cli import main
 from liangxin_batch.core._states import JobState
-from liangxin_batch.outputs._gallery import write_report_html, write_reports
-from liangxin_batch.outputs._report_data import DATA_DIR
+from liangxin_batch.outputs._gallery import LiveReport, write_report_html, write_reports
+from liangxin_batch.outputs._report_data import DATA_DIR, READER_KEEP_SECONDS, ReportData
 from liangxin_batch.outputs._report_shards import SHORT
 from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import FileRow, StateStore
@@ -101,7 +104,7 @@ def _data(out: Path) -> dict[str, Any]:
     """The report's data files, decoded: meta, index and rows by segment, long prompts."""
     folder = out / DATA_DIR
     html = (out / "report.html").read_text("utf-8")
-    found = re.search(r'<script src="report/data/(meta-[0-9a-f]+\.js)"', html)
+    found = re.search(r'<script src="report/data/(meta-[0-9a-fr-]+\.js)"', html)
     assert found, "report.html names its meta file"
     meta = _call(folder / found.group(1), "meta")[0]
     index = {s["seg"]: _call(folder / s["index"], "index")[1] for s in meta["segs"]}
@@ -208,6 +211,33 @@ def test_a_rebuild_writes_only_the_changed_segments(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_live_refresh_takes_the_segments_built_longest_ago_first(tmp_path: Path) -> None:
+    """Two segments per refresh: early segments that change every time must not starve
+    the later ones (never built, or built longest ago, go first)."""
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs(job_rows(4, stride=SEGMENT_JOBS))  # one job in each of 4 segments
+
+    def change(*segs: int, why: str) -> None:
+        for seg in segs:
+            drive(store, f"j{seg:05d}", JobState.FAILED, task_id=f"t{seg}",
+                  error_code="500", error_message=why)  # fmt: skip
+
+    def refresh() -> list[str]:
+        before = set(_files(tmp_path)) if (tmp_path / DATA_DIR).exists() else set()
+        for _ in LiveReport(tmp_path, store, max_segments=2).steps():
+            pass
+        return sorted(n.split("-")[1] for n in set(_files(tmp_path)) - before if n[:4] == "idx-")
+
+    assert refresh() == ["00000", "00001"]  # none built yet: in order
+    assert refresh() == ["00002", "00003"]
+    change(0, 1, 2, 3, why="first")
+    assert refresh() == ["00000", "00001"]  # all stale: 0 and 1 were built longest ago
+    change(0, 1, why="second")
+    assert refresh() == ["00002", "00003"]  # stale since before 0 and 1 changed again
+    assert refresh() == ["00000", "00001"]
+    store.close()
+
+
 def test_a_lost_file_shows_as_download_failed(run_dir: tuple[Path, StateStore]) -> None:
     out, store = run_dir
     (out / "outputs/nano/job-0.png").unlink()
@@ -221,22 +251,57 @@ def test_a_lost_file_shows_as_download_failed(run_dir: tuple[Path, StateStore]) 
     assert _data(out)["meta"]["statuses"][index["s"][0]] == "succeeded"
 
 
-def test_a_reader_beside_a_run_caches_only_clean_segments(tmp_path: Path) -> None:
+def test_a_reader_beside_a_run_keeps_its_own_files_and_never_the_cache(tmp_path: Path) -> None:
+    """`report` beside a running batch (read-only): its files carry its own names (its
+    segments made, or the run's current ones linked), it writes no cache.json and
+    removes nothing; the run's sweep keeps them READER_KEEP_SECONDS, then removes them."""
     store = StateStore.in_dir(tmp_path)
     store.upsert_jobs(job_rows(4, stride=SEGMENT_JOBS))
-    reader = StateStore.in_dir(tmp_path, readonly=True)
-    write_report_html(tmp_path, reader)  # every segment dirty: made for this report only
-    names = _files(tmp_path)
-    assert all("-r" in n for n in names if n.startswith(("idx", "row"))), names
-    write_report_html(tmp_path, store)  # the run's own: cached, the reader's kept a while
-    assert set(names) <= set(_files(tmp_path)), "a page open on the reader's still works"
+    write_report_html(tmp_path, store)  # the run's: segments 0-3 cached
     drive(store, "j00001", JobState.FAILED, task_id="t1", error_code="500", error_message="x")
-    write_report_html(tmp_path, store)  # two metas on: the reader's files are swept
-    assert not any("-r" in n for n in _files(tmp_path) if n.startswith(("idx", "row")))
+    cache = (tmp_path / DATA_DIR / "cache.json").read_bytes()
+    reader = StateStore.in_dir(tmp_path, readonly=True)
+    now = [T0]
+    write_report_html(tmp_path, reader, data=ReportData(tmp_path, reader, clock=lambda: now[0]))
+    page = _data(tmp_path)  # the reader's page: every job, segment 1 as it changed
+    assert page["rows"][1][0]["error"] == "500: x"
+    named = [n for s in page["meta"]["segs"] for n in (s["index"], *s["rows"])]
+    assert all("-r" in n for n in named), named
+    assert (tmp_path / DATA_DIR / "cache.json").read_bytes() == cache, "a reader never saves"
+    for i in (0, 1, 2):  # the run rebuilds every segment twice: its old files go
+        for j in range(4):
+            drive(store, f"j{j:05d}", JobState.FAILED, task_id=f"t{j}", error_code="500",
+                  error_message=f"again {i}")  # fmt: skip
+        write_report_html(tmp_path, store, data=ReportData(tmp_path, store, clock=lambda: now[0]))
+    left = set(_files(tmp_path))
+    assert set(named) <= left, "a page opened on the reader's still opens its jobs"
+    now[0] += READER_KEEP_SECONDS + 1
+    write_report_html(tmp_path, store, data=ReportData(tmp_path, store, clock=lambda: now[0]))
+    assert not any("-r" in n for n in _files(tmp_path)), "then they are swept"
     assert {s: d for s, (_v, d) in store.report_segments().items()} == dict.fromkeys(
         range(4), False
     )
     reader.close()
+    store.close()
+
+
+def test_report_on_a_folder_no_run_holds_caches_and_sweeps(tmp_path: Path) -> None:
+    """`report DIR` with no run beside it holds the run lock and works as a run does:
+    dirty segments cleaned and cached, old files swept; three calls, one set of files."""
+    build_big_state(tmp_path, 300)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("UPDATE files SET thumb = NULL")  # previews a run left unmade: all dirty
+    db.commit()
+    db.close()
+    counts = []
+    for _ in range(3):
+        result = CliRunner().invoke(main, ["report", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        counts.append(sorted(_files(tmp_path)))
+    assert counts[1] == counts[2], "nothing changed: the same files"
+    assert not any("-r" in n for n in counts[2]), counts[2]
+    store = StateStore.in_dir(tmp_path, readonly=True)
+    assert not any(d for _v, d in store.report_segments().values())
     store.close()
 
 
@@ -254,6 +319,21 @@ def test_the_index_is_compact(tmp_path: Path) -> None:
     meta = _data(tmp_path)["meta"]
     assert [f["name"] for f in meta["facets"]] == ["_subject", "style"]
     assert meta["groupable"] == ["_subject", "style"]
+
+
+def test_submit_times_keep_their_order_when_the_first_job_went_late(tmp_path: Path) -> None:
+    """The index's submit times are offsets from the segment's earliest, not its first
+    job's in manifest order (a retried first job was submitted after the others)."""
+    store = StateStore.in_dir(tmp_path)
+    for i in range(3):
+        add(store, tmp_path, i, JobState.FAILED, error="x")
+    drive(store, "job-0", JobState.FAILED, task_id="t0b", submitted_at=T0 + 86400,
+          error_code="500", error_message="x")  # fmt: skip
+    write_report_html(tmp_path, store)
+    store.close()
+    index = _data(tmp_path)["index"][0]
+    times = [index["t0"] + s for s in index["st"]]
+    assert times == [T0 + 86400, T0 + 1, T0 + 2], (index["t0"], index["st"])
 
 
 def test_percentile() -> None:

@@ -21,8 +21,9 @@ from PIL import Image
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._local_files import file_token
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._states import JobState
 from liangxin_batch.outputs._card_inputs import INPUT_THUMB_SIZE, CardInputs, input_thumb_name
-from liangxin_batch.outputs._gallery import write_report_html
+from liangxin_batch.outputs._gallery import LiveReport, write_report_html
 from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.outputs._report_data import DATA_DIR
 from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
@@ -31,6 +32,7 @@ from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
 from tests.report_browser_support import launched, report_page
 from tests.sim_support import sim_of
+from tests.state_support import drive
 from tests.test_gallery import _data, chromium  # noqa: F401  (a fixture)
 
 EDIT = "google/nano-banana-edit"
@@ -275,3 +277,30 @@ def test_report_of_a_run_on_local_files_in_headless_chromium(
         assert "file:sha256:" not in text and "/tempfile/" not in text
     thumbs = sorted(p.name for p in (out / "thumbs").glob("input~*.jpg"))
     assert thumbs == sorted(input_thumb_name(s) for s in shas.values())
+
+
+def test_a_live_refresh_hands_input_thumbnails_off_its_steps(
+    tmp_path: Path, photos: dict[str, str]
+) -> None:
+    """Hashing and decoding local inputs (seconds for big photos) is never done inside
+    a step the run takes on its event loop: `steps()` yields it as a job of its own (the
+    run hands it to a worker thread), once per file, and a later refresh hashes nothing."""
+    rows = [(f"j{i:02d}", path) for i, path in enumerate(sorted(photos) * 3)]
+    store = _synced(_manifest(tmp_path, rows), tmp_path / "out")
+    thumbs = tmp_path / "out" / "thumbs"
+    live = LiveReport(tmp_path / "out", store)
+    jobs = 0
+    for step in live.steps():
+        if step is None:
+            continue
+        assert not list(thumbs.glob("input-*")), "decoded inside a step, not in the job"
+        jobs += 1
+        step()
+    assert jobs == 1, jobs
+    assert len(list(thumbs.glob("input-*"))) == 3  # three distinct files
+    shown = [i for r in _data(tmp_path / "out")["rows"][0] for i in r["inputs"]]
+    assert shown and all(thumb for _written, thumb in shown), shown
+    drive(store, "j00", JobState.FAILED, task_id="t0", error_code="500", error_message="x")
+    assert [s for s in live.steps() if s is not None] == []  # segment 0 again: no job
+    assert _data(tmp_path / "out")["rows"][0][0]["error"] == "500: x"
+    store.close()

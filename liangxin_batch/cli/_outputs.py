@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,37 +250,52 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from liangxin_batch.outputs._gallery import write_reports
 
-    store = _open(out_dir)
-    try:
-        _make_previews(out_dir, max_image_pixels)
+    _open(out_dir).close()  # a folder without a state: said before anything is written
+    with _report_store(out_dir) as store:
+        if not store.readonly:
+            _make_previews(store, out_dir, max_image_pixels)
         csv_path, html_path = write_reports(
             out_dir, store, check_files=True, csv_safe=csv_safe, max_pixels=max_image_pixels
         )
-    finally:
-        store.close()
     click.echo(f"results: {csv_path}")
     click.echo(f"report:  {html_path}")
 
 
-def _make_previews(out_dir: Path, max_pixels: int) -> None:
-    """The previews a run left unmade (a state from before they were recorded, a run
-    stopped early), made and recorded before the report reads them. The one write
-    `report` makes to the state, under the run lock: while a run holds the folder it is
-    skipped (the run makes its own), and a folder that cannot be written keeps none."""
-    from liangxin_batch.errors import ConfigError
-    from liangxin_batch.outputs._thumbs import ensure_previews
+@contextlib.contextmanager
+def _report_store(out_dir: Path) -> Iterator[StateStore]:
+    """The state `report` works on. With no run in the folder, `report` holds the run
+    lock for the whole report and writes as a run does (previews recorded, the report's
+    data cached and its old files swept: nothing left behind, calls after the first
+    reuse its files). Beside a running batch (or in a folder that cannot be written)
+    it only reads: its files serve its own page, and the run removes them later."""
     from liangxin_batch.state._lock import RunLock
     from liangxin_batch.state._store import StateStore
 
-    try:
-        with RunLock(out_dir):
+    with contextlib.ExitStack() as stack:
+        store = None
+        try:
+            stack.enter_context(RunLock(out_dir))
             store = StateStore.in_dir(out_dir)
-            try:
-                counts = ensure_previews(store, out_dir, max_pixels=max_pixels)
-            finally:
-                store.close()
-    except ConfigError:
-        return  # a run is using the folder: it makes the previews
+        except ConfigError:
+            pass  # a run is using the folder: it makes the previews and owns the cache
+        except (StateError, OSError) as err:
+            click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
+        if store is None:
+            store = _open(out_dir)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _make_previews(store: StateStore, out_dir: Path, max_pixels: int) -> None:
+    """The previews a run left unmade (a state from before they were recorded, a run
+    stopped early), made and recorded before the report reads them (under the run lock:
+    while a run holds the folder it makes its own)."""
+    from liangxin_batch.outputs._thumbs import ensure_previews
+
+    try:
+        counts = ensure_previews(store, out_dir, max_pixels=max_pixels)
     except (StateError, OSError) as err:
         click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
         return

@@ -244,7 +244,7 @@ def _callback_options(
     show_default=True,
     metavar="DURATION",
     help="Refresh report.html this often while the batch runs (open it to see what is "
-    "done so far); 0: only at the end.",
+    "done so far; at least 1s); 0: only at the end.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
@@ -310,6 +310,12 @@ def run_command(
             f"--upload-lifetime {upload_lifetime}: an upload must live longer than zero; "
             "give how long the upload host keeps a file (24h unless it says otherwise)"
         )
+    every = parse_duration(report_every, flag="--report-every")
+    if 0 < every < 1:
+        raise ConfigError(
+            f"--report-every {report_every}: each refresh rewrites report.html, at most once "
+            "a second; give 1s or more (30s is the default), or 0 for only at the end"
+        )
     if margin > lifetime / 2:
         raise ConfigError(
             f"--upload-margin {upload_margin} is more than half of --upload-lifetime "
@@ -337,7 +343,7 @@ def run_command(
         min_download_rate=parse_size(download_min_rate, flag="--download-min-rate"),
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
-        report_every=parse_duration(report_every, flag="--report-every"),
+        report_every=every,
         upload_lifetime=lifetime,
         upload_margin=margin,
         upload_concurrency=upload_concurrency,

@@ -137,8 +137,11 @@ class RunSettings:
                 raise ValueError(f"{name} must be positive")
         if self.create_margin is not None and not 0 <= self.create_margin < math.inf:
             raise ValueError("create_margin must be zero or more seconds")
-        if not 0 <= self.report_every < math.inf:
-            raise ValueError("report_every must be zero or more seconds")
+        if not (self.report_every == 0 or 1 <= self.report_every < math.inf):
+            raise ValueError(
+                "report_every must be 0 (only at the end) or at least 1 second (each "
+                "refresh rewrites report.html)"
+            )
         if self.min_free_disk < 0:
             raise ValueError("min_free_disk must be zero or more bytes")
         if not 0 < self.poll_scale < math.inf:

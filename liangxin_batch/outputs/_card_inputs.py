@@ -44,6 +44,7 @@ __all__ = [
     "InputImage",
     "Resolved",
     "input_thumb_name",
+    "make_input_thumbs",
     "same_bytes",
 ]
 
@@ -128,7 +129,15 @@ class CardInputs:
     def make_thumbs(self, out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS) -> set[str]:
         """Make the wanted input thumbnails not made yet (each distinct file decoded
         once); the set of those that exist afterwards."""
-        return make_thumbs(self.wanted, out_dir, max_pixels, make=_input_thumb)
+        return make_input_thumbs(self.wanted, out_dir, max_pixels)
+
+
+def make_input_thumbs(
+    wanted: Mapping[str, LocalFile], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
+) -> set[str]:
+    """`CardInputs.make_thumbs` of `wanted` (file work only, no state: safe on a worker
+    thread while the state is used on another)."""
+    return make_thumbs(wanted, out_dir, max_pixels, make=_input_thumb)
 
 
 def _input_thumb(file: LocalFile, target: Path, max_pixels: int) -> bool:

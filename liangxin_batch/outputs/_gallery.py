@@ -25,7 +25,7 @@ from typing import Any
 from liangxin_batch.core._states import BILLED_STATES, JobState
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import RESULTS_CSV, report_status
-from liangxin_batch.outputs._report_data import DATA_DIR, ReportData
+from liangxin_batch.outputs._report_data import DATA_DIR, ReportData, Step
 from liangxin_batch.outputs._segments import write_results_by_segments
 from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
 from liangxin_batch.state._status import removed_line
@@ -186,11 +186,15 @@ def _write_html(
 ) -> Path:
     import markupsafe
 
+    now = datetime.now(UTC)
     context = {
         **summary,
         "credit_notes": credit_notes,
         "title": title or f"liangxin-batch · {out_dir.resolve().name}",
-        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": now.strftime("%Y-%m-%d %H:%M UTC"),
+        # A page written while the batch ran says when: one a kill left behind is not
+        # read as live.
+        "as_of": now.strftime("%H:%M UTC"),
         "meta_src": f"{DATA_DIR}/{meta_name}",
         "running": running,
         "app_js": markupsafe.Markup(_app_js()),
@@ -222,7 +226,7 @@ def write_report_html(
     (`ReportData`; `data`: one kept between refreshes of a run, `max_segments`: at
     most this many made now). `lost`: done jobs per model whose files were found gone
     (outputs/_lost.py), counted as download_failed, `lost_positions` their places;
-    None: not checked. `running`: the page says the batch is still running."""
+    None: not checked. `running`: the page says the batch was running as it was written."""
     if data is None:
         data = ReportData(out_dir, store, lost_positions=lost_positions, max_pixels=max_pixels)
     meta_name = data.refresh(max_segments=max_segments)
@@ -281,12 +285,23 @@ class LiveReport:
         self.store = store
         self.max_segments = max_segments
 
-    def steps(self, summary: Summary | None = None) -> Iterator[None]:
+    def steps(self, summary: Summary | None = None) -> Iterator[Step]:
         """`summary`: the band as read beforehand (None: read here)."""
         yield from self.data.steps(max_segments=self.max_segments)
         yield None
         meta = self.data.meta_name
         _finish_html(self.data, meta, self.store, None, None, None, True, summary)
+        self.wrote = True
+
+    wrote = False  # a refresh wrote report.html (saying the batch runs)
+
+    def settle(self) -> None:
+        """The run is over and its end wrote no report (a Ctrl-C on a big batch, nothing
+        changed since the last one, an error): the last refreshed page, from its data
+        files as they are, no longer says the batch runs (a summary and a page: no data
+        files made)."""
+        if self.wrote:
+            _finish_html(self.data, self.data.meta_name, self.store, None, None, None, False)
 
 
 def write_reports(

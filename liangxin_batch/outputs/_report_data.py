@@ -21,35 +21,53 @@ half-written file, nor one of another version than its meta names. Files no long
 named by the last two metas are removed after the new meta and report.html are in
 place (a page opened on the previous one can still open its jobs).
 
+The cache is the run's (or `report`'s under the run lock, cli/_outputs.py). A reader
+(`report` beside a running batch, read-only) never writes cache.json nor removes a
+file: its page names only files of its own (segments it made, and hard links of the
+run's current ones), tagged with its time, which the run's sweep keeps
+READER_KEEP_SECONDS; a file the run removed before the reader linked it is made again.
+
 `ReportData.steps()` does the work a few hundred jobs at a time, so a run can refresh
 the report beside its event loop (run/_run.py `--report-every`); `refresh()` does it all.
+Work that may take seconds (hashing and decoding local input images for their
+thumbnails) is not done in a step: it is yielded as an `OffLoop` job, which the run
+hands to a worker thread (run/_live_report.py) before it takes the next step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
+import shutil
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._states import REPORT_STATUSES
 from liangxin_batch.outputs import _card_inputs, _report_shards
-from liangxin_batch.outputs._card_inputs import CardInputs
+from liangxin_batch.outputs._card_inputs import CardInputs, make_input_thumbs
 from liangxin_batch.outputs._report_shards import FACET_MAX, SUB_JOBS, SegmentData, build_segment
 from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
 from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import StateStore
 
-__all__ = ["DATA_DIR", "ReportData", "SegmentFiles"]
+__all__ = ["DATA_DIR", "READER_KEEP_SECONDS", "OffLoop", "ReportData", "SegmentFiles", "Step"]
 
 DATA_DIR = "report/data"
 _CACHE = "cache.json"
+_READER_TAG = re.compile(r"-r(\d+)-\d+")
+#: How long the run keeps the files a reader (`report` beside a running batch) made
+#: for its page: a page opened on them opens its jobs that long.
+READER_KEEP_SECONDS = 600.0
 #: The layout of the data files (the page's loader reads this one).
 _FORMAT = 1
 
@@ -68,10 +86,30 @@ class SegmentFiles:
     statuses: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     groups: dict[str, dict[str, int] | None] = field(default_factory=dict)
-    cached: bool = True  # False: made for one report only (a reader's dirty segment)
+    cached: bool = True  # False: a reader's, for its page only (never in the cache)
+    built: int = 0  # when made, in the order of this cache's builds (0: before it counted)
 
     def names(self) -> list[str]:
         return [self.index, *self.rows, *([self.long] if self.long else [])]
+
+
+class OffLoop:
+    """Work of a refresh to run off the event loop (file work only: no state), before
+    the next step is taken; run where it stands if the caller did not."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self._work()
+            self.done = True
+
+
+#: What `ReportData.steps()` yields: None (a step is done: hand control back), or work
+#: to run off the event loop before the next step.
+Step = OffLoop | None
 
 
 @functools.cache  # the sources do not change under a running process
@@ -89,6 +127,29 @@ def _script(call: str, *args: Any) -> bytes:
     script tag, so no `</script>` can end it early)."""
     body = ",".join(json.dumps(a, ensure_ascii=False, separators=(",", ":")) for a in args)
     return f"LX.{call}({body});\n".encode()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` holding `source`'s bytes: a hard link, a copy where none can be made;
+    FileNotFoundError when `source` is gone."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:  # a file system without hard links
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _reader_born(name: str) -> int | None:
+    """When a reader made the file `name` (its `-r<time>-` tag); None: the run's."""
+    found = _READER_TAG.search(name)
+    return int(found.group(1)) if found else None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -111,8 +172,10 @@ class ReportData:
         *,
         lost_positions: set[int] | frozenset[int] = frozenset(),
         max_pixels: int = MAX_THUMB_PIXELS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.out_dir = out_dir
+        self.clock = clock
         self.store = store
         self.folder = out_dir / DATA_DIR
         #: Positions (`idx`) of done jobs whose files are gone (`report`'s check): their
@@ -125,7 +188,7 @@ class ReportData:
         self.cache: dict[int, SegmentFiles] = {}
         self.metas: list[list[str]] = []  # files named by the last metas, newest first
         self.meta_name = ""
-        self._made = 0  # files made for one report only (names kept apart)
+        self._made = 0  # a reader's files so far (their names kept apart)
         self._saved = b""  # the cache file as last read or written
         self._thumbs_tried: set[str] = set()  # input thumbnails asked for, and made
         self._thumbs_made: set[str] = set()
@@ -148,6 +211,10 @@ class ReportData:
             self.cache, self.metas = {}, []
 
     def _save(self) -> None:
+        """The cache file, the run's alone: a reader never writes it (its files are
+        not cached, and a save of a cache read earlier would undo the run's)."""
+        if self.store.readonly:
+            return
         kept = {str(s): asdict(e) for s, e in sorted(self.cache.items()) if e.cached}
         data = json.dumps({"segments": kept, "metas": self.metas}).encode()
         if data != self._saved:  # nothing changed: nothing written
@@ -171,9 +238,10 @@ class ReportData:
 
     # -- the work -------------------------------------------------------------------
 
-    def steps(self, *, max_segments: int | None = None) -> Iterator[None]:
+    def steps(self, *, max_segments: int | None = None) -> Iterator[Step]:
         """Bring the data files up to date, a sub-shard of jobs per step (a None is
-        yielded between steps); then write the meta file (`self.meta_name`).
+        yielded between steps, an `OffLoop` for work to run off the event loop first);
+        then write the meta file (`self.meta_name`).
 
         `max_segments`: make at most this many stale segments now (a refresh during a
         run); the others keep their previous files, or are left out until made."""
@@ -183,18 +251,25 @@ class ReportData:
         if not self.local.enabled:
             self.local = None
         found = self.store.report_segments()
+        reader = self.store.readonly
         stale = [s for s, (v, d) in sorted(found.items()) if not self._fresh(s, v, d)]
-        if max_segments is not None:
-            stale = stale[:max_segments]
+        if max_segments is not None:  # fair: never built first, then built longest ago
+            stale = sorted(stale, key=self._age)[:max_segments]
+        if reader:  # the run's current files, linked under the reader's own names
+            for seg in sorted(set(found) - set(stale)):
+                linked = self._link_for_reader(self.cache[seg])
+                if linked is None:  # the run removed them meanwhile: made here
+                    stale.append(seg)
+                else:
+                    self.cache[seg] = linked
         versions = {s: v for s, (v, _) in found.items()}
-        dirty = {s for s in stale if found[s][1]}
-        if dirty and not self.store.readonly:  # clean before reading (migration 010)
+        dirty = [s for s in stale if found[s][1]]
+        if dirty and not reader:  # clean before reading (migration 010)
             versions.update(self.store.clean_report_segments(sorted(dirty)))
-            dirty = set()
         for seg in stale:
-            # A dirty segment seen by a reader may change again at the same version: its
-            # files serve this report only (never cached).
-            files = self._files_of(seg, versions[seg], cached=seg not in dirty)
+            # A reader's files serve its page only: never cached (a dirty segment may
+            # change again at the same version, and the cache is the run's alone).
+            files = self._files_of(seg, versions[seg], cached=not reader)
             for data, finished in build_segment(
                 self.store,
                 self.out_dir,
@@ -203,7 +278,7 @@ class ReportData:
                 check_files=seg in self.lost,
                 local=self.local,
             ):
-                self._write_rows(data, files, final=finished)  # a few at a time
+                yield from self._write_rows(data, files, final=finished)  # a few at a time
                 if not finished:
                     yield None
             yield None
@@ -214,20 +289,56 @@ class ReportData:
 
     def refresh(self, *, max_segments: int | None = None) -> str:
         """`steps` run to the end; the meta file's name."""
-        for _ in self.steps(max_segments=max_segments):
-            pass
+        for step in self.steps(max_segments=max_segments):
+            if step is not None:
+                step()
         return self.meta_name
+
+    def _age(self, seg: int) -> tuple[int, int]:
+        """Sort key of a stale segment: those never made, then those made longest ago
+        (segments that change at every refresh must not starve the others)."""
+        entry = self.cache.get(seg)
+        return (0, seg) if entry is None or not entry.cached else (1, entry.built)
 
     def _files_of(self, seg: int, version: int, *, cached: bool) -> SegmentFiles:
         """The names of a segment's files about to be made (rows added as written)."""
         key = self._key(seg)
         tag = f"{seg:05d}-{version}-{key}"
         if not cached:
-            self._made += 1
-            tag += f"-r{os.getpid()}-{self._made}"
+            tag += self._reader_tag()
         return SegmentFiles(version, key, 0, f"idx-{tag}.js", [], None, cached=cached)
 
-    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> None:
+    def _reader_tag(self) -> str:
+        """What sets a reader's file names apart: its time (the run's sweep keeps them
+        READER_KEEP_SECONDS from it), its process and a count."""
+        self._made += 1
+        return f"-r{int(self.clock())}-{os.getpid()}-{self._made}"
+
+    def _link_for_reader(self, entry: SegmentFiles) -> SegmentFiles | None:
+        """A cached segment's files under a reader's names (hard links: no copy; a
+        copy where links cannot be made), so the run's sweep of its own old files
+        never takes them from the reader's page; None if the run removed them first."""
+        old = entry.index[len("idx-") : -len(".js")]
+        new = old + self._reader_tag()
+        named = {name: name.replace(old, new, 1) for name in entry.names()}
+        made: list[Path] = []
+        try:
+            for source, target in named.items():
+                _link_or_copy(self.folder / source, self.folder / target)
+                made.append(self.folder / target)
+        except OSError:
+            for path in made:
+                path.unlink(missing_ok=True)
+            return None
+        return dataclasses.replace(
+            entry,
+            index=named[entry.index],
+            rows=[named[r] for r in entry.rows],
+            long=named[entry.long] if entry.long else None,
+            cached=False,
+        )
+
+    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> Iterator[Step]:
         """The heavy sub-shards completed since the last call (all, when `final`), each
         written and then let go: a segment's rows are never all in memory."""
         tag = files.index[len("idx-") : -len(".js")]
@@ -235,7 +346,7 @@ class ReportData:
         for sub in range(len(files.rows), len(data.rows)):
             part = data.rows[sub]
             if self.local is not None:
-                self._input_thumbs(part)
+                yield from self._input_thumbs(part)
             name = f"row-{tag}-{sub}.js"
             _write_atomic(self.folder / name, _script("rows", data.seg, sub, part))
             files.rows.append(name)
@@ -254,21 +365,28 @@ class ReportData:
         files.statuses = dict(data.statuses)
         files.reasons = dict(data.reasons)
         files.groups = data.groups
+        files.built = 1 + max((e.built for e in self.cache.values()), default=0)
         return files
 
-    def _input_thumbs(self, part: list[dict[str, Any]]) -> None:
+    def _input_thumbs(self, part: list[dict[str, Any]]) -> Iterator[Step]:
         """Thumbnails of a sub-shard's local input images (each distinct file decoded
-        once, ever: named by its bytes); an input without one shows its path alone."""
+        once, ever: named by its bytes), made by an `OffLoop` job (hashing and decoding
+        big photos takes seconds); an input without one shows its path alone."""
         assert self.local is not None
         todo = {k: v for k, v in self.local.wanted.items() if k not in self._thumbs_tried}
-        self.local.wanted = todo
-        self._thumbs_made |= self.local.make_thumbs(self.out_dir, self.max_pixels)
-        self._thumbs_tried.update(todo)
         self.local.wanted = {}
+        if todo:
+            job = OffLoop(functools.partial(self._make_input_thumbs, todo))
+            yield job
+            job()  # a no-op once the caller ran it
+            self._thumbs_tried.update(todo)
         for row in part:
             for image in row.get("inputs", ()):
                 if image[1] not in self._thumbs_made:
                     image[1] = None
+
+    def _make_input_thumbs(self, todo: dict[str, LocalFile]) -> None:
+        self._thumbs_made |= make_input_thumbs(todo, self.out_dir, self.max_pixels)
 
     # -- the meta file -----------------------------------------------------------------
 
@@ -325,7 +443,9 @@ class ReportData:
 
     def _write_meta(self) -> None:
         body = _script("meta", self.meta())
-        self.meta_name = f"meta-{hashlib.sha256(body).hexdigest()[:16]}.js"
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        tag = f"-r{int(self.clock())}-{os.getpid()}" if self.store.readonly else ""
+        self.meta_name = f"meta-{digest}{tag}.js"
         path = self.folder / self.meta_name
         if not path.exists():
             _write_atomic(path, body)
@@ -335,12 +455,20 @@ class ReportData:
 
     def sweep(self) -> None:
         """Remove the files no longer named by the last two metas (call once the new
-        report.html is in place). A reader (`report` beside a run) removes nothing."""
+        report.html is in place), but a reader's younger than READER_KEEP_SECONDS (a
+        page may be open on them: every file a reader's meta names is its own, made or
+        linked). A reader (`report` beside a run) removes nothing."""
         if self.store.readonly:
             return
         wanted = {name for names in self.metas for name in names} | {_CACHE}
+        now = self.clock()
         with contextlib.suppress(OSError):
             for path in self.folder.iterdir():
-                if path.name not in wanted and not path.name.startswith("."):
-                    with contextlib.suppress(OSError):
-                        path.unlink()
+                name = path.name
+                if name in wanted or name.startswith("."):
+                    continue
+                born = _reader_born(name)
+                if born is not None and now - born < READER_KEEP_SECONDS:
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()

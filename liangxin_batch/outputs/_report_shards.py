@@ -161,7 +161,7 @@ class _Builder:
         self.group_codes: dict[str, list[int]] = {}
         self.too_many: set[str] = set()
         self.skip = set(_NOT_GROUPS)  # columns not grouped, and those with too many values
-        self.base_time: float | None = None
+        self.submitted: list[float] = []  # submit times, as offsets once all are seen
         self.sub: list[dict[str, Any]] = []
 
     def add_all(self, chunk: list[tuple[ReportJob, list[ReportFile]]]) -> None:
@@ -199,7 +199,7 @@ class _Builder:
         if first is not None and first.width and first.height:
             aspect = round(100 * first.width / first.height)
         cols["a"].append(aspect)
-        cols["st"].append(self._time(job.submitted_at))
+        self.submitted.append(job.submitted_at or -1.0)
         took = generation_seconds(job)
         cols["g"].append(-1 if took is None else round(took * 10))
         cols["c"].append(-1 if job.credits is None else round(job.credits * 1000))
@@ -214,12 +214,12 @@ class _Builder:
             self.data.rows.append(self.sub)
             self.sub = []
 
-    def _time(self, at: float | None) -> int:
-        if not at:
-            return -1
-        if self.base_time is None:
-            self.base_time = float(int(at))
-        return max(0, round(at - self.base_time))
+    def _submit_offsets(self) -> tuple[float, list[int]]:
+        """The segment's submit times as whole seconds after its earliest (-1: never
+        submitted): a retried first job may have gone after all the others."""
+        known = [at for at in self.submitted if at > 0]
+        base = float(int(min(known))) if known else 0.0
+        return base, [round(at - base) if at > 0 else -1 for at in self.submitted]
 
     def _thumb(self, job_id: str, kept: list[ReportFile]) -> None:
         """The card's picture as (directory code, name): a name that is the job id plus
@@ -269,6 +269,7 @@ class _Builder:
         data = self.data
         data.jobs = n
         cols = self.cols
+        base_time, cols["st"] = self._submit_offsets()
         tallied: tuple[tuple[Counter[str], list[int], Sequence[str]], ...] = (
             (data.models, cols["m"], self.model.values),
             (data.statuses, cols["s"], REPORT_STATUSES),
@@ -303,7 +304,7 @@ class _Builder:
             "PL": sorted(data.long_prompts),
             "TD": self.thumb_dir.values,
             "TS": self.thumb_suffix.values,
-            "t0": self.base_time or 0,
+            "t0": base_time,
             "G": groups,
             **self.cols,
         }

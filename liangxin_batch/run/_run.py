@@ -379,8 +379,9 @@ async def run_batch_async(
         started = time.monotonic()
         store.begin_session()
         summary: RunSummary | None = None
+        refresh = live_report(out, store, settings, observer)
         try:
-            async with live_report(out, store, settings, observer):
+            async with refresh:
                 if callbacks is None or link is None:
                     summary = await runner.run()
                 else:
@@ -399,8 +400,9 @@ async def run_batch_async(
                 )
                 if summary is not None:
                     summary.reports_written = False
+                written = False
             else:
-                _write_reports(
+                written = _write_reports(
                     out,
                     store,
                     observer,
@@ -408,6 +410,8 @@ async def run_batch_async(
                     settings,
                     previews=not interrupt.requested,
                 )
+            if not written:  # a refreshed page must not say the batch still runs
+                refresh.settle()
             observer.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -548,9 +552,10 @@ def _write_reports(
     settings: RunSettings,
     *,
     previews: bool = True,
-) -> None:
+) -> bool:
     """results.csv and report.html, unless nothing they show changed since they were
-    written (a resume of a finished batch: minutes at a million jobs, for nothing).
+    written (a resume of a finished batch: minutes at a million jobs, for nothing);
+    whether they were written.
 
     `previews`: first make the previews the downloader did not (a state from before
     they were recorded, whose thumbnails are found made; a preview that failed to be
@@ -564,7 +569,7 @@ def _write_reports(
     stamp = json.dumps([store.change_stamp(), settings.csv_safe, settings.max_image_pixels])
     current = (out / RESULTS_CSV).exists() and (out / REPORT_HTML).exists()
     if current and store.get_meta(_REPORTS_KEY) == stamp:
-        return
+        return False
     try:
         write_reports(
             out,
@@ -573,11 +578,16 @@ def _write_reports(
             wall_seconds=wall,
             max_pixels=settings.max_image_pixels,
         )
-        store.set_meta({_REPORTS_KEY: stamp})
     except (OSError, LiangXinBatchError) as err:
         observer.message(
             f"could not write the reports ({err}); rebuild: liangxin-batch report {out}"
         )
+        return False
+    try:
+        store.set_meta({_REPORTS_KEY: stamp})
+    except (OSError, LiangXinBatchError) as err:  # the next run writes them again
+        observer.message(f"the reports are written, but not recorded as such ({err})")
+    return True
 
 
 def _check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
