@@ -45,25 +45,29 @@ def snapshot(out: Path) -> tuple[int, bool] | None:
     return succeeded, "the batch was still running" in html.read_text("utf-8")
 
 
-def test_the_report_shows_a_running_batch(tmp_path: Path) -> None:
+def watched_run(
+    out: Path, jobs: int, settings: RunSettings
+) -> tuple[Any, list[tuple[int, bool] | None]]:
+    """A run of `jobs` jobs, and what the report showed every 5 virtual seconds of it."""
     seen: list[tuple[int, bool] | None] = []
 
     async def main() -> Any:
-        env = SimEnv()
-        settings = RunSettings(report_every=5.0)
-
         async def watch() -> None:
             while True:
                 await asyncio.sleep(5.0)
-                seen.append(snapshot(tmp_path))
+                seen.append(snapshot(out))
 
         watcher = asyncio.create_task(watch())
         try:
-            return await env.run_library(tmp_path, rows(60), settings=settings)
+            return await SimEnv().run_library(out, rows(jobs), settings=settings)
         finally:
             watcher.cancel()
 
-    summary = in_virtual_time(main)
+    return in_virtual_time(main), seen
+
+
+def test_the_report_shows_a_running_batch(tmp_path: Path) -> None:
+    summary, seen = watched_run(tmp_path, 60, RunSettings(report_every=5.0))
     assert summary.counts == {"succeeded": 60}
     during = [s for s in seen if s is not None and s[1]]  # each says when it was written
     assert any(0 < done < 60 for done, _ in during), seen  # part of the batch, shown
@@ -73,23 +77,7 @@ def test_the_report_shows_a_running_batch(tmp_path: Path) -> None:
 
 
 def test_no_refresh_with_report_every_zero(tmp_path: Path) -> None:
-    seen: list[tuple[int, bool] | None] = []
-
-    async def main() -> Any:
-        env = SimEnv()
-
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(5.0)
-                seen.append(snapshot(tmp_path))
-
-        watcher = asyncio.create_task(watch())
-        try:
-            return await env.run_library(tmp_path, rows(30), settings=RunSettings(report_every=0))
-        finally:
-            watcher.cancel()
-
-    in_virtual_time(main)
+    _, seen = watched_run(tmp_path, 30, RunSettings(report_every=0))
     assert seen and all(s is None for s in seen[:-1]), seen
     assert snapshot(tmp_path) == (30, False)
 
