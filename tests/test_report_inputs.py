@@ -293,11 +293,11 @@ def test_a_live_refresh_hands_input_thumbnails_off_its_steps(
     for step in live.steps():
         if step is None:
             continue
-        assert not list(thumbs.glob("input-*")), "decoded inside a step, not in the job"
+        assert not list(thumbs.glob("input~*")), "decoded inside a step, not in the job"
         jobs += 1
         step()
     assert jobs == 1, jobs
-    assert len(list(thumbs.glob("input-*"))) == 3  # three distinct files
+    assert len(list(thumbs.glob("input~*"))) == 3  # three distinct files
     shown = [i for r in _data(tmp_path / "out")["rows"][0] for i in r["inputs"]]
     assert shown and all(thumb for _written, thumb in shown), shown
     drive(store, "j00", JobState.FAILED, task_id="t0", error_code="500", error_message="x")
