@@ -296,7 +296,7 @@
     if (sortKey) { h.set("sort", sortKey); }
     if (desc) { h.set("desc", "1"); }
     if (viewMode !== "grid") { h.set("view", viewMode); }
-    if (groupBy) { h.set("by", groupBy); }
+    if (groupBy && viewMode === "compare") { h.set("by", groupBy); }  // rows only group there
     if (lightboxAt >= 0) { h.set("job", jobId(lightboxAt)); }
     var text = h.toString();
     history.replaceState(null, "", text ? "#" + text : location.pathname + location.search);
