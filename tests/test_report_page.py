@@ -5,6 +5,7 @@ in an open tab."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from tests.report_browser_support import (  # noqa: F401  (browser: a fixture)
 )
 from tests.test_gallery import chromium  # noqa: F401  (a fixture)
 from tests.test_report_browser import report  # noqa: F401  (a fixture)
+
+REFRESHED = "this report was refreshed since the page was opened: reload the page"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -38,3 +41,41 @@ def test_back_to_the_grid_hides_the_compare_header_and_drops_by(
         assert "by=_subject" in page.evaluate("location.hash")
         page.click("#view-grid")
         assert "by=" not in page.evaluate("location.hash")
+
+
+def copied(report: Path, to: Path) -> Path:  # noqa: F811
+    """A copy of the report (page, data, outputs) that a test may damage."""
+    for name in ("report.html", "report", "outputs"):
+        src = report.parent / name
+        if src.is_dir():
+            shutil.copytree(src, to / name)
+        else:
+            shutil.copy2(src, to / name)
+    return to / "report.html"
+
+
+def test_data_swept_by_a_later_run_asks_for_a_reload(
+    browser: Any,  # noqa: F811
+    report: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    html = copied(report, tmp_path)
+    with report_page(browser, html) as page:
+        for old in (tmp_path / "report" / "data").glob("row-*.js"):
+            old.unlink()  # a later run wrote new shards under new names
+        for old in (tmp_path / "report" / "data").glob("txt-*.js"):
+            old.unlink()
+        page.locator('.card[data-id="p1-b"]').click()
+        note = page.locator("#lb-info .stale")
+        note.wait_for()
+        assert REFRESHED in note.text_content()
+        assert "could not load" not in page.text_content("#lb-info")
+        assert note.locator("button.reload").is_visible()
+        page.keyboard.press("Escape")
+        page.fill("#q", "zebracorn")  # the long prompts' file is gone too
+        banner = page.locator("#stale")
+        banner.wait_for()
+        assert REFRESHED in banner.text_content()
+        with page.expect_event("load"):  # reloads: the page loads afresh
+            banner.locator("button.reload").click()
+        page.wait_for_selector("body[data-loaded]", state="attached")

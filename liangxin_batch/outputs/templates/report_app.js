@@ -39,9 +39,24 @@
       s.src = DATA + name;
       s.charset = "utf-8";
       s.onload = function () { s.remove(); resolve(); };
-      s.onerror = function () { s.remove(); reject(new Error("could not load " + name)); };
+      s.onerror = function () { s.remove(); reject(new Error("could not load " + name)); refreshed(); };
       doc.head.appendChild(s);
     });
+  }
+  // A data file that will not load was swept by a later run (its name carries the
+  // version it held): only a reload, which reads the new meta file, can find its data.
+  var REFRESHED = "this report was refreshed since the page was opened: reload the page";
+  function staleNote(box) {
+    box = box || el("div", "stale");
+    box.textContent = REFRESHED;
+    var b = el("button", "reload", "reload");
+    b.addEventListener("click", function () { location.reload(); });
+    box.appendChild(b);
+    return box;
+  }
+  function refreshed() {
+    var banner = $("stale");
+    if (banner.hidden) { staleNote(banner); banner.hidden = false; }
   }
   function duration(sec) {
     if (sec < 0) { return ""; }
@@ -579,7 +594,7 @@
       pending.delete(key);
       var rows = rowsCache.get(key);
       return rows ? rows[j % META.sub] : null;
-    });
+    }, function (err) { pending.delete(key); throw err; });
   }
 
   function openJob(at) {
@@ -601,7 +616,7 @@
     heavy(at).then(function (row) {
       if (lightboxAt !== want || !row) { return; }
       fillLightbox(row, stage, info);
-    }, function (err) { if (lightboxAt === want) { info.appendChild(el("div", "error", String(err.message || err))); } });
+    }, function () { if (lightboxAt === want) { info.appendChild(staleNote()); } });
     drawSelection();
   }
 
