@@ -79,3 +79,48 @@ def test_data_swept_by_a_later_run_asks_for_a_reload(
         with page.expect_event("load"):  # reloads: the page loads afresh
             banner.locator("button.reload").click()
         page.wait_for_selector("body[data-loaded]", state="attached")
+
+
+@pytest.mark.parametrize(("hash_", "facet", "value"), [
+    ("model=not-in-this-batch", "model", "not-in-this-batch"),
+    ("status=zzz", "status", "zzz"),
+])  # fmt: skip
+def test_an_address_with_unknown_values_shows_them_and_a_way_out(
+    browser: Any,  # noqa: F811
+    report: Path,  # noqa: F811
+    hash_: str,
+    facet: str,
+    value: str,
+) -> None:
+    with report_page(browser, report, hash_) as page:
+        assert shown(page) == "0" and page.locator("#empty").is_visible()
+        unknown = chip(page, facet, value)
+        assert "on" in (unknown.get_attribute("class") or "").split()
+        unknown.click()  # removed like any chip
+        page.wait_for_function("document.getElementById('shown').textContent === '12'")
+        assert facet + "=" not in page.evaluate("location.hash")
+    with report_page(browser, report, hash_ + "&q=p1") as page:
+        clear = page.locator("#clear")
+        assert clear.is_visible()
+        clear.click()
+        page.wait_for_function("document.getElementById('shown').textContent === '12'")
+        assert page.evaluate("location.hash") == "" and page.input_value("#q") == ""
+        assert not clear.is_visible()
+        chip(page, "model", "z-image").click()  # any active filter offers it
+        assert clear.is_visible()
+
+
+def test_an_unknown_job_is_named_and_a_pasted_permalink_applies(
+    browser: Any,  # noqa: F811
+    report: Path,  # noqa: F811
+) -> None:
+    with report_page(browser, report, "job=does-not-exist") as page:
+        assert "no job with id does-not-exist in this report" in page.text_content("#notice")
+        page.evaluate("location.hash = 'job=p2-a'")  # another permalink pasted in the tab
+        page.wait_for_selector("body[data-lightbox=p2-a]")
+        assert not page.locator("#notice").is_visible()
+        page.evaluate("location.hash = 'model=z-image&view=compare'")
+        page.wait_for_selector("#lightbox", state="hidden")
+        page.wait_for_selector(".cmp-row")
+        assert shown(page) == "4 in 4 groups"
+        assert "on" in (chip(page, "model", "z-image").get_attribute("class") or "")

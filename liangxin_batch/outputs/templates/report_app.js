@@ -161,10 +161,17 @@
   function finished() {
     timings.allLoaded = performance.now();
     $("loading").textContent = "";
-    if (wantedJob !== null) { $("live").textContent = "job " + wantedJob + " is not in this report · "; wantedJob = null; }
+    missingJob();
     refilter();
     if (timings.firstPaint === null) { doc.body.setAttribute("data-ready", "1"); }
     doc.body.setAttribute("data-loaded", "1");
+  }
+
+  function missingJob() {
+    // Called once every index is in: a job still wanted is not in this report.
+    var notice = $("notice");
+    notice.hidden = wantedJob === null;
+    if (wantedJob !== null) { notice.textContent = "no job with id " + wantedJob + " in this report"; wantedJob = null; }
   }
 
   // -- the filters ----------------------------------------------------------------------
@@ -241,6 +248,7 @@
     shownCount = n;
     $("shown").textContent = n.toLocaleString("en");
     drawFacets(ds, counts);
+    $("clear").hidden = !query && !ds.some(function (d) { return d.on; });
     order = [];
     if (viewMode === "compare") { buildGroups(); }
     layout();
@@ -263,14 +271,14 @@
     var box = $("facets");
     box.textContent = "";
     ds.forEach(function (d, k) {
-      if (!d.values.length) { return; }
+      if (!d.values.length && !d.on) { return; }
       var f = el("div", "facet");
       f.setAttribute("data-facet", d.name);
       f.appendChild(el("span", "name", d.name === "reason" ? "failure" : d.name.replace(/^f\./, "")));
       d.values.forEach(function (v, x) {
-        if (d.name === "status" && !META.counts.statuses[v]) { return; }
-        var chip = el("span", "chip");
         var on = d.on && d.on.indexOf(v) >= 0;
+        if (d.name === "status" && !META.counts.statuses[v] && !on) { return; }
+        var chip = el("span", "chip");
         if (on) { chip.classList.add("on"); }
         if (!counts[k][x] && !on) { chip.classList.add("zero"); }
         chip.setAttribute("data-value", v);
@@ -283,7 +291,19 @@
         chip.addEventListener("click", function () { toggle(d.name, k, v); });
         f.appendChild(chip);
       });
-      box.appendChild(f);
+      // Values the address asks for that this report lacks: shown, active, removable.
+      (d.on || []).forEach(function (v) {
+        if (d.values.indexOf(v) >= 0) { return; }
+        var chip = el("span", "chip on unknown");
+        chip.setAttribute("data-value", v);
+        chip.setAttribute("role", "button");
+        chip.title = "not in this report: click to remove";
+        chip.appendChild(el("span", "v", v === "" ? "(empty)" : v));
+        chip.appendChild(el("span", "n", "0"));
+        chip.addEventListener("click", function () { toggle(d.name, k, v); });
+        f.appendChild(chip);
+      });
+      if (f.children.length > 1) { box.appendChild(f); }
     });
   }
 
@@ -336,6 +356,31 @@
     showMode();
   }
   function changed() { refilter(); remember(); }
+  function clearFilters() {
+    sel.model = sel.status = sel.reason = null;
+    sel.facets = sel.facets.map(function () { return null; });
+    query = "";
+    $("q").value = "";
+    changed();
+  }
+  function findJob(id) {
+    for (var i = 0; i < segs.length; i++) {
+      var j = segs[i] ? segs[i].id.indexOf(id) : -1;
+      if (j >= 0) { return META.segs[i].base + j; }
+    }
+    return -1;
+  }
+  function applyAddress() {
+    // Another address pasted into the open tab (replaceState, ours, fires no hashchange).
+    restore();
+    var want = wantedJob;
+    if (want === null) { closeLightbox(); $("notice").hidden = true; }
+    if (query) { search(query); } else { changed(); }
+    if (want === null) { return; }
+    var at = findJob(want);
+    if (at >= 0) { wantedJob = null; $("notice").hidden = true; select(at); openJob(at); }
+    else if (timings.allLoaded !== null) { closeLightbox(); missingJob(); }
+  }
 
   // -- the grid ---------------------------------------------------------------------------
 
@@ -767,6 +812,8 @@
     }, { passive: true });
     win.addEventListener("resize", function () { layout(); });
     doc.addEventListener("keydown", keys);
+    win.addEventListener("hashchange", applyAddress);
+    $("clear").addEventListener("click", clearFilters);
     if (query) { search(query); }
   }
 
