@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from liangxin_batch.core._states import BILLED_STATES, JobState
+from liangxin_batch.core._states import BILLED_STATES, FINAL_STATES, REPORT_LABELS, JobState
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import RESULTS_CSV, report_status
 from liangxin_batch.outputs._report_data import DATA_DIR, ReportData, Step
@@ -44,6 +44,8 @@ REPORT_HTML = "report.html"
 #: State meta, set by each run: "1" when some model of the batch is billed in whole
 #: credits per task, rounded up (the catalog says which).
 CREDITS_ROUND_UP_KEY = "credits_round_up"
+#: The report's statuses a job ends in (a timed-out task may still be resumed).
+_FINISHED = frozenset(REPORT_LABELS[s] for s in FINAL_STATES)
 _STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
 _GENERATED = BILLED_STATES  # the generation succeeded (files fetched or not)
 
@@ -147,7 +149,9 @@ class _Tally:
         return {
             "total": total,
             "succeeded": counts["succeeded"],
-            "rate": f"{100 * counts['succeeded'] / total:.1f}%" if total else "–",
+            "rate": _percent(counts["succeeded"], total),
+            # While the batch runs: of the jobs that finished (÷ all would read low).
+            "rate_finished": _percent(counts["succeeded"], sum(counts[s] for s in _FINISHED)),
             "credits": f"{self.credits + self.credits_estimated:,.1f}",
             "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
@@ -344,6 +348,10 @@ def credit_notes(store: StateStore) -> list[str]:
         spent = store.credits(in_manifest=False)
         notes.append(removed_line(removed, spent.total))
     return notes
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
 def _rank(status: str) -> tuple[int, str]:
