@@ -124,3 +124,23 @@ def test_an_unknown_job_is_named_and_a_pasted_permalink_applies(
         page.wait_for_selector(".cmp-row")
         assert shown(page) == "4 in 4 groups"
         assert "on" in (chip(page, "model", "z-image").get_attribute("class") or "")
+
+
+def test_the_compare_header_stays_on_screen_while_scrolling(
+    browser: Any,  # noqa: F811
+    report: Path,  # noqa: F811
+) -> None:
+    with report_page(browser, report, "view=compare") as page:
+        page.wait_for_selector(".cmp-row")
+        seen = page.evaluate(
+            """() => {
+              window.scrollTo(0, document.body.scrollHeight);
+              const head = document.getElementById('cmp-cols').getBoundingClientRect();
+              const x = head.left + 20, y = head.top + head.height / 2;
+              const at = document.elementFromPoint(x, y);
+              return {top: head.top, bottom: head.bottom, scrolled: window.scrollY,
+                      mine: !!(at && at.closest('#cmp-cols'))};
+            }"""
+        )
+        assert seen["scrolled"] > 300, seen  # the page did scroll past where it starts
+        assert 0 <= seen["top"] and seen["bottom"] <= 1000 and seen["mine"], seen
