@@ -144,3 +144,36 @@ def test_the_compare_header_stays_on_screen_while_scrolling(
         )
         assert seen["scrolled"] > 300, seen  # the page did scroll past where it starts
         assert 0 <= seen["top"] and seen["bottom"] <= 1000 and seen["mine"], seen
+
+
+#: Every element showing user text (prompts, ids, models, column values, facet labels).
+USER_TEXT = (
+    ".card .id", ".card .model", ".card .prompt", ".chip .v", ".facet > .name",
+    ".cmp-head .t", ".cmp-cell .model", ".cmp-cell .id", "#cmp-cols span",
+    "#lb-info h2", "#lb-info .model", "#lb-info .prompt-full", "#lb-info dd", "#lb-info .error",
+)  # fmt: skip
+#: Of those, the ones whose direction is the text's own (a right-to-left prompt reads so).
+OWN_DIRECTION = (".card .prompt", ".cmp-head .t", "#lb-info .prompt-full", ".chip .v")
+
+ISOLATED = """([sels, auto]) => {
+  const bad = [];
+  for (const s of sels) {
+    const found = document.querySelectorAll(s);
+    if (!found.length) { bad.push(s + ': none'); }
+    for (const e of found) {
+      if (getComputedStyle(e).unicodeBidi !== 'isolate') { bad.push(s + ': not isolated'); break; }
+      if (auto.includes(s) && e.dir !== 'auto') { bad.push(s + ': no dir=auto'); break; }
+    }
+  }
+  return bad;
+}"""
+
+
+def test_user_text_is_bidi_isolated(browser: Any, report: Path) -> None:  # noqa: F811
+    """A U+202E in a prompt must not reverse the text after it: every element showing
+    user text is its own bidi island."""
+    with report_page(browser, report, "view=compare&job=p1-a") as page:
+        page.wait_for_selector("body[data-lightbox=p1-a]")
+        assert page.evaluate(ISOLATED, [list(USER_TEXT[3:]), list(OWN_DIRECTION)]) == []
+    with report_page(browser, report) as page:
+        assert page.evaluate(ISOLATED, [list(USER_TEXT[:3]), list(OWN_DIRECTION)]) == []

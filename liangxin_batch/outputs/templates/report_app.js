@@ -30,6 +30,7 @@
     if (text !== undefined && text !== null) { e.textContent = String(text); }
     return e;
   }
+  function own(e) { e.dir = "auto"; return e; }  // user text reads in its own direction
   function href(path) {
     return path.split("/").map(encodeURIComponent).join("/");
   }
@@ -286,7 +287,7 @@
         chip.title = v;
         var text = d.name === "status" ? label(v) : v;
         if (d.name === "status") { var p = el("span", "pill s-" + v, text); chip.appendChild(p); }
-        else { chip.appendChild(el("span", "v", text === "" ? "(empty)" : text)); }
+        else { chip.appendChild(own(el("span", "v", text === "" ? "(empty)" : text))); }
         chip.appendChild(el("span", "n", counts[k][x].toLocaleString("en")));
         chip.addEventListener("click", function () { toggle(d.name, k, v); });
         f.appendChild(chip);
@@ -298,7 +299,7 @@
         chip.setAttribute("data-value", v);
         chip.setAttribute("role", "button");
         chip.title = "not in this report: click to remove";
-        chip.appendChild(el("span", "v", v === "" ? "(empty)" : v));
+        chip.appendChild(own(el("span", "v", v === "" ? "(empty)" : v)));
         chip.appendChild(el("span", "n", "0"));
         chip.addEventListener("click", function () { toggle(d.name, k, v); });
         f.appendChild(chip);
@@ -436,7 +437,7 @@
     body.appendChild(row);
     body.appendChild(el("div", "model", META.models[model[at]]));
     var prompt = d.P[d.p[j]];
-    if (prompt) { body.appendChild(el("p", "prompt", prompt + (d.plong.has(d.p[j]) ? "…" : ""))); }
+    if (prompt) { body.appendChild(own(el("p", "prompt", prompt + (d.plong.has(d.p[j]) ? "…" : "")))); }
     var meta = el("div", "meta");
     if (gsec[at] >= 0) { meta.appendChild(el("span", "sec", duration(gsec[at] / 10))); }
     if (cred[at] >= 0) { var c = cred[at] / 1000; meta.appendChild(el("span", "cr", c + (c === 1 ? " credit" : " credits"))); }
@@ -602,7 +603,7 @@
       row.style.height = CMP_H + "px";
       var head = el("div", "cmp-head"), lab = groupLabel(grp);
       head.appendChild(el("div", "k", lab[0] + " · " + grp.jobs.length + (grp.jobs.length === 1 ? " job" : " jobs")));
-      head.appendChild(el("div", "t", lab[1]));
+      head.appendChild(own(el("div", "t", lab[1])));
       row.appendChild(head);
       var cells = el("div", "cmp-cells");
       if (compareCols) {
@@ -684,7 +685,7 @@
       stage.appendChild(el("div", "none", shownAs === "downloading" ? "no files yet" : "no output"));
     }
     info.appendChild(el("div", "k", "prompt"));
-    info.appendChild(el("div", "full prompt-full", row.prompt));
+    info.appendChild(own(el("div", "full prompt-full", row.prompt)));
     if (row.error) { info.appendChild(el("div", "error", row.error)); }
     var dl = el("dl");
     function item(k, v, cls) {
