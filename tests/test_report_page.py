@@ -143,7 +143,7 @@ def test_the_compare_header_stays_on_screen_while_scrolling(
             }"""
         )
         assert seen["scrolled"] > 300, seen  # the page did scroll past where it starts
-        assert 0 <= seen["top"] and seen["bottom"] <= 1000 and seen["mine"], seen
+        assert seen["top"] >= 0 and seen["bottom"] <= 1000 and seen["mine"], seen
 
 
 #: Every element showing user text (prompts, ids, models, column values, facet labels).
