@@ -12,7 +12,6 @@ autoescapes the rest. Filters and the open job live in the address
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from liangxin_batch.core._states import BILLED_STATES, FINAL_STATES, REPORT_LABELS, JobState
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import RESULTS_CSV, report_status
 from liangxin_batch.outputs._report_data import DATA_DIR, ReportData, Step
@@ -204,9 +204,7 @@ def _write_html(
         "app_js": markupsafe.Markup(_app_js()),
     }
     target = out_dir / REPORT_HTML
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(_render(context), encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(target, _render(context).encode("utf-8"))
     return target
 
 
