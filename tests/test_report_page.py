@@ -6,11 +6,13 @@ in an open tab."""
 from __future__ import annotations
 
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from liangxin_batch.outputs._gallery import APP_PARTS
 from tests.report_browser_support import (  # noqa: F401  (browser: a fixture)
     browser,
     cards,
@@ -177,3 +179,18 @@ def test_user_text_is_bidi_isolated(browser: Any, report: Path) -> None:  # noqa
         assert page.evaluate(ISOLATED, [list(USER_TEXT[3:]), list(OWN_DIRECTION)]) == []
     with report_page(browser, report) as page:
         assert page.evaluate(ISOLATED, [list(USER_TEXT[:3]), list(OWN_DIRECTION)]) == []
+
+
+def test_every_part_of_the_script_is_inlined_in_order(report: Path) -> None:  # noqa: F811
+    """The page's script, split by role (each part small), is inlined whole and in order;
+    no part of the templates folder is left out (the browser tests cover behaviour)."""
+    folder = resources.files("liangxin_batch.outputs").joinpath("templates")
+    assert sorted(APP_PARTS) == sorted(p.name for p in folder.iterdir() if p.name.endswith(".js"))
+    page = report.read_text("utf-8")
+    at = 0
+    for name in APP_PARTS:
+        part = folder.joinpath(name).read_text("utf-8")
+        assert len(part.splitlines()) <= 300, name
+        found = page.find(part, at)
+        assert found >= 0, f"{name} not inlined (in order)"
+        at = found + len(part)

@@ -4,7 +4,8 @@ per-model p50/p95 generation time) rendered here from the state's tallies, and t
 browsing app (a virtual-scrolled grid, filters, search, sort, a compare view, a
 lightbox) that loads its data from `DIR/report/data/*.js` (outputs/_report_data.py).
 
-The page's script is `templates/report_app.js`, inlined; it builds every element
+The page's script is `templates/report_*.js` (APP_PARTS, by role), inlined in order
+inside one function whose variables they share; it builds every element
 from data with textContent (user text is never markup), and the jinja2 environment
 autoescapes the rest. Filters and the open job live in the address
 (`report.html#status=failed,unknown&model=x`, `#job=ID`).
@@ -171,11 +172,25 @@ class _Tally:
         }
 
 
+#: The page's script by role, in the order it is inlined: the state, helpers and wiring
+#: first; the rest declare functions (and a few variables of their own) in turn.
+APP_PARTS = (
+    "report_app.js",
+    "report_data.js",
+    "report_filters.js",
+    "report_grid.js",
+    "report_compare.js",
+    "report_lightbox.js",
+)
+
+
 @cache
 def _app_js() -> str:
-    """The page's script (inlined: report.html stays one file beside its data)."""
-    text = resources.files("liangxin_batch.outputs").joinpath("templates/report_app.js")
-    script = text.read_text("utf-8")
+    """The page's script (inlined: report.html stays one file beside its data): the
+    parts in one function, so they share its variables and leave no globals but LX."""
+    folder = resources.files("liangxin_batch.outputs").joinpath("templates")
+    parts = [folder.joinpath(name).read_text("utf-8") for name in APP_PARTS]
+    script = '(function () {\n  "use strict";\n' + "\n".join(parts) + "})();\n"
     assert "</script" not in script.lower()
     return script
 
