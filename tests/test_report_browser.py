@@ -272,4 +272,4 @@ def test_a_permalink_opens_the_job(browser: Any, report: Path) -> None:  # noqa:
         assert page.text_content("#lb-info .prompt-full") == CJK
         assert page.text_content("#lb-info h2") == "p2-a"
     with report_page(browser, report, "job=nope") as page:
-        assert "job nope is not in this report" in page.text_content("#live")
+        assert "no job with id nope in this report" in page.text_content("#notice")

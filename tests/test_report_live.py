@@ -179,3 +179,19 @@ def test_a_settled_page_no_longer_says_the_batch_runs(tmp_path: Path) -> None:
     live.settle()
     assert snapshot(tmp_path) == (0, False)
     store.close()
+
+
+def test_report_files_are_written_by_the_shared_atomic_helper(tmp_path: Path) -> None:
+    """One way to write a file whole (outputs/_atomic.py: `.NAME.<random>.part`), not a
+    copy of it keyed by the process id (two writers of one process would share a name);
+    a failed write leaves no temporary file in report/data."""
+    from liangxin_batch.outputs import _atomic, _gallery, _report_data
+
+    assert not hasattr(_report_data, "_write_atomic")
+    assert vars(_report_data)["write_atomic"] is _atomic.write_atomic
+    assert vars(_gallery)["write_atomic"] is _atomic.write_atomic
+    folder = tmp_path / "data"
+    (folder / "idx.js").mkdir(parents=True)  # a directory where a file must go: fails
+    with pytest.raises(OSError):
+        _atomic.write_atomic(folder / "idx.js", b"LX.index();\n")
+    assert [p.name for p in folder.iterdir()] == ["idx.js"]

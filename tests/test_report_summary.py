@@ -4,19 +4,21 @@ times, not from a walk of every job: its numbers are those the walk gave."""
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from liangxin_batch.core._states import BILLED_STATES
-from liangxin_batch.outputs._gallery import _Tally
+from liangxin_batch.core._states import BILLED_STATES, JobState
+from liangxin_batch.outputs._gallery import _Tally, write_report_html
 from liangxin_batch.outputs._jobs import as_lost, report_jobs
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import generation_seconds, report_status
 from liangxin_batch.state._store import StateStore
 from tests.report_state_support import percentile, random_state
+from tests.state_support import drive
 
 
 def walked(store: StateStore, out: Path | None) -> dict[str, Any]:
@@ -93,4 +95,26 @@ def test_every_done_job_is_lost_when_the_folder_is_gone(tmp_path: Path) -> None:
         if lost is not None
     }
     assert expected and lost_jobs(store, tmp_path / "gone").positions == expected
+    store.close()
+
+
+def rate_tile(html: Path) -> str:
+    """The success-rate tile's text, its markup dropped."""
+    page = html.read_text("utf-8")
+    tile = page[page.rindex('<div class="tile">', 0, page.index("Success rate")) :]
+    tile = tile[: tile.index("</div></div>")]
+    return " ".join(re.sub(r"<[^>]+>", " ", tile).split())
+
+
+def test_the_success_rate_counts_finished_jobs_while_the_batch_runs(tmp_path: Path) -> None:
+    """Two of ten jobs done, both succeeded, the rest waiting: 100% of the finished while
+    the batch runs (not 20%), 20% of all once it is over."""
+    store = StateStore.in_dir(tmp_path)
+    store.upsert_jobs([(f"j{i}", i, "z-image", '{"prompt": "x"}', "{}", "h") for i in range(10)])
+    for jid in ("j0", "j1"):
+        drive(store, jid, JobState.DONE, task_id=f"t-{jid}", credits=1.0, result_urls=[])
+    live = write_report_html(tmp_path, store, running=True)
+    assert rate_tile(live) == "Success rate of finished 100.0%"
+    done = write_report_html(tmp_path, store)
+    assert rate_tile(done) == "Success rate 20.0%"
     store.close()

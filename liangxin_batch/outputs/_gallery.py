@@ -4,7 +4,8 @@ per-model p50/p95 generation time) rendered here from the state's tallies, and t
 browsing app (a virtual-scrolled grid, filters, search, sort, a compare view, a
 lightbox) that loads its data from `DIR/report/data/*.js` (outputs/_report_data.py).
 
-The page's script is `templates/report_app.js`, inlined; it builds every element
+The page's script is `templates/report_*.js` (APP_PARTS, by role), inlined in order
+inside one function whose variables they share; it builds every element
 from data with textContent (user text is never markup), and the jinja2 environment
 autoescapes the rest. Filters and the open job live in the address
 (`report.html#status=failed,unknown&model=x`, `#job=ID`).
@@ -12,7 +13,6 @@ autoescapes the rest. Filters and the open job live in the address
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from liangxin_batch.core._states import BILLED_STATES, JobState
+from liangxin_batch.core._states import BILLED_STATES, FINAL_STATES, REPORT_LABELS, JobState
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._lost import lost_jobs
 from liangxin_batch.outputs._report import RESULTS_CSV, report_status
 from liangxin_batch.outputs._report_data import DATA_DIR, ReportData, Step
@@ -44,6 +45,8 @@ REPORT_HTML = "report.html"
 #: State meta, set by each run: "1" when some model of the batch is billed in whole
 #: credits per task, rounded up (the catalog says which).
 CREDITS_ROUND_UP_KEY = "credits_round_up"
+#: The report's statuses a job ends in (a timed-out task may still be resumed).
+_FINISHED = frozenset(REPORT_LABELS[s] for s in FINAL_STATES)
 _STATUS_ORDER = ("succeeded", "downloading", "failed", "download_failed", "timed_out", "unknown")
 _GENERATED = BILLED_STATES  # the generation succeeded (files fetched or not)
 
@@ -147,7 +150,9 @@ class _Tally:
         return {
             "total": total,
             "succeeded": counts["succeeded"],
-            "rate": f"{100 * counts['succeeded'] / total:.1f}%" if total else "–",
+            "rate": _percent(counts["succeeded"], total),
+            # While the batch runs: of the jobs that finished (÷ all would read low).
+            "rate_finished": _percent(counts["succeeded"], sum(counts[s] for s in _FINISHED)),
             "credits": f"{self.credits + self.credits_estimated:,.1f}",
             "credits_estimated": f"{self.credits_estimated:,.1f}" if self.credits_estimated else "",
             "wall": _duration(wall),
@@ -167,11 +172,25 @@ class _Tally:
         }
 
 
+#: The page's script by role, in the order it is inlined: the state, helpers and wiring
+#: first; the rest declare functions (and a few variables of their own) in turn.
+APP_PARTS = (
+    "report_app.js",
+    "report_data.js",
+    "report_filters.js",
+    "report_grid.js",
+    "report_compare.js",
+    "report_lightbox.js",
+)
+
+
 @cache
 def _app_js() -> str:
-    """The page's script (inlined: report.html stays one file beside its data)."""
-    text = resources.files("liangxin_batch.outputs").joinpath("templates/report_app.js")
-    script = text.read_text("utf-8")
+    """The page's script (inlined: report.html stays one file beside its data): the
+    parts in one function, so they share its variables and leave no globals but LX."""
+    folder = resources.files("liangxin_batch.outputs").joinpath("templates")
+    parts = [folder.joinpath(name).read_text("utf-8") for name in APP_PARTS]
+    script = '(function () {\n  "use strict";\n' + "\n".join(parts) + "})();\n"
     assert "</script" not in script.lower()
     return script
 
@@ -200,9 +219,7 @@ def _write_html(
         "app_js": markupsafe.Markup(_app_js()),
     }
     target = out_dir / REPORT_HTML
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(_render(context), encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(target, _render(context).encode("utf-8"))
     return target
 
 
@@ -344,6 +361,10 @@ def credit_notes(store: StateStore) -> list[str]:
         spent = store.credits(in_manifest=False)
         notes.append(removed_line(removed, spent.total))
     return notes
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
 def _rank(status: str) -> tuple[int, str]:

@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,6 +53,7 @@ from typing import Any
 from liangxin_batch.core._local_files import LocalFile
 from liangxin_batch.core._states import REPORT_STATUSES
 from liangxin_batch.outputs import _card_inputs, _report_shards
+from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._card_inputs import CardInputs, make_input_thumbs
 from liangxin_batch.outputs._report_shards import FACET_MAX, SUB_JOBS, SegmentData, build_segment
 from liangxin_batch.outputs._thumbs import MAX_THUMB_PIXELS
@@ -137,29 +137,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
     except FileNotFoundError:
         raise
     except OSError:  # a file system without hard links
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(target, source.read_bytes())  # FileNotFoundError: gone, as above
 
 
 def _reader_born(name: str) -> int | None:
     """When a reader made the file `name` (its `-r<time>-` tag); None: the run's."""
     found = _READER_TAG.search(name)
     return int(found.group(1)) if found else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class ReportData:
@@ -218,7 +202,7 @@ class ReportData:
         kept = {str(s): asdict(e) for s, e in sorted(self.cache.items()) if e.cached}
         data = json.dumps({"segments": kept, "metas": self.metas}).encode()
         if data != self._saved:  # nothing changed: nothing written
-            _write_atomic(self.folder / _CACHE, data)
+            write_atomic(self.folder / _CACHE, data)
             self._saved = data
 
     def _fresh(self, seg: int, version: int, dirty: bool) -> bool:
@@ -348,7 +332,7 @@ class ReportData:
             if self.local is not None:
                 yield from self._input_thumbs(part)
             name = f"row-{tag}-{sub}.js"
-            _write_atomic(self.folder / name, _script("rows", data.seg, sub, part))
+            write_atomic(self.folder / name, _script("rows", data.seg, sub, part))
             files.rows.append(name)
             data.rows[sub] = []
 
@@ -358,8 +342,8 @@ class ReportData:
         if data.long_prompts:
             files.long = f"txt-{tag}.js"
             texts = {str(k): v for k, v in data.long_prompts.items()}
-            _write_atomic(self.folder / files.long, _script("long", seg, texts))
-        _write_atomic(self.folder / files.index, _script("index", seg, data.index))
+            write_atomic(self.folder / files.long, _script("long", seg, texts))
+        write_atomic(self.folder / files.index, _script("index", seg, data.index))
         files.jobs = data.jobs
         files.models = dict(data.models)
         files.statuses = dict(data.statuses)
@@ -448,7 +432,7 @@ class ReportData:
         self.meta_name = f"meta-{digest}{tag}.js"
         path = self.folder / self.meta_name
         if not path.exists():
-            _write_atomic(path, body)
+            write_atomic(path, body)
         named = [self.meta_name, *(n for e in self.cache.values() for n in e.names())]
         self.metas = [named, *(m for m in self.metas if m and m[0] != self.meta_name)][:2]
         self._save()
