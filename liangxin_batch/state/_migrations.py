@@ -268,6 +268,49 @@ def _of_job(row: str) -> str:
     return f"(SELECT idx / {SEGMENT_JOBS} FROM jobs WHERE job_id = {row}.job_id)"
 
 
+#: The columns of `files` a row of results.csv may read.
+_FILE_COLUMNS = "job_id, n, url, path, sha256, size"
+
+
+def _segment_versions(table: str, name: str, file_columns: str) -> str:
+    """The script of a table of segment versions (results.csv's, migration 008; the
+    report's, 010): one row per segment, clean, and the triggers (`jobs_<name>_*`,
+    `files_<name>_*`) that bump a segment in the transaction of any change of one of its
+    jobs (`_ROW_COLUMNS`) or of their files (`file_columns`)."""
+    n = SEGMENT_JOBS
+    bump = functools.partial(_bump, table=table)
+    return f"""
+        CREATE TABLE {table} (
+            seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
+            version INTEGER NOT NULL,
+            dirty   INTEGER NOT NULL      -- changed since the cache's writer read it
+        );
+        -- Clean: nothing is cached yet, so every segment is made at its first writing
+        -- (by a run, or by a `report`, which may cache a clean segment).
+        INSERT INTO {table} SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
+        CREATE TRIGGER jobs_{name}_insert AFTER INSERT ON jobs BEGIN
+            {bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_{name}_delete AFTER DELETE ON jobs BEGIN
+            {bump(f"OLD.idx / {n}")}
+        END;
+        CREATE TRIGGER jobs_{name}_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
+            {bump(f"OLD.idx / {n}")}
+            {bump(f"NEW.idx / {n}")}
+        END;
+        CREATE TRIGGER files_{name}_insert AFTER INSERT ON files BEGIN
+            {bump(_of_job("NEW"))}
+        END;
+        CREATE TRIGGER files_{name}_delete AFTER DELETE ON files BEGIN
+            {bump(_of_job("OLD"))}
+        END;
+        CREATE TRIGGER files_{name}_update AFTER UPDATE OF {file_columns} ON files BEGIN
+            {bump(_of_job("OLD"))}
+            {bump(_of_job("NEW"))}
+        END;
+        """
+
+
 def _m008_result_segments(db: sqlite3.Connection) -> None:
     """results.csv is kept by segments of SEGMENT_JOBS jobs in manifest order. Triggers
     mark a segment dirty, in the same transaction as any change of one of its jobs or
@@ -276,41 +319,7 @@ def _m008_result_segments(db: sqlite3.Connection) -> None:
     version is current while the state holds that version, clean (the cache lives
     outside the state: a state opened read-only is never written). A later migration
     that rebuilds `jobs` or `files` must make these triggers again."""
-    n = SEGMENT_JOBS
-    _run_script(
-        db,
-        f"""
-        CREATE TABLE result_segments (
-            seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
-            version INTEGER NOT NULL,
-            dirty   INTEGER NOT NULL      -- changed since results.csv's writer read it
-        );
-        -- Clean: nothing is cached yet, so every segment is made at its first writing
-        -- (by a run, or by a `report`, which may cache a clean segment).
-        INSERT INTO result_segments SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
-        CREATE TRIGGER jobs_segment_insert AFTER INSERT ON jobs BEGIN
-            {_bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_segment_delete AFTER DELETE ON jobs BEGIN
-            {_bump(f"OLD.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_segment_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
-            {_bump(f"OLD.idx / {n}")}
-            {_bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER files_segment_insert AFTER INSERT ON files BEGIN
-            {_bump(_of_job("NEW"))}
-        END;
-        CREATE TRIGGER files_segment_delete AFTER DELETE ON files BEGIN
-            {_bump(_of_job("OLD"))}
-        END;
-        CREATE TRIGGER files_segment_update AFTER UPDATE OF job_id, n, url, path, sha256, size
-            ON files BEGIN
-            {_bump(_of_job("OLD"))}
-            {_bump(_of_job("NEW"))}
-        END;
-        """,
-    )
+    _run_script(db, _segment_versions("result_segments", "segment", _FILE_COLUMNS))
 
 
 def _m009_local_inputs(db: sqlite3.Connection) -> None:
@@ -356,43 +365,14 @@ def _m010_report_data(db: sqlite3.Connection) -> None:
     grid lays out cards by aspect without opening a file). `files.thumb`: its preview,
     relative to DIR; '' when none can be made (not an image, unreadable, too large);
     NULL when not tried yet (made by the next report)."""
-    n = SEGMENT_JOBS
-    bump = functools.partial(_bump, table="report_segments")
     _run_script(
         db,
-        f"""
+        """
         ALTER TABLE files ADD COLUMN width INTEGER;
         ALTER TABLE files ADD COLUMN height INTEGER;
         ALTER TABLE files ADD COLUMN thumb TEXT;
-        CREATE TABLE report_segments (
-            seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
-            version INTEGER NOT NULL,
-            dirty   INTEGER NOT NULL      -- changed since the report's writer read it
-        );
-        INSERT INTO report_segments SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
-        CREATE TRIGGER jobs_report_insert AFTER INSERT ON jobs BEGIN
-            {bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_report_delete AFTER DELETE ON jobs BEGIN
-            {bump(f"OLD.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_report_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
-            {bump(f"OLD.idx / {n}")}
-            {bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER files_report_insert AFTER INSERT ON files BEGIN
-            {bump(_of_job("NEW"))}
-        END;
-        CREATE TRIGGER files_report_delete AFTER DELETE ON files BEGIN
-            {bump(_of_job("OLD"))}
-        END;
-        CREATE TRIGGER files_report_update
-            AFTER UPDATE OF job_id, n, url, path, sha256, size, width, height, thumb
-            ON files BEGIN
-            {bump(_of_job("OLD"))}
-            {bump(_of_job("NEW"))}
-        END;
-        """,
+        """
+        + _segment_versions("report_segments", "report", f"{_FILE_COLUMNS}, width, height, thumb"),
     )
 
 
