@@ -5,7 +5,6 @@ the manifest's cells as written, the `input` JSON column included."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
@@ -26,14 +25,15 @@ from liangxin_batch.outputs._card_inputs import INPUT_THUMB_SIZE, CardInputs, in
 from liangxin_batch.outputs._gallery import LiveReport, write_report_html
 from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.outputs._report_data import DATA_DIR
-from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
-from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
+from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.simulator import SimConfig, create_app
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
 from tests.report_browser_support import launched, report_page
 from tests.sim_support import sim_of
 from tests.state_support import drive
 from tests.test_gallery import _data, chromium  # noqa: F401  (a fixture)
+from tests.uploads_support import run_over_loopback
 
 EDIT = "google/nano-banana-edit"
 KEY = "sk-report-inputs-4242"
@@ -246,17 +246,7 @@ def test_report_of_a_run_on_local_files_in_headless_chromium(
     app = create_app(SimConfig(api_key=KEY, latency_scale=0.005))
     settings = RunSettings(poll_scale=0.005)
     out = tmp_path / "out"
-    with serve_in_thread(app) as base_url:
-        summary = asyncio.run(
-            run_batch_async(
-                manifest,
-                out_dir=out,
-                settings=settings,
-                api_key=KEY,
-                base_url=base_url,
-                upload_base_url=upload_base_url(base_url),
-            )
-        )
+    summary, _ = run_over_loopback(app, manifest, out, settings)
     assert summary.counts.get("succeeded") == 7, summary.counts
     assert len(sim_of(app).ledger.upload_counts_by_sha256()) == 2  # the run did upload
 

@@ -21,9 +21,16 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError
 from liangxin_batch.run._progress import NullObserver
 from liangxin_batch.run._run import run_batch_async
-from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
+from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread
 from tests.sim_support import sim_of
-from tests.uploads_support import EDIT, KEY, Batch, photo_files, photos_manifest
+from tests.uploads_support import (
+    EDIT,
+    KEY,
+    Batch,
+    photo_files,
+    photos_manifest,
+    run_over_loopback,
+)
 from tests.virtual_time import run_virtual
 
 
@@ -70,17 +77,7 @@ def test_200_edit_jobs_over_20_files_upload_each_file_once_and_send_only_urls(
         poll_scale=0.005,
     )
     out = tmp_path / "out"
-    with serve_in_thread(app) as base_url:
-        summary = asyncio.run(
-            run_batch_async(
-                manifest,
-                out_dir=out,
-                settings=settings,
-                api_key=KEY,
-                base_url=base_url,
-                upload_base_url=upload_base_url(base_url),
-            )
-        )
+    summary, base_url = run_over_loopback(app, manifest, out, settings)
     assert summary.counts.get("succeeded") == 200, summary.counts
     # The simulator's ledger: 20 distinct files, each uploaded exactly once (five of
     # them under two names in the manifest).

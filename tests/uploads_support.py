@@ -18,10 +18,10 @@ from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._control import LoopClock
-from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
 from liangxin_batch.run._runner import Runner
 from liangxin_batch.run._upload_client import UploadClient
-from liangxin_batch.simulator import SimConfig, create_app, upload_base_url
+from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
 from tests.local_inputs_support import image_png
@@ -139,3 +139,22 @@ class Batch:
         finally:
             await client.aclose()
             await uploads.aclose()
+
+
+def run_over_loopback(
+    app: Any, manifest: Path, out: Path, settings: RunSettings
+) -> tuple[RunSummary, str]:
+    """`manifest` run by the library (`run_batch_async`, as the CLI runs it) against `app`
+    served on a real loopback socket, its upload host included; the run's summary and
+    the simulator's base URL."""
+    with serve_in_thread(app) as base_url:
+        return asyncio.run(
+            run_batch_async(
+                manifest,
+                out_dir=out,
+                settings=settings,
+                api_key=sim_of(app).config.api_key,
+                base_url=base_url,
+                upload_base_url=upload_base_url(base_url),
+            )
+        ), base_url
