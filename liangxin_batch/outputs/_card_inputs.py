@@ -10,8 +10,8 @@ jobs on one photo make one thumbnail, decoded once, and later reports only see i
 there (the name is the content, so it cannot be out of date). A file that is gone,
 unreadable, or no longer holds the bytes the job used shows its path alone.
 
-Only cards read this (at most `MAX_CARDS` jobs), and only when the state knows any local
-file: a batch of URLs alone pays one query per report, nothing per job.
+Only the report's heavy rows read this, and only when the state knows any local file: a
+batch of URLs alone pays one query per report, nothing per job.
 """
 
 from __future__ import annotations
@@ -126,17 +126,13 @@ class CardInputs:
                 error = _url_as_path(error, sha, known.written)
         return Resolved(_written(inputs, self._files), tuple(images), error)
 
-    def make_thumbs(self, out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS) -> set[str]:
-        """Make the wanted input thumbnails not made yet (each distinct file decoded
-        once); the set of those that exist afterwards."""
-        return make_input_thumbs(self.wanted, out_dir, max_pixels)
-
 
 def make_input_thumbs(
     wanted: Mapping[str, LocalFile], out_dir: Path, max_pixels: int = MAX_THUMB_PIXELS
 ) -> set[str]:
-    """`CardInputs.make_thumbs` of `wanted` (file work only, no state: safe on a worker
-    thread while the state is used on another)."""
+    """Make the input thumbnails `wanted` (`CardInputs.wanted`) not made yet, each
+    distinct file decoded once; the set of those that exist afterwards. File work only,
+    no state: safe on a worker thread while the state is used on another."""
     return make_thumbs(wanted, out_dir, max_pixels, make=_input_thumb)
 
 

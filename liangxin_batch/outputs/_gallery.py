@@ -196,8 +196,7 @@ def _app_js() -> str:
 
 
 def _write_html(
-    out_dir: Path,
-    meta_name: str,
+    data: ReportData,
     summary: Mapping[str, Any],
     title: str | None,
     credit_notes: Sequence[str],
@@ -209,16 +208,16 @@ def _write_html(
     context = {
         **summary,
         "credit_notes": credit_notes,
-        "title": title or f"liangxin-batch · {out_dir.resolve().name}",
+        "title": title or f"liangxin-batch · {data.out_dir.resolve().name}",
         "generated": now.strftime("%Y-%m-%d %H:%M UTC"),
         # A page written while the batch ran says when: one a kill left behind is not
         # read as live.
         "as_of": now.strftime("%H:%M UTC"),
-        "meta_src": f"{DATA_DIR}/{meta_name}",
+        "meta_src": f"{DATA_DIR}/{data.meta_name}",
         "running": running,
         "app_js": markupsafe.Markup(_app_js()),
     }
-    target = out_dir / REPORT_HTML
+    target = data.out_dir / REPORT_HTML
     write_atomic(target, _render(context).encode("utf-8"))
     return target
 
@@ -233,21 +232,20 @@ def write_report_html(
     lost: Mapping[str, int] | None = None,
     lost_positions: set[int] | frozenset[int] = frozenset(),
     data: ReportData | None = None,
-    max_segments: int | None = None,
     running: bool = False,
 ) -> Path:
     """Write `DIR/report.html` and its data files from the state alone; returns its path.
 
     The summary comes from the state's tallies and an index (no walk of every job); the
     data files of the segments that changed since the last report are made again
-    (`ReportData`; `data`: one kept between refreshes of a run, `max_segments`: at
-    most this many made now). `lost`: done jobs per model whose files were found gone
-    (outputs/_lost.py), counted as download_failed, `lost_positions` their places;
-    None: not checked. `running`: the page says the batch was running as it was written."""
+    (`ReportData`; `data`: one kept between refreshes of a run). `lost`: done jobs per
+    model whose files were found gone (outputs/_lost.py), counted as download_failed,
+    `lost_positions` their places; None: not checked. `running`: the page says the
+    batch was running as it was written."""
     if data is None:
         data = ReportData(out_dir, store, lost_positions=lost_positions, max_pixels=max_pixels)
-    meta_name = data.refresh(max_segments=max_segments)
-    return _finish_html(data, meta_name, store, wall_seconds, title, lost, running)
+    data.refresh()
+    return _finish_html(data, store, wall_seconds, title, lost, running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +267,6 @@ def read_summary(
 
 def _finish_html(
     data: ReportData,
-    meta_name: str,
     store: StateStore,
     wall_seconds: float | None,
     title: str | None,
@@ -278,9 +275,7 @@ def _finish_html(
     summary: Summary | None = None,
 ) -> Path:
     summary = summary or read_summary(store, wall_seconds, lost)
-    html = _write_html(
-        data.out_dir, meta_name, summary.context, title, summary.credit_notes, running
-    )
+    html = _write_html(data, summary.context, title, summary.credit_notes, running)
     data.sweep()
     return html
 
@@ -306,8 +301,7 @@ class LiveReport:
         """`summary`: the band as read beforehand (None: read here)."""
         yield from self.data.steps(max_segments=self.max_segments)
         yield None
-        meta = self.data.meta_name
-        _finish_html(self.data, meta, self.store, None, None, None, True, summary)
+        _finish_html(self.data, self.store, None, None, None, True, summary)
         self.wrote = True
 
     wrote = False  # a refresh wrote report.html (saying the batch runs)
@@ -318,7 +312,7 @@ class LiveReport:
         files as they are, no longer says the batch runs (a summary and a page: no data
         files made)."""
         if self.wrote:
-            _finish_html(self.data, self.data.meta_name, self.store, None, None, None, False)
+            _finish_html(self.data, self.store, None, None, None, False)
 
 
 def write_reports(

@@ -262,7 +262,7 @@ class ReportData:
                 check_files=seg in self.lost,
                 local=self.local,
             ):
-                yield from self._write_rows(data, files, final=finished)  # a few at a time
+                yield from self._write_rows(data, files)  # a few at a time
                 if not finished:
                     yield None
             yield None
@@ -271,12 +271,11 @@ class ReportData:
         self.cache = {s: e for s, e in self.cache.items() if s in found}
         self._write_meta()
 
-    def refresh(self, *, max_segments: int | None = None) -> str:
-        """`steps` run to the end; the meta file's name."""
-        for step in self.steps(max_segments=max_segments):
+    def refresh(self) -> None:
+        """`steps` run to the end (every stale segment made), in place."""
+        for step in self.steps():
             if step is not None:
                 step()
-        return self.meta_name
 
     def _age(self, seg: int) -> tuple[int, int]:
         """Sort key of a stale segment: those never made, then those made longest ago
@@ -322,11 +321,11 @@ class ReportData:
             cached=False,
         )
 
-    def _write_rows(self, data: SegmentData, files: SegmentFiles, *, final: bool) -> Iterator[Step]:
-        """The heavy sub-shards completed since the last call (all, when `final`), each
-        written and then let go: a segment's rows are never all in memory."""
+    def _write_rows(self, data: SegmentData, files: SegmentFiles) -> Iterator[Step]:
+        """The heavy sub-shards completed since the last call (`data.rows` holds complete
+        ones, and the last once the segment is finished), each written and then let go:
+        a segment's rows are never all in memory."""
         tag = files.index[len("idx-") : -len(".js")]
-        del final  # `data.rows` holds complete sub-shards, and the last once finished
         for sub in range(len(files.rows), len(data.rows)):
             part = data.rows[sub]
             if self.local is not None:

@@ -144,9 +144,8 @@ class SegmentData:
 class _Builder:
     """Accumulates a segment's jobs, one at a time, into its columns."""
 
-    def __init__(self, seg: int, out_dir: Path, local: CardInputs | None) -> None:
+    def __init__(self, seg: int, local: CardInputs | None) -> None:
         self.data = SegmentData(seg)
-        self.out_dir = out_dir
         self.local = local
         self.ids: list[str] = []
         self.model = _Dict()
@@ -360,7 +359,7 @@ def build_segment(
     the heavy rows of `data.rows` may be written meanwhile, and emptied), and (the
     data, True) last. `check_files`: a done job whose file is gone shows as
     download_failed (`as_lost`)."""
-    builder = _Builder(seg, out_dir, local)
+    builder = _Builder(seg, local)
     jobs = report_jobs(store, out_dir=out_dir if check_files else None, positions=positions)
     chunk: list[tuple[ReportJob, list[ReportFile]]] = []
     for job, kept, lost in jobs:
