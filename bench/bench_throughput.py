@@ -219,7 +219,7 @@ def per_mb_cpu_ms(sample_dir: Path) -> float:
     import hashlib
 
     from liangxin_batch.core._settings import RunSettings
-    from liangxin_batch.outputs._thumbs import make_thumbnail, thumbnail_from
+    from liangxin_batch.outputs._thumbs import preview_from_decoded, preview_of_file
     from liangxin_batch.run._media_check import check_media
 
     max_pixels = RunSettings().max_image_pixels
@@ -235,9 +235,9 @@ def per_mb_cpu_ms(sample_dir: Path) -> float:
             decoded: list[Any] = []
             check_media(p, ext=p.suffix, max_pixels=max_pixels, decoded=decoded)
             if decoded:
-                thumbnail_from(decoded[0], Path(scratch), f"b{i}", 0)
+                preview_from_decoded(decoded[0], Path(scratch), f"b{i}", 0)
             else:  # not decoded by the check (a video, an animation): from the file
-                make_thumbnail(Path(scratch), f"b{i}", 0, p, max_pixels)
+                preview_of_file(Path(scratch), f"b{i}", 0, str(p), max_pixels)  # absolute
         return 1000 * (time.process_time() - cpu0) / size
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from liangxin_batch.outputs._thumbs import THUMBS_DIR, thumbnail_from
+from liangxin_batch.outputs._thumbs import THUMBS_DIR, preview_from_decoded
 from liangxin_batch.run._fetch import DownloadLimits, FileFetcher, Saved, Transient
 
 
@@ -46,7 +46,7 @@ def test_the_preview_comes_from_the_checked_decode_after_the_file_is_published(
 
     def preview(image: Any) -> bool:
         seen.append((image.size, (tmp_path / "a.png").exists()))
-        return thumbnail_from(image, tmp_path, "job-1", 0)
+        return preview_from_decoded(image, tmp_path, "job-1", 0).thumb is not None
 
     saved = _fetch(tmp_path, _png(), preview)
     assert saved.previewed

@@ -56,13 +56,11 @@ __all__ = [
     "Previewed",
     "ensure_previews",
     "known_preview",
-    "make_thumbnail",
     "make_thumbs",
     "preview_from_decoded",
     "preview_of_file",
     "run_thumbnail_tasks",
     "thumb_name",
-    "thumbnail_from",
 ]
 
 THUMBS_DIR = "thumbs"
@@ -151,34 +149,6 @@ def _shrink_to(img: Any, target: Path, size: int = THUMB_SIZE) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     small.save(tmp, "JPEG", quality=82, optimize=True)
     os.replace(tmp, target)
-
-
-def thumbnail_from(img: Any, out_dir: Path, job_id: str, n: int) -> bool:
-    """The report's thumbnail of a job's file `n` from the image the download check has
-    just decoded (a PIL image, changed in place): the file is not decoded again. False
-    when it cannot be made now (`make_thumbnail` tries from the file later)."""
-    from PIL import Image
-
-    if img.width * img.height > MAX_THUMB_PIXELS:
-        return False
-    try:
-        (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-        _shrink_to(img, out_dir / THUMBS_DIR / thumb_name(job_id, n))
-        return True
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
-
-
-def make_thumbnail(
-    out_dir: Path, job_id: str, n: int, source: Path, max_pixels: int = MAX_THUMB_PIXELS
-) -> bool:
-    """The report's thumbnail of a job's file `n`, made as soon as the file is on disk
-    (the downloader calls this in a worker thread), so the report at the end finds it
-    made and only checks its date. False when the file is no image or unreadable."""
-    if source.suffix.lower() not in IMAGE_EXT:
-        return False
-    (out_dir / THUMBS_DIR).mkdir(exist_ok=True)
-    return _make_thumb(source, out_dir / THUMBS_DIR / thumb_name(job_id, n), max_pixels)
 
 
 _Source = TypeVar("_Source")

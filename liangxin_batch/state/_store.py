@@ -397,12 +397,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
     ) -> None:
         """File `n`'s preview (relative to DIR; '' none can be made) and pixels, once
         made: the report then neither opens nor decodes that file again."""
-        with self.transaction(durable=False) as db:  # lost: the next report makes it again
-            db.execute(
-                "UPDATE files SET thumb = ?, width = coalesce(?, width),"
-                " height = coalesce(?, height) WHERE job_id = ? AND n = ?",
-                (thumb, width, height, job_id, n),
-            )
+        self.set_previews([PreviewUpdate(job_id, n, thumb, width, height)])
 
     def finish_download(self, job_id: str, files: int, *, result_urls: Sequence[str]) -> bool:
         """Every file of the job is recorded: the job is `done` (an earlier error note
