@@ -230,14 +230,14 @@ class Downloader:
             )
             assert self._claims is not None
             self._claims.release(job.job_id, n)  # the state answers for it from now on
-        why = await self._provenance.before_done(job.job_id)  # done => sidecars exist
+        why, read = await self._provenance.before_done(job.job_id)  # done => sidecars exist
         if why is not None:
             self._fail(job, why)
             return
         self.store.finish_download(job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
-        await self._provenance.after_done(job.job_id)
+        await self._provenance.after_done(read)
         await self._previews.make_from_files(job.job_id, later)
 
     async def _urls_again(self, job: JobRow) -> tuple[str, ...]:

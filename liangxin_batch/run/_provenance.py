@@ -6,7 +6,7 @@ copies after, and the resume's repair of sidecars found missing.
   done job has them. A full disk raises DiskFullError (the run stops, the job stays
   `succeeded`, and the next run writes them); any other write error is the job's
   download failure, as a file's would be.
-- `after_done(job_id)`: the `with-metadata/` copies (outputs/_embed.py), in a worker
+- `after_done(job)`: the `with-metadata/` copies (outputs/_embed.py), in a worker
   thread; whatever goes wrong is a note in the log, never the job's failure.
 - `repair(records)`: the walk of done jobs' files (the downloader's `lost_outputs`)
   hands each page of verified outputs here; one stat per file (in a worker thread)
@@ -50,14 +50,15 @@ class Provenance:
         self.out_dir = out_dir
         self.embed = embed
 
-    async def before_done(self, job_id: str) -> str | None:
-        """Write the job's sidecars: None when written (or nothing to write), else why
-        not (the job's download failure). DiskFullError on a full disk."""
+    async def before_done(self, job_id: str) -> tuple[str | None, JobProvenance | None]:
+        """Write the job's sidecars: (None when written or nothing to write, else why
+        not: the job's download failure; the job as read, for `after_done`: not read
+        again). DiskFullError on a full disk."""
         job = read_job(self.store, job_id)
         if job is None:
-            return None
+            return None, None
         failure = await self._write_sidecars(job)
-        return None if failure is None else f"provenance sidecar: {failure}"
+        return (None if failure is None else f"provenance sidecar: {failure}"), job
 
     async def _write_sidecars(self, job: JobProvenance) -> str | None:
         """Write the job's sidecars in a worker thread: None when written, else why not
@@ -71,12 +72,10 @@ class Provenance:
             return str(failure)
         return None
 
-    async def after_done(self, job_id: str) -> None:
-        """The job's `--embed-metadata` copies (when on); never raises."""
-        if not self.embed:
-            return
-        job = read_job(self.store, job_id)
-        if job is not None:
+    async def after_done(self, job: JobProvenance | None) -> None:
+        """The `--embed-metadata` copies (when on) of the job `before_done` read; never
+        raises."""
+        if self.embed and job is not None:
             await asyncio.to_thread(self._copies, job)
 
     def _copies(self, job: JobProvenance) -> None:
