@@ -208,9 +208,10 @@ def _export_dataset(
     overwrite: bool,
     shard_size: str,
 ) -> None:
-    from liangxin_batch.outputs._datasets import export_dataset, parse_size
+    from liangxin_batch.core._settings import parse_size
+    from liangxin_batch.outputs._datasets import export_dataset
 
-    size = parse_size(shard_size)
+    size = parse_size(shard_size, flag="--shard-size")
     store = _open(out_dir)
     try:
         done = export_dataset(

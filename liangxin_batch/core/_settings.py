@@ -163,15 +163,15 @@ class RunSettings:
         return self.video_timeout if kind == "video" else self.image_timeout
 
 
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 
 def parse_size(text: str, *, flag: str = "--max-file-size", minimum: int = 1) -> int:
     """A size flag: "500MB", "2GiB", "1048576"; ConfigError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
     if match is None or match[2] not in _UNITS or float(match[1]) * _UNITS[match[2]] < minimum:
-        raise ConfigError(f"{flag}: expected a size like 500MB or 2GiB, got {text!r}")
+        raise ConfigError(f"{flag}: not a size like 500MB or 2GiB; got {text!r}")
     return int(float(match[1]) * _UNITS[match[2]])
 
 

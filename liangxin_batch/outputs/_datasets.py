@@ -52,7 +52,6 @@ __all__ = [
     "dataset_header",
     "export_dataset",
     "image_samples",
-    "parse_size",
     "sample_key",
 ]
 
@@ -70,22 +69,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", 
 MARKER = ".liangxin-export.json"
 #: webdataset's default shard size (bytes).
 DEFAULT_SHARD_SIZE = 1_000_000_000
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'1GB', '500MB', '64KiB', '1000000' -> bytes (decimal units; KiB/MiB/GiB binary)."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    unit = found.group(2).upper() if found else ""
-    if not found or unit not in _UNITS or float(found.group(1)) * _UNITS[unit] < 1:
-        raise ConfigError(
-            f"--shard-size: not a size; got {text!r}; give bytes or a number with "
-            "KB, MB, GB (or KiB, MiB, GiB), e.g. 1GB or 500MB"
-        )
-    return int(float(found.group(1)) * _UNITS[unit])
-
 
 # -- the rows ------------------------------------------------------------------------
 

@@ -50,7 +50,6 @@ __all__ = [
     "PathClaims",
     "extension_for",
     "slugify",
-    "stem_key",
 ]
 
 OUTPUTS_DIR = "outputs"
