@@ -2,7 +2,7 @@
 (copies, and `--link`), `--format webdataset` and `--format parquet --embed-images`, each
 its own process as a user runs it (under /usr/bin/time).
 
-    .venv/bin/python bench/bench_datasets.py                  # 10,000 images of ~100 B
+    .venv/bin/python bench/bench_datasets.py                  # 10,000 tiny images
     .venv/bin/python bench/bench_datasets.py --images 2000 --image-bytes 1000000
 
 The batch is bench_state.py's (a state synced through the library, the done jobs written

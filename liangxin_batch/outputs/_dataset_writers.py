@@ -284,7 +284,7 @@ def write_embedded_parquet(
     header: DatasetHeader,
     summary: DatasetSummary,
     *,
-    group_bytes: int = GROUP_BYTES,
+    group_bytes: int,
 ) -> None:
     parquet = importlib.import_module("pyarrow.parquet")
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
