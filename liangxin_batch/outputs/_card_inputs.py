@@ -16,7 +16,6 @@ batch of URLs alone pays one query per report, nothing per job.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from liangxin_batch.core._local_files import (
     file_token,
     token_sha256,
 )
+from liangxin_batch.outputs._hashing import sha256_of
 from liangxin_batch.outputs._thumbs import (
     MAX_THUMB_PIXELS,
     THUMBS_DIR,
@@ -51,7 +51,6 @@ __all__ = [
 INPUT_THUMB_SIZE = 128
 #: What a card shows for a token the state has no row for (never the token itself).
 UNRECORDED = "(local file)"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +73,7 @@ def same_bytes(path: Path, sha256: str, size: int) -> bool:
     try:
         if path.stat().st_size != size:
             return False
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest() == sha256
+        return sha256_of(path) == sha256
     except OSError:
         return False
 

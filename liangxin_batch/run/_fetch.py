@@ -44,7 +44,6 @@ __all__ = [
     "Stopped",
     "Transient",
     "parse_size",
-    "sha256_of",
     "short_url",
 ]
 
@@ -164,14 +163,6 @@ class Stalled(Refused):  # too slow: another URL for the same file may come from
 
 class Stopped(Exception):  # a stop was requested: leave the job `succeeded` for next run
     pass
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LowDiskError(OSError):

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from liangxin_batch.core._states import Event
-from liangxin_batch.run._fetch import sha256_of
+from liangxin_batch.outputs._hashing import sha256_of
 from liangxin_batch.run._progress import Observer
 from liangxin_batch.run._provenance import Provenance
 from liangxin_batch.state._store import FileRow, JobRow, StateStore
