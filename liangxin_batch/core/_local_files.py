@@ -15,7 +15,7 @@ uploaded once, and a retried upload overwrites itself harmlessly.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "bytes_text",
     "distinct_tokens",
     "file_token",
+    "replace_tokens",
     "sniff_media_type",
     "token_sha256",
     "tokens_in",
@@ -103,6 +104,20 @@ def tokens_in(value: Any) -> Iterator[str]:
     elif isinstance(value, Mapping):
         for item in value.values():
             yield from tokens_in(item)
+
+
+def replace_tokens(value: Any, replace: Callable[[str, str], Any]) -> Any:
+    """A copy of an input with each file token replaced by `replace(sha256, token)`
+    (lists and objects walked; everything else as it is): what createTask is sent, what a
+    report or a sidecar shows."""
+    if isinstance(value, str):
+        sha = token_sha256(value)
+        return value if sha is None else replace(sha, value)
+    if isinstance(value, list):
+        return [replace_tokens(item, replace) for item in value]
+    if isinstance(value, Mapping):
+        return {key: replace_tokens(item, replace) for key, item in value.items()}
+    return value
 
 
 def distinct_tokens(value: Any) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._local_files import token_sha256
+from ._local_files import replace_tokens
 
 __all__ = [
     "DEFAULT_UPLOAD_LIFETIME",
@@ -126,14 +126,7 @@ def is_fresh(upload: Upload | None, *, now: float, margin: float) -> bool:
 def with_upload_urls(value: Any, urls: Mapping[str, str]) -> Any:
     """An input with every file token replaced by the URL of its upload (what createTask
     is sent; the stored input keeps the tokens). KeyError for a token with no URL."""
-    if isinstance(value, str):
-        sha = token_sha256(value)
-        return value if sha is None else urls[sha]
-    if isinstance(value, list):
-        return [with_upload_urls(item, urls) for item in value]
-    if isinstance(value, Mapping):
-        return {key: with_upload_urls(item, urls) for key, item in value.items()}
-    return value
+    return replace_tokens(value, lambda sha, _token: urls[sha])
 
 
 # -- a task that could not fetch its input ------------------------------------------

@@ -27,7 +27,7 @@ from liangxin_batch.core._local_files import (
     LocalFile,
     distinct_tokens,
     file_token,
-    token_sha256,
+    replace_tokens,
 )
 from liangxin_batch.outputs._hashing import sha256_of
 from liangxin_batch.outputs._thumbs import (
@@ -151,14 +151,9 @@ def _url_as_path(text: str, sha256: str, written: str) -> str:
 
 def _written(value: Any, files: Mapping[str, LocalFile | None]) -> Any:
     """A copy of an input with its file tokens as their paths as written."""
-    if isinstance(value, str):
-        sha = token_sha256(value)
-        if sha is None:
-            return value
+
+    def written(sha: str, _token: str) -> Any:
         known = files.get(sha)
         return known.written if known is not None else UNRECORDED
-    if isinstance(value, list):
-        return [_written(v, files) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _written(v, files) for k, v in value.items()}
-    return value
+
+    return replace_tokens(value, written)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from liangxin_batch.core._local_files import LocalFile, token_sha256
+from liangxin_batch.core._local_files import LocalFile, replace_tokens
 from liangxin_batch.core._provenance import parameters_text
 from liangxin_batch.state._store import FileRow, JobRow
 
@@ -43,15 +43,12 @@ def _iso(at: float | None) -> str | None:
 def sent_input(value: Any, files: Mapping[str, LocalFile | None]) -> Any:
     """A job's input with each file token as the path the manifest wrote (a token no
     sync recorded stays a token: it still names the bytes by their sha256)."""
-    if isinstance(value, str):
-        sha = token_sha256(value)
-        known = files.get(sha) if sha is not None else None
-        return known.written if known is not None else value
-    if isinstance(value, list):
-        return [sent_input(v, files) for v in value]
-    if isinstance(value, Mapping):
-        return {k: sent_input(v, files) for k, v in value.items()}
-    return value
+
+    def written(sha: str, token: str) -> Any:
+        known = files.get(sha)
+        return known.written if known is not None else token
+
+    return replace_tokens(value, written)
 
 
 def _credits(job: JobRow) -> dict[str, Any]:
