@@ -104,6 +104,19 @@ def _unambiguous_old_name(name: str) -> bool:
 MAX_THUMB_PIXELS = 40_000_000
 
 
+def _draft_within(img: Any, size: int, max_pixels: int, name: str) -> bool:
+    """Ask for a decode at reduced size (JPEG's `draft`), then whether the pixels still to
+    decode are within `max_pixels` (logged when not: the image keeps no preview)."""
+    img.draft("RGB", (size, size))
+    if img.width * img.height <= max_pixels:
+        return True
+    logger.info(
+        "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
+        *(name, img.width, img.height, f"{max_pixels:,}"),
+    )
+    return False
+
+
 def _make_thumb(
     source: Path, target: Path, max_pixels: int = MAX_THUMB_PIXELS, size: int = THUMB_SIZE
 ) -> bool:
@@ -115,16 +128,7 @@ def _make_thumb(
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
             return True
         with Image.open(source) as img:  # reads the header only
-            img.draft("RGB", (size, size))  # JPEG: decode at reduced size
-            width, height = img.size
-            if width * height > max_pixels:
-                logger.info(
-                    "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
-                    source.name,
-                    width,
-                    height,
-                    f"{max_pixels:,}",
-                )
+            if not _draft_within(img, size, max_pixels, source.name):
                 return False
             _shrink_to(img, target, size)
         return True
@@ -296,12 +300,7 @@ def preview_of_file(
             if _unambiguous_old_name(rel) and _made_after(out_dir / rel, source):
                 # an older version's thumbnail of this very file: kept, no decode
                 return Previewed(rel, width, height, kept=True)
-            img.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at reduced size
-            if img.width * img.height > max_pixels:
-                logger.info(
-                    "%s: %dx%d pixels, over the %s-pixel preview cap: no thumbnail",
-                    *(path, img.width, img.height, f"{max_pixels:,}"),
-                )
+            if not _draft_within(img, THUMB_SIZE, max_pixels, path):
                 return Previewed("", width, height)
             img.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
