@@ -29,7 +29,7 @@ _BAD = re.compile(r"SCAN (jobs|files|attempts|events)\b(?! USING (COVERING )?IND
 
 def traced(store: StateStore) -> list[str]:
     seen: list[str] = []
-    store.db.set_trace_callback(seen.append)
+    store.sqlite.set_trace_callback(seen.append)
     return seen
 
 
@@ -85,7 +85,7 @@ def walks(tmp_path: Path) -> list[str]:
     write_reports(tmp_path, store, check_files=True)  # report.html: tallies, an index
     write_results_by_segments(tmp_path, store)  # results.csv: a walk of each segment
     store.generation_percentiles("z-image", (95,))
-    store.db.set_trace_callback(None)
+    store.sqlite.set_trace_callback(None)
     store.close()
     return [s for s in seen if s.lstrip().upper().startswith("SELECT")]
 
@@ -108,7 +108,7 @@ def test_the_counts_come_from_an_index_or_a_tally(tmp_path: Path, aggregate: str
     seen = traced(store)
     if aggregate == "counts":
         store.counts(in_manifest=True)
-    store.db.set_trace_callback(None)
+    store.sqlite.set_trace_callback(None)
     store.close()
     if aggregate == "status":
         read_status(tmp_path)
@@ -127,7 +127,7 @@ def test_report_summary_and_segments_walk_their_indexes(tmp_path: Path) -> None:
     seen = traced(store)
     store.generation_percentiles("z-image", (50,))
     write_results_by_segments(tmp_path, store)
-    store.db.set_trace_callback(None)
+    store.sqlite.set_trace_callback(None)
     store.close()
     db = sqlite3.connect(tmp_path / "state.db")
     plans = {sql: plan(db, sql) for sql in seen if sql.lstrip().upper().startswith("SELECT")}
@@ -146,7 +146,9 @@ def test_the_summary_names_unknown_jobs_by_their_state_not_by_a_walk(tmp_path: P
     seen = traced(store)
     store.job_ids(JobState.UNKNOWN)
     query = next(q for q in seen if q.startswith("SELECT job_id FROM jobs"))
-    assert "USING INDEX jobs_by_state (state=?)" in plan(store.db, query), plan(store.db, query)
+    assert "USING INDEX jobs_by_state (state=?)" in plan(store.sqlite, query), plan(
+        store.sqlite, query
+    )
     store.close()
 
 
@@ -160,5 +162,5 @@ def test_a_walk_of_one_state_in_the_manifest_goes_by_that_state(tmp_path: Path) 
     queries = [q for q in seen if q.startswith("SELECT")]
     assert queries
     for query in queries:
-        assert "jobs_by_state (state=?" in plan(store.db, query), plan(store.db, query)
+        assert "jobs_by_state (state=?" in plan(store.sqlite, query), plan(store.sqlite, query)
     store.close()

@@ -212,9 +212,9 @@ def test_counting_a_jobs_input_refreshes_walks_only_its_refresh_events(tmp_path:
     store = StateStore.in_dir(tmp_path)
     try:
         seen: list[str] = []
-        store.db.set_trace_callback(seen.append)
+        store.sqlite.set_trace_callback(seen.append)
         assert store.input_refreshes("j00001") == 0
-        store.db.set_trace_callback(None)
+        store.sqlite.set_trace_callback(None)
         (sql,) = [s for s in seen if "events" in s]
         plan = "\n".join(r[3] for r in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "events_input_refresh" in plan, plan

@@ -111,7 +111,7 @@ def commit_levels(store: StateStore) -> list[tuple[str, str]]:
             seen.append((began[0], level[0]))
             began[0] = ""
 
-    store.db.set_trace_callback(trace)
+    store.sqlite.set_trace_callback(trace)
     return seen
 
 

@@ -85,7 +85,7 @@ def test_the_tally_agrees_with_the_jobs_after_any_changes(tmp_path: Path) -> Non
                 "result_urls": json.dumps(["http://x/1.png"]),
             }
         store.transition(job_id, event, **fields)  # type: ignore[arg-type]
-    tally, passed = tallied(store), direct(store.db)
+    tally, passed = tallied(store), direct(store.sqlite)
     tally_credits, pass_credits = tally.pop("credits"), passed.pop("credits")
     assert tally == passed
     assert tally_credits == tuple(round(x, 6) for x in pass_credits)  # type: ignore[attr-defined]
@@ -117,14 +117,14 @@ def test_status_never_reads_the_jobs_table(tmp_path: Path) -> None:
     store = StateStore.in_dir(tmp_path)
     store.upsert_jobs(rows(10))
     seen: list[str] = []
-    store.db.set_trace_callback(seen.append)
+    store.sqlite.set_trace_callback(seen.append)
     store.counts()
     store.counts(in_manifest=True)
     store.counts_by_model()
     store.removed_count()
     store.credits()
     store.finished_by_counts()
-    store.db.set_trace_callback(None)
+    store.sqlite.set_trace_callback(None)
     for sql in seen:
         tables = " ".join(r[3] for r in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "jobs" not in tables, (sql, tables)

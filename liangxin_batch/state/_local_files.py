@@ -9,12 +9,12 @@ renamed file is the same job (same bytes): its row's path simply follows the man
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from liangxin_batch.core._local_files import TOKEN_PREFIX, LocalFile, distinct_tokens
 from liangxin_batch.core._states import JobState
+from liangxin_batch.state._db import Connection
 from liangxin_batch.state._tx import Transaction
 
 __all__ = ["LocalFileStore"]
@@ -26,7 +26,7 @@ _CHUNK = 500  # sha256s per IN (...) query: well under SQLite's variable limit
 class LocalFileStore:
     """`StateStore`'s local-file rows (a mixin over its one connection)."""
 
-    db: sqlite3.Connection
+    db: Connection
 
     def transaction(self, *, durable: bool = True) -> Transaction:  # pragma: no cover
         raise NotImplementedError  # StateStore's

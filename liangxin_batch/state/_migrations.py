@@ -8,8 +8,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import NamedTuple
 
 from liangxin_batch.errors import StateError
+from liangxin_batch.state._db import Connection, dialect
 
 __all__ = [
     "GENERATED_STATES_SQL",
@@ -26,10 +28,11 @@ __all__ = [
 TABLES = frozenset({"meta", "jobs", "attempts", "events", "files"})
 
 
-def _run_script(db: sqlite3.Connection, script: str) -> None:
+def _run_script(db: Connection, script: str) -> None:
     # Not executescript(): it commits first, and a migration must share the transaction
     # that records it. Split at the `;` that end statements (not those inside a
-    # trigger's BEGIN ... END).
+    # trigger's BEGIN ... END). Each statement goes through `db.execute`, which says it
+    # in PostgreSQL's words there (`_pg.pg_sql`); triggers are made by `_triggers`.
     statement = ""
     for piece in script.split(";"):
         statement += piece + ";"
@@ -41,7 +44,36 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
         raise ValueError(f"incomplete statement in a migration: {statement[:80]!r}")
 
 
-def _m001_initial(db: sqlite3.Connection) -> None:
+class Trigger(NamedTuple):
+    """A row trigger: `body` (SQLite's statements, each ending in `;`) runs `when` (say
+    "AFTER UPDATE OF a, b") a row of `table` changes."""
+
+    name: str
+    when: str
+    table: str
+    body: str
+
+
+def _triggers(db: Connection, *triggers: Trigger) -> None:
+    """Make these triggers: SQLite's `CREATE TRIGGER ... BEGIN ... END`, or on
+    PostgreSQL a PL/pgSQL function of the same name (its search_path pinned to the
+    batch's schema, where it is made) and a row trigger that calls it."""
+    for t in triggers:
+        if dialect(db) == "sqlite":
+            db.execute(f"CREATE TRIGGER {t.name} {t.when} ON {t.table} BEGIN {t.body} END")
+            continue
+        body = t.body.replace(" AS INTEGER)", " AS BIGINT)")
+        db.execute(
+            f"CREATE FUNCTION {t.name}() RETURNS trigger LANGUAGE plpgsql"
+            f" SET search_path FROM CURRENT AS $$ BEGIN {body} RETURN NULL; END $$"
+        )
+        db.execute(
+            f"CREATE TRIGGER {t.name} {t.when} ON {t.table}"
+            f" FOR EACH ROW EXECUTE FUNCTION {t.name}()"
+        )
+
+
+def _m001_initial(db: Connection) -> None:
     _run_script(
         db,
         """
@@ -101,7 +133,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
+def _m002_keys_and_evidence(db: Connection) -> None:
     """Unique, indexed walk keys; charged vs estimated credits; POSTs sent; file mtimes."""
     _run_script(
         db,
@@ -122,24 +154,25 @@ def _m002_keys_and_evidence(db: sqlite3.Connection) -> None:
     )
 
 
-def _m003_generation_seconds(db: sqlite3.Connection) -> None:
+def _m003_generation_seconds(db: Connection) -> None:
     # Learned latencies come from the service's own clock, not ours minus theirs.
     db.execute("ALTER TABLE jobs ADD COLUMN generation_seconds REAL")
 
 
-def _m004_path_keys(db: sqlite3.Connection) -> None:
+def _m004_path_keys(db: Connection) -> None:
     """Who holds an output path is asked of the state (an index), not of a map of every
     path in memory (~312 bytes a file: 311 MB at a million). Paths compare casefolded,
     which SQLite's NOCASE (ASCII only) cannot do: the key is computed here."""
     db.execute("ALTER TABLE files ADD COLUMN path_key TEXT")
-    rows = db.execute("SELECT rowid, path FROM files WHERE path IS NOT NULL").fetchall()
+    rows = db.execute("SELECT job_id, n, path FROM files WHERE path IS NOT NULL").fetchall()
     db.executemany(
-        "UPDATE files SET path_key = ? WHERE rowid = ?", [(p.casefold(), r) for r, p in rows]
+        "UPDATE files SET path_key = ? WHERE job_id = ? AND n = ?",
+        [(p.casefold(), j, n) for j, n, p in rows],
     )
     db.execute("CREATE INDEX files_by_path_key ON files (path_key) WHERE path_key IS NOT NULL")
 
 
-def _m005_walk_indexes(db: sqlite3.Connection) -> None:
+def _m005_walk_indexes(db: Connection) -> None:
     """An index for every walk of the state (tests/test_query_plans.py): without them a
     page of a full walk scanned and sorted the table, O(n^2 / 1000) for a pass."""
     _run_script(
@@ -183,7 +216,7 @@ def _tally_delta(row: str, sign: str) -> str:
             estimated = estimated + excluded.estimated;"""
 
 
-def _m006_tallies(db: sqlite3.Connection) -> None:
+def _m006_tallies(db: Connection) -> None:
     """`status` at a million jobs read every row (1.95 s). Counts and credit sums per
     (model, state, membership, finished_by) are kept by triggers, in the same transaction
     as the row that changed, so they can never disagree with the jobs. A later migration
@@ -208,17 +241,18 @@ def _m006_tallies(db: sqlite3.Connection) -> None:
                    SUM({_micro("COALESCE(credits, 0)")}),
                    SUM({_micro(_estimated(""))})
             FROM jobs GROUP BY 1, 2, 3, 4;
-        CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN
-            {_tally_delta("NEW", "+")}
-        END;
-        CREATE TRIGGER jobs_tally_delete AFTER DELETE ON jobs BEGIN
-            {_tally_delta("OLD", "-")}
-        END;
-        CREATE TRIGGER jobs_tally_update AFTER UPDATE OF {columns} ON jobs BEGIN
-            {_tally_delta("OLD", "-")}
-            {_tally_delta("NEW", "+")}
-        END;
         """,
+    )
+    _triggers(
+        db,
+        Trigger("jobs_tally_insert", "AFTER INSERT", "jobs", _tally_delta("NEW", "+")),
+        Trigger("jobs_tally_delete", "AFTER DELETE", "jobs", _tally_delta("OLD", "-")),
+        Trigger(
+            "jobs_tally_update",
+            f"AFTER UPDATE OF {columns}",
+            "jobs",
+            _tally_delta("OLD", "-") + _tally_delta("NEW", "+"),
+        ),
     )
 
 
@@ -230,7 +264,7 @@ REPORT_SECONDS = "COALESCE(cost_time / 1000.0, MAX(0.0, completed_at - submitted
 GENERATED_STATES_SQL = "state IN ('succeeded', 'done', 'download_failed')"
 
 
-def _m007_report_seconds(db: sqlite3.Connection) -> None:
+def _m007_report_seconds(db: Connection) -> None:
     """report.html's p50/p95 per model without reading every job: an index of the
     manifest's generated jobs by (model, generation time), so a percentile is one
     index search and an offset (a million jobs: no row of `jobs` read, no sort)."""
@@ -272,14 +306,16 @@ def _of_job(row: str) -> str:
 _FILE_COLUMNS = "job_id, n, url, path, sha256, size"
 
 
-def _segment_versions(table: str, name: str, file_columns: str) -> str:
-    """The script of a table of segment versions (results.csv's, migration 008; the
-    report's, 010): one row per segment, clean, and the triggers (`jobs_<name>_*`,
-    `files_<name>_*`) that bump a segment in the transaction of any change of one of its
-    jobs (`_ROW_COLUMNS`) or of their files (`file_columns`)."""
+def _segment_versions(db: Connection, table: str, name: str, file_columns: str) -> None:
+    """A table of segment versions (results.csv's, migration 008; the report's, 010):
+    one row per segment, clean, and the triggers (`jobs_<name>_*`, `files_<name>_*`)
+    that bump a segment in the transaction of any change of one of its jobs
+    (`_ROW_COLUMNS`) or of their files (`file_columns`)."""
     n = SEGMENT_JOBS
     bump = functools.partial(_bump, table=table)
-    return f"""
+    _run_script(
+        db,
+        f"""
         CREATE TABLE {table} (
             seg     INTEGER PRIMARY KEY,  -- idx / SEGMENT_JOBS
             version INTEGER NOT NULL,
@@ -288,30 +324,30 @@ def _segment_versions(table: str, name: str, file_columns: str) -> str:
         -- Clean: nothing is cached yet, so every segment is made at its first writing
         -- (by a run, or by a `report`, which may cache a clean segment).
         INSERT INTO {table} SELECT DISTINCT idx / {n}, 1, 0 FROM jobs;
-        CREATE TRIGGER jobs_{name}_insert AFTER INSERT ON jobs BEGIN
-            {bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_{name}_delete AFTER DELETE ON jobs BEGIN
-            {bump(f"OLD.idx / {n}")}
-        END;
-        CREATE TRIGGER jobs_{name}_update AFTER UPDATE OF {_ROW_COLUMNS} ON jobs BEGIN
-            {bump(f"OLD.idx / {n}")}
-            {bump(f"NEW.idx / {n}")}
-        END;
-        CREATE TRIGGER files_{name}_insert AFTER INSERT ON files BEGIN
-            {bump(_of_job("NEW"))}
-        END;
-        CREATE TRIGGER files_{name}_delete AFTER DELETE ON files BEGIN
-            {bump(_of_job("OLD"))}
-        END;
-        CREATE TRIGGER files_{name}_update AFTER UPDATE OF {file_columns} ON files BEGIN
-            {bump(_of_job("OLD"))}
-            {bump(_of_job("NEW"))}
-        END;
-        """
+        """,
+    )
+    _triggers(
+        db,
+        Trigger(f"jobs_{name}_insert", "AFTER INSERT", "jobs", bump(f"NEW.idx / {n}")),
+        Trigger(f"jobs_{name}_delete", "AFTER DELETE", "jobs", bump(f"OLD.idx / {n}")),
+        Trigger(
+            f"jobs_{name}_update",
+            f"AFTER UPDATE OF {_ROW_COLUMNS}",
+            "jobs",
+            bump(f"OLD.idx / {n}") + bump(f"NEW.idx / {n}"),
+        ),
+        Trigger(f"files_{name}_insert", "AFTER INSERT", "files", bump(_of_job("NEW"))),
+        Trigger(f"files_{name}_delete", "AFTER DELETE", "files", bump(_of_job("OLD"))),
+        Trigger(
+            f"files_{name}_update",
+            f"AFTER UPDATE OF {file_columns}",
+            "files",
+            bump(_of_job("OLD")) + bump(_of_job("NEW")),
+        ),
+    )
 
 
-def _m008_result_segments(db: sqlite3.Connection) -> None:
+def _m008_result_segments(db: Connection) -> None:
     """results.csv is kept by segments of SEGMENT_JOBS jobs in manifest order. Triggers
     mark a segment dirty, in the same transaction as any change of one of its jobs or
     their files, raising its version when it was clean; the writer of results.csv marks
@@ -319,10 +355,10 @@ def _m008_result_segments(db: sqlite3.Connection) -> None:
     version is current while the state holds that version, clean (the cache lives
     outside the state: a state opened read-only is never written). A later migration
     that rebuilds `jobs` or `files` must make these triggers again."""
-    _run_script(db, _segment_versions("result_segments", "segment", _FILE_COLUMNS))
+    _segment_versions(db, "result_segments", "segment", _FILE_COLUMNS)
 
 
-def _m009_local_inputs(db: sqlite3.Connection) -> None:
+def _m009_local_inputs(db: Connection) -> None:
     """Local files as model inputs (core/_local_files.py). `local_files`: the bytes a
     job's file token names, and where the manifest last said they are (a job's input
     holds only the token, so a moved file is the same job). `uploads`: the latest upload
@@ -354,7 +390,7 @@ def _m009_local_inputs(db: sqlite3.Connection) -> None:
     )
 
 
-def _m010_report_data(db: sqlite3.Connection) -> None:
+def _m010_report_data(db: Connection) -> None:
     """The report's data files (outputs/_report_data.py) are kept by segments too, with
     versions of their own: `report_segments` is `result_segments` for report.html's
     shards, bumped by the same changes and also by a file's preview. The shards and
@@ -371,12 +407,12 @@ def _m010_report_data(db: sqlite3.Connection) -> None:
         ALTER TABLE files ADD COLUMN width INTEGER;
         ALTER TABLE files ADD COLUMN height INTEGER;
         ALTER TABLE files ADD COLUMN thumb TEXT;
-        """
-        + _segment_versions("report_segments", "report", f"{_FILE_COLUMNS}, width, height, thumb"),
+        """,
     )
+    _segment_versions(db, "report_segments", "report", f"{_FILE_COLUMNS}, width, height, thumb")
 
 
-def _m011_preview_todo(db: sqlite3.Connection) -> None:
+def _m011_preview_todo(db: Connection) -> None:
     """The files whose preview is not made yet (`thumb IS NULL`), found by a partial
     index: a report rebuild asks for them every time, and in a finished folder there are
     none, so the question costs an empty index, not a walk of a million files. A file
@@ -384,7 +420,7 @@ def _m011_preview_todo(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX files_preview_todo ON files (job_id, n) WHERE thumb IS NULL")
 
 
-def _m012_manifest_sources(db: sqlite3.Connection) -> None:
+def _m012_manifest_sources(db: Connection) -> None:
     """Where each job was written: the manifest file (`manifest_sources`, one row per
     distinct file name, so a million jobs hold a small integer each, not a path) and the
     line in it (CSV: the row's first line). Each output's provenance sidecar names them
@@ -405,7 +441,7 @@ def _m012_manifest_sources(db: sqlite3.Connection) -> None:
 
 
 #: Append only. A state file records which of these it has had.
-MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
+MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("001_initial", _m001_initial),
     ("002_keys_and_evidence", _m002_keys_and_evidence),
     ("003_generation_seconds", _m003_generation_seconds),
@@ -421,11 +457,11 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
 )
 
 
-def applied_migrations(db: sqlite3.Connection) -> list[str]:
+def applied_migrations(db: Connection) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
 
 
-def check_migrations(db: sqlite3.Connection, path: Path, *, readonly: bool) -> set[str]:
+def check_migrations(db: Connection, path: Path | str, *, readonly: bool) -> set[str]:
     """The migrations `path` has had; StateError if this version cannot use it."""
     try:
         applied = {r[0] for r in db.execute("SELECT name FROM _migrations")}
@@ -447,16 +483,16 @@ def check_migrations(db: sqlite3.Connection, path: Path, *, readonly: bool) -> s
 
 
 def migrate(
-    db: sqlite3.Connection,
-    path: Path,
-    transaction: AbstractContextManager[sqlite3.Connection],
+    db: Connection,
+    path: Path | str,
+    transaction: AbstractContextManager[Connection],
     *,
     now: Callable[[], float],
 ) -> None:
     """Apply the missing migrations, each in the transaction that records it."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, at REAL)")
     applied = check_migrations(db, path, readonly=False)
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = _tables(db)
     if applied and not tables >= TABLES:
         raise StateError(
             f"{path} is missing tables ({', '.join(sorted(TABLES - tables))}):"
@@ -469,3 +505,14 @@ def migrate(
         with transaction:
             step(db)
             db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
+
+
+def _tables(db: Connection) -> set[str]:
+    if dialect(db) == "sqlite":
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return {
+        r[0]
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }

@@ -10,10 +10,10 @@ and records each page with `set_previews` in one transaction.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from liangxin_batch.state._db import Connection
 from liangxin_batch.state._tx import Transaction
 
 __all__ = ["PreviewStore", "PreviewTodo", "PreviewUpdate"]
@@ -40,7 +40,7 @@ class PreviewUpdate(NamedTuple):
 class PreviewStore:
     """`StateStore`'s preview rows (a mixin over its one connection)."""
 
-    db: sqlite3.Connection
+    db: Connection
 
     def transaction(self, *, durable: bool = True) -> Transaction:  # pragma: no cover
         raise NotImplementedError  # StateStore's

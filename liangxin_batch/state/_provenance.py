@@ -8,9 +8,9 @@ same statement: no second pass over a million jobs); a file name is stored once,
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
+from liangxin_batch.state._db import Connection
 from liangxin_batch.state._tx import Transaction
 
 __all__ = ["ProvenanceStore"]
@@ -19,7 +19,7 @@ __all__ = ["ProvenanceStore"]
 class ProvenanceStore:
     """`StateStore`'s manifest sources (a mixin over its one connection)."""
 
-    db: sqlite3.Connection
+    db: Connection
 
     def transaction(self, *, durable: bool = True) -> Transaction:  # pragma: no cover
         raise NotImplementedError  # StateStore's

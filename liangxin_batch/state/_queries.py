@@ -11,12 +11,12 @@ import heapq
 import itertools
 import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from liangxin_batch.core._provenance import stem_key
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
+from liangxin_batch.state._db import Connection, dialect
 from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
 from liangxin_batch.state._rows import (
     EXPORT_JOB_SELECT,
@@ -51,10 +51,30 @@ def marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
+#: The JSON the store reads in SQL, in each backend's functions: a job's manifest column
+#: names in order (`keys`), how many result URLs it has (`urls`), and whether file `f`
+#: is still the one at its place in the job's result URLs (`current`).
+_JSON: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "keys": "(SELECT json_group_array(key) FROM json_each(columns_json))",
+        "urls": "json_array_length(COALESCE(j.result_urls, '[]'))",
+        "current": "f.n < json_array_length(j.result_urls)"
+        " AND json_extract(j.result_urls, '$[' || f.n || ']') = f.url",
+    },
+    "postgres": {
+        "keys": "COALESCE((SELECT json_agg(k ORDER BY o)::text"
+        " FROM json_each(columns_json::json) WITH ORDINALITY AS e(k, v, o)), '[]')",
+        "urls": "json_array_length(COALESCE(j.result_urls, '[]')::json)",
+        "current": "f.n < json_array_length(j.result_urls::json)"
+        " AND (j.result_urls::json ->> f.n::int) = f.url",
+    },
+}
+
+
 class StoreQueries:
     """Read-only queries over `self.db` (the store's one connection)."""
 
-    db: sqlite3.Connection
+    db: Connection
 
     # -- jobs: reading ----------------------------------------------------------------
 
@@ -397,10 +417,10 @@ class StoreQueries:
         # SQLite lists each job's names (json_each: in the object's order), and the few
         # distinct lists are decoded here: a million jobs share a handful of them.
         for (names,) in self.db.execute(
-            "SELECT (SELECT json_group_array(key) FROM json_each(columns_json))"
+            f"SELECT {_JSON[dialect(self.db)]['keys']}"
             " FROM jobs WHERE in_manifest = 1 AND idx >= ? AND idx < ?"
             " ORDER BY idx, job_id LIMIT ?",
-            (lo, hi, -1 if first is None else first),
+            (lo, hi, 2**62 if first is None else first),
         ):
             if names not in seen:
                 if len(seen) == 10_000:  # bounded memory: a repeat is harmless, not wrong
@@ -443,7 +463,7 @@ class StoreQueries:
         result URLs its job has (a keyset page over the files' primary key)."""
         rows = self.db.execute(
             f"SELECT {', '.join('f.' + c for c in FILE_COLUMNS.split(', '))},"
-            " json_array_length(COALESCE(j.result_urls, '[]'))"
+            f" {_JSON[dialect(self.db)]['urls']}"
             # CROSS JOIN: SQLite keeps files as the outer loop, in its key's order.
             " FROM files f CROSS JOIN jobs j ON j.job_id = f.job_id"
             " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done'"
@@ -463,8 +483,7 @@ class StoreQueries:
             "SELECT f.job_id, f.n, j.idx, j.model, f.path, f.size"
             " FROM files f CROSS JOIN jobs j ON j.job_id = f.job_id"
             " WHERE (f.job_id, f.n) > (?, ?) AND j.state = 'done' AND j.in_manifest = 1"
-            " AND f.path IS NOT NULL AND f.n < json_array_length(j.result_urls)"
-            " AND json_extract(j.result_urls, '$[' || f.n || ']') = f.url"
+            f" AND f.path IS NOT NULL AND {_JSON[dialect(self.db)]['current']}"
             " ORDER BY f.job_id, f.n LIMIT ?",
             (*after, limit),
         ).fetchall()

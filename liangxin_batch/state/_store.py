@@ -31,6 +31,7 @@ from liangxin_batch.core._states import (
 )
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._checks import BATCH_ID_FILE, read_only_uri, refuse_untrusted
+from liangxin_batch.state._db import Connection
 from liangxin_batch.state._local_files import LocalFileStore
 from liangxin_batch.state._migrations import (
     MIGRATIONS,
@@ -97,6 +98,12 @@ _NOTE_EVENTS = frozenset(
 )
 
 
+#: An upsert of a file row sets every column, as a replacement of the row would.
+_REPLACE_FILE = ", ".join(
+    f"{c} = excluded.{c}" for c in [*FILE_COLUMNS.split(", ")[2:], "path_key"]
+)
+
+
 class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
@@ -115,27 +122,54 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
         wall_clock: Callable[[], float] = time.time,
         readonly: bool = False,
     ) -> None:
-        self.path = path
+        self.path: Path | None = path
+        self.where = str(path)
         self.readonly = readonly
         self._now = wall_clock
         try:
             if readonly:
                 if not path.exists() or path.stat().st_size == 0:
                     raise StateError(f"no state in {path} (missing or empty)")
-                self.db = sqlite3.connect(read_only_uri(path), uri=True, timeout=10.0)
+                self.db: Connection = sqlite3.connect(read_only_uri(path), uri=True, timeout=10.0)
                 self.db.execute("PRAGMA busy_timeout=10000")
                 check_migrations(self.db, path, readonly=True)
-                self._tx = Transaction(self.db, path)
+                self._tx = Transaction(self.db, self.where, disk=path.parent)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self.db.execute("PRAGMA journal_mode=WAL")
             # The synchronous level is set per transaction (FULL unless bookkeeping): _tx.
             self.db.execute("PRAGMA busy_timeout=10000")
-            self._tx = Transaction(self.db, path)
+            self._tx = Transaction(self.db, self.where, disk=path.parent)
             migrate(self.db, path, self._tx, now=self._now)
         except sqlite3.DatabaseError as err:
             raise StateError(f"{path}: cannot use this state file: {err}") from None
+
+    @classmethod
+    def on_connection(
+        cls,
+        db: Connection,
+        where: str,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ) -> StateStore:
+        """The store over an open connection of another backend (`_backends`), its
+        schema already migrated by the caller (under the lock that keeps two workers
+        from migrating at once); `where` names it in messages."""
+        store = cls.__new__(cls)
+        store.path = None
+        store.where = where
+        store.readonly = readonly
+        store._now = wall_clock
+        store.db = db
+        store._tx = Transaction(db, where, disk=None)
+        try:
+            check_migrations(db, where, readonly=True)
+        except BaseException:
+            db.close()
+            raise
+        return store
 
     @classmethod
     def in_dir(cls, out_dir: Path, **kw: Any) -> StateStore:
@@ -176,13 +210,21 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The SQLite connection itself (its query plans, its trace hook): for tests
+        and benches of the SQLite backend."""
+        if not isinstance(self.db, sqlite3.Connection):
+            raise TypeError(f"{self.where} is not a SQLite state")
+        return self.db
+
     @contextlib.contextmanager
     def reading(self) -> Iterator[StateStore]:
         """Reads whose SQLite errors (a file damaged under a reader) become StateError."""
         try:
             yield self
         except sqlite3.Error as err:
-            raise StateError(f"{self.path}: cannot read: {err}") from None
+            raise StateError(f"{self.where}: cannot read: {err}") from None
 
     # -- checks ---------------------------------------------------------------------
 
@@ -200,7 +242,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
             id_file.write_text(mine + "\n", encoding="utf-8")
         elif theirs != mine:
             raise StateError(
-                f"{self.path} belongs to batch {mine}, but {id_file.parent} holds batch "
+                f"{self.where} belongs to batch {mine}, but {id_file.parent} holds batch "
                 f"{theirs}: was a state file copied in from another folder? Put back this "
                 "folder's own state.db, or use another --out folder. Nothing was sent."
             )
@@ -383,8 +425,9 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
     def record_file(self, row: FileRow) -> None:
         with self.transaction(durable=False) as db:  # the file is checked again on resume
             db.execute(
-                f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}, path_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO files ({FILE_COLUMNS}, path_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, n) DO UPDATE SET"
+                f" {_REPLACE_FILE}",
                 (
                     *(row.job_id, row.n, row.url, row.path, row.sha256, row.size, row.mtime_ns),
                     *(row.width, row.height, row.thumb),
@@ -443,7 +486,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
         TransitionRefused, with nothing written.
         """
         if self.readonly:
-            raise StateError(f"{self.path} is open read-only")
+            raise StateError(f"{self.where} is open read-only")
         if "state" in fields:
             raise ValueError("a job's state changes only by its event")
         target = target_of(event)
@@ -489,7 +532,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
 
     def _write_attempt(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         job_id: str,
         attempt: int,
         event: Event,
@@ -499,8 +542,11 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
         now = fields["updated_at"]
         if event is Event.SUBMIT:
             db.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at)"
-                " VALUES (?, ?, ?, ?)",
+                # A new attempt's row, in place of one a crash left (its fields gone).
+                "INSERT INTO attempts (job_id, attempt, outcome, started_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (job_id, attempt) DO UPDATE SET"
+                " outcome = excluded.outcome, started_at = excluded.started_at,"
+                " task_id = NULL, error_code = NULL, error_message = NULL, ended_at = NULL",
                 (job_id, attempt, outcome, now),
             )
             return

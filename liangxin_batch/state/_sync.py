@@ -110,7 +110,7 @@ def _refuse_changed(store: StateStore, report: SyncReport, allow_changed: bool) 
         shown = ", ".join(report.changed[:20])
         more = f" and {len(report.changed) - 20} more" if len(report.changed) > 20 else ""
         raise StateError(
-            f"{len(report.changed)} job(s) have the same id as in {store.path} but different "
+            f"{len(report.changed)} job(s) have the same id as in {store.where} but different "
             f"content: {shown}{more}. Give them new ids, use another --out folder, or pass "
             "--allow-changed to run the new content (earlier files are kept under superseded/). "
             "Nothing was sent."

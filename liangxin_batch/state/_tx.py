@@ -17,13 +17,18 @@ import sqlite3
 from pathlib import Path
 
 from liangxin_batch.errors import DiskFullError
+from liangxin_batch.state._db import Connection
 
 __all__ = ["Transaction", "disk_full"]
 
 
-def disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
+def disk_full(where: str, disk: Path | None, err: sqlite3.OperationalError) -> DiskFullError:
+    """`disk`: the folder of a state file; None for a database server's own disk."""
+    place = (
+        f"the disk under {disk}" if disk is not None else f"the disk of the state database {where}"
+    )
     return DiskFullError(
-        f"the disk under {path.parent} is full ({err}): free some space, then run the "
+        f"{place} is full ({err}): free some space, then run the "
         "same command again to continue (everything committed so far is kept)"
     )
 
@@ -31,11 +36,12 @@ def disk_full(path: Path, err: sqlite3.OperationalError) -> DiskFullError:
 class Transaction:
     """Re-entrant: the outermost `with` begins, and commits or rolls back."""
 
-    __slots__ = ("_db", "_depth", "_durable", "_path", "_synchronous", "_wanted")
+    __slots__ = ("_db", "_depth", "_disk", "_durable", "_synchronous", "_wanted", "_where")
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Connection, where: str, *, disk: Path | None) -> None:
         self._db = db
-        self._path = path
+        self._where = where
+        self._disk = disk
         self._depth = 0
         self._wanted = True  # what the next `with` asks for (see `durable`)
         self._durable = True  # what the open transaction is
@@ -46,7 +52,7 @@ class Transaction:
         self._wanted = durable
         return self
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Connection:
         wanted, self._wanted = self._wanted, True
         if self._depth == 0:
             level = "FULL" if wanted else "NORMAL"
@@ -74,6 +80,6 @@ class Transaction:
         if db.in_transaction:  # a failed COMMIT may leave it open
             db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-            raise disk_full(self._path, exc) from None
+            raise disk_full(self._where, self._disk, exc) from None
         if isinstance(exc, sqlite3.OperationalError) and exc_type is None:
             raise exc

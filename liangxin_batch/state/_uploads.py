@@ -10,11 +10,11 @@ the key itself is never stored).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING
 
 from liangxin_batch.core._states import Event
 from liangxin_batch.core._uploads import Upload
+from liangxin_batch.state._db import Connection
 
 if TYPE_CHECKING:
     from liangxin_batch.state._tx import Transaction
@@ -27,7 +27,7 @@ _REFRESH = Event.INPUT_REFRESH.value
 class UploadStore:
     """Uploads: read and written on the store's one connection."""
 
-    db: sqlite3.Connection
+    db: Connection
 
     if TYPE_CHECKING:
 
@@ -49,8 +49,10 @@ class UploadStore:
         its URL is used by a createTask only after this returns."""
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO uploads (sha256, account, url, uploaded_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO uploads (sha256, account, url, uploaded_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256, account) DO UPDATE SET"
+                " url = excluded.url, uploaded_at = excluded.uploaded_at,"
+                " expires_at = excluded.expires_at",
                 (upload.sha256, upload.account, upload.url, upload.uploaded_at, upload.expires_at),
             )
 
