@@ -18,6 +18,7 @@ __all__ = [
     "model_opt",
     "parse_rate_flag",
     "rate_opt",
+    "state_opt",
 ]
 
 manifest_arg = click.argument(
@@ -46,6 +47,13 @@ max_in_flight_opt = click.option(
     type=click.IntRange(1),
     help="Tasks running at the service at once, as expected from learned latencies "
     "(results not yet polled do not hold submission back; at most 3x this followed).",
+)
+state_opt = click.option(
+    "--state",
+    "state",
+    metavar="URL",
+    help="Where the batch's state lives: a postgresql://user@host:port/database URL "
+    "(needs liangxin-batch[postgres]) [env LIANGXIN_STATE_URL; default: DIR/state.db].",
 )
 base_url_opt = click.option(
     "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from liangxin_batch.cli._options import max_image_pixels_opt
+from liangxin_batch.cli._options import max_image_pixels_opt, state_opt
 from liangxin_batch.core._states import REPORT_STATUSES
 from liangxin_batch.errors import ConfigError, StateError
 from liangxin_batch.outputs._formats import EXPORT_FORMATS
@@ -20,14 +20,17 @@ if TYPE_CHECKING:  # the state and the writers load when a command runs, not for
 __all__ = ["export_command", "report_command"]
 
 
-def _open(out_dir: Path) -> StateStore:
-    from liangxin_batch.state._store import STATE_FILE, StateStore
+def _open(out_dir: Path, state: str | None) -> StateStore:
+    """DIR's state, read-only: its state.db, or its batch in the database at `state`."""
+    from liangxin_batch.state._backends import open_state, state_url
+    from liangxin_batch.state._store import STATE_FILE
 
-    if not (out_dir / STATE_FILE).is_file():
+    url = state_url(state)
+    if url is None and not (out_dir / STATE_FILE).is_file():
         raise StateError(
             f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
         )
-    return StateStore.in_dir(out_dir, readonly=True)
+    return open_state(out_dir, url=url, readonly=True)
 
 
 def _resolve_models(cli: Any, names: tuple[str, ...]) -> list[str]:
@@ -101,6 +104,7 @@ csv_safe_opt = click.option(
     is_flag=True,
     help="hf, webdataset: replace OUT when an earlier export wrote it (never another folder).",
 )
+@state_opt
 @click.pass_obj
 def export_command(
     cli: Any,
@@ -115,6 +119,7 @@ def export_command(
     link: bool,
     shard_size: str,
     overwrite: bool,
+    state: str | None,
 ) -> None:
     """Write the results of DIR as a table (csv, jsonl, parquet, xlsx) or a dataset
     (hf, webdataset, parquet --embed-images) at OUT."""
@@ -140,11 +145,11 @@ def export_command(
     target = target or out_dir / (f"export-{fmt}" if folder else f"export.{fmt}")
     check_export_target(out_dir, target, folder=folder)
     if dataset:
-        _export_dataset(cli, out_dir, fmt, target, models, link, overwrite, shard_size)
+        _export_dataset(cli, out_dir, state, fmt, target, models, link, overwrite, shard_size)
         return
     from liangxin_batch.outputs._report import export
 
-    store = _open(out_dir)
+    store = _open(out_dir, state)
     try:
         count = None
         if fmt == "csv" and not status and not models:  # results.csv's table: its cache
@@ -201,6 +206,7 @@ def _check_options(
 def _export_dataset(
     cli: Any,
     out_dir: Path,
+    state: str | None,
     fmt: str,
     target: Path,
     models: tuple[str, ...],
@@ -212,7 +218,7 @@ def _export_dataset(
     from liangxin_batch.outputs._datasets import export_dataset
 
     size = parse_size(shard_size, flag="--shard-size")
-    store = _open(out_dir)
+    store = _open(out_dir, state)
     try:
         done = export_dataset(
             out_dir,
@@ -247,12 +253,13 @@ def _export_dataset(
 @_DIR
 @csv_safe_opt
 @max_image_pixels_opt
-def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None:
+@state_opt
+def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int, state: str | None) -> None:
     """Rebuild DIR/results.csv, DIR/report.html and thumbnails from the state alone."""
     from liangxin_batch.outputs._gallery import write_reports
 
-    _open(out_dir).close()  # a folder without a state: said before anything is written
-    with _report_store(out_dir) as store:
+    _open(out_dir, state).close()  # a folder without a state: said before anything is written
+    with _report_store(out_dir, state) as store:
         if not store.readonly:
             _make_previews(store, out_dir, max_image_pixels)
         csv_path, html_path = write_reports(
@@ -263,26 +270,26 @@ def report_command(out_dir: Path, csv_safe: bool, max_image_pixels: int) -> None
 
 
 @contextlib.contextmanager
-def _report_store(out_dir: Path) -> Iterator[StateStore]:
+def _report_store(out_dir: Path, state: str | None) -> Iterator[StateStore]:
     """The state `report` works on. With no run in the folder, `report` holds the run
     lock for the whole report and writes as a run does (previews recorded, the report's
     data cached and its old files swept: nothing left behind, calls after the first
     reuse its files). Beside a running batch (or in a folder that cannot be written)
     it only reads: its files serve its own page, and the run removes them later."""
+    from liangxin_batch.state._backends import open_state, state_url
     from liangxin_batch.state._lock import RunLock
-    from liangxin_batch.state._store import StateStore
 
     with contextlib.ExitStack() as stack:
         store = None
         try:
             stack.enter_context(RunLock(out_dir))
-            store = StateStore.in_dir(out_dir)
+            store = open_state(out_dir, url=state_url(state))
         except ConfigError:
             pass  # a run is using the folder: it makes the previews and owns the cache
         except (StateError, OSError) as err:
             click.echo(f"previews not made ({err}); the report shows placeholders", err=True)
         if store is None:
-            store = _open(out_dir)
+            store = _open(out_dir, state)
         try:
             yield store
         finally:

@@ -18,6 +18,7 @@ from liangxin_batch.cli._options import (
     model_opt,
     parse_rate_flag,
     rate_opt,
+    state_opt,
 )
 from liangxin_batch.errors import ConfigError
 
@@ -253,6 +254,7 @@ def _callback_options(
     help="results.csv: prefix cells that a spreadsheet would run as formulas with '.",
 )
 @allow_outside_opt
+@state_opt
 @click.pass_obj
 def run_command(
     cli: Any,
@@ -292,8 +294,11 @@ def run_command(
     quiet: bool,
     csv_safe: bool,
     allow_outside: bool,
+    state: str | None,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
+    from liangxin_batch.state._backends import state_url
+
     callbacks = _callback_options(
         callback_url, listen, webhook_hmac_key, trust_signed=trust_signed_callbacks
     )
@@ -344,6 +349,7 @@ def run_command(
         max_image_pixels=max_image_pixels,
         csv_safe=csv_safe,
         report_every=every,
+        state_url=state_url(state),
         upload_lifetime=lifetime,
         upload_margin=margin,
         upload_concurrency=upload_concurrency,
@@ -373,11 +379,13 @@ def run_command(
 
 @click.command("status")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-def status_command(out_dir: Path) -> None:
+@state_opt
+def status_command(out_dir: Path, state: str | None) -> None:
     """Counts by state and model, oldest tasks in flight, recent problems, credits used."""
+    from liangxin_batch.state._backends import state_url
     from liangxin_batch.state._status import format_status, read_status
 
-    click.echo(format_status(read_status(out_dir)))
+    click.echo(format_status(read_status(out_dir, state_url=state_url(state))))
 
 
 @click.command("demo")

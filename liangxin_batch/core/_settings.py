@@ -88,6 +88,9 @@ class RunSettings:
     #: Seconds between refreshes of report.html while a run goes on (its changed data
     #: files only, a few hundred jobs per turn of the event loop); 0: only at the end.
     report_every: float = 30.0
+    #: Where the batch's state lives: None for DIR/state.db (SQLite); a postgresql://
+    #: URL puts it in that database (state/_backends.py), where many batches can live.
+    state_url: str | None = None
     #: Our seconds per second of the service: below 1 against a simulator whose latencies
     #: and windows are scaled down (every poll delay and learned time is scaled by it).
     poll_scale: float = 1.0

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["results"]
 
 
-def results(out_dir: Path | str) -> pd.DataFrame:
+def results(out_dir: Path | str, *, state_url: str | None = None) -> pd.DataFrame:
     """One row per manifest job, in manifest order: the manifest's columns (text, under
     their own names) and the columns the tool adds (the README's table), typed.
 
@@ -30,14 +30,15 @@ def results(out_dir: Path | str) -> pd.DataFrame:
         frame[frame.status == "failed"][["job_id", "error_message"]]
     """
     from liangxin_batch.outputs._report import typed_table
-    from liangxin_batch.state._store import STATE_FILE, StateStore
+    from liangxin_batch.state._backends import open_state
+    from liangxin_batch.state._store import STATE_FILE
 
     out_dir = Path(out_dir)
-    if not (out_dir / STATE_FILE).is_file():
+    if state_url is None and not (out_dir / STATE_FILE).is_file():
         raise StateError(
             f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
         )
-    store = StateStore.in_dir(out_dir, readonly=True)
+    store = open_state(out_dir, url=state_url, readonly=True)
     try:
         with store.reading():  # a damaged file says so as a StateError, as for `status`
             header, types, chunks = typed_table(out_dir, store)

@@ -21,6 +21,7 @@ from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.errors import LiangXinBatchError
 from liangxin_batch.outputs._gallery import LiveReport, Summary, read_summary
 from liangxin_batch.run._progress import Observer
+from liangxin_batch.state._backends import open_state
 from liangxin_batch.state._store import StateStore
 
 __all__ = ["LiveRefresh", "live_report"]
@@ -68,7 +69,9 @@ class LiveRefresh:
             try:
                 # The summary's index searches grow with the batch (~0.3 s a model at a
                 # million jobs): read on a connection of their own, off the event loop.
-                summary = await asyncio.to_thread(_read_summary, out, time.monotonic() - started)
+                summary = await asyncio.to_thread(
+                    _read_summary, out, settings.state_url, time.monotonic() - started
+                )
                 t0 = time.perf_counter()
                 for step in live.steps(summary):
                     longest = max(longest, time.perf_counter() - t0)
@@ -102,10 +105,10 @@ def live_report(
     return LiveRefresh(out, store, settings, observer)
 
 
-def _read_summary(out: Path, wall_seconds: float) -> Summary:
+def _read_summary(out: Path, url: str | None, wall_seconds: float) -> Summary:
     """The summary band, read in a worker thread on a read-only connection (WAL: it
     neither waits for nor blocks the run's writes)."""
-    reader = StateStore.in_dir(out, readonly=True)
+    reader = open_state(out, url=url, readonly=True)
     try:
         return read_summary(reader, wall_seconds)
     finally:

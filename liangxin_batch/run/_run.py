@@ -49,6 +49,7 @@ from liangxin_batch.run._upload_client import (
     UploadClient,
     upload_base_url_from,
 )
+from liangxin_batch.state._backends import open_state, peek_state_meta
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import COLUMNS_KEY, FINGERPRINT_KEY, SyncReport, sync_jobs
@@ -264,7 +265,7 @@ async def run_batch_async(
 
     fingerprint = None
     if isinstance(manifest, str | Path):
-        stored = StateStore.peek_meta(out, FINGERPRINT_KEY)
+        stored = peek_state_meta(out, FINGERPRINT_KEY, url=settings.state_url)
         fingerprint = manifest_fingerprint(
             Path(manifest),
             catalog=catalog,
@@ -281,7 +282,7 @@ async def run_batch_async(
         file_layout = Layout.parse(settings.layout)  # a bad template stops here, unspent
         if file_layout.column_fields:
             file_layout.check_columns(
-                jobs.column_names if jobs is not None else _stored_columns(out)
+                jobs.column_names if jobs is not None else _stored_columns(out, settings.state_url)
             )
         # The client is built before anything is written, so a missing key costs nothing.
         client = LiangXinClient(
@@ -308,7 +309,7 @@ async def run_batch_async(
         _make_folder(out)  # what is wrong here locally is said before any network wait
         await client.check_reachable()  # a wrong base URL: said in seconds, nothing sent
         stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
-        store = StateStore.in_dir(out)
+        store = open_state(out, url=settings.state_url)
         stack.callback(store.close)
         stack.enter_context(_run_log(out))
         if jobs is None and not same_manifest(store.get_meta(FINGERPRINT_KEY), fingerprint):
@@ -635,9 +636,9 @@ def _refuse_local_files_without_host(store: StateStore, settings: RunSettings) -
         )
 
 
-def _stored_columns(out: Path) -> set[str]:
+def _stored_columns(out: Path, url: str | None) -> set[str]:
     """The manifest's column names, as the last sync of this manifest recorded them."""
-    return set(json.loads(StateStore.peek_meta(out, COLUMNS_KEY) or "[]"))
+    return set(json.loads(peek_state_meta(out, COLUMNS_KEY, url=url) or "[]"))
 
 
 def _progress_counts(store: StateStore) -> dict[str, int]:

@@ -211,9 +211,9 @@ def _tally_delta(row: str, sign: str) -> str:
                 {sign}1, {sign}{_micro(f"COALESCE({row}.credits, 0)")},
                 {sign}{_micro(_estimated(row + "."))})
         ON CONFLICT (model, state, in_manifest, finished_by) DO UPDATE SET
-            n = n + excluded.n,
-            credits = credits + excluded.credits,
-            estimated = estimated + excluded.estimated;"""
+            n = tallies.n + excluded.n,
+            credits = tallies.credits + excluded.credits,
+            estimated = tallies.estimated + excluded.estimated;"""
 
 
 def _m006_tallies(db: Connection) -> None:
@@ -295,7 +295,8 @@ def _bump(segment: str, table: str = "result_segments") -> str:
     return f"""
         INSERT INTO {table} (seg, version, dirty)
             SELECT {segment}, 1, 1 WHERE {segment} IS NOT NULL
-        ON CONFLICT (seg) DO UPDATE SET version = version + 1, dirty = 1 WHERE dirty = 0;"""
+        ON CONFLICT (seg) DO UPDATE SET version = {table}.version + 1, dirty = 1
+            WHERE {table}.dirty = 0;"""
 
 
 def _of_job(row: str) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from liangxin_batch.core._states import report_counts
 from liangxin_batch.errors import StateError
-from liangxin_batch.state._store import STATE_FILE, StateStore
+from liangxin_batch.state._backends import open_state
+from liangxin_batch.state._store import STATE_FILE
 
 __all__ = ["StatusReport", "credits_line", "format_status", "read_status", "removed_line"]
 
@@ -32,7 +33,7 @@ def removed_line(jobs: int, credits: float) -> str:
 
 @dataclass
 class StatusReport:
-    path: Path
+    path: Path | str  # the state file, or the database and batch
     #: Jobs per status in the reports' words (`REPORT_STATUSES`), like results.csv.
     by_state: dict[str, int]
     by_model: dict[str, dict[str, int]]
@@ -52,18 +53,21 @@ class StatusReport:
         return sum(self.by_state.values())
 
 
-def read_status(out_dir: Path | str, *, now: float | None = None) -> StatusReport:
+def read_status(
+    out_dir: Path | str, *, now: float | None = None, state_url: str | None = None
+) -> StatusReport:
+    """`state_url`: the batch's PostgreSQL database (None: DIR/state.db)."""
     out_dir = Path(out_dir)
     path = out_dir / STATE_FILE
-    if not path.exists():
+    if state_url is None and not path.exists():
         raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
     now = time.time() if now is None else now
-    store = StateStore(path, readonly=True)
+    store = open_state(out_dir, url=state_url, readonly=True)
     with contextlib.closing(store), store.reading():
         credits = store.credits(in_manifest=True)
         removed = store.credits(in_manifest=False)
         return StatusReport(
-            path=path,
+            path=path if state_url is None else store.where,
             # The reports' words (what results.csv says), not the state file's. A state
             # does not record how its runs were driven; `run` and `run_batch` always
             # download, so a generated job without its files is `downloading`.
