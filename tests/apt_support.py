@@ -24,8 +24,10 @@ T = TypeVar("T")
 APT_TIMEOUT_SECONDS = 1200
 
 
-def apt_install_or_skip(package: str, find: Callable[[], T | None]) -> T:
+def apt_install_or_skip(package: str, find: Callable[[], T | None], *, what: str = "") -> T:
     """`find()`'s answer, after `apt-get install -y PACKAGE` when it had none.
+
+    `what` names what `find` looks for, in the skip messages (default: the package).
 
     Skips the test (with the reason) when there is no apt-get, when not root, or when
     the install fails. A lock file serialises two pytest sessions installing at once;
@@ -34,12 +36,11 @@ def apt_install_or_skip(package: str, find: Callable[[], T | None]) -> T:
     found = find()
     if found is not None:
         return found
+    what = what or package
     if not shutil.which("apt-get"):
-        pytest.skip(f"{package} is not installed and there is no apt-get to install it")
+        pytest.skip(f"{what} not found, and there is no apt-get to install Debian's {package}")
     if os.geteuid() != 0:
-        pytest.skip(
-            f"{package} is not installed; installing it needs root (apt-get install {package})"
-        )
+        pytest.skip(f"{what} not found; installing it needs root (apt-get install {package})")
     lock = Path(tempfile.gettempdir()) / f"liangxin-batch-{package}.lock"
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -61,5 +62,5 @@ def apt_install_or_skip(package: str, find: Callable[[], T | None]) -> T:
                     pytest.skip(f"{' '.join(cmd)} failed: {done.stderr.strip()[-400:]}")
     found = find()
     if found is None:
-        pytest.skip(f"apt-get installed {package} but its programs are still not found")
+        pytest.skip(f"apt-get installed {package} but {what} is still not found")
     return found

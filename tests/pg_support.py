@@ -36,6 +36,8 @@ DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
 #: The database superuser of the test cluster (initdb -U), in every URL.
 SUPERUSER = "postgres"
+#: The temporary directories' names: DIR_PREFIX<pytest's pid>-<random>.
+DIR_PREFIX = "liangxin-pg-"
 #: The system user the server runs as when the tests run as root.
 SYSTEM_USER = "postgres"
 #: How long `pg_ctl start -w` may wait for the server to accept connections.
@@ -92,7 +94,8 @@ def _major(bin_dir: Path) -> tuple[int, ...]:
 
 def bin_dir_or_skip() -> Path:
     """The server programs, installed from Debian's `postgresql` where this session can."""
-    return apt_install_or_skip("postgresql", find_bin_dir)
+    what = f"PostgreSQL's {', '.join(PROGRAMS)} (on PATH or in {DEBIAN_BIN_GLOB})"
+    return apt_install_or_skip("postgresql", find_bin_dir, what=what)
 
 
 def run_as_user_or_skip() -> str | None:
@@ -148,7 +151,8 @@ def running_server() -> Iterator[PgServer]:
     user = run_as_user_or_skip()
     # Not pytest's tmp_path: its parents are private to root, and the server user must
     # reach this directory. Short, too: a unix socket path has at most 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="liangxin-pg-"))
+    _remove_orphans(bin_dir, user)
+    root = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
     data_dir, socket_dir = root / "data", root / "sock"
     socket_dir.mkdir()
     if user is not None:
@@ -164,15 +168,39 @@ def running_server() -> Iterator[PgServer]:
         port = _start(bin_dir, data_dir, socket_dir, root, user)
         yield PgServer("127.0.0.1", port, SUPERUSER, bin_dir, data_dir, socket_dir)
     finally:
-        # Also after a start that timed out: a server may be up without having said so.
-        if (data_dir / "postmaster.pid").exists():
-            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                _run(
-                    [str(bin_dir / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "immediate",
-                     "-w", "-t", "30"],
-                    user, root, timeout=60,
-                )  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        _stop_and_remove(bin_dir, root, user)
+
+
+def _stop_and_remove(bin_dir: Path, root: Path, user: str | None) -> None:
+    # Also after a start that timed out: a server may be up without having said so.
+    data_dir = root / "data"
+    if (data_dir / "postmaster.pid").exists():
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            _run(
+                [str(bin_dir / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "immediate",
+                 "-w", "-t", "30"],
+                user, root, timeout=60,
+            )  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_orphans(bin_dir: Path, user: str | None) -> None:
+    """Stop the servers of pytest sessions that were killed before their teardown (a
+    SIGKILL, a session's time limit): their directories name their pytest's pid."""
+    for root in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
+        owner = root.name.removeprefix(DIR_PREFIX).split("-")[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            _stop_and_remove(bin_dir, root, user)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _start(bin_dir: Path, data_dir: Path, socket_dir: Path, root: Path, user: str | None) -> int:
