@@ -149,9 +149,9 @@ def running_server() -> Iterator[PgServer]:
     stop (immediate) and delete it all afterwards, also when the session fails."""
     bin_dir = bin_dir_or_skip()
     user = run_as_user_or_skip()
+    _remove_orphans(bin_dir, user)
     # Not pytest's tmp_path: its parents are private to root, and the server user must
     # reach this directory. Short, too: a unix socket path has at most 107 bytes.
-    _remove_orphans(bin_dir, user)
     root = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
     data_dir, socket_dir = root / "data", root / "sock"
     socket_dir.mkdir()
@@ -172,7 +172,8 @@ def running_server() -> Iterator[PgServer]:
 
 
 def _stop_and_remove(bin_dir: Path, root: Path, user: str | None) -> None:
-    # Also after a start that timed out: a server may be up without having said so.
+    """Stop the server in `root` (if one may be up: also after a start that timed out,
+    a server may be up without having said so) and delete its directory."""
     data_dir = root / "data"
     if (data_dir / "postmaster.pid").exists():
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
