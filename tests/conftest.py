@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.apt_support import APT_TIMEOUT_SECONDS
+from tests.pg_support import PgServer, find_bin_dir, fresh_database, running_server
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests (`@pytest.mark.anyio`) run on asyncio only."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the whole session (tests/pg_support.py): installed
+    where it can be, else the test is skipped with the reason."""
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server: `postgresql://USER@127.0.0.1:PORT/t_…`."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the server is marked `postgres` (so `-m "not postgres"` leaves
+    them out). Where the server still has to be installed, they get the time apt-get may
+    take: the first one's setup runs it, inside its timeout."""
+    users = [item for item in items if "pg_server" in getattr(item, "fixturenames", ())]
+    if not users:
+        return
+    installing = find_bin_dir() is None
+    for item in users:
+        item.add_marker(pytest.mark.postgres)
+        if installing:
+            item.add_marker(pytest.mark.timeout(APT_TIMEOUT_SECONDS * 2 + 120), append=False)

@@ -162,8 +162,9 @@ def test_the_readme_python_api_section_runs(
     assert printed[4] == "{'z-image': 2.0}"
 
 
-def test_the_readme_says_make_test_may_install_chromium_as_root() -> None:
-    """Issue 15: `make test` may run apt-get as root; the README says so, and when."""
+def test_the_readme_says_make_test_may_install_chromium_and_postgresql_as_root() -> None:
+    """Issues 15 and 18: `make test` may run apt-get as root; the README says so, and when."""
     flat = " ".join(README.split())
     assert "install -y chromium" in flat and "as root" in flat
+    assert "install -y postgresql" in flat
     assert "they are skipped, and the skip message says why" in flat

@@ -4,14 +4,10 @@ files check), and the `chromium` fixture the browser tests share
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from liangxin_batch.outputs._report_data import DATA_DIR, READER_KEEP_SECONDS, R
 from liangxin_batch.outputs._report_shards import SHORT
 from liangxin_batch.state._migrations import SEGMENT_JOBS
 from liangxin_batch.state._store import FileRow, StateStore
+from tests.apt_support import apt_install_or_skip
 from tests.report_bulk_support import build_big_state
 from tests.report_state_support import job_rows, percentile
 from tests.state_support import drive
@@ -352,31 +349,5 @@ def _which_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed once per machine (a lock file serialises sessions)."""
-    found = _which_chromium()
-    if found:
-        return found
-    if not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and there is no apt-get to install it")
-    if os.geteuid() != 0:
-        pytest.skip(
-            "chromium is not installed; installing it needs root (apt-get install chromium)"
-        )
-    lock = Path(tempfile.gettempdir()) / "liangxin-batch-chromium.lock"
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if not _which_chromium():
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-                try:
-                    done = subprocess.run(
-                        cmd, env=env, capture_output=True, text=True, timeout=1200, check=False
-                    )
-                except subprocess.TimeoutExpired:
-                    pytest.skip(f"{' '.join(cmd)} took more than 20 minutes")
-                if done.returncode != 0:
-                    pytest.skip(f"{' '.join(cmd)} failed: {done.stderr.strip()[-400:]}")
-    found = _which_chromium()
-    if not found:
-        pytest.skip("apt-get installed chromium but no chromium binary is on PATH")
-    return found
+    """Debian's chromium, installed once per machine where it can be (tests/apt_support.py)."""
+    return apt_install_or_skip("chromium", _which_chromium)
