@@ -43,3 +43,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.postgres)
         if installing:
             item.add_marker(pytest.mark.timeout(APT_TIMEOUT_SECONDS * 2 + 120), append=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest) -> str | None:
+    """Each backend of the state in turn: None (DIR/state.db), then a fresh PostgreSQL
+    database (the store's tests run on both, issue 18)."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url

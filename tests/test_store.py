@@ -9,6 +9,7 @@ import pytest
 from liangxin_batch.core._states import JobState
 from liangxin_batch.errors import StateError
 from liangxin_batch.state import _checks as checks
+from liangxin_batch.state._backends import open_state
 from liangxin_batch.state._store import MIGRATIONS, StateStore
 from tests.state_support import drive
 
@@ -20,15 +21,17 @@ def rows(n: int, start: int = 0) -> list[tuple[str, int, str, str, str, str]]:
     ]
 
 
-def test_migrations_apply_once_and_survive_reopen(tmp_path: Path) -> None:
-    store = StateStore.in_dir(tmp_path)
+def test_migrations_apply_once_and_survive_reopen(tmp_path: Path, state_url: str | None) -> None:
+    store = open_state(tmp_path, url=state_url)
     assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
     store.upsert_jobs(rows(3))
     store.close()
-    again = StateStore.in_dir(tmp_path)
+    again = open_state(tmp_path, url=state_url)
     assert again.applied_migrations() == [name for name, _ in MIGRATIONS]
     assert [j.job_id for j in again.iter_jobs()] == ["j00000", "j00001", "j00002"]
-    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if state_url is None:
+        assert again.sqlite.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again.close()
 
 
 def test_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -47,40 +50,46 @@ def test_garbage_file_is_a_state_error(tmp_path: Path) -> None:
         StateStore.in_dir(tmp_path)
 
 
-def test_transition_is_committed_before_returning(tmp_path: Path) -> None:
-    store = StateStore.in_dir(tmp_path)
+def test_transition_is_committed_before_returning(tmp_path: Path, state_url: str | None) -> None:
+    store = open_state(tmp_path, url=state_url)
     store.upsert_jobs(rows(1))
     store.begin_attempt("j00000", 1)
     # A second connection (another process after a crash) sees the intent at once.
-    other = sqlite3.connect(tmp_path / "state.db")
-    assert other.execute("SELECT state, attempt FROM jobs").fetchone() == ("submitting", 1)
+    other = open_state(tmp_path, url=state_url, readonly=True)
+    sql = "SELECT state, attempt, task_id FROM jobs"
+    assert other.db.execute(sql).fetchone() == ("submitting", 1, None)
     drive(store, "j00000", JobState.SUBMITTED, task_id="t-1")
-    assert other.execute("SELECT state, task_id FROM jobs").fetchone() == ("submitted", "t-1")
+    assert other.db.execute(sql).fetchone() == ("submitted", 1, "t-1")
     other.close()
+    store.close()
 
 
-def test_iter_jobs_pages_in_manifest_order_while_states_change(tmp_path: Path) -> None:
-    store = StateStore.in_dir(tmp_path)
+def test_iter_jobs_pages_in_manifest_order_while_states_change(
+    tmp_path: Path, state_url: str | None
+) -> None:
+    store = open_state(tmp_path, url=state_url)
     store.upsert_jobs(list(reversed(rows(2500))))
     seen = []
     for job in store.iter_jobs([JobState.PENDING]):
         seen.append(job.idx)
         drive(store, job.job_id, JobState.SUBMITTED)
     assert seen == list(range(2500))
+    store.close()
 
 
-def test_task_ids_are_unique(tmp_path: Path) -> None:
-    store = StateStore.in_dir(tmp_path)
+def test_task_ids_are_unique(tmp_path: Path, state_url: str | None) -> None:
+    store = open_state(tmp_path, url=state_url)
     store.upsert_jobs(rows(2))
     store.update("j00000", task_id="t-1")
     with pytest.raises(sqlite3.IntegrityError):
         store.update("j00001", task_id="t-1")
     row = store.by_task_id("t-1")
     assert row is not None and row.job_id == "j00000"
+    store.close()
 
 
-def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
-    store = StateStore.in_dir(tmp_path)
+def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path, state_url: str | None) -> None:
+    store = open_state(tmp_path, url=state_url)
     store.upsert_jobs(rows(2))
     drive(store, "j00000", JobState.DONE, task_id="t-1")
     again = rows(1, start=1)  # the manifest again, as a sync sees it: no j00000
@@ -92,6 +101,7 @@ def test_upsert_keeps_progress_of_known_jobs(tmp_path: Path) -> None:
     assert job is not None and job.state is JobState.DONE and job.task_id == "t-1"
     absent = store.db.execute("SELECT job_id FROM jobs WHERE in_manifest = 0").fetchall()
     assert absent == [("j00000",)]
+    store.close()
 
 
 def commit_levels(store: StateStore) -> list[tuple[str, str]]:
