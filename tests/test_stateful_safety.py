@@ -20,6 +20,7 @@ Invariants, after every step:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from liangxin_batch.errors import LiangXinBatchError
 from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app
 from liangxin_batch.simulator._ledger import canonical_job_key
+from liangxin_batch.state._backends import open_state
 from liangxin_batch.state._store import StateStore
 from tests.runner_harness import KEY, make_jobs, records_for
 from tests.sim_support import sim_of
@@ -82,6 +84,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     def _run(self, run_settings: RunSettings, kill_after: float | None) -> None:
         self.loop = loop = VirtualTimeLoop(start=self.now)
+        run_settings = dataclasses.replace(run_settings, state_url=_STATE_URL[0])
 
         async def main() -> None:
             task = asyncio.ensure_future(
@@ -140,10 +143,16 @@ class BatchMachine(RuleBasedStateMachine):
 
     # -- checks -----------------------------------------------------------------------
 
+    def _reader(self) -> StateStore | None:
+        """The state as `status` reads it, on either backend; None before the first run."""
+        if not (self.out / "state.db").exists() and not (self.out / "batch.id").exists():
+            return None
+        return open_state(self.out, url=_STATE_URL[0], readonly=True)
+
     def _jobs(self) -> dict[str, Any]:
-        if not (self.out / "state.db").exists():
+        store = self._reader()
+        if store is None:
             return {}
-        store = StateStore(self.out / "state.db", readonly=True)
         try:
             return {j.job_id: j for j in store.iter_jobs()}
         finally:
@@ -178,9 +187,9 @@ class BatchMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_transition_is_in_the_table(self) -> None:
-        if not (self.out / "state.db").exists():
+        store = self._reader()
+        if store is None:
             return
-        store = StateStore(self.out / "state.db", readonly=True)
         try:
             last: dict[str, str] = {}
             for job_id, source, target, event in store.transitions_taken():
@@ -207,6 +216,8 @@ class BatchMachine(RuleBasedStateMachine):
 
 
 _FACTORY: list[pytest.TempPathFactory] = []
+#: The backend of this test's runs: None (state.db) or a PostgreSQL database's URL.
+_STATE_URL: list[str | None] = [None]
 
 
 def _tmp_factory() -> pytest.TempPathFactory:
@@ -215,9 +226,11 @@ def _tmp_factory() -> pytest.TempPathFactory:
 
 @pytest.mark.slow
 def test_money_rules_hold_under_random_faults_and_kills(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, state_url: str | None
 ) -> None:
+    """On both backends of the state: the same store and transition table."""
     _FACTORY[:] = [tmp_path_factory]
+    _STATE_URL[:] = [state_url]
     BatchMachine.TestCase.settings = settings(
         max_examples=25,
         stateful_step_count=6,
