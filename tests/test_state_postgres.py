@@ -200,3 +200,14 @@ def test_status_reads_a_postgres_batch(tmp_path: Path, pg_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert "done" in result.output or "succeeded: 1" in result.output
     assert "pending: 1" in result.output
+
+
+def test_a_postgres_folder_read_without_state_says_to_pass_it(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIANGXIN_STATE_URL", raising=False)
+    open_state(tmp_path, url=pg_url).close()
+    for args in (["status", str(tmp_path)], ["export", str(tmp_path)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert "pass --state postgresql://" in result.output, result.output

@@ -22,14 +22,12 @@ __all__ = ["export_command", "report_command"]
 
 def _open(out_dir: Path, state: str | None) -> StateStore:
     """DIR's state, read-only: its state.db, or its batch in the database at `state`."""
-    from liangxin_batch.state._backends import open_state, state_url
+    from liangxin_batch.state._backends import missing_state, open_state, state_url
     from liangxin_batch.state._store import STATE_FILE
 
     url = state_url(state)
     if url is None and not (out_dir / STATE_FILE).is_file():
-        raise StateError(
-            f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
-        )
+        raise missing_state(out_dir)
     return open_state(out_dir, url=url, readonly=True)
 
 

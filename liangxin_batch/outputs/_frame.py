@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from liangxin_batch.errors import StateError
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,14 +28,12 @@ def results(out_dir: Path | str, *, state_url: str | None = None) -> pd.DataFram
         frame[frame.status == "failed"][["job_id", "error_message"]]
     """
     from liangxin_batch.outputs._report import typed_table
-    from liangxin_batch.state._backends import open_state
+    from liangxin_batch.state._backends import missing_state, open_state
     from liangxin_batch.state._store import STATE_FILE
 
     out_dir = Path(out_dir)
     if state_url is None and not (out_dir / STATE_FILE).is_file():
-        raise StateError(
-            f"no state file at {out_dir / STATE_FILE}: is {out_dir} the --out folder of a run?"
-        )
+        raise missing_state(out_dir)
     store = open_state(out_dir, url=state_url, readonly=True)
     try:
         with store.reading():  # a damaged file says so as a StateError, as for `status`

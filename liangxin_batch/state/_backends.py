@@ -27,7 +27,7 @@ from liangxin_batch.state._pg import PgConnection, is_postgres_url, redact, sche
 from liangxin_batch.state._store import STATE_FILE, StateStore
 from liangxin_batch.state._tx import Transaction
 
-__all__ = ["ENV_STATE_URL", "open_state", "peek_state_meta", "state_url"]
+__all__ = ["ENV_STATE_URL", "missing_state", "open_state", "peek_state_meta", "state_url"]
 
 ENV_STATE_URL = "LIANGXIN_STATE_URL"
 
@@ -45,6 +45,17 @@ def state_url(given: str | None, *, flag: str = "--state") -> str | None:
             f"state is DIR/{STATE_FILE}), not {redact(url)!r}"
         )
     return url
+
+
+def missing_state(out_dir: Path) -> StateError:
+    """What a reader says of a folder without DIR/state.db (and no --state)."""
+    said = f"no state file at {out_dir / STATE_FILE}"
+    if (out_dir / BATCH_ID_FILE).is_file():
+        return StateError(
+            f"{said}, but {out_dir} holds a batch ({BATCH_ID_FILE}): if it keeps its state "
+            f"in PostgreSQL, pass --state postgresql://… (or set {ENV_STATE_URL})"
+        )
+    return StateError(f"{said}: is {out_dir} the --out folder of a run?")
 
 
 def open_state(

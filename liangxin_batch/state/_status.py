@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liangxin_batch.core._states import report_counts
-from liangxin_batch.errors import StateError
-from liangxin_batch.state._backends import open_state
+from liangxin_batch.state._backends import missing_state, open_state
 from liangxin_batch.state._store import STATE_FILE
 
 __all__ = ["StatusReport", "credits_line", "format_status", "read_status", "removed_line"]
@@ -60,7 +59,7 @@ def read_status(
     out_dir = Path(out_dir)
     path = out_dir / STATE_FILE
     if state_url is None and not path.exists():
-        raise StateError(f"no state file at {path}: is {out_dir} the --out folder of a run?")
+        raise missing_state(out_dir)
     now = time.time() if now is None else now
     store = open_state(out_dir, url=state_url, readonly=True)
     with contextlib.closing(store), store.reading():
