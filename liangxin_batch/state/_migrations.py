@@ -441,6 +441,31 @@ def _m012_manifest_sources(db: Connection) -> None:
     )
 
 
+def _m014_workers(db: Connection) -> None:
+    """Several workers on one batch (a shared PostgreSQL state, state/_workers.py): each
+    registers a row and renews its lease; `jobs.worker` names the one holding a job (NULL:
+    free to claim). A worker whose lease ran out is ended by the next one to look, and
+    its jobs are freed (its interrupted submits parked `unknown` first)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE workers (
+            id          TEXT PRIMARY KEY,
+            host        TEXT NOT NULL,
+            pid         INTEGER NOT NULL,
+            started_at  REAL NOT NULL,
+            seen_at     REAL NOT NULL,     -- its last renewal
+            lease_until REAL NOT NULL,     -- its jobs are its own until then
+            ended_at    REAL,              -- a clean end, or when another found it dead
+            ended_how   TEXT               -- finished, stopped, lease expired
+        );
+        ALTER TABLE jobs ADD COLUMN worker TEXT;
+        -- A worker's jobs; the free ones are found by jobs_by_state (few are held).
+        CREATE INDEX jobs_by_worker ON jobs (worker, state) WHERE worker IS NOT NULL;
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -455,6 +480,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("010_report_data", _m010_report_data),
     ("011_preview_todo", _m011_preview_todo),
     ("012_manifest_sources", _m012_manifest_sources),
+    ("014_workers", _m014_workers),
 )
 
 

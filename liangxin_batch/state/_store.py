@@ -31,7 +31,7 @@ from liangxin_batch.core._states import (
 )
 from liangxin_batch.errors import StateError
 from liangxin_batch.state._checks import BATCH_ID_FILE, read_only_uri, refuse_untrusted
-from liangxin_batch.state._db import Connection
+from liangxin_batch.state._db import Connection, dialect
 from liangxin_batch.state._local_files import LocalFileStore
 from liangxin_batch.state._migrations import (
     MIGRATIONS,
@@ -55,6 +55,7 @@ from liangxin_batch.state._rows import (
 from liangxin_batch.state._sessions import SESSIONS_KEY, SessionTimes, begun, ended, times
 from liangxin_batch.state._tx import Transaction
 from liangxin_batch.state._uploads import UploadStore
+from liangxin_batch.state._workers import WorkerStore
 
 __all__ = [
     "MIGRATIONS",
@@ -98,6 +99,8 @@ _NOTE_EVENTS = frozenset(
 )
 
 
+#: The job row a transition reads stays as read until its COMMIT (see `transition`).
+_LOCK_ROW = {"sqlite": "", "postgres": " FOR UPDATE"}
 #: An upsert of a file row sets every column, as a replacement of the row would.
 _REPLACE_FILE = ", ".join(
     f"{c} = excluded.{c}" for c in [*FILE_COLUMNS.split(", ")[2:], "path_key"]
@@ -108,7 +111,9 @@ class TransitionRefused(StateError):
     """A job was not in a state the event may start from: nothing was written."""
 
 
-class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, StoreQueries):
+class StateStore(
+    UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, WorkerStore, StoreQueries
+):
     """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
@@ -503,10 +508,17 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
             sets += f", sends = MAX(0, sends + {sends})"
         try:
             durable = event not in REDERIVED_EVENTS
-            with self.transaction(durable=durable) as db:  # IMMEDIATE: nobody moves it meanwhile
-                row = db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            # Nobody moves the job meanwhile: SQLite's IMMEDIATE transaction has the one
+            # writer; PostgreSQL's row lock holds off the other workers until COMMIT.
+            with self.transaction(durable=durable) as db:
+                row = db.execute(
+                    f"SELECT state, worker FROM jobs WHERE job_id = ?{_LOCK_ROW[dialect(db)]}",
+                    (job_id,),
+                ).fetchone()
                 if row is None or row[0] not in sources:
                     return False
+                if event is Event.SUBMIT and not self.holds(db, row[1]):
+                    return False  # a worker sends only what it holds, within its lease
                 db.execute(
                     f"UPDATE jobs SET state = ?, {sets} WHERE job_id = ? AND state = ?",
                     [target.value, *fields.values(), job_id, row[0]],

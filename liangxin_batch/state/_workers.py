@@ -1,0 +1,213 @@
+"""Several workers on one batch: leases and claims (migration 014). All their SQL is here.
+
+A worker (a `run` process sharing a PostgreSQL state) registers a row in `workers` and
+renews its lease (`lease_until`) every third of the lease time. It holds the jobs whose
+`jobs.worker` names it: it claims free ones in small batches (`claim`: `FOR UPDATE SKIP
+LOCKED`, so two workers never take the same job and never wait on each other), and it
+may start a createTask only for a job it holds while its lease is current (the store's
+`transition` checks both in the transaction of the intent, `StateStore.holder`).
+
+A worker whose lease has run out is dead to the others: the first to look ends it
+(`expire_workers`), parks its interrupted submits as `unknown` (a crash's money rule:
+the task may exist) and frees its jobs, whose tasks the others then claim and poll to
+the end. A worker that finds its own row ended (`renew` says False) has lost its jobs
+and must stop working them at once.
+
+Leases are measured on the workers' own wall clocks: machines that share a batch keep
+them within a second or two of each other (NTP), well inside a lease (default 60 s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.state._db import Connection, dialect
+from liangxin_batch.state._queries import marks
+from liangxin_batch.state._rows import JOB_COLUMNS, JobRow, row_to_job
+from liangxin_batch.state._tx import Transaction
+
+__all__ = ["Expired", "WorkerStore"]
+
+
+class Expired(NamedTuple):
+    """A worker found dead, and what became of its jobs."""
+
+    worker: str
+    parked_unknown: int  # its submits that may have reached the service
+    freed: int  # its other jobs, free for the others to claim
+
+
+#: Row locks: the claim skips rows another worker is claiming; SQLite has one writer.
+_SKIP_LOCKED = {"sqlite": "", "postgres": " FOR UPDATE SKIP LOCKED"}
+#: Serialises the workers' ends: the last one to end sees no other alive.
+_END_LOCK = {"sqlite": "", "postgres": "SELECT pg_advisory_xact_lock(hashtext('lx-workers-end'))"}
+
+
+class WorkerStore:
+    """Mixed into StateStore: the worker rows and the jobs' holders."""
+
+    db: Connection
+    _now: Callable[[], float]
+    #: The worker this connection works as (None: the only one, no leases checked).
+    holder: str | None = None
+
+    def transaction(self, *, durable: bool = True) -> Transaction:
+        raise NotImplementedError  # StateStore's
+
+    def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        message: str | None = None,
+        attempt: int | None = None,
+        outcome: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        raise NotImplementedError  # StateStore's
+
+    def register_worker(self, worker: str, *, host: str, pid: int, lease: float) -> None:
+        now = self._now()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO workers (id, host, pid, started_at, seen_at, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (worker, host, pid, now, now, now + lease),
+            )
+        self.holder = worker
+
+    def renew(self, worker: str, lease: float) -> bool:
+        """Extend the lease; False when another worker has ended this one (its jobs are
+        no longer its own)."""
+        now = self._now()
+        with self.transaction(durable=False) as db:
+            cur = db.execute(
+                "UPDATE workers SET seen_at = ?, lease_until = ? WHERE id = ? AND ended_at IS NULL",
+                (now, now + lease, worker),
+            )
+            return cur.rowcount == 1
+
+    def holds(self, db: Connection, worker: str | None) -> bool:
+        """Inside a transaction: is `worker` this store's holder, alive and within its
+        lease? (On PostgreSQL the worker's row is share-locked until the transaction
+        ends, so a concurrent `expire_workers` waits for it, or it for that.)"""
+        if self.holder is None or worker != self.holder:
+            return self.holder is None
+        lock = " FOR SHARE" if dialect(db) == "postgres" else ""
+        row = db.execute(
+            f"SELECT lease_until FROM workers WHERE id = ? AND ended_at IS NULL{lock}",
+            (worker,),
+        ).fetchone()
+        return row is not None and float(row[0]) > self._now()
+
+    def expire_workers(self) -> list[Expired]:
+        """End every worker whose lease has run out: its `submitting` jobs become
+        `unknown` (the POST may have reached the service), and all its jobs are freed."""
+        now = self._now()
+        found: list[Expired] = []
+        dead = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM workers WHERE ended_at IS NULL AND lease_until < ?", (now,)
+            )
+        ]
+        for worker in dead:
+            with self.transaction() as db:
+                ended = db.execute(
+                    "UPDATE workers SET ended_at = ?, ended_how = 'lease expired'"
+                    " WHERE id = ? AND ended_at IS NULL AND lease_until < ?",
+                    (now, worker, now),
+                ).rowcount
+                if not ended:  # renewed meanwhile, or another worker ended it first
+                    continue
+                submitting = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT job_id FROM jobs WHERE worker = ? AND state = ?",
+                        (worker, JobState.SUBMITTING.value),
+                    )
+                ]
+                for job_id in submitting:
+                    self.transition(
+                        job_id,
+                        Event.INTERRUPTED_SUBMIT,
+                        message=f"worker {worker} died during createTask: parked as unknown",
+                        error_message="its worker died while submitting; the task may exist",
+                    )
+                freed = db.execute(
+                    "UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,)
+                ).rowcount
+                found.append(Expired(worker, len(submitting), freed - len(submitting)))
+        return found
+
+    def claim(self, worker: str, states: Sequence[JobState], limit: int) -> list[JobRow]:
+        """Take up to `limit` free jobs of the manifest in these states, in manifest
+        order, for `worker` (nothing while it is not alive); their rows."""
+        if limit <= 0:
+            return []
+        values = [s.value for s in states]
+        with self.transaction(durable=False) as db:  # a lost claim is claimed again
+            if not self.holds(db, worker):
+                return []
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT job_id FROM jobs WHERE worker IS NULL AND in_manifest = 1"
+                    f" AND state IN ({marks(values)}) ORDER BY state, idx, job_id LIMIT ?"
+                    f"{_SKIP_LOCKED[dialect(db)]}",
+                    (*values, limit),
+                )
+            ]
+            if not ids:
+                return []
+            db.execute(f"UPDATE jobs SET worker = ? WHERE job_id IN ({marks(ids)})", (worker, *ids))
+            rows = db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks(ids)})", ids
+            ).fetchall()
+        return sorted((row_to_job(r) for r in rows), key=lambda j: (j.idx, j.job_id))
+
+    def release(self, worker: str, *, how: str) -> int:
+        """`worker` ends: its jobs are freed and its row ended. Returns how many other
+        workers are still alive (0: this is the last, which writes the reports)."""
+        now = self._now()
+        with self.transaction() as db:
+            lock = _END_LOCK[dialect(db)]
+            if lock:
+                db.execute(lock)
+            db.execute("UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,))
+            db.execute(
+                "UPDATE workers SET ended_at = ?, ended_how = ? WHERE id = ? AND ended_at IS NULL",
+                (now, how, worker),
+            )
+            (alive,) = db.execute(
+                "SELECT COUNT(*) FROM workers WHERE ended_at IS NULL AND id <> ?", (worker,)
+            ).fetchone()
+        self.holder = None
+        return int(alive)
+
+    def live_workers(self, *, besides: str | None = None) -> list[tuple[str, str, int, float]]:
+        """(id, host, pid, lease_until) of the workers not ended, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, host, pid, lease_until FROM workers WHERE ended_at IS NULL"
+            " AND id <> ? ORDER BY started_at",
+            (besides or "",),
+        ).fetchall()
+        return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+    def held_by_others(self, worker: str) -> int:
+        """Jobs of the manifest held by live workers other than `worker`, not finished
+        (what an idle worker waits on: if one of them dies, its jobs come free)."""
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE worker IS NOT NULL AND worker <> ?"
+            " AND state IN (?, ?, ?, ?)",
+            (
+                worker,
+                JobState.PENDING.value,
+                JobState.SUBMITTING.value,
+                JobState.SUBMITTED.value,
+                JobState.SUCCEEDED.value,
+            ),
+        ).fetchone()
+        return int(n)

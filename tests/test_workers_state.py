@@ -1,0 +1,130 @@
+"""Workers of one batch in a shared PostgreSQL state (issue 18): claims, leases, the end
+of a dead worker. A real server; each worker its own connection, as its own process
+would have; leases measured on an injected clock."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.state._backends import open_state
+from liangxin_batch.state._store import StateStore
+from tests.state_support import drive
+
+LEASE = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rows(n: int) -> list[tuple[str, int, str, str, str, str]]:
+    return [
+        (f"j{i:04d}", i, "z-image", json.dumps({"prompt": f"p{i}"}), "{}", f"h{i}")
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def batch(tmp_path: Path, pg_url: str) -> Iterator[tuple[Path, str, Clock]]:
+    clock = Clock()
+    with contextlib.closing(open_state(tmp_path, url=pg_url, wall_clock=clock)) as first:
+        first.upsert_jobs(rows(40))
+    yield tmp_path, pg_url, clock
+
+
+def worker(batch: tuple[Path, str, Clock], name: str) -> StateStore:
+    folder, url, clock = batch
+    store = open_state(folder, url=url, wall_clock=clock)
+    store.register_worker(name, host="h", pid=1, lease=LEASE)
+    return store
+
+
+def test_claims_are_disjoint_and_in_manifest_order(batch: tuple[Path, str, Clock]) -> None:
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        first = a.claim("a", [JobState.PENDING], 5)
+        second = b.claim("b", [JobState.PENDING], 5)
+        assert [j.job_id for j in first] == [f"j{i:04d}" for i in range(5)]
+        assert [j.job_id for j in second] == [f"j{i:04d}" for i in range(5, 10)]
+
+
+def test_concurrent_claims_never_take_a_job_twice(batch: tuple[Path, str, Clock]) -> None:
+    stores = [worker(batch, f"w{i}") for i in range(4)]
+    taken: dict[str, list[str]] = {f"w{i}": [] for i in range(4)}
+
+    def work(i: int) -> None:
+        while got := stores[i].claim(f"w{i}", [JobState.PENDING], 3):
+            taken[f"w{i}"] += [j.job_id for j in got]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    every = [job for jobs in taken.values() for job in jobs]
+    assert sorted(every) == [f"j{i:04d}" for i in range(40)]  # each exactly once
+
+
+def test_a_worker_submits_only_what_it_holds_within_its_lease(
+    batch: tuple[Path, str, Clock],
+) -> None:
+    _, _, clock = batch
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        (mine,) = a.claim("a", [JobState.PENDING], 1)
+        assert not b.begin_attempt(mine.job_id, 1), "another worker's job"
+        assert not a.begin_attempt("j0039", 1), "a free job, not claimed"
+        assert a.begin_attempt(mine.job_id, 1)
+        (next_one,) = a.claim("a", [JobState.PENDING], 1)
+        clock.now += LEASE + 1  # a's lease ran out without a renewal
+        assert not a.begin_attempt(next_one.job_id, 1)
+        assert a.claim("a", [JobState.PENDING], 1) == []
+
+
+def test_a_dead_workers_submits_become_unknown_and_its_jobs_free(
+    batch: tuple[Path, str, Clock],
+) -> None:
+    _, _, clock = batch
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        held = a.claim("a", [JobState.PENDING], 3)
+        assert a.begin_attempt(held[0].job_id, 1)  # then the POST, then SIGKILL
+        assert a.begin_attempt(held[1].job_id, 1)
+        drive(a, held[1].job_id, JobState.SUBMITTED, task_id="t-1")
+        clock.now += LEASE / 2
+        assert b.renew("b", LEASE)
+        assert b.expire_workers() == [], "a's lease has not run out yet"
+        clock.now += LEASE / 2 + 1
+        assert b.renew("b", LEASE)
+        (gone,) = b.expire_workers()
+        assert (gone.worker, gone.parked_unknown, gone.freed) == ("a", 1, 2)
+        assert b.get(held[0].job_id).state is JobState.UNKNOWN  # type: ignore[union-attr]
+        assert not a.renew("a", LEASE), "a finds it was ended"
+        adopted = b.claim("b", [JobState.SUBMITTED], 10)
+        assert [(j.job_id, j.task_id) for j in adopted] == [(held[1].job_id, "t-1")]
+        assert [j.job_id for j in b.claim("b", [JobState.PENDING], 1)] == [held[2].job_id]
+        assert b.live_workers() == [("b", "h", 1, clock.now + LEASE)]
+
+
+def test_the_last_worker_to_end_knows_it(batch: tuple[Path, str, Clock]) -> None:
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        a.claim("a", [JobState.PENDING], 2)
+        assert b.held_by_others("b") == 2
+        assert a.release("a", how="finished") == 1
+        assert b.held_by_others("b") == 0
+        assert b.release("b", how="finished") == 0
+        assert a.transition("j0000", Event.SUBMIT, attempt=1), "no holder: no lease check"
