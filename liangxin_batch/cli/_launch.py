@@ -107,6 +107,12 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
             "(or repeat the flag with the key) before running that command"
         )
     lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    if summary.other_workers:
+        lines.append(
+            f"results.csv and report.html: written by the last of the {summary.other_workers} "
+            f"other worker(s) still at work (or: liangxin-batch report {shlex.quote(str(out_dir))})"
+        )
+        return "\n".join(lines)
     if not summary.reports_written:
         lines.append(
             "results.csv and report.html were not rebuilt (a big batch, interrupted): "

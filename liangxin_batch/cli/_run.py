@@ -255,6 +255,13 @@ def _callback_options(
 )
 @allow_outside_opt
 @state_opt
+@click.option(
+    "--lease",
+    default="60s",
+    show_default=True,
+    help="With a postgresql:// --state: how long a worker's jobs stay its own without a "
+    "renewal (renewed every third of it); a dead worker's tasks are taken over after it.",
+)
 @click.pass_obj
 def run_command(
     cli: Any,
@@ -295,6 +302,7 @@ def run_command(
     csv_safe: bool,
     allow_outside: bool,
     state: str | None,
+    lease: str,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
     from liangxin_batch.state._backends import state_url
@@ -350,6 +358,7 @@ def run_command(
         csv_safe=csv_safe,
         report_every=every,
         state_url=state_url(state),
+        worker_lease=parse_duration(lease, flag="--lease"),
         upload_lifetime=lifetime,
         upload_margin=margin,
         upload_concurrency=upload_concurrency,

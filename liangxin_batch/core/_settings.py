@@ -91,6 +91,11 @@ class RunSettings:
     #: Where the batch's state lives: None for DIR/state.db (SQLite); a postgresql://
     #: URL puts it in that database (state/_backends.py), where many batches can live.
     state_url: str | None = None
+    #: Workers of a shared batch (state_url): how long a worker's jobs stay its own
+    #: without a renewal (renewed every third of it), and how many pending jobs it
+    #: claims at a time.
+    worker_lease: float = 60.0
+    claim_size: int = 20
     #: Our seconds per second of the service: below 1 against a simulator whose latencies
     #: and windows are scaled down (every poll delay and learned time is scaled by it).
     poll_scale: float = 1.0
@@ -124,6 +129,7 @@ class RunSettings:
             "upload_concurrency",
             "upload_limit",
             "upload_retries",
+            "claim_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -145,6 +151,8 @@ class RunSettings:
                 "report_every must be 0 (only at the end) or at least 1 second (each "
                 "refresh rewrites report.html)"
             )
+        if not 3 <= self.worker_lease < math.inf:
+            raise ValueError("worker_lease must be at least 3 seconds (renewed every third)")
         if self.min_free_disk < 0:
             raise ValueError("min_free_disk must be zero or more bytes")
         if not 0 < self.poll_scale < math.inf:

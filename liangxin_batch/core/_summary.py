@@ -45,6 +45,9 @@ class RunSummary:
     downloads: bool = False
     #: False when an interrupted big run left results.csv and report.html as they were.
     reports_written: bool = True
+    #: Workers of the same batch still at work when this one ended (a shared state):
+    #: the last of them writes results.csv and report.html.
+    other_workers: int = 0
 
     @property
     def succeeded(self) -> int:

@@ -268,6 +268,10 @@ def _assert_inside(path: str) -> None:
 Recorded = Callable[[str], Sequence[tuple[str, int]]]
 
 
+#: Take a stem for (job_id, n) among all workers; False when another holds it.
+Reserve = Callable[[str, str, int], bool]
+
+
 class PathClaims:
     """Who owns which output stem (`stem_key`: the path less its extension, compared
     case-insensitively): (job_id, file number). Owning the stem owns `NAME.json` too.
@@ -277,8 +281,10 @@ class PathClaims:
     one once its file row is committed.
     """
 
-    def __init__(self, recorded: Recorded | None = None) -> None:
+    def __init__(self, recorded: Recorded | None = None, *, reserve: Reserve | None = None) -> None:
         self._recorded = recorded
+        #: Workers sharing DIR take each stem in the shared state too (None: one process).
+        self._reserve = reserve
         self._owner: dict[str, tuple[str, int]] = {}
         self._path: dict[tuple[str, int], str] = {}
 
@@ -308,7 +314,9 @@ class PathClaims:
         owner = (job_id, n)
         candidate = path
         tries = 0
-        while self._held_by_other(candidate, owner):
+        while self._held_by_other(candidate, owner) or (
+            self._reserve is not None and not self._reserve(stem_key(candidate), *owner)
+        ):
             tries += 1
             candidate = Layout.disambiguate(path, f"{job_id}#{n}#{tries}")
         self._take(stem_key(candidate), owner)

@@ -164,7 +164,12 @@ class Downloader:
         of the outputs). Idempotent; returns how many stale files went."""
         if self._claims is not None:
             return 0
-        self._claims = PathClaims(self.store.path_holders)
+        shared = self.store.holder is not None  # one of several workers writing DIR
+        self._claims = PathClaims(
+            self.store.path_holders, reserve=self.store.reserve_stem if shared else None
+        )
+        if shared:  # another live worker's downloads are in there: never swept
+            return 0
         removed = 0
         with suppress(OSError), os.scandir(self.out_dir / PARTIAL_DIR) as entries:
             for entry in entries:

@@ -49,6 +49,7 @@ from liangxin_batch.run._upload_client import (
     UploadClient,
     upload_base_url_from,
 )
+from liangxin_batch.run._worker import alone, join_as_worker, leave, refuse_another_manifest
 from liangxin_batch.state._backends import open_state, peek_state_meta
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
@@ -263,10 +264,11 @@ async def run_batch_async(
             manifest, catalog=catalog, default_model=default_model, allow_outside=allow_outside
         )
 
-    fingerprint = None
-    if isinstance(manifest, str | Path):
-        stored = peek_state_meta(out, FINGERPRINT_KEY, url=settings.state_url)
-        fingerprint = manifest_fingerprint(
+    def fingerprint_beside(stored: str | None) -> str | None:
+        """The manifest's fingerprint, to compare with the state's (`stored`)."""
+        if not isinstance(manifest, str | Path):
+            return None
+        return manifest_fingerprint(
             Path(manifest),
             catalog=catalog,
             default_model=default_model,
@@ -274,6 +276,11 @@ async def run_batch_async(
             version=package_version(),
             models=stored_models(stored),  # the catalog as far as the batch uses it
         )
+
+    stored = None
+    if isinstance(manifest, str | Path):
+        stored = peek_state_meta(out, FINGERPRINT_KEY, url=settings.state_url)
+    fingerprint = fingerprint_beside(stored)
     # The state already holds what an unchanged manifest would give: no validation and
     # no sync (checked again under the run lock, below).
     unchanged = fingerprint is not None and same_manifest(stored, fingerprint)
@@ -308,29 +315,38 @@ async def run_batch_async(
             stack.push_async_callback(uploads.aclose)
         _make_folder(out)  # what is wrong here locally is said before any network wait
         await client.check_reachable()  # a wrong base URL: said in seconds, nothing sent
-        stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
+        shared = settings.state_url is not None  # workers of one batch share DIR
+        if not shared:
+            stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
         store = open_state(out, url=settings.state_url)
         stack.callback(store.close)
         stack.enter_context(_run_log(out))
-        if jobs is None and not same_manifest(store.get_meta(FINGERPRINT_KEY), fingerprint):
-            jobs = load()  # another run synced another manifest in between
-            stack.callback(jobs.close)
-        # Every check that can refuse the run happens inside the sync's transaction: a
-        # refusal rolls it back, and nothing is moved on disk before it has passed.
-        if jobs is None:
-            sync = SyncReport(unchanged=True)
-            with store.transaction():
-                _check_budget(store, catalog, settings)
-        else:
-            spool = jobs
-            sync = sync_jobs(
-                store,
-                jobs,
-                allow_changed=settings.allow_changed,
-                check=lambda: _check_budget(store, catalog, settings),
-                fingerprint=with_models(fingerprint, catalog, spool.models, spool.local_stats),
-                column_names=lambda: spool.column_names,
-            )
+        with store.batch_lock("sync"):  # workers of a shared batch: one syncs, others wait
+            if (now_stored := store.get_meta(FINGERPRINT_KEY)) != stored:
+                stored, fingerprint = now_stored, fingerprint_beside(now_stored)
+            if jobs is None and not same_manifest(stored, fingerprint):
+                jobs = load()  # another run synced another manifest in between
+                stack.callback(jobs.close)
+            elif jobs is not None and shared and same_manifest(stored, fingerprint):
+                jobs = None  # another worker synced this manifest meanwhile
+            if jobs is not None and shared:
+                refuse_another_manifest(store)
+            # Every check that can refuse the run happens inside the sync's transaction: a
+            # refusal rolls it back, and nothing is moved on disk before it has passed.
+            if jobs is None:
+                sync = SyncReport(unchanged=True)
+                with store.transaction():
+                    _check_budget(store, catalog, settings)
+            else:
+                spool = jobs
+                sync = sync_jobs(
+                    store,
+                    jobs,
+                    allow_changed=settings.allow_changed,
+                    check=lambda: _check_budget(store, catalog, settings),
+                    fingerprint=with_models(fingerprint, catalog, spool.models, spool.local_stats),
+                    column_names=lambda: spool.column_names,
+                )
         if upload_url is None:
             _refuse_local_files_without_host(store, settings)
         _remember_manifest(store, manifest, observer, sync)
@@ -357,6 +373,7 @@ async def run_batch_async(
             embed_metadata=settings.embed_metadata,
         )
         link = _callback_link(store, client, callbacks, receiver_ready)
+        worker = join_as_worker(store, settings, observer) if shared else None
         runner = Runner(
             store=store,
             client=client,
@@ -366,9 +383,11 @@ async def run_batch_async(
             on_succeeded=downloader.handle,
             callback_url_for=link.url_for if link is not None else None,
             interrupt=interrupt,
-            # A deleted or changed file is fetched again, found in the background.
-            output_check=downloader.lost_outputs,
+            # A deleted or changed file is fetched again, found in the background (by
+            # `report` and a single run: workers sharing DIR would fetch it twice).
+            output_check=downloader.lost_outputs if worker is None else None,
             upload_client=uploads,
+            worker=worker,
         )
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop
             handle.attach(runner)
@@ -380,7 +399,8 @@ async def run_batch_async(
         started = time.monotonic()
         store.begin_session()
         summary: RunSummary | None = None
-        refresh = live_report(out, store, settings, observer)
+        # Workers sharing DIR: the last to end writes the report, none refreshes it.
+        refresh = live_report(out, store, settings if worker is None else alone(settings), observer)
         try:
             async with refresh:
                 if callbacks is None or link is None:
@@ -392,9 +412,14 @@ async def run_batch_async(
             await downloader.aclose()
             with contextlib.suppress(LiangXinBatchError):  # a full disk: said elsewhere
                 store.end_session()  # (the next run closes it at its last event)
+            others = leave(worker, observer, stopped=interrupt.requested)
             # Reports are written at the end of every run, and of an interrupted one when
             # that takes a moment: a Ctrl-C must not wait minutes for a million rows.
-            if interrupt.requested and total > REPORTS_ON_INTERRUPT_MAX_JOBS:
+            if others:
+                if summary is not None:
+                    summary.reports_written, summary.other_workers = False, others
+                written = False
+            elif interrupt.requested and total > REPORTS_ON_INTERRUPT_MAX_JOBS:
                 observer.message(
                     f"results.csv and report.html were not rebuilt ({total:,} jobs): run "
                     f"`liangxin-batch report {out}`, or run the batch again"

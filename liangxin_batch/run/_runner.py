@@ -38,6 +38,7 @@ from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
 from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.run._uploader import Uploader
+from liangxin_batch.run._worker import Worker
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = ["FinishHook", "Interrupt", "RunSummary", "Runner"]
@@ -64,8 +65,11 @@ class Runner:
         clock: Clock | None = None,
         output_check: OutputCheck | None = None,
         upload_client: UploadClient | None = None,
+        worker: Worker | None = None,
     ) -> None:
         self.store = store
+        #: One of several workers of a shared batch (run/_worker.py), or None: the only one.
+        self._worker = worker
         self._output_check = output_check
         self.client = client
         self.settings = settings
@@ -109,7 +113,10 @@ class Runner:
             poller=self._poller,
             callback_url_for=callback_url_for,
             uploader=self.uploader,
+            pending=(lambda: worker.pending(self._control)) if worker is not None else None,
         )
+        if worker is not None:
+            worker.adopt = self._adopt
         self._prepared = False
 
     # -- public controls ------------------------------------------------------------
@@ -163,6 +170,8 @@ class Runner:
             control.spawn(self._feed_backlog())
         submitter = asyncio.create_task(self._submitter.run())
         poller = asyncio.create_task(self._poller.run())
+        if self._worker is not None:
+            workers.append(asyncio.create_task(self._worker.heartbeat(control)))
         try:
             await submitter
             self._poller.submitting_done = True
@@ -227,8 +236,18 @@ class Runner:
 
     # -- recovery -------------------------------------------------------------------
 
+    def _adopt(self, job: JobRow) -> None:
+        """A task a dead worker left, now this one's: polled to its end, or downloaded."""
+        if job.state is JobState.SUBMITTED:
+            self._control.in_flight += 1
+            self._poller.resume(job, overdue=True)
+        elif job.state is JobState.SUCCEEDED and self._on_succeeded is not None:
+            self._enqueue_download(job)
+
     def _recover(self) -> None:
         """Bring a state file left by a crash or Ctrl-C back to a runnable shape."""
+        if self._worker is not None:  # only what no live worker holds, taken first
+            self._worker.claim_left_over()
         s = self.settings
         # The service still counts an earlier process's creates in its window: so do we.
         limiter = self.client.create_limiter

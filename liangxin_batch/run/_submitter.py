@@ -10,7 +10,8 @@ repeated unless the user asks. What a failure means is decided in the pure core
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from liangxin_batch.catalog._catalog import ModelSpec
@@ -55,9 +56,12 @@ class Submitter(RunPart):
         poller: PollScheduler,
         callback_url_for: CallbackUrlFor | None = None,
         uploader: Uploader | None = None,
+        pending: Callable[[], AsyncGenerator[JobRow, None]] | None = None,
     ) -> None:
         super().__init__(parts)
         self._poller = poller
+        #: Where pending jobs come from: the state's walk, or a worker's claims.
+        self._pending = pending or self._pending_in_state
         #: Only for a batch with local files (None: no job is looked at for them).
         self._uploader = uploader
         if uploader is not None:
@@ -80,19 +84,24 @@ class Submitter(RunPart):
         control = self._control
         # The last window's worth of jobs is the last wave (see PollSchedule.last_wave).
         left = self._store.counts(in_manifest=True).get(JobState.PENDING.value, 0)
+        async with contextlib.aclosing(self._pending()) as pending:
+            async for job in pending:
+                left -= 1
+                if not await control.take_slot(self._running, recheck=self._recheck):
+                    break
+                last_wave = left < self._settings.create_limit
+                files = self._uploader.files_of(job.input) if self._uploader is not None else None
+                if files:  # uploads first, in a call of its own: no createTask place held
+                    control.spawn(self._upload_then_submit(job, files, last_wave=last_wave))
+                    continue
+                turn = await self._turn()
+                if turn is None:
+                    break
+                control.spawn(self._submit_one(job, turn, last_wave=last_wave))
+
+    async def _pending_in_state(self) -> AsyncGenerator[JobRow, None]:
         for job in self._store.iter_jobs([JobState.PENDING], in_manifest=True):
-            left -= 1
-            if not await control.take_slot(self._running, recheck=self._recheck):
-                break
-            last_wave = left < self._settings.create_limit
-            files = self._uploader.files_of(job.input) if self._uploader is not None else None
-            if files:  # uploads first, in a call of its own: no createTask place held
-                control.spawn(self._upload_then_submit(job, files, last_wave=last_wave))
-                continue
-            turn = await self._turn()
-            if turn is None:
-                break
-            control.spawn(self._submit_one(job, turn, last_wave=last_wave))
+            yield job
 
     async def _turn(self) -> CreateTurn | None:
         """A createTask turn for a job holding its slot; None when the run stops first

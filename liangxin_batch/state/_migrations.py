@@ -462,6 +462,13 @@ def _m014_workers(db: Connection) -> None:
         ALTER TABLE jobs ADD COLUMN worker TEXT;
         -- A worker's jobs; the free ones are found by jobs_by_state (few are held).
         CREATE INDEX jobs_by_worker ON jobs (worker, state) WHERE worker IS NOT NULL;
+        -- Output names taken by workers' downloads in progress (outputs/_layout.py
+        -- PathClaims): two workers never write one path, whatever their timing.
+        CREATE TABLE stems (
+            stem    TEXT PRIMARY KEY,  -- the path less its extension, casefolded
+            job_id  TEXT NOT NULL,
+            n       INTEGER NOT NULL
+        );
         """,
     )
 

@@ -97,8 +97,21 @@ class StoreQueries:
 
         Pages follow the unique key (idx, job_id), so jobs that share a position (an
         edited manifest) are never skipped, and rows changed while walking are safe.
+        A worker of a shared batch (`holder` set, state/_workers.py) walks only the jobs
+        it holds: what it claimed, by the index of held jobs.
         """
-        return self._walks(states, in_manifest, f"SELECT {JOB_COLUMNS} FROM jobs", _jobs)
+        select = f"SELECT {JOB_COLUMNS} FROM jobs"
+        holder: str | None = getattr(self, "holder", None)
+        if holder is None:
+            return self._walks(states, in_manifest, select, _jobs)
+        where, params = "worker = ? AND ", [holder]
+        if in_manifest is not None:
+            where += f"in_manifest = {int(in_manifest)} AND "
+        if states is not None:
+            wanted = [JobState(s).value for s in dict.fromkeys(states)]
+            where += f"state IN ({marks(wanted)}) AND "
+            params += wanted
+        return self._walk(select, where, params, _jobs)
 
     def iter_report_jobs(
         self,

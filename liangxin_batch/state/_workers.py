@@ -19,7 +19,8 @@ them within a second or two of each other (NTP), well inside a lease (default 60
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from liangxin_batch.core._states import Event, JobState
@@ -67,6 +68,20 @@ class WorkerStore:
         **fields: Any,
     ) -> bool:
         raise NotImplementedError  # StateStore's
+
+    @contextlib.contextmanager
+    def batch_lock(self, name: str) -> Iterator[None]:
+        """One holder at a time among the batch's workers (PostgreSQL: a session
+        advisory lock on the schema and `name`); SQLite has one writer anyway."""
+        if dialect(self.db) != "postgres":
+            yield
+            return
+        key = "hashtext(current_schema() || ?)"
+        self.db.execute(f"SELECT pg_advisory_lock({key})", (":" + name,))
+        try:
+            yield
+        finally:
+            self.db.execute(f"SELECT pg_advisory_unlock({key})", (":" + name,))
 
     def register_worker(self, worker: str, *, host: str, pid: int, lease: float) -> None:
         now = self._now()
@@ -122,25 +137,31 @@ class WorkerStore:
                 ).rowcount
                 if not ended:  # renewed meanwhile, or another worker ended it first
                     continue
-                submitting = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT job_id FROM jobs WHERE worker = ? AND state = ?",
-                        (worker, JobState.SUBMITTING.value),
-                    )
-                ]
-                for job_id in submitting:
-                    self.transition(
-                        job_id,
-                        Event.INTERRUPTED_SUBMIT,
-                        message=f"worker {worker} died during createTask: parked as unknown",
-                        error_message="its worker died while submitting; the task may exist",
-                    )
+                parked = self._park_submitting(db, worker, "died during createTask")
                 freed = db.execute(
                     "UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,)
                 ).rowcount
-                found.append(Expired(worker, len(submitting), freed - len(submitting)))
+                found.append(Expired(worker, parked, freed - parked))
         return found
+
+    def _park_submitting(self, db: Connection, worker: str, what: str) -> int:
+        """The worker's `submitting` jobs become `unknown`: their POST may have reached
+        the service (the rule for a crash: never sent again without the user's say)."""
+        submitting = [
+            r[0]
+            for r in db.execute(
+                "SELECT job_id FROM jobs WHERE worker = ? AND state = ?",
+                (worker, JobState.SUBMITTING.value),
+            )
+        ]
+        for job_id in submitting:
+            self.transition(
+                job_id,
+                Event.INTERRUPTED_SUBMIT,
+                message=f"worker {worker} {what}: parked as unknown",
+                error_message="its worker ended while submitting; the task may exist",
+            )
+        return len(submitting)
 
     def claim(self, worker: str, states: Sequence[JobState], limit: int) -> list[JobRow]:
         """Take up to `limit` free jobs of the manifest in these states, in manifest
@@ -176,6 +197,7 @@ class WorkerStore:
             lock = _END_LOCK[dialect(db)]
             if lock:
                 db.execute(lock)
+            self._park_submitting(db, worker, "ended during createTask")
             db.execute("UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,))
             db.execute(
                 "UPDATE workers SET ended_at = ?, ended_how = ? WHERE id = ? AND ended_at IS NULL",
@@ -186,6 +208,16 @@ class WorkerStore:
             ).fetchone()
         self.holder = None
         return int(alive)
+
+    def reserve_stem(self, stem: str, job_id: str, n: int) -> bool:
+        """Take an output name for file `n` of `job_id` across all workers; False when
+        another file has it."""
+        with self.transaction(durable=False) as db:  # lost in a crash: taken again
+            db.execute(
+                "INSERT OR IGNORE INTO stems (stem, job_id, n) VALUES (?, ?, ?)", (stem, job_id, n)
+            )
+            row = db.execute("SELECT job_id, n FROM stems WHERE stem = ?", (stem,)).fetchone()
+        return (row[0], int(row[1])) == (job_id, n)
 
     def live_workers(self, *, besides: str | None = None) -> list[tuple[str, str, int, float]]:
         """(id, host, pid, lease_until) of the workers not ended, oldest first."""
