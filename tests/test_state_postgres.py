@@ -211,3 +211,18 @@ def test_a_postgres_folder_read_without_state_says_to_pass_it(
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, result.output
         assert "pass --state postgresql://" in result.output, result.output
+
+
+def test_every_column_has_sqlites_range(tmp_path: Path, pg_url: str) -> None:
+    """SQLite's INTEGER is 64-bit and its REAL a double: PostgreSQL's `integer` and
+    `real` would overflow a size or round a timestamp to 128 s. Text compares byte-wise."""
+    store = open_state(tmp_path, url=pg_url)
+    with contextlib.closing(store):
+        columns = store.db.execute(
+            "SELECT table_name, column_name, data_type, collation_name"
+            " FROM information_schema.columns WHERE table_schema = current_schema()"
+        ).fetchall()
+    assert columns
+    narrow = [c for c in columns if c[2] in ("integer", "real", "smallint")]
+    assert narrow == []
+    assert [c for c in columns if c[2] == "text" and c[3] != "C"] == []

@@ -22,12 +22,20 @@ from pathlib import Path
 
 from liangxin_batch.errors import ConfigError, StateError
 from liangxin_batch.state._checks import _RUN_TRACES, BATCH_ID_FILE, _nonempty
+from liangxin_batch.state._limits import SharedLimits
 from liangxin_batch.state._migrations import migrate
 from liangxin_batch.state._pg import PgConnection, is_postgres_url, redact, schema_of
 from liangxin_batch.state._store import STATE_FILE, StateStore
 from liangxin_batch.state._tx import Transaction
 
-__all__ = ["ENV_STATE_URL", "missing_state", "open_state", "peek_state_meta", "state_url"]
+__all__ = [
+    "ENV_STATE_URL",
+    "missing_state",
+    "open_shared_limits",
+    "open_state",
+    "peek_state_meta",
+    "state_url",
+]
 
 ENV_STATE_URL = "LIANGXIN_STATE_URL"
 
@@ -82,6 +90,15 @@ def open_state(
         _refuse_traces(out_dir, url)
         batch_id = _create_batch(out_dir, url, wall_clock)
     return _open_schema(url, batch_id, readonly=False, wall_clock=wall_clock)
+
+
+def open_shared_limits(out_dir: Path, url: str) -> SharedLimits:
+    """The shared rate limits of the PostgreSQL batch in `out_dir`, on a connection of
+    their own (for a thread of their own: run/_shared_limiter.py)."""
+    batch_id = _read_id(out_dir)
+    if batch_id is None:
+        raise StateError(f"no batch in {out_dir} (no {BATCH_ID_FILE}): open its state first")
+    return SharedLimits(PgConnection.connect(url, schema=schema_of(batch_id)))
 
 
 def peek_state_meta(out_dir: Path, key: str, *, url: str | None = None) -> str | None:

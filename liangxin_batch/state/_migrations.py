@@ -469,6 +469,15 @@ def _m014_workers(db: Connection) -> None:
             job_id  TEXT NOT NULL,
             n       INTEGER NOT NULL
         );
+        -- An account's limit shared by its workers (state/_limits.py): GCRA's
+        -- theoretical arrival time of the next admission, and a 429's pause, in the
+        -- database server's clock (seconds since the epoch).
+        CREATE TABLE limits (
+            name          TEXT PRIMARY KEY,  -- account:create, account:poll
+            tat           REAL NOT NULL,
+            blocked_until REAL NOT NULL,
+            last_slot     REAL NOT NULL      -- the slot the last reservation took
+        );
         """,
     )
 

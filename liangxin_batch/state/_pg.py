@@ -113,7 +113,8 @@ _DDL_REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bTEXT\b", 'TEXT COLLATE "C"'),
     )
 )
-_DDL = re.compile(r"^\s*(CREATE (TEMP )?TABLE|ALTER TABLE)\b", re.IGNORECASE)
+#: A table's definition, after any comment lines a migration's script put before it.
+_DDL = re.compile(r"^(?:\s*--[^\n]*\n)*\s*(CREATE (TEMP )?TABLE|ALTER TABLE)\b", re.IGNORECASE)
 _SYNCHRONOUS = re.compile(r"^\s*PRAGMA synchronous=(FULL|NORMAL)\s*$")
 
 

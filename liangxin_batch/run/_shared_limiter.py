@@ -1,0 +1,107 @@
+"""SharedLimiter: an account's limit held by every worker of a batch (issue 18).
+
+The in-process limiter's pacing (`SlidingWindowLimiter`: one admission per `(window +
+margin) / limit`, 429 recovery; no burst, see `acquire`) with the slots taken from one row
+per limit in the shared PostgreSQL state (`state/_limits.py`), so four workers on one
+account send as one process would: evenly, at most `limit` in any window. Reservations
+run on one thread of their own with their own connection: a round trip to the database
+never holds the event loop.
+
+What stays per worker: a 429's step down of the limit (this worker paces more slowly
+for a while, as the in-process limiter does) and the bookkeeping of its own sends.
+What is shared: the slots, a 429's pause (`block_for`, for every worker at once), and a
+late send's push back of the slots after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from liangxin_batch.run._ratelimit import EPSILON, SlidingWindowLimiter
+from liangxin_batch.state._limits import SharedLimits
+
+__all__ = ["SharedLimiter"]
+
+logger = logging.getLogger(__name__)
+
+
+class SharedLimiter(SlidingWindowLimiter):
+    """`limit` admissions in any `window` seconds across every worker of the batch."""
+
+    __slots__ = ("_executor", "_limits", "_pending", "name")
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        name: str,
+        limits: SharedLimits,
+        executor: Executor,
+        margin: float | None = None,
+        burst: int | None = None,
+    ) -> None:
+        super().__init__(limit, window, margin=margin, burst=burst)
+        self.name = name
+        self._limits = limits
+        self._executor = executor
+        self._pending: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    def like(
+        cls, local: SlidingWindowLimiter, *, name: str, limits: SharedLimits, executor: Executor
+    ) -> SharedLimiter:
+        """A shared limiter with the settings of an in-process one."""
+        return cls(
+            local.configured,
+            local.window,
+            name=name,
+            limits=limits,
+            executor=executor,
+            margin=local.margin,
+            burst=local.burst,
+        )
+
+    async def acquire(self) -> float:
+        """Wait for this worker's next slot of the shared pace; its time (the loop's)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one reservation at a time per worker
+            loop = asyncio.get_running_loop()
+            self._recover(self._now())
+            # No burst: a slot ahead of the even pace could make a window hold one more
+            # than the limit, and the shared row has no log of the window to check it by.
+            wait = await loop.run_in_executor(
+                self._executor, self._limits.reserve, self.name, self.spacing, 0.0
+            )
+            if wait > EPSILON:
+                await asyncio.sleep(wait)
+            now = self._now()
+            self._admit(now)
+            return now
+
+    def sent_late(self, admitted: float, sent: float) -> None:
+        super().sent_late(admitted, sent)
+        late = sent - admitted
+        if late > self.margin / 2:  # beyond what the margin absorbs: move the pace back
+            self._share(self._limits.push_back, self.name, late)
+
+    def block_for(self, seconds: float) -> None:
+        super().block_for(seconds)
+        self._share(self._limits.block, self.name, seconds)
+
+    def _share(self, call: Callable[[str, float], None], name: str, seconds: float) -> None:
+        """Tell the other workers, off the loop's thread (the caller does not wait)."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, call, name, seconds)
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            err = future.exception()
+            logger.warning("%s: the shared limit was not updated: %s", self.name, err)

@@ -1,0 +1,94 @@
+"""An account's limit shared by the workers of a batch (issue 18): one row per limit in
+the batch's PostgreSQL schema, GCRA slots taken in one statement (state/_limits.py), and
+the limiter the workers pace by (run/_shared_limiter.py). A real server; each worker its
+own connection. The limiter waits in real time here (it is what is measured), briefly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from liangxin_batch.run._shared_limiter import SharedLimiter
+from liangxin_batch.state._backends import open_shared_limits, open_state
+
+
+@pytest.fixture
+def folder(tmp_path: Path, pg_url: str) -> Path:
+    open_state(tmp_path, url=pg_url).close()
+    return tmp_path
+
+
+def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str) -> None:
+    spacing, per_worker, workers = 0.02, 10, 3
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        limits = open_shared_limits(folder, pg_url)
+        with contextlib.closing(limits):
+            for _ in range(per_worker):
+                wait = limits.reserve("acct:create", spacing, 0.0)
+                with lock:
+                    slots.append(time.time() + wait)  # loopback: the server's clock is ours
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slots.sort()
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert len(slots) == per_worker * workers
+    assert min(gaps) > spacing - 0.005, gaps  # a round trip's error at most
+    assert slots[-1] - slots[0] == pytest.approx(spacing * (len(slots) - 1), abs=0.05)
+
+
+def test_a_429_pauses_every_worker(folder: Path, pg_url: str) -> None:
+    a, b = open_shared_limits(folder, pg_url), open_shared_limits(folder, pg_url)
+    with contextlib.closing(a), contextlib.closing(b):
+        assert a.reserve("acct:create", 0.01, 0.0) == 0.0
+        a.block("acct:create", 2.0)
+        assert b.reserve("acct:create", 0.01, 0.0) == pytest.approx(2.0, abs=0.05)
+        b.push_back("acct:create", 1.0)
+        assert a.reserve("acct:create", 0.01, 0.0) == pytest.approx(3.0, abs=0.06)
+        assert a.reserve("other:create", 0.01, 0.0) == 0.0, "limits are apart by name"
+
+
+def test_two_workers_limiters_keep_the_window_together(folder: Path, pg_url: str) -> None:
+    """Two workers of one account, 10 per 0.5 s between them: no 0.5 s window (plus the
+    margin) holds more than 10 admissions, and the pace is the account's, not twice it."""
+    limit, window = 10, 0.5
+    executors = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+    stores = [open_shared_limits(folder, pg_url) for _ in executors]
+    admitted: list[float] = []
+
+    async def main() -> None:
+        limiters = [
+            SharedLimiter(limit, window, name="acct:create", limits=s, executor=e, margin=0.02)
+            for s, e in zip(stores, executors, strict=True)
+        ]
+
+        async def take(limiter: SharedLimiter) -> None:
+            for _ in range(15):
+                await limiter.acquire()
+                admitted.append(time.time())
+
+        await asyncio.gather(*(take(lim) for lim in limiters))
+
+    try:
+        asyncio.run(main())
+    finally:
+        for s, e in zip(stores, executors, strict=True):
+            e.shutdown()
+            s.close()
+    admitted.sort()
+    for i in range(len(admitted) - limit):
+        assert admitted[i + limit] - admitted[i] >= window, (i, admitted)
+    spacing = (window + 0.02) / limit
+    assert admitted[-1] - admitted[0] == pytest.approx(spacing * 29, abs=0.15)
