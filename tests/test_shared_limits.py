@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
     for t in threads:
         t.join()
     slots.sort()
-    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert len(slots) == per_worker * workers
     assert min(gaps) > spacing - 0.005, gaps  # a round trip's error at most
     assert slots[-1] - slots[0] == pytest.approx(spacing * (len(slots) - 1), abs=0.05)
