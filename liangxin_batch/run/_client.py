@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlencode
@@ -47,7 +48,9 @@ from liangxin_batch.errors import (
 from liangxin_batch.run._credentials import ENV_API_KEY, ENV_BASE_URL, Secret, resolve_settings
 from liangxin_batch.run._places import CreatePlaces
 from liangxin_batch.run._ratelimit import SlidingWindowLimiter
+from liangxin_batch.run._shared_limiter import SharedLimiter
 from liangxin_batch.run._transport import LeanTransport, env_proxied
+from liangxin_batch.state._limits import SharedLimits
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -280,6 +283,16 @@ class LiangXinClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def share_limits(self, limits: SharedLimits, executor: Executor) -> None:
+        """Workers of a shared batch: pace by the limits every worker holds (run/
+        _shared_limiter.py), with this client's settings, instead of its own."""
+        self.create_limiter = SharedLimiter.like(
+            self.create_limiter, name="default:create", limits=limits, executor=executor
+        )
+        self.poll_limiter = SharedLimiter.like(
+            self.poll_limiter, name="default:poll", limits=limits, executor=executor
+        )
 
     # -- the four calls ---------------------------------------------------------------
 

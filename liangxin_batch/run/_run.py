@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ from liangxin_batch.run._upload_client import (
     upload_base_url_from,
 )
 from liangxin_batch.run._worker import alone, join_as_worker, leave, refuse_another_manifest
-from liangxin_batch.state._backends import open_state, peek_state_meta
+from liangxin_batch.state._backends import open_shared_limits, open_state, peek_state_meta
 from liangxin_batch.state._lock import RunLock
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import COLUMNS_KEY, FINGERPRINT_KEY, SyncReport, sync_jobs
@@ -320,6 +321,12 @@ async def run_batch_async(
             stack.enter_context(RunLock(out))  # before the state is opened: one run per folder
         store = open_state(out, url=settings.state_url)
         stack.callback(store.close)
+        if settings.state_url is not None:  # its workers pace by limits they share
+            limits = open_shared_limits(out, settings.state_url)
+            stack.callback(limits.close)
+            pacer = ThreadPoolExecutor(1, thread_name_prefix="liangxin-limits")
+            stack.callback(pacer.shutdown)
+            client.share_limits(limits, pacer)
         stack.enter_context(_run_log(out))
         with store.batch_lock("sync"):  # workers of a shared batch: one syncs, others wait
             if (now_stored := store.get_meta(FINGERPRINT_KEY)) != stored:
