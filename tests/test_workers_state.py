@@ -14,6 +14,7 @@ import pytest
 
 from liangxin_batch.core._states import Event, JobState
 from liangxin_batch.state._backends import open_state
+from liangxin_batch.state._db import Connection
 from liangxin_batch.state._store import StateStore
 from tests.state_support import drive
 
@@ -128,3 +129,96 @@ def test_the_last_worker_to_end_knows_it(batch: tuple[Path, str, Clock]) -> None
         assert b.held_by_others("b") == 0
         assert b.release("b", how="finished") == 0
         assert a.transition("j0000", Event.SUBMIT, attempt=1), "no holder: no lease check"
+
+
+def test_a_task_created_after_the_lease_ran_out_is_still_recorded(
+    batch: tuple[Path, str, Clock],
+) -> None:
+    """The POST was out when another worker parked the job unknown: the taskId that
+    comes back is the job's task (paid for), recorded, never dropped."""
+    _, _, clock = batch
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        (job,) = a.claim("a", [JobState.PENDING], 1)
+        assert a.begin_attempt(job.job_id, 1)
+        clock.now += LEASE + 1  # a stalls past its lease, its POST in flight
+        assert b.renew("b", LEASE)
+        assert [e.parked_unknown for e in b.expire_workers()] == [1]
+        assert a.record_created(job.job_id, 1, "t-late", submitted_at=clock.now)
+        found = a.get(job.job_id)
+        assert found is not None
+        assert (found.state, found.task_id, found.attempt) == (JobState.SUBMITTED, "t-late", 1)
+        assert not a.record_created(job.job_id, 2, "t-other", submitted_at=clock.now)
+
+
+def test_a_submit_needs_half_a_lease_left(batch: tuple[Path, str, Clock]) -> None:
+    """A POST may take a while: it starts only with time to spare before the lease
+    runs out (renewals come every third of it)."""
+    _, _, clock = batch
+    a = worker(batch, "a")
+    with contextlib.closing(a):
+        first, second = a.claim("a", [JobState.PENDING], 2)
+        clock.now += LEASE * 0.4
+        assert a.begin_attempt(first.job_id, 1)
+        clock.now += LEASE * 0.2  # 40% left
+        assert not a.begin_attempt(second.job_id, 1)
+        assert a.renew("a", LEASE)
+        assert a.begin_attempt(second.job_id, 1)
+
+
+def test_a_submit_and_the_end_of_its_worker_do_not_deadlock(
+    batch: tuple[Path, str, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's intent and B's expiry of A, interleaved: one lock order (the worker's row,
+    then its jobs'), so one waits for the other and neither is aborted."""
+    _, _, clock = batch
+    a, b = worker(batch, "a"), worker(batch, "b")
+    a.claim("a", [JobState.PENDING], 3)
+    clock.now += LEASE * 0.45
+    in_a, b_done = threading.Event(), threading.Event()
+    real_holds = StateStore.holds
+
+    def holds(self: StateStore, db: Connection) -> bool:
+        if self is a:
+            in_a.set()
+            b_done.wait(1.0)  # B gets its locks while A is inside its transaction
+        return real_holds(self, db)
+
+    monkeypatch.setattr(StateStore, "holds", holds)
+    out: dict[str, object] = {}
+
+    def run_a() -> None:
+        try:
+            out["a"] = a.begin_attempt("j0000", 1)
+        except Exception as err:  # reported below
+            out["a"] = err
+
+    def run_b() -> None:
+        in_a.wait(5)
+        clock.now += LEASE  # now a's lease has run out (and b's renewal keeps b alive)
+        b.renew("b", LEASE)
+        try:
+            out["b"] = [e.worker for e in b.expire_workers()]
+        except Exception as err:  # reported below
+            out["b"] = err
+        b_done.set()
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a.close()
+    b.close()
+    assert out == {"a": False, "b": ["a"]} or out == {"a": True, "b": ["a"]}, out
+
+
+def test_the_last_to_end_does_not_wait_on_a_dead_worker(batch: tuple[Path, str, Clock]) -> None:
+    """A SIGKILLed worker holding nothing is not 'still at work': the survivor that ends
+    last writes the reports."""
+    _, _, clock = batch
+    a, b = worker(batch, "a"), worker(batch, "b")
+    with contextlib.closing(a), contextlib.closing(b):
+        clock.now += LEASE + 1  # a died without a word
+        assert b.renew("b", LEASE)
+        assert b.release("b", how="finished") == 0

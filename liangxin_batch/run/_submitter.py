@@ -306,6 +306,7 @@ class Submitter(RunPart):
             self._control.spawn(self._control.give_slot())
             return
         if not moved:  # pragma: no cover - only the submitter moves a submitting job
+            logger.error("%s: task %s was created but could not be recorded", job.job_id, task_id)
             raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
         self._alike.clear()
         self._poller.track_new(job, task_id, attempt, spec, last_wave=last_wave)
@@ -316,15 +317,10 @@ class Submitter(RunPart):
 
     def _commit_created(self, job: JobRow, attempt: int, task_id: str) -> bool:
         try:
-            return self._store.transition(
-                job.job_id,
-                Event.CREATED,
-                message=f"submitted as task {task_id}",
-                attempt=attempt,
-                task_id=task_id,
-                submitted_at=self._clock.wall(),
-                error_code=None,
-                error_message=None,
+            # CREATED; or, a worker whose lease ran out meanwhile, RECONCILED (the task
+            # was paid for: it is recorded whoever parked the job `unknown`).
+            return self._store.record_created(
+                job.job_id, attempt, task_id, submitted_at=self._clock.wall()
             )
         except TransitionRefused:
             raise

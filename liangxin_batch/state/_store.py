@@ -511,14 +511,17 @@ class StateStore(
             # Nobody moves the job meanwhile: SQLite's IMMEDIATE transaction has the one
             # writer; PostgreSQL's row lock holds off the other workers until COMMIT.
             with self.transaction(durable=durable) as db:
+                submit = event is Event.SUBMIT
+                if submit and not self.holds(db):  # before the job's row: one lock order
+                    return False  # a worker sends only within its lease
                 row = db.execute(
                     f"SELECT state, worker FROM jobs WHERE job_id = ?{_LOCK_ROW[dialect(db)]}",
                     (job_id,),
                 ).fetchone()
                 if row is None or row[0] not in sources:
                     return False
-                if event is Event.SUBMIT and not self.holds(db, row[1]):
-                    return False  # a worker sends only what it holds, within its lease
+                if submit and self.holder is not None and row[1] != self.holder:
+                    return False  # ... and only what it holds
                 db.execute(
                     f"UPDATE jobs SET state = ?, {sets} WHERE job_id = ? AND state = ?",
                     [target.value, *fields.values(), job_id, row[0]],

@@ -104,18 +104,25 @@ class WorkerStore:
             )
             return cur.rowcount == 1
 
-    def holds(self, db: Connection, worker: str | None) -> bool:
-        """Inside a transaction: is `worker` this store's holder, alive and within its
-        lease? (On PostgreSQL the worker's row is share-locked until the transaction
-        ends, so a concurrent `expire_workers` waits for it, or it for that.)"""
-        if self.holder is None or worker != self.holder:
-            return self.holder is None
+    def holds(self, db: Connection) -> bool:
+        """Inside a transaction, before the job's row is read: may this store's holder
+        start a createTask now? Alive, with at least half its lease left (a POST takes
+        a while; renewals come every third of the lease). True without a holder.
+
+        Locks are taken in one order everywhere, the worker's row then its jobs' (here,
+        `expire_workers`, `release`): on PostgreSQL this row is share-locked until the
+        transaction ends, so a concurrent expiry of this worker waits, or is waited for."""
+        if self.holder is None:
+            return True
         lock = " FOR SHARE" if dialect(db) == "postgres" else ""
         row = db.execute(
-            f"SELECT lease_until FROM workers WHERE id = ? AND ended_at IS NULL{lock}",
-            (worker,),
+            f"SELECT seen_at, lease_until FROM workers WHERE id = ? AND ended_at IS NULL{lock}",
+            (self.holder,),
         ).fetchone()
-        return row is not None and float(row[0]) > self._now()
+        if row is None:
+            return False
+        seen, until = float(row[0]), float(row[1])
+        return until - self._now() >= (until - seen) / 2
 
     def expire_workers(self) -> list[Expired]:
         """End every worker whose lease has run out: its `submitting` jobs become
@@ -170,7 +177,7 @@ class WorkerStore:
             return []
         values = [s.value for s in states]
         with self.transaction(durable=False) as db:  # a lost claim is claimed again
-            if not self.holds(db, worker):
+            if self.holder != worker or not self.holds(db):
                 return []
             ids = [
                 r[0]
@@ -197,17 +204,56 @@ class WorkerStore:
             lock = _END_LOCK[dialect(db)]
             if lock:
                 db.execute(lock)
-            self._park_submitting(db, worker, "ended during createTask")
-            db.execute("UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,))
-            db.execute(
+            db.execute(  # the worker's row first, then its jobs (see `holds`)
                 "UPDATE workers SET ended_at = ?, ended_how = ? WHERE id = ? AND ended_at IS NULL",
                 (now, how, worker),
             )
+            self._park_submitting(db, worker, "ended during createTask")
+            db.execute("UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,))
+            # A worker past its lease is not at work, ended or not (a SIGKILL no one
+            # has noticed yet): it must not keep the last one from writing the reports.
             (alive,) = db.execute(
-                "SELECT COUNT(*) FROM workers WHERE ended_at IS NULL AND id <> ?", (worker,)
+                "SELECT COUNT(*) FROM workers WHERE ended_at IS NULL AND lease_until > ?"
+                " AND id <> ?",
+                (now, worker),
             ).fetchone()
         self.holder = None
         return int(alive)
+
+    def record_created(
+        self, job_id: str, attempt: int, task_id: str, *, submitted_at: float
+    ) -> bool:
+        """The taskId of the job's createTask, recorded: `submitting` -> `submitted`; or,
+        when its worker's lease ran out while the POST was out and another worker parked
+        the job `unknown`, the same attempt reconciled with its task (it was paid for).
+        False (nothing written) when the job holds another attempt."""
+        fields: dict[str, Any] = {
+            "task_id": task_id,
+            "submitted_at": submitted_at,
+            "error_code": None,
+        }
+        if self.transition(
+            job_id,
+            Event.CREATED,
+            message=f"submitted as task {task_id}",
+            attempt=attempt,
+            error_message=None,
+            **fields,
+        ):
+            return True
+        row = self.db.execute(
+            "SELECT state, attempt FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        if row is None or (row[0], int(row[1])) != (JobState.UNKNOWN.value, attempt):
+            return False
+        return self.transition(
+            job_id,
+            Event.RECONCILED,
+            message=f"task {task_id} answered after its worker's lease ran out: recorded",
+            attempt=attempt,
+            error_message=None,
+            **fields,
+        )
 
     def reserve_stem(self, stem: str, job_id: str, n: int) -> bool:
         """Take an output name for file `n` of `job_id` across all workers; False when
