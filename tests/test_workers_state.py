@@ -222,3 +222,54 @@ def test_the_last_to_end_does_not_wait_on_a_dead_worker(batch: tuple[Path, str, 
         clock.now += LEASE + 1  # a died without a word
         assert b.renew("b", LEASE)
         assert b.release("b", how="finished") == 0
+
+
+class FlakyLeases:
+    """A worker's side of the state whose renewals fail now and then (a restarting
+    database), then say the worker was ended."""
+
+    def __init__(self, answers: list[object]) -> None:
+        self.answers = answers
+        self.renewals = 0
+
+    def renew(self, worker: str, lease: float) -> bool:
+        self.renewals += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return bool(answer)
+
+    def expire_workers(self) -> list[object]:
+        return []
+
+    def claim(self, worker: str, states: object, limit: int) -> list[object]:
+        return []
+
+
+def test_the_heartbeat_outlives_a_failed_renewal_and_stops_on_a_lost_lease() -> None:
+    import sqlite3
+
+    from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.run._control import Interrupt, LoopClock, RunControl
+    from liangxin_batch.run._progress import NullObserver
+    from liangxin_batch.run._worker import Worker, WorkerLostError
+    from tests.virtual_time import run_virtual
+
+    leases = FlakyLeases([True, sqlite3.OperationalError("server restarting"), True, False])
+
+    async def main() -> RunControl:
+        control = RunControl(settings=RunSettings(), observer=NullObserver(), interrupt=Interrupt())
+        worker = Worker(
+            leases,  # type: ignore[arg-type]
+            lease=30.0,
+            claim_size=5,
+            clock=LoopClock(),
+            observer=NullObserver(),
+        )
+        await worker.heartbeat(control)
+        return control
+
+    control = run_virtual(main)
+    assert leases.renewals == 4, "the failed renewal was tried again at the next beat"
+    assert isinstance(control.failure, WorkerLostError)
+    assert control.downloads_halted and control.interrupted

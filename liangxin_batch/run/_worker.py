@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import secrets
 import socket
+import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterable
 
 from liangxin_batch.core._clock import Clock
@@ -29,6 +31,8 @@ from liangxin_batch.errors import ConfigError, LiangXinBatchError, StateError
 from liangxin_batch.run._control import LoopClock, RunControl
 from liangxin_batch.run._progress import Observer
 from liangxin_batch.state._store import JobRow, StateStore
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Worker",
@@ -119,14 +123,20 @@ class Worker:
             self.adopt(job)
 
     async def heartbeat(self, control: RunControl) -> None:
-        """Renew while the run lasts (the submitter may wait long for a slot)."""
+        """Renew while the run lasts (the submitter may wait long for a slot). A lost
+        lease stops everything, downloads in progress too: the jobs are another's now.
+        A failed renewal (the database restarting, a lost connection) is tried again at
+        the next beat; the lease lasts three of them."""
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
                 self.look_after(force=True)
             except WorkerLostError as err:
                 control.fail_run(err)
+                control.interrupt()
                 return
+            except (sqlite3.Error, StateError) as err:
+                logger.warning("worker %s: lease not renewed (%s); trying again", self.id, err)
 
     def end(self, *, how: str) -> int:
         """Free what this worker holds; how many other workers are still alive."""
