@@ -226,3 +226,14 @@ def test_every_column_has_sqlites_range(tmp_path: Path, pg_url: str) -> None:
     narrow = [c for c in columns if c[2] in ("integer", "real", "smallint")]
     assert narrow == []
     assert [c for c in columns if c[2] == "text" and c[3] != "C"] == []
+
+
+def test_generation_percentiles_leave_out_jobs_without_times(tmp_path: Path, pg_url: str) -> None:
+    """A reconciled job may have no submission time and no costTime: no generation time
+    (SQLite's MAX(0.0, NULL) is NULL; PostgreSQL's GREATEST would have said 0.0)."""
+    store = open_state(tmp_path, url=pg_url)
+    with contextlib.closing(store):
+        store.upsert_jobs(rows(2))
+        drive(store, "j00000", JobState.DONE, task_id="t1", submitted_at=100.0, completed_at=104.0)
+        drive(store, "j00001", JobState.DONE, task_id="t2", submitted_at=None, completed_at=9.0)
+        assert store.generation_percentiles("z-image", [50, 100]) == [4.0, 4.0]

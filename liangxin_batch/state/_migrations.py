@@ -19,6 +19,7 @@ __all__ = [
     "REPORT_SECONDS",
     "SEGMENT_JOBS",
     "TABLES",
+    "report_seconds",
     "applied_migrations",
     "check_migrations",
     "migrate",
@@ -260,6 +261,16 @@ def _m006_tallies(db: Connection) -> None:
 #: outputs/_report.py: costTime, else completion - submission), as SQL: the index below
 #: and the queries that use it must spell it alike.
 REPORT_SECONDS = "COALESCE(cost_time / 1000.0, MAX(0.0, completed_at - submitted_at))"
+#: The same on PostgreSQL, whose GREATEST(0.0, NULL) is 0.0 where SQLite's MAX is NULL.
+_REPORT_SECONDS_PG = (
+    "COALESCE(cost_time / 1000.0, CASE WHEN completed_at - submitted_at < 0.0 THEN 0.0"
+    " ELSE completed_at - submitted_at END)"
+)
+
+
+def report_seconds(db: Connection) -> str:
+    """`REPORT_SECONDS` as `db` says it (the index and its queries must agree)."""
+    return REPORT_SECONDS if dialect(db) == "sqlite" else _REPORT_SECONDS_PG
 #: The jobs whose generation succeeded (BILLED_STATES), as the index below names them.
 GENERATED_STATES_SQL = "state IN ('succeeded', 'done', 'download_failed')"
 
@@ -269,7 +280,7 @@ def _m007_report_seconds(db: Connection) -> None:
     manifest's generated jobs by (model, generation time), so a percentile is one
     index search and an offset (a million jobs: no row of `jobs` read, no sort)."""
     db.execute(
-        f"CREATE INDEX jobs_report_seconds ON jobs (model, {REPORT_SECONDS})"
+        f"CREATE INDEX jobs_report_seconds ON jobs (model, {report_seconds(db)})"
         f" WHERE in_manifest = 1 AND {GENERATED_STATES_SQL}"
     )
 

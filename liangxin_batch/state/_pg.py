@@ -92,7 +92,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
         (r"\bBEGIN IMMEDIATE\b", "BEGIN"),
-        (r"\bMAX\((0(?:\.0)?), ", r"GREATEST(\1, "),
+        # Only for NOT NULL operands: GREATEST(0, NULL) is 0 where SQLite's MAX is NULL.
+        (r"\bMAX\(0, ", "GREATEST(0, "),
         (r"\bCROSS JOIN\b", "JOIN"),
         (r"\binstr\(", "strpos("),
         (r"\btemp\.", "pg_temp."),

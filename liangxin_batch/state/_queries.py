@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from liangxin_batch.core._provenance import stem_key
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._db import Connection, dialect
-from liangxin_batch.state._migrations import GENERATED_STATES_SQL, REPORT_SECONDS
+from liangxin_batch.state._migrations import GENERATED_STATES_SQL, report_seconds
 from liangxin_batch.state._rows import (
     EXPORT_JOB_SELECT,
     FILE_COLUMNS,
@@ -267,10 +267,11 @@ class StoreQueries:
         (jobs_report_seconds), not a read of the jobs."""
         # INDEXED BY: the planner would take jobs_by_model_state (then read and sort every
         # job of the model) where its statistics are thin; this index answers both.
+        seconds = report_seconds(self.db)
         where = (
             "FROM jobs INDEXED BY jobs_report_seconds"
             f" WHERE model = ? AND in_manifest = 1 AND {GENERATED_STATES_SQL}"
-            f" AND {REPORT_SECONDS} IS NOT NULL"
+            f" AND {seconds} IS NOT NULL"
         )
         (count,) = self.db.execute(f"SELECT COUNT(*) {where}", (model,)).fetchone()
         found: list[float | None] = []
@@ -280,7 +281,7 @@ class StoreQueries:
                 continue
             rank = max(0, math.ceil(p / 100 * count) - 1)
             row = self.db.execute(
-                f"SELECT {REPORT_SECONDS} {where} ORDER BY {REPORT_SECONDS} LIMIT 1 OFFSET ?",
+                f"SELECT {seconds} {where} ORDER BY {seconds} LIMIT 1 OFFSET ?",
                 (model, rank),
             ).fetchone()
             found.append(None if row is None else float(row[0]))
