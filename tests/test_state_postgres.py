@@ -237,3 +237,27 @@ def test_generation_percentiles_leave_out_jobs_without_times(tmp_path: Path, pg_
         drive(store, "j00000", JobState.DONE, task_id="t1", submitted_at=100.0, completed_at=104.0)
         drive(store, "j00001", JobState.DONE, task_id="t2", submitted_at=None, completed_at=9.0)
         assert store.generation_percentiles("z-image", [50, 100]) == [4.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        (
+            "SELECT 'BEGIN IMMEDIATE', \"temp.x\" FROM t",
+            "SELECT 'BEGIN IMMEDIATE', \"temp.x\" FROM t",
+        ),
+        ("SELECT 'MAX(0, 1)', 'it''s ?' WHERE a = ?", "SELECT 'MAX(0, 1)', 'it''s ?' WHERE a = %s"),
+        ("SELECT a +b FROM t", "SELECT a +b FROM t"),
+        (
+            "SELECT a -- it's a comment ?\n FROM t WHERE b = ?",
+            "SELECT a -- it's a comment ?\n FROM t WHERE b = %s",
+        ),
+    ],
+)
+def test_only_code_is_rewritten(sqlite: str, postgres: str) -> None:
+    assert pg_sql(sqlite) == postgres
+
+
+def test_an_insert_or_ignore_upsert_is_refused() -> None:
+    with pytest.raises(ValueError, match="alone"):
+        pg_sql("INSERT OR IGNORE INTO t VALUES (?) ON CONFLICT (a) DO NOTHING")

@@ -19,10 +19,10 @@ __all__ = [
     "REPORT_SECONDS",
     "SEGMENT_JOBS",
     "TABLES",
-    "report_seconds",
     "applied_migrations",
     "check_migrations",
     "migrate",
+    "report_seconds",
 ]
 
 #: The tables a state must have once migrated.

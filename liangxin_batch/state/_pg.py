@@ -98,7 +98,7 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\binstr\(", "strpos("),
         (r"\btemp\.", "pg_temp."),
         # SQLite's "not by this index" hint (`+column`): PostgreSQL plans for itself.
-        (r"(?<=[\s(])\+(?=[a-z_])", ""),
+        (r"(?:(?<=\bWHERE )|(?<=\bAND ))\+(?=[a-z_])", ""),
         (r" (?:NOT INDEXED|INDEXED BY \w+)\b", ""),
     )
 )
@@ -122,47 +122,68 @@ _SYNCHRONOUS = re.compile(r"^\s*PRAGMA synchronous=(FULL|NORMAL)\s*$")
 @functools.lru_cache(maxsize=2048)
 def pg_sql(sql: str) -> str:
     """`sql` (SQLite's, as the store writes it) in PostgreSQL's words, with psycopg's
-    `%s` placeholders. Pure; cached, since the store has a few hundred statements."""
+    `%s` placeholders. Only code is rewritten: string literals, quoted names and
+    comments pass as written. Pure; cached, since the store has a few hundred
+    statements."""
     sync = _SYNCHRONOUS.match(sql)
     if sync:
         return "SET synchronous_commit TO " + ("on" if sync.group(1) == "FULL" else "off")
-    if re.match(r"^\s*PRAGMA\b", sql):
+    parts = _split(sql)
+    code = "".join(text for is_code, text in parts if is_code)
+    if re.match(r"^\s*PRAGMA\b", code):
         raise ValueError(f"no PostgreSQL for {sql.strip()!r}")
-    if re.search(r"\bINSERT OR REPLACE\b", sql):
+    if re.search(r"\bINSERT OR REPLACE\b", code):
         raise ValueError("INSERT OR REPLACE has no PostgreSQL form: write an upsert")
-    ignore = re.search(r"\bINSERT OR IGNORE INTO\b", sql) is not None
-    if ignore:
-        sql = re.sub(r"\bINSERT OR IGNORE INTO\b", "INSERT INTO", sql)
-    for pattern, replacement in _REWRITES:
-        sql = pattern.sub(replacement, sql)
+    ignore = re.search(r"\bINSERT OR IGNORE INTO\b", code) is not None
+    if ignore and re.search(r"\bON CONFLICT\b", code):
+        raise ValueError("INSERT OR IGNORE with ON CONFLICT: write the upsert alone")
+    rewrites = [(re.compile(r"\bINSERT OR IGNORE INTO\b"), "INSERT INTO"), *_REWRITES]
     if _DDL.match(sql):
-        for pattern, replacement in _DDL_REWRITES:
-            sql = pattern.sub(replacement, sql)
-    sql = _placeholders(sql)
+        rewrites += _DDL_REWRITES
+    out = []
+    for is_code, text in parts:
+        text = text.replace("%", "%%")  # psycopg reads the whole text for placeholders
+        if is_code:
+            for pattern, replacement in rewrites:
+                text = pattern.sub(replacement, text)
+            text = text.replace("?", "%s")
+        out.append(text)
+    translated = "".join(out)
     if ignore:
-        sql = sql.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
-    return sql
+        translated = translated.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
+    return translated
 
 
-def _placeholders(sql: str) -> str:
-    """`?` outside quotes becomes `%s`, and every `%` is doubled (psycopg reads the
-    whole text for placeholders)."""
-    out: list[str] = []
-    quote = ""
-    for ch in sql:
-        if ch == "%":
-            out.append("%%")
+def _split(sql: str) -> list[tuple[bool, str]]:
+    """`sql` as (is_code, text) runs: code, and what is not (a '...' literal, a "..."
+    name, a -- comment to the end of its line), in order."""
+    parts: list[tuple[bool, str]] = []
+    i, start, n = 0, 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"" or sql.startswith("--", i):
+            if i > start:
+                parts.append((True, sql[start:i]))
+            if ch in "'\"":
+                j = i + 1
+                while j < n:  # a doubled quote ('') stays inside the literal
+                    if sql[j] == ch:
+                        if j + 1 < n and sql[j + 1] == ch:
+                            j += 2
+                            continue
+                        break
+                    j += 1
+                end = min(j + 1, n)
+            else:
+                newline = sql.find("\n", i)
+                end = n if newline < 0 else newline
+            parts.append((False, sql[i:end]))
+            i = start = end
             continue
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "?":
-            out.append("%s")
-            continue
-        out.append(ch)
-    return "".join(out)
+        i += 1
+    if start < n:
+        parts.append((True, sql[start:]))
+    return parts
 
 
 # -- the connection ----------------------------------------------------------------------
