@@ -48,6 +48,7 @@ def worker(batch: tuple[Path, str, Clock], name: str) -> StateStore:
     folder, url, clock = batch
     store = open_state(folder, url=url, wall_clock=clock)
     store.register_worker(name, host="h", pid=1, lease=LEASE)
+    store.holder = name
     return store
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -67,6 +68,10 @@ __all__ = [
     "parse_size",
     "short_url",
 ]
+
+#: A partial download of a worker sharing DIR is another's while it is written to:
+#: one untouched this long is a dead worker's (a stalled download fails in minutes).
+SHARED_PARTIAL_AGE = 3600.0
 
 logger = logging.getLogger("liangxin_batch")
 
@@ -168,14 +173,16 @@ class Downloader:
         self._claims = PathClaims(
             self.store.path_holders, reserve=self.store.reserve_stem if shared else None
         )
-        if shared:  # another live worker's downloads are in there: never swept
-            return 0
+        # Workers sharing DIR: another's downloads in progress are in there too; only
+        # what no download has written to for a while goes (a dead worker's leftovers).
+        stale_before = time.time() - SHARED_PARTIAL_AGE if shared else math.inf
         removed = 0
         with suppress(OSError), os.scandir(self.out_dir / PARTIAL_DIR) as entries:
             for entry in entries:
                 with suppress(OSError):
-                    os.unlink(entry.path)
-                    removed += 1
+                    if entry.stat().st_mtime < stale_before:
+                        os.unlink(entry.path)
+                        removed += 1
         if removed:
             logger.info("removed %d unfinished download(s) left by an earlier run", removed)
         return removed

@@ -325,7 +325,8 @@ async def run_batch_async(
             limits = open_shared_limits(out, settings.state_url)
             stack.callback(limits.close)
             pacer = ThreadPoolExecutor(1, thread_name_prefix="liangxin-limits")
-            stack.callback(pacer.shutdown)
+            # At the end nothing waits on a reservation stuck on the network.
+            stack.callback(pacer.shutdown, wait=False, cancel_futures=True)
             client.share_limits(limits, pacer)
         stack.enter_context(_run_log(out))
         with store.batch_lock("sync"):  # workers of a shared batch: one syncs, others wait
@@ -354,6 +355,11 @@ async def run_batch_async(
                     fingerprint=with_models(fingerprint, catalog, spool.models, spool.local_stats),
                     column_names=lambda: spool.column_names,
                 )
+            # Registered before the lock is let go: a worker given another manifest
+            # is refused from here on (refuse_another_manifest).
+            worker = join_as_worker(store, settings, observer) if shared else None
+            if worker is not None:
+                stack.callback(worker.abandon)  # ended already when the run ends normally
         if upload_url is None:
             _refuse_local_files_without_host(store, settings)
         _remember_manifest(store, manifest, observer, sync)
@@ -380,7 +386,8 @@ async def run_batch_async(
             embed_metadata=settings.embed_metadata,
         )
         link = _callback_link(store, client, callbacks, receiver_ready)
-        worker = join_as_worker(store, settings, observer) if shared else None
+        if worker is not None:
+            worker.hold()
         runner = Runner(
             store=store,
             client=client,

@@ -16,6 +16,7 @@ The state's SQL is in state/_workers.py; this part decides when to call it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -72,14 +73,21 @@ class Worker:
         self._clock = clock
         self._observer = observer
         self._last_look = -float("inf")
+        self._ended: int | None = None
         #: Where adopted jobs go (the runner's poller and download queue).
         self.adopt: Callable[[JobRow], None] = lambda job: None
 
     def register(self) -> None:
+        """Known to the other workers (from the sync on: a worker given another
+        manifest is refused while this one is registered)."""
         self.store.register_worker(
             self.id, host=socket.gethostname(), pid=os.getpid(), lease=self.lease
         )
         self._last_look = self._clock.monotonic()
+
+    def hold(self) -> None:
+        """From here on this process's state walks and sends only what it holds."""
+        self.store.holder = self.id
 
     def claim_left_over(self) -> None:
         """At the start: end the dead, then hold every free job a recovery or a resume
@@ -139,8 +147,17 @@ class Worker:
                 logger.warning("worker %s: lease not renewed (%s); trying again", self.id, err)
 
     def end(self, *, how: str) -> int:
-        """Free what this worker holds; how many other workers are still alive."""
-        return self.store.release(self.id, how=how)
+        """Free what this worker holds; how many other workers are still alive. Once."""
+        if self._ended is not None:
+            return self._ended
+        self._ended = self.store.release(self.id, how=how)
+        return self._ended
+
+    def abandon(self) -> None:
+        """A run that stopped before its work began (a refusal after the sync): ended
+        at once, so no other worker waits for its lease."""
+        with contextlib.suppress(LiangXinBatchError, sqlite3.Error):
+            self.end(how="stopped")
 
     def _expire(self) -> None:
         for gone in self.store.expire_workers():

@@ -68,5 +68,6 @@ class SharedLimits:
             self._db.execute("UPDATE limits SET tat = tat + ? WHERE name = ?", (seconds, name))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        # Not under the lock: a reservation stuck on the network must not hold the end
+        # of the run (closing the connection ends it).
+        self._db.close()

@@ -271,6 +271,8 @@ _REPORT_SECONDS_PG = (
 def report_seconds(db: Connection) -> str:
     """`REPORT_SECONDS` as `db` says it (the index and its queries must agree)."""
     return REPORT_SECONDS if dialect(db) == "sqlite" else _REPORT_SECONDS_PG
+
+
 #: The jobs whose generation succeeded (BILLED_STATES), as the index below names them.
 GENERATED_STATES_SQL = "state IN ('succeeded', 'done', 'download_failed')"
 

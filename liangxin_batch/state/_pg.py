@@ -218,7 +218,17 @@ class PgConnection:
         psycopg = _driver()
         where = redact(url)
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            # Keepalives: a peer gone without a word (a dead network) is noticed in
+            # about a minute, not at the next statement's TCP timeout.
+            conn = psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=10,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+            )
         except psycopg.Error as err:
             raise StateError(
                 f"cannot connect to the state database {where}: {_first_line(err)}"

@@ -51,7 +51,8 @@ class WorkerStore:
 
     db: Connection
     _now: Callable[[], float]
-    #: The worker this connection works as (None: the only one, no leases checked).
+    #: The worker this connection works as (None: the only one, no leases checked):
+    #: set once it starts working (a registered worker may still be syncing).
     holder: str | None = None
 
     def transaction(self, *, durable: bool = True) -> Transaction:
@@ -91,7 +92,6 @@ class WorkerStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (worker, host, pid, now, now, now + lease),
             )
-        self.holder = worker
 
     def renew(self, worker: str, lease: float) -> bool:
         """Extend the lease; False when another worker has ended this one (its jobs are
