@@ -54,7 +54,7 @@ base_url_opt = click.option(
 
 def parse_rate_flag(text: str, flag: str) -> tuple[int, float]:
     """`20/10s` -> (20, 10.0); a ConfigError that names the flag otherwise."""
-    from liangxin_batch.outputs._plan import parse_rate
+    from liangxin_batch.core._rates import parse_rate
 
     try:
         return parse_rate(text)
