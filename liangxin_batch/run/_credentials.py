@@ -15,7 +15,9 @@ __all__ = [
     "ENV_BASE_URL",
     "AccountKey",
     "Secret",
+    "default_account",
     "load_accounts",
+    "resolve_base_url",
     "resolve_settings",
 ]
 
@@ -33,17 +35,23 @@ _NO_KEY = (
 )
 
 
-def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
-    """Key and base URL from arguments, then the environment; ConfigError if missing."""
+def resolve_base_url(base_url: str | None) -> str:
+    """The base URL from the argument, then the environment; ConfigError if missing."""
     url = (base_url or os.environ.get(ENV_BASE_URL) or "").strip()
     if not url:
         raise ConfigError(_NO_BASE_URL.format(env=ENV_BASE_URL))
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the base URL must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+def resolve_settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    """Key and base URL from arguments, then the environment; ConfigError if missing."""
+    url = resolve_base_url(base_url)
     key = (api_key or os.environ.get(ENV_API_KEY) or "").strip()
     if not key:
         raise ConfigError(_NO_KEY.format(env=ENV_API_KEY))
-    return key, url.rstrip("/")
+    return key, url
 
 
 class Secret:
