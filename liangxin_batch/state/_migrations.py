@@ -404,6 +404,19 @@ def _m012_manifest_sources(db: sqlite3.Connection) -> None:
     )
 
 
+def _m013_accounts(db: sqlite3.Connection) -> None:
+    """Which account created each job's task (and each attempt's): its polls, downloads
+    and uploads use that account's key. NULL (rows from before): the `default` account,
+    the one LIANGXIN_API_KEY names. Portable SQL (the PostgreSQL backend runs it too)."""
+    _run_script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN account TEXT;
+        ALTER TABLE attempts ADD COLUMN account TEXT;
+        """,
+    )
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -418,6 +431,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[sqlite3.Connection], None]]] = (
     ("010_report_data", _m010_report_data),
     ("011_preview_todo", _m011_preview_todo),
     ("012_manifest_sources", _m012_manifest_sources),
+    ("013_accounts", _m013_accounts),
 )
 
 

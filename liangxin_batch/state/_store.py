@@ -499,9 +499,9 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
         now = fields["updated_at"]
         if event is Event.SUBMIT:
             db.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at)"
-                " VALUES (?, ?, ?, ?)",
-                (job_id, attempt, outcome, now),
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, outcome, started_at, account)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job_id, attempt, outcome, now, fields.get("account")),
             )
             return
         db.execute(
@@ -527,8 +527,9 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
         with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
 
-    def begin_attempt(self, job_id: str, attempt: int) -> bool:
-        """Record the intent to submit BEFORE the POST leaves.
+    def begin_attempt(self, job_id: str, attempt: int, *, account: str | None = None) -> bool:
+        """Record the intent to submit BEFORE the POST leaves, with the account whose key
+        sends it (on the job and the attempt, in the same transaction).
 
         Only a `pending` job can start an attempt; False (nothing written) otherwise, so a
         job another writer already took is never sent twice.
@@ -538,6 +539,7 @@ class StateStore(UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, Sto
             Event.SUBMIT,
             attempt=attempt,
             outcome="submitting",
+            account=account,
             task_id=None,
             result_urls=None,
             error_code=None,
