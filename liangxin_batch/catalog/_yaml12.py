@@ -23,9 +23,9 @@ import re
 from typing import IO, Any
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from liangxin_batch.core._accounts import Located
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
     "MAX_ALIAS_CHARS",

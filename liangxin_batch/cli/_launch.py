@@ -75,6 +75,17 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
             else ""
         ),
     ]
+    if summary.accounts_to_top_up:
+        lines.append(
+            f"Account(s) out of credits: {', '.join(summary.accounts_to_top_up)}: top up "
+            "(their tasks already created were still polled and downloaded)"
+        )
+    if summary.accounts_missing:
+        named = ", ".join(f"{n} ({k} task(s))" for n, k in summary.accounts_missing.items())
+        lines.append(
+            f"Not polled: tasks created by account(s) not in the accounts file: {named}; "
+            "run again with an accounts file that names them"
+        )
     if summary.stopped_reason:
         lines.append(f"Stopped early: {summary.stopped_reason}")
         lines.append(f"Fix that, then continue with: {_command_line()}")

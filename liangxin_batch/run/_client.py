@@ -59,10 +59,10 @@ from liangxin_batch.run._transport import LeanTransport, env_proxied
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "Account",
-    "AccountMissingError",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "Account",
+    "AccountMissingError",
     "CreateTurn",
     "LiangXinClient",
     "PollTurn",

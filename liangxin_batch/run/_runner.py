@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._schedule import SAFETY_NET_STRETCH
@@ -34,7 +35,7 @@ from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._control import Interrupt, LoopClock, RunControl, RunParts
 from liangxin_batch.run._poller import PollScheduler
-from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._progress import NullObserver, Observer, logger
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
 from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.run._uploader import Uploader
@@ -111,6 +112,8 @@ class Runner:
             uploader=self.uploader,
         )
         self._prepared = False
+        #: Tasks in flight not polled in this run, by the name of their missing account.
+        self._accounts_missing: dict[str, int] = {}
 
     # -- public controls ------------------------------------------------------------
 
@@ -230,11 +233,14 @@ class Runner:
     def _recover(self) -> None:
         """Bring a state file left by a crash or Ctrl-C back to a runnable shape."""
         s = self.settings
-        # The service still counts an earlier process's creates in its window: so do we.
-        limiter = self.client.create_limiter
+        # The service still counts an earlier process's creates in its window (each
+        # account's in its own): so do we.
         mono, wall = self._clock.monotonic(), self._clock.wall()
-        recent = self.store.submits_since(wall - limiter.window - limiter.margin)
-        limiter.prime([mono - (wall - at) for at in recent])
+        for account in self.client.accounts.values():
+            limiter = account.create_limiter
+            since = wall - limiter.window - limiter.margin
+            recent = self.store.submits_since(since, account=account.name)
+            limiter.prime([mono - (wall - at) for at in recent])
         # Latencies learned by earlier runs of this batch: a resume schedules by them.
         for job in self.store.recent_generations():
             assert job.generation_seconds is not None
@@ -269,8 +275,29 @@ class Runner:
                 if step.event is Event.REPOLL:
                     repoll.add(job.job_id)
         for job in self.store.iter_jobs([JobState.SUBMITTED]):
+            if (job.account or DEFAULT_ACCOUNT) not in self.client.accounts:
+                self._missing_account(job)
+                continue
             self._control.in_flight += 1
             self._poller.resume(job, overdue=job.job_id in repoll)
+        for name, count in self._accounts_missing.items():
+            self.observer.message(
+                f"{count} task(s) created by account {name!r}, which is not in the accounts "
+                "file, are not polled in this run (never with another account's key): they "
+                f"stay submitted; run with an accounts file that names {name!r} to finish them"
+            )
+
+    def _missing_account(self, job: JobRow) -> None:
+        """A task whose creator is not among this run's accounts: left `submitted` for a
+        run that has its key, said in its history and in the summary."""
+        name = job.account or DEFAULT_ACCOUNT
+        self._accounts_missing[name] = self._accounts_missing.get(name, 0) + 1
+        note = (
+            f"task {job.task_id} not polled: it was created by account {name!r}, which is "
+            "not among this run's accounts"
+        )
+        logger.info("%s: %s", job.job_id, note)
+        self.store.record_event("note", note, job.job_id)
 
     def _summary(self, wall: float) -> RunSummary:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
@@ -295,4 +322,6 @@ class Runner:
             downloads=downloads,
             uploads=self.uploader.uploads if self.uploader is not None else 0,
             upload_bytes=self.uploader.upload_bytes if self.uploader is not None else 0,
+            accounts_to_top_up=[a.name for a in self.client.accounts.values() if a.stopped],
+            accounts_missing=dict(self._accounts_missing),
         )

@@ -21,8 +21,8 @@ from liangxin_batch.core._uploads import (
     should_refresh_inputs,
     with_upload_urls,
 )
-from liangxin_batch.errors import APIError, ConfigError, LiangXinError
-from liangxin_batch.run._client import CreateTurn
+from liangxin_batch.errors import APIError, ConfigError, InsufficientCreditsError, LiangXinError
+from liangxin_batch.run._client import Account, CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import Flight, write_outcome
 from liangxin_batch.run._poller import PollScheduler
@@ -244,8 +244,11 @@ class Submitter(RunPart):
         while True:
             tries += 1
             attempt += 1
+            account = turn.account
             try:
-                if control.stopping or not self._store.begin_attempt(job.job_id, attempt):
+                if control.stopping or not self._store.begin_attempt(
+                    job.job_id, attempt, account=account.name
+                ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
                 callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
@@ -258,9 +261,11 @@ class Submitter(RunPart):
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
             if failure is None:
-                self._record_submitted(job, attempt, task_id, spec, last_wave=last_wave)
+                self._record_submitted(
+                    job, attempt, task_id, spec, last_wave=last_wave, account=account
+                )
                 return
-            if not await self._after_create_failure(job, attempt, tries, failure):
+            if not await self._after_create_failure(job, attempt, tries, failure, account):
                 await control.give_slot()
                 return
             next_turn = await control.cancellable(self._client.create_turn())
@@ -270,7 +275,14 @@ class Submitter(RunPart):
             turn = next_turn
 
     def _record_submitted(
-        self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None, *, last_wave: bool
+        self,
+        job: JobRow,
+        attempt: int,
+        task_id: str,
+        spec: ModelSpec | None,
+        *,
+        last_wave: bool,
+        account: Account,
     ) -> None:
         try:
             moved = self._commit_created(job, attempt, task_id)
@@ -299,7 +311,9 @@ class Submitter(RunPart):
         if not moved:  # pragma: no cover - only the submitter moves a submitting job
             raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
         self._alike.clear()
-        self._poller.track_new(job, task_id, attempt, spec, last_wave=last_wave)
+        self._poller.track_new(
+            job, task_id, attempt, spec, last_wave=last_wave, account=account.name
+        )
         logger.info(
             "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
         )
@@ -328,7 +342,7 @@ class Submitter(RunPart):
             raise
 
     async def _after_create_failure(
-        self, job: JobRow, attempt: int, tries: int, err: LiangXinError
+        self, job: JobRow, attempt: int, tries: int, err: LiangXinError, account: Account
     ) -> bool:
         """Record a failed createTask; True when the same job should be tried again."""
         control = self._control
@@ -360,8 +374,9 @@ class Submitter(RunPart):
             if decision.throttle:
                 self._observer.message(
                     f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
-                    f"{self._client.create_limiter.limit} createTask per "
-                    f"{self._settings.create_window:g}s"
+                    f"{account.create_limiter.limit} createTask per "
+                    f"{account.create_limiter.window:g}s"
+                    + (f" (account {account.name})" if self._client.named_accounts else "")
                 )
                 return not control.stopping
             self._observer.message(f"{job.job_id}: not created ({message}); retrying")
@@ -369,6 +384,8 @@ class Submitter(RunPart):
             return waited is not STOPPED and not control.stopping
         if decision.verdict is CreateVerdict.STOP:
             outcome(Event.NOT_CREATED, kind="not_created")
+            if isinstance(err, InsufficientCreditsError) and self._stop_account(account, message):
+                return not control.stopping  # this job goes to another account
             control.stop_submitting(message)
             return False
         if decision.verdict is CreateVerdict.REJECT:
@@ -388,6 +405,22 @@ class Submitter(RunPart):
                 f"{message}: this answer did not come from LiangXin; check {_BASE_URL_ENV}"
             )
         return False
+
+    def _stop_account(self, account: Account, message: str) -> bool:
+        """A 402: this account creates no more tasks in this run (its tasks in flight are
+        still polled and downloaded). True while another account still may; False when
+        none is left, and the run stops submitting as for any 402."""
+        first = account.stopped is None
+        account.stopped = message
+        if not self._client.named_accounts or not self._client.open_accounts():
+            return False
+        if first:
+            logger.info("account %s: out of credits: %s", account.name, message)
+            self._observer.message(
+                f"account {account.name}: out of credits ({message}); its submissions "
+                f"stop, {', '.join(a.name for a in self._client.open_accounts())} go on"
+            )
+        return True
 
     def _ended_badly(
         self, job: JobRow, what: str, code: str | None, message: str, state: JobState

@@ -325,10 +325,10 @@ class StoreQueries:
     def submits_since(self, wall_time: float, *, account: str | None = None) -> list[float]:
         """When createTask intents were committed since `wall_time` (for the limiter): all
         of them, or those of one account (rows from before accounts: `default`'s)."""
-        if account is None:
-            sql, params = "", (wall_time,)
-        else:
-            sql, params = " AND COALESCE(account, ?) = ?", (wall_time, DEFAULT_ACCOUNT, account)
+        sql: str = ""
+        params: list[object] = [wall_time]
+        if account is not None:
+            sql, params = " AND COALESCE(account, ?) = ?", [wall_time, DEFAULT_ACCOUNT, account]
         return [
             r[0]
             for r in self.db.execute(
