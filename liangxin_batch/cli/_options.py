@@ -9,6 +9,7 @@ import click
 from liangxin_batch.errors import ConfigError
 
 __all__ = [
+    "accounts_opt",
     "allow_outside_opt",
     "base_url_opt",
     "log_retries",
@@ -46,6 +47,13 @@ max_in_flight_opt = click.option(
     type=click.IntRange(1),
     help="Tasks running at the service at once, as expected from learned latencies "
     "(results not yet polled do not hold submission back; at most 3x this followed).",
+)
+accounts_opt = click.option(
+    "--accounts",
+    "accounts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML file of accounts (name, key_env, rate, poll_rate) to spread the jobs "
+    "over, each with its own key and limits (instead of LIANGXIN_API_KEY).",
 )
 base_url_opt = click.option(
     "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."

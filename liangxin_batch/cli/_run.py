@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from liangxin_batch.cli._options import (
+    accounts_opt,
     allow_outside_opt,
     base_url_opt,
     manifest_arg,
@@ -253,6 +254,7 @@ def _callback_options(
     help="results.csv: prefix cells that a spreadsheet would run as formulas with '.",
 )
 @allow_outside_opt
+@accounts_opt
 @click.pass_obj
 def run_command(
     cli: Any,
@@ -292,6 +294,7 @@ def run_command(
     quiet: bool,
     csv_safe: bool,
     allow_outside: bool,
+    accounts_file: Path | None,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
     callbacks = _callback_options(
@@ -366,6 +369,7 @@ def run_command(
         callbacks=callbacks,
         allow_outside=allow_outside,
         upload_base_url=upload_base_url,
+        accounts_file=accounts_file,
     )
     click.echo(format_summary(summary, out_dir))
     sys.exit(summary.exit_code)

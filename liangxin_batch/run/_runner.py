@@ -15,7 +15,7 @@ that the store applies before anything is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from liangxin_batch.catalog._catalog import Catalog
 from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
@@ -39,6 +39,7 @@ from liangxin_batch.run._progress import NullObserver, Observer, logger
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
 from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.run._uploader import Uploader
+from liangxin_batch.state._status import TOP_UP_KEY
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = ["FinishHook", "Interrupt", "RunSummary", "Runner"]
@@ -65,6 +66,7 @@ class Runner:
         clock: Clock | None = None,
         output_check: OutputCheck | None = None,
         upload_client: UploadClient | None = None,
+        upload_clients: Mapping[str, UploadClient] | None = None,
     ) -> None:
         self.store = store
         self._output_check = output_check
@@ -101,6 +103,7 @@ class Runner:
                 clock=self._clock,
                 observer=self.observer,
                 spawn=self._control.spawn,
+                by_account=upload_clients,
             )
             if upload_client is not None and store.has_local_files()
             else None
@@ -188,7 +191,10 @@ class Runner:
                 await asyncio.gather(*leftover, return_exceptions=True)
         if control.failure is not None:
             raise control.failure
-        return self._summary(self._clock.monotonic() - started)
+        summary = self._summary(self._clock.monotonic() - started)
+        # For `status`: which accounts need a top-up (none: a top-up was made).
+        self.store.set_meta({TOP_UP_KEY: ",".join(summary.accounts_to_top_up)})
+        return summary
 
     # -- downloads: a bounded queue the submitter respects ------------------------------
 

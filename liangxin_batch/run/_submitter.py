@@ -94,11 +94,12 @@ class Submitter(RunPart):
                 break
             control.spawn(self._submit_one(job, turn, last_wave=last_wave))
 
-    async def _turn(self) -> CreateTurn | None:
-        """A createTask turn for a job holding its slot; None when the run stops first
-        (the turn, if one came, and the slot given back)."""
+    async def _turn(self, account: Account | None = None) -> CreateTurn | None:
+        """A createTask turn (of `account`, else of the account that admits soonest) for a
+        job holding its slot; None when the run stops first (the turn, if one came, and
+        the slot given back)."""
         control = self._control
-        turn = await control.cancellable(self._client.create_turn())
+        turn = await control.cancellable(self._client.create_turn(account))
         if not isinstance(turn, CreateTurn) or control.stopping:
             if isinstance(turn, CreateTurn):
                 turn.release()
@@ -132,8 +133,10 @@ class Submitter(RunPart):
                     "retry it"
                 )
                 return
+            # The account is chosen first: the uploads are made with its key.
+            account = self._client.soonest_account() or self._client.account
             try:
-                urls = await control.cancellable(uploader.urls_for(files))
+                urls = await control.cancellable(uploader.urls_for(files, account=account.name))
             except (LiangXinError, LocalFileChanged, ConfigError) as err:
                 await control.give_slot()
                 self._upload_failed(job, err)
@@ -142,10 +145,10 @@ class Submitter(RunPart):
                 await control.give_slot()
                 return
             assert isinstance(urls, dict)
-            turn = await self._turn()
+            turn = await self._turn(account)
             if turn is None:
                 return
-            if uploader.still_fresh(urls):
+            if uploader.still_fresh(urls, account=account.name):
                 break
             turn.release()
         body = with_upload_urls(job.input, urls)
@@ -214,7 +217,7 @@ class Submitter(RunPart):
             # since (another job's refresh) is fresh already. In the same transaction: a
             # kill must not leave the one refresh spent with the old uploads kept.
             sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
-            uploader.forget(files, uploaded_before=sent_wall)
+            uploader.forget(files, uploaded_before=sent_wall, account=flight.account)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
         tell(self._observer, "taken_back", job.job_id)
