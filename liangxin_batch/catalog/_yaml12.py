@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import IO, Any
 
 import yaml
@@ -240,14 +241,20 @@ def resolve_plain(value: Any) -> Any:
     return value
 
 
-def _load_checked(stream: str | bytes | IO[str] | IO[bytes], loader_class: type[Any]) -> Any:
+def _load_checked(
+    stream: str | bytes | IO[str] | IO[bytes],
+    loader_class: type[Any],
+    build: Callable[[Any, Node], Any] | None = None,
+) -> Any:
+    """One document, its expansion bounded, built by `build(loader, node)` (default:
+    constructed as plain values)."""
     loader = loader_class(stream)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         check_expansion(node)
-        return loader.construct_document(node)
+        return build(loader, node) if build is not None else loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -266,15 +273,8 @@ def load_located(stream: str | bytes | IO[str] | IO[bytes]) -> Located | None:
     """One document (YAML 1.2 core schema, bounded) as `Located` values: each with the
     line it starts on, for messages that say where (an accounts file). A key given
     twice in one mapping is an error at its second line."""
-    loader = Yaml12Loader(stream)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        check_expansion(node)
-        return _located(loader, node)
-    finally:
-        loader.dispose()
+    located: Located | None = _load_checked(stream, Yaml12Loader, _located)
+    return located
 
 
 def _located(loader: Yaml12Loader, node: Node) -> Located:
