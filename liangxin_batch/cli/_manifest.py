@@ -76,7 +76,9 @@ async def _read_balance(base_url: str | None, accounts_file: Path | None) -> int
     log_retries()
     async with LiangXinClient(api_key=None, accounts=accounts, base_url=base_url) as client:
         await client.check_reachable()
-        return sum([await client.get_credits(account=name) for name in client.accounts])
+        if accounts is None:
+            return await client.get_credits()
+        return sum([await client.get_credits(account=a.name) for a in accounts])
 
 
 def fetch_balance(base_url: str | None, accounts_file: Path | None = None) -> int:
