@@ -111,9 +111,7 @@ def _account(item: Located, fail: Any, environ: Mapping[str, str]) -> AccountSpe
                 "variable and name that variable with key_env",
             )
         if field not in _FIELDS:
-            raise fail(
-                value.line, f"unknown field {field!r} (known: {', '.join(_FIELDS)})"
-            )
+            raise fail(value.line, f"unknown field {field!r} (known: {', '.join(_FIELDS)})")
     name = _text(fields, "name", item, fail)
     if not _NAME.match(name):
         raise fail(

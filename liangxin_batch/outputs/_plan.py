@@ -44,6 +44,7 @@ __all__ = [
     "parse_rate",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class ModelPlan:
     model: str
