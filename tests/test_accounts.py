@@ -323,3 +323,26 @@ def test_without_accounts_the_one_account_is_default(tmp_path: Path) -> None:
     with contextlib.closing(store):
         assert {j.account for j in store.iter_jobs(None)} == {"default"}
     assert "out of credits" not in format_summary(summary, tmp_path)
+
+
+def test_without_accounts_a_402_reads_as_it_always_did(tmp_path: Path) -> None:
+    jobs = make_jobs(2, models=("z-image",))
+
+    async def main() -> RunSummary:
+        config = SimConfig(api_key=KEY_A, seed=1, credits=0)
+        app = create_app(config, clock=asyncio.get_running_loop().time)
+        transport = httpx.ASGITransport(app=app)
+        return await run_batch_async(
+            records_for(jobs),
+            out_dir=tmp_path,
+            catalog=default_catalog(),
+            api_key=KEY_A,
+            base_url="http://sim",
+            transport=transport,
+            download_transport=transport,
+        )
+
+    summary = run_virtual(main)
+    assert summary.exit_code == 3 and summary.stopped_reason
+    assert summary.accounts_to_top_up == []
+    assert "out of credits" not in format_summary(summary, tmp_path).lower().split("stopped")[0]

@@ -305,6 +305,12 @@ class Runner:
         logger.info("%s: %s", job.job_id, note)
         self.store.record_event("note", note, job.job_id)
 
+    def _accounts_to_top_up(self) -> list[str]:
+        """The accounts a 402 stopped, by name: only for an accounts file (without one,
+        a 402 reads as it always did)."""
+        names = [a.name for a in self.client.accounts.values() if a.stopped]
+        return names if names and self.client.named_accounts else []
+
     def _summary(self, wall: float) -> RunSummary:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
         # are not part of this batch's outcome.
@@ -328,6 +334,6 @@ class Runner:
             downloads=downloads,
             uploads=self.uploader.uploads if self.uploader is not None else 0,
             upload_bytes=self.uploader.upload_bytes if self.uploader is not None else 0,
-            accounts_to_top_up=[a.name for a in self.client.accounts.values() if a.stopped],
+            accounts_to_top_up=self._accounts_to_top_up(),
             accounts_missing=dict(self._accounts_missing),
         )
