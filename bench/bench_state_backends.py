@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from liangxin_batch.core._states import Event  # noqa: E402
-from liangxin_batch.state._backends import open_state  # noqa: E402
-from liangxin_batch.state._rows import FileRow  # noqa: E402
+from liangxin_batch.core._states import Event
+from liangxin_batch.state._backends import open_state
+from liangxin_batch.state._rows import FileRow
 
 
 def one_life(url: str | None, folder: Path, jobs: int) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
     from liangxin_batch.core._settings import RunSettings
     from liangxin_batch.core._summary import RunSummary
+    from liangxin_batch.run._credentials import AccountKey
     from liangxin_batch.run._progress import Observer
     from liangxin_batch.run._run import CallbackOptions, ManifestSource
 
@@ -48,6 +50,7 @@ def run_batch(
     download_transport: httpx.AsyncBaseTransport | None = None,
     upload_base_url: str | None = None,
     upload_transport: httpx.AsyncBaseTransport | None = None,
+    accounts: Path | str | Sequence[AccountKey] | None = None,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir` and return the summary; call it again
     with the same arguments to resume. The key and URL default to `LIANGXIN_API_KEY` and
@@ -58,7 +61,8 @@ def run_batch(
     client against an app without a socket); the file host never gets the API key.
     Local input files go to `upload_base_url` (default `LIANGXIN_UPLOAD_BASE_URL`; the
     simulator's own upload host with `simulate=True`); `upload_transport` serves it in
-    tests.
+    tests. `accounts`: an accounts file (or its loaded accounts) to spread the jobs over,
+    instead of the one key (not with `simulate=True`).
     """
     try:
         asyncio.get_running_loop()
@@ -71,6 +75,8 @@ def run_batch(
         )
     from liangxin_batch.run._run import run_batch_async
 
+    if simulate and accounts is not None:
+        raise ConfigError("simulate=True serves one key: run without accounts")
     with contextlib.ExitStack() as stack:
         if simulate:
             from liangxin_batch.simulator import local_simulator
@@ -101,6 +107,7 @@ def run_batch(
                 download_transport=download_transport,
                 upload_base_url=upload_base_url,
                 upload_transport=upload_transport,
+                accounts=accounts,
             )
         )
 

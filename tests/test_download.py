@@ -256,13 +256,13 @@ class FakeSource:
     record_urls: tuple[str, ...] = ()
     calls: list[str] = field(default_factory=list)
 
-    async def get_download_url(self, url: str) -> str:
+    async def get_download_url(self, url: str, *, account: str | None = None) -> str:
         self.calls.append(f"download-url {url}")
         if url not in self.fresh:
             raise LiangXinError("download-url: url: no such file")
         return self.fresh[url]
 
-    async def get_task(self, task_id: str) -> TaskRecord:
+    async def get_task(self, task_id: str, *, account: str | None = None) -> TaskRecord:
         self.calls.append(f"recordInfo {task_id}")
         return TaskRecord(task_id=task_id, state=TaskState.SUCCESS, result_urls=self.record_urls)
 

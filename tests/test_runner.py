@@ -225,15 +225,19 @@ def test_a_callback_hint_during_a_poll_in_progress_is_not_lost(tmp_path: Path) -
             self.calls: list[tuple[float, str]] = []
             self.limiter = SlidingWindowLimiter(1, 2.0)
             self.create_limiter = SlidingWindowLimiter(20, 10.0)
+            self.accounts = {"default": self}  # the one account: its limiters are these
+            self.name = "default"
+            self.stopped = None
+            self.poll_limiter = self.limiter
 
-        async def poll_turn(self) -> SlowClient:
+        async def poll_turn(self, account: object = None) -> SlowClient:
             await self.limiter.acquire()
             return self  # a turn: get_task once, release
 
         def release(self) -> None:
             pass
 
-        async def get_task(self, task_id: str) -> TaskRecord:
+        async def get_task(self, task_id: str, *, account: str | None = None) -> TaskRecord:
             self.calls.append((asyncio.get_running_loop().time(), task_id))
             finished = task_id in self.done
             await asyncio.sleep(0.5)  # the answer is on its way when the callback comes
@@ -326,15 +330,19 @@ def test_two_answers_for_one_task_finish_it_once(tmp_path: Path) -> None:
             self.calls: list[str] = []
             self.limiter = SlidingWindowLimiter(10, 1.0)
             self.create_limiter = SlidingWindowLimiter(20, 10.0)
+            self.accounts = {"default": self}  # the one account: its limiters are these
+            self.name = "default"
+            self.stopped = None
+            self.poll_limiter = self.limiter
 
-        async def poll_turn(self) -> DoneClient:
+        async def poll_turn(self, account: object = None) -> DoneClient:
             await self.limiter.acquire()
             return self
 
         def release(self) -> None:
             pass
 
-        async def get_task(self, task_id: str) -> TaskRecord:
+        async def get_task(self, task_id: str, *, account: str | None = None) -> TaskRecord:
             self.calls.append(task_id)
             await asyncio.sleep(0.5)  # both polls are out before either answers
             return TaskRecord(task_id, TaskState.SUCCESS, result_urls=("http://x/1.png",))

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import IO, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from liangxin_batch.core._accounts import Located
 
 __all__ = [
     "MAX_ALIAS_CHARS",
@@ -34,6 +37,7 @@ __all__ = [
     "TextLoader",
     "Yaml12Loader",
     "check_expansion",
+    "load_located",
     "load_text",
     "load_yaml12",
     "resolve_plain",
@@ -237,14 +241,20 @@ def resolve_plain(value: Any) -> Any:
     return value
 
 
-def _load_checked(stream: str | bytes | IO[str] | IO[bytes], loader_class: type[Any]) -> Any:
+def _load_checked(
+    stream: str | bytes | IO[str] | IO[bytes],
+    loader_class: type[Any],
+    build: Callable[[Any, Node], Any] | None = None,
+) -> Any:
+    """One document, its expansion bounded, built by `build(loader, node)` (default:
+    constructed as plain values)."""
     loader = loader_class(stream)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         check_expansion(node)
-        return loader.construct_document(node)
+        return build(loader, node) if build is not None else loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -257,3 +267,32 @@ def load_yaml12(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
 def load_text(stream: str | bytes | IO[str] | IO[bytes]) -> Any:
     """Load one document with `TextLoader` (plain scalars stay text), bounded."""
     return _load_checked(stream, TextLoader)
+
+
+def load_located(stream: str | bytes | IO[str] | IO[bytes]) -> Located | None:
+    """One document (YAML 1.2 core schema, bounded) as `Located` values: each with the
+    line it starts on, for messages that say where (an accounts file). A key given
+    twice in one mapping is an error at its second line."""
+    located: Located | None = _load_checked(stream, Yaml12Loader, _located)
+    return located
+
+
+def _located(loader: Yaml12Loader, node: Node) -> Located:
+    line = node.start_mark.line + 1
+    if isinstance(node, MappingNode):
+        values: dict[Any, Located] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be plain text", key_node.start_mark
+                )
+            if key in values:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice", key_node.start_mark
+                )
+            values[key] = _located(loader, value_node)
+        return Located(values, line)
+    if isinstance(node, SequenceNode):
+        return Located([_located(loader, item) for item in node.value], line)
+    return Located(loader.construct_object(node, deep=True), line)

@@ -22,6 +22,8 @@ from liangxin_batch.cli._options import log_retries
 from liangxin_batch.core._local_files import bytes_text
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
+from liangxin_batch.errors import ConfigError
+from liangxin_batch.run._credentials import load_accounts
 from liangxin_batch.run._progress import BarsObserver
 from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async
 from liangxin_batch.state._status import credits_line
@@ -75,6 +77,17 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
             else ""
         ),
     ]
+    if summary.accounts_to_top_up:
+        lines.append(
+            f"Account(s) out of credits: {', '.join(summary.accounts_to_top_up)}: top up "
+            "(their tasks already created were still polled and downloaded)"
+        )
+    if summary.accounts_missing:
+        named = ", ".join(f"{n} ({k} task(s))" for n, k in summary.accounts_missing.items())
+        lines.append(
+            f"Not polled: tasks created by account(s) not in the accounts file: {named}; "
+            "run again with an accounts file that names them"
+        )
     if summary.stopped_reason:
         lines.append(f"Stopped early: {summary.stopped_reason}")
         lines.append(f"Fix that, then continue with: {_command_line()}")
@@ -184,7 +197,15 @@ def run_from_cli(
     callbacks: CallbackOptions | None = None,
     allow_outside: bool = False,
     upload_base_url: str | None = None,
+    accounts_file: Path | None = None,
 ) -> RunSummary:
+    if simulate and accounts_file is not None:
+        raise ConfigError(
+            "--accounts with --simulate: the built-in simulator knows one key; run "
+            "`liangxin-batch simulate` and point LIANGXIN_BASE_URL at it instead"
+        )
+    # A bad accounts file is said before a simulator starts or anything is read.
+    accounts = load_accounts(accounts_file) if accounts_file is not None else None
     observer = BarsObserver(enabled=False if quiet else None)  # quiet: messages to the log
     with contextlib.ExitStack() as stack:
         api_key = None
@@ -215,5 +236,6 @@ def run_from_cli(
             observer=observer,
             callbacks=callbacks,
             upload_base_url=upload_base_url,
+            accounts=accounts,
         )
         return _run_with_signals(lambda handle: start(handle=handle), observer.notice)

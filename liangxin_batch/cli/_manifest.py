@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from liangxin_batch.cli._options import (
+    accounts_opt,
     allow_outside_opt,
     base_url_opt,
     log_retries,
@@ -67,20 +68,25 @@ def validate_command(
     click.echo(report.summary())
 
 
-async def _read_balance(base_url: str | None) -> int:
+async def _read_balance(base_url: str | None, accounts_file: Path | None) -> int:
     from liangxin_batch.run._client import LiangXinClient
+    from liangxin_batch.run._credentials import load_accounts
 
+    accounts = load_accounts(accounts_file) if accounts_file is not None else None
     log_retries()
-    async with LiangXinClient(api_key=None, base_url=base_url) as client:
+    async with LiangXinClient(api_key=None, accounts=accounts, base_url=base_url) as client:
         await client.check_reachable()
-        return await client.get_credits()
+        if accounts is None:
+            return await client.get_credits()
+        return sum([await client.get_credits(account=a.name) for a in accounts])
 
 
-def fetch_balance(base_url: str | None) -> int:
-    """The account's credits (LIANGXIN_API_KEY / LIANGXIN_BASE_URL); tests replace this."""
+def fetch_balance(base_url: str | None, accounts_file: Path | None = None) -> int:
+    """The credits of the account (LIANGXIN_API_KEY / LIANGXIN_BASE_URL), or the sum of
+    the accounts of an accounts file; tests replace this."""
     import asyncio
 
-    return asyncio.run(_read_balance(base_url))
+    return asyncio.run(_read_balance(base_url, accounts_file))
 
 
 @click.command("plan")
@@ -109,6 +115,7 @@ def fetch_balance(base_url: str | None) -> int:
 @base_url_opt
 @_max_problems_opt
 @allow_outside_opt
+@accounts_opt
 @click.pass_obj
 def plan_command(
     cli: Any,
@@ -122,10 +129,11 @@ def plan_command(
     base_url: str | None,
     max_problems: int,
     allow_outside: bool,
+    accounts_file: Path | None,
 ) -> None:
     """Show what running MANIFEST would do: jobs and credits per model, the shortest
     duration at --rate and --max-in-flight, and where outputs would land. Nothing is sent
-    (--check-balance only reads the balance)."""
+    (--check-balance only reads the balance: of every account of --accounts, summed)."""
     from liangxin_batch.outputs._plan import check_budget, format_plan, make_plan
 
     limit, window = parse_rate_flag(rate, "--rate")
@@ -142,7 +150,9 @@ def plan_command(
         click.echo(line, err=True)
     click.echo(format_plan(plan))
     if check_balance:
-        balance = fetch_balance(base_url)
+        balance = (
+            fetch_balance(base_url, accounts_file) if accounts_file else fetch_balance(base_url)
+        )
         if balance >= plan.credits:
             click.echo(
                 f"\nBalance: {balance:,} credits; covers the estimate of {plan.credits:,.1f} "

@@ -9,6 +9,7 @@ import click
 from liangxin_batch.errors import ConfigError
 
 __all__ = [
+    "accounts_opt",
     "allow_outside_opt",
     "base_url_opt",
     "log_retries",
@@ -55,6 +56,13 @@ state_opt = click.option(
     help="Where the batch's state lives: a postgresql://user@host:port/database URL "
     "(needs liangxin-batch[postgres]) [env LIANGXIN_STATE_URL; default: DIR/state.db].",
 )
+accounts_opt = click.option(
+    "--accounts",
+    "accounts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML file of accounts (name, key_env, rate, poll_rate) to spread the jobs "
+    "over, each with its own key and limits (instead of LIANGXIN_API_KEY).",
+)
 base_url_opt = click.option(
     "--base-url", envvar="LIANGXIN_BASE_URL", help="API base URL [env LIANGXIN_BASE_URL]."
 )
@@ -62,7 +70,7 @@ base_url_opt = click.option(
 
 def parse_rate_flag(text: str, flag: str) -> tuple[int, float]:
     """`20/10s` -> (20, 10.0); a ConfigError that names the flag otherwise."""
-    from liangxin_batch.outputs._plan import parse_rate
+    from liangxin_batch.core._rates import parse_rate
 
     try:
         return parse_rate(text)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from liangxin_batch.cli._options import (
+    accounts_opt,
     allow_outside_opt,
     base_url_opt,
     manifest_arg,
@@ -262,6 +263,7 @@ def _callback_options(
     help="With a postgresql:// --state: how long a worker's jobs stay its own without a "
     "renewal (renewed every third of it); a dead worker's tasks are taken over after it.",
 )
+@accounts_opt
 @click.pass_obj
 def run_command(
     cli: Any,
@@ -303,6 +305,7 @@ def run_command(
     allow_outside: bool,
     state: str | None,
     lease: str,
+    accounts_file: Path | None,
 ) -> None:
     """Run MANIFEST to finished tasks in --out; run it again to resume."""
     from liangxin_batch.state._backends import state_url
@@ -381,6 +384,7 @@ def run_command(
         callbacks=callbacks,
         allow_outside=allow_outside,
         upload_base_url=upload_base_url,
+        accounts_file=accounts_file,
     )
     click.echo(format_summary(summary, out_dir))
     sys.exit(summary.exit_code)

@@ -39,6 +39,11 @@ class RunSummary:
     #: or after a fetch failure, counts again), and their bytes.
     uploads: int = 0
     upload_bytes: int = 0
+    #: Accounts (by name, never by key) that ran out of credits (402) in this run.
+    accounts_to_top_up: list[str] = field(default_factory=list)
+    #: Tasks in flight whose creating account is not among this run's: not polled, by
+    #: the name of that account.
+    accounts_missing: dict[str, int] = field(default_factory=dict)
 
     #: Whether the run downloads outputs; without, a generated job is counted `succeeded`
     #: (see `report_counts`).

@@ -15,12 +15,12 @@ The shortest duration is a lower bound from two limits:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from liangxin_batch.core._rates import parse_rate
 from liangxin_batch.errors import ConfigError, ManifestError
 from liangxin_batch.manifest._manifest import (
     Job,
@@ -43,26 +43,6 @@ __all__ = [
     "make_plan",
     "parse_rate",
 ]
-
-_UNITS = "s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hour|hours"
-_RATE = re.compile(rf"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*({_UNITS})?\s*$", re.IGNORECASE)
-_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(text: str) -> tuple[int, float]:
-    """'20/10s' -> (20, 10.0); also 'N/s', 'N/min', 'N/2m', 'N/h'. ConfigError otherwise."""
-    m = _RATE.match(text or "")
-    if m is None or (m.group(2) is None and m.group(3) is None):
-        raise ConfigError(f"expected a rate like 20/10s, 5/s or 100/min; got {text!r}")
-    limit = int(m.group(1))
-    amount = float(m.group(2)) if m.group(2) is not None else 1.0
-    unit = _UNIT[(m.group(3) or "s")[0].lower()]
-    window = amount * unit
-    if limit < 1 or window <= 0:
-        raise ConfigError(
-            f"expected at least 1 request per a positive time, like 20/10s; got {text!r}"
-        )
-    return limit, window
 
 
 @dataclass(frozen=True, slots=True)

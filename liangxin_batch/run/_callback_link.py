@@ -121,7 +121,8 @@ class CallbackLink:
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != item.attempt:
             return  # late, duplicate or out of order: nothing changes
         # The submit reply was lost. Believe the taskId only if the service confirms the
-        # task was created with the callback URL we issued for this very job and attempt.
-        record = await self.client.get_task(task_id)
+        # task was created with the callback URL we issued for this very job and attempt,
+        # asked with the key of the account that sent that attempt (its intent says which).
+        record = await self.client.get_task(task_id, account=job.account)
         if self.receiver.matches(record.callback_url, item.job_id, item.attempt):
             await runner.adopt_task(item.job_id, item.attempt, task_id)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Self
@@ -35,6 +35,7 @@ from liangxin_batch.core._envelope import (
     parse_task_record,
 )
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._uploads import account_fingerprint
 from liangxin_batch.errors import (
     AmbiguousError,
     APIError,
@@ -45,7 +46,16 @@ from liangxin_batch.errors import (
     TransportError,
     redact,
 )
-from liangxin_batch.run._credentials import ENV_API_KEY, ENV_BASE_URL, Secret, resolve_settings
+from liangxin_batch.run._account import Account, AccountMissingError
+from liangxin_batch.run._credentials import (
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    AccountKey,
+    Secret,
+    default_account,
+    resolve_base_url,
+    resolve_settings,
+)
 from liangxin_batch.run._places import CreatePlaces
 from liangxin_batch.run._ratelimit import SlidingWindowLimiter
 from liangxin_batch.run._shared_limiter import SharedLimiter
@@ -56,6 +66,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "Account",
+    "AccountMissingError",
     "CreateTurn",
     "LiangXinClient",
     "PollTurn",
@@ -148,15 +160,16 @@ class PollTurn:
     """A recordInfo turn: one of the concurrent places, then admitted by the limiter.
     `get_task()` uses it once; `release()` gives it back unused."""
 
-    __slots__ = ("_client", "_released")
+    __slots__ = ("_client", "_released", "account")
 
-    def __init__(self, client: LiangXinClient) -> None:
+    def __init__(self, client: LiangXinClient, account: Account) -> None:
         self._client = client
+        self.account = account
         self._released = False
 
     async def get_task(self, task_id: str) -> TaskRecord:
         try:
-            data = await self._client._send_record(task_id)
+            data = await self._client._send_record(task_id, self.account)
         finally:
             self.release()
         return parse_task_record(data, task_id=task_id)
@@ -171,10 +184,13 @@ class CreateTurn:
     """A createTask turn: admitted by the limiter, holding one of the concurrent-POST
     places. Commit the intent, then `create()`; or `release()` it unused."""
 
-    __slots__ = ("_admitted", "_client", "_released")
+    __slots__ = ("_admitted", "_client", "_released", "account")
 
-    def __init__(self, client: LiangXinClient, admitted: float | None = None) -> None:
+    def __init__(
+        self, client: LiangXinClient, account: Account, admitted: float | None = None
+    ) -> None:
         self._client = client
+        self.account = account
         self._admitted = admitted
         self._released = False
 
@@ -182,21 +198,26 @@ class CreateTurn:
         self, model: str, input: Mapping[str, Any], callback_url: str | None = None
     ) -> str:
         try:
-            return await self._client._create(model, input, callback_url, self._admitted)
+            return await self._client._create(
+                model, input, callback_url, self._admitted, self.account
+            )
         finally:
             self.release()
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._client.create_places.release()
+            self.account.create_places.release()
 
 
 class LiangXinClient:
     """Async client for the LiangXin Market task API.
 
     Args:
-        api_key: defaults to `$LIANGXIN_API_KEY`.
+        api_key: defaults to `$LIANGXIN_API_KEY`: the one account, named `default`.
+        accounts: several accounts instead (`load_accounts`), each with its own key and
+            limits; a task is always asked about with the key of the account that
+            created it.
         base_url: defaults to `$LIANGXIN_BASE_URL`.
         transport: an httpx transport (tests pass `httpx.ASGITransport(app=simulator)`).
         settings: the limits (create and recordInfo rates, concurrent calls) and the
@@ -210,6 +231,7 @@ class LiangXinClient:
         self,
         *,
         api_key: str | None = None,
+        accounts: Sequence[AccountKey] | None = None,
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         settings: RunSettings | None = None,
@@ -217,29 +239,26 @@ class LiangXinClient:
         max_connections: int = 32,
         on_request: Callable[[str], None] | None = None,
     ) -> None:
-        key, url = resolve_settings(api_key, base_url)
         settings = settings or RunSettings()
-        self._key = Secret(key)
-        del key, api_key
+        if accounts:
+            url = resolve_base_url(base_url)
+            keys = list(accounts)
+        else:
+            key, url = resolve_settings(api_key, base_url)
+            keys = [default_account(key)]
+            del key
+        del api_key
         self.base_url = url
         self.settings = settings
         self._retry_attempts = settings.call_retries
         self._retry_timeout = settings.call_retry_timeout
         self._on_request = on_request
-        #: createTask: exact window, paced evenly with a small burst.
-        self.create_limiter = SlidingWindowLimiter(
-            settings.create_limit,
-            settings.create_window,
-            margin=settings.create_margin,
-            burst=settings.create_burst,
-        )
-        #: recordInfo: every attempt, whoever makes it.
-        self.poll_limiter = SlidingWindowLimiter(settings.poll_limit, settings.poll_window)
-        #: POSTs in progress: two, more only when two cannot keep the rate (_places).
-        self.create_places = CreatePlaces(
-            rate=settings.create_limit / settings.create_window,
-            ceiling=settings.max_concurrent_creates,
-        )
+        #: The accounts, in the file's order (one, `default`, without an accounts file).
+        self.accounts: dict[str, Account] = {a.name: Account(a, settings) for a in keys}
+        #: The first account: the one that asks for what belongs to no task (credits).
+        self.account = next(iter(self.accounts.values()))
+        #: An accounts file was given (the summary then names the accounts to top up).
+        self.named_accounts = bool(accounts)
         self._poll_gate = asyncio.Semaphore(min(settings.max_concurrent_polls, max_connections))
         # Our own wire (see _transport): httpcore's cost about 1 ms of CPU a request.
         wire = transport or LeanTransport(
@@ -247,7 +266,6 @@ class LiangXinClient:
         )
         self._http = httpx.AsyncClient(
             base_url=url,
-            auth=_BearerAuth(self._key),
             transport=wire,
             timeout=timeout,
             headers={"User-Agent": "liangxin-batch"},
@@ -270,6 +288,46 @@ class LiangXinClient:
     def __repr__(self) -> str:
         return f"LiangXinClient(base_url={self.base_url!r}, api_key=***)"
 
+    @property
+    def create_limiter(self) -> SlidingWindowLimiter:
+        """The first account's createTask limiter (the only one without accounts)."""
+        return self.account.create_limiter
+
+    @property
+    def poll_limiter(self) -> SlidingWindowLimiter:
+        return self.account.poll_limiter
+
+    @property
+    def create_places(self) -> CreatePlaces:
+        return self.account.create_places
+
+    def account_named(self, name: str | None) -> Account:
+        """The account a task was created by (None: a task recorded before accounts
+        were, created with LIANGXIN_API_KEY: the `default` account)."""
+        from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
+
+        account = self.accounts.get(name or DEFAULT_ACCOUNT)
+        if account is None:
+            raise AccountMissingError(
+                f"created by account {name or DEFAULT_ACCOUNT!r}, which is not among this "
+                f"run's accounts ({', '.join(self.accounts)}): run with an accounts file "
+                "that names it to poll or download it (never with another account's key)"
+            )
+        return account
+
+    def open_accounts(self) -> list[Account]:
+        """The accounts that may still create tasks, in order."""
+        return [a for a in self.accounts.values() if a.stopped is None]
+
+    def soonest_account(self) -> Account | None:
+        """The open account whose createTask limiter admits soonest (the first in file
+        order on a tie): where the next job goes. None when every account is stopped."""
+        open_ = self.open_accounts()
+        if len(open_) <= 1:
+            return open_[0] if open_ else None
+        now = asyncio.get_running_loop().time()
+        return min(open_, key=lambda a: a.create_limiter.delay(now))
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -285,29 +343,35 @@ class LiangXinClient:
         await self._http.aclose()
 
     def share_limits(self, limits: SharedLimits, executor: Executor) -> None:
-        """Workers of a shared batch: pace by the limits every worker holds (run/
-        _shared_limiter.py), with this client's settings, instead of its own."""
-        self.create_limiter = SharedLimiter.like(
-            self.create_limiter, name="default:create", limits=limits, executor=executor
-        )
-        self.poll_limiter = SharedLimiter.like(
-            self.poll_limiter, name="default:poll", limits=limits, executor=executor
-        )
+        """Workers of a shared batch: each account paces by the limits every worker
+        holds (run/_shared_limiter.py), with its own settings. A limit is named by the
+        account's fingerprint (one-way: never the key), so two names for one key share it."""
+        for account in self.accounts.values():
+            who = account_fingerprint(self.base_url, account.key.reveal())
+            account.create_limiter = SharedLimiter.like(
+                account.create_limiter, name=f"{who}:create", limits=limits, executor=executor
+            )
+            account.poll_limiter = SharedLimiter.like(
+                account.poll_limiter, name=f"{who}:poll", limits=limits, executor=executor
+            )
 
     # -- the four calls ---------------------------------------------------------------
 
-    async def create_turn(self) -> CreateTurn:
-        """Wait for a createTask turn (a concurrent-POST place, then the rate limiter).
+    async def create_turn(self, account: Account | None = None) -> CreateTurn:
+        """Wait for a createTask turn (a concurrent-POST place, then the rate limiter) of
+        `account`, by default the open account that admits soonest (the first account
+        when all are stopped: the caller stops before sending).
 
         Cancelling the wait sends nothing and gives the place back.
         """
-        await self.create_places.acquire()
+        account = account or self.soonest_account() or self.account
+        await account.create_places.acquire()
         try:
-            admitted = await self.create_limiter.acquire()
+            admitted = await account.create_limiter.acquire()
         except BaseException:
-            self.create_places.release()
+            account.create_places.release()
             raise
-        return CreateTurn(self, admitted)
+        return CreateTurn(self, account, admitted)
 
     async def create_task(
         self, model: str, input: Mapping[str, Any], callback_url: str | None = None
@@ -327,14 +391,17 @@ class LiangXinClient:
         input: Mapping[str, Any],
         callback_url: str | None,
         admitted: float | None = None,
+        account: Account | None = None,
     ) -> str:
+        account = account or self.account
+        limiter = account.create_limiter
         body: dict[str, Any] = {"model": model, "input": dict(input)}
         if callback_url:
             body["callBackUrl"] = callback_url
         loop = asyncio.get_running_loop()
         sent = loop.time()
         if admitted is not None:  # the intent's commit (and a busy loop) came in between
-            self.create_limiter.sent_late(admitted, sent)
+            limiter.sent_late(admitted, sent)
         counted = sent
 
         async def on_trace(event: str, info: Any) -> None:
@@ -344,56 +411,63 @@ class LiangXinClient:
             nonlocal counted
             if admitted is not None and event == "http11.send_request_headers.started":
                 now = loop.time()
-                self.create_limiter.sent_late(counted, now)
+                limiter.sent_late(counted, now)
                 counted = now
 
         try:
-            data = await self._call("POST", CREATE_PATH, json=body, extensions={"trace": on_trace})
-            self.create_places.observe(loop.time() - sent)
+            data = await self._call(
+                "POST", CREATE_PATH, account, json=body, extensions={"trace": on_trace}
+            )
+            account.create_places.observe(loop.time() - sent)
         except ValueError as err:  # a 2xx we could not read: the task may exist
             raise AmbiguousError(f"createTask answer unreadable: {err}", path=CREATE_PATH) from None
         except RateLimitedError as err:
             # The service's 429 (nothing created) or a proxy's (maybe created): either way
             # hold every create back for the window, then go slower.
-            self.create_limiter.block_for(_hold(err, self.settings.create_window))
-            self.create_limiter.slow_down()
+            limiter.block_for(_hold(err, limiter.window))
+            limiter.slow_down()
             raise
         task_id = data.get("taskId") if isinstance(data, Mapping) else None
         if not isinstance(task_id, str) or not task_id:
             raise AmbiguousError("createTask answered success without a taskId", path=CREATE_PATH)
         return task_id
 
-    async def poll_turn(self) -> PollTurn:
-        """Wait for a recordInfo turn (a concurrent place, then the limiter): the runner's
-        polls wait here, where a stop can cancel them before anything is sent."""
+    async def poll_turn(self, account: Account | None = None) -> PollTurn:
+        """Wait for a recordInfo turn of `account` (default: the first), a concurrent
+        place shared by all, then its limiter: the runner's polls wait here, where a stop
+        can cancel them before anything is sent."""
+        account = account or self.account
         await self._poll_gate.acquire()
         try:
-            await self.poll_limiter.acquire()
+            await account.poll_limiter.acquire()
         except BaseException:
             self._poll_gate.release()
             raise
-        return PollTurn(self)
+        return PollTurn(self, account)
 
-    async def get_task(self, task_id: str) -> TaskRecord:
-        """recordInfo for one task, retried on transport errors, 429, 455 and 5xx within
-        the settings' bounds; every attempt takes a turn (the place, then the limiter)."""
+    async def get_task(self, task_id: str, *, account: str | None = None) -> TaskRecord:
+        """recordInfo for one task, with the key of the account (by name) that created
+        it, retried on transport errors, 429, 455 and 5xx within the settings' bounds;
+        every attempt takes a turn (the place, then the limiter). AccountMissingError
+        when that account is not among this client's."""
+        owner = self.account_named(account)
         async for attempt in stamina.retry_context(
             on=retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                turn = await self.poll_turn()
+                turn = await self.poll_turn(owner)
                 return await turn.get_task(task_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_record(self, task_id: str) -> Any:
+    async def _send_record(self, task_id: str, account: Account) -> Any:
         try:
-            return await self._call("GET", RECORD_PATH, params={"taskId": task_id})
+            return await self._call("GET", RECORD_PATH, account, params={"taskId": task_id})
         except ValueError as err:
             raise TransportError(
                 f"unreadable answer from {RECORD_PATH}: {err}", path=RECORD_PATH
             ) from None
         except RateLimitedError as err:  # hold every recordInfo back for the window
-            self.poll_limiter.block_for(_hold(err, self.settings.poll_window))
+            account.poll_limiter.block_for(_hold(err, account.poll_limiter.window))
             raise
 
     async def check_reachable(self, *, attempts: int = 3, pause: float = 1.0) -> None:
@@ -429,31 +503,34 @@ class LiangXinClient:
             "(or --base-url), or the service is down; nothing was sent"
         )
 
-    async def get_credits(self) -> int:
-        """The account's remaining credits."""
-        data = await self._idempotent("GET", CREDIT_PATH)
+    async def get_credits(self, *, account: str | None = None) -> int:
+        """An account's remaining credits (by name; default: the first account)."""
+        owner = self.account_named(account) if account is not None else self.account
+        data = await self._idempotent("GET", CREDIT_PATH, owner)
         try:
             return int(data)
         except (TypeError, ValueError):
             raise LiangXinError(f"credit endpoint answered {data!r}, not a number") from None
 
-    async def get_download_url(self, url: str) -> str:
-        """A fresh temporary (about 20 minutes) URL for a LiangXin-generated file."""
-        data = await self._idempotent("POST", DOWNLOAD_URL_PATH, json={"url": url})
+    async def get_download_url(self, url: str, *, account: str | None = None) -> str:
+        """A fresh temporary (about 20 minutes) URL for a LiangXin-generated file, asked
+        with the key of the account (by name) whose task made it."""
+        owner = self.account_named(account)
+        data = await self._idempotent("POST", DOWNLOAD_URL_PATH, owner, json={"url": url})
         if not isinstance(data, str) or not data.startswith(("http://", "https://")):
             raise LiangXinError(f"download-url answered {data!r}, not a URL")
         return data
 
     # -- plumbing ---------------------------------------------------------------------
 
-    async def _idempotent(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _idempotent(self, method: str, path: str, account: Account, **kwargs: Any) -> Any:
         """credit and download-url (recordInfo has its own turns: `get_task`)."""
         async for attempt in stamina.retry_context(
             on=retry_hook, attempts=self._retry_attempts, timeout=self._retry_timeout
         ):
             with attempt:
                 try:
-                    return await self._call(method, path, **kwargs)
+                    return await self._call(method, path, account, **kwargs)
                 except ValueError as err:
                     raise TransportError(
                         f"unreadable answer from {path}: {err}", path=path
@@ -464,6 +541,7 @@ class LiangXinClient:
         self,
         method: str,
         path: str,
+        key: Secret,
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
@@ -476,7 +554,7 @@ class LiangXinClient:
         elif url is None:
             url = self._urls[path] = httpx.URL(self.base_url + path)
         headers = self._headers.copy()
-        headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        headers["Authorization"] = f"Bearer {key.reveal()}"
         return httpx.Request(
             method,
             url,
@@ -485,21 +563,23 @@ class LiangXinClient:
             extensions={"timeout": self._timeout, **(extensions or {})},
         )
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, path: str, key: Secret, **kwargs: Any) -> httpx.Response:
         if self._direct is None:
-            return await self._http.request(method, path, **kwargs)
-        response = await self._direct.handle_async_request(self._request(method, path, **kwargs))
+            return await self._http.request(method, path, auth=_BearerAuth(key), **kwargs)
+        request = self._request(method, path, key, **kwargs)
+        response = await self._direct.handle_async_request(request)
         try:
             await response.aread()
         finally:
             await response.aclose()
         return response
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, account: Account, **kwargs: Any) -> Any:
         if self._on_request is not None:
             self._on_request(path)
+        key = account.key
         try:
-            response = await self._send(method, path, **kwargs)
+            response = await self._send(method, path, key, **kwargs)
         except httpx.HTTPError as err:
-            raise wire_error(path, err, self._key.reveal()) from None
-        return read_envelope(response, response.content, path=path, key=self._key.reveal())
+            raise wire_error(path, err, key.reveal()) from None
+        return read_envelope(response, response.content, path=path, key=key.reveal())

@@ -79,8 +79,8 @@ logger = logging.getLogger("liangxin_batch")
 class UrlSource(Protocol):
     """What the downloader needs from the API client (LiangXinClient fits)."""
 
-    async def get_download_url(self, url: str) -> str: ...
-    async def get_task(self, task_id: str) -> TaskRecord: ...
+    async def get_download_url(self, url: str, *, account: str | None = None) -> str: ...
+    async def get_task(self, task_id: str, *, account: str | None = None) -> TaskRecord: ...
 
 
 class Downloader:
@@ -257,7 +257,7 @@ class Downloader:
         notes: list[str] = []
         if job.task_id and self.client is not None and not self.stopping():
             try:
-                record = await self.client.get_task(job.task_id)
+                record = await self.client.get_task(job.task_id, account=job.account)
             except LiangXinError as err:
                 notes.append(f"recordInfo: {err}")
             else:
@@ -311,34 +311,37 @@ class Downloader:
 
         saved = await attempt(url)
         if saved is None:
-            saved = await attempt(await self._fresh_link(url, refusals))
+            saved = await attempt(await self._fresh_link(url, refusals, job.account))
         if saved is None and job.task_id:
-            again = await self._reread(job.task_id, n, refusals)
+            again = await self._reread(job.task_id, n, refusals, job.account)
             saved = await attempt(again)
             if saved is None and again is not None:
-                saved = await attempt(await self._fresh_link(again, refusals))
+                saved = await attempt(await self._fresh_link(again, refusals, job.account))
         if saved is None:
             raise Failed("; ".join(refusals) or "refused")
         return saved
 
-    async def _fresh_link(self, url: str, notes: list[str]) -> str | None:
+    async def _fresh_link(self, url: str, notes: list[str], account: str | None) -> str | None:
+        """A fresh signed URL, asked with the key of the account whose task made it."""
         if self.stopping():
             raise Stopped
         if self.client is None:
             return None
         try:
-            return await self.client.get_download_url(url)
+            return await self.client.get_download_url(url, account=account)
         except LiangXinError as err:
             notes.append(f"download-url: {err}")
             return None
 
-    async def _reread(self, task_id: str, n: int, notes: list[str]) -> str | None:
+    async def _reread(
+        self, task_id: str, n: int, notes: list[str], account: str | None
+    ) -> str | None:
         if self.stopping():
             raise Stopped
         if self.client is None:
             return None
         try:
-            record = await self.client.get_task(task_id)
+            record = await self.client.get_task(task_id, account=account)
         except LiangXinError as err:
             notes.append(f"recordInfo: {err}")
             return None

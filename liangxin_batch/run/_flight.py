@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from liangxin_batch.catalog._catalog import Catalog, ModelSpec, estimate_credits
+from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._latency import LatencyBook, LatencyEstimate, SurvivalCurve, kind_key
 from liangxin_batch.core._schedule import PollSchedule
@@ -55,6 +56,8 @@ class Flight:
     garbled: int = 0
     #: The task's age (service seconds) when a poll last saw it still running.
     seen_running_at: float = 0.0
+    #: The account whose key created the task: the only key it is asked about with.
+    account: str = DEFAULT_ACCOUNT
 
     @property
     def estimate(self) -> LatencyEstimate:
@@ -183,8 +186,10 @@ class FlightBook:
         submitted_mono: float,
         spec: ModelSpec | None = None,
         last_wave: bool = False,
+        account: str | None = None,
     ) -> Flight:
-        """Follow a task from now on (its first poll is not queued yet)."""
+        """Follow a task from now on (its first poll is not queued yet); `account`: the
+        one that created it (default: the job row's)."""
         spec = spec or self._catalog.get(job.model)
         estimate = self.estimate_for(job.model, job.input, spec)
         kind = spec.kind if spec else "image"
@@ -201,6 +206,7 @@ class FlightBook:
                 last_wave=last_wave,
             ),
             deadline=submitted_mono + self._settings.timeout_for(kind),
+            account=account or job.account or DEFAULT_ACCOUNT,
         )
         self._flights[task_id] = flight
         if self._running is not None:

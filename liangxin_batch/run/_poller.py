@@ -9,6 +9,10 @@ kind's typical time), not to the first in line. Callbacks only move a poll earli
 The in-flight cap counts tasks plausibly still running at the service: a task that has
 probably finished but has not been polled yet holds back a new submission only by the
 chance that it is still running (`expected_running`).
+
+With several accounts, each has its own queue: a task is asked about only with the key
+of the account that created it, and each account's recordInfo limit holds on its own;
+the next turn goes to the account with due tasks whose limiter admits soonest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from liangxin_batch.catalog._catalog import ModelSpec
+from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
 from liangxin_batch.core._envelope import TaskRecord, TaskState
 from liangxin_batch.core._latency import LatencyEstimate
 from liangxin_batch.core._poll_queue import PollQueue
@@ -55,7 +60,8 @@ class PollScheduler(RunPart):
         super().__init__(parts)
         self._on_succeeded = on_succeeded
         self._book = FlightBook(catalog=parts.catalog, settings=parts.settings, stretch=stretch)
-        self._queue = PollQueue()
+        #: One queue per account (one, `default`, without an accounts file).
+        self._queues = {name: PollQueue() for name in parts.client.accounts}
         #: The submitter has ended: once no task is in flight, polling ends too.
         self.submitting_done = False
         self.polls = 0
@@ -101,8 +107,10 @@ class PollScheduler(RunPart):
         spec: ModelSpec | None,
         *,
         last_wave: bool = False,
+        account: str | None = None,
     ) -> None:
-        """A task createTask just answered with (`last_wave`: one of the batch's last)."""
+        """A task createTask just answered with (`last_wave`: one of the batch's last),
+        created by `account`."""
         flight = self._book.track(
             job,
             task_id,
@@ -110,6 +118,7 @@ class PollScheduler(RunPart):
             submitted_mono=self._clock.monotonic(),
             spec=spec,
             last_wave=last_wave,
+            account=account,
         )
         self.schedule(flight, flight.schedule.first_delay())
 
@@ -162,6 +171,8 @@ class PollScheduler(RunPart):
         job = self._store.get(job_id)
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != attempt:
             return False
+        if (job.account or DEFAULT_ACCOUNT) not in self._client.accounts:
+            return False  # its creator's key is not here: left for a run that has it
         try:
             moved = self._store.transition(
                 job_id,
@@ -194,8 +205,23 @@ class PollScheduler(RunPart):
         # time. A poll already queued no later (a hint behind the limiter) is kept.
         now = self._clock.monotonic()
         due = min(now + delay, max(flight.deadline, now))
-        if self._queue.schedule(flight.task_id, due):
+        if self._queues[flight.account].schedule(flight.task_id, due):
             self._control.wake.set()
+
+    def _collect_due(self, now: float) -> list[str]:
+        """Move the tasks due by `now` to their queue's ready set; the accounts with any."""
+        return [name for name, queue in self._queues.items() if queue.collect_due(now)]
+
+    def _next_due(self) -> float | None:
+        dues = [d for q in self._queues.values() if (d := q.next_due()) is not None]
+        return min(dues, default=None)
+
+    def _soonest(self, names: list[str], now: float) -> str:
+        """Of the accounts with due tasks, the one whose recordInfo limiter admits soonest."""
+        if len(names) == 1:
+            return names[0]
+        accounts = self._client.accounts
+        return min(names, key=lambda name: accounts[name].poll_limiter.delay(now))
 
     async def run(self) -> None:
         control = self._control
@@ -207,9 +233,9 @@ class PollScheduler(RunPart):
             linger = self._linger_until - now
             if idle and (linger <= 0 or not self._reconcilable):
                 return  # what is left in the queue belongs to finished tasks
-            ready = self._queue.collect_due(now + EPSILON)
+            ready = self._collect_due(now + EPSILON)
             if idle or not ready:
-                due = self._queue.next_due()
+                due = self._next_due()
                 if idle or due is None:
                     await self._sleep(linger if idle else None)
                 else:
@@ -217,7 +243,10 @@ class PollScheduler(RunPart):
                 continue
             # A turn (a place, then the recordInfo limiter): a stop cancels this wait, and
             # nothing has been sent.
-            waited = await control.cancellable(self._client.poll_turn(), polling=True)
+            name = self._soonest(ready, now)
+            waited = await control.cancellable(
+                self._client.poll_turn(self._client.accounts[name]), polling=True
+            )
             if waited is STOPPED:
                 return
             turn = cast(PollTurn, waited)
@@ -225,8 +254,8 @@ class PollScheduler(RunPart):
                 turn.release()
                 return
             now = self._clock.monotonic()
-            self._queue.collect_due(now + EPSILON)  # others came due meanwhile: theirs too
-            task_id = self._queue.take_ready(
+            self._collect_due(now + EPSILON)  # others came due meanwhile: theirs too
+            task_id = self._queues[name].take_ready(
                 functools.partial(self._finished_chance, now=now),
                 now=now,
                 fresh_for=RUNNING_REFRESH * self._settings.poll_scale,
@@ -250,7 +279,8 @@ class PollScheduler(RunPart):
         poll at the catalog's guess are brought forward to where the learned times put
         them. Tasks being polled, or due and waiting for a turn, are left as they are."""
         for flight in self._book:
-            if flight.estimate is estimate and flight.polls == 0 and flight.task_id in self._queue:
+            queued = flight.task_id in self._queues[flight.account]
+            if flight.estimate is estimate and flight.polls == 0 and queued:
                 due = flight.schedule.first_delay() - (now - flight.submitted_mono)
                 self.schedule(flight, max(0.0, due))
 
@@ -434,4 +464,4 @@ class PollScheduler(RunPart):
     def _drop(self, flight: Flight) -> None:
         """The task is finished with: no longer in flight, polled or ranked."""
         self._book.remove(flight.task_id)
-        self._queue.discard(flight.task_id)
+        self._queues[flight.account].discard(flight.task_id)

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from liangxin_batch.outputs._layout import Layout
 from liangxin_batch.outputs._report import RESULTS_CSV
 from liangxin_batch.outputs._thumbs import ensure_previews
 from liangxin_batch.run._client import LiangXinClient
+from liangxin_batch.run._credentials import AccountKey, load_accounts
 from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._live_report import live_report
 from liangxin_batch.run._progress import NullObserver, Observer
@@ -242,6 +243,7 @@ async def run_batch_async(
     allow_outside: bool = False,
     upload_base_url: str | None = None,
     upload_transport: httpx.AsyncBaseTransport | None = None,
+    accounts: Path | str | Sequence[AccountKey] | None = None,
 ) -> RunSummary:
     """Run a manifest to finished tasks in `out_dir`; safe to call again to resume.
 
@@ -254,11 +256,18 @@ async def run_batch_async(
     run; polling continues, slower, as the safety net. `receiver_ready` is called with
     the CallbackReceiver before the first submit (tests use it to route callbacks).
     `download_transport` serves result files in tests; it never carries the API key.
+
+    `accounts`: an accounts file (`--accounts`), or its accounts already loaded: jobs
+    are spread over them, each with its own key and limits, and every task is polled
+    and downloaded with the key of the account that created it. Without, the one
+    account is `default`, with `api_key` (or LIANGXIN_API_KEY).
     """
     settings = settings or RunSettings()
     catalog = catalog or default_catalog()
     observer = observer or NullObserver()
     out = Path(out_dir)
+    # A bad accounts file stops here, before anything is read or sent.
+    keys = load_accounts(Path(accounts)) if isinstance(accounts, str | Path) else accounts
 
     def load() -> JobSpool:
         return load_manifest_jobs(
@@ -294,7 +303,11 @@ async def run_batch_async(
             )
         # The client is built before anything is written, so a missing key costs nothing.
         client = LiangXinClient(
-            api_key=api_key, base_url=base_url, transport=transport, settings=settings
+            api_key=api_key,
+            accounts=keys,
+            base_url=base_url,
+            transport=transport,
+            settings=settings,
         )
         upload_url = upload_base_url_from(upload_base_url)
     except BaseException:
@@ -306,14 +319,24 @@ async def run_batch_async(
             stack.callback(jobs.close)
         stack.push_async_callback(client.aclose)
         uploads = None
+        by_account: dict[str, UploadClient] = {}
         if upload_url is not None:
-            uploads = UploadClient(
+            for account in keys or ():  # each account uploads with its own key
+                by_account[account.name] = UploadClient(
+                    upload_base_url=upload_url,
+                    api_key=account.key.reveal(),
+                    settings=settings,
+                    transport=upload_transport,
+                )
+                stack.push_async_callback(by_account[account.name].aclose)
+            uploads = next(iter(by_account.values()), None) or UploadClient(
                 upload_base_url=upload_url,
                 api_key=api_key,
                 settings=settings,
                 transport=upload_transport,
             )
-            stack.push_async_callback(uploads.aclose)
+            if not by_account:
+                stack.push_async_callback(uploads.aclose)
         _make_folder(out)  # what is wrong here locally is said before any network wait
         await client.check_reachable()  # a wrong base URL: said in seconds, nothing sent
         shared = settings.state_url is not None  # workers of one batch share DIR
@@ -401,6 +424,7 @@ async def run_batch_async(
             # `report` and a single run: workers sharing DIR would fetch it twice).
             output_check=downloader.lost_outputs if worker is None else None,
             upload_client=uploads,
+            upload_clients=by_account,
             worker=worker,
         )
         if handle is not None:  # from here on Ctrl-C is the runner's checkpointing stop

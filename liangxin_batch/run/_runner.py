@@ -15,9 +15,10 @@ that the store applies before anything is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from liangxin_batch.catalog._catalog import Catalog
+from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._envelope import TaskRecord
 from liangxin_batch.core._schedule import SAFETY_NET_STRETCH
@@ -34,11 +35,12 @@ from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._control import Interrupt, LoopClock, RunControl, RunParts
 from liangxin_batch.run._poller import PollScheduler
-from liangxin_batch.run._progress import NullObserver, Observer
+from liangxin_batch.run._progress import NullObserver, Observer, logger
 from liangxin_batch.run._submitter import CallbackUrlFor, Submitter
 from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.run._uploader import Uploader
 from liangxin_batch.run._worker import Worker
+from liangxin_batch.state._status import TOP_UP_KEY
 from liangxin_batch.state._store import JobRow, StateStore
 
 __all__ = ["FinishHook", "Interrupt", "RunSummary", "Runner"]
@@ -65,6 +67,7 @@ class Runner:
         clock: Clock | None = None,
         output_check: OutputCheck | None = None,
         upload_client: UploadClient | None = None,
+        upload_clients: Mapping[str, UploadClient] | None = None,
         worker: Worker | None = None,
     ) -> None:
         self.store = store
@@ -104,6 +107,7 @@ class Runner:
                 clock=self._clock,
                 observer=self.observer,
                 spawn=self._control.spawn,
+                by_account=upload_clients,
             )
             if upload_client is not None and store.has_local_files()
             else None
@@ -118,6 +122,8 @@ class Runner:
         if worker is not None:
             worker.adopt = self._adopt
         self._prepared = False
+        #: Tasks in flight not polled in this run, by the name of their missing account.
+        self._accounts_missing: dict[str, int] = {}
 
     # -- public controls ------------------------------------------------------------
 
@@ -194,7 +200,10 @@ class Runner:
                 await asyncio.gather(*leftover, return_exceptions=True)
         if control.failure is not None:
             raise control.failure
-        return self._summary(self._clock.monotonic() - started)
+        summary = self._summary(self._clock.monotonic() - started)
+        # For `status`: which accounts need a top-up (none: a top-up was made).
+        self.store.set_meta({TOP_UP_KEY: ",".join(summary.accounts_to_top_up)})
+        return summary
 
     # -- downloads: a bounded queue the submitter respects ------------------------------
 
@@ -239,6 +248,9 @@ class Runner:
     def _adopt(self, job: JobRow) -> None:
         """A task a dead worker left, now this one's: polled to its end, or downloaded."""
         if job.state is JobState.SUBMITTED:
+            if (job.account or DEFAULT_ACCOUNT) not in self.client.accounts:
+                self._missing_account(job)  # never polled with another account's key
+                return
             self._control.in_flight += 1
             self._poller.resume(job, overdue=True)
         elif job.state is JobState.SUCCEEDED and self._on_succeeded is not None:
@@ -249,11 +261,14 @@ class Runner:
         if self._worker is not None:  # only what no live worker holds, taken first
             self._worker.claim_left_over()
         s = self.settings
-        # The service still counts an earlier process's creates in its window: so do we.
-        limiter = self.client.create_limiter
+        # The service still counts an earlier process's creates in its window (each
+        # account's in its own): so do we.
         mono, wall = self._clock.monotonic(), self._clock.wall()
-        recent = self.store.submits_since(wall - limiter.window - limiter.margin)
-        limiter.prime([mono - (wall - at) for at in recent])
+        for account in self.client.accounts.values():
+            limiter = account.create_limiter
+            since = wall - limiter.window - limiter.margin
+            recent = self.store.submits_since(since, account=account.name)
+            limiter.prime([mono - (wall - at) for at in recent])
         # Latencies learned by earlier runs of this batch: a resume schedules by them.
         for job in self.store.recent_generations():
             assert job.generation_seconds is not None
@@ -288,8 +303,35 @@ class Runner:
                 if step.event is Event.REPOLL:
                     repoll.add(job.job_id)
         for job in self.store.iter_jobs([JobState.SUBMITTED]):
+            if (job.account or DEFAULT_ACCOUNT) not in self.client.accounts:
+                self._missing_account(job)
+                continue
             self._control.in_flight += 1
             self._poller.resume(job, overdue=job.job_id in repoll)
+        for name, count in self._accounts_missing.items():
+            self.observer.message(
+                f"{count} task(s) created by account {name!r}, which is not in the accounts "
+                "file, are not polled in this run (never with another account's key): they "
+                f"stay submitted; run with an accounts file that names {name!r} to finish them"
+            )
+
+    def _missing_account(self, job: JobRow) -> None:
+        """A task whose creator is not among this run's accounts: left `submitted` for a
+        run that has its key, said in its history and in the summary."""
+        name = job.account or DEFAULT_ACCOUNT
+        self._accounts_missing[name] = self._accounts_missing.get(name, 0) + 1
+        note = (
+            f"task {job.task_id} not polled: it was created by account {name!r}, which is "
+            "not among this run's accounts"
+        )
+        logger.info("%s: %s", job.job_id, note)
+        self.store.record_event("note", note, job.job_id)
+
+    def _accounts_to_top_up(self) -> list[str]:
+        """The accounts a 402 stopped, by name: only for an accounts file (without one,
+        a 402 reads as it always did)."""
+        names = [a.name for a in self.client.accounts.values() if a.stopped]
+        return names if names and self.client.named_accounts else []
 
     def _summary(self, wall: float) -> RunSummary:
         # Jobs removed from the manifest stay in the state (their tasks were paid for) but
@@ -314,4 +356,6 @@ class Runner:
             downloads=downloads,
             uploads=self.uploader.uploads if self.uploader is not None else 0,
             upload_bytes=self.uploader.upload_bytes if self.uploader is not None else 0,
+            accounts_to_top_up=self._accounts_to_top_up(),
+            accounts_missing=dict(self._accounts_missing),
         )

@@ -22,8 +22,8 @@ from liangxin_batch.core._uploads import (
     should_refresh_inputs,
     with_upload_urls,
 )
-from liangxin_batch.errors import APIError, ConfigError, LiangXinError
-from liangxin_batch.run._client import CreateTurn
+from liangxin_batch.errors import APIError, ConfigError, InsufficientCreditsError, LiangXinError
+from liangxin_batch.run._client import Account, CreateTurn
 from liangxin_batch.run._control import STOPPED, RunPart, RunParts
 from liangxin_batch.run._flight import Flight, write_outcome
 from liangxin_batch.run._poller import PollScheduler
@@ -103,11 +103,12 @@ class Submitter(RunPart):
         for job in self._store.iter_jobs([JobState.PENDING], in_manifest=True):
             yield job
 
-    async def _turn(self) -> CreateTurn | None:
-        """A createTask turn for a job holding its slot; None when the run stops first
-        (the turn, if one came, and the slot given back)."""
+    async def _turn(self, account: Account | None = None) -> CreateTurn | None:
+        """A createTask turn (of `account`, else of the account that admits soonest) for a
+        job holding its slot; None when the run stops first (the turn, if one came, and
+        the slot given back)."""
         control = self._control
-        turn = await control.cancellable(self._client.create_turn())
+        turn = await control.cancellable(self._client.create_turn(account))
         if not isinstance(turn, CreateTurn) or control.stopping:
             if isinstance(turn, CreateTurn):
                 turn.release()
@@ -141,8 +142,10 @@ class Submitter(RunPart):
                     "retry it"
                 )
                 return
+            # The account is chosen first: the uploads are made with its key.
+            account = self._client.soonest_account() or self._client.account
             try:
-                urls = await control.cancellable(uploader.urls_for(files))
+                urls = await control.cancellable(uploader.urls_for(files, account=account.name))
             except (LiangXinError, LocalFileChanged, ConfigError) as err:
                 await control.give_slot()
                 self._upload_failed(job, err)
@@ -151,10 +154,10 @@ class Submitter(RunPart):
                 await control.give_slot()
                 return
             assert isinstance(urls, dict)
-            turn = await self._turn()
+            turn = await self._turn(account)
             if turn is None:
                 return
-            if uploader.still_fresh(urls):
+            if uploader.still_fresh(urls, account=account.name):
                 break
             turn.release()
         body = with_upload_urls(job.input, urls)
@@ -223,7 +226,7 @@ class Submitter(RunPart):
             # since (another job's refresh) is fresh already. In the same transaction: a
             # kill must not leave the one refresh spent with the old uploads kept.
             sent_wall = self._clock.wall() - (self._clock.monotonic() - flight.submitted_mono)
-            uploader.forget(files, uploaded_before=sent_wall)
+            uploader.forget(files, uploaded_before=sent_wall, account=flight.account)
         logger.info("%s: %s", job.job_id, note)
         self._observer.message(f"{job.job_id}: {note}")
         tell(self._observer, "taken_back", job.job_id)
@@ -253,8 +256,11 @@ class Submitter(RunPart):
         while True:
             tries += 1
             attempt += 1
+            account = turn.account
             try:
-                if control.stopping or not self._store.begin_attempt(job.job_id, attempt):
+                if control.stopping or not self._store.begin_attempt(
+                    job.job_id, attempt, account=account.name
+                ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
                 callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
@@ -267,9 +273,11 @@ class Submitter(RunPart):
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
             if failure is None:
-                self._record_submitted(job, attempt, task_id, spec, last_wave=last_wave)
+                self._record_submitted(
+                    job, attempt, task_id, spec, last_wave=last_wave, account=account
+                )
                 return
-            if not await self._after_create_failure(job, attempt, tries, failure):
+            if not await self._after_create_failure(job, attempt, tries, failure, account):
                 await control.give_slot()
                 return
             next_turn = await control.cancellable(self._client.create_turn())
@@ -279,7 +287,14 @@ class Submitter(RunPart):
             turn = next_turn
 
     def _record_submitted(
-        self, job: JobRow, attempt: int, task_id: str, spec: ModelSpec | None, *, last_wave: bool
+        self,
+        job: JobRow,
+        attempt: int,
+        task_id: str,
+        spec: ModelSpec | None,
+        *,
+        last_wave: bool,
+        account: Account,
     ) -> None:
         try:
             moved = self._commit_created(job, attempt, task_id)
@@ -309,7 +324,9 @@ class Submitter(RunPart):
             logger.error("%s: task %s was created but could not be recorded", job.job_id, task_id)
             raise AssertionError(f"{job.job_id} left `submitting` while its POST was out")
         self._alike.clear()
-        self._poller.track_new(job, task_id, attempt, spec, last_wave=last_wave)
+        self._poller.track_new(
+            job, task_id, attempt, spec, last_wave=last_wave, account=account.name
+        )
         logger.info(
             "%s: submitted %s as task %s (attempt %d)", job.job_id, job.model, task_id, attempt
         )
@@ -333,7 +350,7 @@ class Submitter(RunPart):
             raise
 
     async def _after_create_failure(
-        self, job: JobRow, attempt: int, tries: int, err: LiangXinError
+        self, job: JobRow, attempt: int, tries: int, err: LiangXinError, account: Account
     ) -> bool:
         """Record a failed createTask; True when the same job should be tried again."""
         control = self._control
@@ -365,8 +382,9 @@ class Submitter(RunPart):
             if decision.throttle:
                 self._observer.message(
                     f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
-                    f"{self._client.create_limiter.limit} createTask per "
-                    f"{self._settings.create_window:g}s"
+                    f"{account.create_limiter.limit} createTask per "
+                    f"{account.create_limiter.window:g}s"
+                    + (f" (account {account.name})" if self._client.named_accounts else "")
                 )
                 return not control.stopping
             self._observer.message(f"{job.job_id}: not created ({message}); retrying")
@@ -374,6 +392,8 @@ class Submitter(RunPart):
             return waited is not STOPPED and not control.stopping
         if decision.verdict is CreateVerdict.STOP:
             outcome(Event.NOT_CREATED, kind="not_created")
+            if isinstance(err, InsufficientCreditsError) and self._stop_account(account, message):
+                return not control.stopping  # this job goes to another account
             control.stop_submitting(message)
             return False
         if decision.verdict is CreateVerdict.REJECT:
@@ -393,6 +413,22 @@ class Submitter(RunPart):
                 f"{message}: this answer did not come from LiangXin; check {_BASE_URL_ENV}"
             )
         return False
+
+    def _stop_account(self, account: Account, message: str) -> bool:
+        """A 402: this account creates no more tasks in this run (its tasks in flight are
+        still polled and downloaded). True while another account still may; False when
+        none is left, and the run stops submitting as for any 402."""
+        first = account.stopped is None
+        account.stopped = message
+        if not self._client.named_accounts or not self._client.open_accounts():
+            return False
+        if first:
+            logger.info("account %s: out of credits: %s", account.name, message)
+            self._observer.message(
+                f"account {account.name}: out of credits ({message}); its submissions "
+                f"stop, {', '.join(a.name for a in self._client.open_accounts())} go on"
+            )
+        return True
 
     def _ended_badly(
         self, job: JobRow, what: str, code: str | None, message: str, state: JobState

@@ -43,16 +43,21 @@ class Uploader:
         clock: Clock,
         observer: Observer,
         spawn: Spawn,
+        by_account: Mapping[str, UploadClient] | None = None,
     ) -> None:
         self.client = client
         self.account = client.account
+        #: With several accounts: each one's upload client (its key; its uploads are
+        #: stored under its own fingerprint). Others use `client`.
+        self._by_account = dict(by_account or {})
         self._store = store
         self._settings = settings
         self._clock = clock
         self._observer = observer
         self._spawn = spawn
-        #: Uploads in progress, by sha256: every job that wants those bytes awaits it.
-        self._uploading: dict[str, asyncio.Future[str]] = {}
+        #: Uploads in progress, by (sha256, account fingerprint): every job that wants
+        #: those bytes for that account awaits it.
+        self._uploading: dict[tuple[str, str], asyncio.Future[str]] = {}
         #: Files refused for good in this run (by the host, or changed on disk): their
         #: jobs stay pending, and the file is not offered again until the next run.
         self._refused: dict[str, LiangXinBatchError] = {}
@@ -65,33 +70,39 @@ class Uploader:
         """The sha256 of every local file a job's input names, each once, in order."""
         return distinct_tokens(input)
 
-    async def urls_for(self, shas: Iterable[str]) -> dict[str, str]:
+    def _client_for(self, account: str | None) -> UploadClient:
+        return self._by_account.get(account or "", self.client)
+
+    async def urls_for(self, shas: Iterable[str], *, account: str | None = None) -> dict[str, str]:
         """A URL with more than the margin left for each of these files, uploading
-        those that have none. Raises what an upload raised (AuthError, a refusal
-        naming the file, LocalFileChanged, or the last error after the retries)."""
+        those that have none, with the key of `account` (by name; default: the run's
+        one). Raises what an upload raised (AuthError, a refusal naming the file,
+        LocalFileChanged, or the last error after the retries)."""
         wanted = list(shas)
-        urls = await asyncio.gather(*(self._url_for(sha) for sha in wanted))
+        client = self._client_for(account)
+        urls = await asyncio.gather(*(self._url_for(sha, client) for sha in wanted))
         return dict(zip(wanted, urls, strict=True))
 
-    async def _url_for(self, sha: str) -> str:
+    async def _url_for(self, sha: str, client: UploadClient) -> str:
         refused = self._refused.get(sha)
         if refused is not None:
             raise refused
-        stored = self._store.upload_for(sha, self.account)
+        stored = self._store.upload_for(sha, client.account)
         if is_fresh(stored, now=self._clock.wall(), margin=self._settings.upload_margin):
             assert stored is not None
             return stored.url
-        pending = self._uploading.get(sha)
+        pending = self._uploading.get((sha, client.account))
         if pending is None:
-            pending = self._uploading[sha] = asyncio.get_running_loop().create_future()
+            pending = asyncio.get_running_loop().create_future()
+            self._uploading[sha, client.account] = pending
             pending.add_done_callback(_retrieved)
-            self._spawn(self._upload(sha, pending))
+            self._spawn(self._upload(sha, pending, client))
         # shield: a job's wait may be cancelled (a stop); the upload is others' too.
         return await asyncio.shield(pending)
 
-    async def _upload(self, sha: str, result: asyncio.Future[str]) -> None:
+    async def _upload(self, sha: str, result: asyncio.Future[str], client: UploadClient) -> None:
         try:
-            url = await self._upload_and_record(sha)
+            url = await self._upload_and_record(sha, client)
         except asyncio.CancelledError:
             result.cancel()
             raise
@@ -115,9 +126,9 @@ class Uploader:
         else:
             result.set_result(url)
         finally:
-            self._uploading.pop(sha, None)
+            self._uploading.pop((sha, client.account), None)
 
-    async def _upload_and_record(self, sha: str) -> str:
+    async def _upload_and_record(self, sha: str, client: UploadClient) -> str:
         file = self._store.local_file(sha)
         if file is None:
             raise LocalFileChanged(
@@ -126,34 +137,40 @@ class Uploader:
             )
         tell(self._observer, "uploading", file.written, file.size)
         started = self._clock.wall()  # the expiry counts from before the bytes left
-        answer = await self.client.upload(file)
+        answer = await client.upload(file)
         expires = expiry_of(
             started, expires_at=answer.expires_at, lifetime=self._settings.upload_lifetime
         )
         # Durable before the URL is used: a kill from here on costs no upload again.
-        self._store.record_upload(Upload(sha, self.account, answer.url, started, expires))
+        self._store.record_upload(Upload(sha, client.account, answer.url, started, expires))
         self.uploads += 1
         self.upload_bytes += file.size
         logger.info("uploaded %s (%d bytes)", file.written, file.size)
         tell(self._observer, "uploaded", file.written, file.size)
         return answer.url
 
-    def still_fresh(self, urls: Mapping[str, str]) -> bool:
-        """Are these URLs (by sha256) still the stored uploads, with more than the margin
-        left now? Asked again right before a createTask, after the wait for its turn."""
+    def still_fresh(self, urls: Mapping[str, str], *, account: str | None = None) -> bool:
+        """Are these URLs (by sha256) still `account`'s stored uploads, with more than the
+        margin left now? Asked again right before a createTask, after the wait for its
+        turn."""
         now = self._clock.wall()
         margin = self._settings.upload_margin
+        fingerprint = self._client_for(account).account
         for sha, url in urls.items():
-            stored = self._store.upload_for(sha, self.account)
+            stored = self._store.upload_for(sha, fingerprint)
             if stored is None or stored.url != url or not is_fresh(stored, now=now, margin=margin):
                 return False
         return True
 
-    def forget(self, shas: Iterable[str], *, uploaded_before: float) -> int:
-        """A task could not fetch these files: their uploads made before it was sent go,
-        so the next use uploads again (one made since is already fresh). How many went."""
+    def forget(
+        self, shas: Iterable[str], *, uploaded_before: float, account: str | None = None
+    ) -> int:
+        """A task could not fetch these files: their uploads (`account`'s) made before it
+        was sent go, so the next use uploads again (one made since is already fresh). How
+        many went."""
+        fingerprint = self._client_for(account).account
         return sum(
-            self._store.forget_upload(sha, self.account, uploaded_before=uploaded_before)
+            self._store.forget_upload(sha, fingerprint, uploaded_before=uploaded_before)
             for sha in shas
         )
 

@@ -57,6 +57,7 @@ from ._config import (
     UPLOAD_PREFIX,
     FaultProfile,
     SimConfig,
+    SimKey,
     load_fault_profile,
     upload_base_url,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "ManualClock",
     "Reply",
     "SimConfig",
+    "SimKey",
     "SimTask",
     "Simulator",
     "SimulatorApp",

@@ -120,16 +120,18 @@ async def record_info(request: Request) -> Response:
 
 async def credit(request: Request) -> Response:
     sim = _sim(request)
-    if sim.authorize(request.headers.get("authorization")) is None:
+    key = sim.authorize(request.headers.get("authorization"))
+    if key is None:
         return _unauthorized(sim)
-    return _reply(sim, sim.credit())
+    return _reply(sim, sim.credit(key))
 
 
 async def download_url(request: Request) -> Response:
     sim = _sim(request)
-    if sim.authorize(request.headers.get("authorization")) is None:
+    key = sim.authorize(request.headers.get("authorization"))
+    if key is None:
         return _unauthorized(sim)
-    return _reply(sim, sim.download_url(await _json_body(request)))
+    return _reply(sim, sim.download_url(await _json_body(request), key))
 
 
 class _FileResponse(Response):

@@ -37,6 +37,7 @@ __all__ = [
     "UPLOAD_PREFIX",
     "FaultProfile",
     "SimConfig",
+    "SimKey",
     "load_fault_profile",
     "upload_base_url",
 ]
@@ -344,11 +345,29 @@ def load_fault_profile(path: Path) -> FaultProfile:
     return FaultProfile.from_mapping(data, source=str(path))
 
 
+@dataclass(frozen=True)
+class SimKey:
+    """Another API key a simulator serves: an account of its own, with its own limits and
+    balance. Its tasks are visible to it alone (another key's recordInfo: not found)."""
+
+    name: str  # how the ledger names it (never the key)
+    create_limit: int = 20
+    create_window: float = 10.0
+    poll_limit: int = 10
+    poll_window: float = 1.0
+    credits: int = 1_000_000
+
+
 @dataclass
 class SimConfig:
     """Everything that shapes one simulator instance."""
 
     api_key: str = "sk-sim-local"
+    #: The ledger's name for `api_key`'s account.
+    key_name: str = "default"
+    #: More keys, each its own account (`SimKey`), by key. Saved tasks (`state_path`)
+    #: remember their key's name; balances beyond `api_key`'s are not journalled.
+    more_keys: Mapping[str, SimKey] = field(default_factory=dict)
     create_limit: int = 20  # createTask admissions per API key ...
     create_window: float = 10.0  # ... in any window of this many seconds
     poll_limit: int = 10  # recordInfo admissions per API key ...
@@ -390,6 +409,14 @@ class SimConfig:
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ConfigError("the simulator needs a non-empty API key")
+        names = [self.key_name, *(k.name for k in self.more_keys.values())]
+        if len(set(names)) != len(names) or self.api_key in self.more_keys:
+            raise ConfigError("every simulator key needs its own key and its own name")
+        for key, more in self.more_keys.items():
+            if not key or more.create_limit < 1 or more.poll_limit < 1:
+                raise ConfigError(f"key {more.name!r}: a non-empty key and limits of 1 or more")
+            if not (more.create_window > 0 and more.poll_window > 0 and more.credits >= 0):
+                raise ConfigError(f"key {more.name!r}: positive windows and credits >= 0")
         for name in ("create_limit", "poll_limit"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

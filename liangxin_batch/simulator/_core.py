@@ -119,7 +119,20 @@ class Simulator:
             lifetime=config.upload_lifetime_seconds,
         )
         self._lock = threading.RLock()  # uvicorn's thread and a test thread both call in
-        self._balance = self.config.credits
+        cfg = self.config
+        #: Each key's account, by its key: its name (the ledger's), limits and balance.
+        self._names = {cfg.api_key: cfg.key_name, **{k: m.name for k, m in cfg.more_keys.items()}}
+        self._balances = {
+            cfg.key_name: cfg.credits,
+            **{m.name: m.credits for m in cfg.more_keys.values()},
+        }
+        self._limits = {
+            cfg.key_name: (cfg.create_limit, cfg.create_window, cfg.poll_limit, cfg.poll_window),
+            **{
+                m.name: (m.create_limit, m.create_window, m.poll_limit, m.poll_window)
+                for m in cfg.more_keys.values()
+            },
+        }
         self._tasks: dict[str, SimTask] = {}
         self._unsettled: list[tuple[float, str]] = []  # (done_at, task_id) heap
         self._created = 0
@@ -127,8 +140,9 @@ class Simulator:
         self._poll_rolls = 0
         self._task_polls: dict[str, int] = {}  # task_id -> recordInfo answers given for it
         self._garbled_last: set[str] = set()  # tasks whose latest answer was garbled
-        self._create_window = SlidingWindow(self.config.create_limit, self.config.create_window)
-        self._poll_window = SlidingWindow(self.config.poll_limit, self.config.poll_window)
+        limits = self._limits.items()
+        self._create_windows = {n: SlidingWindow(c, cw) for n, (c, cw, _, _) in limits}
+        self._poll_windows = {n: SlidingWindow(p, pw) for n, (_, _, p, pw) in limits}
         self.callbacks = CallbackSender(
             clock=self.clock,
             wall_clock=clock is None,
@@ -148,11 +162,11 @@ class Simulator:
             self.ledger.record(event)
         for upload in saved.uploads:
             self.uploads.add(upload)
-        self._balance += saved.top_ups
+        self._balances[self.config.key_name] += saved.top_ups
         for task in saved.tasks:
             self._tasks[task.task_id] = task
             heapq.heappush(self._unsettled, (task.done_at, task.task_id))
-            self._balance -= task.price
+            self._balances[task.owner] = self._balances.get(task.owner, 0) - task.price
         self._created = len(saved.tasks)
         self._saved_url = saved.base_url
 
@@ -187,27 +201,32 @@ class Simulator:
             return None
         key = header[7:].strip()
         # Constant-time: the comparison must not leak how much of a guess was right.
-        if hmac.compare_digest(key.encode("utf-8"), self.config.api_key.encode("utf-8")):
-            return key
-        return None
+        found = None
+        for known in self._names:
+            if hmac.compare_digest(key.encode("utf-8"), known.encode("utf-8")):
+                found = known
+        return found
 
-    def balance(self) -> int:
+    def balance(self, account: str | None = None) -> int:
+        """A key's balance, by its account's name (default: `api_key`'s)."""
         with self._lock:
             self._settle(self.clock())
-            return self._balance
+            return self._balances[account or self.config.key_name]
 
-    def top_up(self, credits: int) -> int:
-        """Add credits (tests/demos: recover from 402); returns the new balance."""
+    def top_up(self, credits: int, account: str | None = None) -> int:
+        """Add credits (tests/demos: recover from 402) to a key's account, by name
+        (default: `api_key`'s); returns the new balance."""
         if credits <= 0:
             raise ValueError("top up by a positive number of credits")
+        name = account or self.config.key_name
         with self._lock:
             now = self.clock()
-            self._balance += credits
+            self._balances[name] += credits
             self.ledger.record(LedgerEvent(kind="top_up", at=now, outcome="ok", credits=credits))
-            if self._journal is not None:
+            if self._journal is not None and name == self.config.key_name:
                 self._journal.append_top_up(credits, now)
             self._settle(now)
-            return self._balance
+            return self._balances[name]
 
     def _settle(self, now: float) -> None:
         """Refund failed tasks whose end has passed (a failed task consumes 0 credits)."""
@@ -216,7 +235,7 @@ class Simulator:
             task = self._tasks[task_id]
             if task.fails and not task.refunded:
                 task.refunded = True
-                self._balance += task.price
+                self._balances[task.owner] += task.price
 
     # -- createTask ----------------------------------------------------------------
 
@@ -224,17 +243,18 @@ class Simulator:
         with self._lock:
             now = self.clock()
             self._settle(now)
-            wait = self._create_window.try_admit(api_key, now)
+            owner = self._names[api_key]
+            wait = self._create_windows[owner].try_admit(api_key, now)
             if wait is not None:
-                self._log_create(now, "429", body, 429)
-                cfg = self.config
-                return rate_limited(wait, "createTask", cfg.create_limit, cfg.create_window)
+                self._log_create(now, "429", body, 429, account=owner)
+                limit, window, _, _ = self._limits[owner]
+                return rate_limited(wait, "createTask", limit, window)
             if body is INVALID_JSON or not isinstance(body, dict):
-                self._log_create(now, "400", None, 200)
+                self._log_create(now, "400", None, 200, account=owner)
                 return Reply(400, "The request body must be a JSON object.")
             problem = self._check_body(body)
             if problem is not None:
-                self._log_create(now, "422", body, 200)
+                self._log_create(now, "422", body, 200, account=owner)
                 return Reply(422, problem)
             # One roll per well-formed request, split between the create faults.
             faults = self.config.faults
@@ -243,7 +263,7 @@ class Simulator:
             fault = faults.create_fault(roll)
             if isinstance(fault, int):  # create_500, create_455, create_errors
                 reply = injected_error(fault, faults.error_style)
-                self._log_create(now, str(fault), body, reply.http_status)
+                self._log_create(now, str(fault), body, reply.http_status, account=owner)
                 return reply
             lost = fault == "lost_reply"
             gateway = _GATEWAY_STATUS.get(fault) if isinstance(fault, str) else None
@@ -251,8 +271,8 @@ class Simulator:
             from liangxin_batch.catalog._catalog import estimate_credits
 
             price = math.ceil(estimate_credits(spec, body["input"]))
-            if self._balance < price:
-                self._log_create(now, "402", body, 200, credits=price)
+            if self._balances[owner] < price:
+                self._log_create(now, "402", body, 200, credits=price, account=owner)
                 return Reply(402, _NO_CREDITS)
             earlier = next(reversed(self._tasks), None)  # the task created just before
             netloc = urlsplit(base_url).netloc
@@ -267,7 +287,7 @@ class Simulator:
                     foreign=self.config.foreign_inputs,
                 )
 
-            task = self._new_task(spec, body, base_url, now, price, fetch_problem)
+            task = self._new_task(spec, body, base_url, now, price, fetch_problem, owner)
             answered_id = task.task_id
             outcome: str
             status: int | None
@@ -283,7 +303,9 @@ class Simulator:
                 outcome, status = "created", 200
             if self._journal is not None:  # before the answer: a client never knows more
                 self._journal.append_task(task, outcome, status)
-            self._log_create(now, outcome, body, status, task_id=task.task_id, credits=price)
+            self._log_create(
+                now, outcome, body, status, task_id=task.task_id, credits=price, account=owner
+            )
         if task.callback_url:
             self.callbacks.schedule(task.task_id, task.callback_url, task.done_at)
         if gateway is not None:
@@ -330,6 +352,7 @@ class Simulator:
         now: float,
         price: int,
         fetch_problem: Callable[[float], str | None] | None = None,
+        owner: str | None = None,
     ) -> SimTask:
         """A new task, its whole life fixed now. `fetch_problem(t)`: why its inputs
         could not be fetched at time t (None: they could)."""
@@ -373,12 +396,13 @@ class Simulator:
             outputs=outputs,
             ext=ext,
             aspect_ratio=aspect,
+            owner=owner or self.config.key_name,
         )
         if problem is not None:
             task.fails, task.fail_code, task.fail_msg = True, "400", problem
         self._tasks[task_id] = task
         heapq.heappush(self._unsettled, (task.done_at, task_id))
-        self._balance -= price  # reserved now: kept on success, refunded on fail
+        self._balances[task.owner] -= price  # reserved now: kept on success, refunded on fail
         return task
 
     def _log_create(
@@ -390,6 +414,7 @@ class Simulator:
         *,
         task_id: str | None = None,
         credits: int | None = None,
+        account: str | None = None,
     ) -> None:
         body = body if isinstance(body, dict) else {}
         model, values = body.get("model"), body.get("input")
@@ -402,6 +427,7 @@ class Simulator:
             input=dict(values) if isinstance(values, dict) else None,
             http_status=status,
             credits=credits,
+            account=account,
         )
         self.ledger.record(event)
 
@@ -411,11 +437,12 @@ class Simulator:
         with self._lock:
             now = self.clock()
             self._settle(now)
-            wait = self._poll_window.try_admit(api_key, now)
+            owner = self._names[api_key]
+            wait = self._poll_windows[owner].try_admit(api_key, now)
             if wait is not None:
-                self._log(now, "poll", "429", task_id, 429)
-                cfg = self.config
-                return rate_limited(wait, "recordInfo", cfg.poll_limit, cfg.poll_window)
+                self._log(now, "poll", "429", task_id, 429, account=owner)
+                _, _, limit, window = self._limits[owner]
+                return rate_limited(wait, "recordInfo", limit, window)
             faults = self.config.faults
             if faults.poll_errors:
                 code = faults.poll_fault(unit(self.config.seed, "poll", self._poll_rolls))
@@ -428,14 +455,16 @@ class Simulator:
                 self._log(now, "poll", "400", None)
                 return Reply(400, "taskId is required")
             task = self._tasks.get(task_id)
+            if task is not None and task.owner != owner:
+                task = None  # another key's task: as the service, "not found"
             if task is None or now - task.created_at < faults.poll_404_seconds:
-                self._log(now, "poll", "404", task_id)
+                self._log(now, "poll", "404", task_id, account=owner)
                 return Reply(404, _NOT_FOUND)
             data = task.record(now)
             outcome = data["state"]  # the real state, quirks or not
             if self._garble(task_id, data):
                 outcome += " (garbled)"
-            self._log(now, "poll", outcome, task_id)
+            self._log(now, "poll", outcome, task_id, account=owner)
             return Reply(200, "success", _quirky_record(data, faults.quirks))
 
     def _garble(self, task_id: str, data: dict[str, Any]) -> bool:
@@ -461,16 +490,30 @@ class Simulator:
         return True
 
     def _log(
-        self, now: float, kind: EventKind, outcome: str, task_id: str | None, status: int = 200
+        self,
+        now: float,
+        kind: EventKind,
+        outcome: str,
+        task_id: str | None,
+        status: int = 200,
+        *,
+        account: str | None = None,
     ) -> None:
         self.ledger.record(
-            LedgerEvent(kind=kind, at=now, outcome=outcome, task_id=task_id, http_status=status)
+            LedgerEvent(
+                kind=kind,
+                at=now,
+                outcome=outcome,
+                task_id=task_id,
+                http_status=status,
+                account=account,
+            )
         )
 
-    def credit(self) -> Reply:
-        return Reply(200, "success", self.balance())
+    def credit(self, api_key: str | None = None) -> Reply:
+        return Reply(200, "success", self.balance(self._names.get(api_key or "")))
 
-    def download_url(self, body: Any) -> Reply:
+    def download_url(self, body: Any, api_key: str | None = None) -> Reply:
         """Trade a result URL of ours for a signed one valid for 20 minutes."""
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
@@ -480,6 +523,8 @@ class Simulator:
         with self._lock:
             now = self.clock()
             task = self._tasks.get(match.group(1)) if match else None
+            if task is not None and api_key is not None and task.owner != self._names[api_key]:
+                task = None  # another key's file: not one it may ask for
             if match is None or task is None or urlsplit(task.base_url).netloc != parts.netloc:
                 self._log(now, "download_url", "422", None)
                 return Reply(422, "url: only file URLs generated by this service are accepted")

@@ -53,6 +53,8 @@ class LedgerEvent:
     complete: bool | None = None  # files: False for a broken (truncated) serve
     credits: int | None = None  # create: price charged; top_up: amount
     endpoint: str | None = None  # upload: stream | base64 | url
+    #: create/poll: the name of the key's account (`SimConfig.key_name`, `SimKey.name`).
+    account: str | None = None
 
     @property
     def created(self) -> bool:

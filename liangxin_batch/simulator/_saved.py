@@ -40,7 +40,7 @@ _TASK_FIELDS = (
     "duration", "fails", "price", "outputs", "ext", "aspect_ratio",
 )  # fmt: skip
 #: Written only when they differ from SimTask's defaults (a failed input fetch).
-_TASK_EXTRAS = ("fail_code", "fail_msg")
+_TASK_EXTRAS = ("fail_code", "fail_msg", "owner")
 _DEFAULT_EXTRAS = {f.name: f.default for f in fields(SimTask) if f.name in _TASK_EXTRAS}
 _UPLOAD_FIELDS = tuple(f.name for f in fields(UploadRecord))
 
@@ -75,6 +75,7 @@ def _task(record: dict[str, Any]) -> tuple[SimTask, LedgerEvent]:
         input=dict(task.input),
         http_status=record.get("http_status"),
         credits=task.price,
+        account=task.owner,
     )
     return task, event
 

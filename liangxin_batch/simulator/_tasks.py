@@ -61,6 +61,8 @@ class SimTask:
     ext: str  # "png" | "jpg" | "mp4"
     aspect_ratio: str | None
     refunded: bool = field(default=False)
+    #: The name of the key that created it: only that key sees it.
+    owner: str = "default"
     #: A failed task's failCode and failMsg: an injected generation failure by default;
     #: "400" and the fetch message for inputs the service could not use (`_uploads`).
     fail_code: str = "500"

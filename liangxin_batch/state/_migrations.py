@@ -454,6 +454,19 @@ def _m012_manifest_sources(db: Connection) -> None:
     )
 
 
+def _m013_accounts(db: Connection) -> None:
+    """Which account created each job's task (and each attempt's): its polls, downloads
+    and uploads use that account's key. NULL (rows from before): the `default` account,
+    the one LIANGXIN_API_KEY names. Portable SQL (the PostgreSQL backend runs it too)."""
+    _run_script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN account TEXT;
+        ALTER TABLE attempts ADD COLUMN account TEXT;
+        """,
+    )
+
+
 def _m014_workers(db: Connection) -> None:
     """Several workers on one batch (a shared PostgreSQL state, state/_workers.py): each
     registers a row and renews its lease; `jobs.worker` names the one holding a job (NULL:
@@ -509,6 +522,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("010_report_data", _m010_report_data),
     ("011_preview_todo", _m011_preview_todo),
     ("012_manifest_sources", _m012_manifest_sources),
+    ("013_accounts", _m013_accounts),
     ("014_workers", _m014_workers),
 )
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from liangxin_batch.core._accounts import DEFAULT_ACCOUNT
 from liangxin_batch.core._provenance import stem_key
 from liangxin_batch.core._states import BILLED_STATES, PROBLEM_STATES, JobState
 from liangxin_batch.state._db import Connection, dialect
@@ -355,13 +356,18 @@ class StoreQueries:
         found.sort(reverse=True)
         return [tuple(r[1:]) for r in found[:limit]]
 
-    def submits_since(self, wall_time: float) -> list[float]:
-        """When createTask intents were committed since `wall_time` (for the limiter)."""
+    def submits_since(self, wall_time: float, *, account: str | None = None) -> list[float]:
+        """When createTask intents were committed since `wall_time` (for the limiter): all
+        of them, or those of one account (rows from before accounts: `default`'s)."""
+        sql: str = ""
+        params: list[object] = [wall_time]
+        if account is not None:
+            sql, params = " AND COALESCE(account, ?) = ?", [wall_time, DEFAULT_ACCOUNT, account]
         return [
             r[0]
             for r in self.db.execute(
-                "SELECT started_at FROM attempts WHERE started_at >= ? ORDER BY started_at",
-                (wall_time,),
+                f"SELECT started_at FROM attempts WHERE started_at >= ?{sql} ORDER BY started_at",
+                params,
             )
         ]
 
@@ -371,7 +377,7 @@ class StoreQueries:
         return [
             AttemptRow(*r)
             for r in self.db.execute(
-                "SELECT job_id, attempt, task_id, outcome, error_code, error_message"
+                "SELECT job_id, attempt, task_id, outcome, error_code, error_message, account"
                 f" FROM attempts {where} ORDER BY job_id, attempt",
                 params,
             )

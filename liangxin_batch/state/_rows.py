@@ -55,6 +55,8 @@ class JobRow:
     #: How long the generation took by the service's own clock (completeTime -
     #: createTime), seconds; what a resumed run learns its latencies from.
     generation_seconds: float | None = None
+    #: The account whose key created the task (migration 013); None: `default`.
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class AttemptRow:
     outcome: str
     error_code: str | None
     error_message: str | None
+    #: The account whose key sent it (migration 013); None: `default`, or older rows.
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ class Credits:
 JOB_COLUMNS = (
     "job_id, idx, model, input_json, state, attempt, task_id, submitted_at, completed_at, "
     "result_urls, error_code, error_message, credits, polls, content_hash, columns_json, "
-    "cost_time, finished_by, credits_estimated, sends, in_manifest, generation_seconds"
+    "cost_time, finished_by, credits_estimated, sends, in_manifest, generation_seconds, account"
 )
 FILE_COLUMNS = "job_id, n, url, path, sha256, size, mtime_ns, width, height, thumb"
 
@@ -139,6 +143,7 @@ def row_to_job(row: Sequence[Any]) -> JobRow:
         sends=row[19],
         in_manifest=bool(row[20]),
         generation_seconds=row[21],
+        account=row[22],
     )
 
 

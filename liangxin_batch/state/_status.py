@@ -30,6 +30,10 @@ def removed_line(jobs: int, credits: float) -> str:
     )
 
 
+#: State meta: the accounts the last run found out of credits, by name, comma-separated.
+TOP_UP_KEY = "accounts_to_top_up"
+
+
 @dataclass
 class StatusReport:
     path: Path | str  # the state file, or the database and batch
@@ -46,6 +50,8 @@ class StatusReport:
     #: in the counts or credits above (as in a run's summary and the report).
     removed_jobs: int = 0
     removed_credits: float = 0.0
+    #: Accounts (by name) the last run found out of credits (402).
+    accounts_to_top_up: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -85,6 +91,7 @@ def read_status(
             manifest=store.get_meta("manifest"),
             removed_jobs=store.removed_count(),
             removed_credits=removed.total,
+            accounts_to_top_up=[a for a in (store.get_meta(TOP_UP_KEY) or "").split(",") if a],
         )
 
 
@@ -113,6 +120,8 @@ def format_status(report: StatusReport) -> str:
     lines.append(credits_line(report.credits, report.credits_estimated, "so far"))
     if report.removed_jobs:
         lines.append(removed_line(report.removed_jobs, report.removed_credits))
+    if report.accounts_to_top_up:
+        lines.append("accounts out of credits (top up): " + ", ".join(report.accounts_to_top_up))
     if report.finished_by:
         lines.append(
             "finished by: " + ", ".join(f"{k} {v}" for k, v in sorted(report.finished_by.items()))

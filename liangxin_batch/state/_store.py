@@ -558,11 +558,12 @@ class StateStore(
         if event is Event.SUBMIT:
             db.execute(
                 # A new attempt's row, in place of one a crash left (its fields gone).
-                "INSERT INTO attempts (job_id, attempt, outcome, started_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (job_id, attempt) DO UPDATE SET"
+                "INSERT INTO attempts (job_id, attempt, outcome, started_at, account)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, attempt) DO UPDATE SET"
                 " outcome = excluded.outcome, started_at = excluded.started_at,"
-                " task_id = NULL, error_code = NULL, error_message = NULL, ended_at = NULL",
-                (job_id, attempt, outcome, now),
+                " account = excluded.account, task_id = NULL, error_code = NULL,"
+                " error_message = NULL, ended_at = NULL",
+                (job_id, attempt, outcome, now, fields.get("account")),
             )
             return
         db.execute(
@@ -588,8 +589,9 @@ class StateStore(
         with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
 
-    def begin_attempt(self, job_id: str, attempt: int) -> bool:
-        """Record the intent to submit BEFORE the POST leaves.
+    def begin_attempt(self, job_id: str, attempt: int, *, account: str | None = None) -> bool:
+        """Record the intent to submit BEFORE the POST leaves, with the account whose key
+        sends it (on the job and the attempt, in the same transaction).
 
         Only a `pending` job can start an attempt; False (nothing written) otherwise, so a
         job another writer already took is never sent twice.
@@ -599,6 +601,7 @@ class StateStore(
             Event.SUBMIT,
             attempt=attempt,
             outcome="submitting",
+            account=account,
             task_id=None,
             result_urls=None,
             error_code=None,
