@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterable
 
 from liangxin_batch.core._clock import Clock
@@ -31,6 +30,7 @@ from liangxin_batch.core._states import RECOVERY_ORDER, JobState
 from liangxin_batch.errors import ConfigError, LiangXinBatchError, StateError
 from liangxin_batch.run._control import LoopClock, RunControl
 from liangxin_batch.run._progress import Observer
+from liangxin_batch.state._db import DatabaseError
 from liangxin_batch.state._store import JobRow, StateStore
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Worker:
                 control.fail_run(err)
                 control.interrupt()
                 return
-            except (sqlite3.Error, StateError) as err:
+            except (DatabaseError, StateError) as err:
                 logger.warning("worker %s: lease not renewed (%s); trying again", self.id, err)
 
     def end(self, *, how: str) -> int:
@@ -156,7 +156,7 @@ class Worker:
     def abandon(self) -> None:
         """A run that stopped before its work began (a refusal after the sync): ended
         at once, so no other worker waits for its lease."""
-        with contextlib.suppress(LiangXinBatchError, sqlite3.Error):
+        with contextlib.suppress(LiangXinBatchError, DatabaseError):
             self.end(how="stopped")
 
     def _expire(self) -> None:

@@ -10,12 +10,17 @@ each backend's own.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, Protocol
 
-__all__ = ["Connection", "Cursor", "Dialect", "dialect"]
+__all__ = ["Connection", "Cursor", "DatabaseError", "Dialect", "dialect"]
 
 Dialect = Literal["sqlite", "postgres"]
+
+#: What a statement may raise on either backend (PostgreSQL's arrive as sqlite3's
+#: subclasses, `_pg`): for callers outside this package, which never import sqlite3.
+DatabaseError = sqlite3.Error
 
 
 class Cursor(Protocol):
