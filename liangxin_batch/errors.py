@@ -6,6 +6,7 @@ LiangXinBatchError                  str() is a complete message for a person
 ├── CatalogError                    a catalog file is malformed
 ├── ManifestError                   .problems; str() lists them with file:line
 ├── StateError                      the state file is unusable or belongs elsewhere
+│   └── WorkerLostError             this worker's lease ran out; its jobs are another's
 ├── DiskFullError                   the disk under DIR is full; resume after freeing
 └── LiangXinError                   talking to the service went wrong
     ├── TransportError              never got an answer
@@ -73,6 +74,7 @@ __all__ = [
     "StateError",
     "TransportError",
     "UpstreamTimeoutError",
+    "WorkerLostError",
     "api_error_for",
     "redact",
 ]
@@ -102,6 +104,12 @@ class CatalogError(LiangXinBatchError):
 
 class StateError(LiangXinBatchError):
     """The state file cannot be used (wrong manifest, changed jobs, newer schema)."""
+
+
+class WorkerLostError(StateError):
+    """One of several workers of a shared batch found its lease ended by another (a
+    pause longer than the lease): its jobs are no longer its own, so it stops (exit 3;
+    the same command joins again as a new worker)."""
 
 
 class DiskFullError(LiangXinBatchError):

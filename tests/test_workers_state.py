@@ -251,9 +251,10 @@ def test_the_heartbeat_outlives_a_failed_renewal_and_stops_on_a_lost_lease() -> 
     import sqlite3
 
     from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.errors import WorkerLostError
     from liangxin_batch.run._control import Interrupt, LoopClock, RunControl
     from liangxin_batch.run._progress import NullObserver
-    from liangxin_batch.run._worker import Worker, WorkerLostError
+    from liangxin_batch.run._worker import Worker
     from tests.virtual_time import run_virtual
 
     leases = FlakyLeases([True, sqlite3.OperationalError("server restarting"), True, False])

@@ -12,6 +12,7 @@ from liangxin_batch.errors import (
     DiskFullError,
     LiangXinBatchError,
     LiangXinError,
+    WorkerLostError,
 )
 
 __all__ = [
@@ -28,7 +29,7 @@ EXIT_USAGE = 2
 
 def exit_code_for(err: LiangXinBatchError) -> int:
     """The documented exit code of an error that ends a command."""
-    if isinstance(err, DiskFullError):
+    if isinstance(err, DiskFullError | WorkerLostError):  # sent, then stopped: act, rerun
         return EXIT_STOPPED
     if isinstance(err, APIError) and err.fatal:  # 401, 402, 433, 505: the user must act
         return EXIT_STOPPED

@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from liangxin_batch.core._clock import Clock
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._states import RECOVERY_ORDER, JobState
-from liangxin_batch.errors import ConfigError, LiangXinBatchError, StateError
+from liangxin_batch.errors import ConfigError, LiangXinBatchError, StateError, WorkerLostError
 from liangxin_batch.run._control import LoopClock, RunControl
 from liangxin_batch.run._progress import Observer
 from liangxin_batch.state._db import DatabaseError
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Worker",
-    "WorkerLostError",
     "alone",
     "join_as_worker",
     "leave",
@@ -48,10 +47,6 @@ __all__ = [
 ADOPTED_STATES = (JobState.SUBMITTED, JobState.SUCCEEDED)
 #: No claim asks for more than this (a claim is one statement and its rows).
 _ALL = 1_000_000_000
-
-
-class WorkerLostError(StateError):
-    """This worker's lease ran out and another worker ended it: its jobs are not its own."""
 
 
 class Worker:
