@@ -23,7 +23,11 @@ from concurrent.futures import Executor
 from liangxin_batch.run._ratelimit import EPSILON, SlidingWindowLimiter
 from liangxin_batch.state._limits import SharedLimits
 
-__all__ = ["SharedLimiter"]
+__all__ = ["SHARED_MARGIN_SHARE", "SharedLimiter"]
+
+#: The least margin of a shared limit, as a share of its window: 200 ms of the service's
+#: 10 s window (2% of its rate), where one process keeps 50 ms.
+SHARED_MARGIN_SHARE = 0.02
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +58,16 @@ class SharedLimiter(SlidingWindowLimiter):
     def like(
         cls, local: SlidingWindowLimiter, *, name: str, limits: SharedLimits, executor: Executor
     ) -> SharedLimiter:
-        """A shared limiter with the settings of an in-process one."""
+        """A shared limiter with the settings of an in-process one, and a margin of at
+        least `SHARED_MARGIN_SHARE` of the window: the senders are several processes on
+        several machines, whose sends reach the service with their own delays."""
         return cls(
             local.configured,
             local.window,
             name=name,
             limits=limits,
             executor=executor,
-            margin=local.margin,
+            margin=max(local.margin, SHARED_MARGIN_SHARE * local.window),
             burst=local.burst,
         )
 
@@ -77,11 +83,13 @@ class SharedLimiter(SlidingWindowLimiter):
             wait = await loop.run_in_executor(
                 self._executor, self._limits.reserve, self.name, self.spacing, 0.0
             )
+            slot = self._now() + wait
             if wait > EPSILON:
                 await asyncio.sleep(wait)
-            now = self._now()
-            self._admit(now)
-            return now
+            # The slot, not the wake-up: a busy loop that wakes late makes the send late,
+            # and `sent_late` then pushes the pace back by as much.
+            self._admit(slot)
+            return slot
 
     def sent_late(self, admitted: float, sent: float) -> None:
         super().sent_late(admitted, sent)
