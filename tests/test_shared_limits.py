@@ -34,7 +34,7 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
         limits = open_shared_limits(folder, pg_url)
         with contextlib.closing(limits):
             for _ in range(per_worker):
-                wait = limits.reserve("acct:create", spacing, 0.0)
+                wait, _after = limits.reserve("acct:create", spacing, 0.0)
                 with lock:
                     slots.append(time.time() + wait)  # loopback: the server's clock is ours
 
@@ -53,12 +53,12 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
 def test_a_429_pauses_every_worker(folder: Path, pg_url: str) -> None:
     a, b = open_shared_limits(folder, pg_url), open_shared_limits(folder, pg_url)
     with contextlib.closing(a), contextlib.closing(b):
-        assert a.reserve("acct:create", 0.01, 0.0) == 0.0
+        assert a.reserve("acct:create", 0.01, 0.0)[0] == 0.0
         a.block("acct:create", 2.0)
-        assert b.reserve("acct:create", 0.01, 0.0) == pytest.approx(2.0, abs=0.05)
+        assert b.reserve("acct:create", 0.01, 0.0)[0] == pytest.approx(2.0, abs=0.05)
         b.push_back("acct:create", 1.0)
-        assert a.reserve("acct:create", 0.01, 0.0) == pytest.approx(3.0, abs=0.06)
-        assert a.reserve("other:create", 0.01, 0.0) == 0.0, "limits are apart by name"
+        assert a.reserve("acct:create", 0.01, 0.0)[0] == pytest.approx(3.0, abs=0.06)
+        assert a.reserve("other:create", 0.01, 0.0)[0] == 0.0, "limits are apart by name"
 
 
 def test_two_workers_limiters_keep_the_window_together(folder: Path, pg_url: str) -> None:
@@ -93,3 +93,30 @@ def test_two_workers_limiters_keep_the_window_together(folder: Path, pg_url: str
         assert admitted[i + limit] - admitted[i] >= window, (i, admitted)
     spacing = (window + 0.02) / limit
     assert admitted[-1] - admitted[0] == pytest.approx(spacing * 29, abs=0.15)
+
+
+def test_the_soonest_limit_is_the_one_the_others_have_used_least(folder: Path, pg_url: str) -> None:
+    """Which account a worker sends the next job to follows the shared pace: after
+    another worker took slots of one account, this worker sees it later than the other."""
+    executor = ThreadPoolExecutor(1)
+    mine, theirs = open_shared_limits(folder, pg_url), open_shared_limits(folder, pg_url)
+    try:
+        for _ in range(5):  # another worker takes account a's next five slots
+            theirs.reserve("a:create", 0.1, 0.0)
+
+        async def main() -> tuple[float, float]:
+            a, b = (
+                SharedLimiter(10, 1.0, name=f"{n}:create", limits=mine, executor=executor)
+                for n in "ab"
+            )
+            await b.acquire()  # free: now
+            await a.acquire()  # after their five: half a second on
+            now = asyncio.get_running_loop().time()
+            return a.delay(now), b.delay(now)
+
+        delay_a, delay_b = asyncio.run(main())
+    finally:
+        executor.shutdown()
+        mine.close()
+        theirs.close()
+    assert delay_a > delay_b

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 class SharedLimiter(SlidingWindowLimiter):
     """`limit` admissions in any `window` seconds across every worker of the batch."""
 
-    __slots__ = ("_executor", "_limits", "_pending", "name")
+    __slots__ = ("_executor", "_limits", "_next_free", "_pending", "name")
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class SharedLimiter(SlidingWindowLimiter):
         self._limits = limits
         self._executor = executor
         self._pending: set[asyncio.Future[None]] = set()
+        self._next_free = -math.inf
 
     @classmethod
     def like(
@@ -80,16 +82,23 @@ class SharedLimiter(SlidingWindowLimiter):
             self._recover(self._now())
             # No burst: a slot ahead of the even pace could make a window hold one more
             # than the limit, and the shared row has no log of the window to check it by.
-            wait = await loop.run_in_executor(
+            wait, after = await loop.run_in_executor(
                 self._executor, self._limits.reserve, self.name, self.spacing, 0.0
             )
-            slot = self._now() + wait
+            now = self._now()
+            slot, self._next_free = now + wait, now + after
             if wait > EPSILON:
                 await asyncio.sleep(wait)
             # The slot, not the wake-up: a busy loop that wakes late makes the send late,
             # and `sent_late` then pushes the pace back by as much.
             self._admit(slot)
             return slot
+
+    def delay(self, now: float) -> float:
+        """When this limit's next slot comes, as the last reservation saw the shared pace
+        (other workers' reservations since can only make it later): which account a job
+        goes to is chosen by it (`LiangXinClient.soonest_account`)."""
+        return max(0.0, self._next_free - now, self._blocked_until - now)
 
     def sent_late(self, admitted: float, sent: float) -> None:
         super().sent_late(admitted, sent)
