@@ -24,11 +24,15 @@ from concurrent.futures import Executor
 from liangxin_batch.run._ratelimit import EPSILON, SlidingWindowLimiter
 from liangxin_batch.state._limits import SharedLimits
 
-__all__ = ["SHARED_MARGIN_SHARE", "SharedLimiter"]
+__all__ = ["SHARED_MARGIN_FLOOR", "SHARED_MARGIN_SHARE", "SharedLimiter"]
 
 #: The least margin of a shared limit, as a share of its window: 200 ms of the service's
-#: 10 s window (2% of its rate), where one process keeps 50 ms.
+#: 10 s window (2% of its rate), where one process keeps 50 ms; and at least
+#: `SHARED_MARGIN_FLOOR` whatever the window (a loaded machine's send, or the service's
+#: reading of it, slips by tens of milliseconds; at a window of a few seconds that much
+#: is all of a 50 ms margin).
 SHARED_MARGIN_SHARE = 0.02
+SHARED_MARGIN_FLOOR = 0.1
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ class SharedLimiter(SlidingWindowLimiter):
             name=name,
             limits=limits,
             executor=executor,
-            margin=max(local.margin, SHARED_MARGIN_SHARE * local.window),
+            margin=max(local.margin, SHARED_MARGIN_SHARE * local.window, SHARED_MARGIN_FLOOR),
             burst=local.burst,
         )
 
