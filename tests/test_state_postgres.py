@@ -3,6 +3,7 @@ store, schema and migrations as SQLite, one schema per batch."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -261,3 +262,86 @@ def test_only_code_is_rewritten(sqlite: str, postgres: str) -> None:
 def test_an_insert_or_ignore_upsert_is_refused() -> None:
     with pytest.raises(ValueError, match="alone"):
         pg_sql("INSERT OR IGNORE INTO t VALUES (?) ON CONFLICT (a) DO NOTHING")
+
+
+# -- the event loop never waits on the database's round trips ----------------------------
+
+
+def test_store_calls_run_off_the_loop_on_postgres_inline_on_sqlite(
+    tmp_path: Path, state_url: str | None
+) -> None:
+    """`store.call`: PostgreSQL's round trips on the store's own thread, so the loop goes
+    on meanwhile; SQLite's commits (microseconds) where they are asked for."""
+    store = open_state(tmp_path, url=state_url)
+    try:
+        inside = threading.Event()
+        go_on = threading.Event()
+
+        def held_write() -> int:
+            with store.transaction():
+                store.set_meta({"k": "v"})
+                inside.set()
+                go_on.wait(10)
+            return threading.get_ident()
+
+        async def main() -> tuple[int, int, bool]:
+            loop_thread = threading.get_ident()
+            if state_url is None:
+                go_on.set()  # inline: it runs to its end before anything else
+            call = asyncio.ensure_future(store.call(held_write))
+            loop_ran = False
+            if state_url is not None:
+                # The write is in its transaction on another thread; the loop is free.
+                await asyncio.to_thread(inside.wait, 10)
+                loop_ran = not call.done()
+                go_on.set()
+            return loop_thread, await call, loop_ran
+
+        loop_thread, write_thread, loop_ran = asyncio.run(main())
+        assert store.get_meta("k") == "v"
+        if state_url is None:
+            assert write_thread == loop_thread
+        else:
+            assert write_thread != loop_thread
+            assert loop_ran
+    finally:
+        store.close()
+
+
+def test_a_statement_from_another_thread_never_joins_an_open_transaction(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """One connection, two threads (the loop's rare reads and writes, the store's thread):
+    a statement waits for the other thread's transaction to end, never runs inside it
+    (where the other's rollback would take it back)."""
+    store = open_state(tmp_path, url=pg_url)
+    try:
+        inside = threading.Event()
+        go_on = threading.Event()
+        written = threading.Event()
+
+        def rolled_back() -> None:
+            with contextlib.suppress(RuntimeError), store.transaction():
+                store.set_meta({"a": "1"})
+                inside.set()
+                go_on.wait(10)
+                raise RuntimeError("rolled back")
+
+        def other_write() -> None:
+            inside.wait(10)
+            store.set_meta({"b": "2"})
+            written.set()
+
+        first = threading.Thread(target=rolled_back)
+        second = threading.Thread(target=other_write)
+        first.start()
+        second.start()
+        # Time for the other write to land inside the open transaction, were it let in.
+        assert not written.wait(0.5)
+        go_on.set()
+        first.join(10)
+        second.join(10)
+        assert store.get_meta("a") is None
+        assert store.get_meta("b") == "2"
+    finally:
+        store.close()

@@ -10,11 +10,12 @@ each backend's own.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, Protocol
 
-__all__ = ["Connection", "Cursor", "DatabaseError", "Dialect", "dialect"]
+__all__ = ["Connection", "Cursor", "DatabaseError", "Dialect", "dialect", "lock_of"]
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -49,3 +50,10 @@ def dialect(db: object) -> Dialect:
     """The SQL a connection speaks: a PgConnection says so; anything else is SQLite."""
     found: Dialect = getattr(db, "dialect", "sqlite")
     return found
+
+
+def lock_of(db: object) -> contextlib.AbstractContextManager[Any]:
+    """What a thread holds to use the connection: a PgConnection's lock (the loop and
+    the store's thread share it); SQLite's is used from the loop alone, so nothing."""
+    lock: contextlib.AbstractContextManager[Any] = getattr(db, "lock", contextlib.nullcontext())
+    return lock

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -203,13 +204,17 @@ def _driver() -> Any:
 class PgConnection:
     """One psycopg connection in autocommit mode, so the store's transactions say
     BEGIN and COMMIT themselves, as they do on SQLite; its search_path is the batch's
-    schema. Not thread-safe: one per thread, as a sqlite3 connection."""
+    schema. Two threads may share it (the event loop's rare statements and the store's
+    thread, `StateStore.call`): each statement holds `lock`, and so does each of the
+    store's transactions from BEGIN to COMMIT, so a statement never lands inside another
+    thread's transaction."""
 
     dialect = "postgres"
 
     def __init__(self, conn: psycopg.Connection[Any], where: str) -> None:
         self._conn = conn
         self.where = where
+        self.lock = threading.RLock()
 
     @classmethod
     def connect(cls, url: str, *, schema: str | None, readonly: bool = False) -> PgConnection:
@@ -248,7 +253,8 @@ class PgConnection:
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         cursor = self._conn.cursor()
         try:
-            cursor.execute(pg_sql(sql), tuple(parameters))
+            with self.lock:  # the rows arrive with the answer: fetched without it
+                cursor.execute(pg_sql(sql), tuple(parameters))
         except Exception as err:
             raise _mapped(err) from None
         return cursor
@@ -256,7 +262,8 @@ class PgConnection:
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
         cursor = self._conn.cursor()
         try:
-            cursor.executemany(pg_sql(sql), [tuple(p) for p in parameters])
+            with self.lock:
+                cursor.executemany(pg_sql(sql), [tuple(p) for p in parameters])
         except Exception as err:
             raise _mapped(err) from None
         return cursor
@@ -264,7 +271,8 @@ class PgConnection:
     def run_script(self, sql: str) -> None:
         """PostgreSQL's own SQL (a function body with `;` in it), unchanged."""
         try:
-            self._conn.execute(sql.replace("%", "%%"), ())
+            with self.lock:
+                self._conn.execute(sql.replace("%", "%%"), ())
         except Exception as err:
             raise _mapped(err) from None
 
@@ -275,7 +283,8 @@ class PgConnection:
         return bool(self._conn.info.transaction_status != TransactionStatus.IDLE)
 
     def close(self) -> None:
-        self._conn.close()
+        with self.lock:
+            self._conn.close()
 
 
 def _mapped(err: Exception) -> Exception:

@@ -1,7 +1,9 @@
-"""The state file: one SQLite database per output folder (`DIR/state.db`). All SQL is here.
+"""The state: one SQLite database per output folder (`DIR/state.db`), or a batch's schema
+in PostgreSQL (`_backends`). All SQL is here.
 
 stdlib sqlite3 in WAL mode, called straight from the event loop: a commit costs about
-15 µs here, less than a thread hop, and one connection means one writer. A job's state
+15 µs here, less than a thread hop, and one connection means one writer. PostgreSQL's
+round trips are made on the store's own thread (`_calls`). A job's state
 changes only through `transition()`, which checks the from-state against the one table
 (`_lifecycle.TRANSITIONS`) in its `WHERE` clause and writes the job row, the attempt row
 and the event in one committed transaction, made before anything depends on it.
@@ -30,6 +32,7 @@ from liangxin_batch.core._states import (
     target_of,
 )
 from liangxin_batch.errors import StateError
+from liangxin_batch.state._calls import OffLoopCalls
 from liangxin_batch.state._checks import BATCH_ID_FILE, read_only_uri, refuse_untrusted
 from liangxin_batch.state._db import Connection, dialect
 from liangxin_batch.state._local_files import LocalFileStore
@@ -112,9 +115,16 @@ class TransitionRefused(StateError):
 
 
 class StateStore(
-    UploadStore, LocalFileStore, PreviewStore, ProvenanceStore, WorkerStore, StoreQueries
+    OffLoopCalls,
+    UploadStore,
+    LocalFileStore,
+    PreviewStore,
+    ProvenanceStore,
+    WorkerStore,
+    StoreQueries,
 ):
-    """The one writer of a state file. Not thread-safe: use it from one thread (the loop).
+    """The one writer of a state file. Used from the event loop; on PostgreSQL the
+    run's per-job calls go through `call`, on the store's own thread (`_calls`).
 
     `readonly=True` opens it for reading only (status, report, export): safe while a
     run writes it, and nothing a reader does can change it.
@@ -213,6 +223,7 @@ class StateStore(
             store.close()
 
     def close(self) -> None:
+        self._stop_thread()
         self.db.close()
 
     @property

@@ -9,15 +9,21 @@ restart re-derives by asking again (a poll's answer, a file on disk) may commit 
 `synchronous=NORMAL`: it survives a killed process, and power loss can only lose the
 last few of them, and the next durable commit fsyncs them too (one WAL). SQLite lets
 the level change only between transactions, so the outermost one decides.
+
+A connection two threads share (PostgreSQL's: the loop and the store's thread) is held
+from BEGIN to COMMIT, and a `with` takes the lock before it looks whether a transaction
+is open: one thread's statement never joins another's transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 from liangxin_batch.errors import DiskFullError
-from liangxin_batch.state._db import Connection
+from liangxin_batch.state._db import Connection, lock_of
 
 __all__ = ["Transaction", "disk_full"]
 
@@ -36,24 +42,55 @@ def disk_full(where: str, disk: Path | None, err: sqlite3.OperationalError) -> D
 class Transaction:
     """Re-entrant: the outermost `with` begins, and commits or rolls back."""
 
-    __slots__ = ("_db", "_depth", "_disk", "_durable", "_synchronous", "_wanted", "_where")
+    __slots__ = (
+        "_asked",
+        "_db",
+        "_depth",
+        "_disk",
+        "_durable",
+        "_lock",
+        "_owner",
+        "_synchronous",
+        "_where",
+    )
 
     def __init__(self, db: Connection, where: str, *, disk: Path | None) -> None:
         self._db = db
         self._where = where
         self._disk = disk
         self._depth = 0
-        self._wanted = True  # what the next `with` asks for (see `durable`)
+        self._asked = threading.local()  # what a thread's next `with` asks (`durable`)
         self._durable = True  # what the open transaction is
         self._synchronous = ""  # the connection's level, as last set here
+        self._lock: Any = lock_of(db)
+        self._owner: int | None = None  # the thread in the open transaction
+
+    def held_here(self) -> bool:
+        """This thread is inside a transaction (it must not wait on another thread's)."""
+        return self._owner == threading.get_ident()
 
     def durable(self, durable: bool) -> Transaction:
         """Ask for this durability in the next `with` (see the module docstring)."""
-        self._wanted = durable
+        self._asked.durable = durable
         return self
 
     def __enter__(self) -> Connection:
-        wanted, self._wanted = self._wanted, True
+        self._lock.__enter__()
+        try:
+            return self._begin()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+        try:
+            self._end(exc_type, exc)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _begin(self) -> Connection:
+        wanted = getattr(self._asked, "durable", True)
+        self._asked.durable = True
         if self._depth == 0:
             level = "FULL" if wanted else "NORMAL"
             if level != self._synchronous:
@@ -61,15 +98,17 @@ class Transaction:
                 self._synchronous = level
             self._durable = wanted
             self._db.execute("BEGIN IMMEDIATE")
+            self._owner = threading.get_ident()
         elif wanted and not self._durable:
             raise AssertionError("a durable write inside a bookkeeping transaction")
         self._depth += 1
         return self._db
 
-    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+    def _end(self, exc_type: object, exc: object) -> None:
         self._depth -= 1
         if self._depth:
             return
+        self._owner = None
         db = self._db
         if exc_type is None:
             try:
