@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,3 +82,12 @@ async def harness(
             yield Harness(c, sim, clock)
         finally:
             await sim.aclose()
+
+
+def named(stem: str) -> Callable[[str], Awaitable[str]]:
+    """A Fetcher's `path_for` that names every file `stem` plus its extension."""
+
+    async def path_for(ext: str) -> str:
+        return f"{stem}{ext}"
+
+    return path_for

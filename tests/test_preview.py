@@ -13,6 +13,7 @@ import pytest
 
 from liangxin_batch.outputs._thumbs import THUMBS_DIR, preview_from_decoded
 from liangxin_batch.run._fetch import DownloadLimits, FileFetcher, Saved, Transient
+from tests.sim_support import named
 
 
 def _png(size: tuple[int, int] = (640, 480)) -> bytes:
@@ -34,7 +35,7 @@ def _fetch(tmp_path: Path, body: bytes, preview: Any) -> Saved:
             fetcher = FileFetcher(
                 http=http, out_dir=tmp_path, max_file_size=10**7, limits=DownloadLimits()
             )
-            return await fetcher.fetch("http://files.test/a.png", lambda ext: f"a{ext}", preview)
+            return await fetcher.fetch("http://files.test/a.png", named("a"), preview)
 
     return asyncio.run(main())
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from liangxin_batch.run._transport import LeanTransport
+from tests.sim_support import named
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -242,8 +243,8 @@ def test_a_file_goes_to_the_transport_straight_and_a_redirect_to_the_client(
                 limits=DownloadLimits(),
                 direct=wire,
             )
-            first = await fetcher.fetch("http://files.test/real.png", lambda ext: f"a{ext}")
-            second = await fetcher.fetch("http://files.test/moved.png", lambda ext: f"b{ext}")
+            first = await fetcher.fetch("http://files.test/real.png", named("a"))
+            second = await fetcher.fetch("http://files.test/moved.png", named("b"))
             return [first.path, second.path]
 
     paths = asyncio.run(main())

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,6 +246,9 @@ class FlakyLeases:
 
     def claim(self, worker: str, states: object, limit: int) -> list[object]:
         return []
+
+    async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)  # as SQLite's store: inline
 
 
 def test_the_heartbeat_outlives_a_failed_renewal_and_stops_on_a_lost_lease() -> None:

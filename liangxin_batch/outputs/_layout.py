@@ -32,6 +32,7 @@ import difflib
 import hashlib
 import re
 import string
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,7 +279,9 @@ class PathClaims:
 
     Paths recorded in the state are asked of it (`recorded`, an index search), so memory
     holds only the claims of downloads this process has not recorded yet: `release`
-    one once its file row is committed.
+    one once its file row is committed. Claims come from one thread at a time: where
+    the state's round trips are made (the store's thread, on PostgreSQL); a release
+    from the loop. The lock guards the maps only, never a round trip.
     """
 
     def __init__(self, recorded: Recorded | None = None, *, reserve: Reserve | None = None) -> None:
@@ -287,27 +290,31 @@ class PathClaims:
         self._reserve = reserve
         self._owner: dict[str, tuple[str, int]] = {}
         self._path: dict[tuple[str, int], str] = {}
+        self._lock = threading.Lock()
 
     def release(self, job_id: str, n: int) -> None:
         """The claim of (job_id, n) is in the state now (or given up): forget it here."""
-        key = self._path.pop((job_id, n), None)
-        if key is not None:
-            self._owner.pop(key, None)
+        with self._lock:
+            key = self._path.pop((job_id, n), None)
+            if key is not None:
+                self._owner.pop(key, None)
 
     def _held_by_other(self, candidate: str, owner: tuple[str, int]) -> bool:
         key = stem_key(candidate)
-        if self._owner.get(key, owner) != owner:
-            return True
+        with self._lock:
+            if self._owner.get(key, owner) != owner:
+                return True
         if self._recorded is None:
             return False
         return any(holder != owner for holder in self._recorded(candidate))
 
     def _take(self, key: str, owner: tuple[str, int]) -> None:
-        old = self._path.get(owner)
-        if old is not None and old != key:
-            del self._owner[old]  # the owner moved (e.g. another extension): free the old
-        self._owner[key] = owner
-        self._path[owner] = key
+        with self._lock:
+            old = self._path.get(owner)
+            if old is not None and old != key:
+                del self._owner[old]  # the owner moved (e.g. another extension): free it
+            self._owner[key] = owner
+            self._path[owner] = key
 
     def claim(self, path: str, job_id: str, n: int) -> str:
         """`path`, or a disambiguated variant when another owner holds it."""

@@ -111,7 +111,7 @@ class CallbackLink:
                 return  # a signed success with its URLs: no recordInfo needed
             runner.poll_now(task_id)  # otherwise the body is a hint: recordInfo says
             return
-        job = self.store.get(item.job_id)
+        job = await self.store.call(self.store.get, item.job_id)
         if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:
             # The callback beat the createTask reply (or the reply is being lost right now).
             # The receiver will not pass it on again, so look again shortly: by then the job

@@ -192,7 +192,7 @@ class Downloader:
     async def handle(self, job: JobRow) -> None:
         """Download every file of a job whose generation succeeded (the runner's hook)."""
         self.prepare()
-        current = self.store.get(job.job_id)
+        current = await self.store.call(self.store.get, job.job_id)
         if current is None or current.state is not JobState.SUCCEEDED or job.job_id in self._active:
             return  # already done, in hand, or moved on since the hook was scheduled
         self._active.add(job.job_id)
@@ -201,7 +201,7 @@ class Downloader:
         except DiskFullError:
             raise  # not this job's fault, and nothing can be recorded: the run stops
         except Exception as err:  # a bug or an OS error nobody foresaw: say so, keep the job
-            self._fail(current, f"unexpected {type(err).__name__}: {err}")
+            await self._fail(current, f"unexpected {type(err).__name__}: {err}")
             logger.exception("download of %s failed unexpectedly", job.job_id)
         finally:
             self._active.discard(job.job_id)
@@ -211,7 +211,7 @@ class Downloader:
         urls = job.result_urls or await self._urls_again(job)
         if not urls:
             return
-        known = {f.n: f for f in self.store.files_of(job.job_id)}
+        known = {f.n: f for f in await self.store.call(self.store.files_of, job.job_id)}
         later: list[tuple[int, str]] = []  # previews to make from the file, once done
         for n, url in enumerate(urls):
             if self.stopping():
@@ -229,24 +229,25 @@ class Downloader:
                 except Stopped:
                     return
                 except Failed as err:
-                    self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
+                    await self._fail(job, f"file {n + 1} ({short_url(url)}): {err}")
                     return
             width, height, thumb = self._previews.recorded(job.job_id, n, saved)
             if thumb is None:
                 later.append((n, saved.path))
-            self.store.record_file(
+            await self.store.call(
+                self.store.record_file,
                 FileRow(
                     *(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns),
                     *(width, height, thumb),
-                )
+                ),
             )
             assert self._claims is not None
             self._claims.release(job.job_id, n)  # the state answers for it from now on
         why, read = await self._provenance.before_done(job.job_id)  # done => sidecars exist
         if why is not None:
-            self._fail(job, why)
+            await self._fail(job, why)
             return
-        self.store.finish_download(job.job_id, len(urls), result_urls=urls)
+        await self.store.call(self.store.finish_download, job.job_id, len(urls), result_urls=urls)
         logger.info("%s: done, %d file(s) verified", job.job_id, len(urls))
         self.observer.downloaded(job.job_id)
         await self._provenance.after_done(read)
@@ -262,12 +263,14 @@ class Downloader:
                 notes.append(f"recordInfo: {err}")
             else:
                 if record.result_urls:
-                    self.store.update(job.job_id, result_urls=json.dumps(record.result_urls))
+                    await self.store.call(
+                        self.store.update, job.job_id, result_urls=json.dumps(record.result_urls)
+                    )
                     return record.result_urls
                 notes.append(f"recordInfo says {record.raw_state or '?'} with no result URLs")
         if self.stopping():
             return ()
-        self._fail(
+        await self._fail(
             job,
             "the task succeeded but no result URLs could be read"
             + (f" ({'; '.join(notes)})" if notes else "")
@@ -282,9 +285,10 @@ class Downloader:
         async for job in self._check.lost_outputs(stop):
             yield job
 
-    def _fail(self, job: JobRow, reason: str) -> None:
+    async def _fail(self, job: JobRow, reason: str) -> None:
         message = f"download failed: {reason}"
-        self.store.transition(
+        await self.store.call(
+            self.store.transition,
             job.job_id,
             Event.DOWNLOAD_FAILED,
             message=message,
@@ -374,7 +378,7 @@ class Downloader:
                 )
                 await asyncio.sleep(delay)
 
-    def _path_for(self, job: JobRow, n: int, ext: str) -> str:
+    async def _path_for(self, job: JobRow, n: int, ext: str) -> str:
         assert self._claims is not None
         rel = self.layout.relative_path(
             job_id=job.job_id,
@@ -385,4 +389,5 @@ class Downloader:
             completed_at=job.completed_at or self._now(),
             columns=job.columns,
         )
-        return self._claims.claim(rel, job.job_id, n)
+        # Asks the state who holds the name (and, shared, reserves it there).
+        return await self.store.call(self._claims.claim, rel, job.job_id, n)

@@ -84,8 +84,13 @@ class DownloadPreviews:
                     preview_of_file, self.out_dir, job_id, n, path, self.max_pixels
                 )
                 if made.thumb is not None:
-                    self.store.set_preview(
-                        job_id, n, thumb=made.thumb, width=made.width, height=made.height
+                    await self.store.call(
+                        self.store.set_preview,
+                        job_id,
+                        n,
+                        thumb=made.thumb,
+                        width=made.width,
+                        height=made.height,
                     )
             except Exception as err:  # a preview is a cache: never a job's failure
                 logger.info("%s: no preview now (%s: %s)", job_id, type(err).__name__, err)

@@ -17,7 +17,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +311,7 @@ class FileFetcher:
             yield response
 
     async def fetch(
-        self, url: str, path_for: Callable[[str], str], preview: Preview | None = None
+        self, url: str, path_for: Callable[[str], Awaitable[str]], preview: Preview | None = None
     ) -> Saved:
         """GET `url` into the relative path `path_for(extension)` names (and its preview,
         when `preview` is given and the file is a decodable image)."""
@@ -337,7 +337,7 @@ class FileFetcher:
                         "(raise it with --max-file-size)"
                     )
                 ext = extension_for(response.headers.get("content-type"), str(response.url))
-                path = path_for(ext)
+                path = await path_for(ext)  # a name claimed in the state, when shared
                 return await self._save(response, path, expected, pace, watch, preview)
         except TimeoutError:  # the watch: headers or body too slow
             raise Stalled(f"{short}: {pace.why(loop.time())}") from None

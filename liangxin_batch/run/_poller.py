@@ -168,13 +168,14 @@ class PollScheduler(RunPart):
 
     async def adopt_task(self, job_id: str, attempt: int, task_id: str) -> bool:
         """An `unknown` job's task turned out to exist: track it instead of paying again."""
-        job = self._store.get(job_id)
+        job = await self._store.call(self._store.get, job_id)
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != attempt:
             return False
         if (job.account or DEFAULT_ACCOUNT) not in self._client.accounts:
             return False  # its creator's key is not here: left for a run that has it
         try:
-            moved = self._store.transition(
+            moved = await self._store.call(
+                self._store.transition,
                 job_id,
                 Event.RECONCILED,
                 message=f"reconciled: task {task_id} exists (reported by callback)",
@@ -436,7 +437,8 @@ class PollScheduler(RunPart):
     ) -> None:
         """Record how a task ended and give its slot back."""
         self._drop(flight)
-        write_outcome(
+        await self._store.call(
+            write_outcome,
             self._store,
             flight,
             event,

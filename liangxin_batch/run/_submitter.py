@@ -157,7 +157,12 @@ class Submitter(RunPart):
             turn = await self._turn(account)
             if turn is None:
                 return
-            if uploader.still_fresh(urls, account=account.name):
+            try:
+                fresh = await uploader.still_fresh(urls, account=account.name)
+            except BaseException:
+                turn.release()  # stopped while the state was asked: the turn goes unused
+                raise
+            if fresh:
                 break
             turn.release()
         body = with_upload_urls(job.input, urls)
@@ -258,8 +263,8 @@ class Submitter(RunPart):
             attempt += 1
             account = turn.account
             try:
-                if control.stopping or not self._store.begin_attempt(
-                    job.job_id, attempt, account=account.name
+                if control.stopping or not await self._store.call(
+                    self._store.begin_attempt, job.job_id, attempt, account=account.name
                 ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
@@ -273,7 +278,7 @@ class Submitter(RunPart):
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
             if failure is None:
-                self._record_submitted(
+                await self._record_submitted(
                     job, attempt, task_id, spec, last_wave=last_wave, account=account
                 )
                 return
@@ -286,7 +291,7 @@ class Submitter(RunPart):
                 return
             turn = next_turn
 
-    def _record_submitted(
+    async def _record_submitted(
         self,
         job: JobRow,
         attempt: int,
@@ -297,17 +302,18 @@ class Submitter(RunPart):
         account: Account,
     ) -> None:
         try:
-            moved = self._commit_created(job, attempt, task_id)
+            moved = await self._commit_created(job, attempt, task_id)
         except TransitionRefused:
             # The service answered with a taskId another job already holds: a task was
             # probably created for this job, but which one we cannot tell.
-            other = self._store.by_task_id(task_id)
+            other = await self._store.call(self._store.by_task_id, task_id)
             message = (
                 f"createTask answered with task {task_id}, which job "
                 f"{other.job_id if other else '?'} already holds; the task of this job may "
                 "exist: see --resubmit-unknown"
             )
-            self._store.transition(
+            await self._store.call(
+                self._store.transition,
                 job.job_id,
                 Event.CREATE_AMBIGUOUS,
                 message=message,
@@ -332,15 +338,19 @@ class Submitter(RunPart):
         )
         self._observer.submitted(job.job_id)
 
-    def _commit_created(self, job: JobRow, attempt: int, task_id: str) -> bool:
+    async def _commit_created(self, job: JobRow, attempt: int, task_id: str) -> bool:
         try:
             # CREATED; or, a worker whose lease ran out meanwhile, RECONCILED (the task
             # was paid for: it is recorded whoever parked the job `unknown`).
-            return self._store.record_created(
-                job.job_id, attempt, task_id, submitted_at=self._clock.wall()
+            return await self._store.call(
+                self._store.record_created,
+                job.job_id,
+                attempt,
+                task_id,
+                submitted_at=self._clock.wall(),
             )
-        except TransitionRefused:
-            raise
+        except (TransitionRefused, asyncio.CancelledError):
+            raise  # cancelled: only once the write had ended, and it did not fail
         except BaseException:
             # Paid for but not on disk (a full disk, say): say the taskId where the user
             # finds it. The job stays `submitting`; the next run parks it as unknown.
@@ -358,8 +368,9 @@ class Submitter(RunPart):
         code = _code_of(err)
         message = str(err)
 
-        def outcome(event: Event, note: str = message, *, kind: str | None = None) -> None:
-            self._store.transition(
+        async def outcome(event: Event, note: str = message, *, kind: str | None = None) -> None:
+            await self._store.call(
+                self._store.transition,
                 job.job_id,
                 event,
                 message=note,
@@ -373,12 +384,12 @@ class Submitter(RunPart):
             if tries >= self._settings.create_retries and not decision.throttle:
                 # This job's retries are used up; the others go on unless all fail alike.
                 message = f"not created after {tries} tries: {message}"
-                outcome(Event.CREATE_GAVE_UP, message)
+                await outcome(Event.CREATE_GAVE_UP, message)
                 self._ended_badly(job, "gave_up", code, message, JobState.FAILED)
                 return False
             # Known not created: back to pending at once, so a kill during the wait
             # below cannot park it as unknown.
-            outcome(Event.NOT_CREATED, kind="not_created")
+            await outcome(Event.NOT_CREATED, kind="not_created")
             if decision.throttle:
                 self._observer.message(
                     f"rate limited (429): waiting {decision.delay:.1f}s, then at most "
@@ -391,13 +402,13 @@ class Submitter(RunPart):
             waited = await control.cancellable(asyncio.sleep(decision.delay))
             return waited is not STOPPED and not control.stopping
         if decision.verdict is CreateVerdict.STOP:
-            outcome(Event.NOT_CREATED, kind="not_created")
+            await outcome(Event.NOT_CREATED, kind="not_created")
             if isinstance(err, InsufficientCreditsError) and self._stop_account(account, message):
                 return not control.stopping  # this job goes to another account
             control.stop_submitting(message)
             return False
         if decision.verdict is CreateVerdict.REJECT:
-            outcome(Event.CREATE_REFUSED)
+            await outcome(Event.CREATE_REFUSED)
             logger.info("%s: refused at createTask: %s", job.job_id, message)
             self._observer.submitted(job.job_id)  # past the create step, like the others
             self._observer.finished(job.job_id, JobState.FAILED.value)
@@ -406,7 +417,7 @@ class Submitter(RunPart):
             # Its callback may still arrive and tell us the taskId: stay open for it.
             spec = self._catalog.get(job.model)
             self._poller.expect_callback(job.job_id, spec.typical_seconds if spec else 60.0)
-        outcome(Event.CREATE_AMBIGUOUS)
+        await outcome(Event.CREATE_AMBIGUOUS)
         self._ended_badly(job, "unknown", code, message, JobState.UNKNOWN)
         if decision.stop:
             control.stop_submitting(

@@ -87,7 +87,7 @@ class Uploader:
         refused = self._refused.get(sha)
         if refused is not None:
             raise refused
-        stored = self._store.upload_for(sha, client.account)
+        stored = await self._store.call(self._store.upload_for, sha, client.account)
         if is_fresh(stored, now=self._clock.wall(), margin=self._settings.upload_margin):
             assert stored is not None
             return stored.url
@@ -129,7 +129,7 @@ class Uploader:
             self._uploading.pop((sha, client.account), None)
 
     async def _upload_and_record(self, sha: str, client: UploadClient) -> str:
-        file = self._store.local_file(sha)
+        file = await self._store.call(self._store.local_file, sha)
         if file is None:
             raise LocalFileChanged(
                 f"no local file is recorded for sha256 {sha[:12]}...: run again so the "
@@ -142,14 +142,15 @@ class Uploader:
             started, expires_at=answer.expires_at, lifetime=self._settings.upload_lifetime
         )
         # Durable before the URL is used: a kill from here on costs no upload again.
-        self._store.record_upload(Upload(sha, client.account, answer.url, started, expires))
+        upload = Upload(sha, client.account, answer.url, started, expires)
+        await self._store.call(self._store.record_upload, upload)
         self.uploads += 1
         self.upload_bytes += file.size
         logger.info("uploaded %s (%d bytes)", file.written, file.size)
         tell(self._observer, "uploaded", file.written, file.size)
         return answer.url
 
-    def still_fresh(self, urls: Mapping[str, str], *, account: str | None = None) -> bool:
+    async def still_fresh(self, urls: Mapping[str, str], *, account: str | None = None) -> bool:
         """Are these URLs (by sha256) still `account`'s stored uploads, with more than the
         margin left now? Asked again right before a createTask, after the wait for its
         turn."""
@@ -157,7 +158,7 @@ class Uploader:
         margin = self._settings.upload_margin
         fingerprint = self._client_for(account).account
         for sha, url in urls.items():
-            stored = self._store.upload_for(sha, fingerprint)
+            stored = await self._store.call(self._store.upload_for, sha, fingerprint)
             if stored is None or stored.url != url or not is_fresh(stored, now=now, margin=margin):
                 return False
         return True

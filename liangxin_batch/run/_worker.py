@@ -32,6 +32,7 @@ from liangxin_batch.run._control import LoopClock, RunControl
 from liangxin_batch.run._progress import Observer
 from liangxin_batch.state._db import DatabaseError
 from liangxin_batch.state._store import JobRow, StateStore
+from liangxin_batch.state._workers import Expired
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,15 @@ class Worker:
     async def pending(self, control: RunControl) -> AsyncGenerator[JobRow, None]:
         """Pending jobs for the submitter, claimed a few at a time; after the last,
         waits while other workers still hold unfinished jobs, adopting what frees."""
+        store = self.store
         while not control.stopping:
-            self.look_after()
-            batch = self.store.claim(self.id, [JobState.PENDING], self.claim_size)
+            await self.look_after()
+            batch = await store.call(store.claim, self.id, [JobState.PENDING], self.claim_size)
             for job in batch:
                 yield job
             if batch:
                 continue
-            others = self.store.held_by_others(self.id)
+            others = await store.call(store.held_by_others, self.id)
             if not others:
                 return
             # Look again soon (a count of the others' jobs is cheap): the batch's end is
@@ -112,22 +114,32 @@ class Worker:
             if await control.cancellable(waiting) is not None:
                 return  # stopped (Ctrl-C, a refusal)
 
-    def look_after(self, *, force: bool = False) -> None:
+    async def look_after(self, *, force: bool = False) -> None:
         """Renew the lease, end dead workers and adopt their tasks: at most every third
         of the lease (called between claims and by `heartbeat`)."""
         now = self._clock.monotonic()
         if not force and now - self._last_look < self.lease / 3:
             return
         self._last_look = now
-        if not self.store.renew(self.id, self.lease):
+        looked = await self.store.call(self._renew_and_look)
+        if looked is None:
             raise WorkerLostError(
                 f"worker {self.id} was ended by another (its lease of {self.lease:g} s ran "
                 "out: a pause longer than the lease?); its jobs went to the others. Nothing "
                 "more is sent from here; run the same command again to join as a new worker"
             )
-        self._expire()
-        for job in self.store.claim(self.id, list(ADOPTED_STATES), _ALL):
+        gone, adopted = looked
+        self._tell_ended(gone)
+        for job in adopted:
             self.adopt(job)
+
+    def _renew_and_look(self) -> tuple[list[Expired], list[JobRow]] | None:
+        """The state's side of `look_after` (on the store's thread): None when this
+        worker's lease was lost; else the workers ended and the tasks adopted."""
+        if not self.store.renew(self.id, self.lease):
+            return None
+        gone = self.store.expire_workers()
+        return gone, self.store.claim(self.id, list(ADOPTED_STATES), _ALL)
 
     async def heartbeat(self, control: RunControl) -> None:
         """Renew while the run lasts (the submitter may wait long for a slot). A lost
@@ -137,7 +149,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
-                self.look_after(force=True)
+                await self.look_after(force=True)
             except WorkerLostError as err:
                 control.fail_run(err)
                 control.interrupt()
@@ -159,7 +171,10 @@ class Worker:
             self.end(how="stopped")
 
     def _expire(self) -> None:
-        for gone in self.store.expire_workers():
+        self._tell_ended(self.store.expire_workers())
+
+    def _tell_ended(self, ended: Iterable[Expired]) -> None:
+        for gone in ended:
             self._observer.message(
                 f"worker {gone.worker} stopped renewing its lease: {gone.parked_unknown} "
                 f"interrupted submit(s) parked unknown, {gone.freed} job(s) taken over"

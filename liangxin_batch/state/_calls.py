@@ -9,13 +9,13 @@ on the loop; the connection's lock (`_pg.PgConnection`) keeps the two threads'
 statements and transactions apart.
 
 A call whose caller is cancelled (Ctrl-C) still finishes its write, and the caller
-unwinds only then: what it knows of the state is what the state says.
+unwinds only then, with CancelledError if the write was made and with the write's own
+error if it failed: what the caller knows of the state is what the state says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,8 +52,9 @@ class OffLoopCalls:
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await done  # the write in progress ends before the caller unwinds
+            # The write in progress ends before the caller unwinds; its failure (a full
+            # disk with a taskId in hand) is the news, a cancel is only the run stopping.
+            await done
             raise
 
     def _stop_thread(self) -> None:
