@@ -54,7 +54,7 @@ class Provenance:
         """Write the job's sidecars: (None when written or nothing to write, else why
         not: the job's download failure; the job as read, for `after_done`: not read
         again). DiskFullError on a full disk."""
-        job = read_job(self.store, job_id)
+        job = await self.store.call(read_job, self.store, job_id)
         if job is None:
             return None, None
         failure = await self._write_sidecars(job)
