@@ -1,6 +1,6 @@
 """One batch over several workers and accounts (issue 18): worker processes running the
 same `run --state postgresql://… --accounts FILE` against one simulator that serves
-every key, on loopback, with time scaled (each account 20 creates per 1 s, latencies
+every key, on loopback, with time scaled (each account 80 creates per 4 s, latencies
 / 50), and a throwaway PostgreSQL server (tests/pg_support.py: fsync off).
 
     .venv/bin/python bench/bench_scale.py                # 1, 2, 4 workers x 1, 3 accounts
@@ -34,7 +34,7 @@ from tests.pg_support import PgServer, fresh_database, running_server
 from tests.sim_support import sim_of
 from tests.workers_support import Fleet
 
-RATE, WINDOW = 20, 1.0
+RATE, WINDOW = 80, 4.0
 
 
 def keys(n: int) -> dict[str, str]:

@@ -272,3 +272,31 @@ def test_resume_hint_says_when_the_secret_variable_it_names_is_unset(
     assert '--webhook-hmac-key="$LIANGXIN_WEBHOOK_HMAC_KEY"' in text
     warned = "LIANGXIN_WEBHOOK_HMAC_KEY is not set" in text
     assert warned is not set_in_shell, text
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("postgresql://batch:pw-s3cret@db:5432/lx", '--state="$LIANGXIN_STATE_URL"'),
+        ("postgresql://batch@db:5432/lx", "--state postgresql://batch@db:5432/lx"),
+    ],
+)
+def test_hints_repeat_the_state_url_never_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, shown: str
+) -> None:
+    """A worker's summary (issue 18): the resume and the status commands need the same
+    --state; a URL with a password is named by its variable, like a key."""
+    from liangxin_batch.cli._launch import format_summary
+    from liangxin_batch.core._summary import RunSummary
+
+    argv = ["liangxin-batch", "run", "m.csv", "--out", "o", "--state", given]
+    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.delenv("LIANGXIN_STATE_URL", raising=False)
+    summary = RunSummary(
+        counts={"pending": 3}, credits=0.0, wall_seconds=1.0, interrupted=True, other_workers=1
+    )
+    text = format_summary(summary, tmp_path)
+    assert "s3cret" not in text
+    assert f"Resume with: liangxin-batch run m.csv --out o {shown}" in text, text
+    assert f"status {tmp_path} {shown}" in text, text
+    assert f"report {tmp_path} {shown}" in text, text

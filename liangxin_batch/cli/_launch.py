@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -35,6 +36,10 @@ __all__ = ["format_summary", "run_from_cli"]
 _SECRET_FLAGS = {"--webhook-hmac-key": "LIANGXIN_WEBHOOK_HMAC_KEY"}
 
 
+#: A state URL is repeated as given, unless it holds a password: then by its variable.
+_STATE_FLAG, _STATE_ENV = "--state", "LIANGXIN_STATE_URL"
+
+
 def _command_line(extra: str = "") -> str:
     """The command that was run, to repeat it; secrets replaced by their variable."""
     args: list[str] = []
@@ -42,15 +47,35 @@ def _command_line(extra: str = "") -> str:
     for arg in argv:
         if arg in ("--retry-failed", "--resubmit-unknown"):
             continue
-        name = arg.split("=", 1)[0]
+        name, has_value, value = arg.partition("=")
         if name in _SECRET_FLAGS:
-            if "=" not in arg:
+            if not has_value:
                 next(argv, None)
             args.append(f'{name}="${_SECRET_FLAGS[name]}"')
+            continue
+        if name == _STATE_FLAG:
+            args.append(_state_flag(value if has_value else next(argv, "")))
             continue
         args.append(shlex.quote(arg))
     line = "liangxin-batch " + " ".join(args)
     return f"{line} {extra}".rstrip()
+
+
+def _state_flag(url: str) -> str:
+    if urlsplit(url).password is not None:
+        return f'{_STATE_FLAG}="${_STATE_ENV}"'
+    return f"{_STATE_FLAG} {shlex.quote(url)}"
+
+
+def _with_state(command: str) -> str:
+    """`command` plus the --state the run was given (status and report need it too)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        name, has_value, value = arg.partition("=")
+        if name == _STATE_FLAG:
+            url = value if has_value else (argv[i + 1] if i + 1 < len(argv) else "")
+            return f"{command} {_state_flag(url)}"
+    return command
 
 
 def _unfinished(summary: RunSummary) -> int:
@@ -112,24 +137,27 @@ def format_summary(summary: RunSummary, out_dir: Path) -> str:
         lines.append(f"To retry failed and timed-out jobs: {_command_line('--retry-failed')}")
     printed = "\n".join(lines)
     unset = sorted(
-        var for var in _SECRET_FLAGS.values() if f"${var}" in printed and not os.environ.get(var)
+        var
+        for var in (*_SECRET_FLAGS.values(), _STATE_ENV)
+        if f"${var}" in printed and not os.environ.get(var)
     )
     if unset:  # a command above names a variable this shell does not have
         lines.append(
-            f"{', '.join(unset)} is not set in this shell: set it to the key you gave "
-            "(or repeat the flag with the key) before running that command"
+            f"{', '.join(unset)} is not set in this shell: set it to the key (or state URL) "
+            "you gave (or repeat the flag with it) before running that command"
         )
-    lines.append(f"Details: liangxin-batch status {shlex.quote(str(out_dir))}")
+    folder = shlex.quote(str(out_dir))
+    lines.append(f"Details: {_with_state(f'liangxin-batch status {folder}')}")
     if summary.other_workers:
         lines.append(
             f"results.csv and report.html: written by the last of the {summary.other_workers} "
-            f"other worker(s) still at work (or: liangxin-batch report {shlex.quote(str(out_dir))})"
+            f"other worker(s) still at work (or: {_with_state(f'liangxin-batch report {folder}')})"
         )
         return "\n".join(lines)
     if not summary.reports_written:
         lines.append(
             "results.csv and report.html were not rebuilt (a big batch, interrupted): "
-            f"liangxin-batch report {shlex.quote(str(out_dir))}"
+            + _with_state(f"liangxin-batch report {folder}")
         )
         return "\n".join(lines)
     for name, label in (("results.csv", "Results"), ("report.html", "Report")):
