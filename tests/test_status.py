@@ -300,3 +300,9 @@ def test_hints_repeat_the_state_url_never_its_password(
     assert f"Resume with: liangxin-batch run m.csv --out o {shown}" in text, text
     assert f"status {tmp_path} {shown}" in text, text
     assert f"report {tmp_path} {shown}" in text, text
+
+
+def test_the_settings_repr_leaves_the_state_url_out() -> None:
+    from liangxin_batch.core._settings import RunSettings
+
+    assert "pw-s3cret" not in repr(RunSettings(state_url="postgresql://u:pw-s3cret@db/lx"))

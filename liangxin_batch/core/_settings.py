@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from liangxin_batch.core._uploads import DEFAULT_UPLOAD_LIFETIME, DEFAULT_UPLOAD_MARGIN
 from liangxin_batch.errors import ConfigError
@@ -90,7 +90,8 @@ class RunSettings:
     report_every: float = 30.0
     #: Where the batch's state lives: None for DIR/state.db (SQLite); a postgresql://
     #: URL puts it in that database (state/_backends.py), where many batches can live.
-    state_url: str | None = None
+    #: Not in the settings' repr: it may hold a password.
+    state_url: str | None = field(default=None, repr=False)
     #: Workers of a shared batch (state_url): how long a worker's jobs stay its own
     #: without a renewal (renewed every third of it), and how many pending jobs it
     #: claims at a time.
