@@ -345,3 +345,43 @@ def test_a_statement_from_another_thread_never_joins_an_open_transaction(
         assert store.get_meta("b") == "2"
     finally:
         store.close()
+
+
+def test_a_cancelled_call_waits_for_its_write_and_ends_cancelled(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Ctrl-C during a write on the store's thread: the caller unwinds only once the write
+    has ended (a second cancel too), and always as cancelled, so loops that catch
+    Exception cannot swallow the stop; the write's failure rides along as the cause."""
+    store = open_state(tmp_path, url=pg_url)
+    try:
+        inside = threading.Event()
+        go_on = threading.Event()
+        ended = threading.Event()
+
+        def failing_write() -> None:
+            try:
+                inside.set()
+                go_on.wait(10)
+                raise OSError("disk full")
+            finally:
+                ended.set()
+
+        async def main() -> BaseException:
+            call = asyncio.ensure_future(store.call(failing_write))
+            await asyncio.to_thread(inside.wait, 10)
+            call.cancel()
+            await asyncio.sleep(0)  # the caller takes the first cancel, waits on
+            call.cancel()
+            await asyncio.sleep(0)
+            assert not call.done()  # neither cancel let it unwind before the write
+            go_on.set()
+            with pytest.raises(asyncio.CancelledError) as caught:
+                await call
+            assert ended.is_set()
+            return caught.value
+
+        cancelled = asyncio.run(main())
+        assert isinstance(cancelled.__cause__, OSError)
+    finally:
+        store.close()

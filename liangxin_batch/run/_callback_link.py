@@ -22,6 +22,7 @@ being paid for twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ logger = logging.getLogger("liangxin_batch")
 #: How often a callback that arrived while its job was still being submitted is looked at
 #: again (until the createTask call has an outcome).
 RECHECK_SECONDS = 1.0
+#: How often a callback for a `submitted` job that is not (yet) a flight here is looked at
+#: again: its taskId was committed, and the flight is tracked a moment later.
+SUBMITTED_RECHECKS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class _Delivery:
     record: TaskRecord
     #: Signed with the HMAC key, fresh and never seen before (the receiver checked).
     signed: bool
+    rechecks: int = 0
 
 
 class CallbackLink:
@@ -103,6 +108,9 @@ class CallbackLink:
             except Exception:  # one bad delivery must not end callback handling for the run
                 logger.exception("callback for %s not applied", item.job_id)
 
+    def _recheck(self, item: _Delivery) -> None:
+        asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._queue.put_nowait, item)
+
     async def _handle(self, runner: Runner, item: _Delivery) -> None:
         task_id = item.record.task_id
         if runner.has_flight(task_id):
@@ -115,8 +123,19 @@ class CallbackLink:
         if job is not None and job.state is JobState.SUBMITTING and job.attempt == item.attempt:
             # The callback beat the createTask reply (or the reply is being lost right now).
             # The receiver will not pass it on again, so look again shortly: by then the job
-            # is `submitted` (nothing to do) or `unknown` (reconcile below).
-            asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._queue.put_nowait, item)
+            # is `submitted` (a flight) or `unknown` (reconcile below).
+            self._recheck(item)
+            return
+        if (
+            job is not None
+            and job.state is JobState.SUBMITTED
+            and job.attempt == item.attempt
+            and job.task_id == task_id
+            and item.rechecks < SUBMITTED_RECHECKS
+        ):
+            # Committed while this delivery was on its way; the flight is tracked a moment
+            # after the commit (on PostgreSQL the commit is on the store's thread).
+            self._recheck(dataclasses.replace(item, rechecks=item.rechecks + 1))
             return
         if job is None or job.state is not JobState.UNKNOWN or job.attempt != item.attempt:
             return  # late, duplicate or out of order: nothing changes

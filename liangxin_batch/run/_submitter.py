@@ -349,15 +349,23 @@ class Submitter(RunPart):
                 task_id,
                 submitted_at=self._clock.wall(),
             )
-        except (TransitionRefused, asyncio.CancelledError):
-            raise  # cancelled: only once the write had ended, and it did not fail
-        except BaseException:
-            # Paid for but not on disk (a full disk, say): say the taskId where the user
-            # finds it. The job stays `submitting`; the next run parks it as unknown.
-            message = f"{job.job_id}: task {task_id} was created but could not be recorded"
-            logger.error(message)
-            self._observer.message(message)
+        except TransitionRefused:
             raise
+        except asyncio.CancelledError as cancel:
+            # Cancelled only once the write had ended; its failure is the cause, if any.
+            if cancel.__cause__ is not None:
+                self._unrecorded(job, task_id)
+            raise
+        except BaseException:
+            self._unrecorded(job, task_id)
+            raise
+
+    def _unrecorded(self, job: JobRow, task_id: str) -> None:
+        # Paid for but not on disk (a full disk, say): say the taskId where the user finds
+        # it. The job stays `submitting`; the next run parks it as unknown.
+        message = f"{job.job_id}: task {task_id} was created but could not be recorded"
+        logger.error(message)
+        self._observer.message(message)
 
     async def _after_create_failure(
         self, job: JobRow, attempt: int, tries: int, err: LiangXinError, account: Account

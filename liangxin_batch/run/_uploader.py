@@ -84,10 +84,11 @@ class Uploader:
         return dict(zip(wanted, urls, strict=True))
 
     async def _url_for(self, sha: str, client: UploadClient) -> str:
+        stored = await self._store.call(self._store.upload_for, sha, client.account)
+        # After the read: an upload of this file may have been refused meanwhile.
         refused = self._refused.get(sha)
         if refused is not None:
             raise refused
-        stored = await self._store.call(self._store.upload_for, sha, client.account)
         if is_fresh(stored, now=self._clock.wall(), margin=self._settings.upload_margin):
             assert stored is not None
             return stored.url

@@ -9,13 +9,16 @@ on the loop; the connection's lock (`_pg.PgConnection`) keeps the two threads'
 statements and transactions apart.
 
 A call whose caller is cancelled (Ctrl-C) still finishes its write, and the caller
-unwinds only then, with CancelledError if the write was made and with the write's own
-error if it failed: what the caller knows of the state is what the state says.
+unwinds only then (however often it is cancelled meanwhile): what the caller knows of the
+state is what the state says. It unwinds as cancelled even when the write failed, so that
+a loop catching Exception cannot swallow the stop; the write's error is the
+CancelledError's `__cause__`, for a caller with something to say about it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,10 +54,12 @@ class OffLoopCalls:
         done = loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
         try:
             return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            # The write in progress ends before the caller unwinds; its failure (a full
-            # disk with a taskId in hand) is the news, a cancel is only the run stopping.
-            await done
+        except asyncio.CancelledError as cancel:
+            while not done.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([done])  # never cancels `done`, never raises its error
+            if not done.cancelled() and done.exception() is not None:
+                cancel.__cause__ = done.exception()
             raise
 
     def _stop_thread(self) -> None:
