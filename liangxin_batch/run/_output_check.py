@@ -50,7 +50,7 @@ class OutputCheck:
         except OSError:
             return False
         if same:
-            self.store.set_file_mtime(rec.job_id, rec.n, info.st_mtime_ns)
+            await self.store.call(self.store.set_file_mtime, rec.job_id, rec.n, info.st_mtime_ns)
         return same
 
     async def lost_outputs(self, stop: Callable[[], bool]) -> AsyncIterator[JobRow]:
@@ -64,7 +64,7 @@ class OutputCheck:
         lost = 0
         after = ("", -1)
         while not stop():
-            page = self.store.done_files(after)
+            page = await self.store.call(self.store.done_files, after)
             if not page:
                 break
             after = (page[-1][0].job_id, page[-1][0].n)
@@ -83,19 +83,21 @@ class OutputCheck:
                     same.append(rec)
                     continue
                 why = "missing" if not (self.out_dir / (rec.path or "")).exists() else "changed"
-                if self.store.transition(
-                    rec.job_id,
-                    Event.OUTPUT_MISSING,
-                    message=f"{rec.path} is {why} on disk: fetching it again",
-                ):
+                note = f"{rec.path} is {why} on disk: fetching it again"
+                job = await self.store.call(self._fetch_again, rec.job_id, note)
+                if job is not None:
                     moved.add(rec.job_id)
-                    job = self.store.get(rec.job_id)
-                    if job is not None:
-                        lost += 1
-                        yield job
+                    lost += 1
+                    yield job
             await self.provenance.repair([r for r in same if r.job_id not in moved], stop)
         if lost:
             self.observer.message(f"{lost} finished job(s) lost files on disk; fetching again")
+
+    def _fetch_again(self, job_id: str, note: str) -> JobRow | None:
+        """The job moved back to be fetched again, as it now is (None: it had moved on)."""
+        if not self.store.transition(job_id, Event.OUTPUT_MISSING, message=note):
+            return None
+        return self.store.get(job_id)
 
     def _unverified(self, records: list[FileRow]) -> list[FileRow]:
         """The files whose size or mtime differ from the record (or are gone): only these

@@ -98,7 +98,7 @@ class Provenance:
         for job_id in sorted(sidecars | copies):
             if stop():  # a Ctrl-C: the next run's walk finds the rest
                 break
-            job = read_job(self.store, job_id)
+            job = await self.store.call(read_job, self.store, job_id)
             if job is None:
                 continue
             if job_id in sidecars and (failure := await self._write_sidecars(job)):
@@ -113,8 +113,9 @@ class Provenance:
         batch whose sidecars all exist asks none), and a stat looks for that name."""
         missing: set[str] = set()
         legacy: list[FileRow] = []
-        for rec in unsure:
-            if sidecar_of(self.store, rec) == sidecar_path(rec.path or ""):
+        names = await self.store.call(self._sidecars_of, unsure) if unsure else []
+        for rec, name in zip(unsure, names, strict=True):
+            if name == sidecar_path(rec.path or ""):
                 missing.add(rec.job_id)
             else:
                 legacy.append(rec)
@@ -124,6 +125,9 @@ class Provenance:
             )
             missing.update(rec.job_id for rec in lost)
         return missing
+
+    def _sidecars_of(self, records: Sequence[FileRow]) -> list[str]:
+        return [sidecar_of(self.store, rec) for rec in records]
 
     def _owed(self, records: Sequence[FileRow]) -> tuple[list[FileRow], set[str]]:
         """The outputs whose `NAME.json` is missing; jobs whose copies are (only with

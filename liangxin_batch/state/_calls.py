@@ -4,8 +4,9 @@ SQLite's commits cost about 15 µs, less than a thread hop: they run where they 
 asked for, on the loop. PostgreSQL's are a network round trip (a millisecond on a LAN,
 more under load or across a data centre): the run's per-job calls go through
 `StateStore.call`, which makes them on the store's one thread while the loop goes on
-with HTTP, polls and downloads. The rarer calls (start-up, the sync, the summary) stay
-on the loop; the connection's lock (`_pg.PgConnection`) keeps the two threads'
+with HTTP, polls and downloads. The rarer calls (start-up and the resume's pages of
+jobs, the sync, the summary, a task's input refresh after a failed fetch) stay on the
+loop; the connection's lock (`_pg.PgConnection`) keeps the two threads'
 statements and transactions apart.
 
 A call whose caller is cancelled (Ctrl-C) still finishes its write, and the caller
