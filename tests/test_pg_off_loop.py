@@ -71,3 +71,124 @@ def test_per_job_statements_never_run_on_the_event_loop(
     assert many["liangxin-state_0"] > few["liangxin-state_0"] + 30 * 5, (few, many)
     # The loop's own statements: start-up, the sync and the end, about the same for both.
     assert many["loop"] <= few["loop"] + 10, (few, many)
+
+
+def test_a_stop_during_the_intents_round_trip_sends_nothing(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the intent commits on the store's thread while the loop goes on: a
+    Ctrl-C that lands meanwhile must still keep that job's createTask from leaving (the
+    stop is looked at again once the intent is written), and the job goes back to
+    pending, not to `unknown`."""
+    from liangxin_batch.run._run import RunHandle
+    from liangxin_batch.state._backends import open_state
+    from liangxin_batch.state._store import StateStore
+    from tests.sim_support import sim_of
+
+    handle = RunHandle()
+    loop = VirtualTimeLoop(start=1_000.0)
+    app = create_app(SimConfig(api_key=KEY, seed=5), clock=loop.time)
+    begin = StateStore.begin_attempt
+    stopped = threading.Event()
+
+    def ctrl_c() -> None:
+        handle.interrupt()
+        stopped.set()
+
+    def begin_then_ctrl_c(self: StateStore, *args: Any, **kwargs: Any) -> bool:
+        took = begin(self, *args, **kwargs)
+        if not stopped.is_set():  # the first intent: Ctrl-C lands while it is written
+            loop.call_soon_threadsafe(ctrl_c)
+            assert stopped.wait(10)
+        return took
+
+    monkeypatch.setattr(StateStore, "begin_attempt", begin_then_ctrl_c)
+
+    async def main() -> None:
+        await run_batch_async(
+            records_for(make_jobs(3, models=("z-image",))),
+            out_dir=tmp_path / "out",
+            catalog=default_catalog(),
+            settings=RunSettings(state_url=pg_url, report_every=0),
+            api_key=KEY,
+            base_url="http://sim",
+            transport=httpx.ASGITransport(app=app),
+            download_transport=httpx.ASGITransport(app=app),
+            handle=handle,
+        )
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert stopped.is_set()
+    assert sim_of(app).ledger.create_attempts() == []
+    store = open_state(tmp_path / "out", url=pg_url, readonly=True)
+    try:
+        assert {j.state.value for j in store.iter_jobs()} == {"pending"}
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_turn_whose_slot_passed_during_the_intent_takes_a_new_one(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a shared limit, the slots after a turn's are other workers' (or this worker's
+    other places'): an intent whose commit waited behind the store's queue past its
+    slot must not send on it (the window would hold one more than the limit: the
+    service's 429). It takes a new slot; nothing is sent twice, nothing refused.
+
+    In real time (the shared limits keep the database's clock): 2 creates per 0.5 s,
+    the first intent's answer a second late."""
+    from liangxin_batch.state._store import StateStore
+    from tests.sim_support import sim_of
+
+    call = StateStore.call
+    slowed: list[str] = []
+
+    async def slow_first_intent(self: StateStore, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        result = await call(self, fn, *args, **kwargs)
+        if getattr(fn, "__name__", "") == "begin_attempt" and not slowed:
+            slowed.append(args[0])  # a database busy with other work: answered late
+            await asyncio.sleep(1.0)
+        return result
+
+    monkeypatch.setattr(StateStore, "call", slow_first_intent)
+    limit, window = 2, 0.5
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        config = SimConfig(
+            api_key=KEY,
+            seed=5,
+            create_limit=limit,
+            create_window=window,
+            poll_limit=50,
+            latency_scale=0.01,
+        )
+        app = create_app(config, clock=loop.time)
+        summary = await run_batch_async(
+            records_for(make_jobs(8, models=("z-image",))),
+            out_dir=tmp_path / "out",
+            catalog=default_catalog(),
+            settings=RunSettings(
+                state_url=pg_url,
+                report_every=0,
+                create_limit=limit,
+                create_window=window,
+                poll_scale=0.01,
+            ),
+            api_key=KEY,
+            base_url="http://sim",
+            transport=httpx.ASGITransport(app=app),
+            download_transport=httpx.ASGITransport(app=app),
+        )
+        assert summary.counts.get("succeeded") == 8, summary.counts
+        return sim_of(app).ledger
+
+    ledger = asyncio.run(main())
+    assert slowed
+    assert [e for e in ledger.create_attempts() if e.outcome == "429"] == []
+    assert len(ledger.creates()) == 8 and ledger.duplicates() == {}

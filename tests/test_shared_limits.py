@@ -26,6 +26,8 @@ def folder(tmp_path: Path, pg_url: str) -> Path:
 
 
 def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str) -> None:
+    """Three connections reserving at once never share a slot, nor come closer than the
+    spacing (the slots in the server's clock: exact, however loaded the machine)."""
     spacing, per_worker, workers = 0.02, 10, 3
     slots: list[float] = []
     lock = threading.Lock()
@@ -34,9 +36,9 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
         limits = open_shared_limits(folder, pg_url)
         with contextlib.closing(limits):
             for _ in range(per_worker):
-                wait, _after = limits.reserve("acct:create", spacing, 0.0)
+                _wait, _after, slot = limits.reserve("acct:create", spacing, 0.0)
                 with lock:
-                    slots.append(time.time() + wait)  # loopback: the server's clock is ours
+                    slots.append(slot)
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
     for t in threads:
@@ -46,18 +48,19 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
     slots.sort()
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert len(slots) == per_worker * workers
-    assert min(gaps) > spacing - 0.005, gaps  # a round trip's error at most
-    assert slots[-1] - slots[0] == pytest.approx(spacing * (len(slots) - 1), abs=0.05)
+    assert min(gaps) >= spacing - 1e-6, gaps
 
 
 def test_a_429_pauses_every_worker(folder: Path, pg_url: str) -> None:
     a, b = open_shared_limits(folder, pg_url), open_shared_limits(folder, pg_url)
     with contextlib.closing(a), contextlib.closing(b):
-        assert a.reserve("acct:create", 0.01, 0.0)[0] == 0.0
+        *_, first = a.reserve("acct:create", 0.01, 0.0)
         a.block("acct:create", 2.0)
-        assert b.reserve("acct:create", 0.01, 0.0)[0] == pytest.approx(2.0, abs=0.05)
+        *_, paused = b.reserve("acct:create", 0.01, 0.0)
+        assert paused >= first + 2.0, "the other worker waits for the pause too"
         b.push_back("acct:create", 1.0)
-        assert a.reserve("acct:create", 0.01, 0.0)[0] == pytest.approx(3.0, abs=0.06)
+        *_, pushed = a.reserve("acct:create", 0.01, 0.0)
+        assert pushed == pytest.approx(paused + 0.01 + 1.0, abs=1e-6), "moved back by 1 s"
         assert a.reserve("other:create", 0.01, 0.0)[0] == 0.0, "limits are apart by name"
 
 

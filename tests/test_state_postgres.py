@@ -79,6 +79,12 @@ def test_a_url_is_shown_without_its_password() -> None:
         == "postgresql://ann@db.example:5433/lx"
     )
     assert redact("postgresql://db.example/lx") == "postgresql://db.example/lx"
+    # libpq also takes it (and a key's password) as a parameter: those go, the rest stay.
+    assert (
+        redact("postgresql://ann@db.example/lx?sslmode=require&password=s3cret")
+        == "postgresql://ann@db.example/lx?sslmode=require"
+    )
+    assert redact("postgresql://db/lx?sslpassword=k3y&Password=s3cret") == "postgresql://db/lx"
 
 
 def test_state_url_takes_only_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -278,6 +278,8 @@ def test_resume_hint_says_when_the_secret_variable_it_names_is_unset(
     ("given", "shown"),
     [
         ("postgresql://batch:pw-s3cret@db:5432/lx", '--state="$LIANGXIN_STATE_URL"'),
+        ("postgresql://batch@db/lx?password=pw-s3cret", '--state="$LIANGXIN_STATE_URL"'),
+        ("postgresql://db/lx?sslmode=require&PASSWORD=s3cret", '--state="$LIANGXIN_STATE_URL"'),
         ("postgresql://batch@db:5432/lx", "--state postgresql://batch@db:5432/lx"),
     ],
 )

@@ -558,3 +558,40 @@ def test_the_default_expiry_leaves_a_margin_under_the_shortest_common_server_kee
 
     assert KEEPALIVE_EXPIRY <= 1.0
     assert LeanTransport()._expiry == KEEPALIVE_EXPIRY
+
+
+def test_the_wait_for_an_output_name_is_not_counted_as_a_stalled_download(
+    tmp_path: Path,
+) -> None:
+    """The output's name is claimed in the state once the headers say its extension (on
+    PostgreSQL a round trip behind the store's queue). That wait is not the file host's
+    slowness: it neither stalls the download nor is cut short by its deadline (whose
+    cancel would leave a failed claim's error, a full disk say, unseen)."""
+    import io
+
+    from PIL import Image
+
+    from liangxin_batch.run._fetch import DownloadLimits, FileFetcher
+    from tests.runner_harness import in_virtual_time
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "PNG")
+    body = buf.getvalue()
+    wire = httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"Content-Type": "image/png"})
+    )
+    limits = DownloadLimits()
+
+    async def slow_claim(ext: str) -> str:
+        await asyncio.sleep(limits.deadline_base + limits.stall_window + 1)
+        return f"a{ext}"
+
+    async def main() -> str:
+        async with httpx.AsyncClient(transport=wire) as http:
+            fetcher = FileFetcher(
+                http=http, out_dir=tmp_path, max_file_size=10**6, limits=limits, direct=wire
+            )
+            return (await fetcher.fetch("http://files.test/a.png", slow_claim)).path
+
+    assert in_virtual_time(main) == "a.png"
+    assert (tmp_path / "a.png").read_bytes() == body

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
@@ -27,6 +26,7 @@ from liangxin_batch.errors import ConfigError
 from liangxin_batch.run._credentials import load_accounts
 from liangxin_batch.run._progress import BarsObserver
 from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async
+from liangxin_batch.state._pg import has_password
 from liangxin_batch.state._status import credits_line
 
 __all__ = ["format_summary", "run_from_cli"]
@@ -62,7 +62,7 @@ def _command_line(extra: str = "") -> str:
 
 
 def _state_flag(url: str) -> str:
-    if urlsplit(url).password is not None:
+    if has_password(url):
         return f'{_STATE_FLAG}="${_STATE_ENV}"'
     return f"{_STATE_FLAG} {shlex.quote(url)}"
 

@@ -204,6 +204,17 @@ class CreateTurn:
         finally:
             self.release()
 
+    def late(self) -> bool:
+        """Too late to send on this turn's slot (`too_late` of the account's limiter)."""
+        limiter = self.account.create_limiter
+        if self._admitted is None:
+            return False
+        return limiter.too_late(self._admitted, asyncio.get_running_loop().time())
+
+    async def retake(self) -> None:
+        """A new slot for this turn (its place is kept); the old one goes unused."""
+        self._admitted = await self.account.create_limiter.acquire()
+
     def release(self) -> None:
         if not self._released:
             self._released = True

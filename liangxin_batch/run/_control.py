@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from liangxin_batch.errors import DiskFullError
 from liangxin_batch.run._client import LiangXinClient
 from liangxin_batch.run._progress import Observer
 from liangxin_batch.state._store import StateStore
+
+logger = logging.getLogger("liangxin_batch")
 
 __all__ = [
     "STOPPED",
@@ -231,6 +234,17 @@ class RunControl:
     def _reap(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
+            # Cancelled once its state write had ended (store.call): the write's failure,
+            # if any, is the cause. (The first `result()` gives the task's own error.)
+            cause: BaseException | None = None
+            try:
+                task.result()
+            except asyncio.CancelledError as cancel:
+                cause = cancel.__cause__
+            if isinstance(cause, DiskFullError):
+                self.stop_for_disk(cause)
+            elif cause is not None:
+                logger.error("a state write failed as the run stopped: %s", cause)
             return
         err = task.exception()
         if isinstance(err, DiskFullError):

@@ -112,6 +112,11 @@ class Pace:
         if self.window_bytes >= self.limits.stall_bytes:  # moving: a new stall window
             self.window_start, self.window_bytes = now, 0
 
+    def skip(self, seconds: float) -> None:
+        """A pause of ours (not the host's) is left out of the transfer's time."""
+        self.started += seconds
+        self.window_start += seconds
+
     def deadline(self) -> float:
         lim = self.limits
         average = self.started + lim.deadline_base + self.received / lim.min_average_bps
@@ -337,7 +342,13 @@ class FileFetcher:
                         "(raise it with --max-file-size)"
                     )
                 ext = extension_for(response.headers.get("content-type"), str(response.url))
-                path = await path_for(ext)  # a name claimed in the state, when shared
+                # A name claimed in the state (on PostgreSQL, a round trip behind the
+                # store's queue): not the host's time, and never cut short by the watch.
+                watch.reschedule(None)
+                paused = loop.time()
+                path = await path_for(ext)
+                pace.skip(loop.time() - paused)
+                watch.reschedule(pace.deadline())
                 return await self._save(response, path, expected, pace, watch, preview)
         except TimeoutError:  # the watch: headers or body too slow
             raise Stalled(f"{short}: {pace.why(loop.time())}") from None

@@ -150,6 +150,12 @@ class SlidingWindowLimiter:
                     return now
                 await asyncio.sleep(wait)
 
+    def too_late(self, admitted: float, now: float) -> bool:
+        """Whether a turn admitted at `admitted` should take a new slot rather than send
+        `now`. Never here: this limiter's own log counts a late send when it goes out
+        (`sent_late`), and the next admission waits for it."""
+        return False
+
     def sent_late(self, admitted: float, sent: float) -> None:
         """The request admitted at `admitted` went out only at `sent` (a busy loop, a
         commit first): count it in the window at the time the service will see it."""

@@ -325,7 +325,8 @@ class Runner:
             "not among this run's accounts"
         )
         logger.info("%s: %s", job.job_id, note)
-        self.store.record_event("note", note, job.job_id)
+        # Off the loop on PostgreSQL: a worker adopting a dead one's tasks may meet many.
+        self._control.spawn(self.store.call(self.store.record_event, "note", note, job.job_id))
 
     def _accounts_to_top_up(self) -> list[str]:
         """The accounts a 402 stopped, by name: only for an accounts file (without one,

@@ -86,7 +86,7 @@ class SharedLimiter(SlidingWindowLimiter):
             self._recover(self._now())
             # No burst: a slot ahead of the even pace could make a window hold one more
             # than the limit, and the shared row has no log of the window to check it by.
-            wait, after = await loop.run_in_executor(
+            wait, after, _slot = await loop.run_in_executor(
                 self._executor, self._limits.reserve, self.name, self.spacing, 0.0
             )
             now = self._now()
@@ -103,6 +103,12 @@ class SharedLimiter(SlidingWindowLimiter):
         (other workers' reservations since can only make it later): which account a job
         goes to is chosen by it (`LiangXinClient.soonest_account`)."""
         return max(0.0, self._next_free - now, self._blocked_until - now)
+
+    def too_late(self, admitted: float, now: float) -> bool:
+        """The slots after this one are other workers' already: a send later than half
+        the margin could make their window hold one more than the limit (a late
+        wake-up, an intent's commit behind the store's queue). Take a new slot instead."""
+        return now - admitted > self.margin / 2
 
     def sent_late(self, admitted: float, sent: float) -> None:
         super().sent_late(admitted, sent)

@@ -268,6 +268,20 @@ class Submitter(RunPart):
                 ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
+                if not await self._still_on(turn):
+                    # The stop came while the intent was written (on PostgreSQL the loop
+                    # goes on meanwhile) or a late turn waited again: nothing was sent,
+                    # so the job is simply pending.
+                    await self._store.call(
+                        self._store.transition,
+                        job.job_id,
+                        Event.NOT_CREATED,
+                        message="not sent: the run was stopping",
+                        attempt=attempt,
+                        outcome="not_created",
+                    )
+                    await control.give_slot()
+                    return
                 callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
                 sent = job.input if body is None else body
                 task_id = await turn.create(job.model, sent, callback)
@@ -290,6 +304,16 @@ class Submitter(RunPart):
                 await control.give_slot()
                 return
             turn = next_turn
+
+    async def _still_on(self, turn: CreateTurn) -> bool:
+        """After the intent's commit: False when the run is stopping. A turn whose slot
+        passed meanwhile (a shared limit's other workers hold the slots after it) waits
+        for a new one first."""
+        control = self._control
+        while not control.stopping and turn.late():
+            if await control.cancellable(turn.retake()) is STOPPED:
+                return False
+        return not control.stopping
 
     async def _record_submitted(
         self,

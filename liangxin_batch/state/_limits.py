@@ -34,9 +34,10 @@ class SharedLimits:
         self._db = db
         self._lock = threading.Lock()  # one statement at a time on the connection
 
-    def reserve(self, name: str, spacing: float, tolerance: float) -> tuple[float, float]:
+    def reserve(self, name: str, spacing: float, tolerance: float) -> tuple[float, float, float]:
         """Take the next slot of limit `name`: seconds until it (0: now), and until the
-        slot after it (what the next reservation of any worker gets at the earliest).
+        slot after it (what the next reservation of any worker gets at the earliest);
+        and the slot itself, in the server's epoch seconds (what tests compare).
         `tolerance`: how far ahead of its even pace an admission may come (a burst).
 
         One statement, so no two workers take one slot: the slot is the later of the
@@ -48,10 +49,10 @@ class SharedLimits:
                 f" VALUES (?, {_NOW} + ?, 0, {_NOW}) ON CONFLICT (name) DO UPDATE SET"
                 f" last_slot = GREATEST(limits.tat - ?, {_NOW}, limits.blocked_until),"
                 f" tat = GREATEST(limits.tat, {_NOW}, limits.blocked_until) + ?"
-                f" RETURNING last_slot - {_NOW}, tat - {_NOW}",
+                f" RETURNING last_slot - {_NOW}, tat - {_NOW}, last_slot",
                 (name, spacing, tolerance, spacing),
             ).fetchone()
-        return max(0.0, float(row[0])), max(0.0, float(row[1]))
+        return max(0.0, float(row[0])), max(0.0, float(row[1])), float(row[2])
 
     def block(self, name: str, seconds: float) -> None:
         """Admit nobody for `seconds` from now (a 429's Retry-After, for every worker)."""

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from liangxin_batch.errors import StateError
 
@@ -44,6 +44,7 @@ __all__ = [
     "PgConnection",
     "PgIntegrityError",
     "PgOperationalError",
+    "has_password",
     "is_postgres_url",
     "pg_sql",
     "redact",
@@ -58,18 +59,31 @@ def is_postgres_url(url: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL as it may be shown: without its password (or a whole user:password)."""
+    """The URL as it may be shown: without its password (a user:password, or libpq's
+    `password=`/`sslpassword=` parameters)."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "postgresql://…"
-    if parts.password is None:
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    kept = [(k, v) for k, v in query if not _secret_parameter(k)]
+    if password is None and len(kept) == len(query):
         return url
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
     user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + host))
+    return urlunsplit(parts._replace(netloc=user + host, query=urlencode(kept)))
+
+
+def has_password(url: str) -> bool:
+    """Whether the URL holds a password (then it is never printed, only named)."""
+    return redact(url) != url
+
+
+def _secret_parameter(name: str) -> bool:
+    return "password" in name.lower()
 
 
 def schema_of(batch_id: str) -> str:
