@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from liangxin_batch.core._local_files import LocalFile, distinct_tokens, file_to
 from liangxin_batch.core._provenance import legacy_sidecar_path, sidecar_path
 from liangxin_batch.outputs._atomic import write_atomic
 from liangxin_batch.outputs._provenance import provenance_record
-from liangxin_batch.state._store import FileRow, StateStore
+from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
 __all__ = ["JobProvenance", "read_job", "sidecar_of", "without_sidecar", "write_sidecars"]
 
@@ -58,13 +58,21 @@ def sidecar_of(store: StateStore, rec: FileRow) -> str:
     return legacy_sidecar_path(rec.path) if others else sidecar_path(rec.path)
 
 
-def read_job(store: StateStore, job_id: str) -> JobProvenance | None:
-    """What the sidecars of a job say (None: no such job, or no file recorded)."""
-    job = store.get(job_id)
+def read_job(
+    store: StateStore,
+    job_id: str,
+    *,
+    known: tuple[JobRow, Sequence[FileRow]] | None = None,
+) -> JobProvenance | None:
+    """What the sidecars of a job say (None: no such job, or no file recorded).
+    `known`: the job and its files as the caller has just read and recorded them (the
+    downloader), not read again."""
+    job = store.get(job_id) if known is None else known[0]
     if job is None:
         return None
     count = len(job.result_urls)
-    files = [f for f in store.files_of(job_id) if f.n < count and f.path]
+    recorded = store.files_of(job_id) if known is None else known[1]
+    files = [f for f in recorded if f.n < count and f.path]
     if not files:
         return None
     local: dict[str, LocalFile | None] = {}

@@ -213,6 +213,7 @@ class Downloader:
             return
         known = {f.n: f for f in await self.store.call(self.store.files_of, job.job_id)}
         later: list[tuple[int, str]] = []  # previews to make from the file, once done
+        files: list[FileRow] = []  # as recorded, for the sidecars
         for n, url in enumerate(urls):
             if self.stopping():
                 return
@@ -220,6 +221,7 @@ class Downloader:
             if rec is not None and rec.url == url and await self._check.verified(rec):
                 if rec.thumb is None and rec.path:
                     later.append((n, rec.path))
+                files.append(rec)
                 continue
             async with self._gate:
                 if self.stopping():
@@ -234,16 +236,18 @@ class Downloader:
             width, height, thumb = self._previews.recorded(job.job_id, n, saved)
             if thumb is None:
                 later.append((n, saved.path))
-            await self.store.call(
-                self.store.record_file,
-                FileRow(
-                    *(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns),
-                    *(width, height, thumb),
-                ),
+            row = FileRow(
+                *(job.job_id, n, url, saved.path, saved.sha256, saved.size, saved.mtime_ns),
+                *(width, height, thumb),
             )
+            await self.store.call(self.store.record_file, row)
+            files.append(row)
             assert self._claims is not None
             self._claims.release(job.job_id, n)  # the state answers for it from now on
-        why, read = await self._provenance.before_done(job.job_id)  # done => sidecars exist
+        # done => sidecars exist. The job as read at the start, unless its URLs were
+        # asked again since (then the state's row is newer).
+        held = (job, files) if tuple(job.result_urls) == tuple(urls) else None
+        why, read = await self._provenance.before_done(job.job_id, known=held)
         if why is not None:
             await self._fail(job, why)
             return

@@ -35,7 +35,7 @@ from liangxin_batch.outputs._sidecars import (
     write_sidecars,
 )
 from liangxin_batch.run._fetch import write_error
-from liangxin_batch.state._store import FileRow, StateStore
+from liangxin_batch.state._store import FileRow, JobRow, StateStore
 
 __all__ = ["EMBED_DIR", "Provenance", "set_aside_provenance"]
 
@@ -50,11 +50,14 @@ class Provenance:
         self.out_dir = out_dir
         self.embed = embed
 
-    async def before_done(self, job_id: str) -> tuple[str | None, JobProvenance | None]:
+    async def before_done(
+        self, job_id: str, *, known: tuple[JobRow, Sequence[FileRow]] | None = None
+    ) -> tuple[str | None, JobProvenance | None]:
         """Write the job's sidecars: (None when written or nothing to write, else why
         not: the job's download failure; the job as read, for `after_done`: not read
-        again). DiskFullError on a full disk."""
-        job = await self.store.call(read_job, self.store, job_id)
+        again). DiskFullError on a full disk. `known`: the job and its files as the
+        downloader holds them (`read_job`)."""
+        job = await self.store.call(read_job, self.store, job_id, known=known)
         if job is None:
             return None, None
         failure = await self._write_sidecars(job)
