@@ -45,6 +45,7 @@ from liangxin_batch.run._download import Downloader, DownloadLimits
 from liangxin_batch.run._live_report import live_report
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._provenance import set_aside_provenance
+from liangxin_batch.run._run_log import attach_run_log
 from liangxin_batch.run._runner import Interrupt, Runner
 from liangxin_batch.run._upload_client import (
     ENV_UPLOAD_BASE_URL,
@@ -202,15 +203,6 @@ def _records(source: Any) -> list[Mapping[str, Any]]:
             for row in source.to_dict(orient="records")
         ]
     return [dict(r) for r in source]
-
-
-def _attach_run_log(out_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log = logging.getLogger(_pkg)
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
 
 
 def _make_folder(out: Path) -> None:
@@ -484,7 +476,7 @@ async def run_batch_async(
 def _run_log(out_dir: Path) -> Iterator[None]:
     log = logging.getLogger(_pkg)
     level = log.level
-    handler = _attach_run_log(out_dir)
+    handler = attach_run_log(out_dir, _pkg)
     try:
         yield
     finally:
