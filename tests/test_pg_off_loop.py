@@ -192,3 +192,64 @@ def test_a_turn_whose_slot_passed_during_the_intent_takes_a_new_one(
     assert slowed
     assert [e for e in ledger.create_attempts() if e.outcome == "429"] == []
     assert len(ledger.creates()) == 8 and ledger.duplicates() == {}
+
+
+@pytest.mark.slow
+def test_a_failure_while_a_late_turn_waits_for_its_next_slot_leaves_the_job_pending(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The late turn's job goes back to pending before the wait for a new slot: the
+    shared limit's database failing there (or a kill) leaves no job `submitting` with
+    nothing sent, which the next run would park as unknown."""
+    from liangxin_batch.run._shared_limiter import SharedLimiter
+    from liangxin_batch.state._backends import open_state
+    from liangxin_batch.state._store import StateStore
+
+    call = StateStore.call
+    acquire = SharedLimiter.acquire
+    slowed: list[str] = []
+    answered: list[str] = []
+
+    async def slow_first_intent(self: StateStore, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        result = await call(self, fn, *args, **kwargs)
+        if getattr(fn, "__name__", "") == "begin_attempt" and not slowed:
+            slowed.append(args[0])
+            await asyncio.sleep(1.0)
+            answered.append(args[0])
+        return result
+
+    async def failing_after_the_late_turn(self: SharedLimiter) -> float:
+        if answered:  # the late intent is in: the next slot is not to be had
+            raise RuntimeError("the shared limits' database went away")
+        return await acquire(self)
+
+    monkeypatch.setattr(StateStore, "call", slow_first_intent)
+    monkeypatch.setattr(SharedLimiter, "acquire", failing_after_the_late_turn)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        config = SimConfig(api_key=KEY, seed=5, create_limit=2, create_window=0.5)
+        app = create_app(config, clock=loop.time)
+        await run_batch_async(
+            records_for(make_jobs(4, models=("z-image",))),
+            out_dir=tmp_path / "out",
+            catalog=default_catalog(),
+            settings=RunSettings(
+                state_url=pg_url, report_every=0, create_limit=2, create_window=0.5
+            ),
+            api_key=KEY,
+            base_url="http://sim",
+            transport=httpx.ASGITransport(app=app),
+            download_transport=httpx.ASGITransport(app=app),
+        )
+
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(main())
+    assert slowed
+    store = open_state(tmp_path / "out", url=pg_url, readonly=True)
+    try:
+        states = {j.job_id: j.state.value for j in store.iter_jobs()}
+    finally:
+        store.close()
+    assert states[slowed[0]] == "pending", states
+    assert "submitting" not in states.values(), states

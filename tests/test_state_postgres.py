@@ -85,6 +85,11 @@ def test_a_url_is_shown_without_its_password() -> None:
         == "postgresql://ann@db.example/lx?sslmode=require"
     )
     assert redact("postgresql://db/lx?sslpassword=k3y&Password=s3cret") == "postgresql://db/lx"
+    # A Unix socket's URL has no host: it stays a URL of the same shape.
+    assert (
+        redact("postgresql:///lx?host=/var/run/postgresql&password=s3cret")
+        == "postgresql:///lx?host=/var/run/postgresql"
+    )
 
 
 def test_state_url_takes_only_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -211,10 +211,6 @@ class CreateTurn:
             return False
         return limiter.too_late(self._admitted, asyncio.get_running_loop().time())
 
-    async def retake(self) -> None:
-        """A new slot for this turn (its place is kept); the old one goes unused."""
-        self._admitted = await self.account.create_limiter.acquire()
-
     def release(self) -> None:
         if not self._released:
             self._released = True

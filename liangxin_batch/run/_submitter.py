@@ -258,39 +258,65 @@ class Submitter(RunPart):
         spec = self._catalog.get(job.model)
         attempt = job.attempt
         tries = 0
+        retaken = False
         while True:
             tries += 1
             attempt += 1
             account = turn.account
+            late = False
             try:
                 if control.stopping or not await self._store.call(
                     self._store.begin_attempt, job.job_id, attempt, account=account.name
                 ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
                     return
-                if not await self._still_on(turn):
-                    # The stop came while the intent was written (on PostgreSQL the loop
-                    # goes on meanwhile) or a late turn waited again: nothing was sent,
-                    # so the job is simply pending.
+                # While the intent was written (on PostgreSQL the loop goes on meanwhile)
+                # the run may have begun to stop, or, on a limit shared with other
+                # workers, this turn's slot passed (the slots after it are theirs).
+                late = not retaken and turn.late()
+                if control.stopping or late:
+                    # Nothing was sent: back to pending at once, so a kill while a new
+                    # slot is awaited cannot park the job as unknown.
+                    note = (
+                        "not sent: the run was stopping"
+                        if control.stopping
+                        else "not sent: its createTask slot passed while the intent was "
+                        "written; sent on the next one"
+                    )
                     await self._store.call(
                         self._store.transition,
                         job.job_id,
                         Event.NOT_CREATED,
-                        message="not sent: the run was stopping",
+                        message=note,
                         attempt=attempt,
                         outcome="not_created",
                     )
-                    await control.give_slot()
-                    return
-                callback = self._callback_url_for(job, attempt) if self._callback_url_for else None
-                sent = job.input if body is None else body
-                task_id = await turn.create(job.model, sent, callback)
+                    if control.stopping:
+                        await control.give_slot()
+                        return
+                    task_id = ""
+                else:
+                    callback = (
+                        self._callback_url_for(job, attempt) if self._callback_url_for else None
+                    )
+                    sent = job.input if body is None else body
+                    task_id = await turn.create(job.model, sent, callback)
             except LiangXinError as err:
                 failure: LiangXinError | None = err
             else:
                 failure = None
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
+            if late and failure is None:
+                # Once: a turn late again is sent (`sent_late` then moves the pace back).
+                retaken = True
+                tries -= 1
+                next_turn = await control.cancellable(self._client.create_turn(account))
+                if not isinstance(next_turn, CreateTurn):
+                    await control.give_slot()
+                    return
+                turn = next_turn
+                continue
             if failure is None:
                 await self._record_submitted(
                     job, attempt, task_id, spec, last_wave=last_wave, account=account
@@ -304,16 +330,6 @@ class Submitter(RunPart):
                 await control.give_slot()
                 return
             turn = next_turn
-
-    async def _still_on(self, turn: CreateTurn) -> bool:
-        """After the intent's commit: False when the run is stopping. A turn whose slot
-        passed meanwhile (a shared limit's other workers hold the slots after it) waits
-        for a new one first."""
-        control = self._control
-        while not control.stopping and turn.late():
-            if await control.cancellable(turn.retake()) is STOPPED:
-                return False
-        return not control.stopping
 
     async def _record_submitted(
         self,

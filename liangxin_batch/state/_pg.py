@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from liangxin_batch.errors import StateError
 
@@ -60,21 +60,28 @@ def is_postgres_url(url: str) -> bool:
 
 def redact(url: str) -> str:
     """The URL as it may be shown: without its password (a user:password, or libpq's
-    `password=`/`sslpassword=` parameters)."""
+    `password=`/`sslpassword=` parameters; the other parameters as they were written)."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return "postgresql://…"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    kept = [(k, v) for k, v in query if not _secret_parameter(k)]
-    if password is None and len(kept) == len(query):
+    pairs = parts.query.split("&") if parts.query else []
+    kept = [pair for pair in pairs if not _secret_parameter(pair.partition("=")[0])]
+    if password is None and len(kept) == len(pairs):
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + host, query=urlencode(kept)))
+    netloc = parts.netloc
+    if password is not None:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = (f"{parts.username}@" if parts.username else "") + host
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    if kept:
+        shown += "?" + "&".join(kept)
+    if parts.fragment:
+        shown += "#" + parts.fragment
+    return shown
 
 
 def has_password(url: str) -> bool:
@@ -83,7 +90,7 @@ def has_password(url: str) -> bool:
 
 
 def _secret_parameter(name: str) -> bool:
-    return "password" in name.lower()
+    return "password" in unquote(name).lower()
 
 
 def schema_of(batch_id: str) -> str:
