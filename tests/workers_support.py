@@ -29,10 +29,14 @@ class Fleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, workers: int) -> None:
+        # At a lower priority than this process, which serves the simulator: on a 2-core
+        # machine four workers (and the database) could otherwise starve the service's
+        # stand-in, which then reads the requests that queued meanwhile as one burst
+        # (a 429 the real service, on its own machines, would never give).
         for _ in range(workers):
             self.procs.append(
                 subprocess.Popen(
-                    self.command(),
+                    ["nice", "-n", "10", *self.command()],
                     env=self.env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
