@@ -338,6 +338,21 @@ def test_random_yaml(doc: Any) -> None:
     check_file("m.yaml", yaml.safe_dump(doc, allow_unicode=True))
 
 
+@pytest.mark.parametrize("name", ["\x00", "a\x00b.csv", "rows\n.csv", "\x1b[31m.csv"])
+def test_a_jobs_from_name_with_control_characters_is_refused_where_it_stands(name: str) -> None:
+    """Found by test_random_yaml: a NUL in `jobs_from` reached the file system's path
+    resolution (ValueError: embedded null byte) instead of a located message."""
+    check_file("m.yaml", yaml.safe_dump({"jobs_from": name}))
+
+
+@pytest.mark.parametrize("path", ["./a\x00b.png", "a\x00", "file:///tmp/a%00b.png"])
+def test_a_local_input_path_with_a_nul_is_refused_where_it_stands(path: str) -> None:
+    """A local image path holding a NUL (JSON can carry one) reached os.stat, whose
+    ValueError was a traceback instead of the row's located problem."""
+    row = {"model": "nano-banana-edit", "prompt": "hi", "image_urls": [path]}
+    check_file("m.jsonl", json.dumps(row) + "\n")
+
+
 @PROPERTY
 @given(
     st.lists(

@@ -206,6 +206,11 @@ class LocalInputs:
                 f"{shown}: a file:// URL of another machine",
                 "give a path on this machine, or an http(s) URL",
             )
+        if any(ord(c) < 32 or c == "\x7f" for c in path):
+            # A NUL would reach os.stat (ValueError); no file is named so anyway.
+            return FileFault(
+                f"{shown!r}: a path with control characters", "name the file without them"
+            )
         info = self._stat(path, shown, base_dir)
         if isinstance(info, FileFault):
             return info

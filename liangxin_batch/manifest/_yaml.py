@@ -332,6 +332,12 @@ class _Reader(Expander):
             if not isinstance(name, str) or not name.strip():
                 yield Problem(at, "jobs_from", "a file name (or a list of them)", got_text(name))
                 continue
+            if any(ord(c) < 32 or c == "\x7f" for c in name):
+                # A NUL would reach the file system's path resolution (ValueError).
+                yield Problem(
+                    at, "jobs_from", "a file name without control characters", got_text(name)
+                )
+                continue
             target = self.path.parent / name
             display = os.path.join(os.path.dirname(self.display), name)
             if not self.allow_outside and not _inside(target, self.path.parent):
