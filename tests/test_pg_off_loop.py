@@ -145,7 +145,7 @@ def test_a_turn_whose_slot_passed_during_the_intent_takes_a_new_one(
     from liangxin_batch.state._store import StateStore
     from tests.sim_support import sim_of
 
-    call = StateStore.call
+    call = StateStore.call_urgent
     slowed: list[str] = []
 
     async def slow_first_intent(self: StateStore, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -155,7 +155,7 @@ def test_a_turn_whose_slot_passed_during_the_intent_takes_a_new_one(
             await asyncio.sleep(1.0)
         return result
 
-    monkeypatch.setattr(StateStore, "call", slow_first_intent)
+    monkeypatch.setattr(StateStore, "call_urgent", slow_first_intent)
     limit, window = 2, 0.5
 
     async def main() -> Any:
@@ -205,7 +205,7 @@ def test_a_failure_while_a_late_turn_waits_for_its_next_slot_leaves_the_job_pend
     from liangxin_batch.state._backends import open_state
     from liangxin_batch.state._store import StateStore
 
-    call = StateStore.call
+    call = StateStore.call_urgent
     acquire = SharedLimiter.acquire
     slowed: list[str] = []
     answered: list[str] = []
@@ -223,7 +223,7 @@ def test_a_failure_while_a_late_turn_waits_for_its_next_slot_leaves_the_job_pend
             raise RuntimeError("the shared limits' database went away")
         return await acquire(self)
 
-    monkeypatch.setattr(StateStore, "call", slow_first_intent)
+    monkeypatch.setattr(StateStore, "call_urgent", slow_first_intent)
     monkeypatch.setattr(SharedLimiter, "acquire", failing_after_the_late_turn)
 
     async def main() -> None:

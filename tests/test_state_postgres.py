@@ -396,3 +396,33 @@ def test_a_cancelled_call_waits_for_its_write_and_ends_cancelled(
         assert isinstance(cancelled.__cause__, OSError)
     finally:
         store.close()
+
+
+def test_urgent_store_calls_go_before_the_bookkeeping_waiting(tmp_path: Path, pg_url: str) -> None:
+    """A createTask's intent and its taskId hold a rate-limit slot and a paid task: on the
+    store's thread they go ahead of the downloads' and polls' calls already waiting."""
+    store = open_state(tmp_path, url=pg_url)
+    try:
+        inside = threading.Event()
+        go_on = threading.Event()
+        ran: list[str] = []
+
+        def blocker() -> None:
+            inside.set()
+            go_on.wait(10)
+            ran.append("first")
+
+        async def main() -> None:
+            first = asyncio.ensure_future(store.call(blocker))
+            await asyncio.to_thread(inside.wait, 10)
+            waiting = [asyncio.ensure_future(store.call(ran.append, f"n{i}")) for i in range(3)]
+            await asyncio.sleep(0)  # queued behind the blocker
+            urgent = asyncio.ensure_future(store.call_urgent(ran.append, "urgent"))
+            await asyncio.sleep(0)
+            go_on.set()
+            await asyncio.gather(first, *waiting, urgent)
+
+        asyncio.run(main())
+        assert ran == ["first", "urgent", "n0", "n1", "n2"]
+    finally:
+        store.close()

@@ -204,12 +204,14 @@ class CreateTurn:
         finally:
             self.release()
 
-    def late(self) -> bool:
-        """Too late to send on this turn's slot (`too_late` of the account's limiter)."""
-        limiter = self.account.create_limiter
+    def late(self, since: float) -> bool:
+        """Too late to send on this turn's slot after a wait of ours that began at
+        `since` (loop time): `too_late` of the account's limiter, for the part of the
+        wait past the slot."""
         if self._admitted is None:
             return False
-        return limiter.too_late(self._admitted, asyncio.get_running_loop().time())
+        held = asyncio.get_running_loop().time() - max(since, self._admitted)
+        return self.account.create_limiter.too_late(held)
 
     def release(self) -> None:
         if not self._released:

@@ -150,10 +150,11 @@ class SlidingWindowLimiter:
                     return now
                 await asyncio.sleep(wait)
 
-    def too_late(self, admitted: float, now: float) -> bool:
-        """Whether a turn admitted at `admitted` should take a new slot rather than send
-        `now`. Never here: this limiter's own log counts a late send when it goes out
-        (`sent_late`), and the next admission waits for it."""
+    def too_late(self, held: float) -> bool:
+        """Whether a turn held back `held` seconds past its slot by a wait of ours (the
+        intent's commit) should take a new slot rather than send. Never here: this
+        limiter's own log counts a late send when it goes out (`sent_late`), and the
+        next admission waits for it."""
         return False
 
     def sent_late(self, admitted: float, sent: float) -> None:

@@ -265,7 +265,8 @@ class Submitter(RunPart):
             account = turn.account
             late = False
             try:
-                if control.stopping or not await self._store.call(
+                intent_at = asyncio.get_running_loop().time()
+                if control.stopping or not await self._store.call_urgent(
                     self._store.begin_attempt, job.job_id, attempt, account=account.name
                 ):
                     await control.give_slot()  # stopped, or no longer pending: not ours
@@ -273,7 +274,7 @@ class Submitter(RunPart):
                 # While the intent was written (on PostgreSQL the loop goes on meanwhile)
                 # the run may have begun to stop, or, on a limit shared with other
                 # workers, this turn's slot passed (the slots after it are theirs).
-                late = not retaken and turn.late()
+                late = not retaken and turn.late(since=intent_at)
                 if control.stopping or late:
                     # Nothing was sent: back to pending at once, so a kill while a new
                     # slot is awaited cannot park the job as unknown.
@@ -382,7 +383,7 @@ class Submitter(RunPart):
         try:
             # CREATED; or, a worker whose lease ran out meanwhile, RECONCILED (the task
             # was paid for: it is recorded whoever parked the job `unknown`).
-            return await self._store.call(
+            return await self._store.call_urgent(
                 self._store.record_created,
                 job.job_id,
                 attempt,
