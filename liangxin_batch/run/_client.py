@@ -184,7 +184,7 @@ class CreateTurn:
     """A createTask turn: admitted by the limiter, holding one of the concurrent-POST
     places. Commit the intent, then `create()`; or `release()` it unused."""
 
-    __slots__ = ("_admitted", "_client", "_released", "account")
+    __slots__ = ("_admitted", "_client", "_given", "_released", "account")
 
     def __init__(
         self, client: LiangXinClient, account: Account, admitted: float | None = None
@@ -192,6 +192,8 @@ class CreateTurn:
         self._client = client
         self.account = account
         self._admitted = admitted
+        #: When the limiter let it go (a busy loop's late wake-up is before this).
+        self._given = asyncio.get_running_loop().time()
         self._released = False
 
     async def create(
@@ -204,13 +206,13 @@ class CreateTurn:
         finally:
             self.release()
 
-    def late(self, since: float) -> bool:
-        """Too late to send on this turn's slot after a wait of ours that began at
-        `since` (loop time): `too_late` of the account's limiter, for the part of the
-        wait past the slot."""
+    def late(self) -> bool:
+        """Too late to send on this turn's slot: `too_late` of the account's limiter,
+        for our own waits since the turn was given (uploads checked, the intent
+        written) past the slot."""
         if self._admitted is None:
             return False
-        held = asyncio.get_running_loop().time() - max(since, self._admitted)
+        held = asyncio.get_running_loop().time() - max(self._given, self._admitted)
         return self.account.create_limiter.too_late(held)
 
     def release(self) -> None:

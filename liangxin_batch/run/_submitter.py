@@ -265,7 +265,6 @@ class Submitter(RunPart):
             account = turn.account
             late = False
             try:
-                intent_at = asyncio.get_running_loop().time()
                 if control.stopping or not await self._store.call_urgent(
                     self._store.begin_attempt, job.job_id, attempt, account=account.name
                 ):
@@ -274,17 +273,19 @@ class Submitter(RunPart):
                 # While the intent was written (on PostgreSQL the loop goes on meanwhile)
                 # the run may have begun to stop, or, on a limit shared with other
                 # workers, this turn's slot passed (the slots after it are theirs).
-                late = not retaken and turn.late(since=intent_at)
+                late = not retaken and turn.late()
                 if control.stopping or late:
-                    # Nothing was sent: back to pending at once, so a kill while a new
-                    # slot is awaited cannot park the job as unknown.
+                    # Nothing was sent: back to pending at once (ahead of the queue), so
+                    # a kill while a new slot is awaited cannot park the job as unknown;
+                    # the POST place goes back first.
+                    turn.release()
                     note = (
                         "not sent: the run was stopping"
                         if control.stopping
                         else "not sent: its createTask slot passed while the intent was "
                         "written; sent on the next one"
                     )
-                    await self._store.call(
+                    await self._store.call_urgent(
                         self._store.transition,
                         job.job_id,
                         Event.NOT_CREATED,
@@ -418,7 +419,8 @@ class Submitter(RunPart):
         message = str(err)
 
         async def outcome(event: Event, note: str = message, *, kind: str | None = None) -> None:
-            await self._store.call(
+            # Urgent: the job is `submitting` until this is written (a kill would park it).
+            await self._store.call_urgent(
                 self._store.transition,
                 job.job_id,
                 event,

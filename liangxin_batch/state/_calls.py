@@ -59,12 +59,15 @@ class _StateThread:
             queue.PriorityQueue()
         )
         self._order = itertools.count()
+        self._closed = False
         self.urgent = _Lane(self, 0)
         self.normal = _Lane(self, 1)
         self._thread = threading.Thread(target=self._run, name="liangxin-state_0", daemon=True)
         self._thread.start()
 
     def put(self, priority: int, fn: Callable[[], T]) -> Future[T]:
+        if self._closed:  # as an executor shut down: never a call left waiting forever
+            raise RuntimeError("the state's thread has stopped")
         future: Future[T] = Future()
         self._queue.put((priority, next(self._order), fn, future))
         return future
@@ -85,6 +88,7 @@ class _StateThread:
 
     def shutdown(self) -> None:
         """After every call already queued (their writes are made)."""
+        self._closed = True
         self._queue.put((2, next(self._order), None, None))
         self._thread.join()
 
