@@ -15,6 +15,7 @@ import pytest
 
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._settings import RunSettings
+from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import SimConfig, create_app
 from liangxin_batch.state._pg import PgConnection
@@ -22,6 +23,23 @@ from tests.runner_harness import KEY, make_jobs, records_for
 from tests.virtual_time import VirtualTimeLoop
 
 _EXECUTE = PgConnection.execute
+
+
+async def run_on_sim(
+    app: Any, out: Path, jobs: int, models: tuple[str, ...], settings: RunSettings, **more: Any
+) -> RunSummary:
+    """`jobs` jobs of `models` run into `out` against the in-process simulator `app`."""
+    return await run_batch_async(
+        records_for(make_jobs(jobs, models=models)),
+        out_dir=out,
+        catalog=default_catalog(),
+        settings=settings,
+        api_key=KEY,
+        base_url="http://sim",
+        transport=httpx.ASGITransport(app=app),
+        download_transport=httpx.ASGITransport(app=app),
+        **more,
+    )
 
 
 def statements_on_the_loop(tmp_path: Path, url: str, jobs: int, monkeypatch: Any) -> Counter[str]:
@@ -41,16 +59,9 @@ def statements_on_the_loop(tmp_path: Path, url: str, jobs: int, monkeypatch: Any
 
     async def main() -> None:
         loop_thread.append(threading.get_ident())
-        summary = await run_batch_async(
-            records_for(make_jobs(jobs, models=("z-image", "google/nano-banana"))),
-            out_dir=tmp_path / f"out{jobs}",
-            catalog=default_catalog(),
-            settings=RunSettings(state_url=url, report_every=0),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=app),
-            download_transport=httpx.ASGITransport(app=app),
-        )
+        models = ("z-image", "google/nano-banana")
+        settings = RunSettings(state_url=url, report_every=0)
+        summary = await run_on_sim(app, tmp_path / f"out{jobs}", jobs, models, settings)
         assert summary.counts.get("succeeded") == jobs, summary.counts
 
     try:
@@ -105,17 +116,8 @@ def test_a_stop_during_the_intents_round_trip_sends_nothing(
     monkeypatch.setattr(StateStore, "begin_attempt", begin_then_ctrl_c)
 
     async def main() -> None:
-        await run_batch_async(
-            records_for(make_jobs(3, models=("z-image",))),
-            out_dir=tmp_path / "out",
-            catalog=default_catalog(),
-            settings=RunSettings(state_url=pg_url, report_every=0),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=app),
-            download_transport=httpx.ASGITransport(app=app),
-            handle=handle,
-        )
+        settings = RunSettings(state_url=pg_url, report_every=0)
+        await run_on_sim(app, tmp_path / "out", 3, ("z-image",), settings, handle=handle)
 
     try:
         loop.run_until_complete(main())
@@ -169,22 +171,14 @@ def test_a_turn_whose_slot_passed_during_the_intent_takes_a_new_one(
             latency_scale=0.01,
         )
         app = create_app(config, clock=loop.time)
-        summary = await run_batch_async(
-            records_for(make_jobs(8, models=("z-image",))),
-            out_dir=tmp_path / "out",
-            catalog=default_catalog(),
-            settings=RunSettings(
-                state_url=pg_url,
-                report_every=0,
-                create_limit=limit,
-                create_window=window,
-                poll_scale=0.01,
-            ),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=app),
-            download_transport=httpx.ASGITransport(app=app),
+        settings = RunSettings(
+            state_url=pg_url,
+            report_every=0,
+            create_limit=limit,
+            create_window=window,
+            poll_scale=0.01,
         )
+        summary = await run_on_sim(app, tmp_path / "out", 8, ("z-image",), settings)
         assert summary.counts.get("succeeded") == 8, summary.counts
         return sim_of(app).ledger
 
@@ -230,18 +224,8 @@ def test_a_failure_while_a_late_turn_waits_for_its_next_slot_leaves_the_job_pend
         loop = asyncio.get_running_loop()
         config = SimConfig(api_key=KEY, seed=5, create_limit=2, create_window=0.5)
         app = create_app(config, clock=loop.time)
-        await run_batch_async(
-            records_for(make_jobs(4, models=("z-image",))),
-            out_dir=tmp_path / "out",
-            catalog=default_catalog(),
-            settings=RunSettings(
-                state_url=pg_url, report_every=0, create_limit=2, create_window=0.5
-            ),
-            api_key=KEY,
-            base_url="http://sim",
-            transport=httpx.ASGITransport(app=app),
-            download_transport=httpx.ASGITransport(app=app),
-        )
+        settings = RunSettings(state_url=pg_url, report_every=0, create_limit=2, create_window=0.5)
+        await run_on_sim(app, tmp_path / "out", 4, ("z-image",), settings)
 
     with pytest.raises(RuntimeError, match="went away"):
         asyncio.run(main())

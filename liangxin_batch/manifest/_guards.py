@@ -20,6 +20,7 @@ __all__ = [
     "IdTable",
     "control_char",
     "has_control",
+    "has_name_control",
     "may_have_control",
     "placeholder_host",
     "written",
@@ -43,6 +44,16 @@ def has_control(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return len(raw.translate(None, _CONTROL_BYTES)) != len(raw)
+
+
+#: What no file name of a manifest may hold: every C0 character (newline and tab too)
+#: and DEL. A NUL would reach the file system's path functions as a ValueError.
+_NAME_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def has_name_control(name: str) -> bool:
+    """Whether a file name written in a manifest holds a control character."""
+    return _NAME_CONTROL.search(name) is not None
 
 
 def control_char(value: Any, depth: int = 0) -> str | None:

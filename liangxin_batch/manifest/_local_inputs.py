@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from liangxin_batch.core._local_files import LocalFile, file_token, sniff_media_type
+from liangxin_batch.manifest._guards import has_name_control
 
 if TYPE_CHECKING:
     from liangxin_batch.catalog._specs import FieldSpec, ModelSpec
@@ -206,8 +207,7 @@ class LocalInputs:
                 f"{shown}: a file:// URL of another machine",
                 "give a path on this machine, or an http(s) URL",
             )
-        if any(ord(c) < 32 or c == "\x7f" for c in path):
-            # A NUL would reach os.stat (ValueError); no file is named so anyway.
+        if has_name_control(path):
             return FileFault(
                 f"{shown!r}: a path with control characters", "name the file without them"
             )

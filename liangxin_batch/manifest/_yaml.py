@@ -43,6 +43,7 @@ from liangxin_batch.core._records import (
     value_text,
 )
 from liangxin_batch.manifest._expand import Expander, Located
+from liangxin_batch.manifest._guards import has_name_control
 from liangxin_batch.manifest._read import (
     NOTE_PREFIX,
     RESERVED,
@@ -332,8 +333,7 @@ class _Reader(Expander):
             if not isinstance(name, str) or not name.strip():
                 yield Problem(at, "jobs_from", "a file name (or a list of them)", got_text(name))
                 continue
-            if any(ord(c) < 32 or c == "\x7f" for c in name):
-                # A NUL would reach the file system's path resolution (ValueError).
+            if has_name_control(name):
                 yield Problem(
                     at, "jobs_from", "a file name without control characters", got_text(name)
                 )

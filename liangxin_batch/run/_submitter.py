@@ -263,7 +263,8 @@ class Submitter(RunPart):
             tries += 1
             attempt += 1
             account = turn.account
-            late = False
+            task_id: str | None = None
+            failure: LiangXinError | None = None
             try:
                 if control.stopping or not await self._store.call_urgent(
                     self._store.begin_attempt, job.job_id, attempt, account=account.name
@@ -273,65 +274,58 @@ class Submitter(RunPart):
                 # While the intent was written (on PostgreSQL the loop goes on meanwhile)
                 # the run may have begun to stop, or, on a limit shared with other
                 # workers, this turn's slot passed (the slots after it are theirs).
-                late = not retaken and turn.late()
-                if control.stopping or late:
-                    # Nothing was sent: back to pending at once (ahead of the queue), so
-                    # a kill while a new slot is awaited cannot park the job as unknown;
-                    # the POST place goes back first.
-                    turn.release()
-                    note = (
-                        "not sent: the run was stopping"
-                        if control.stopping
-                        else "not sent: its createTask slot passed while the intent was "
-                        "written; sent on the next one"
-                    )
-                    await self._store.call_urgent(
-                        self._store.transition,
-                        job.job_id,
-                        Event.NOT_CREATED,
-                        message=note,
-                        attempt=attempt,
-                        outcome="not_created",
-                    )
-                    if control.stopping:
-                        await control.give_slot()
-                        return
-                    task_id = ""
-                else:
+                if not control.stopping and (retaken or not turn.late()):
                     callback = (
                         self._callback_url_for(job, attempt) if self._callback_url_for else None
                     )
                     sent = job.input if body is None else body
                     task_id = await turn.create(job.model, sent, callback)
             except LiangXinError as err:
-                failure: LiangXinError | None = err
-            else:
-                failure = None
+                failure = err
             finally:
                 turn.release()  # idempotent: the turn that was used, or one never used
-            if late and failure is None:
-                # Once: a turn late again is sent (`sent_late` then moves the pace back).
-                retaken = True
-                tries -= 1
-                next_turn = await control.cancellable(self._client.create_turn(account))
-                if not isinstance(next_turn, CreateTurn):
-                    await control.give_slot()
-                    return
-                turn = next_turn
-                continue
-            if failure is None:
+            if task_id is not None:
                 await self._record_submitted(
                     job, attempt, task_id, spec, last_wave=last_wave, account=account
                 )
                 return
-            if not await self._after_create_failure(job, attempt, tries, failure, account):
+            if failure is None:  # not sent: the run is stopping, or the slot passed
+                stopping = control.stopping
+                await self._not_sent(job, attempt, stopping=stopping)
+                if stopping:
+                    await control.give_slot()
+                    return
+                # The same account's next slot, once: a turn late again is sent
+                # (`sent_late` then moves the pace back).
+                retaken, tries, again = True, tries - 1, account
+            elif await self._after_create_failure(job, attempt, tries, failure, account):
+                again = None
+            else:
                 await control.give_slot()
                 return
-            next_turn = await control.cancellable(self._client.create_turn())
+            next_turn = await control.cancellable(self._client.create_turn(again))
             if not isinstance(next_turn, CreateTurn):
                 await control.give_slot()
                 return
             turn = next_turn
+
+    async def _not_sent(self, job: JobRow, attempt: int, *, stopping: bool) -> None:
+        """Back to pending at once (ahead of the queue: a kill while the next slot is
+        awaited must not park it as unknown), its POST place already given back."""
+        note = (
+            "not sent: the run was stopping"
+            if stopping
+            else "not sent: its createTask slot passed while the intent was written; sent "
+            "on the next one"
+        )
+        await self._store.call_urgent(
+            self._store.transition,
+            job.job_id,
+            Event.NOT_CREATED,
+            message=note,
+            attempt=attempt,
+            outcome="not_created",
+        )
 
     async def _record_submitted(
         self,

@@ -103,16 +103,18 @@ class OffLoopCalls:
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)`, a function of this store's calls, made where its round
         trips do not hold up the loop (see the module docstring)."""
-        return await self._call(False, functools.partial(fn, *args, **kwargs))
+        if dialect(self.db) == "sqlite":  # per job, several times: nothing in between
+            return fn(*args, **kwargs)
+        return await self._off_loop(False, functools.partial(fn, *args, **kwargs))
 
     async def call_urgent(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`call`, ahead of the calls waiting that are not urgent: a createTask's intent
         and its taskId, which hold a rate-limit slot and a paid task."""
-        return await self._call(True, functools.partial(fn, *args, **kwargs))
-
-    async def _call(self, urgent: bool, fn: Callable[[], T]) -> T:
         if dialect(self.db) == "sqlite":
-            return fn()
+            return fn(*args, **kwargs)
+        return await self._off_loop(True, functools.partial(fn, *args, **kwargs))
+
+    async def _off_loop(self, urgent: bool, fn: Callable[[], T]) -> T:
         if self._tx.held_here():
             # The loop inside a transaction would wait for a thread that waits for it.
             raise AssertionError("store.call inside a transaction of the loop's")
