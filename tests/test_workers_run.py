@@ -29,7 +29,7 @@ from tests.sim_support import sim_of
 from tests.workers_support import Fleet, create_rate_windows
 
 # 2,000 jobs at 2 x 20 creates per second: about a minute each, on two cores.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.usefixtures("frozen_heap")]
 
 KEYS = {"studio-a": "sk-workers-a-0001", "studio-b": "sk-workers-b-0002"}
 JOBS = 2000
