@@ -51,6 +51,40 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
     assert min(gaps) >= spacing - 1e-6, gaps
 
 
+def test_two_batches_on_one_account_share_its_pace(tmp_path: Path, pg_url: str) -> None:
+    """The service counts an account's requests whichever batch sends them: two batches
+    in one database take their slots from one row, and a 429 in one pauses the other."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for f in folders:
+        open_state(f, url=pg_url).close()
+    a, b = (open_shared_limits(f, pg_url) for f in folders)
+    with contextlib.closing(a), contextlib.closing(b):
+        *_, first = a.reserve("acct:create", 0.5, 0.0)
+        *_, second = b.reserve("acct:create", 0.5, 0.0)
+        assert second == pytest.approx(first + 0.5, abs=1e-6)
+        b.block("acct:create", 3.0)
+        *_, paused = a.reserve("acct:create", 0.5, 0.0)
+        assert paused >= first + 3.0, "the other batch waits for the pause too"
+
+
+def test_workers_of_new_batches_arriving_at_once_make_one_table(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The first workers of a database all find the shared limits missing and make them
+    at once: one makes them, the others use them (no duplicate-schema error)."""
+    folders = [tmp_path / str(i) for i in range(4)]
+    for f in folders:
+        open_state(f, url=pg_url).close()
+    with ThreadPoolExecutor(len(folders)) as pool:
+        opened = list(pool.map(lambda f: open_shared_limits(f, pg_url), folders))
+    slots = []
+    for limits in opened:
+        with contextlib.closing(limits):
+            slots.append(limits.reserve("acct:create", 0.25, 0.0)[2])
+    gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
+    assert gaps == pytest.approx([0.25] * 3, abs=1e-6)
+
+
 def test_a_429_pauses_every_worker(folder: Path, pg_url: str) -> None:
     a, b = open_shared_limits(folder, pg_url), open_shared_limits(folder, pg_url)
     with contextlib.closing(a), contextlib.closing(b):

@@ -93,12 +93,17 @@ def open_state(
 
 
 def open_shared_limits(out_dir: Path, url: str) -> SharedLimits:
-    """The shared rate limits of the PostgreSQL batch in `out_dir`, on a connection of
-    their own (for a thread of their own: run/_shared_limiter.py)."""
-    batch_id = _read_id(out_dir)
-    if batch_id is None:
+    """The rate limits the PostgreSQL batch in `out_dir` shares with every batch in its
+    database, on a connection of their own (for a thread of their own:
+    run/_shared_limiter.py)."""
+    if _read_id(out_dir) is None:
         raise StateError(f"no batch in {out_dir} (no {BATCH_ID_FILE}): open its state first")
-    return SharedLimits(PgConnection.connect(url, schema=schema_of(batch_id)))
+    db = PgConnection.connect(url, schema=None)
+    try:
+        return SharedLimits.open(db)
+    except BaseException:
+        db.close()
+        raise
 
 
 def peek_state_meta(out_dir: Path, key: str, *, url: str | None = None) -> str | None:

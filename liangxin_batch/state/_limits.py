@@ -1,5 +1,8 @@
-"""An account's rate limits shared by the workers of a batch (issue 18): one row per
-limit in the batch's PostgreSQL schema (`limits`, migration 014). All their SQL is here.
+"""An account's rate limits shared by the workers of every batch in a database (issue
+18): one row per limit, named by the account's fingerprint, in a schema of their own
+(`liangxin_limits.limits`, made by the first worker that needs it), since the service
+counts an account's requests whichever batch sends them: two batches on one key pace
+as one. All their SQL is here.
 
 GCRA, as the in-process limiter paces (run/_ratelimit.py): the row keeps the theoretical
 arrival time (`tat`) of the next evenly paced admission. A worker reserves the next slot
@@ -21,18 +24,48 @@ import threading
 
 from liangxin_batch.state._pg import PgConnection
 
-__all__ = ["SharedLimits"]
+__all__ = ["LIMITS_SCHEMA", "SharedLimits"]
+
+#: The schema every batch's workers share their accounts' limits in.
+LIMITS_SCHEMA = "liangxin_limits"
+
+#: GCRA's theoretical arrival time of a limit's next admission, a 429's pause and the
+#: last reservation's slot, in the database server's clock (seconds since the epoch).
+_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {LIMITS_SCHEMA}.limits ("
+    " name TEXT PRIMARY KEY,"  # an account's fingerprint, then :create or :poll
+    " tat DOUBLE PRECISION NOT NULL,"
+    " blocked_until DOUBLE PRECISION NOT NULL,"
+    " last_slot DOUBLE PRECISION NOT NULL)"
+)
 
 #: One instant per statement (the server's), so its parts agree with each other.
 _NOW = "EXTRACT(EPOCH FROM statement_timestamp())"
 
 
 class SharedLimits:
-    """The `limits` rows of one batch, over a connection of their own."""
+    """The shared `limits` rows, over a connection of their own."""
 
     def __init__(self, db: PgConnection) -> None:
         self._db = db
         self._lock = threading.Lock()  # one statement at a time on the connection
+
+    @classmethod
+    def open(cls, db: PgConnection) -> SharedLimits:
+        """The limits on `db` (a connection of their own), their schema and table made
+        if this database has none yet: under a lock, as two workers of two batches may
+        both be first (CREATE ... IF NOT EXISTS alone races in PostgreSQL's catalog)."""
+        db.execute("BEGIN")
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (LIMITS_SCHEMA,))
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {LIMITS_SCHEMA}")
+            db.execute(_TABLE)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute(f"SET search_path TO {LIMITS_SCHEMA}")
+        return cls(db)
 
     def reserve(self, name: str, spacing: float, tolerance: float) -> tuple[float, float, float]:
         """Take the next slot of limit `name`: seconds until it (0: now), and until the

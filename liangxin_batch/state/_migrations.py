@@ -508,6 +508,13 @@ def _m014_workers(db: Connection) -> None:
     )
 
 
+def _m015_limits_shared(db: Connection) -> None:
+    """An account's shared limits moved out of the batch, to a schema every batch of a
+    PostgreSQL database shares (state/_limits.py): the service counts an account's
+    requests whichever batch sends them. The batch's own table goes."""
+    db.execute("DROP TABLE limits")
+
+
 #: Append only. A state file records which of these it has had.
 MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("001_initial", _m001_initial),
@@ -524,6 +531,7 @@ MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("012_manifest_sources", _m012_manifest_sources),
     ("013_accounts", _m013_accounts),
     ("014_workers", _m014_workers),
+    ("015_limits_shared", _m015_limits_shared),
 )
 
 
