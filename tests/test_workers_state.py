@@ -17,6 +17,7 @@ from liangxin_batch.core._states import Event, JobState
 from liangxin_batch.state._backends import open_state
 from liangxin_batch.state._db import Connection
 from liangxin_batch.state._store import StateStore
+from tests import cli_support
 from tests.state_support import drive
 
 LEASE = 60.0
@@ -279,3 +280,31 @@ def test_the_heartbeat_outlives_a_failed_renewal_and_stops_on_a_lost_lease() -> 
     assert leases.renewals == 4, "the failed renewal was tried again at the next beat"
     assert isinstance(control.failure, WorkerLostError)
     assert control.downloads_halted and control.interrupted
+
+
+def test_a_worker_waiting_for_anothers_sync_is_told_then_goes_on(
+    batch: tuple[Path, str, Clock],
+) -> None:
+    """The sync's lock: taken at once when free (nothing said); held by another worker,
+    the waiter is told once why nothing moves, and goes on when it is let go."""
+    a, b = worker(batch, "a"), worker(batch, "b")
+    told: list[str] = []
+    entered = threading.Event()
+    with contextlib.closing(a), contextlib.closing(b):
+        with a.batch_lock("sync", on_wait=lambda: told.append("a")):
+            assert told == []
+
+            def wait_for_it() -> None:
+                with b.batch_lock("sync", on_wait=lambda: told.append("b")):
+                    entered.set()
+
+            waiter = threading.Thread(target=wait_for_it)
+            waiter.start()
+            # Told before it waits: once told, it is blocked on the lock a holds.
+            cli_support.wait_for(lambda: bool(told), "the waiter told")
+            assert told == ["b"]
+            assert not entered.is_set()
+        waiter.join(timeout=10)
+        assert entered.is_set() and told == ["b"]
+        with a.batch_lock("sync", on_wait=lambda: told.append("again")):
+            assert told == ["b"], "free again: taken at once"

@@ -344,7 +344,9 @@ async def run_batch_async(
             stack.callback(pacer.shutdown, wait=False, cancel_futures=True)
             client.share_limits(limits, pacer)
         stack.enter_context(_run_log(out))
-        with store.batch_lock("sync"):  # workers of a shared batch: one syncs, others wait
+        waiting = "another worker of this batch is syncing the manifest: waiting for it"
+        # Workers of a shared batch: one syncs, the others wait (told why).
+        with store.batch_lock("sync", on_wait=lambda: observer.message(waiting)):
             if (now_stored := store.get_meta(FINGERPRINT_KEY)) != stored:
                 stored, fingerprint = now_stored, fingerprint_beside(now_stored)
             if jobs is None and not same_manifest(stored, fingerprint):

@@ -71,14 +71,20 @@ class WorkerStore:
         raise NotImplementedError  # StateStore's
 
     @contextlib.contextmanager
-    def batch_lock(self, name: str) -> Iterator[None]:
+    def batch_lock(self, name: str, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """One holder at a time among the batch's workers (PostgreSQL: a session
-        advisory lock on the schema and `name`); SQLite has one writer anyway."""
+        advisory lock on the schema and `name`); SQLite has one writer anyway.
+        `on_wait` is called once before waiting when another worker holds it (a sync of
+        a million rows holds it for minutes: the user is told why nothing moves)."""
         if dialect(self.db) != "postgres":
             yield
             return
         key = "hashtext(current_schema() || ?)"
-        self.db.execute(f"SELECT pg_advisory_lock({key})", (":" + name,))
+        got = self.db.execute(f"SELECT pg_try_advisory_lock({key})", (":" + name,)).fetchone()
+        if not got[0]:
+            if on_wait is not None:
+                on_wait()
+            self.db.execute(f"SELECT pg_advisory_lock({key})", (":" + name,))
         try:
             yield
         finally:
