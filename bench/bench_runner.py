@@ -109,15 +109,16 @@ def ledger(base_url: str, since: int = 0) -> list[dict[str, Any]]:
 def run_once(
     base_url: str, manifest: Path, out: Path, scale: float, callbacks: bool
 ) -> dict[str, float]:
+    import liangxin_batch.run._callback_setup as _callbacks
     import liangxin_batch.run._run as _run
     from liangxin_batch.catalog._catalog import default_catalog
     from liangxin_batch.core._settings import RunSettings
 
     settings = RunSettings(create_window=10.0 * scale, poll_window=1.0 * scale, poll_scale=scale)
-    callback_options: _run.CallbackOptions | None = None
+    callback_options: _callbacks.CallbackOptions | None = None
     if callbacks:
         port = free_port()
-        callback_options = _run.CallbackOptions(
+        callback_options = _callbacks.CallbackOptions(
             public_base=f"http://127.0.0.1:{port}/hook", listen=f"127.0.0.1:{port}", hmac_key=HMAC
         )
     cpu0 = time.process_time()
@@ -153,7 +154,7 @@ from pathlib import Path
 sys.path.insert(0, {str(ROOT)!r})
 from bench.bench_runner import write_manifest
 from liangxin_batch.catalog._catalog import default_catalog
-from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.run._manifest_jobs import load_manifest_jobs
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs
 from liangxin_batch.run._runner import Runner

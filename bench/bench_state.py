@@ -82,7 +82,7 @@ def _sync(manifest: Path, out: Path) -> float:
     from liangxin_batch._version import package_version
     from liangxin_batch.catalog._catalog import default_catalog
     from liangxin_batch.manifest._fingerprint import manifest_fingerprint
-    from liangxin_batch.run._run import load_manifest_jobs
+    from liangxin_batch.run._manifest_jobs import load_manifest_jobs
     from liangxin_batch.state._store import StateStore
     from liangxin_batch.state._sync import FINGERPRINT_KEY, sync_jobs
 

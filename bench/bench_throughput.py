@@ -137,8 +137,9 @@ def _write_manifest(path: Path, sc: Scenario) -> None:
 def _client(base_url: str, sc: Scenario, out: Path, result: multiprocessing.Queue) -> None:
     """The client, in a process of its own: its CPU and peak RSS are the run's alone."""
     from liangxin_batch.core._settings import RunSettings
+    from liangxin_batch.run._callback_setup import CallbackOptions
     from liangxin_batch.run._progress import NullObserver
-    from liangxin_batch.run._run import CallbackOptions, run_batch_async
+    from liangxin_batch.run._run import run_batch_async
 
     class Phases(NullObserver):
         """Client CPU at the first submit and at the last file: start-up, run, end."""

@@ -71,6 +71,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on 
     from liangxin_batch.outputs._frame import (
         results,
     )
+    from liangxin_batch.run._callback_setup import (
+        CallbackOptions,
+    )
     from liangxin_batch.run._client import (
         LiangXinClient,
     )
@@ -78,7 +81,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name loads on 
         SlidingWindowLimiter,
     )
     from liangxin_batch.run._run import (
-        CallbackOptions,
         run_batch_async,
     )
     from liangxin_batch.state._status import (
@@ -92,7 +94,7 @@ _LOCATIONS: dict[str, str] = {
     "AmbiguousError": "liangxin_batch.errors",
     "AuthError": "liangxin_batch.errors",
     "BadRequestError": "liangxin_batch.errors",
-    "CallbackOptions": "liangxin_batch.run._run",
+    "CallbackOptions": "liangxin_batch.run._callback_setup",
     "Catalog": "liangxin_batch.catalog._catalog",
     "CatalogError": "liangxin_batch.errors",
     "ConfigError": "liangxin_batch.errors",

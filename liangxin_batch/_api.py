@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from liangxin_batch.catalog._catalog import Catalog
     from liangxin_batch.core._settings import RunSettings
     from liangxin_batch.core._summary import RunSummary
+    from liangxin_batch.run._callback_setup import CallbackOptions
     from liangxin_batch.run._credentials import AccountKey
+    from liangxin_batch.run._manifest_jobs import ManifestSource
     from liangxin_batch.run._progress import Observer
-    from liangxin_batch.run._run import CallbackOptions, ManifestSource
 
 __all__ = ["run_batch"]
 

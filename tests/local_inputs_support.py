@@ -13,7 +13,7 @@ from PIL import Image
 
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.manifest._fingerprint import manifest_fingerprint, stored_models, with_models
-from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.run._manifest_jobs import load_manifest_jobs
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import SyncReport, sync_jobs
 

@@ -12,7 +12,8 @@ import httpx
 
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._summary import RunSummary
-from liangxin_batch.run._run import CallbackOptions, run_batch_async
+from liangxin_batch.run._callback_setup import CallbackOptions
+from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.simulator import FaultProfile, SimConfig, Simulator, create_app
 from tests.runner_harness import KEY, ForwardTransport, in_virtual_time, make_jobs, records_for
 from tests.sim_support import sim_of

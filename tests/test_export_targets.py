@@ -22,7 +22,7 @@ from liangxin_batch.outputs._report_data import DATA_DIR
 from liangxin_batch.outputs._segments import SEGMENTS_DIR
 from liangxin_batch.outputs._thumbs import THUMBS_DIR
 from liangxin_batch.run._fetch import PARTIAL_DIR
-from liangxin_batch.run._run import SUPERSEDED_DIR
+from liangxin_batch.run._run_steps import SUPERSEDED_DIR
 from liangxin_batch.state._checks import BATCH_ID_FILE
 from liangxin_batch.state._lock import LOCK_FILE
 from liangxin_batch.state._store import STATE_FILE

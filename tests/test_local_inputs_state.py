@@ -18,7 +18,7 @@ from liangxin_batch.core._local_files import file_token
 from liangxin_batch.errors import StateError
 from liangxin_batch.manifest._fingerprint import same_manifest
 from liangxin_batch.outputs._report import write_results_csv
-from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.run._manifest_jobs import load_manifest_jobs
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import FINGERPRINT_KEY, sync_jobs
 from tests.local_inputs_support import (

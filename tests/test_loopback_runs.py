@@ -26,7 +26,7 @@ import pytest
 from liangxin_batch import RunSettings, run_batch
 from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._summary import RunSummary
-from liangxin_batch.run._run import CallbackOptions
+from liangxin_batch.run._callback_setup import CallbackOptions
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("frozen_heap")]

@@ -25,7 +25,7 @@ from liangxin_batch.outputs._card_inputs import INPUT_THUMB_SIZE, CardInputs, in
 from liangxin_batch.outputs._gallery import LiveReport, write_report_html
 from liangxin_batch.outputs._report import write_results_csv
 from liangxin_batch.outputs._report_data import DATA_DIR
-from liangxin_batch.run._run import load_manifest_jobs
+from liangxin_batch.run._manifest_jobs import load_manifest_jobs
 from liangxin_batch.simulator import SimConfig, create_app
 from liangxin_batch.state._store import StateStore
 from liangxin_batch.state._sync import sync_jobs

@@ -18,7 +18,8 @@ from liangxin_batch.catalog._catalog import default_catalog
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._control import LoopClock
-from liangxin_batch.run._run import load_manifest_jobs, run_batch_async
+from liangxin_batch.run._manifest_jobs import load_manifest_jobs
+from liangxin_batch.run._run import run_batch_async
 from liangxin_batch.run._runner import Runner
 from liangxin_batch.run._upload_client import UploadClient
 from liangxin_batch.simulator import SimConfig, create_app, serve_in_thread, upload_base_url

@@ -23,9 +23,10 @@ from liangxin_batch.core._local_files import bytes_text
 from liangxin_batch.core._settings import RunSettings
 from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.errors import ConfigError
+from liangxin_batch.run._callback_setup import CallbackOptions
 from liangxin_batch.run._credentials import load_accounts
 from liangxin_batch.run._progress import BarsObserver
-from liangxin_batch.run._run import CallbackOptions, RunHandle, run_batch_async
+from liangxin_batch.run._run import RunHandle, run_batch_async
 from liangxin_batch.state._pg import has_password
 from liangxin_batch.state._status import credits_line
 

@@ -24,7 +24,7 @@ from liangxin_batch.cli._options import (
 from liangxin_batch.errors import ConfigError
 
 if TYPE_CHECKING:  # the run's machinery (httpx, the runner) loads only when a run starts
-    from liangxin_batch.run._run import CallbackOptions
+    from liangxin_batch.run._callback_setup import CallbackOptions
 
 __all__ = ["demo_command", "run_command", "status_command"]
 
@@ -64,7 +64,7 @@ def _callback_options(
             "--trust-signed-callbacks needs --webhook-hmac-key: only signed callbacks are "
             "ever taken without a recordInfo"
         )
-    from liangxin_batch.run._run import DEFAULT_LISTEN, CallbackOptions
+    from liangxin_batch.run._callback_setup import DEFAULT_LISTEN, CallbackOptions
 
     return CallbackOptions(
         public_base=callback_url,
