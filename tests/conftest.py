@@ -62,8 +62,9 @@ def frozen_heap() -> Iterator[None]:
     end of the suite the heap holds 334,000 objects (measured), and one full garbage
     collection of them paused the simulator's thread for 235 ms, longer than the shared
     limit's 200-ms margin, and the requests that queued meanwhile were read as one burst
-    (two 429s, ten seconds later, when the window reached them). Frozen, they are never
-    scanned again (no pause over 10 ms measured in the whole suite with them frozen)."""
+    (two 429s, ten seconds later, when the window reached them). Frozen, they are not
+    scanned until the test ends (no pause over 10 ms measured in these tests, during a
+    whole-suite run)."""
     gc.collect()
     gc.freeze()
     try:

@@ -29,7 +29,7 @@ from liangxin_batch.core._summary import RunSummary
 from liangxin_batch.run._callback_setup import CallbackOptions
 from liangxin_batch.simulator import FaultProfile, SimConfig, create_app, serve_in_thread
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("frozen_heap")]
+pytestmark = pytest.mark.slow
 
 KEY = "sk-loopback-runs-0123"
 HMAC = "whsec-loopback-0123456789"

@@ -1,5 +1,6 @@
 """An account's limit shared by the workers of a batch (issue 18): one row per limit in
-the batch's PostgreSQL schema, GCRA slots taken in one statement (state/_limits.py), and
+a schema every batch of the database shares, GCRA slots taken in one statement
+(state/_limits.py), and
 the limiter the workers pace by (run/_shared_limiter.py). A real server; each worker its
 own connection. The limiter waits in real time here (it is what is measured), briefly."""
 
@@ -8,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from liangxin_batch.errors import StateError
 from liangxin_batch.run._shared_limiter import SharedLimiter
 from liangxin_batch.state._backends import open_shared_limits, open_state
 
@@ -51,20 +55,27 @@ def test_slots_from_many_connections_are_evenly_apart(folder: Path, pg_url: str)
     assert min(gaps) >= spacing - 1e-6, gaps
 
 
+#: Long enough that no pause of a loaded machine between two reservations lets the
+#: pace catch up with the clock (nothing here waits for a slot).
+SLOW = 60.0
+
+
 def test_two_batches_on_one_account_share_its_pace(tmp_path: Path, pg_url: str) -> None:
     """The service counts an account's requests whichever batch sends them: two batches
     in one database take their slots from one row, and a 429 in one pauses the other."""
     folders = [tmp_path / "a", tmp_path / "b"]
     for f in folders:
         open_state(f, url=pg_url).close()
-    a, b = (open_shared_limits(f, pg_url) for f in folders)
-    with contextlib.closing(a), contextlib.closing(b):
-        *_, first = a.reserve("acct:create", 0.5, 0.0)
-        *_, second = b.reserve("acct:create", 0.5, 0.0)
-        assert second == pytest.approx(first + 0.5, abs=1e-6)
-        b.block("acct:create", 3.0)
-        *_, paused = a.reserve("acct:create", 0.5, 0.0)
-        assert paused >= first + 3.0, "the other batch waits for the pause too"
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            stack.enter_context(contextlib.closing(open_shared_limits(f, pg_url))) for f in folders
+        )
+        *_, first = a.reserve("acct:create", SLOW, 0.0)
+        *_, second = b.reserve("acct:create", SLOW, 0.0)
+        assert second == pytest.approx(first + SLOW, abs=1e-6)
+        b.block("acct:create", 10 * SLOW)
+        *_, paused = a.reserve("acct:create", SLOW, 0.0)
+        assert paused >= first + 10 * SLOW, "the other batch waits for the pause too"
 
 
 def test_workers_of_new_batches_arriving_at_once_make_one_table(
@@ -75,14 +86,71 @@ def test_workers_of_new_batches_arriving_at_once_make_one_table(
     folders = [tmp_path / str(i) for i in range(4)]
     for f in folders:
         open_state(f, url=pg_url).close()
-    with ThreadPoolExecutor(len(folders)) as pool:
-        opened = list(pool.map(lambda f: open_shared_limits(f, pg_url), folders))
-    slots = []
-    for limits in opened:
-        with contextlib.closing(limits):
-            slots.append(limits.reserve("acct:create", 0.25, 0.0)[2])
-    gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
-    assert gaps == pytest.approx([0.25] * 3, abs=1e-6)
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(folders)) as pool:
+        futures = [pool.submit(open_shared_limits, f, pg_url) for f in folders]
+        for future in futures:  # every one closed, whichever failed
+            future.add_done_callback(
+                lambda done: stack.callback(done.result().close) if not done.exception() else None
+            )
+        opened = [future.result() for future in futures]
+        slots = sorted(limits.reserve("acct:create", SLOW, 0.0)[2] for limits in opened)
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([SLOW] * 3, abs=1e-6)
+
+
+@pytest.fixture
+def roles(pg_url: str) -> Iterator[Callable[..., str]]:
+    """Make login roles on the test server (cluster-wide: random names, dropped after);
+    each call returns the test database's URL as that role."""
+    psycopg = pytest.importorskip("psycopg")
+    made: list[str] = []
+    database = pg_url.rsplit("/", 1)[1]
+
+    def make(*, create_on_database: bool) -> str:
+        name = f"r_{secrets.token_hex(4)}"
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {name} LOGIN")
+            made.append(name)
+            if create_on_database:
+                admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO {name}')
+        return pg_url.replace("postgresql://postgres@", f"postgresql://{name}@")
+
+    yield make
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        for name in made:
+            admin.execute(f"DROP OWNED BY {name} CASCADE")
+            admin.execute(f"DROP ROLE {name}")
+
+
+def test_batches_of_two_roles_share_the_limits(tmp_path: Path, roles: Callable[..., str]) -> None:
+    """Batches of one database run as several roles: the limits the first role made are
+    every role's to use."""
+    alice, bob = roles(create_on_database=True), roles(create_on_database=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    open_state(tmp_path / "a", url=alice).close()
+    open_state(tmp_path / "b", url=bob).close()
+    with contextlib.ExitStack() as stack:
+        mine = stack.enter_context(contextlib.closing(open_shared_limits(tmp_path / "a", alice)))
+        *_, first = mine.reserve("acct:create", SLOW, 0.0)
+        theirs = stack.enter_context(contextlib.closing(open_shared_limits(tmp_path / "b", bob)))
+        *_, second = theirs.reserve("acct:create", SLOW, 0.0)
+        theirs.block("acct:create", 1.0)
+        theirs.push_back("acct:create", 1.0)
+    assert second == pytest.approx(first + SLOW, abs=1e-6)
+
+
+def test_a_role_that_cannot_make_the_limits_is_told_what_to_grant(
+    tmp_path: Path, pg_url: str, roles: Callable[..., str]
+) -> None:
+    open_state(tmp_path, url=pg_url).close()  # the batch, made by the database's owner
+    carol = roles(create_on_database=False)
+    with pytest.raises(StateError) as caught:
+        open_shared_limits(tmp_path, carol)
+    said = str(caught.value)
+    assert "liangxin_limits" in said and "permission denied" in said
+    assert "grant it to this role" in said and "Nothing was sent" in said
+    assert "Traceback" not in said
 
 
 def test_a_429_pauses_every_worker(folder: Path, pg_url: str) -> None:

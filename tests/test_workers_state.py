@@ -308,3 +308,9 @@ def test_a_worker_waiting_for_anothers_sync_is_told_then_goes_on(
         assert entered.is_set() and told == ["b"]
         with a.batch_lock("sync", on_wait=lambda: told.append("again")):
             assert told == ["b"], "free again: taken at once"
+        # Each session let go of what it took, however it took it.
+        held = a.db.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        assert held.fetchone()[0] == 0

@@ -41,7 +41,7 @@ class CallbackOptions:
     listen: str = DEFAULT_LISTEN
     hmac_key: str | None = None
     #: Opt-in: a signed success with its result URLs is taken without a recordInfo,
-    #: accepting that a party on the callback's path could swap the URLs (callback_link).
+    #: accepting that a party on the callback's path could swap the URLs (run/_callback_link.py).
     trust_signed: bool = False
     #: Tests route callbacks in-process (see `receiver_ready`) instead of listening.
     in_process: bool = False
@@ -86,6 +86,8 @@ def callback_link(
 async def run_with_callbacks(
     runner: Runner, link: CallbackLink, options: CallbackOptions, observer: Observer
 ) -> RunSummary:
+    """The runner's run with the receiver serving beside it (unless in-process) and the
+    link consuming what it receives; the summary counts the callbacks taken."""
     from liangxin_batch.run._webhook import serve_receiver
 
     receiver = link.receiver

@@ -40,7 +40,7 @@ from liangxin_batch.run._manifest_jobs import ManifestSource, load_manifest_jobs
 from liangxin_batch.run._progress import NullObserver, Observer
 from liangxin_batch.run._run_log import attach_run_log
 from liangxin_batch.run._run_steps import (
-    check_budget,
+    check_credit_cap,
     make_folder,
     progress_counts,
     refuse_local_files_without_host,
@@ -236,14 +236,14 @@ async def run_batch_async(
             if jobs is None:
                 sync = SyncReport(unchanged=True)
                 with store.transaction():
-                    check_budget(store, catalog, settings)
+                    check_credit_cap(store, catalog, settings)
             else:
                 spool = jobs
                 sync = sync_jobs(
                     store,
                     jobs,
                     allow_changed=settings.allow_changed,
-                    check=lambda: check_budget(store, catalog, settings),
+                    check=lambda: check_credit_cap(store, catalog, settings),
                     fingerprint=with_models(fingerprint, catalog, spool.models, spool.local_stats),
                     column_names=lambda: spool.column_names,
                 )

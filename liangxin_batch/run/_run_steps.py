@@ -27,7 +27,7 @@ from liangxin_batch.state._sync import COLUMNS_KEY, SyncReport
 
 __all__ = [
     "SUPERSEDED_DIR",
-    "check_budget",
+    "check_credit_cap",
     "make_folder",
     "progress_counts",
     "refuse_local_files_without_host",
@@ -44,6 +44,7 @@ SUPERSEDED_DIR = "superseded"
 
 
 def make_folder(out: Path) -> None:
+    """The output folder, made before any network wait; ConfigError saying why not."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -86,6 +87,7 @@ def remember_billing(store: StateStore, catalog: Catalog) -> None:
 def remember_manifest(
     store: StateStore, manifest: ManifestSource, observer: Observer, sync: SyncReport
 ) -> None:
+    """Record which manifest the state runs now, and tell what its sync changed."""
     name = str(Path(manifest).resolve()) if isinstance(manifest, str | Path) else "<records>"
     before = store.get_meta("manifest")
     if before is not None and before != name:
@@ -161,7 +163,8 @@ def write_reports_if_changed(
     return True
 
 
-def check_budget(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
+def check_credit_cap(store: StateStore, catalog: Catalog, settings: RunSettings) -> None:
+    """ConfigError when the jobs still to send are estimated above --max-credits."""
     if settings.max_credits is None:
         return
     # Checked inside the sync's transaction, before --retry-failed/--resubmit-unknown

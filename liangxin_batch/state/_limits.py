@@ -20,8 +20,11 @@ reservation is a network round trip and never waits on the event loop's thread.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 
+from liangxin_batch.errors import StateError
 from liangxin_batch.state._pg import PgConnection
 
 __all__ = ["LIMITS_SCHEMA", "SharedLimits"]
@@ -30,17 +33,27 @@ __all__ = ["LIMITS_SCHEMA", "SharedLimits"]
 LIMITS_SCHEMA = "liangxin_limits"
 
 #: GCRA's theoretical arrival time of a limit's next admission, a 429's pause and the
-#: last reservation's slot, in the database server's clock (seconds since the epoch).
-_TABLE = (
+#: last reservation's slot, in the database server's clock (seconds since the epoch);
+#: every role may use them (see `SharedLimits.open`).
+_MAKE = (
+    f"CREATE SCHEMA IF NOT EXISTS {LIMITS_SCHEMA}",
     f"CREATE TABLE IF NOT EXISTS {LIMITS_SCHEMA}.limits ("
     " name TEXT PRIMARY KEY,"  # an account's fingerprint, then :create or :poll
     " tat DOUBLE PRECISION NOT NULL,"
     " blocked_until DOUBLE PRECISION NOT NULL,"
-    " last_slot DOUBLE PRECISION NOT NULL)"
+    " last_slot DOUBLE PRECISION NOT NULL)",
+    f"GRANT USAGE ON SCHEMA {LIMITS_SCHEMA} TO PUBLIC",
+    f"GRANT SELECT, INSERT, UPDATE ON {LIMITS_SCHEMA}.limits TO PUBLIC",
 )
+
 
 #: One instant per statement (the server's), so its parts agree with each other.
 _NOW = "EXTRACT(EPOCH FROM statement_timestamp())"
+
+
+def _table_exists(db: PgConnection) -> bool:
+    row = db.execute("SELECT to_regclass(?) IS NOT NULL", (f"{LIMITS_SCHEMA}.limits",))
+    return bool(row.fetchone()[0])
 
 
 class SharedLimits:
@@ -52,19 +65,34 @@ class SharedLimits:
 
     @classmethod
     def open(cls, db: PgConnection) -> SharedLimits:
-        """The limits on `db` (a connection of their own), their schema and table made
-        if this database has none yet: under a lock, as two workers of two batches may
-        both be first (CREATE ... IF NOT EXISTS alone races in PostgreSQL's catalog)."""
-        db.execute("BEGIN")
+        """The limits on `db` (a connection of their own). The first worker of a
+        database makes their schema and table, under a lock (two workers of two batches
+        may both be first: CREATE ... IF NOT EXISTS alone races in PostgreSQL's
+        catalog), and lets every role use them: batches of one database may run as
+        several roles, and the rows hold only fingerprints and times. StateError, saying
+        what to grant, when this role can neither find nor make them."""
         try:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (LIMITS_SCHEMA,))
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {LIMITS_SCHEMA}")
-            db.execute(_TABLE)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute(f"SET search_path TO {LIMITS_SCHEMA}")
+            if not _table_exists(db):
+                db.execute("BEGIN")
+                try:
+                    db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (LIMITS_SCHEMA,))
+                    if not _table_exists(db):
+                        for statement in _MAKE:
+                            db.execute(statement)
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):  # a lost connection: say why
+                        db.execute("ROLLBACK")
+                    raise
+            db.execute(f"SET search_path TO {LIMITS_SCHEMA}")
+            db.execute("SELECT 1 FROM limits LIMIT 1").fetchall()  # may this role read it?
+        except sqlite3.Error as err:
+            raise StateError(
+                f"{db.where}: the accounts' shared limits (schema {LIMITS_SCHEMA}) cannot be "
+                f"used: {err}. The first batch of a database makes them, which needs CREATE "
+                "on the database: grant it to this role, or start one batch as a role that "
+                "has it (every role may use them after). Nothing was sent."
+            ) from None
         return cls(db)
 
     def reserve(self, name: str, spacing: float, tolerance: float) -> tuple[float, float, float]:

@@ -495,9 +495,11 @@ def _m014_workers(db: Connection) -> None:
             job_id  TEXT NOT NULL,
             n       INTEGER NOT NULL
         );
-        -- An account's limit shared by its workers (state/_limits.py): GCRA's
-        -- theoretical arrival time of the next admission, and a 429's pause, in the
-        -- database server's clock (seconds since the epoch).
+        -- An account's limit shared by its workers: GCRA's theoretical arrival time
+        -- of the next admission, and a 429's pause, in the database server's clock
+        -- (seconds since the epoch). No longer used: the limits now live in a
+        -- schema every batch of the database shares (state/_limits.py); the table is
+        -- kept, so workers of an older version running beside a newer one go on.
         CREATE TABLE limits (
             name          TEXT PRIMARY KEY,  -- account:create, account:poll
             tat           REAL NOT NULL,
@@ -506,13 +508,6 @@ def _m014_workers(db: Connection) -> None:
         );
         """,
     )
-
-
-def _m015_limits_shared(db: Connection) -> None:
-    """An account's shared limits moved out of the batch, to a schema every batch of a
-    PostgreSQL database shares (state/_limits.py): the service counts an account's
-    requests whichever batch sends them. The batch's own table goes."""
-    db.execute("DROP TABLE limits")
 
 
 #: Append only. A state file records which of these it has had.
@@ -531,7 +526,6 @@ MIGRATIONS: Sequence[tuple[str, Callable[[Connection], None]]] = (
     ("012_manifest_sources", _m012_manifest_sources),
     ("013_accounts", _m013_accounts),
     ("014_workers", _m014_workers),
-    ("015_limits_shared", _m015_limits_shared),
 )
 
 
