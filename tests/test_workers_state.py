@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from liangxin_batch.core._states import Event, JobState
+from liangxin_batch.errors import StateError
+from liangxin_batch.state import _migrations
 from liangxin_batch.state._backends import open_state
 from liangxin_batch.state._db import Connection
 from liangxin_batch.state._store import StateStore
@@ -314,3 +316,26 @@ def test_a_worker_waiting_for_anothers_sync_is_told_then_goes_on(
             " (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         assert held.fetchone()[0] == 0
+
+
+def test_a_newer_version_does_not_migrate_under_running_workers(
+    batch: tuple[Path, str, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration changes what the workers already running read and write: with one
+    pending, a newer version refuses while a worker's lease holds (nothing migrated),
+    and migrates once that worker is dead or ended."""
+    folder, url, clock = batch
+    running = worker(batch, "older")
+    next_step = ("999_next", lambda db: db.execute("CREATE TABLE next_thing (x INTEGER)"))
+    monkeypatch.setattr(_migrations, "MIGRATIONS", (*_migrations.MIGRATIONS, next_step))
+    with contextlib.closing(running):
+        with pytest.raises(StateError) as caught:
+            open_state(folder, url=url, wall_clock=clock)
+        said = str(caught.value)
+        assert "999_next" in said and "h (pid 1)" in said and "Nothing was sent" in said
+        applied = {r[0] for r in running.db.execute("SELECT name FROM _migrations")}
+        assert "999_next" not in applied
+        clock.now += LEASE + 1  # its lease ran out: it is dead
+        open_state(folder, url=url, wall_clock=clock).close()
+        applied = {r[0] for r in running.db.execute("SELECT name FROM _migrations")}
+        assert "999_next" in applied

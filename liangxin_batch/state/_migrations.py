@@ -571,12 +571,37 @@ def migrate(
             " it is damaged or not a liangxin-batch state. Restore it from a backup or "
             "use another --out folder. Nothing was sent."
         )
+    pending = [name for name, _ in MIGRATIONS if name not in applied]
+    if pending and "workers" in tables:
+        _refuse_under_running_workers(db, path, pending, now())
     for name, step in MIGRATIONS:
         if name in applied:
             continue
         with transaction:
             step(db)
             db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
+
+
+def _refuse_under_running_workers(
+    db: Connection, path: Path | str, pending: list[str], now: float
+) -> None:
+    """Workers of an older version still run this batch (a shared PostgreSQL state; the
+    caller holds the schema's migration lock): a migration could change what they read
+    and write under them, so this version waits for them to end. A worker whose lease ran
+    out is dead and does not count."""
+    running = db.execute(
+        "SELECT host, pid FROM workers WHERE ended_at IS NULL AND lease_until > ?"
+        " ORDER BY started_at",
+        (now,),
+    ).fetchall()
+    if running:
+        who = ", ".join(f"{host} (pid {pid})" for host, pid in running[:5])
+        raise StateError(
+            f"{path}: this version of liangxin-batch must bring the batch's state up to "
+            f"date ({', '.join(pending)}), but {len(running)} worker(s) of an older version "
+            f"still run it: {who}. Let them finish (or stop them), then start this "
+            "version. Nothing was sent."
+        )
 
 
 def _tables(db: Connection) -> set[str]:
