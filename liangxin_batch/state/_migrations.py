@@ -587,7 +587,7 @@ def _refuse_under_running_workers(
 ) -> None:
     """Workers of an older version still run this batch (a shared PostgreSQL state; the
     caller holds the schema's migration lock): a migration could change what they read
-    and write under them, so this version waits for them to end. A worker whose lease ran
+    and write under them, so this version refuses until they end. A worker whose lease ran
     out is dead and does not count."""
     running = db.execute(
         "SELECT host, pid FROM workers WHERE ended_at IS NULL AND lease_until > ?"
