@@ -10,13 +10,11 @@ latencies shrink by 20, so the ratios (rate held, polls per task) are the real o
 from __future__ import annotations
 
 import csv
-import gc
 import hashlib
 import json
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +187,8 @@ def assert_files_on_disk(out: Path, records: list[dict[str, Any]], events: list[
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    """The run's folder; the process' heap is frozen for the duration of the test.
+def workdir(tmp_path: Path, frozen_heap: None) -> Path:
+    """The run's folder; the process' heap is frozen for the test (`frozen_heap`).
 
     Time is scaled down 20x but garbage collection is not: a full collection of this
     test process' heap takes 35-60 ms (more on a busy machine) and stops the runner and
@@ -198,12 +196,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     arrival eats into the limiter's margin (see `settings`). Freezing what exists before
     the run leaves only the run's own objects to collect.
     """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield tmp_path / "out"
-    finally:
-        gc.unfreeze()
+    return tmp_path / "out"
 
 
 def test_hundreds_of_jobs_across_models_over_loopback(workdir: Path) -> None:

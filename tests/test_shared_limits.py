@@ -1,8 +1,8 @@
 """An account's limit shared by the workers of a batch (issue 18): one row per limit in
 a schema every batch of the database shares, GCRA slots taken in one statement
-(state/_limits.py), and
-the limiter the workers pace by (run/_shared_limiter.py). A real server; each worker its
-own connection. The limiter waits in real time here (it is what is measured), briefly."""
+(state/_limits.py), and the limiter the workers pace by (run/_shared_limiter.py). A real
+server; each worker its own connection. The limiter waits in real time here (it is what
+is measured), briefly."""
 
 from __future__ import annotations
 
@@ -88,10 +88,9 @@ def test_workers_of_new_batches_arriving_at_once_make_one_table(
         open_state(f, url=pg_url).close()
     with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(folders)) as pool:
         futures = [pool.submit(open_shared_limits, f, pg_url) for f in folders]
-        for future in futures:  # every one closed, whichever failed
-            future.add_done_callback(
-                lambda done: stack.callback(done.result().close) if not done.exception() else None
-            )
+        for future in futures:  # every one opened is closed, whichever failed
+            if future.exception() is None:
+                stack.callback(future.result().close)
         opened = [future.result() for future in futures]
         slots = sorted(limits.reserve("acct:create", SLOW, 0.0)[2] for limits in opened)
     gaps = [b - a for a, b in itertools.pairwise(slots)]

@@ -14,6 +14,7 @@ from liangxin_batch.errors import StateError
 from liangxin_batch.state._db import Connection, dialect
 
 __all__ = [
+    "ALIVE_WORKER_SQL",
     "GENERATED_STATES_SQL",
     "MIGRATIONS",
     "REPORT_SECONDS",
@@ -272,6 +273,10 @@ def report_seconds(db: Connection) -> str:
     """`REPORT_SECONDS` as `db` says it (the index and its queries must agree)."""
     return REPORT_SECONDS if dialect(db) == "sqlite" else _REPORT_SECONDS_PG
 
+
+#: A worker at work: not ended, its lease not run out (a SIGKILLed one nobody has ended
+#: yet is past its lease). One parameter: now.
+ALIVE_WORKER_SQL = "ended_at IS NULL AND lease_until > ?"
 
 #: The jobs whose generation succeeded (BILLED_STATES), as the index below names them.
 GENERATED_STATES_SQL = "state IN ('succeeded', 'done', 'download_failed')"
@@ -590,8 +595,7 @@ def _refuse_under_running_workers(
     and write under them, so this version refuses until they end. A worker whose lease ran
     out is dead and does not count."""
     running = db.execute(
-        "SELECT host, pid FROM workers WHERE ended_at IS NULL AND lease_until > ?"
-        " ORDER BY started_at",
+        f"SELECT host, pid FROM workers WHERE {ALIVE_WORKER_SQL} ORDER BY started_at",
         (now,),
     ).fetchall()
     if running:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from liangxin_batch.core._states import Event, JobState
 from liangxin_batch.state._db import Connection, dialect
+from liangxin_batch.state._migrations import ALIVE_WORKER_SQL
 from liangxin_batch.state._queries import marks
 from liangxin_batch.state._rows import JOB_COLUMNS, JobRow, row_to_job
 from liangxin_batch.state._tx import Transaction
@@ -219,8 +220,7 @@ class WorkerStore:
             # A worker past its lease is not at work, ended or not (a SIGKILL no one
             # has noticed yet): it must not keep the last one from writing the reports.
             (alive,) = db.execute(
-                "SELECT COUNT(*) FROM workers WHERE ended_at IS NULL AND lease_until > ?"
-                " AND id <> ?",
+                f"SELECT COUNT(*) FROM workers WHERE {ALIVE_WORKER_SQL} AND id <> ?",
                 (now, worker),
             ).fetchone()
         self.holder = None
